@@ -1,0 +1,106 @@
+/**
+ * The Engine contract: the only thing the daemon knows about how a VM runs.
+ * A VM is always a separate process (QEMU or hangar-vmm), so a crashing guest
+ * or device model cannot take the daemon down, and a daemon restart does not
+ * stop running VMs: the daemon re-adopts them with `adopt()`.
+ */
+import type { Duplex } from 'node:stream';
+
+export type EngineName = 'qemu' | 'micro';
+export type Accel = 'kvm' | 'tcg';
+
+/** Direct kernel boot. */
+export interface KernelBoot {
+  kernel: string;
+  initrd?: string;
+  cmdline?: string;
+}
+
+export interface DiskAttachment {
+  id: string;
+  path: string;
+  format: 'raw' | 'qcow2';
+  readOnly?: boolean;
+  serial?: string;
+}
+
+export interface NicAttachment {
+  id: string;
+  tap: string;
+  mac: string;
+}
+
+/** Everything an engine needs to start one VM; the daemon validated it and prepared every path. */
+export interface EngineVmConfig {
+  id: string;
+  name: string;
+  cpus: number;
+  memoryBytes: number;
+  boot: KernelBoot;
+  disks: DiskAttachment[];
+  nics: NicAttachment[];
+  accel: Accel;
+  /** Per-VM runtime folder the engine may put sockets and pid files in. */
+  runDir: string;
+  /** File the engine appends all serial console output to, even while nobody is attached. */
+  consoleLog: string;
+}
+
+export interface EngineCapabilities {
+  name: EngineName;
+  available: boolean;
+  /** Why not available, when it is not. */
+  reason?: string;
+  version?: string;
+  bootModes: Array<'kernel' | 'disk'>;
+  devices: string[];
+  accelerators: Accel[];
+  snapshots: boolean;
+  migration: boolean;
+}
+
+/** Why a VM process ended. */
+export type ExitReason = 'poweroff' | 'reboot' | 'stopped' | 'killed' | 'crashed';
+
+export interface VmExit {
+  reason: ExitReason;
+  detail?: string;
+  exitCode?: number | null;
+  signal?: string | null;
+}
+
+export interface VmStats {
+  pid: number;
+  rssBytes: number;
+  cpuSeconds: number;
+  state: 'running' | 'paused';
+}
+
+/** A running VM process, started or re-adopted. */
+export interface VmHandle {
+  readonly pid: number;
+  readonly engine: EngineName;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** Asks the guest to power off (ACPI button, or a Ctrl-Alt-Del equivalent); resolves once asked. */
+  requestShutdown(): Promise<void>;
+  /** Ends the VM process at once. Resolves when it has exited. */
+  kill(): Promise<void>;
+  /** Current run state as the VM process reports it. */
+  queryState(): Promise<'running' | 'paused'>;
+  stats(): Promise<VmStats>;
+  /** A fresh bidirectional stream to the serial console. Output flows while it is open. */
+  openConsole(): Promise<Duplex>;
+  /** Called once when the VM process ends, with the reason. */
+  onExit(listener: (exit: VmExit) => void): void;
+  /** Drops control connections without touching the VM (daemon shutting down). */
+  detach(): void;
+}
+
+export interface Engine {
+  readonly name: EngineName;
+  capabilities(): Promise<EngineCapabilities>;
+  start(config: EngineVmConfig): Promise<VmHandle>;
+  /** Reconnects to a VM started earlier; null when its process is gone. */
+  adopt(config: EngineVmConfig, pid: number): Promise<VmHandle | null>;
+}

@@ -1,0 +1,172 @@
+/**
+ * The one definition of every API resource. These TypeBox schemas drive
+ * request validation (fastify), the TypeScript types used by the daemon and
+ * the CLI, and the OpenAPI document served at /openapi.json.
+ */
+import { Type, type Static } from 'typebox';
+
+export const VmName = Type.String({
+  pattern: '^[a-z][a-z0-9-]{0,62}$',
+  description: 'Unique VM name: lower-case letters, digits and dashes, starting with a letter, at most 63 characters',
+});
+
+/** Sizes are given as strings such as "512M" or "2G" (binary units) or as a number of bytes. */
+export const SizeInput = Type.Union([Type.String({ maxLength: 32 }), Type.Integer({ minimum: 0 })], {
+  description: 'A size: "512M", "2G", "1048576" (binary units, K = 1024) or a number of bytes',
+});
+
+export const EngineName = Type.Union([Type.Literal('qemu'), Type.Literal('micro')]);
+export const Accel = Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]);
+
+/** POST /1.0/vms */
+export const VmCreateRequest = Type.Object(
+  {
+    name: VmName,
+    image: Type.String({ minLength: 1, maxLength: 128, description: 'Image to boot, e.g. "tiny"' }),
+    cpus: Type.Optional(Type.Integer({ description: 'vCPUs (default 1); 1 up to the host CPU count' })),
+    memory: Type.Optional(SizeInput),
+    engine: Type.Optional(EngineName),
+    cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Extra kernel command-line arguments' })),
+    start: Type.Optional(Type.Boolean({ description: 'Start the VM once created (default true)' })),
+  },
+  { additionalProperties: false },
+);
+export type VmCreateRequest = Static<typeof VmCreateRequest>;
+
+export const VmStateName = Type.Union([
+  Type.Literal('stopped'),
+  Type.Literal('starting'),
+  Type.Literal('running'),
+  Type.Literal('paused'),
+  Type.Literal('stopping'),
+  Type.Literal('crashed'),
+]);
+export type VmStateName = Static<typeof VmStateName>;
+
+/** PUT /1.0/vms/{name}/state */
+export const VmStateRequest = Type.Object(
+  {
+    action: Type.Union([
+      Type.Literal('start'),
+      Type.Literal('stop'),
+      Type.Literal('restart'),
+      Type.Literal('pause'),
+      Type.Literal('resume'),
+    ]),
+    force: Type.Optional(Type.Boolean({ description: 'stop/restart: skip the graceful shutdown' })),
+    timeout: Type.Optional(Type.Integer({ minimum: 0, maximum: 3600, description: 'stop/restart: seconds to wait for a graceful shutdown before forcing (default 30)' })),
+  },
+  { additionalProperties: false },
+);
+export type VmStateRequest = Static<typeof VmStateRequest>;
+
+export const VmSpec = Type.Object({
+  image: Type.String(),
+  engine: EngineName,
+  cpus: Type.Integer(),
+  memoryBytes: Type.Integer(),
+  cmdline: Type.String(),
+});
+export type VmSpec = Static<typeof VmSpec>;
+
+export const VmRuntime = Type.Object({
+  pid: Type.Union([Type.Integer(), Type.Null()]),
+  accel: Type.Union([Accel, Type.Null()]),
+  startedAt: Type.Union([Type.String(), Type.Null()]),
+  uptimeSeconds: Type.Union([Type.Number(), Type.Null()]),
+  lastExit: Type.Union([
+    Type.Object({ reason: Type.String(), detail: Type.Optional(Type.String()), at: Type.String() }),
+    Type.Null(),
+  ]),
+  rssBytes: Type.Optional(Type.Integer()),
+  cpuSeconds: Type.Optional(Type.Number()),
+});
+
+export const Vm = Type.Object({
+  id: Type.String(),
+  name: VmName,
+  state: VmStateName,
+  spec: VmSpec,
+  runtime: VmRuntime,
+  createdAt: Type.String(),
+});
+export type Vm = Static<typeof Vm>;
+
+export const OperationStatus = Type.Union([
+  Type.Literal('running'),
+  Type.Literal('success'),
+  Type.Literal('failure'),
+]);
+
+export const Operation = Type.Object({
+  id: Type.String(),
+  description: Type.String(),
+  status: OperationStatus,
+  /** 0..100 where the operation can tell, otherwise absent. */
+  progress: Type.Optional(Type.Object({ stage: Type.String(), percent: Type.Optional(Type.Number()) })),
+  resources: Type.Object({ vms: Type.Array(Type.String()) }),
+  createdAt: Type.String(),
+  updatedAt: Type.String(),
+  error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+  result: Type.Optional(Type.Unknown()),
+});
+export type Operation = Static<typeof Operation>;
+
+export const EventType = Type.Union([
+  Type.Literal('created'),
+  Type.Literal('started'),
+  Type.Literal('paused'),
+  Type.Literal('resumed'),
+  Type.Literal('stopped'),
+  Type.Literal('crashed'),
+  Type.Literal('deleted'),
+]);
+export const LifecycleEvent = Type.Object({
+  seq: Type.Integer(),
+  at: Type.String(),
+  vm: Type.String(),
+  type: EventType,
+  reason: Type.Optional(Type.String()),
+});
+export type LifecycleEvent = Static<typeof LifecycleEvent>;
+
+export const Image = Type.Object({
+  name: Type.String(),
+  description: Type.String(),
+  status: Type.Union([Type.Literal('ready'), Type.Literal('missing'), Type.Literal('building')]),
+  sizeBytes: Type.Optional(Type.Integer()),
+  kernel: Type.Optional(Type.String()),
+  initrd: Type.Optional(Type.String()),
+  cmdline: Type.Optional(Type.String()),
+});
+export type Image = Static<typeof Image>;
+
+export const HostCheck = Type.Object({
+  kvm: Type.Object({
+    present: Type.Boolean(),
+    /** Can KVM run a full-system guest (kernel mode at native speed)? */
+    fullSystem: Type.Boolean(),
+    kind: Type.String({ description: '"hardware", "nested-emulated" (kernel mode emulated, e.g. PVM), or "absent"' }),
+    detail: Type.String(),
+  }),
+  qemu: Type.Object({ present: Type.Boolean(), version: Type.Union([Type.String(), Type.Null()]) }),
+  cpus: Type.Object({ total: Type.Integer(), allocated: Type.Integer() }),
+  memory: Type.Object({ totalBytes: Type.Integer(), availableBytes: Type.Integer(), allocatedBytes: Type.Integer() }),
+  defaultAccel: Accel,
+  advice: Type.Array(Type.String()),
+});
+export type HostCheck = Static<typeof HostCheck>;
+
+export const ErrorBody = Type.Object({
+  type: Type.Literal('error'),
+  error: Type.Object({ code: Type.String(), message: Type.String(), details: Type.Optional(Type.Unknown()) }),
+});
+
+/** Envelopes, in the manner of Incus: sync, async (202 + Location), error. */
+export const syncOf = <T extends Parameters<typeof Type.Object>[0][string]>(metadata: T) =>
+  Type.Object({ type: Type.Literal('sync'), metadata });
+export const AsyncBody = Type.Object({
+  type: Type.Literal('async'),
+  operation: Type.String({ description: 'URL of the operation, also in the Location header' }),
+  metadata: Operation,
+});
