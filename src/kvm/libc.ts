@@ -1,0 +1,60 @@
+/**
+ * The few libc functions Hangar's KVM layer needs, bound once through koffi.
+ * Pointers travel as plain numbers (user-space addresses on x86-64 fit in 47
+ * bits, so they are safe integers); `ioctl` is declared twice because koffi
+ * needs a fixed signature per call shape: one for scalar arguments, one for a
+ * Buffer holding a struct.
+ */
+import koffi from 'koffi';
+
+const lib = koffi.load('libc.so.6');
+
+export const O_RDWR = 0o2;
+export const O_CLOEXEC = 0o2000000;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+export const MAP_FAILED = 2 ** 64 - 1;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+
+export const libc = {
+  open: lib.func('int open(const char *path, int flags)') as (path: string, flags: number) => number,
+  close: lib.func('int close(int fd)') as (fd: number) => number,
+  ioctlScalar: lib.func('int ioctl(int fd, unsigned long req, unsigned long arg)') as (fd: number, req: number, arg: number | bigint) => number,
+  ioctlPtr: lib.func('int ioctl(int fd, unsigned long req, void *arg)') as (fd: number, req: number, arg: Buffer | null) => number,
+  mmap: lib.func('uintptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, long off)') as (
+    addr: number, len: number, prot: number, flags: number, fd: number, off: number) => number | bigint,
+  munmap: lib.func('int munmap(uintptr_t addr, size_t len)') as (addr: number, len: number) => number,
+  madvise: lib.func('int madvise(uintptr_t addr, size_t len, int advice)') as (addr: number, len: number, advice: number) => number,
+  eventfd: lib.func('int eventfd(unsigned int initval, int flags)') as (initval: number, flags: number) => number,
+  read: lib.func('long read(int fd, void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,
+  write: lib.func('long write(int fd, const void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,
+  pthreadSelf: lib.func('uint64_t pthread_self()') as () => number | bigint,
+  pthreadKill: lib.func('int pthread_kill(uint64_t thread, int sig)') as (thread: number | bigint, sig: number) => number,
+};
+
+export function errno(): number {
+  return koffi.errno();
+}
+
+const ERRNO_NAMES: Map<number, string> = new Map(Object.entries(koffi.os.errno as Record<string, number>).map(([k, v]) => [v, k]));
+
+/** The symbolic name of an errno value ("EINTR"), or "E<number>" when unknown. */
+export function errnoName(n: number): string {
+  return ERRNO_NAMES.get(n) ?? `E${n}`;
+}
+
+/** A live view of `len` bytes of process memory at `addr` (≤ 4 GiB per view). */
+export function viewOf(addr: number, len: number): ArrayBuffer {
+  return koffi.view(addr, len) as ArrayBuffer;
+}
+
+/** mmap's result as a number, or null when it failed. */
+export function mapResult(r: number | bigint): number | null {
+  const n = typeof r === 'bigint' ? Number(r) : r;
+  return n === MAP_FAILED || n === -1 || r === 0xffffffffffffffffn ? null : n;
+}
