@@ -161,7 +161,7 @@ export const SREGS = {
 
 /** Offsets inside struct kvm_cpuid_entry2. */
 export const CPUID_ENTRY = { function: 0, index: 4, flags: 8, eax: 12, ebx: 16, ecx: 20, edx: 24 } as const;
-export const CPUID_FLAG_SIGNIFCANT_INDEX = 1;
+export const CPUID_FLAG_SIGNIFICANT_INDEX = 1;
 
 /** Offsets inside struct kvm_userspace_memory_region. */
 export const MEM_REGION = { slot: 0, flags: 4, guest_phys_addr: 8, memory_size: 16, userspace_addr: 24 } as const;

@@ -1,0 +1,11 @@
+import { Machine } from './src/vmm/machine.js';
+import { createLogger } from './src/common/log.js';
+const log = createLogger('t', 'info');
+const m = await Machine.create({ vcpus: Number(process.argv[3] ?? 1), memBytes: 64 << 20, kernel: process.argv[2]!, cmdline: 'console=ttyS0 hello' }, log, (b) => process.stdout.write(b));
+const t = Date.now();
+await m.start();
+setTimeout(() => { console.log('timeout; stopping'); void m.stop(); }, Number(process.argv[4] ?? 5000)).unref();
+const e = await m.exited;
+console.log('EXIT', e, Date.now() - t, 'ms', JSON.stringify(m.metrics()));
+m.close();
+process.exit(0);

@@ -1,0 +1,130 @@
+/*
+ * Entry of a Hangar test guest: 64-bit mode, interrupts off, RSI = zero page,
+ * RDI = vCPU index (Hangar starts every vCPU here when the image carries the
+ * Hangar SMP note below). Picks this CPU's kernel stack and calls
+ * hg_cpu_start(cpu, boot_params) in cpu.c, which never returns.
+ */
+#define KSTACK_SIZE 16384
+
+    .section .note.hangar, "a"
+    .balign 4
+    .long 7              /* namesz: "Hangar\0" */
+    .long 0              /* descsz */
+    .long 0x4801         /* HANGAR_NOTE_SMP_ENTRY */
+    .asciz "Hangar"
+    .balign 4
+
+    .section .text.start, "ax"
+    .globl _start
+    .code64
+_start:
+    cli
+    cld
+    mov %rdi, %rax
+    cmp $32, %rax
+    jae 1f
+    inc %rax
+    imul $KSTACK_SIZE, %rax
+    lea hg_kstacks(%rip), %rsp
+    add %rax, %rsp
+    mov %rsi, %rsi
+    call hg_cpu_start
+1:  hlt
+    jmp 1b
+
+/* Switches to ring 3: rdi = entry, rsi = user stack top, rdx = argument. */
+    .globl hg_enter_user
+hg_enter_user:
+    mov %rdi, %rcx
+    mov %rdx, %rdi
+    push $0x23              /* user data selector | RPL 3 */
+    push %rsi
+    push $0x3202            /* IF | IOPL 3 | reserved bit */
+    push $0x2b              /* user code selector | RPL 3 */
+    push %rcx
+    mov $0x23, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    iretq
+
+/* Interrupt/exception stubs: push a dummy error code where the CPU pushes none, then the vector. */
+.macro STUB n, err
+    .globl hg_isr\n
+hg_isr\n:
+    .if \err == 0
+    push $0
+    .endif
+    push $\n
+    jmp hg_isr_common
+.endm
+
+.altmacro
+.macro STUBS from, to
+    .if \from == 8 || \from == 10 || \from == 11 || \from == 12 || \from == 13 || \from == 14 || \from == 17 || \from == 21 || \from == 29 || \from == 30
+    STUB %from, 1
+    .else
+    STUB %from, 0
+    .endif
+    .if \to-\from
+    STUBS %(\from+1), \to
+    .endif
+.endm
+STUBS 0, 47
+
+hg_isr_common:
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %rdi
+    call hg_trap
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    add $16, %rsp
+    iretq
+
+    .section .rodata
+    .globl hg_isr_table
+    .balign 8
+hg_isr_table:
+.macro ENTRY n
+    .quad hg_isr\n
+.endm
+.macro ENTRIES from, to
+    ENTRY %from
+    .if \to-\from
+    ENTRIES %(\from+1), \to
+    .endif
+.endm
+ENTRIES 0, 47
+
+    .section .bss
+    .balign 4096
+    .globl hg_kstacks
+hg_kstacks:
+    .skip KSTACK_SIZE * 33
+    .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,42 @@
+/**
+ * `hangar host check`: what this host offers Hangar (KVM, QEMU, CPUs,
+ * memory) and what Hangar will do with it, from GET /1.0/host.
+ */
+import type { Command } from 'commander';
+import type { HostCheck } from '../../host/api/schemas.js';
+import { clientFor, out, printJson, withJson } from '../context.js';
+import { formatSizeApprox as size } from '../output.js';
+
+function kvmLine(k: HostCheck['kvm']): string {
+  if (!k.present) return 'absent';
+  if (k.fullSystem) return `present, full-system capable (${k.kind})`;
+  return `present, but kernel mode is emulated (${k.kind}): full guests cannot run at native speed`;
+}
+
+/** The readable report; advice lines come from the daemon, which knows this host. */
+export function renderHostCheck(h: HostCheck): string {
+  const lines = [
+    `KVM:           ${kvmLine(h.kvm)}`,
+    ...(h.kvm.detail ? [`               ${h.kvm.detail}`] : []),
+    `QEMU:          ${h.qemu.present ? (h.qemu.version ?? 'present (version unknown)') : 'not installed'}`,
+    `CPUs:          ${h.cpus.total} total, ${h.cpus.allocated} allocated to VMs`,
+    `Memory:        ${size(h.memory.totalBytes)} total, ${size(h.memory.availableBytes)} available, ${size(h.memory.allocatedBytes)} allocated to VMs`,
+    `Acceleration:  full Linux guests run with ${h.defaultAccel === 'kvm' ? 'KVM (hardware acceleration)' : 'TCG (QEMU software emulation)'} by default`,
+  ];
+  if (h.advice.length) {
+    lines.push('', 'What Hangar will do:');
+    for (const a of h.advice) lines.push(`  - ${a}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export function registerHostCommands(program: Command): void {
+  const host = program.command('host').description('this host as Hangar sees it');
+  withJson(host.command('check').description('report KVM, QEMU, CPUs and memory, and what Hangar will do')).action(
+    async (o: { json?: boolean }, cmd: Command) => {
+      const h = await clientFor(cmd).get<HostCheck>('/1.0/host');
+      if (o.json) printJson(h);
+      else out(renderHostCheck(h));
+    },
+  );
+}

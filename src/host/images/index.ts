@@ -1,0 +1,184 @@
+/**
+ * The image catalogue: built-in images, built on first use and cached in
+ * imageDir()/<name>/ (vmlinuz, initrd.img, image.json).
+ *
+ * A build happens in a temporary folder that is renamed into place only when
+ * complete, so a crash mid-build leaves no half image. A lock file
+ * (imageDir()/<name>.lock, holding the builder's pid) keeps two processes
+ * from building at once; a lock whose pid is gone is stale and taken over.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { HangarError, toHangarError } from '../../common/errors.js';
+import { imageDir } from '../../common/paths.js';
+import type { Image } from '../api/schemas.js';
+import { buildTiny, TINY_CMDLINE, TINY_DESCRIPTION } from './tiny.js';
+
+export type ProgressFn = (stage: string, percent?: number) => void;
+
+/** A built image, ready to boot. */
+export interface ReadyImage {
+  name: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  sizeBytes: number;
+}
+
+interface Recipe {
+  description: string;
+  cmdline: string;
+  build(workDir: string, outDir: string, onProgress: ProgressFn): Promise<Record<string, unknown>>;
+}
+
+const RECIPES: Record<string, Recipe> = {
+  tiny: { description: TINY_DESCRIPTION, cmdline: TINY_CMDLINE, build: async (w, o, p) => ({ ...(await buildTiny(w, o, p)) }) },
+};
+
+/** How long a process waits for another one's build before giving up. */
+const WAIT_FOR_OTHER_BUILD_MS = 10 * 60_000;
+
+const inFlight = new Map<string, Promise<ReadyImage>>();
+
+function recipeFor(name: string): Recipe {
+  const r = Object.prototype.hasOwnProperty.call(RECIPES, name) ? RECIPES[name] : undefined;
+  if (!r) throw new HangarError('NOT_FOUND', `no image named "${name}" (known: ${Object.keys(RECIPES).join(', ')})`, { image: name });
+  return r;
+}
+
+function imagePaths(name: string) {
+  const dir = path.join(imageDir(), name);
+  return {
+    dir,
+    kernel: path.join(dir, 'vmlinuz'),
+    initrd: path.join(dir, 'initrd.img'),
+    meta: path.join(dir, 'image.json'),
+    lock: path.join(imageDir(), `${name}.lock`),
+  };
+}
+
+/** The image as it is on disk, or null when it is not (completely) built. */
+function readReady(name: string): ReadyImage | null {
+  const p = imagePaths(name);
+  try {
+    const meta = JSON.parse(fs.readFileSync(p.meta, 'utf8')) as { cmdline?: unknown };
+    const sizeBytes = fs.statSync(p.kernel).size + fs.statSync(p.initrd).size;
+    const cmdline = typeof meta.cmdline === 'string' ? meta.cmdline : recipeFor(name).cmdline;
+    return { name, kernel: p.kernel, initrd: p.initrd, cmdline, sizeBytes };
+  } catch {
+    return null;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Pid of the process holding the build lock (-1: being taken), or null when nobody alive holds it. */
+function lockHolder(lock: string): number | null {
+  let text: string;
+  let ageMs: number;
+  try {
+    text = fs.readFileSync(lock, 'utf8').trim();
+    ageMs = Date.now() - fs.statSync(lock).mtimeMs;
+  } catch {
+    return null;
+  }
+  // Created but its pid not written yet: another process is taking it right now.
+  if (text === '') return ageMs < 30_000 ? -1 : null;
+  const pid = Number(text);
+  return pidAlive(pid) ? pid : null;
+}
+
+function tryLock(lock: string): boolean {
+  try {
+    fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw toHangarError(e);
+  }
+  if (lockHolder(lock) === null) {
+    // Stale: its builder died. Remove it and race for it again (wx decides who wins).
+    fs.rmSync(lock, { force: true });
+    try {
+      fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function build(name: string, recipe: Recipe, onProgress: ProgressFn): Promise<ReadyImage> {
+  const p = imagePaths(name);
+  fs.mkdirSync(imageDir(), { recursive: true });
+  const deadline = Date.now() + WAIT_FOR_OTHER_BUILD_MS;
+  while (!tryLock(p.lock)) {
+    onProgress('waiting for another build');
+    if (Date.now() > deadline) throw new HangarError('TIMEOUT', `image ${name}: another process has been building it for too long`, { lock: p.lock });
+    await sleep(250);
+    const done = readReady(name);
+    if (done) return done;
+  }
+  const work = fs.mkdtempSync(path.join(imageDir(), `.build-${name}-`));
+  try {
+    const ready = readReady(name); // someone finished while we waited for the lock
+    if (ready) return ready;
+    const out = path.join(work, 'out');
+    const info = await recipe.build(path.join(work, 'work'), out, onProgress);
+    fs.writeFileSync(path.join(out, 'image.json'), JSON.stringify({ name, cmdline: recipe.cmdline, builtAt: new Date().toISOString(), ...info }, null, 2) + '\n');
+    // A leftover folder without image.json is an interrupted install: replace it.
+    fs.rmSync(p.dir, { recursive: true, force: true });
+    fs.renameSync(out, p.dir);
+    const result = readReady(name);
+    if (!result) throw new HangarError('INTERNAL', `image ${name} was built but cannot be read back`);
+    onProgress('ready', 100);
+    return result;
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+    fs.rmSync(p.lock, { force: true });
+  }
+}
+
+/**
+ * Returns the image, building it first if needed (minutes the first time,
+ * instant afterwards). Concurrent callers, in this process or others, share
+ * one build. Unknown name → NOT_FOUND.
+ */
+export async function ensureImage(name: string, onProgress: ProgressFn = () => {}): Promise<ReadyImage> {
+  const recipe = recipeFor(name);
+  const ready = readReady(name);
+  if (ready) return ready;
+  let job = inFlight.get(name);
+  if (!job) {
+    job = build(name, recipe, onProgress).finally(() => inFlight.delete(name));
+    inFlight.set(name, job);
+  }
+  return job;
+}
+
+/** Every known image and whether it is built. */
+export function listImages(): Image[] {
+  return Object.entries(RECIPES).map(([name, recipe]): Image => {
+    const ready = readReady(name);
+    if (ready) {
+      return { name, description: recipe.description, status: 'ready', sizeBytes: ready.sizeBytes, kernel: ready.kernel, initrd: ready.initrd, cmdline: ready.cmdline };
+    }
+    const building = inFlight.has(name) || lockHolder(imagePaths(name).lock) !== null;
+    return { name, description: recipe.description, status: building ? 'building' : 'missing' };
+  });
+}
+
+/** Names of the images Hangar knows how to build. */
+export function imageNames(): string[] {
+  return Object.keys(RECIPES);
+}

@@ -1,0 +1,156 @@
+#!/usr/bin/env node
+/**
+ * hangard: the Hangar host daemon.
+ *
+ *   hangard [--data-dir D] [--socket S] [--listen HOST:PORT] [--log-level L]
+ *
+ * Serves the API on a Unix socket (mode 0600) and, with --listen, on TCP
+ * behind a bearer token. VMs run as their own processes: stopping or killing
+ * the daemon leaves them running, and the next daemon re-adopts them.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import type { FastifyInstance } from 'fastify';
+import { dataDir as defaultDataDir, projectRoot } from '../common/paths.js';
+import { HangarError } from '../common/errors.js';
+import { probeKvm } from '../kvm/probe.js';
+import { qemuVersion } from '../engines/qemu/version.js';
+import { Store } from './store.js';
+import { OperationManager } from './operations.js';
+import { EventBus } from './events.js';
+import { HostChecker } from './hostcheck.js';
+import { VmManager } from './vms.js';
+import { buildServer } from './server.js';
+import { loadOrCreateToken } from './auth.js';
+import { loadEngines, loadImages } from './wiring.js';
+
+const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT] [--log-level LEVEL]';
+
+function parseListen(v: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new HangarError('INVALID_ARGUMENT', `--listen wants HOST:PORT, got "${v}"`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+/** True when a daemon answers on the socket. */
+function daemonAnswers(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.request({ socketPath: socket, path: '/1.0', method: 'GET', timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(true);
+    });
+    req.on('timeout', () => { req.destroy(); resolve(false); });
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+function version(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(projectRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'data-dir': { type: 'string' },
+      socket: { type: 'string' },
+      listen: { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) { process.stdout.write(`${USAGE}\n`); return; }
+
+  const dataDir = path.resolve(values['data-dir'] ?? defaultDataDir());
+  // Children (image builder, engines) find the data directory the same way we do.
+  process.env.HANGAR_DATA_DIR = dataDir;
+  const socket = path.resolve(values.socket ?? process.env.HANGAR_SOCKET ?? path.join(dataDir, 'hangard.sock'));
+  const listen = values.listen ? parseListen(values.listen) : null;
+  const level = values['log-level'] ?? process.env.HANGAR_LOG_LEVEL ?? 'info';
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+
+  const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: pino.destination({ dest: path.join(dataDir, 'hangard.log'), sync: false, mkdir: true }) }];
+  if (process.stderr.isTTY) streams.push({ level: level as pino.Level, stream: pino.destination(2) });
+  const log = pino({ name: 'hangard', level }, pino.multistream(streams));
+
+  if (fs.existsSync(socket)) {
+    if (await daemonAnswers(socket)) {
+      process.stderr.write(`hangard: another daemon already answers on ${socket}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    fs.rmSync(socket, { force: true });
+    log.info({ socket }, 'removed stale socket');
+  }
+
+  const store = new Store(dataDir);
+  const operations = new OperationManager(store, log.child({ component: 'operations' }));
+  const failed = operations.recover();
+  if (failed > 0) log.warn({ count: failed }, 'operations left running by the previous daemon marked failed');
+  const events = new EventBus(store);
+  const engines = await loadEngines(log);
+  const images = loadImages();
+  let vms: VmManager | null = null;
+  const host = new HostChecker({ probeKvm, qemuVersion, allocated: () => vms?.allocated() ?? { cpus: 0, memoryBytes: 0 } });
+  void host.probe(); // warm the cache: the probe takes about half a second
+  vms = new VmManager({ dataDir, store, events, operations, engines, images, host, log: log.child({ component: 'vms' }) });
+  await vms.recover();
+
+  const ctx = { version: version(), dataDir, vms, operations, events, host, images, engines, log };
+  const servers: FastifyInstance[] = [];
+  const unix = await buildServer(ctx);
+  servers.push(unix);
+  await unix.listen({ path: socket });
+  fs.chmodSync(socket, 0o600);
+  let tcpAddress: string | null = null;
+  if (listen) {
+    const token = loadOrCreateToken(dataDir);
+    const tcp = await buildServer(ctx, { token });
+    servers.push(tcp);
+    await tcp.listen({ host: listen.host, port: listen.port });
+    const addr = tcp.server.address();
+    tcpAddress = addr && typeof addr === 'object' ? `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : String(addr);
+    // Tests and tools that asked for port 0 read the real address here.
+    fs.writeFileSync(path.join(dataDir, 'hangard.listen'), `${tcpAddress}\n`);
+  }
+  const pidFile = path.join(dataDir, 'hangard.pid');
+  fs.writeFileSync(pidFile, `${process.pid}\n`);
+  log.info({ pid: process.pid, dataDir, socket, tcp: tcpAddress, version: ctx.version }, 'hangard ready');
+
+  let stopping = false;
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down; VMs keep running');
+    vms!.shutdown();
+    await Promise.allSettled(servers.map((s) => s.close()));
+    await operations.drain(2000);
+    store.close();
+    fs.rmSync(socket, { force: true });
+    try { if (fs.readFileSync(pidFile, 'utf8').trim() === String(process.pid)) fs.rmSync(pidFile, { force: true }); } catch { /* gone */ }
+    log.info('hangard stopped');
+    log.flush();
+    setTimeout(() => process.exit(0), 50).unref();
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('uncaughtException', (e) => {
+    log.fatal({ err: e }, 'uncaught exception');
+    log.flush();
+    process.exit(1);
+  });
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`hangard: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

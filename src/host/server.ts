@@ -1,0 +1,281 @@
+/**
+ * The REST + WebSocket API of hangard (docs/api.md). One function builds a
+ * fastify instance over the shared daemon context; the daemon builds one for
+ * the Unix socket and, when asked, one more for TCP that demands the token.
+ *
+ * Every answer is one of the three envelopes (sync, async, error). Errors
+ * that fastify raises itself (validation, bad JSON, unknown route) are
+ * rewrapped into the error envelope with our codes.
+ */
+import Fastify, { type FastifyInstance, type FastifyError, type FastifyReply } from 'fastify';
+import fastifySwagger from '@fastify/swagger';
+import fastifyWebsocket from '@fastify/websocket';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import type { WebSocket } from 'ws';
+import { HangarError, ERROR_STATUS, type ErrorCode } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import {
+  type Image as ImageT, VmName, VmCreateRequest, VmStateRequest, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
+} from './api/schemas.js';
+import { bearerMatches } from './auth.js';
+import type { VmManager, EngineRegistry, ImageProvider } from './vms.js';
+import type { OperationManager } from './operations.js';
+import type { EventBus } from './events.js';
+import type { HostChecker } from './hostcheck.js';
+
+export const API_VERSION = '1.0';
+
+export interface ApiContext {
+  version: string;
+  dataDir: string;
+  vms: VmManager;
+  operations: OperationManager;
+  events: EventBus;
+  host: HostChecker;
+  images: ImageProvider;
+  engines: EngineRegistry;
+  log: Logger;
+}
+
+export interface ServerOptions {
+  /** When set, every request must carry `Authorization: Bearer <token>` (the TCP listener). */
+  token?: string;
+}
+
+const ServerInfo = Type.Object({
+  apiVersion: Type.String(),
+  version: Type.String(),
+  dataDir: Type.String(),
+  pid: Type.Integer(),
+  engines: Type.Array(Type.Object({
+    name: Type.String(),
+    available: Type.Boolean(),
+    reason: Type.Optional(Type.String()),
+    version: Type.Optional(Type.String()),
+    bootModes: Type.Array(Type.String()),
+    devices: Type.Array(Type.String()),
+    accelerators: Type.Array(Type.String()),
+    snapshots: Type.Boolean(),
+    migration: Type.Boolean(),
+  })),
+});
+
+const NameParams = Type.Object({ name: VmName });
+const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+const Digits = Type.String({ pattern: '^[0-9]{1,9}$' });
+const Bool = Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')]);
+
+const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody };
+
+function errorReply(reply: FastifyReply, code: ErrorCode, message: string, details?: unknown): FastifyReply {
+  const error: Record<string, unknown> = { code, message };
+  if (details !== undefined) error.details = details;
+  return reply.code(ERROR_STATUS[code]).type('application/json').send({ type: 'error', error });
+}
+
+function asyncReply(reply: FastifyReply, op: Operation): FastifyReply {
+  const url = `/${API_VERSION}/operations/${op.id}`;
+  return reply.code(202).header('location', url).send({ type: 'async', operation: url, metadata: op });
+}
+
+/** Turns fastify's own errors into our codes. */
+function classify(err: FastifyError & { validation?: Array<{ params?: Record<string, unknown>; instancePath?: string; message?: string }>; validationContext?: string }): { code: ErrorCode; message: string; details?: unknown } {
+  if (err instanceof HangarError) return { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) };
+  if (err.validation) {
+    const first = err.validation[0];
+    const extra = first?.params?.additionalProperty;
+    const where = `${err.validationContext ?? 'request'}${first?.instancePath ? first.instancePath.replace(/\//g, '.') : ''}`;
+    const message = typeof extra === 'string'
+      ? `${where} has an unknown field "${extra}"`
+      : `${where} ${first?.message ?? 'is not valid'}`;
+    return { code: 'INVALID_ARGUMENT', message, details: { context: err.validationContext, errors: err.validation.slice(0, 5).map((v) => ({ path: v.instancePath, message: v.message, params: v.params })) } };
+  }
+  switch (err.code) {
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return { code: 'INVALID_JSON', message: 'request body is not valid JSON' };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return { code: 'INVALID_ARGUMENT', message: 'unsupported content type: send application/json' };
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return { code: 'INVALID_ARGUMENT', message: 'request body is too large' };
+    default:
+      break;
+  }
+  if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+    return { code: err.statusCode === 404 ? 'NOT_FOUND' : 'INVALID_ARGUMENT', message: err.message };
+  }
+  return { code: 'INTERNAL', message: err.message || 'internal error' };
+}
+
+export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: ctx.log.child({ component: 'api', listener: opts.token ? 'tcp' : 'unix' }),
+    disableRequestLogging: true,
+    // Closing the server also ends keep-alive and long-poll connections.
+    forceCloseConnections: true,
+    bodyLimit: 1024 * 1024,
+    ajv: {
+      // Unknown fields are an error, not silently dropped; types are never coerced.
+      customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false },
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Our JSON parser, so malformed JSON becomes INVALID_JSON in our envelope.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') { done(null, undefined); return; }
+    try {
+      done(null, JSON.parse(text));
+    } catch (e) {
+      done(new HangarError('INVALID_JSON', `request body is not valid JSON: ${(e as Error).message}`), undefined);
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const c = classify(err);
+    if (ERROR_STATUS[c.code] >= 500) req.log.error({ err, url: req.url }, 'request failed');
+    else req.log.debug({ code: c.code, msg: c.message, url: req.url }, 'request rejected');
+    return errorReply(reply, c.code, c.message, c.details);
+  });
+  app.setNotFoundHandler((req, reply) => errorReply(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
+
+  if (opts.token) {
+    const token = opts.token;
+    app.addHook('onRequest', async (req, reply) => {
+      if (!bearerMatches(req.headers.authorization, token)) {
+        return errorReply(reply.header('www-authenticate', 'Bearer'), 'UNAUTHORIZED', 'missing or wrong bearer token');
+      }
+      return undefined;
+    });
+  }
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'Hangar API', version: ctx.version, description: 'hangard REST API; see docs/api.md' },
+    },
+  });
+  await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  app.get('/1.0', { schema: { summary: 'Server information', response: { 200: syncOf(ServerInfo) } } }, async () => {
+    const engines = await Promise.all(Object.values(ctx.engines).map(async (e) => {
+      try { return await e!.capabilities(); } catch (err) {
+        return { name: e!.name, available: false, reason: String(err), bootModes: [], devices: [], accelerators: [], snapshots: false, migration: false };
+      }
+    }));
+    return { type: 'sync' as const, metadata: { apiVersion: API_VERSION, version: ctx.version, dataDir: ctx.dataDir, pid: process.pid, engines } };
+  });
+
+  app.get('/1.0/host', { schema: { summary: 'Host check', response: { 200: syncOf(HostCheck) } } }, async () =>
+    ({ type: 'sync' as const, metadata: await ctx.host.check() }));
+
+  app.get('/1.0/images', { schema: { summary: 'Images', response: { 200: syncOf(Type.Array(Image)) } } }, async () =>
+    ({ type: 'sync' as const, metadata: (await ctx.images.listImages()) as ImageT[] }));
+
+  app.get('/1.0/vms', { schema: { summary: 'List VMs', response: { 200: syncOf(Type.Array(Vm)) } } }, async () =>
+    ({ type: 'sync' as const, metadata: ctx.vms.list() }));
+
+  app.post('/1.0/vms', { schema: { summary: 'Create (and by default start) a VM', body: VmCreateRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
+    asyncReply(reply, await ctx.vms.create(req.body)));
+
+  app.get('/1.0/vms/:name', { schema: { summary: 'One VM', params: NameParams, response: { 200: syncOf(Vm), ...errors } } }, async (req) =>
+    ({ type: 'sync' as const, metadata: await ctx.vms.get(req.params.name) }));
+
+  app.delete('/1.0/vms/:name', { schema: { summary: 'Delete a VM', params: NameParams, querystring: Type.Object({ force: Type.Optional(Bool) }, { additionalProperties: false }), response: { 202: AsyncBody, ...errors } } }, async (req, reply) => {
+    const force = req.query.force === 'true' || req.query.force === '1';
+    return asyncReply(reply, ctx.vms.delete(req.params.name, force));
+  });
+
+  app.put('/1.0/vms/:name/state', { schema: { summary: 'Start, stop, restart, pause or resume a VM', params: NameParams, body: VmStateRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
+    asyncReply(reply, ctx.vms.changeState(req.params.name, req.body)));
+
+  app.get('/1.0/vms/:name/logs', { schema: { summary: 'Serial console log (text/plain)', params: NameParams, querystring: Type.Object({ tail: Type.Optional(Digits) }, { additionalProperties: false }) } }, async (req, reply) => {
+    const tail = req.query.tail !== undefined ? Number(req.query.tail) : undefined;
+    return reply.type('text/plain; charset=utf-8').send(ctx.vms.logs(req.params.name, tail));
+  });
+
+  app.get('/1.0/vms/:name/console', {
+    websocket: true,
+    schema: { params: NameParams },
+    // Refuse the upgrade with a normal error answer when there is no console to join.
+    preHandler: async (req) => {
+      const { name } = req.params as { name: string };
+      const vm = await ctx.vms.get(name);
+      if (vm.state !== 'running' && vm.state !== 'paused') {
+        throw new HangarError('INVALID_STATE', `VM "${name}" is ${vm.state}: its console is available while it runs`, { name, state: vm.state });
+      }
+    },
+  }, (socket: WebSocket, req) => {
+    const { name } = req.params as { name: string };
+    const early: Buffer[] = [];
+    let conn: { write(d: Buffer): void; detach(): void } | null = null;
+    let closed = false;
+    socket.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
+      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer);
+      if (conn) conn.write(buf); else early.push(buf);
+    });
+    socket.on('close', () => { closed = true; conn?.detach(); });
+    ctx.vms.attachConsole(name, {
+      send: (b) => { if (socket.readyState === socket.OPEN) socket.send(b, { binary: true }); },
+      close: (reason) => { if (socket.readyState === socket.OPEN) socket.close(1000, reason.slice(0, 120)); },
+    }).then((c) => {
+      if (closed) { c.detach(); return; }
+      conn = c;
+      for (const b of early.splice(0)) c.write(b);
+    }).catch((e: unknown) => {
+      const msg = e instanceof Error ? e.message : String(e);
+      if (socket.readyState === socket.OPEN) socket.close(1011, msg.slice(0, 120));
+    });
+  });
+
+  app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
+    ({ type: 'sync' as const, metadata: ctx.operations.list() }));
+
+  app.get('/1.0/operations/:id', { schema: { summary: 'One operation', params: IdParams, response: { 200: syncOf(Operation), ...errors } } }, async (req) =>
+    ({ type: 'sync' as const, metadata: ctx.operations.get(req.params.id) }));
+
+  app.get('/1.0/operations/:id/wait', { schema: { summary: 'Wait for an operation (timeout in seconds, default 60)', params: IdParams, querystring: Type.Object({ timeout: Type.Optional(Digits) }, { additionalProperties: false }), response: { 200: syncOf(Operation), ...errors } } }, async (req) => {
+    const timeoutS = Math.min(req.query.timeout !== undefined ? Number(req.query.timeout) : 60, 3600);
+    return { type: 'sync' as const, metadata: await ctx.operations.wait(req.params.id, timeoutS * 1000) };
+  });
+
+  const EventsQuery = Type.Object({ since: Type.Optional(Digits), vm: Type.Optional(VmName) }, { additionalProperties: false });
+  app.route({
+    method: 'GET',
+    url: '/1.0/events',
+    schema: { summary: 'Lifecycle events; a WebSocket upgrade streams new ones', querystring: EventsQuery, response: { 200: syncOf(Type.Array(LifecycleEvent)), ...errors } },
+    handler: async (req) => {
+      const q = req.query as { since?: string; vm?: string };
+      return { type: 'sync' as const, metadata: ctx.events.list({ ...(q.since !== undefined ? { since: Number(q.since) } : {}), ...(q.vm !== undefined ? { vm: q.vm } : {}) }) };
+    },
+    wsHandler: (socket: WebSocket, req) => {
+      const q = req.query as { since?: string; vm?: string };
+      const wanted = (e: { vm: string }): boolean => q.vm === undefined || e.vm === q.vm;
+      let lastSeq = q.since !== undefined ? Number(q.since) : -1;
+      const send = (e: { seq: number; vm: string }): void => {
+        if (!wanted(e) || e.seq <= lastSeq) return;
+        lastSeq = e.seq;
+        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(e));
+      };
+      // Subscribe first, then catch up from the store, so nothing falls between the two.
+      const queued: Array<{ seq: number; vm: string }> = [];
+      let live = false;
+      const unsubscribe = ctx.events.subscribe((e) => { if (live) send(e); else queued.push(e); });
+      if (q.since !== undefined) {
+        for (const e of ctx.events.list({ since: Number(q.since), ...(q.vm !== undefined ? { vm: q.vm } : {}), limit: 10000 })) send(e);
+      }
+      live = true;
+      for (const e of queued.splice(0)) send(e);
+      socket.on('close', unsubscribe);
+    },
+  });
+
+  return app as unknown as FastifyInstance;
+}

@@ -1,0 +1,275 @@
+/**
+ * The daemon's durable state: one SQLite file (<dataDir>/hangar.db, WAL).
+ * Every change is a single transaction, so a crash leaves either the old or
+ * the new state. The schema is versioned with PRAGMA user_version and
+ * migrated forward on open.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { HangarError } from '../common/errors.js';
+import type { VmSpec, VmStateName, Operation, LifecycleEvent } from './api/schemas.js';
+
+export interface LastExit {
+  reason: string;
+  detail?: string;
+  at: string;
+}
+
+export interface VmRecord {
+  id: string;
+  name: string;
+  spec: VmSpec;
+  state: VmStateName;
+  pid: number | null;
+  accel: 'kvm' | 'tcg' | null;
+  startedAt: string | null;
+  lastExit: LastExit | null;
+  createdAt: string;
+}
+
+export type OperationRecord = Operation;
+
+export type EventType = LifecycleEvent['type'];
+
+/** Each entry moves the schema one version forward. Never edit an entry once shipped: append. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE vms (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     spec TEXT NOT NULL,
+     state TEXT NOT NULL,
+     pid INTEGER,
+     accel TEXT,
+     started_at TEXT,
+     last_exit TEXT,
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE operations (
+     id TEXT PRIMARY KEY,
+     description TEXT NOT NULL,
+     status TEXT NOT NULL,
+     progress TEXT,
+     resources TEXT NOT NULL,
+     error TEXT,
+     result TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );
+   CREATE INDEX operations_created ON operations(created_at);
+   CREATE TABLE events (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     at TEXT NOT NULL,
+     vm TEXT NOT NULL,
+     type TEXT NOT NULL,
+     reason TEXT
+   );
+   CREATE INDEX events_vm ON events(vm, seq);`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+interface VmRow {
+  id: string; name: string; spec: string; state: string; pid: number | null; accel: string | null;
+  started_at: string | null; last_exit: string | null; created_at: string;
+}
+interface OpRow {
+  id: string; description: string; status: string; progress: string | null; resources: string;
+  error: string | null; result: string | null; created_at: string; updated_at: string;
+}
+interface EventRow { seq: number; at: string; vm: string; type: string; reason: string | null }
+
+function vmFromRow(r: VmRow): VmRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    spec: JSON.parse(r.spec) as VmSpec,
+    state: r.state as VmStateName,
+    pid: r.pid,
+    accel: r.accel as VmRecord['accel'],
+    startedAt: r.started_at,
+    lastExit: r.last_exit ? (JSON.parse(r.last_exit) as LastExit) : null,
+    createdAt: r.created_at,
+  };
+}
+
+function opFromRow(r: OpRow): OperationRecord {
+  const op: OperationRecord = {
+    id: r.id,
+    description: r.description,
+    status: r.status as OperationRecord['status'],
+    resources: JSON.parse(r.resources) as OperationRecord['resources'],
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+  if (r.progress) op.progress = JSON.parse(r.progress) as NonNullable<OperationRecord['progress']>;
+  if (r.error) op.error = JSON.parse(r.error) as NonNullable<OperationRecord['error']>;
+  if (r.result) op.result = JSON.parse(r.result) as unknown;
+  return op;
+}
+
+function eventFromRow(r: EventRow): LifecycleEvent {
+  const e: LifecycleEvent = { seq: r.seq, at: r.at, vm: r.vm, type: r.type as EventType };
+  if (r.reason !== null) e.reason = r.reason;
+  return e;
+}
+
+/** Fields of a VM record that change while it lives. */
+export type VmPatch = Partial<Pick<VmRecord, 'state' | 'pid' | 'accel' | 'startedAt' | 'lastExit'>>;
+
+export class Store {
+  readonly file: string;
+  private readonly db: Database.Database;
+
+  constructor(dataDir: string) {
+    fs.mkdirSync(dataDir, { recursive: true });
+    this.file = path.join(dataDir, 'hangar.db');
+    this.db = new Database(this.file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const current = this.db.pragma('user_version', { simple: true }) as number;
+    if (current > SCHEMA_VERSION) {
+      throw new HangarError('UNSUPPORTED', `${this.file} has schema version ${current}, newer than this hangard understands (${SCHEMA_VERSION})`);
+    }
+    for (let v = current; v < SCHEMA_VERSION; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v]!);
+        this.db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+
+  schemaVersion(): number {
+    return this.db.pragma('user_version', { simple: true }) as number;
+  }
+
+  /** Runs fn inside one transaction (nested calls join the outer one). */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  // --- VMs -----------------------------------------------------------------
+
+  insertVm(vm: VmRecord): void {
+    try {
+      this.db
+        .prepare(`INSERT INTO vms (id, name, spec, state, pid, accel, started_at, last_exit, created_at)
+                  VALUES (@id, @name, @spec, @state, @pid, @accel, @startedAt, @lastExit, @createdAt)`)
+        .run({
+          ...vm,
+          spec: JSON.stringify(vm.spec),
+          lastExit: vm.lastExit ? JSON.stringify(vm.lastExit) : null,
+        });
+    } catch (e) {
+      if (e instanceof Error && /UNIQUE constraint failed: vms\.name/.test(e.message)) {
+        throw new HangarError('ALREADY_EXISTS', `a VM named "${vm.name}" already exists`, { name: vm.name });
+      }
+      throw e;
+    }
+  }
+
+  getVm(name: string): VmRecord | null {
+    const r = this.db.prepare('SELECT * FROM vms WHERE name = ?').get(name) as VmRow | undefined;
+    return r ? vmFromRow(r) : null;
+  }
+
+  /** Like getVm, but a missing VM is a NOT_FOUND error. */
+  requireVm(name: string): VmRecord {
+    const vm = this.getVm(name);
+    if (!vm) throw new HangarError('NOT_FOUND', `no VM named "${name}"`, { name });
+    return vm;
+  }
+
+  listVms(): VmRecord[] {
+    return (this.db.prepare('SELECT * FROM vms ORDER BY name').all() as VmRow[]).map(vmFromRow);
+  }
+
+  updateVm(name: string, patch: VmPatch): VmRecord {
+    return this.transaction(() => {
+      const cur = this.requireVm(name);
+      const next: VmRecord = { ...cur, ...patch };
+      this.db
+        .prepare('UPDATE vms SET state = ?, pid = ?, accel = ?, started_at = ?, last_exit = ? WHERE name = ?')
+        .run(next.state, next.pid, next.accel, next.startedAt, next.lastExit ? JSON.stringify(next.lastExit) : null, name);
+      return next;
+    });
+  }
+
+  deleteVm(name: string): boolean {
+    return this.db.prepare('DELETE FROM vms WHERE name = ?').run(name).changes > 0;
+  }
+
+  // --- Operations ----------------------------------------------------------
+
+  insertOperation(op: OperationRecord): void {
+    this.db
+      .prepare(`INSERT INTO operations (id, description, status, progress, resources, error, result, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(
+        op.id, op.description, op.status,
+        op.progress ? JSON.stringify(op.progress) : null,
+        JSON.stringify(op.resources),
+        op.error ? JSON.stringify(op.error) : null,
+        op.result !== undefined ? JSON.stringify(op.result) : null,
+        op.createdAt, op.updatedAt,
+      );
+  }
+
+  updateOperation(op: OperationRecord): void {
+    this.db
+      .prepare('UPDATE operations SET status = ?, progress = ?, error = ?, result = ?, updated_at = ? WHERE id = ?')
+      .run(
+        op.status,
+        op.progress ? JSON.stringify(op.progress) : null,
+        op.error ? JSON.stringify(op.error) : null,
+        op.result !== undefined ? JSON.stringify(op.result) : null,
+        op.updatedAt, op.id,
+      );
+  }
+
+  getOperation(id: string): OperationRecord | null {
+    const r = this.db.prepare('SELECT * FROM operations WHERE id = ?').get(id) as OpRow | undefined;
+    return r ? opFromRow(r) : null;
+  }
+
+  /** Most recent first. */
+  listOperations(limit = 100): OperationRecord[] {
+    return (this.db.prepare('SELECT * FROM operations ORDER BY created_at DESC, rowid DESC LIMIT ?').all(limit) as OpRow[]).map(opFromRow);
+  }
+
+  /** Operations a previous daemon left 'running' can never finish: mark them failed. Returns how many. */
+  failRunningOperations(message: string, at: string): number {
+    return this.db
+      .prepare(`UPDATE operations SET status = 'failure', error = ?, updated_at = ? WHERE status = 'running'`)
+      .run(JSON.stringify({ code: 'UNAVAILABLE', message }), at).changes;
+  }
+
+  // --- Events --------------------------------------------------------------
+
+  insertEvent(at: string, vm: string, type: EventType, reason?: string): LifecycleEvent {
+    const info = this.db.prepare('INSERT INTO events (at, vm, type, reason) VALUES (?, ?, ?, ?)').run(at, vm, type, reason ?? null);
+    const e: LifecycleEvent = { seq: Number(info.lastInsertRowid), at, vm, type };
+    if (reason !== undefined) e.reason = reason;
+    return e;
+  }
+
+  /** Events with seq > since, oldest first, optionally for one VM. */
+  listEvents(opts: { since?: number; vm?: string; limit?: number } = {}): LifecycleEvent[] {
+    const since = opts.since ?? 0;
+    const limit = opts.limit ?? 1000;
+    const rows = opts.vm !== undefined
+      ? (this.db.prepare('SELECT * FROM events WHERE seq > ? AND vm = ? ORDER BY seq LIMIT ?').all(since, opts.vm, limit) as EventRow[])
+      : (this.db.prepare('SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?').all(since, limit) as EventRow[]);
+    return rows.map(eventFromRow);
+  }
+}

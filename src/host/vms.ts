@@ -1,0 +1,486 @@
+/**
+ * The VM manager: creates, starts, stops, pauses, deletes VMs through their
+ * engine, supervises the running processes (an exit becomes a state change
+ * and an event) and re-adopts them when the daemon starts again.
+ *
+ * Every action on one VM runs under that VM's lock, so actions on one VM are
+ * ordered while different VMs proceed in parallel. The store is written at
+ * each step, so a failure halfway leaves a consistent record: a VM whose
+ * start fails stays defined, 'stopped', with lastExit.reason 'start-failed'.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { HangarError, toHangarError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import type { Engine, EngineName, EngineVmConfig, VmExit, VmHandle, Accel } from '../engines/engine.js';
+import type { Operation, Vm, VmCreateRequest, VmStateRequest } from './api/schemas.js';
+import type { Store, VmRecord } from './store.js';
+import type { EventBus } from './events.js';
+import type { OperationManager, ReportProgress } from './operations.js';
+import type { HostChecker } from './hostcheck.js';
+import { buildVmSpec, hostSpecContext } from './spec.js';
+import { ConsoleHub, type ConsoleClient } from './console-hub.js';
+
+/** A bootable image as the image store resolves it. */
+export interface ResolvedImage {
+  name: string;
+  kernel: string;
+  initrd?: string;
+  cmdline?: string;
+  sizeBytes?: number;
+}
+
+/** The part of the image store the VM manager uses (src/host/images). */
+export interface ImageProvider {
+  listImages(): Promise<Array<{ name: string }>> | Array<{ name: string }>;
+  ensureImage(name: string, onProgress?: (stage: string, percent?: number) => void): Promise<ResolvedImage>;
+}
+
+export type EngineRegistry = Partial<Record<EngineName, Engine>>;
+
+export interface VmManagerDeps {
+  dataDir: string;
+  store: Store;
+  events: EventBus;
+  operations: OperationManager;
+  engines: EngineRegistry;
+  images: ImageProvider;
+  host: HostChecker;
+  log: Logger;
+}
+
+/** A VM process this daemon watches. */
+interface LiveVm {
+  handle: VmHandle;
+  /** Resolves once with the engine's exit report. */
+  exited: Promise<VmExit>;
+  /** Resolves once the exit has been written to the store (set after the start is recorded). */
+  handled: Promise<void>;
+  /** Set when the daemon itself asked the VM to end (stop, restart, delete). */
+  expectExit: boolean;
+  hub: ConsoleHub | null;
+}
+
+const ACTIVE_STATES = new Set(['starting', 'running', 'paused', 'stopping']);
+export const DEFAULT_STOP_TIMEOUT_S = 30;
+export const START_FAILED = 'start-failed';
+export const EXITED_WHILE_DOWN = 'exited while the daemon was down';
+
+export class VmManager {
+  private readonly live = new Map<string, LiveVm>();
+  private readonly locks = new Map<string, Promise<void>>();
+  /** Names being created but not yet in the store. */
+  private readonly pending = new Set<string>();
+  private readonly imageBuilds = new Map<string, Promise<ResolvedImage>>();
+  private shuttingDown = false;
+
+  constructor(private readonly d: VmManagerDeps) {}
+
+  // --- paths ---------------------------------------------------------------
+
+  runDir(name: string): string {
+    return path.join(this.d.dataDir, 'vms', name);
+  }
+
+  consoleLog(name: string): string {
+    return path.join(this.runDir(name), 'console.log');
+  }
+
+  private configFile(name: string): string {
+    return path.join(this.runDir(name), 'engine-config.json');
+  }
+
+  // --- reading -------------------------------------------------------------
+
+  toVm(r: VmRecord): Vm {
+    const running = r.state === 'running' || r.state === 'paused';
+    return {
+      id: r.id,
+      name: r.name,
+      state: r.state,
+      spec: r.spec,
+      runtime: {
+        pid: r.pid,
+        accel: r.accel,
+        startedAt: r.startedAt,
+        uptimeSeconds: running && r.startedAt ? Math.max(0, (Date.now() - Date.parse(r.startedAt)) / 1000) : null,
+        lastExit: r.lastExit,
+      },
+      createdAt: r.createdAt,
+    };
+  }
+
+  list(): Vm[] {
+    return this.d.store.listVms().map((r) => this.toVm(r));
+  }
+
+  /** One VM, with the process's RSS and CPU time when it runs. */
+  async get(name: string): Promise<Vm> {
+    const vm = this.toVm(this.d.store.requireVm(name));
+    const live = this.live.get(name);
+    if (live && (vm.state === 'running' || vm.state === 'paused')) {
+      try {
+        const s = await Promise.race([live.handle.stats(), new Promise<null>((r) => setTimeout(() => r(null), 1000).unref())]);
+        if (s) { vm.runtime.rssBytes = s.rssBytes; vm.runtime.cpuSeconds = s.cpuSeconds; }
+      } catch { /* stats are a bonus */ }
+    }
+    return vm;
+  }
+
+  /** CPUs and memory held by VMs that are not stopped. */
+  allocated(): { cpus: number; memoryBytes: number } {
+    let cpus = 0;
+    let memoryBytes = 0;
+    for (const r of this.d.store.listVms()) {
+      if (ACTIVE_STATES.has(r.state)) { cpus += r.spec.cpus; memoryBytes += r.spec.memoryBytes; }
+    }
+    return { cpus, memoryBytes };
+  }
+
+  /** The last `tail` lines of the VM's console log ('' when it never ran). */
+  logs(name: string, tail?: number): string {
+    this.d.store.requireVm(name);
+    const file = this.consoleLog(name);
+    let fd: number;
+    try { fd = fs.openSync(file, 'r'); } catch { return ''; }
+    try {
+      const size = fs.fstatSync(fd).size;
+      // Read at most the last 4 MiB: enough for any sensible tail.
+      const len = Math.min(size, 4 * 1024 * 1024);
+      const buf = Buffer.alloc(len);
+      fs.readSync(fd, buf, 0, len, size - len);
+      const text = buf.toString('utf8');
+      if (tail === undefined) return text;
+      const lines = text.split('\n');
+      const endsWithNl = lines.length > 0 && lines[lines.length - 1] === '';
+      if (endsWithNl) lines.pop();
+      const out = lines.slice(Math.max(0, lines.length - tail)).join('\n');
+      return endsWithNl && out.length > 0 ? `${out}\n` : out;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  // --- locking -------------------------------------------------------------
+
+  private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve();
+    const run = prev.then(fn);
+    const tail = run.then(() => undefined, () => undefined);
+    this.locks.set(name, tail);
+    void tail.then(() => { if (this.locks.get(name) === tail) this.locks.delete(name); });
+    return run;
+  }
+
+  private engine(name: EngineName): Engine {
+    const e = this.d.engines[name];
+    if (!e) throw new HangarError('UNSUPPORTED', `engine "${name}" is not available in this daemon`, { engine: name });
+    return e;
+  }
+
+  private ensureImage(name: string, progress?: ReportProgress): Promise<ResolvedImage> {
+    // One build per image at a time, however many VMs ask for it.
+    let p = this.imageBuilds.get(name);
+    if (!p) {
+      p = this.d.images.ensureImage(name, (stage, percent) => {
+        progress?.({ stage: `image: ${stage}`, ...(percent !== undefined ? { percent } : {}) });
+      });
+      this.imageBuilds.set(name, p);
+      const clear = (): void => { if (this.imageBuilds.get(name) === p) this.imageBuilds.delete(name); };
+      p.then(clear, clear);
+    }
+    return p.catch((e: unknown) => {
+      throw e instanceof HangarError ? e : new HangarError('ENGINE_FAILED', `image "${name}" could not be prepared: ${toHangarError(e).message}`);
+    });
+  }
+
+  async imageNames(): Promise<string[]> {
+    return (await this.d.images.listImages()).map((i) => i.name);
+  }
+
+  // --- actions (each returns the operation at once) ------------------------
+
+  async create(req: VmCreateRequest): Promise<Operation> {
+    const spec = buildVmSpec(req, hostSpecContext(await this.imageNames()));
+    const name = req.name;
+    if (this.d.store.getVm(name) || this.pending.has(name)) {
+      throw new HangarError('ALREADY_EXISTS', `a VM named "${name}" already exists`, { name });
+    }
+    this.engine(spec.engine);
+    const start = req.start ?? true;
+    this.pending.add(name);
+    return this.d.operations.run(`${start ? 'Launching' : 'Creating'} VM ${name}`, [name], async (progress) => {
+      try {
+        progress({ stage: 'image' });
+        await this.ensureImage(spec.image, progress);
+        return await this.withLock(name, async () => {
+          const rec: VmRecord = {
+            id: randomUUID(), name, spec, state: 'stopped', pid: null, accel: null,
+            startedAt: null, lastExit: null, createdAt: new Date().toISOString(),
+          };
+          this.d.store.transaction(() => {
+            this.d.store.insertVm(rec);
+            this.d.events.emit(name, 'created');
+          });
+          this.pending.delete(name);
+          if (start) await this.doStart(name, progress);
+          return this.toVm(this.d.store.requireVm(name));
+        });
+      } finally {
+        this.pending.delete(name);
+      }
+    });
+  }
+
+  /** PUT /1.0/vms/{name}/state. Obvious mistakes (unknown VM, wrong state when nothing is queued) fail at once. */
+  changeState(name: string, req: VmStateRequest): Operation {
+    const rec = this.d.store.requireVm(name);
+    if (!this.locks.has(name)) this.checkState(rec, req.action);
+    const verb = { start: 'Starting', stop: 'Stopping', restart: 'Restarting', pause: 'Pausing', resume: 'Resuming' }[req.action];
+    return this.d.operations.run(`${verb} VM ${name}`, [name], (progress) =>
+      this.withLock(name, async () => {
+        const cur = this.d.store.requireVm(name);
+        this.checkState(cur, req.action);
+        const timeoutS = req.timeout ?? DEFAULT_STOP_TIMEOUT_S;
+        switch (req.action) {
+          case 'start': await this.doStart(name, progress); break;
+          case 'stop': await this.doStop(name, req.force ?? false, timeoutS); break;
+          case 'restart':
+            if (this.live.has(name)) { progress({ stage: 'stopping' }); await this.doStop(name, req.force ?? false, timeoutS); }
+            await this.doStart(name, progress);
+            break;
+          case 'pause': await this.doPause(name); break;
+          case 'resume': await this.doResume(name); break;
+        }
+        return this.toVm(this.d.store.requireVm(name));
+      }));
+  }
+
+  private checkState(rec: VmRecord, action: VmStateRequest['action']): void {
+    const ok: Record<VmStateRequest['action'], string[]> = {
+      start: ['stopped', 'crashed'],
+      stop: ['running', 'paused'],
+      restart: ['running', 'paused', 'stopped', 'crashed'],
+      pause: ['running'],
+      resume: ['paused'],
+    };
+    if (!ok[action].includes(rec.state)) {
+      throw new HangarError('INVALID_STATE', `cannot ${action} VM "${rec.name}": it is ${rec.state}`, { name: rec.name, state: rec.state, action });
+    }
+  }
+
+  delete(name: string, force: boolean): Operation {
+    const rec = this.d.store.requireVm(name);
+    if (!force && ACTIVE_STATES.has(rec.state)) {
+      throw new HangarError('INVALID_STATE', `VM "${name}" is ${rec.state}: stop it first or delete with force`, { name, state: rec.state });
+    }
+    return this.d.operations.run(`Deleting VM ${name}`, [name], () =>
+      this.withLock(name, async () => {
+        const cur = this.d.store.requireVm(name);
+        if (ACTIVE_STATES.has(cur.state) || this.live.has(name)) {
+          if (!force) throw new HangarError('INVALID_STATE', `VM "${name}" is ${cur.state}: stop it first or delete with force`, { name, state: cur.state });
+          if (this.live.has(name)) await this.doStop(name, true, 0);
+        }
+        this.d.store.transaction(() => {
+          this.d.store.deleteVm(name);
+          this.d.events.emit(name, 'deleted');
+        });
+        fs.rmSync(this.runDir(name), { recursive: true, force: true });
+        return { name };
+      }));
+  }
+
+  // --- the steps, called under the VM's lock -------------------------------
+
+  private async doStart(name: string, progress?: ReportProgress): Promise<void> {
+    const rec = this.d.store.requireVm(name);
+    const engine = this.engine(rec.spec.engine);
+    progress?.({ stage: 'image' });
+    const image = await this.ensureImage(rec.spec.image, progress);
+    const accel: Accel = rec.spec.engine === 'qemu' ? await this.d.host.defaultAccel() : 'kvm';
+    const runDir = this.runDir(name);
+    fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    const cmdline = [image.cmdline ?? '', rec.spec.cmdline].filter((s) => s.length > 0).join(' ');
+    const config: EngineVmConfig = {
+      id: rec.id,
+      name,
+      cpus: rec.spec.cpus,
+      memoryBytes: rec.spec.memoryBytes,
+      boot: { kernel: image.kernel, ...(image.initrd ? { initrd: image.initrd } : {}), cmdline },
+      disks: [],
+      nics: [],
+      accel,
+      runDir,
+      consoleLog: this.consoleLog(name),
+    };
+    // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
+    fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
+    this.d.store.updateVm(name, { state: 'starting', pid: null, accel });
+    progress?.({ stage: 'starting' });
+    let handle: VmHandle;
+    try {
+      handle = await engine.start(config);
+    } catch (e) {
+      const err = toHangarError(e, 'ENGINE_FAILED');
+      this.d.store.updateVm(name, { state: 'stopped', pid: null, startedAt: null, lastExit: { reason: START_FAILED, detail: err.message, at: new Date().toISOString() } });
+      this.d.log.warn({ vm: name, code: err.code, err: err.message }, 'VM failed to start');
+      throw new HangarError(err.code === 'INTERNAL' ? 'ENGINE_FAILED' : err.code, `VM "${name}" failed to start: ${err.message}`, { name });
+    }
+    const live = this.watch(name, handle);
+    this.d.store.transaction(() => {
+      this.d.store.updateVm(name, { state: 'running', pid: handle.pid, accel, startedAt: new Date().toISOString() });
+      this.d.events.emit(name, 'started');
+    });
+    this.armExit(name, live);
+    this.d.log.info({ vm: name, pid: handle.pid, accel, engine: engine.name }, 'VM started');
+  }
+
+  private async doStop(name: string, force: boolean, timeoutS: number): Promise<void> {
+    const live = this.live.get(name);
+    const rec = this.d.store.requireVm(name);
+    if (!live) {
+      // The record says it runs but we hold no process: it cannot be running.
+      this.d.store.updateVm(name, { state: 'stopped', pid: null });
+      return;
+    }
+    live.expectExit = true;
+    this.d.store.updateVm(name, { state: 'stopping' });
+    let exited = false;
+    if (!force && timeoutS > 0) {
+      try {
+        // A paused guest cannot react to the power button.
+        if (rec.state === 'paused') await live.handle.resume();
+        await live.handle.requestShutdown();
+        let timer: NodeJS.Timeout | undefined;
+        exited = await Promise.race([
+          live.exited.then(() => true),
+          new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutS * 1000); }),
+        ]);
+        clearTimeout(timer);
+      } catch (e) {
+        this.d.log.warn({ vm: name, err: String(e) }, 'graceful shutdown request failed; killing');
+      }
+    }
+    if (!exited) await live.handle.kill();
+    await live.exited;
+    await live.handled;
+  }
+
+  private async doPause(name: string): Promise<void> {
+    const live = this.requireLive(name);
+    await live.handle.pause();
+    this.d.store.transaction(() => {
+      this.d.store.updateVm(name, { state: 'paused' });
+      this.d.events.emit(name, 'paused');
+    });
+  }
+
+  private async doResume(name: string): Promise<void> {
+    const live = this.requireLive(name);
+    await live.handle.resume();
+    this.d.store.transaction(() => {
+      this.d.store.updateVm(name, { state: 'running' });
+      this.d.events.emit(name, 'resumed');
+    });
+  }
+
+  private requireLive(name: string): LiveVm {
+    const live = this.live.get(name);
+    if (!live) throw new HangarError('INVALID_STATE', `VM "${name}" has no running process`, { name });
+    return live;
+  }
+
+  // --- supervision ---------------------------------------------------------
+
+  /** Starts listening for the process's exit; the store is updated only after armExit. */
+  private watch(name: string, handle: VmHandle): LiveVm {
+    let resolveExit!: (e: VmExit) => void;
+    const exited = new Promise<VmExit>((r) => { resolveExit = r; });
+    const live: LiveVm = { handle, exited, handled: exited.then(() => undefined), expectExit: false, hub: null };
+    handle.onExit((e) => resolveExit(e));
+    this.live.set(name, live);
+    return live;
+  }
+
+  /** From here on an exit is written to the store (never before the start itself was). */
+  private armExit(name: string, live: LiveVm): void {
+    live.handled = live.exited.then((exit) => this.recordExit(name, live, exit));
+  }
+
+  private recordExit(name: string, live: LiveVm, exit: VmExit): void {
+    if (this.live.get(name) !== live || this.shuttingDown) return;
+    this.live.delete(name);
+    live.hub?.close('VM stopped');
+    const crashed = !live.expectExit && (exit.reason === 'crashed' || exit.reason === 'killed');
+    const lastExit = { reason: exit.reason, ...(exit.detail ? { detail: exit.detail } : {}), at: new Date().toISOString() };
+    try {
+      this.d.store.transaction(() => {
+        if (!this.d.store.getVm(name)) return;
+        this.d.store.updateVm(name, { state: crashed ? 'crashed' : 'stopped', pid: null, startedAt: null, lastExit });
+        this.d.events.emit(name, crashed ? 'crashed' : 'stopped', exit.detail ? `${exit.reason}: ${exit.detail}` : exit.reason);
+      });
+    } catch (e) {
+      this.d.log.error({ vm: name, err: String(e) }, 'could not record VM exit');
+    }
+    this.d.log.info({ vm: name, reason: exit.reason, detail: exit.detail, asked: live.expectExit }, crashed ? 'VM crashed' : 'VM stopped');
+  }
+
+  /** Daemon start: re-adopt VMs that kept running, and mark the others stopped. */
+  async recover(): Promise<void> {
+    for (const rec of this.d.store.listVms()) {
+      if (!ACTIVE_STATES.has(rec.state)) continue;
+      let handle: VmHandle | null = null;
+      const engine = this.d.engines[rec.spec.engine];
+      if (rec.pid !== null && engine) {
+        try {
+          const config = JSON.parse(fs.readFileSync(this.configFile(rec.name), 'utf8')) as EngineVmConfig;
+          handle = await engine.adopt(config, rec.pid);
+        } catch (e) {
+          this.d.log.warn({ vm: rec.name, pid: rec.pid, err: String(e) }, 'could not re-adopt VM');
+          handle = null;
+        }
+      }
+      if (!handle) {
+        this.d.store.transaction(() => {
+          this.d.store.updateVm(rec.name, { state: 'stopped', pid: null, startedAt: null, lastExit: { reason: EXITED_WHILE_DOWN, at: new Date().toISOString() } });
+          this.d.events.emit(rec.name, 'stopped', EXITED_WHILE_DOWN);
+        });
+        this.d.log.info({ vm: rec.name }, EXITED_WHILE_DOWN);
+        continue;
+      }
+      const live = this.watch(rec.name, handle);
+      let state: 'running' | 'paused' = rec.state === 'paused' ? 'paused' : 'running';
+      try { state = await handle.queryState(); } catch { /* keep what the record says */ }
+      this.d.store.updateVm(rec.name, { state, pid: handle.pid });
+      this.armExit(rec.name, live);
+      this.d.log.info({ vm: rec.name, pid: handle.pid, state }, 'VM re-adopted');
+    }
+  }
+
+  /** Daemon stop: drop control connections, leave every VM running. */
+  shutdown(): void {
+    this.shuttingDown = true;
+    for (const [, live] of this.live) {
+      live.hub?.close('daemon shutting down');
+      try { live.handle.detach(); } catch { /* already detached */ }
+    }
+    this.live.clear();
+  }
+
+  // --- console ---------------------------------------------------------------
+
+  /** Joins the VM's shared console. Input written goes to the VM; output arrives through client.send. */
+  async attachConsole(name: string, client: ConsoleClient): Promise<{ write(data: Buffer): void; detach(): void }> {
+    const rec = this.d.store.requireVm(name);
+    const live = this.live.get(name);
+    if (!live || (rec.state !== 'running' && rec.state !== 'paused')) {
+      throw new HangarError('INVALID_STATE', `VM "${name}" is ${rec.state}: its console is available while it runs`, { name, state: rec.state });
+    }
+    if (!live.hub) {
+      const hub: ConsoleHub = new ConsoleHub(() => live.handle.openConsole(), () => { if (live.hub === hub) live.hub = null; });
+      live.hub = hub;
+    }
+    return live.hub.attach(client);
+  }
+}

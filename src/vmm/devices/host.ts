@@ -1,0 +1,56 @@
+/**
+ * What a device factory gets from the VMM to add its devices: guest memory,
+ * interrupt lines, the buses, and virtio-mmio slots (base address, size and
+ * IRQ from layout.ts) whose `virtio_mmio.device=` fragment is appended to the
+ * kernel command line automatically. Devices must be attached before the
+ * guest starts.
+ */
+import type { GuestMemory, IrqLine, MmioDevice, PioDevice } from './device.js';
+import type { MmioSlot } from '../layout.js';
+import type { Logger } from '../../common/log.js';
+
+export interface DeviceHost {
+  readonly memory: GuestMemory;
+  readonly log: Logger;
+  /** An interrupt line into the in-kernel irqchip. */
+  irqLine(gsi: number): IrqLine;
+  /**
+   * Takes the next free virtio-mmio slot, lets `make` build the device with
+   * the slot's IRQ line, registers it on the MMIO bus at the slot's base and
+   * adds `virtio_mmio.device=4K@0x<base>:<irq>` to the kernel command line.
+   */
+  attachVirtioMmio<D extends MmioDevice>(make: (slot: MmioSlot, irq: IrqLine) => D): { device: D; slot: MmioSlot };
+  addMmioDevice(base: number, size: number, device: MmioDevice): void;
+  addPioDevice(port: number, count: number, device: PioDevice): void;
+  appendCmdline(fragment: string): void;
+  /**
+   * Optional fast paths where the host KVM has them: an eventfd the kernel
+   * signals when the guest writes `len` bytes at `addr` (e.g. a virtio queue
+   * notify, optionally only for `datamatch`), delivered as a callback on the
+   * device thread; null when ioeventfd is unavailable.
+   */
+  ioEventFd?(addr: number, len: number, datamatch: number | undefined, onEvent: () => void): { close(): void } | null;
+}
+
+/** Drive and network-interface configuration as the control API accepts it (Firecracker-style names). */
+export interface DriveConfig {
+  drive_id: string;
+  path_on_host: string;
+  is_root_device?: boolean;
+  is_read_only?: boolean;
+  serial?: string;
+}
+
+export interface NetConfig {
+  iface_id: string;
+  host_dev_name: string;
+  guest_mac?: string;
+}
+
+/**
+ * The function src/vmm/virtio/index.ts exports to create the virtio devices
+ * for a VM. It runs on the device thread before the guest starts and must
+ * throw a HangarError when a device cannot be created.
+ */
+export type CreateVirtioDevices = (host: DeviceHost, cfg: { drives: DriveConfig[]; nets: NetConfig[] }) => void | Promise<void>;
+export const VIRTIO_FACTORY_EXPORT = 'createVirtioDevices';

@@ -1,0 +1,85 @@
+/**
+ * Just enough of the i8042 keyboard controller for a guest to reset the
+ * machine (command 0xFE on port 0x64, Linux's `reboot=k`) and for the host
+ * to send Ctrl-Alt-Del (scancodes on port 0x60 with IRQ 1). Linux's probe
+ * sees a controller with its self-test passing and a keyboard port.
+ */
+import type { DeviceMetrics, IrqLine, PioDevice } from './device.js';
+
+const STATUS_OBF = 0x01, STATUS_SYS = 0x04, STATUS_CMD = 0x08;
+const CMD_READ_CTR = 0x20, CMD_WRITE_CTR = 0x60, CMD_SELF_TEST = 0xaa, CMD_KBD_TEST = 0xab;
+const CMD_KBD_DISABLE = 0xad, CMD_KBD_ENABLE = 0xae, CMD_READ_OUTPUT = 0xd0, CMD_WRITE_OUTPUT = 0xd1, CMD_RESET = 0xfe;
+const CTR_KBD_INT = 0x01;
+/** Set 1 scancodes: Ctrl, Alt, Del pressed then released. */
+const CTRL_ALT_DEL = [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d];
+
+export interface I8042State {
+  ctr: number;
+  status: number;
+  pendingCommand: number | null;
+  out: number[];
+}
+
+export class I8042 implements PioDevice {
+  readonly name = 'i8042';
+  state: I8042State = { ctr: CTR_KBD_INT | 0x40, status: STATUS_SYS, pendingCommand: null, out: [] };
+  private resets = 0;
+
+  /** `onReset` is called when the guest asks the controller to pulse the CPU reset line. */
+  constructor(private readonly irq: IrqLine, private readonly onReset: () => void) {}
+
+  /** Queues Ctrl-Alt-Del for the guest's keyboard driver. */
+  sendCtrlAltDel(): void {
+    this.state.out.push(...CTRL_ALT_DEL);
+    this.notify();
+  }
+
+  /** Offset 0 is port 0x60 (data), offset 4 is port 0x64 (status/command). */
+  pioRead(offset: number, data: Uint8Array): void {
+    data.fill(0);
+    const s = this.state;
+    if (offset === 0) {
+      data[0] = s.out.shift() ?? 0;
+      this.notify();
+    } else if (offset === 4) {
+      data[0] = s.status | (s.out.length > 0 ? STATUS_OBF : 0);
+    } else {
+      data[0] = 0xff;
+    }
+  }
+
+  pioWrite(offset: number, data: Uint8Array): void {
+    const v = data[0] ?? 0;
+    const s = this.state;
+    if (offset === 4) {
+      s.status |= STATUS_CMD;
+      switch (v) {
+        case CMD_RESET: this.resets++; this.onReset(); return;
+        case CMD_READ_CTR: s.out.push(s.ctr); break;
+        case CMD_WRITE_CTR: case CMD_WRITE_OUTPUT: s.pendingCommand = v; break;
+        case CMD_SELF_TEST: s.out.push(0x55); break;
+        case CMD_KBD_TEST: s.out.push(0x00); break;
+        case CMD_READ_OUTPUT: s.out.push(0x01); break;
+        case CMD_KBD_DISABLE: s.ctr |= 0x10; break;
+        case CMD_KBD_ENABLE: s.ctr &= ~0x10; break;
+        default: break;
+      }
+      this.notify();
+    } else if (offset === 0) {
+      s.status &= ~STATUS_CMD;
+      if (s.pendingCommand === CMD_WRITE_CTR) s.ctr = v;
+      else if (s.pendingCommand === CMD_WRITE_OUTPUT) { if ((v & 0x01) === 0) { this.resets++; this.onReset(); } }
+      else s.out.push(0xfa); // keyboard command: acknowledge
+      s.pendingCommand = null;
+      this.notify();
+    }
+  }
+
+  private notify(): void {
+    if (this.state.out.length > 0 && (this.state.ctr & CTR_KBD_INT)) this.irq.pulse();
+  }
+
+  metrics(): DeviceMetrics {
+    return { resets: this.resets, queued: this.state.out.length };
+  }
+}

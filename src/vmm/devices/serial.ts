@@ -1,0 +1,150 @@
+/**
+ * A 16550A-compatible UART (8250 family) on 8 I/O ports: console output,
+ * interrupt-driven console input, the loopback mode Linux's driver probes
+ * with, and a 16-byte receive FIFO fed from a bounded host-side queue.
+ * Transmission is instantaneous, so the transmitter is always empty.
+ */
+import type { DeviceMetrics, IrqLine, PioDevice } from './device.js';
+
+const RBR_THR = 0, IER = 1, IIR_FCR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7;
+const IER_RDI = 0x01, IER_THRI = 0x02, IER_RLSI = 0x04, IER_MSI = 0x08;
+const IIR_NONE = 0x01, IIR_MSI = 0x00, IIR_THRI = 0x02, IIR_RDI = 0x04, IIR_FIFO = 0xc0;
+const LCR_DLAB = 0x80;
+const LSR_DR = 0x01, LSR_THRE = 0x20, LSR_TEMT = 0x40;
+const MCR_LOOP = 0x10;
+const FCR_ENABLE = 0x01, FCR_CLEAR_RX = 0x02;
+/** Host bytes waiting for the guest beyond this are dropped (and counted). */
+const RX_QUEUE_MAX = 64 * 1024;
+
+export interface SerialState {
+  ier: number;
+  lcr: number;
+  mcr: number;
+  scr: number;
+  dll: number;
+  dlm: number;
+  fifoEnabled: boolean;
+  /** A THR-empty interrupt is owed to the guest (cleared by reading IIR or writing THR). */
+  threPending: boolean;
+  rx: number[];
+  msrDelta: number;
+}
+
+export class Serial implements PioDevice {
+  readonly name: string;
+  state: SerialState = { ier: 0, lcr: 0x03, mcr: 0x08, scr: 0, dll: 0x0c, dlm: 0, fifoEnabled: false, threPending: false, rx: [], msrDelta: 0 };
+  private txBytes = 0;
+  private rxBytes = 0;
+  private rxDropped = 0;
+  private interrupts = 0;
+  private lastLevel = false;
+
+  constructor(private readonly irq: IrqLine, private readonly onOutput: (bytes: Uint8Array) => void, name = 'serial0') {
+    this.name = name;
+  }
+
+  /** Host → guest: queues console input and raises the receive interrupt. */
+  input(bytes: Uint8Array): void {
+    for (const b of bytes) {
+      if (this.state.rx.length >= RX_QUEUE_MAX) { this.rxDropped++; continue; }
+      this.state.rx.push(b);
+    }
+    this.updateIrq();
+  }
+
+  pioRead(offset: number, data: Uint8Array): void {
+    data.fill(0);
+    data[0] = this.readReg(offset);
+    this.updateIrq();
+  }
+
+  pioWrite(offset: number, data: Uint8Array): void {
+    this.writeReg(offset, data[0] ?? 0);
+    this.updateIrq();
+  }
+
+  private readReg(off: number): number {
+    const s = this.state;
+    const dlab = (s.lcr & LCR_DLAB) !== 0;
+    switch (off) {
+      case RBR_THR:
+        if (dlab) return s.dll;
+        if (s.rx.length > 0) { this.rxBytes++; return s.rx.shift()!; }
+        return 0;
+      case IER: return dlab ? s.dlm : s.ier;
+      case IIR_FCR: {
+        const id = this.pendingId();
+        if (id === IIR_THRI) s.threPending = false; // reading IIR acknowledges THRE
+        return id | (s.fifoEnabled ? IIR_FIFO : 0);
+      }
+      case LCR: return s.lcr;
+      case MCR: return s.mcr;
+      case LSR: return (s.rx.length > 0 ? LSR_DR : 0) | LSR_THRE | LSR_TEMT;
+      case MSR: {
+        let msr: number;
+        if (s.mcr & MCR_LOOP) {
+          // Loopback: RTS→CTS, DTR→DSR, OUT1→RI, OUT2→DCD.
+          msr = ((s.mcr & 0x02) << 3) | ((s.mcr & 0x01) << 5) | ((s.mcr & 0x04) << 4) | ((s.mcr & 0x08) << 4);
+        } else {
+          msr = 0xb0; // DCD, DSR, CTS asserted: a cable is always attached.
+        }
+        msr |= s.msrDelta;
+        s.msrDelta = 0;
+        return msr;
+      }
+      case SCR: return s.scr;
+      default: return 0xff;
+    }
+  }
+
+  private writeReg(off: number, v: number): void {
+    const s = this.state;
+    const dlab = (s.lcr & LCR_DLAB) !== 0;
+    switch (off) {
+      case RBR_THR:
+        if (dlab) { s.dll = v; return; }
+        if (s.mcr & MCR_LOOP) {
+          if (s.rx.length < RX_QUEUE_MAX) s.rx.push(v);
+        } else {
+          this.txBytes++;
+          this.onOutput(Uint8Array.of(v));
+        }
+        s.threPending = true;
+        return;
+      case IER:
+        if (dlab) { s.dlm = v; return; }
+        // Enabling the THR interrupt while the transmitter is empty owes one at once.
+        if ((v & IER_THRI) && !(s.ier & IER_THRI)) s.threPending = true;
+        s.ier = v & 0x0f;
+        return;
+      case IIR_FCR:
+        s.fifoEnabled = (v & FCR_ENABLE) !== 0;
+        if (v & FCR_CLEAR_RX) s.rx.length = 0;
+        return;
+      case LCR: s.lcr = v; return;
+      case MCR: s.mcr = v & 0x1f; return;
+      case SCR: s.scr = v; return;
+      default: return;
+    }
+  }
+
+  private pendingId(): number {
+    const s = this.state;
+    if ((s.ier & IER_RDI) && s.rx.length > 0) return IIR_RDI;
+    if ((s.ier & IER_THRI) && s.threPending) return IIR_THRI;
+    if ((s.ier & IER_MSI) && s.msrDelta) return IIR_MSI;
+    void IER_RLSI;
+    return IIR_NONE;
+  }
+
+  private updateIrq(): void {
+    const level = this.pendingId() !== IIR_NONE;
+    if (level && !this.lastLevel) this.interrupts++;
+    this.lastLevel = level;
+    this.irq.set(level);
+  }
+
+  metrics(): DeviceMetrics {
+    return { txBytes: this.txBytes, rxBytes: this.rxBytes, rxDropped: this.rxDropped, rxQueued: this.state.rx.length, interrupts: this.interrupts };
+  }
+}

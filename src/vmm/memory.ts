@@ -1,0 +1,58 @@
+/**
+ * Guest RAM: one anonymous mapping registered with KVM as memory slot 0 at
+ * guest-physical 0, and a bounds-checked GuestMemory view of it for device
+ * models and loaders. Every access checks [gpa, gpa+len) against the size,
+ * because addresses come from the guest and are hostile.
+ */
+import { GuestMemoryError, type GuestMemory } from './devices/device.js';
+import { libc, mapResult, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, viewOf, errno } from '../kvm/libc.js';
+import { KvmError } from '../kvm/errors.js';
+
+export class GuestRam implements GuestMemory {
+  readonly bytes: Uint8Array;
+  private readonly dv: DataView;
+
+  private constructor(readonly hostAddr: number, readonly size: number) {
+    this.bytes = new Uint8Array(viewOf(hostAddr, size));
+    this.dv = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
+  }
+
+  /** Maps `size` bytes of zeroed anonymous memory (pages are allocated on first touch). */
+  static allocate(size: number): GuestRam {
+    const addr = mapResult(libc.mmap(0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+    if (addr === null) throw new KvmError(`mmap guest RAM (${size} bytes)`, errno(), 'RESOURCE_EXHAUSTED');
+    return new GuestRam(addr, size);
+  }
+
+  /** Checks [gpa, gpa+len) and returns gpa as a number. */
+  private at(gpa: number | bigint, len: number): number {
+    const g = typeof gpa === 'bigint' ? gpa : BigInt(Math.trunc(gpa));
+    if (g < 0n || len < 0 || !Number.isInteger(len) || g + BigInt(len) > BigInt(this.size) || (typeof gpa === 'number' && !Number.isSafeInteger(gpa))) {
+      throw new GuestMemoryError(g < 0n ? 0n : g, len);
+    }
+    return Number(g);
+  }
+
+  contains(gpa: number | bigint, len: number): boolean {
+    try { this.at(gpa, len); return true; } catch { return false; }
+  }
+
+  slice(gpa: number | bigint, len: number): Uint8Array {
+    const o = this.at(gpa, len);
+    return this.bytes.subarray(o, o + len);
+  }
+  readU8(gpa: number | bigint): number { return this.bytes[this.at(gpa, 1)]!; }
+  readU16(gpa: number | bigint): number { return this.dv.getUint16(this.at(gpa, 2), true); }
+  readU32(gpa: number | bigint): number { return this.dv.getUint32(this.at(gpa, 4), true); }
+  readU64(gpa: number | bigint): bigint { return this.dv.getBigUint64(this.at(gpa, 8), true); }
+  writeU8(gpa: number | bigint, v: number): void { this.bytes[this.at(gpa, 1)] = v; }
+  writeU16(gpa: number | bigint, v: number): void { this.dv.setUint16(this.at(gpa, 2), v, true); }
+  writeU32(gpa: number | bigint, v: number): void { this.dv.setUint32(this.at(gpa, 4), v >>> 0, true); }
+  writeU64(gpa: number | bigint, v: bigint): void { this.dv.setBigUint64(this.at(gpa, 8), BigInt.asUintN(64, v), true); }
+  /** Copies `data` into guest memory at `gpa`. */
+  write(gpa: number | bigint, data: Uint8Array): void { this.bytes.set(data, this.at(gpa, data.length)); }
+
+  free(): void {
+    libc.munmap(this.hostAddr, this.size);
+  }
+}

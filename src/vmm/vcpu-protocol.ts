@@ -1,0 +1,59 @@
+/**
+ * How the device thread and the vCPU worker threads talk. Each vCPU has a
+ * control word (what it should do next) and a mailbox for exits that need a
+ * device model: the worker writes the access into the mailbox, posts a
+ * message, and blocks in Atomics.wait until the device thread has answered.
+ * Both live in SharedArrayBuffers so the hot path copies no objects.
+ */
+
+/** ctl[CTL_CMD] values. */
+export const CMD_HOLD = 0; // not started yet: wait
+export const CMD_RUN = 1;
+export const CMD_PAUSE = 2;
+export const CMD_STOP = 3;
+export const CTL_CMD = 0;
+export const CTL_WORDS = 4;
+
+/** mailbox Int32 word indexes. */
+export const MB_STATE = 0; // MB_IDLE → MB_REQUEST (worker) → MB_RESPONSE (device thread) → MB_IDLE (worker)
+export const MB_KIND = 1; // KIND_PIO | KIND_MMIO
+export const MB_WRITE = 2; // 1 for guest writes
+export const MB_ADDR_LO = 3;
+export const MB_ADDR_HI = 4;
+export const MB_SIZE = 5; // bytes per access
+export const MB_COUNT = 6; // repetitions (string port I/O)
+export const MB_DATA_OFFSET = 64; // bytes: start of the data area
+export const MB_DATA_SIZE = 4096;
+export const MB_BYTES = MB_DATA_OFFSET + MB_DATA_SIZE;
+
+export const MB_IDLE = 0;
+export const MB_REQUEST = 1;
+export const MB_RESPONSE = 2;
+export const KIND_PIO = 1;
+export const KIND_MMIO = 2;
+
+export interface VcpuWorkerData {
+  index: number;
+  fd: number;
+  runAddr: number;
+  runSize: number;
+  ctl: SharedArrayBuffer;
+  mailbox: SharedArrayBuffer;
+  /** Shared exit counters: [pio, mmio, all exits] per vCPU. */
+  counters: SharedArrayBuffer;
+}
+
+export const COUNTER_PIO = 0;
+export const COUNTER_MMIO = 1;
+export const COUNTER_EXITS = 2;
+export const COUNTER_WORDS = 4;
+
+/** Why a vCPU left its run loop for good. */
+export type VcpuExitReason = 'poweroff' | 'reboot' | 'crashed' | 'stopped';
+
+export type WorkerMessage =
+  | { t: 'ready'; index: number; thread: string }
+  | { t: 'io'; index: number }
+  | { t: 'paused'; index: number }
+  | { t: 'resumed'; index: number }
+  | { t: 'exit'; index: number; reason: VcpuExitReason; detail: string; rip?: string; cr3?: string; paging?: boolean; insn?: number[] };

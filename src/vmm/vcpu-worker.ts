@@ -1,0 +1,134 @@
+/**
+ * One vCPU's thread: loops on KVM_RUN and forwards port-I/O and MMIO exits
+ * to the device thread through its mailbox. It stops cooperatively: the
+ * device thread sets the control word, sets kvm_run.immediate_exit and
+ * sends this thread a signal, which makes a blocked KVM_RUN return EINTR
+ * at once; the loop then reads the control word.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { EXIT, INTERNAL_SUBERROR, IO_DIRECTION, SYSTEM_EVENT } from '../kvm/abi.js';
+import { Vcpu } from '../kvm/kvm.js';
+import { libc, errnoName } from '../kvm/libc.js';
+import { KvmRunView, emulationFailureBytes } from '../kvm/run.js';
+import {
+  CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, COUNTER_EXITS, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
+  MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_IDLE, MB_KIND, MB_REQUEST, MB_SIZE, MB_STATE, MB_WRITE, type VcpuExitReason, type VcpuWorkerData,
+  type WorkerMessage,
+} from './vcpu-protocol.js';
+
+const data = workerData as VcpuWorkerData;
+const port = parentPort!;
+const vcpu = new Vcpu(data.index, data.fd, data.runAddr, data.runSize);
+const run = new KvmRunView(data.runAddr, data.runSize);
+const ctl = new Int32Array(data.ctl);
+const mb = new Int32Array(data.mailbox);
+const mbData = new Uint8Array(data.mailbox, MB_DATA_OFFSET, MB_DATA_SIZE);
+const counters = new Float64Array(data.counters);
+const EINTR = 4, EAGAIN = 11;
+
+function post(m: WorkerMessage): void {
+  port.postMessage(m);
+}
+
+/** Hands one access to the device thread and waits for its answer. */
+function forward(kind: number, write: boolean, addr: number, size: number, count: number, bytes: Uint8Array): void {
+  const len = size * count;
+  if (write) mbData.set(bytes.subarray(0, len));
+  mb[MB_KIND] = kind;
+  mb[MB_WRITE] = write ? 1 : 0;
+  mb[MB_ADDR_LO] = addr | 0;
+  mb[MB_ADDR_HI] = Math.floor(addr / 2 ** 32) | 0;
+  mb[MB_SIZE] = size;
+  mb[MB_COUNT] = count;
+  Atomics.store(mb, MB_STATE, MB_REQUEST);
+  post({ t: 'io', index: data.index });
+  while (Atomics.load(mb, MB_STATE) === MB_REQUEST) Atomics.wait(mb, MB_STATE, MB_REQUEST);
+  if (!write) bytes.set(mbData.subarray(0, len));
+  Atomics.store(mb, MB_STATE, MB_IDLE);
+}
+
+function finish(reason: VcpuExitReason, detail: string, extra: Partial<Extract<WorkerMessage, { t: 'exit' }>> = {}): void {
+  post({ t: 'exit', index: data.index, reason, detail, ...extra });
+}
+
+function describeCrash(): Partial<Extract<WorkerMessage, { t: 'exit' }>> {
+  try {
+    const r = vcpu.getRegs();
+    const s = vcpu.getSregs();
+    return { rip: r.rip.toString(16), cr3: s.cr3.toString(16), paging: (s.cr0 & 0x80000000n) !== 0n };
+  } catch {
+    return {};
+  }
+}
+
+function loop(): void {
+  for (;;) {
+    const cmd = Atomics.load(ctl, CTL_CMD);
+    if (cmd === CMD_STOP) { finish('stopped', 'stopped by the VMM'); return; }
+    if (cmd === CMD_HOLD) { Atomics.wait(ctl, CTL_CMD, CMD_HOLD); continue; }
+    if (cmd === CMD_PAUSE) {
+      post({ t: 'paused', index: data.index });
+      while (Atomics.load(ctl, CTL_CMD) === CMD_PAUSE) Atomics.wait(ctl, CTL_CMD, CMD_PAUSE);
+      if (Atomics.load(ctl, CTL_CMD) === CMD_RUN) post({ t: 'resumed', index: data.index });
+      continue;
+    }
+    const r = vcpu.run();
+    if (r < 0) {
+      const e = -r;
+      if (e === EINTR || e === EAGAIN) { run.immediateExit = false; continue; }
+      finish('crashed', `KVM_RUN failed: ${errnoName(e)}`, describeCrash());
+      return;
+    }
+    counters[COUNTER_EXITS] = counters[COUNTER_EXITS]! + 1;
+    switch (run.exitReason) {
+      case EXIT.IO: {
+        counters[COUNTER_PIO] = counters[COUNTER_PIO]! + 1;
+        const size = run.ioSize, count = run.ioCount, off = run.ioDataOffset;
+        if (size * count > MB_DATA_SIZE || off + size * count > data.runSize) { finish('crashed', `port I/O exit with impossible size ${size}×${count}`); return; }
+        forward(KIND_PIO, run.ioDirection === IO_DIRECTION.OUT, run.ioPort, size, count, run.bytes.subarray(off, off + size * count));
+        break;
+      }
+      case EXIT.MMIO: {
+        counters[COUNTER_MMIO] = counters[COUNTER_MMIO]! + 1;
+        const len = Math.min(8, run.mmioLen);
+        forward(KIND_MMIO, run.mmioIsWrite, run.mmioPhysAddr, len, 1, run.mmioData());
+        break;
+      }
+      case EXIT.INTR:
+        break;
+      case EXIT.HLT:
+        finish('poweroff', 'vCPU halted without an in-kernel irqchip');
+        return;
+      case EXIT.SHUTDOWN:
+        finish('reboot', 'guest triple fault or shutdown (KVM_EXIT_SHUTDOWN)');
+        return;
+      case EXIT.SYSTEM_EVENT: {
+        const t = run.systemEventType;
+        if (t === SYSTEM_EVENT.SHUTDOWN) finish('poweroff', 'guest requested power off (system event)');
+        else if (t === SYSTEM_EVENT.RESET) finish('reboot', 'guest requested reset (system event)');
+        else finish('crashed', `guest crashed (system event ${t})`);
+        return;
+      }
+      case EXIT.INTERNAL_ERROR: {
+        const sub = run.internalSuberror;
+        const d = run.internalData();
+        const insn = sub === INTERNAL_SUBERROR.EMULATION ? emulationFailureBytes(d) : [];
+        const name = sub === INTERNAL_SUBERROR.EMULATION ? 'emulation failure' : sub === INTERNAL_SUBERROR.DELIVERY_EV ? 'event delivery failure' : `suberror ${sub}`;
+        finish('crashed', `KVM internal error: ${name}`, { ...describeCrash(), insn });
+        return;
+      }
+      case EXIT.FAIL_ENTRY:
+        finish('crashed', `KVM could not enter the guest (hardware entry failure reason 0x${run.failEntryReason.toString(16)})`, describeCrash());
+        return;
+      default:
+        finish('crashed', `unexpected vCPU exit ${run.exitName}`, describeCrash());
+        return;
+    }
+  }
+}
+
+post({ t: 'ready', index: data.index, thread: String(libc.pthreadSelf()) });
+loop();
+// Drop the message port so the thread can end.
+port.close();
+void CMD_RUN;

@@ -1,0 +1,430 @@
+/**
+ * The virtio-mmio transport, version 2 (virtio 1.x, "modern" only): the
+ * register window a guest driver uses to discover a device, negotiate
+ * features, describe its virtqueues and kick them. One instance per device;
+ * the device model behind it (blk, net, rng) only sees queues and config.
+ *
+ * Guest mistakes never throw out of mmioRead/mmioWrite: a malformed ring or
+ * chain marks the device broken (DEVICE_NEEDS_RESET plus a config-change
+ * interrupt) until the driver resets it, and the reason is logged and kept
+ * in `lastError` and the metrics.
+ */
+import type { Logger } from '../../common/log.js';
+import type { DeviceMetrics, GuestMemory, IrqLine, MmioDevice } from '../devices/device.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, Virtqueue, VirtqueueError } from './queue.js';
+
+/** Bytes of MMIO space one virtio-mmio device occupies (registers plus config space). */
+export const VIRTIO_MMIO_REGS_SIZE = 0x200;
+export const VIRTIO_MMIO_MAGIC = 0x74726976; // "virt"
+export const VIRTIO_MMIO_VERSION = 2;
+/** Our vendor id, "HNGR" read as little-endian ASCII. */
+export const HANGAR_VIRTIO_VENDOR = 0x52474e48;
+
+export const REG = {
+  MAGIC: 0x000,
+  VERSION: 0x004,
+  DEVICE_ID: 0x008,
+  VENDOR_ID: 0x00c,
+  DEVICE_FEATURES: 0x010,
+  DEVICE_FEATURES_SEL: 0x014,
+  DRIVER_FEATURES: 0x020,
+  DRIVER_FEATURES_SEL: 0x024,
+  QUEUE_SEL: 0x030,
+  QUEUE_NUM_MAX: 0x034,
+  QUEUE_NUM: 0x038,
+  QUEUE_READY: 0x044,
+  QUEUE_NOTIFY: 0x050,
+  INTERRUPT_STATUS: 0x060,
+  INTERRUPT_ACK: 0x064,
+  STATUS: 0x070,
+  QUEUE_DESC_LOW: 0x080,
+  QUEUE_DESC_HIGH: 0x084,
+  QUEUE_DRIVER_LOW: 0x090,
+  QUEUE_DRIVER_HIGH: 0x094,
+  QUEUE_DEVICE_LOW: 0x0a0,
+  QUEUE_DEVICE_HIGH: 0x0a4,
+  SHM_SEL: 0x0ac,
+  SHM_LEN_LOW: 0x0b0,
+  SHM_LEN_HIGH: 0x0b4,
+  SHM_BASE_LOW: 0x0b8,
+  SHM_BASE_HIGH: 0x0bc,
+  CONFIG_GENERATION: 0x0fc,
+  CONFIG: 0x100,
+} as const;
+
+export const STATUS = {
+  ACKNOWLEDGE: 1,
+  DRIVER: 2,
+  DRIVER_OK: 4,
+  FEATURES_OK: 8,
+  DEVICE_NEEDS_RESET: 0x40,
+  FAILED: 0x80,
+} as const;
+
+export const INT_VRING = 1;
+export const INT_CONFIG = 2;
+
+export const VIRTIO_ID = { NET: 1, BLOCK: 2, RNG: 4 } as const;
+
+/** What the transport gives a device model once the driver is ready (DRIVER_OK). */
+export interface VirtioContext {
+  readonly memory: GuestMemory;
+  readonly queues: readonly Virtqueue[];
+  /** Features the driver accepted. */
+  readonly features: bigint;
+  readonly log: Logger | undefined;
+  /** Call after pushing used chains on `queue`: interrupts the driver unless it suppressed that. */
+  usedBuffers(queue: Virtqueue): void;
+  /** Call after the device's config space changed (bumps the generation, config interrupt). */
+  configChanged(): void;
+  /** Marks the device broken until the driver resets it. */
+  fail(err: unknown): void;
+}
+
+/** A device model behind the transport. */
+export interface VirtioDevice {
+  readonly kind: string;
+  readonly deviceId: number;
+  /** Device-specific feature bits; the transport adds VERSION_1, INDIRECT_DESC and EVENT_IDX. */
+  readonly features: bigint;
+  readonly queueMaxSizes: readonly number[];
+  /** Size of the device-specific config space in bytes. */
+  readonly configSize: number;
+  readConfig(offset: number, data: Uint8Array): void;
+  writeConfig(offset: number, data: Uint8Array): void;
+  /** The driver finished setup; queues in `ctx.queues` that are ready may be used from now on. */
+  activate(ctx: VirtioContext): void;
+  /** The driver kicked queue `index` (only after activate). May throw VirtqueueError. */
+  notify(index: number): void;
+  /** The driver reset the device: forget ring state, keep the backend open. */
+  reset(): void;
+  metrics(): DeviceMetrics;
+  /** Releases files and fds; the device is unusable afterwards. */
+  close(): void;
+}
+
+export interface VirtioMmioOptions {
+  /** 'level' (default): line high while interrupt status is non-zero. 'edge': a pulse per new interrupt. */
+  irqMode?: 'level' | 'edge';
+  log?: Logger;
+}
+
+/** Transport state in one plain object, so it can be saved and restored later. */
+export interface VirtioMmioState {
+  status: number;
+  deviceFeaturesSel: number;
+  driverFeaturesSel: number;
+  driverFeatures: bigint;
+  queueSel: number;
+  interruptStatus: number;
+  configGeneration: number;
+  queues: Array<{ num: number; ready: boolean; desc: bigint; driver: bigint; device: bigint }>;
+}
+
+export class VirtioMmioDevice implements MmioDevice {
+  readonly name: string;
+  readonly state: VirtioMmioState;
+  /** Why the device last went broken, for logs and the control API. */
+  lastError: { code: string; message: string; details?: Record<string, unknown> } | null = null;
+  private readonly queues: Virtqueue[];
+  private readonly offered: bigint;
+  private readonly irqMode: 'level' | 'edge';
+  private readonly log: Logger | undefined;
+  private lineHigh = false;
+  private active = false;
+  private readonly counters = { notifications: 0, interrupts: 0, suppressed_interrupts: 0, resets: 0, device_errors: 0, bad_register_accesses: 0 };
+
+  constructor(
+    readonly device: VirtioDevice,
+    private readonly memory: GuestMemory,
+    private readonly irq: IrqLine,
+    opts: VirtioMmioOptions = {},
+  ) {
+    this.name = device.kind;
+    this.irqMode = opts.irqMode ?? 'level';
+    this.log = opts.log?.child({ device: device.kind });
+    this.offered = device.features | (1n << VIRTIO_F_VERSION_1) | (1n << VIRTIO_F_INDIRECT_DESC) | (1n << VIRTIO_F_EVENT_IDX);
+    this.queues = device.queueMaxSizes.map((max, i) => new Virtqueue(i, max, memory));
+    this.state = {
+      status: 0, deviceFeaturesSel: 0, driverFeaturesSel: 0, driverFeatures: 0n, queueSel: 0,
+      interruptStatus: 0, configGeneration: 0,
+      queues: device.queueMaxSizes.map(() => ({ num: 0, ready: false, desc: 0n, driver: 0n, device: 0n })),
+    };
+  }
+
+  /** Features offered to the driver (device bits plus the ring features). */
+  get offeredFeatures(): bigint {
+    return this.offered;
+  }
+
+  get broken(): boolean {
+    return (this.state.status & STATUS.DEVICE_NEEDS_RESET) !== 0;
+  }
+
+  mmioRead(offset: number, data: Uint8Array): void {
+    data.fill(0);
+    try {
+      if (offset >= REG.CONFIG) {
+        const off = offset - REG.CONFIG;
+        if (off + data.length <= this.device.configSize) this.device.readConfig(off, data);
+        return;
+      }
+      if (data.length !== 4 || offset % 4 !== 0) {
+        this.counters.bad_register_accesses++;
+        return;
+      }
+      writeLe32(data, this.readRegister(offset));
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  mmioWrite(offset: number, data: Uint8Array): void {
+    try {
+      if (offset >= REG.CONFIG) {
+        const off = offset - REG.CONFIG;
+        if (off + data.length <= this.device.configSize) this.device.writeConfig(off, data);
+        return;
+      }
+      if (data.length !== 4 || offset % 4 !== 0) {
+        this.counters.bad_register_accesses++;
+        return;
+      }
+      this.writeRegister(offset, readLe32(data));
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  private selectedQueue(): VirtioMmioState['queues'][number] | undefined {
+    return this.state.queues[this.state.queueSel];
+  }
+
+  private readRegister(offset: number): number {
+    const s = this.state;
+    const q = this.selectedQueue();
+    switch (offset) {
+      case REG.MAGIC: return VIRTIO_MMIO_MAGIC;
+      case REG.VERSION: return VIRTIO_MMIO_VERSION;
+      case REG.DEVICE_ID: return this.device.deviceId;
+      case REG.VENDOR_ID: return HANGAR_VIRTIO_VENDOR;
+      case REG.DEVICE_FEATURES:
+        return s.deviceFeaturesSel > 1 ? 0 : Number((this.offered >> BigInt(32 * s.deviceFeaturesSel)) & 0xffffffffn);
+      case REG.QUEUE_NUM_MAX: return q ? this.device.queueMaxSizes[s.queueSel]! : 0;
+      case REG.QUEUE_READY: return q?.ready ? 1 : 0;
+      case REG.INTERRUPT_STATUS: return s.interruptStatus;
+      case REG.STATUS: return s.status;
+      case REG.SHM_LEN_LOW:
+      case REG.SHM_LEN_HIGH:
+        return 0xffffffff; // no shared memory regions
+      case REG.CONFIG_GENERATION: return s.configGeneration;
+      default:
+        return 0;
+    }
+  }
+
+  private writeRegister(offset: number, v: number): void {
+    const s = this.state;
+    const q = this.selectedQueue();
+    const queueWritable = q !== undefined && !q.ready && (s.status & STATUS.DRIVER_OK) === 0;
+    switch (offset) {
+      case REG.DEVICE_FEATURES_SEL: s.deviceFeaturesSel = v; return;
+      case REG.DRIVER_FEATURES_SEL: s.driverFeaturesSel = v; return;
+      case REG.DRIVER_FEATURES: {
+        // Only between DRIVER and FEATURES_OK, and only the two defined words.
+        if ((s.status & STATUS.DRIVER) === 0 || (s.status & STATUS.FEATURES_OK) !== 0 || s.driverFeaturesSel > 1) {
+          this.counters.bad_register_accesses++;
+          return;
+        }
+        const shift = BigInt(32 * s.driverFeaturesSel);
+        s.driverFeatures = (s.driverFeatures & ~(0xffffffffn << shift)) | (BigInt(v >>> 0) << shift);
+        return;
+      }
+      case REG.QUEUE_SEL: s.queueSel = v; return;
+      case REG.QUEUE_NUM: if (queueWritable) q.num = v; else this.counters.bad_register_accesses++; return;
+      case REG.QUEUE_DESC_LOW: if (queueWritable) q.desc = setLow(q.desc, v); else this.counters.bad_register_accesses++; return;
+      case REG.QUEUE_DESC_HIGH: if (queueWritable) q.desc = setHigh(q.desc, v); else this.counters.bad_register_accesses++; return;
+      case REG.QUEUE_DRIVER_LOW: if (queueWritable) q.driver = setLow(q.driver, v); else this.counters.bad_register_accesses++; return;
+      case REG.QUEUE_DRIVER_HIGH: if (queueWritable) q.driver = setHigh(q.driver, v); else this.counters.bad_register_accesses++; return;
+      case REG.QUEUE_DEVICE_LOW: if (queueWritable) q.device = setLow(q.device, v); else this.counters.bad_register_accesses++; return;
+      case REG.QUEUE_DEVICE_HIGH: if (queueWritable) q.device = setHigh(q.device, v); else this.counters.bad_register_accesses++; return;
+      case REG.QUEUE_READY: this.setQueueReady(v === 1); return;
+      case REG.QUEUE_NOTIFY: this.queueNotify(v); return;
+      case REG.INTERRUPT_ACK:
+        s.interruptStatus &= ~v;
+        this.updateLine(false);
+        return;
+      case REG.STATUS: this.setStatus(v); return;
+      default:
+        this.counters.bad_register_accesses++;
+    }
+  }
+
+  private setQueueReady(ready: boolean): void {
+    const s = this.state;
+    const q = this.selectedQueue();
+    if (!q) {
+      this.counters.bad_register_accesses++;
+      return;
+    }
+    const queue = this.queues[s.queueSel]!;
+    if (!ready) {
+      q.ready = false;
+      queue.reset();
+      return;
+    }
+    if (q.ready) return;
+    if ((s.status & STATUS.FEATURES_OK) === 0) {
+      this.counters.bad_register_accesses++;
+      return;
+    }
+    // Throws VirtqueueError for a bad layout; mmioWrite turns it into a broken device.
+    queue.configure({ size: q.num, descAddr: q.desc, driverAddr: q.driver, deviceAddr: q.device }, {
+      eventIdx: (s.driverFeatures & (1n << VIRTIO_F_EVENT_IDX)) !== 0n,
+      indirect: (s.driverFeatures & (1n << VIRTIO_F_INDIRECT_DESC)) !== 0n,
+    });
+    q.ready = true;
+  }
+
+  private setStatus(v: number): void {
+    const s = this.state;
+    if (v === 0) {
+      this.reset();
+      return;
+    }
+    // The driver may only add bits; DEVICE_NEEDS_RESET is ours to set.
+    const wanted = (v & ~STATUS.DEVICE_NEEDS_RESET) | (s.status & STATUS.DEVICE_NEEDS_RESET);
+    if ((wanted & s.status) !== s.status) {
+      this.counters.bad_register_accesses++;
+      return;
+    }
+    let next = wanted;
+    const adding = next & ~s.status;
+    if (adding & STATUS.FEATURES_OK) {
+      const unknown = s.driverFeatures & ~this.offered;
+      const v1 = (s.driverFeatures & (1n << VIRTIO_F_VERSION_1)) !== 0n;
+      if (unknown !== 0n || !v1 || (s.status & STATUS.DRIVER) === 0) {
+        // Leaving FEATURES_OK clear tells the driver we refuse this set.
+        next &= ~STATUS.FEATURES_OK;
+        this.log?.warn({ driverFeatures: `0x${s.driverFeatures.toString(16)}`, offered: `0x${this.offered.toString(16)}` }, 'virtio: driver features refused');
+      }
+    }
+    if ((adding & STATUS.DRIVER_OK) && (next & STATUS.FEATURES_OK) === 0) {
+      next &= ~STATUS.DRIVER_OK;
+      this.counters.bad_register_accesses++;
+    }
+    s.status = next;
+    if ((adding & STATUS.DRIVER_OK) && (next & STATUS.DRIVER_OK) && !this.broken) {
+      this.active = true;
+      this.device.activate(this.context());
+      this.log?.debug({ features: `0x${s.driverFeatures.toString(16)}` }, 'virtio: driver ready');
+    }
+  }
+
+  private queueNotify(index: number): void {
+    this.counters.notifications++;
+    if (!this.active || this.broken) return;
+    if (index >= this.queues.length || !this.queues[index]!.ready) {
+      this.counters.bad_register_accesses++;
+      return;
+    }
+    this.device.notify(index);
+  }
+
+  /** Driver wrote 0 to status: everything back to power-on, backend kept. */
+  reset(): void {
+    const s = this.state;
+    this.active = false;
+    this.device.reset();
+    for (const q of this.queues) q.reset();
+    for (const q of s.queues) Object.assign(q, { num: 0, ready: false, desc: 0n, driver: 0n, device: 0n });
+    Object.assign(s, { status: 0, deviceFeaturesSel: 0, driverFeaturesSel: 0, driverFeatures: 0n, queueSel: 0, interruptStatus: 0 });
+    this.counters.resets++;
+    this.updateLine(false);
+  }
+
+  private context(): VirtioContext {
+    return {
+      memory: this.memory,
+      queues: this.queues,
+      features: this.state.driverFeatures,
+      log: this.log,
+      usedBuffers: (queue) => {
+        if (queue.needsInterrupt()) this.interrupt(INT_VRING);
+        else this.counters.suppressed_interrupts++;
+      },
+      configChanged: () => {
+        this.state.configGeneration = (this.state.configGeneration + 1) >>> 0;
+        this.interrupt(INT_CONFIG);
+      },
+      fail: (err) => this.fail(err),
+    };
+  }
+
+  private interrupt(bit: number): void {
+    this.state.interruptStatus |= bit;
+    this.counters.interrupts++;
+    this.updateLine(true);
+  }
+
+  private updateLine(raised: boolean): void {
+    if (this.irqMode === 'edge') {
+      if (raised) this.irq.pulse();
+      return;
+    }
+    const high = this.state.interruptStatus !== 0;
+    if (high !== this.lineHigh) {
+      this.lineHigh = high;
+      this.irq.set(high);
+    }
+  }
+
+  /**
+   * A guest broke the protocol (or a device hit a bug): stop using the
+   * queues, tell the driver with DEVICE_NEEDS_RESET and a config interrupt
+   * (only once it is running, as the spec asks), and say what happened.
+   */
+  fail(err: unknown): void {
+    const e = err instanceof VirtqueueError ? err : null;
+    this.lastError = e
+      ? { code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) }
+      : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+    this.counters.device_errors++;
+    this.log?.warn({ err: this.lastError }, 'virtio: device broken by the guest, needs reset');
+    if (this.broken) return;
+    this.state.status |= STATUS.DEVICE_NEEDS_RESET;
+    this.active = false;
+    // Quiesce the model (stop receive polling, drop ring state) until the driver resets us.
+    try {
+      this.device.reset();
+    } catch (resetErr) {
+      this.log?.error({ err: String(resetErr) }, 'virtio: device reset after failure threw');
+    }
+    if (this.state.status & STATUS.DRIVER_OK) this.interrupt(INT_CONFIG);
+  }
+
+  metrics(): DeviceMetrics {
+    return { ...this.counters, broken: this.broken ? 1 : 0, ...this.device.metrics() };
+  }
+
+  close(): void {
+    this.active = false;
+    this.device.close();
+  }
+}
+
+function setLow(v: bigint, low: number): bigint {
+  return (v & ~0xffffffffn) | BigInt(low >>> 0);
+}
+function setHigh(v: bigint, high: number): bigint {
+  return (v & 0xffffffffn) | (BigInt(high >>> 0) << 32n);
+}
+function readLe32(d: Uint8Array): number {
+  return (d[0]! | (d[1]! << 8) | (d[2]! << 16) | (d[3]! << 24)) >>> 0;
+}
+function writeLe32(d: Uint8Array, v: number): void {
+  d[0] = v & 0xff;
+  d[1] = (v >>> 8) & 0xff;
+  d[2] = (v >>> 16) & 0xff;
+  d[3] = (v >>> 24) & 0xff;
+}

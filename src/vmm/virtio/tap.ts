@@ -1,0 +1,62 @@
+/**
+ * Opens a TAP interface for virtio-net: /dev/net/tun, TUNSETIFF with
+ * IFF_TAP | IFF_NO_PI, non-blocking. Frames are then plain read()/write()
+ * calls on the fd, one Ethernet frame each.
+ *
+ * If an interface of that name already exists (made with `ip tuntap add`),
+ * we attach to it; otherwise the kernel creates one that disappears when the
+ * fd closes. The fd belongs to the network namespace the interface was in
+ * when it was opened and keeps working after `ip link set NAME netns NS`.
+ */
+import fs from 'node:fs';
+import koffi from 'koffi';
+import { HangarError } from '../../common/errors.js';
+
+const TUNSETIFF = 0x400454ca; // _IOW('T', 202, int)
+const IFF_TAP = 0x0002;
+const IFF_NO_PI = 0x1000;
+const IFNAMSIZ = 16;
+const IFREQ_SIZE = 40;
+
+let ioctlFn: ((fd: number, req: number, arg: Buffer) => number) | null = null;
+
+function ioctl(): (fd: number, req: number, arg: Buffer) => number {
+  if (!ioctlFn) {
+    const libc = koffi.load('libc.so.6');
+    ioctlFn = libc.func('int ioctl(int fd, unsigned long req, void *arg)') as (fd: number, req: number, arg: Buffer) => number;
+  }
+  return ioctlFn;
+}
+
+export interface Tap {
+  readonly name: string;
+  readonly fd: number;
+}
+
+/** Valid Linux interface name: 1..15 bytes, no slash, whitespace or colon. */
+export function checkIfName(name: string): void {
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(name) || name === '.' || name === '..') {
+    throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)`);
+  }
+}
+
+export function openTap(name: string): Tap {
+  checkIfName(name);
+  let fd: number;
+  try {
+    fd = fs.openSync('/dev/net/tun', fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    throw new HangarError('UNAVAILABLE', `cannot open /dev/net/tun: ${(e as Error).message}`);
+  }
+  const ifr = Buffer.alloc(IFREQ_SIZE);
+  ifr.write(name, 0, IFNAMSIZ - 1, 'ascii');
+  ifr.writeUInt16LE(IFF_TAP | IFF_NO_PI, IFNAMSIZ);
+  const rc = ioctl()(fd, TUNSETIFF, ifr);
+  if (rc < 0) {
+    const errno = koffi.errno();
+    fs.closeSync(fd);
+    throw new HangarError(errno === 1 ? 'UNAUTHORIZED' : 'UNAVAILABLE', `TUNSETIFF ${name} failed (errno ${errno})`, { errno, tap: name });
+  }
+  const actual = ifr.toString('ascii', 0, IFNAMSIZ).replace(/\0.*$/s, '');
+  return { name: actual, fd };
+}

@@ -1,0 +1,193 @@
+/**
+ * The QEMU engine on its own (no daemon), with real QEMU (TCG) booting the
+ * built-in tiny image: console, pause/resume, ACPI poweroff, kill, crash and
+ * re-adoption after the handle is dropped.
+ */
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import { projectRoot } from '../../src/common/paths.js';
+import { createLogger } from '../../src/common/log.js';
+import type { EngineVmConfig, VmExit, VmHandle } from '../../src/engines/engine.js';
+import { QemuEngine } from '../../src/engines/qemu/engine.js';
+import { processAlive, processArgs } from '../../src/engines/qemu/procfs.js';
+import { qemuVersion } from '../../src/engines/qemu/version.js';
+
+process.env.HANGAR_IMAGE_DIR ??= path.join(projectRoot(), '.cache', 'images');
+const { ensureImage } = await import('../../src/host/images/index.js');
+const { TINY_PROMPT, TINY_BANNER } = await import('../../src/host/images/tiny.js');
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hg-qemu-'));
+const engine = new QemuEngine({ logger: createLogger('test', process.env.HANGAR_LOG_LEVEL ?? 'warn') });
+const pids = new Set<number>();
+const consoles: Duplex[] = [];
+let image: Awaited<ReturnType<typeof ensureImage>>;
+
+before(async () => {
+  image = await ensureImage('tiny');
+});
+
+after(() => {
+  for (const c of consoles) c.destroy();
+  // Kill exactly the QEMU processes this file started (their argv names our temp dir).
+  for (const pid of pids) {
+    if (processAlive(pid) && processArgs(pid)?.some((a) => a.includes(tmp))) process.kill(pid, 'SIGKILL');
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function vmConfig(name: string): EngineVmConfig {
+  const runDir = path.join(tmp, name);
+  return {
+    id: `id-${name}`,
+    name,
+    cpus: 1,
+    memoryBytes: 256 * 1024 * 1024,
+    boot: { kernel: image.kernel, initrd: image.initrd, cmdline: `${image.cmdline} hangar.hostname=${name}` },
+    disks: [],
+    nics: [],
+    accel: 'tcg',
+    runDir,
+    consoleLog: path.join(runDir, 'console.log'),
+  };
+}
+
+async function start(config: EngineVmConfig): Promise<VmHandle> {
+  const h = await engine.start(config);
+  pids.add(h.pid);
+  return h;
+}
+
+function exitOf(h: VmHandle): Promise<VmExit> {
+  return new Promise((r) => h.onExit(r));
+}
+
+/** Collects console output and waits for patterns in what arrives after a mark. */
+class ConsoleReader {
+  text = '';
+  private waiters: Array<() => void> = [];
+  constructor(readonly stream: Duplex) {
+    consoles.push(stream);
+    stream.on('data', (d: Buffer) => {
+      this.text += d.toString('utf8');
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+  async waitFor(re: RegExp, from = 0, timeoutMs = 90_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = re.exec(this.text.slice(from));
+      if (m) return m[0];
+      if (Date.now() > deadline) throw new Error(`console: no ${re} within ${timeoutMs} ms; got: ${JSON.stringify(this.text.slice(-500))}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 500);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+  /** Sends a command line and resolves with the output that follows, up to the next prompt. */
+  async run(cmd: string): Promise<string> {
+    const mark = this.text.length;
+    this.stream.write(cmd + '\n');
+    await this.waitFor(new RegExp(`${cmd.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}[\\s\\S]*${TINY_PROMPT}`), mark);
+    return this.text.slice(mark);
+  }
+}
+
+test('capabilities: QEMU is available with its version', async () => {
+  const caps = await engine.capabilities();
+  assert.equal(caps.name, 'qemu');
+  assert.equal(caps.available, true);
+  assert.equal(caps.version, await qemuVersion());
+  assert.ok(caps.accelerators.includes('tcg'));
+});
+
+test('tiny boots to a shell; pause/resume; ACPI power button powers it off', { timeout: 120_000 }, async () => {
+  const config = vmConfig('alpha');
+  const t0 = Date.now();
+  const vm = await start(config);
+  const exited = exitOf(vm);
+  const con = new ConsoleReader(await vm.openConsole());
+  // The shell may have printed its prompt before we connected: poke it with a newline.
+  con.stream.write('\n');
+  await con.waitFor(new RegExp(TINY_PROMPT));
+  const bootMs = Date.now() - t0;
+  test.diagnostic?.(`boot to prompt under TCG: ${bootMs} ms`);
+
+  const out = await con.run('echo $((6*7))');
+  assert.match(out, /\r?\n42\r?\n/);
+  assert.match(await con.run('hostname'), /\nalpha\r?\n/);
+
+  await vm.pause();
+  assert.equal(await vm.queryState(), 'paused');
+  const paused = await vm.stats();
+  assert.equal(paused.state, 'paused');
+  assert.equal(paused.pid, vm.pid);
+  assert.ok(paused.rssBytes > 10 * 1024 * 1024, `RSS ${paused.rssBytes}`);
+  assert.ok(paused.cpuSeconds > 0, `cpu ${paused.cpuSeconds}`);
+  await vm.resume();
+  assert.equal(await vm.queryState(), 'running');
+  assert.match(await con.run('echo resumed-$((1+1))'), /\nresumed-2\r?\n/);
+
+  await vm.requestShutdown();
+  const exit = await exited;
+  assert.equal(exit.reason, 'poweroff');
+  assert.equal(processAlive(vm.pid), false);
+  // Everything the guest printed is in the console log, attached or not.
+  const log = fs.readFileSync(config.consoleLog, 'utf8');
+  assert.ok(log.includes(TINY_BANNER), 'banner in the console log');
+  assert.ok(log.includes('power button pressed'), 'poweroff went through the ACPI button');
+  await assert.rejects(vm.pause(), /exited/);
+});
+
+test('a VM killed from outside (SIGKILL) ends as crashed; kill() ends as killed', { timeout: 60_000 }, async () => {
+  const b = await start(vmConfig('bravo'));
+  const c = await start(vmConfig('charlie'));
+  const bExit = exitOf(b);
+  process.kill(b.pid, 'SIGKILL');
+  const eb = await bExit;
+  assert.equal(eb.reason, 'crashed');
+  assert.equal(eb.signal, 'SIGKILL');
+
+  await c.kill();
+  const ec = await exitOf(c);
+  assert.equal(ec.reason, 'killed');
+  assert.equal(processAlive(c.pid), false);
+});
+
+test('adopt(): after detach, the VM keeps running and is found again; exit is still seen', { timeout: 120_000 }, async () => {
+  const config = vmConfig('delta');
+  const vm = await start(config);
+  let con = new ConsoleReader(await vm.openConsole());
+  con.stream.write('\n');
+  await con.waitFor(new RegExp(TINY_PROMPT));
+  await con.run('export MARK=before-detach');
+  con.stream.destroy();
+  let firstHandleExited = false;
+  vm.onExit(() => (firstHandleExited = true));
+  vm.detach();
+  assert.equal(processAlive(vm.pid), true, 'detach leaves the VM running');
+
+  // A pid that is not ours (this test process) and a pid that does not exist are not adopted.
+  assert.equal(await engine.adopt(config, process.pid), null);
+  assert.equal(await engine.adopt(vmConfig('not-delta'), vm.pid), null);
+
+  const again = await engine.adopt(config, vm.pid);
+  assert.ok(again, 'adopted');
+  assert.equal(again.pid, vm.pid);
+  assert.equal(await again.queryState(), 'running');
+  con = new ConsoleReader(await again.openConsole());
+  assert.match(await con.run('echo $MARK'), /\nbefore-detach\r?\n/, 'same shell, same state');
+
+  const exited = exitOf(again);
+  await again.requestShutdown();
+  assert.equal((await exited).reason, 'poweroff');
+  assert.equal(firstHandleExited, false, 'a detached handle reports nothing');
+  assert.equal(await engine.adopt(config, vm.pid), null, 'gone now');
+});

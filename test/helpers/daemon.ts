@@ -1,0 +1,204 @@
+/**
+ * Starts a real `hangard` (compiled, from dist/) on a private data directory
+ * for end-to-end tests, and cleans up after it: the daemon and every VM
+ * process it started (found by pid in its store and confirmed by command line).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import http from 'node:http';
+import { spawn, type ChildProcess } from 'node:child_process';
+import Database from 'better-sqlite3';
+import { projectRoot } from '../../src/common/paths.js';
+
+export interface TestResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: any;
+}
+
+export interface TestDaemon {
+  dataDir: string;
+  socket: string;
+  /** pid of the current daemon process (changes after restart()). */
+  pid: number;
+  /** HANGAR_DATA_DIR, HANGAR_SOCKET, HANGAR_IMAGE_DIR=<projectRoot>/.cache/images, for spawning the CLI. */
+  env: NodeJS.ProcessEnv;
+  /** One HTTP request on the Unix socket; JSON bodies are parsed, others are returned as text. */
+  request(method: string, path: string, body?: unknown): Promise<TestResponse>;
+  /** SIGKILL the daemon (VMs keep running) and wait until it is gone. */
+  kill9(): Promise<void>;
+  /** SIGTERM the daemon and wait until it has exited. */
+  stop(): Promise<void>;
+  /** Stops the daemon if it runs, then starts it again on the same data directory. */
+  restart(): Promise<void>;
+  /** Stops the daemon, kills every VM process it started, removes the data directory. */
+  cleanup(): Promise<void>;
+}
+
+export interface StartDaemonOptions {
+  dataDir?: string;
+  /** Extra command-line arguments for hangard, e.g. ['--listen', '127.0.0.1:0']. */
+  args?: string[];
+  /** Extra environment for the daemon. */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Sends one request over a Unix socket. Exported for tests that need raw bodies. */
+export function requestUnix(socket: string, method: string, urlPath: string, body?: unknown, rawBody?: string, headers: Record<string, string> = {}): Promise<TestResponse> {
+  return new Promise((resolve, reject) => {
+    const payload = rawBody ?? (body === undefined ? undefined : JSON.stringify(body));
+    const req = http.request(
+      {
+        socketPath: socket,
+        method,
+        path: urlPath,
+        headers: {
+          ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+          ...headers,
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: unknown = text;
+          if (String(res.headers['content-type'] ?? '').includes('json') && text.length > 0) {
+            try { parsed = JSON.parse(text); } catch { parsed = text; }
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed });
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    if (payload !== undefined) req.write(payload);
+    req.end();
+  });
+}
+
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+async function waitGone(pid: number, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (!alive(pid)) return true;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return !alive(pid);
+}
+
+/** True when /proc/<pid>/cmdline mentions the data directory: guards against pid reuse. */
+function belongsTo(pid: number, dataDir: string): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dataDir);
+  } catch {
+    return false;
+  }
+}
+
+/** pids the store knows, both current and those the helper saw earlier. */
+function storePids(dataDir: string): number[] {
+  const file = path.join(dataDir, 'hangar.db');
+  if (!fs.existsSync(file)) return [];
+  try {
+    const db = new Database(file, { readonly: true, fileMustExist: true });
+    try {
+      const rows = db.prepare('SELECT pid FROM vms WHERE pid IS NOT NULL').all() as Array<{ pid: number }>;
+      return rows.map((r) => r.pid);
+    } finally {
+      db.close();
+    }
+  } catch {
+    return [];
+  }
+}
+
+export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDaemon> {
+  const root = projectRoot();
+  const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-test-'));
+  fs.mkdirSync(dataDir, { recursive: true });
+  const socket = path.join(dataDir, 'hangard.sock');
+  const env: NodeJS.ProcessEnv = {
+    HANGAR_DATA_DIR: dataDir,
+    HANGAR_SOCKET: socket,
+    HANGAR_IMAGE_DIR: process.env.HANGAR_IMAGE_DIR ?? path.join(root, '.cache', 'images'),
+  };
+  const main = path.join(root, 'dist', 'src', 'host', 'main.js');
+  let child: ChildProcess | null = null;
+  const seenPids = new Set<number>();
+
+  const launch = async (): Promise<void> => {
+    const errFile = path.join(dataDir, 'hangard.stderr');
+    const errFd = fs.openSync(errFile, 'a');
+    const c = spawn(process.execPath, [main, '--data-dir', dataDir, '--socket', socket, ...(opts.args ?? [])], {
+      cwd: root,
+      env: { ...process.env, ...env, ...opts.env },
+      stdio: ['ignore', errFd, errFd],
+      // Its own process group: signals aimed at the test runner's group do not reach it.
+      detached: true,
+    });
+    fs.closeSync(errFd);
+    // The test process must not wait for the daemon to end before it can exit.
+    c.unref();
+    child = c;
+    let exited = false;
+    c.once('exit', () => { exited = true; });
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      if (exited) throw new Error(`hangard exited during start-up: ${fs.readFileSync(errFile, 'utf8').slice(-4000)}`);
+      try {
+        const r = await requestUnix(socket, 'GET', '/1.0');
+        if (r.status === 200) { d.pid = c.pid!; return; }
+      } catch { /* not listening yet */ }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    c.kill('SIGKILL');
+    throw new Error(`hangard did not answer on ${socket} within 30 s: ${fs.readFileSync(errFile, 'utf8').slice(-4000)}`);
+  };
+
+  const signalAndWait = async (sig: NodeJS.Signals, ms: number): Promise<boolean> => {
+    const c = child;
+    if (!c || c.pid === undefined) return true;
+    for (const p of storePids(dataDir)) seenPids.add(p);
+    if (c.exitCode !== null || c.signalCode !== null) { child = null; return true; }
+    const done = new Promise<void>((r) => c.once('exit', () => r()));
+    try { c.kill(sig); } catch { /* gone */ }
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await Promise.race([done.then(() => true), new Promise<boolean>((r) => { timer = setTimeout(() => r(false), ms); })]);
+    clearTimeout(timer);
+    if (ok) child = null;
+    return ok;
+  };
+
+  const d: TestDaemon = {
+    dataDir,
+    socket,
+    pid: 0,
+    env,
+    request: (method, p, body) => requestUnix(socket, method, p, body),
+    async kill9() {
+      await signalAndWait('SIGKILL', 10_000);
+    },
+    async stop() {
+      if (!(await signalAndWait('SIGTERM', 15_000))) await signalAndWait('SIGKILL', 10_000);
+    },
+    async restart() {
+      await d.stop();
+      await launch();
+    },
+    async cleanup() {
+      await d.stop();
+      for (const p of storePids(dataDir)) seenPids.add(p);
+      const vmPids = [...seenPids].filter((p) => alive(p) && belongsTo(p, dataDir));
+      for (const p of vmPids) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+      for (const p of vmPids) await waitGone(p, 5_000);
+      if (!opts.dataDir || opts.dataDir.startsWith(os.tmpdir())) fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  await launch();
+  return d;
+}

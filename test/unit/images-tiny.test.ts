@@ -1,0 +1,65 @@
+/**
+ * The built-in tiny image: built from Debian packages on first use, cached,
+ * and shaped the way the engines expect (bzImage kernel; gzip'd newc
+ * initramfs with /init, busybox and the virtio and ACPI button modules).
+ * Uses <projectRoot>/.cache/images unless HANGAR_IMAGE_DIR is set, so the
+ * build happens once per checkout.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { projectRoot } from '../../src/common/paths.js';
+import { isHangarError } from '../../src/common/errors.js';
+
+process.env.HANGAR_IMAGE_DIR ??= path.join(projectRoot(), '.cache', 'images');
+const { ensureImage, listImages } = await import('../../src/host/images/index.js');
+const { listCpio } = await import('../../src/host/images/cpio.js');
+const { isBzImage, TINY_MODULES } = await import('../../src/host/images/tiny.js');
+
+test('ensureImage("tiny") builds (or finds) a bootable kernel and initramfs', { timeout: 600_000 }, async () => {
+  const stages: string[] = [];
+  const img = await ensureImage('tiny', (stage) => stages.push(stage));
+  assert.equal(img.name, 'tiny');
+  assert.ok(isBzImage(fs.readFileSync(img.kernel)), 'kernel is a bzImage');
+  assert.match(img.cmdline, /console=ttyS0/);
+  assert.equal(img.sizeBytes, fs.statSync(img.kernel).size + fs.statSync(img.initrd).size);
+
+  const files = listCpio(zlib.gunzipSync(fs.readFileSync(img.initrd)));
+  const byName = new Map(files.map((f) => [f.name, f]));
+  assert.ok(byName.get('init'), 'has /init');
+  assert.equal(byName.get('init')!.mode & 0o111, 0o111, '/init is executable');
+  assert.ok(byName.get('bin/busybox')!.size > 500_000, 'has a (static) busybox');
+  for (const m of TINY_MODULES) assert.ok(byName.has(`lib/modules/${m}.ko`), `has module ${m}`);
+  assert.ok(byName.has('etc/acpi/PWRF/00000080'), 'has the power button action');
+
+  // Idempotent: the second call returns the cached image without building.
+  const again: string[] = [];
+  const img2 = await ensureImage('tiny', (s) => again.push(s));
+  assert.deepEqual(img2, img);
+  assert.deepEqual(again, []);
+
+  const listed = listImages().find((i) => i.name === 'tiny');
+  assert.equal(listed?.status, 'ready');
+  assert.equal(listed?.kernel, img.kernel);
+});
+
+test('ensureImage of an unknown image is NOT_FOUND', async () => {
+  await assert.rejects(ensureImage('no-such-image'), (e: unknown) => isHangarError(e) && e.code === 'NOT_FOUND');
+  await assert.rejects(ensureImage('__proto__'), (e: unknown) => isHangarError(e) && e.code === 'NOT_FOUND');
+});
+
+test('listImages reports "missing" for an image not built in an empty image dir', async () => {
+  const dir = fs.mkdtempSync(path.join(projectRoot(), '.cache', 'images-empty-'));
+  const saved = process.env.HANGAR_IMAGE_DIR;
+  try {
+    process.env.HANGAR_IMAGE_DIR = dir;
+    const tiny = listImages().find((i) => i.name === 'tiny');
+    assert.equal(tiny?.status, 'missing');
+    assert.equal(tiny?.kernel, undefined);
+  } finally {
+    process.env.HANGAR_IMAGE_DIR = saved;
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

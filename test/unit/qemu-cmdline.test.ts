@@ -1,0 +1,124 @@
+/** The qemu-system-x86_64 argv built from an EngineVmConfig, and the config checks in front of it. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildQemuArgs, optValue, runFiles } from '../../src/engines/qemu/cmdline.js';
+import type { EngineVmConfig } from '../../src/engines/engine.js';
+import { isHangarError } from '../../src/common/errors.js';
+
+function config(over: Partial<EngineVmConfig> = {}): EngineVmConfig {
+  return {
+    id: 'vm-1',
+    name: 'web',
+    cpus: 1,
+    memoryBytes: 256 * 1024 * 1024,
+    boot: { kernel: '/img/vmlinuz', initrd: '/img/initrd.img', cmdline: 'console=ttyS0 panic=-1' },
+    disks: [],
+    nics: [],
+    accel: 'tcg',
+    runDir: '/run/hangar/vms/web',
+    consoleLog: '/var/lib/hangar/vms/web/console.log',
+    ...over,
+  };
+}
+
+/** The value following `flag`, for flags that appear once. */
+function valueOf(args: string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+function valuesOf(args: string[], flag: string): string[] {
+  return args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
+}
+
+test('base argv: no defaults, microvm with ACPI, tcg, memory in MiB, kernel boot, sockets in runDir', () => {
+  const a = buildQemuArgs(config());
+  for (const f of ['-nodefaults', '-no-user-config', '-no-reboot']) assert.ok(a.includes(f), f);
+  assert.equal(valueOf(a, '-display'), 'none');
+  assert.equal(valueOf(a, '-accel'), 'tcg');
+  assert.equal(valueOf(a, '-machine'), 'microvm,acpi=on');
+  assert.equal(valueOf(a, '-smp'), '1');
+  assert.equal(valueOf(a, '-m'), '256M');
+  assert.equal(valueOf(a, '-kernel'), '/img/vmlinuz');
+  assert.equal(valueOf(a, '-initrd'), '/img/initrd.img');
+  assert.equal(valueOf(a, '-append'), 'console=ttyS0 panic=-1');
+  assert.equal(valueOf(a, '-name'), 'guest=web,debug-threads=on');
+  assert.equal(valueOf(a, '-pidfile'), '/run/hangar/vms/web/qemu.pid');
+  const chardevs = valuesOf(a, '-chardev');
+  assert.deepEqual(chardevs, [
+    'socket,id=console,path=/run/hangar/vms/web/console.sock,server=on,wait=off,logfile=/var/lib/hangar/vms/web/console.log,logappend=on',
+    'socket,id=qmp,path=/run/hangar/vms/web/qmp.sock,server=on,wait=off',
+  ]);
+  assert.equal(valueOf(a, '-serial'), 'chardev:console');
+  assert.equal(valueOf(a, '-mon'), 'chardev=qmp,mode=control');
+  assert.ok(!a.includes('-daemonize'), 'the engine spawns QEMU detached itself and keeps its pid');
+  assert.deepEqual(runFiles('/r'), { qmpSocket: '/r/qmp.sock', consoleSocket: '/r/console.sock', pidFile: '/r/qemu.pid', processLog: '/r/qemu.log' });
+});
+
+test('kvm uses the host CPU; several vCPUs under tcg use multi-threaded TCG', () => {
+  const k = buildQemuArgs(config({ accel: 'kvm', cpus: 2 }));
+  assert.equal(valueOf(k, '-accel'), 'kvm');
+  assert.equal(valueOf(k, '-cpu'), 'host');
+  const t = buildQemuArgs(config({ cpus: 4 }));
+  assert.equal(valueOf(t, '-accel'), 'tcg,thread=multi');
+  assert.equal(valueOf(t, '-smp'), '4');
+  assert.equal(valueOf(t, '-cpu'), undefined);
+});
+
+test('memory is rounded up to whole MiB', () => {
+  assert.equal(valueOf(buildQemuArgs(config({ memoryBytes: 512 * 1024 * 1024 + 1 })), '-m'), '513M');
+  assert.equal(valueOf(buildQemuArgs(config({ memoryBytes: 2 * 1024 ** 3 })), '-m'), '2048M');
+});
+
+test('disks and nics become virtio-mmio devices on microvm and virtio-pci on q35', () => {
+  const c = config({
+    disks: [
+      { id: 'root', path: '/pool/web-root.qcow2', format: 'qcow2', serial: 'hangar-root' },
+      { id: 'seed', path: '/pool/seed,1.img', format: 'raw', readOnly: true },
+    ],
+    nics: [{ id: 'eth0', tap: 'hg-web0', mac: '52:54:00:AB:cd:01' }],
+  });
+  const a = buildQemuArgs(c);
+  assert.deepEqual(valuesOf(a, '-drive'), [
+    'if=none,id=disk-root,file=/pool/web-root.qcow2,format=qcow2',
+    'if=none,id=disk-seed,file=/pool/seed,,1.img,format=raw,readonly=on',
+  ]);
+  assert.deepEqual(valuesOf(a, '-netdev'), ['tap,id=net-eth0,ifname=hg-web0,script=no,downscript=no']);
+  assert.deepEqual(valuesOf(a, '-device'), [
+    'virtio-blk-device,drive=disk-root,id=dev-disk-root,serial=hangar-root',
+    'virtio-blk-device,drive=disk-seed,id=dev-disk-seed',
+    'virtio-net-device,netdev=net-eth0,id=dev-net-eth0,mac=52:54:00:ab:cd:01',
+  ]);
+  const q = buildQemuArgs(c, { machine: 'q35' });
+  assert.equal(valueOf(q, '-machine'), 'q35');
+  assert.ok(valuesOf(q, '-device').every((d) => d.startsWith('virtio-blk-pci') || d.startsWith('virtio-net-pci')));
+});
+
+test('commas in option values are doubled', () => {
+  assert.equal(optValue('a,b,,c'), 'a,,b,,,,c');
+  const a = buildQemuArgs(config({ consoleLog: '/logs/x,y.log' }));
+  assert.match(valuesOf(a, '-chardev')[0]!, /logfile=\/logs\/x,,y\.log,logappend=on$/);
+});
+
+test('bad configs are INVALID_ARGUMENT before anything runs', () => {
+  const bad: Array<[string, Partial<EngineVmConfig>]> = [
+    ['zero cpus', { cpus: 0 }],
+    ['fractional cpus', { cpus: 1.5 }],
+    ['tiny memory', { memoryBytes: 1024 }],
+    ['relative kernel', { boot: { kernel: 'vmlinuz' } }],
+    ['newline in cmdline', { boot: { kernel: '/k', cmdline: 'a\nb' } }],
+    ['bad name', { name: 'a,b' }],
+    ['bad accel', { accel: 'hvf' as never }],
+    ['runDir too long for sockets', { runDir: '/' + 'x'.repeat(120) }],
+    ['disk id with comma', { disks: [{ id: 'a,b', path: '/d', format: 'raw' }] }],
+    ['duplicate disk ids', { disks: [{ id: 'a', path: '/d', format: 'raw' }, { id: 'a', path: '/e', format: 'raw' }] }],
+    ['bad disk format', { disks: [{ id: 'a', path: '/d', format: 'vmdk' as never }] }],
+    ['long serial', { disks: [{ id: 'a', path: '/d', format: 'raw', serial: 'x'.repeat(21) }] }],
+    ['bad mac', { nics: [{ id: 'n', tap: 't0', mac: '52:54:00:00:00' }] }],
+    ['multicast mac', { nics: [{ id: 'n', tap: 't0', mac: '01:00:5e:00:00:01' }] }],
+    ['tap name too long', { nics: [{ id: 'n', tap: 'a'.repeat(16), mac: '52:54:00:00:00:01' }] }],
+    ['tap name with comma', { nics: [{ id: 'n', tap: 'a,script=/x', mac: '52:54:00:00:00:01' }] }],
+  ];
+  for (const [what, over] of bad) {
+    assert.throws(() => buildQemuArgs(config(over)), (e: unknown) => isHangarError(e) && e.code === 'INVALID_ARGUMENT', what);
+  }
+});
