@@ -17,7 +17,15 @@
     .section .text.start, "ax"
     .globl _start
     .code64
+/* ELF entry (load address). A bzImage-wrapped copy of the same image is entered at
+   load address + 0x200 (the 64-bit boot protocol's entry), so both lead to start64. */
 _start:
+    jmp start64
+    .org 0x200
+    .globl _start_bzimage
+_start_bzimage:
+    jmp start64
+start64:
     cli
     cld
     mov %rdi, %rax

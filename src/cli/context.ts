@@ -80,13 +80,25 @@ export async function followOperation(client: ApiClient, op: Operation, o: Follo
     return op;
   }
   const progress = o.quiet ? undefined : new ProgressReporter(o.label);
+  // Ctrl-C stops the waiting, not the operation: say so, and how to pick it up again.
+  const onInterrupt = () => {
+    progress?.stop();
+    note(`Interrupted; the operation continues in the daemon. Follow it with: hangar operation wait ${op.id}`);
+    process.exit(130);
+  };
+  process.once('SIGINT', onInterrupt);
   progress?.start();
   try {
-    const final = await client.waitOperation(op.id, (u) => progress?.update(u));
+    // The final state's progress ("done 100%") says nothing the closing message does not.
+    const final = await client.waitOperation(op.id, (u) => {
+      if (u.status === 'running') progress?.update(u);
+    });
     progress?.stop(o.done);
     return final;
   } catch (e) {
     progress?.stop();
     throw e;
+  } finally {
+    process.removeListener('SIGINT', onInterrupt);
   }
 }

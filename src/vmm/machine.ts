@@ -20,6 +20,7 @@ import { CAP } from '../kvm/abi.js';
 import { Kvm, type Vcpu, type Vm } from '../kvm/kvm.js';
 import { libc } from '../kvm/libc.js';
 import { KvmRunView } from '../kvm/run.js';
+import { createEventFd, watchEventFd, type WatchedEventFd } from '../kvm/eventfd.js';
 import { MmioBus, PioBus, busMetrics } from './bus.js';
 import { normaliseCpuid } from './boot/cpuid.js';
 import { loadLinux, type LoadedKernel } from './boot/loader.js';
@@ -48,6 +49,8 @@ export interface MachineConfig {
   cmdline: string;
   drives?: DriveConfig[];
   nets?: NetConfig[];
+  /** Add a virtio-rng device. */
+  rng?: boolean;
   /** Mask CPU features nested KVM cannot emulate (default true). */
   conservativeCpuid?: boolean;
 }
@@ -113,6 +116,8 @@ export class Machine extends EventEmitter {
   private pauseWaiters: Array<() => void> = [];
   private readonly exitPromise: Promise<MachineExit>;
   private resolveExit!: (e: MachineExit) => void;
+  private virtioSet?: { close(): void };
+  private readonly eventFds: WatchedEventFd[] = [];
   /** Drives and NICs accepted but without a device model to back them. */
   readonly unavailable: string[] = [];
 
@@ -147,7 +152,7 @@ export class Machine extends EventEmitter {
   static async create(cfg: MachineConfig, log: Logger, onConsoleOutput: (b: Uint8Array) => void): Promise<Machine> {
     if (!Number.isInteger(cfg.vcpus) || cfg.vcpus < 1 || cfg.vcpus > L.MAX_VCPUS) throw new HangarError('INVALID_ARGUMENT', `vcpu count must be 1..${L.MAX_VCPUS}, got ${cfg.vcpus}`);
     if (!Number.isInteger(cfg.memBytes) || cfg.memBytes < L.MIN_RAM || cfg.memBytes > L.MAX_RAM || cfg.memBytes % (2 * 1024 * 1024) !== 0) {
-      throw new HangarError('INVALID_ARGUMENT', `memory must be a multiple of 2 MiB between ${L.MIN_RAM >> 20} MiB and ${L.MAX_RAM >> 20} MiB, got ${cfg.memBytes} bytes`);
+      throw new HangarError('INVALID_ARGUMENT', `memory must be a multiple of 2 MiB between ${L.MIN_RAM / 2 ** 20} MiB and ${L.MAX_RAM / 2 ** 20} MiB, got ${cfg.memBytes} bytes`);
     }
     const kvm = Kvm.open();
     let vm: Vm | undefined;
@@ -191,6 +196,34 @@ export class Machine extends EventEmitter {
       addMmioDevice: (b, s, d) => this.addMmioDevice(b, s, d),
       addPioDevice: (p, c, d) => this.addPioDevice(p, c, d),
       appendCmdline: (f) => this.appendCmdline(f),
+      ioEventFd: (addr, len, datamatch, onEvent) => this.ioEventFd(addr, len, datamatch, onEvent),
+    };
+  }
+
+  /** KVM completes the guest's write itself and signals an eventfd watched here; null where the host lacks ioeventfd. */
+  ioEventFd(addr: number, len: number, datamatch: number | undefined, onEvent: () => void): { close(): void } | null {
+    if (!this.vm.checkExtension(CAP.IOEVENTFD)) return null;
+    let fd = -1;
+    try {
+      fd = createEventFd();
+      this.vm.ioeventfd(fd, addr, len, datamatch === undefined ? {} : { datamatch: BigInt(datamatch) });
+    } catch (e) {
+      if (fd >= 0) libc.close(fd);
+      this.log.warn({ addr, err: String(e) }, 'ioeventfd not available; using MMIO exits');
+      return null;
+    }
+    const w = watchEventFd(fd, onEvent);
+    this.eventFds.push(w);
+    const vm = this.vm;
+    let closed = false;
+    return {
+      close() {
+        if (closed) return;
+        closed = true;
+        w.close();
+        try { vm.ioeventfd(fd, addr, len, datamatch === undefined ? { deassign: true } : { datamatch: BigInt(datamatch), deassign: true }); } catch { /* VM going away */ }
+        libc.close(fd);
+      },
     };
   }
 
@@ -230,7 +263,8 @@ export class Machine extends EventEmitter {
   private async createVirtioDevices(): Promise<void> {
     const drives = this.cfg.drives ?? [];
     const nets = this.cfg.nets ?? [];
-    if (drives.length === 0 && nets.length === 0) return;
+    const rng = this.cfg.rng ?? false;
+    if (drives.length === 0 && nets.length === 0 && !rng) return;
     let factory: CreateVirtioDevices | undefined;
     try {
       const mod = (await import('./virtio/index.js' as string)) as Record<string, unknown>;
@@ -241,10 +275,12 @@ export class Machine extends EventEmitter {
     if (typeof factory !== 'function') {
       for (const d of drives) this.unavailable.push(`drive ${d.drive_id}: device not available`);
       for (const n of nets) this.unavailable.push(`network interface ${n.iface_id}: device not available`);
+      if (rng) this.unavailable.push('entropy: device not available');
       this.log.warn({ unavailable: this.unavailable }, 'virtio devices requested but no device factory: device not available');
       return;
     }
-    await factory(this.deviceHost(), { drives, nets });
+    const set = (await factory(this.deviceHost(), { drives, nets, rng })) as { close?: () => void } | undefined;
+    if (set && typeof set.close === 'function') this.virtioSet = { close: set.close.bind(set) };
   }
 
   private setupBoot(): void {
@@ -449,6 +485,8 @@ export class Machine extends EventEmitter {
 
   /** Releases KVM objects and guest RAM; call after the VM ended. */
   close(): void {
+    try { this.virtioSet?.close(); } catch (e) { this.log.warn({ err: String(e) }, 'closing virtio devices failed'); }
+    for (const w of this.eventFds) w.close();
     for (const s of this.slots) s.vcpu.close();
     this.vm.close();
     this.kvm.close();

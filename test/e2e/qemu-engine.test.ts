@@ -9,12 +9,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { projectRoot } from '../../src/common/paths.js';
 import { createLogger } from '../../src/common/log.js';
 import type { EngineVmConfig, VmExit, VmHandle } from '../../src/engines/engine.js';
 import { QemuEngine } from '../../src/engines/qemu/engine.js';
 import { processAlive, processArgs } from '../../src/engines/qemu/procfs.js';
 import { qemuVersion } from '../../src/engines/qemu/version.js';
+import { isHangarError } from '../../src/common/errors.js';
 
 process.env.HANGAR_IMAGE_DIR ??= path.join(projectRoot(), '.cache', 'images');
 const { ensureImage } = await import('../../src/host/images/index.js');
@@ -69,7 +72,7 @@ function exitOf(h: VmHandle): Promise<VmExit> {
 class ConsoleReader {
   text = '';
   private waiters: Array<() => void> = [];
-  constructor(readonly stream: Duplex) {
+  constructor(readonly stream: Duplex, private readonly logFile?: string) {
     consoles.push(stream);
     stream.on('data', (d: Buffer) => {
       this.text += d.toString('utf8');
@@ -81,7 +84,10 @@ class ConsoleReader {
     for (;;) {
       const m = re.exec(this.text.slice(from));
       if (m) return m[0];
-      if (Date.now() > deadline) throw new Error(`console: no ${re} within ${timeoutMs} ms; got: ${JSON.stringify(this.text.slice(-500))}`);
+      if (Date.now() > deadline) {
+        const log = this.logFile && fs.existsSync(this.logFile) ? fs.readFileSync(this.logFile, 'utf8').slice(-1000) : '(none)';
+        throw new Error(`console: no ${re} within ${timeoutMs} ms; got: ${JSON.stringify(this.text.slice(-500))}; console log: ${JSON.stringify(log)}`);
+      }
       await new Promise<void>((r) => {
         const t = setTimeout(r, 500);
         this.waiters.push(() => {
@@ -108,17 +114,17 @@ test('capabilities: QEMU is available with its version', async () => {
   assert.ok(caps.accelerators.includes('tcg'));
 });
 
-test('tiny boots to a shell; pause/resume; ACPI power button powers it off', { timeout: 120_000 }, async () => {
+test('tiny boots to a shell; pause/resume; ACPI power button powers it off', { timeout: 120_000 }, async (t) => {
   const config = vmConfig('alpha');
   const t0 = Date.now();
   const vm = await start(config);
   const exited = exitOf(vm);
-  const con = new ConsoleReader(await vm.openConsole());
+  const con = new ConsoleReader(await vm.openConsole(), config.consoleLog);
   // The shell may have printed its prompt before we connected: poke it with a newline.
   con.stream.write('\n');
   await con.waitFor(new RegExp(TINY_PROMPT));
   const bootMs = Date.now() - t0;
-  test.diagnostic?.(`boot to prompt under TCG: ${bootMs} ms`);
+  t.diagnostic(`boot to prompt under TCG: ${bootMs} ms`);
 
   const out = await con.run('echo $((6*7))');
   assert.match(out, /\r?\n42\r?\n/);
@@ -161,10 +167,10 @@ test('a VM killed from outside (SIGKILL) ends as crashed; kill() ends as killed'
   assert.equal(processAlive(c.pid), false);
 });
 
-test('adopt(): after detach, the VM keeps running and is found again; exit is still seen', { timeout: 120_000 }, async () => {
+test('adopt(): after detach, the VM keeps running and is found again; a guest reboot ends it as reboot', { timeout: 120_000 }, async () => {
   const config = vmConfig('delta');
   const vm = await start(config);
-  let con = new ConsoleReader(await vm.openConsole());
+  let con = new ConsoleReader(await vm.openConsole(), config.consoleLog);
   con.stream.write('\n');
   await con.waitFor(new RegExp(TINY_PROMPT));
   await con.run('export MARK=before-detach');
@@ -182,12 +188,59 @@ test('adopt(): after detach, the VM keeps running and is found again; exit is st
   assert.ok(again, 'adopted');
   assert.equal(again.pid, vm.pid);
   assert.equal(await again.queryState(), 'running');
-  con = new ConsoleReader(await again.openConsole());
+  con = new ConsoleReader(await again.openConsole(), config.consoleLog);
   assert.match(await con.run('echo $MARK'), /\nbefore-detach\r?\n/, 'same shell, same state');
 
+  // A reboot typed in the guest ends the process (-no-reboot); seen through QMP and /proc, not waitpid.
   const exited = exitOf(again);
-  await again.requestShutdown();
-  assert.equal((await exited).reason, 'poweroff');
+  con.stream.write('reboot\n');
+  assert.equal((await exited).reason, 'reboot');
   assert.equal(firstHandleExited, false, 'a detached handle reports nothing');
   assert.equal(await engine.adopt(config, vm.pid), null, 'gone now');
+});
+
+/** Runs a module-level snippet in a fresh Node process that can import our sources (.ts under tsx, .js when compiled). */
+function runNode(code: string): Promise<string> {
+  const ts = fileURLToPath(import.meta.url).endsWith('.ts');
+  const src = (rel: string) => new URL(`../../src/${rel}.${ts ? 'ts' : 'js'}`, import.meta.url).href;
+  const prelude = `const { QemuEngine } = await import(${JSON.stringify(src('engines/qemu/engine'))});\n`;
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [...(ts ? ['--import', 'tsx'] : []), '--input-type=module', '-e', prelude + code], { env: { ...process.env, HANGAR_LOG_LEVEL: 'warn' }, timeout: 60_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(String(stdout)),
+    );
+  });
+}
+
+test('a VM outlives the process that started it (hard exit, no detach) and is adopted', { timeout: 120_000 }, async () => {
+  const config = vmConfig('echo');
+  // The other process starts the VM and exits at once, the way a crashing daemon would.
+  const out = await runNode(`const h = await new QemuEngine().start(${JSON.stringify(config)}); console.log(h.pid); process.exit(0);`);
+  const pid = Number(out.trim().split('\n').pop());
+  assert.ok(Number.isInteger(pid) && pid > 0, `pid from the other process: ${out}`);
+  pids.add(pid);
+  assert.equal(processAlive(pid), true, 'still running after its starter exited');
+
+  const vm = await engine.adopt(config, pid);
+  assert.ok(vm);
+  const con = new ConsoleReader(await vm.openConsole(), config.consoleLog);
+  con.stream.write('\n');
+  await con.waitFor(new RegExp(TINY_PROMPT));
+  assert.match(await con.run('echo $((6*7))'), /\n42\r?\n/);
+  const exited = exitOf(vm);
+  await vm.kill();
+  assert.equal((await exited).reason, 'killed');
+});
+
+test('start() with a kernel that does not exist fails with ENGINE_FAILED and leaves no process', { timeout: 60_000 }, async () => {
+  const config = { ...vmConfig('foxtrot'), boot: { kernel: path.join(tmp, 'no-such-kernel') } };
+  await assert.rejects(engine.start(config), (e: unknown) => {
+    assert.ok(isHangarError(e));
+    assert.equal(e.code, 'ENGINE_FAILED');
+    assert.match(e.message, /no-such-kernel/);
+    return true;
+  });
+  const leftovers = fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d) && processAlive(Number(d)) && (processArgs(Number(d)) ?? []).some((a) => a.includes(config.runDir)));
+  assert.deepEqual(leftovers, []);
 });

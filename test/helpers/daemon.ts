@@ -9,6 +9,7 @@ import path from 'node:path';
 import http from 'node:http';
 import { spawn, type ChildProcess } from 'node:child_process';
 import Database from 'better-sqlite3';
+import { WebSocket } from 'ws';
 import { projectRoot } from '../../src/common/paths.js';
 
 export interface TestResponse {
@@ -152,7 +153,8 @@ export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDa
       if (exited) throw new Error(`hangard exited during start-up: ${fs.readFileSync(errFile, 'utf8').slice(-4000)}`);
       try {
         const r = await requestUnix(socket, 'GET', '/1.0');
-        if (r.status === 200) { d.pid = c.pid!; return; }
+        // Another daemon may answer on the same socket: only ours counts.
+        if (r.status === 200 && r.body?.metadata?.pid === c.pid) { d.pid = c.pid!; return; }
       } catch { /* not listening yet */ }
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -201,4 +203,91 @@ export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDa
   };
   await launch();
   return d;
+}
+
+/** Waits for the operation behind a 202 answer and returns its final state (throws if the request was not 202). */
+export async function waitOperation(d: TestDaemon, res: TestResponse, timeoutS = 300): Promise<any> {
+  if (res.status !== 202) throw new Error(`expected 202, got ${res.status}: ${JSON.stringify(res.body)}`);
+  const loc = String(res.headers.location);
+  for (;;) {
+    const w = await d.request('GET', `${loc}/wait?timeout=${timeoutS}`);
+    if (w.status !== 200) throw new Error(`wait failed: ${w.status} ${JSON.stringify(w.body)}`);
+    if (w.body.metadata.status !== 'running') return w.body.metadata;
+  }
+}
+
+/** A client of a VM's console WebSocket that keeps everything it received. */
+export class ConsoleSession {
+  output = '';
+  private readonly waiters = new Set<() => void>();
+  closed: { code: number; reason: string } | null = null;
+
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (m: Buffer) => {
+      this.output += m.toString('utf8');
+      for (const w of [...this.waiters]) w();
+    });
+    ws.on('close', (code: number, reason: Buffer) => {
+      this.closed = { code, reason: reason.toString() };
+      for (const w of [...this.waiters]) w();
+    });
+  }
+
+  static open(d: TestDaemon, vm: string): Promise<ConsoleSession> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws+unix://${d.socket}:/1.0/vms/${vm}/console`);
+      const s = new ConsoleSession(ws);
+      ws.once('open', () => resolve(s));
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`console upgrade refused: HTTP ${res.statusCode}`)));
+      ws.once('error', reject);
+    });
+  }
+
+  send(text: string): void {
+    this.ws.send(Buffer.from(text, 'utf8'));
+  }
+
+  /** Resolves when the output after `from` matches; rejects after timeoutMs or when the socket closes. */
+  waitFor(pattern: string | RegExp, timeoutMs = 60_000, from = 0): Promise<string> {
+    const test = (): boolean => {
+      const tail = this.output.slice(from);
+      return typeof pattern === 'string' ? tail.includes(pattern) : pattern.test(tail);
+    };
+    return new Promise((resolve, reject) => {
+      if (test()) { resolve(this.output); return; }
+      const timer = setTimeout(() => { this.waiters.delete(check); reject(new Error(`console: no ${String(pattern)} within ${timeoutMs} ms; got: ${JSON.stringify(this.output.slice(-500))}`)); }, timeoutMs);
+      const check = (): void => {
+        if (test()) { clearTimeout(timer); this.waiters.delete(check); resolve(this.output); }
+        else if (this.closed) { clearTimeout(timer); this.waiters.delete(check); reject(new Error(`console closed (${this.closed.code} ${this.closed.reason}) before ${String(pattern)}`)); }
+      };
+      this.waiters.add(check);
+    });
+  }
+
+  /** Pokes the shell with Enter until its prompt shows (it may have been printed before we joined). */
+  async waitForPrompt(prompt: string, timeoutMs = 120_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+      const from = this.output.length;
+      this.send('\n');
+      try { await this.waitFor(prompt, 2000, Math.max(0, from - prompt.length)); return; } catch (e) { if (this.closed) throw e; }
+    }
+    throw new Error(`console: no prompt ${JSON.stringify(prompt)} within ${timeoutMs} ms; got: ${JSON.stringify(this.output.slice(-500))}`);
+  }
+
+  /** Runs a shell command and resolves with the output that follows it, up to the next marker. */
+  async run(command: string, timeoutMs = 30_000): Promise<string> {
+    const marker = `__done_${Math.random().toString(36).slice(2, 8)}`;
+    const from = this.output.length;
+    // The marker is assembled by the shell, so the echoed command line does not match it.
+    this.send(`${command}; echo ${marker.slice(0, 4)}""${marker.slice(4)}\n`);
+    await this.waitFor(`${marker}\r\n`, timeoutMs, from);
+    const out = this.output.slice(from);
+    return out.slice(0, out.lastIndexOf(marker));
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((r) => { this.ws.once('close', () => r()); this.ws.close(); });
+  }
 }

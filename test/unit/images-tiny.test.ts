@@ -10,6 +10,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import { execFile, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { projectRoot } from '../../src/common/paths.js';
 import { isHangarError } from '../../src/common/errors.js';
 
@@ -60,6 +62,36 @@ test('listImages reports "missing" for an image not built in an empty image dir'
     assert.equal(tiny?.kernel, undefined);
   } finally {
     process.env.HANGAR_IMAGE_DIR = saved;
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Runs ensureImage in a separate Node process (.ts under tsx, .js when compiled); resolves with what it printed. */
+function ensureInOtherProcess(imageDirPath: string): Promise<{ image: { kernel: string }; stages: string[] }> {
+  const ts = fileURLToPath(import.meta.url).endsWith('.ts');
+  const mod = new URL(`../../src/host/images/index.${ts ? 'ts' : 'js'}`, import.meta.url).href;
+  const code = `const m = await import(${JSON.stringify(mod)}); const stages = []; const image = await m.ensureImage('tiny', (s) => stages.push(s)); console.log(JSON.stringify({ image, stages }));`;
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [...(ts ? ['--import', 'tsx'] : []), '--input-type=module', '-e', code], { env: { ...process.env, HANGAR_IMAGE_DIR: imageDirPath }, timeout: 300_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(String(stdout).trim().split('\n').pop()!)),
+    );
+  });
+}
+
+test('two processes building at once share one build; a stale lock is taken over', { timeout: 600_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(projectRoot(), '.cache', 'images-race-'));
+  try {
+    // A lock left by a builder that died: the pid of a process that has exited.
+    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+    fs.writeFileSync(path.join(dir, 'tiny.lock'), String(dead));
+    const [a, b] = await Promise.all([ensureInOtherProcess(dir), ensureInOtherProcess(dir)]);
+    assert.equal(a.image.kernel, path.join(dir, 'tiny', 'vmlinuz'));
+    assert.deepEqual(a.image, b.image);
+    const builders = [a, b].filter((r) => r.stages.includes('downloading packages'));
+    assert.equal(builders.length, 1, `exactly one process built (${JSON.stringify([a.stages, b.stages])})`);
+    // Nothing left behind but the image itself.
+    assert.deepEqual(fs.readdirSync(dir), ['tiny']);
+  } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

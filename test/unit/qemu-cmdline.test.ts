@@ -30,12 +30,13 @@ function valuesOf(args: string[], flag: string): string[] {
   return args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
 }
 
-test('base argv: no defaults, microvm with ACPI, tcg, memory in MiB, kernel boot, sockets in runDir', () => {
+test('base argv: no defaults, q35, tcg, memory in MiB, kernel boot, sockets in runDir', () => {
   const a = buildQemuArgs(config());
   for (const f of ['-nodefaults', '-no-user-config', '-no-reboot']) assert.ok(a.includes(f), f);
   assert.equal(valueOf(a, '-display'), 'none');
   assert.equal(valueOf(a, '-accel'), 'tcg');
-  assert.equal(valueOf(a, '-machine'), 'microvm,acpi=on');
+  assert.equal(valueOf(a, '-machine'), 'q35');
+  assert.equal(valueOf(buildQemuArgs(config(), { machine: 'microvm' }), '-machine'), 'microvm,acpi=on');
   assert.equal(valueOf(a, '-smp'), '1');
   assert.equal(valueOf(a, '-m'), '256M');
   assert.equal(valueOf(a, '-kernel'), '/img/vmlinuz');
@@ -77,7 +78,7 @@ test('disks and nics become virtio-mmio devices on microvm and virtio-pci on q35
     ],
     nics: [{ id: 'eth0', tap: 'hg-web0', mac: '52:54:00:AB:cd:01' }],
   });
-  const a = buildQemuArgs(c);
+  const a = buildQemuArgs(c, { machine: 'microvm' });
   assert.deepEqual(valuesOf(a, '-drive'), [
     'if=none,id=disk-root,file=/pool/web-root.qcow2,format=qcow2',
     'if=none,id=disk-seed,file=/pool/seed,,1.img,format=raw,readonly=on',
@@ -88,7 +89,7 @@ test('disks and nics become virtio-mmio devices on microvm and virtio-pci on q35
     'virtio-blk-device,drive=disk-seed,id=dev-disk-seed',
     'virtio-net-device,netdev=net-eth0,id=dev-net-eth0,mac=52:54:00:ab:cd:01',
   ]);
-  const q = buildQemuArgs(c, { machine: 'q35' });
+  const q = buildQemuArgs(c);
   assert.equal(valueOf(q, '-machine'), 'q35');
   assert.ok(valuesOf(q, '-device').every((d) => d.startsWith('virtio-blk-pci') || d.startsWith('virtio-net-pci')));
 });

@@ -162,6 +162,8 @@ function runInteractive(ws: WebSocket, name: string): Promise<'detached' | 'clos
     process.on('exit', restore);
     for (const s of SIGNALS) process.on(s, onSignal);
     stdin.setRawMode(true);
+    // Announced only now: keys typed from here on go to the guest as they are.
+    note(`Connected to ${name}'s serial console (detach with Ctrl-]).`);
     stdin.resume();
     stdin.on('data', onKey);
     ws.on('message', (d: RawData) => process.stdout.write(toBuffer(d)));
@@ -204,7 +206,6 @@ export function registerConsoleCommand(program: Command): void {
     const interactive = Boolean(process.stdin.isTTY) && !o.json;
     const ws = await openConsole(clientFor(cmd), name);
     if (interactive) {
-      note(`Connected to ${name}'s serial console. Detach with Ctrl-] .`);
       const how = await runInteractive(ws, name);
       note(how === 'detached' ? `\r\nDetached from ${name}.` : `\r\nConsole of ${name} closed (the VM stopped).`);
       return;

@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { isHangarError } from '../../common/errors.js';
+import { formatSize } from '../../common/sizes.js';
 import type { Operation, Vm } from '../../host/api/schemas.js';
 import { checkVmName, clientFor, followOperation, note, out, printJson, vmPath, withJson } from '../context.js';
 import { ensureDaemon } from './daemon.js';
@@ -49,17 +50,17 @@ export function registerUpCommand(program: Command): void {
     }
     vm = await client.get<Vm>(vmPath(name));
     if (quiet) return printJson({ daemon: d, vm, action: what });
+    const next: Array<[string, string]> = [
+      [`hangar console ${name}`, 'attach to its serial console (detach with Ctrl-])'],
+      ['hangar list', 'all VMs'],
+      [`hangar show ${name}`, 'its spec and state'],
+      [`hangar stop ${name}`, 'shut it down'],
+    ];
+    const width = Math.max(...next.map(([c]) => c.length)) + 3;
     out(
-      [
-        '',
-        `${name} is ${vm.state} (${vm.spec.engine}, ${vm.runtime.accel ?? 'no accel'}, ${vm.spec.cpus} vCPU).`,
-        'Next:',
-        `  hangar console ${name}     attach to its serial console (detach with Ctrl-])`,
-        `  hangar list             all VMs`,
-        `  hangar show ${name}        its spec and state`,
-        `  hangar stop ${name}        shut it down`,
-        '',
-      ].join('\n'),
+      `\n${name} is ${vm.state} (${vm.spec.engine}, ${vm.runtime.accel ?? 'no accel'}, ${vm.spec.cpus} vCPU, ${formatSize(vm.spec.memoryBytes)}).\n` +
+        'Next:\n' +
+        next.map(([c, what]) => `  ${c.padEnd(width)}${what}\n`).join(''),
     );
   });
 }

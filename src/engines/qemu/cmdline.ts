@@ -2,12 +2,14 @@
  * Builds the qemu-system-x86_64 argument vector for one VM. Pure: no files
  * are touched, so the argv can be unit-tested and logged as it is.
  *
- * Machine type: `microvm` by default. Under TCG it reaches the tiny image's
- * shell prompt roughly a second sooner than q35 (no PCI bus to enumerate, no
- * full SeaBIOS), and with `acpi=on` it still has the ACPI power button (via
- * its generic event device), so `system_powerdown` works. Its devices are
- * virtio-mmio (found through ACPI by the guest's virtio_mmio driver). `q35`
- * stays available (PCI virtio devices) for guests that need a PCI bus.
+ * Machine type: `q35` by default. `microvm` (also supported) reaches the
+ * tiny image's prompt about a second sooner under TCG, but it has no HPET and
+ * no ACPI PM timer: on a loaded host the guest kernel fails to calibrate its
+ * TSC against the PIT ("tsc: Unable to calibrate against PIT ... Marking TSC
+ * unstable") and then hangs before printing anything more. q35 has both
+ * reference timers, so it boots reliably however busy the host is, and its
+ * ACPI power button makes `system_powerdown` work. Devices are virtio-pci on
+ * q35 and virtio-mmio (found through ACPI) on microvm.
  */
 import path from 'node:path';
 import { HangarError } from '../../common/errors.js';
@@ -98,7 +100,7 @@ export function validateConfig(c: EngineVmConfig): void {
 /** The argv (without the program name) for one VM. Throws INVALID_ARGUMENT on a bad config. */
 export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): string[] {
   validateConfig(c);
-  const machine = opts.machine ?? 'microvm';
+  const machine = opts.machine ?? 'q35';
   const files = runFiles(c.runDir);
   const bus = machine === 'microvm' ? 'device' : 'pci';
   const args: string[] = [];

@@ -1,8 +1,8 @@
 /**
  * The QEMU engine: one qemu-system-x86_64 process per VM, driven over QMP.
  *
- * QEMU is spawned detached (its own session, stdio to a file in runDir, not
- * waited on), so it outlives the daemon; a restarted daemon finds it again
+ * QEMU is spawned detached (its own session, stdio to a file in runDir), so
+ * it outlives the daemon; a restarted daemon finds it again
  * with `adopt()`. Exit is detected from the QMP socket closing plus, for a
  * process we did not spawn ourselves, polling /proc/<pid>.
  */
@@ -115,7 +115,9 @@ class QemuVmHandle implements VmHandle {
       // A child of ours stays a zombie until Node reaps it and emits 'exit', which carries the status.
       if (!processAlive(this.pid) && (!this.child || this.childExit)) this.finish();
     }, interval);
-    this.pidTimer.unref();
+    // The slow safety-net poll must not keep a process alive by itself; the fast
+    // one runs only while an exit is due, and a caller is waiting for it.
+    if (interval === SLOW_POLL_MS) this.pidTimer.unref();
   }
 
   private stopWatching(): void {
@@ -220,6 +222,8 @@ class QemuVmHandle implements VmHandle {
     this.stopWatching();
     this.qmp.close();
     this.child?.removeAllListeners('exit');
+    // From now on the VM lives on its own: it must not keep this process running.
+    this.child?.unref();
   }
 }
 
@@ -256,7 +260,7 @@ export class QemuEngine implements Engine {
   private readonly startTimeoutMs: number;
 
   constructor(opts: QemuEngineOptions = {}) {
-    this.machine = opts.machine ?? 'microvm';
+    this.machine = opts.machine ?? 'q35';
     this.log = (opts.logger ?? createLogger('hangar')).child({ component: 'qemu-engine' });
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
   }
@@ -297,7 +301,8 @@ export class QemuEngine implements Engine {
     } finally {
       fs.closeSync(out);
     }
-    child.unref();
+    // The child stays referenced while a handle watches it (so its exit is
+    // always delivered); detach() unrefs it. It outlives us either way.
     let spawnError: Error | null = null;
     child.once('error', (e) => (spawnError = e));
     const running = () => spawnError === null && child.exitCode === null && child.signalCode === null;

@@ -71,20 +71,29 @@ ip link set lo up 2>/dev/null
 acpid -f -c /etc/acpi &
 
 echo "${TINY_BANNER} (kernel $(uname -r), uptime $(cut -d' ' -f1 /proc/uptime)s)"
+# busybox reboot/poweroff/halt (which the shell runs as built-in applets,
+# whatever PATH says) signal PID 1: TERM, USR2, USR1. The shell runs in the
+# background so that "wait" returns as soon as one of these arrives.
+trap 'sync; /bin/busybox reboot -f' TERM
+trap 'sync; /bin/busybox poweroff -f' USR2
+trap 'sync; /bin/busybox poweroff -f' USR1
 export HOME=/root PS1='${TINY_PROMPT}'
 cd /root
 while :; do
-  setsid cttyhack sh
+  # cttyhack makes the console the shell's controlling tty (and its stdio).
+  setsid cttyhack sh &
+  wait $!
   echo "tiny: shell ended, starting a new one"
 done
 `;
 
+// acpid points its children's stdout at its log file, so speak to the console directly.
 const POWER_BUTTON = `#!/bin/sh
-echo "tiny: power button pressed, powering off"
+echo "tiny: power button pressed, powering off" > /dev/console
 exec /sbin/poweroff
 `;
 
-/** PID 1 is a shell that ignores the signals busybox poweroff/reboot send, so these act directly. */
+/** For scripts that name them by path (the power button action): act directly, no signal to PID 1. */
 const POWEROFF = '#!/bin/sh\nsync\nexec /bin/busybox poweroff -f\n';
 const REBOOT = '#!/bin/sh\nsync\nexec /bin/busybox reboot -f\n';
 

@@ -1,28 +1,36 @@
 /**
  * The one entry point the VMM core calls to build its virtio devices.
  *
- * CONTRACT (for src/vmm/main.ts and the config loader):
+ * CONTRACT (matches CreateVirtioDevices in src/vmm/devices/host.ts):
  *
- *   createVirtioDevices(config: VirtioConfig, deps: VirtioDeps): VirtioSet
+ *   createVirtioDevices(host: DeviceHost, cfg: { drives: DriveConfig[]; nets: NetConfig[]; rng?: boolean }): VirtioSet
  *
- *   config = { drives: [{id, path, readOnly?, serial?}], nics: [{id, tap, mac?}], rng?: boolean }
- *   deps   = { memory: GuestMemory, slots: MmioSlot[] (layout.ts), irq: (gsi) => IrqLine, log?: Logger }
+ * Devices take virtio-mmio slots through host.attachVirtioMmio in this
+ * order: drives, then network interfaces, then the rng (when cfg.rng). The
+ * host registers each on the MMIO bus and appends its `virtio_mmio.device=`
+ * fragment to the command line. Where the host offers ioeventfd, queue
+ * notifications arrive through it (the vCPU does not wait for the device
+ * thread); otherwise through the QUEUE_NOTIFY register.
  *
- * Devices take slots in order: drives first, then NICs, then rng. Each
- * returned entry's `device` is an MmioDevice (virtio-mmio v2, registers in
- * the first 0x200 bytes; register it on the MMIO bus at slot.base with
- * slot.size) wired to `irq(slot.irq)`.
- * `cmdline` is the `virtio_mmio.device=` text a Linux guest needs.
- * `close()` releases files and TAP fds. Everything is synchronous and
- * thread-agnostic: call mmioRead/mmioWrite from whichever thread handles the
- * MMIO exit; the NIC's receive path additionally needs the Node event loop
- * of the thread that created it (it polls the TAP fd).
+ * NOTE for src/kvm/eventfd.ts (as of 09:40): koffi.node.poll calls its
+ * callback with (status: number, events: {readable, ...}), not (events) as
+ * koffi's typings say; `ev.readable` on the status number is always
+ * undefined, so ioeventfd notifications are consumed by KVM and never reach
+ * the device (the guest hangs waiting for its first request). Take the
+ * second argument, or ignore both and just read the eventfd.
+ *
+ * HANGAR_VIRTIO_NO_IOEVENTFD=1 in the environment turns the ioeventfd path
+ * off (every notify is then an MMIO exit), to compare the two in benchmarks
+ * or to rule ioeventfd out when debugging.
+ *
+ * Device models are synchronous and keep no thread affinity, except that a
+ * NIC watches its TAP fd on the event loop of the thread that created it
+ * (the device thread). `close()` on the result releases files and TAP fds.
  */
 import { HangarError } from '../../common/errors.js';
-import type { Logger } from '../../common/log.js';
-import type { GuestMemory, IrqLine } from '../devices/device.js';
+import type { DeviceHost, DriveConfig, NetConfig } from '../devices/host.js';
 import { VirtioBlock } from './blk.js';
-import { VIRTIO_MMIO_REGS_SIZE, VirtioMmioDevice } from './mmio.js';
+import { REG, VIRTIO_MMIO_REGS_SIZE, VirtioMmioDevice, type VirtioDevice } from './mmio.js';
 import { TapBackend, VirtioNet, formatMac } from './net.js';
 import { VirtioRng } from './rng.js';
 
@@ -31,130 +39,109 @@ export { VirtioBlock } from './blk.js';
 export { VirtioNet, TapBackend } from './net.js';
 export { VirtioRng } from './rng.js';
 
-export interface VirtioDriveConfig {
-  id: string;
-  path: string;
-  readOnly?: boolean;
-  /** GET_ID answer, at most 20 printable ASCII characters; defaults to id. */
-  serial?: string;
-}
-
-export interface VirtioNicConfig {
-  id: string;
-  /** TAP interface name; attached if it exists, created (non-persistent) otherwise. */
-  tap: string;
-  /** "52:54:00:12:34:56"; a random locally administered one when absent. */
-  mac?: string;
-}
-
-export interface VirtioConfig {
-  drives: VirtioDriveConfig[];
-  nics: VirtioNicConfig[];
+export interface VirtioDevicesConfig {
+  drives: DriveConfig[];
+  nets: NetConfig[];
+  /** Add a virtio-rng device (Firecracker calls it "entropy"). */
   rng?: boolean;
-}
-
-/** One virtio-mmio window the VMM's layout reserves (the shape of layout.ts's MmioSlot). */
-export interface VirtioSlot {
-  base: number;
-  /** Bytes reserved at base (at least VIRTIO_MMIO_REGS_SIZE). */
-  size: number;
-  /** GSI of the device's interrupt line. */
-  irq: number;
-}
-
-export interface VirtioDeps {
-  memory: GuestMemory;
-  /** Free virtio-mmio slots from layout.ts (virtioMmioSlot(i)), used in order. */
-  slots: readonly VirtioSlot[];
-  /** The interrupt line for a GSI (a KvmIrqLine). */
-  irq: (gsi: number) => IrqLine;
-  log?: Logger;
-  /** See VirtioMmioOptions.irqMode; 'level' unless the core delivers edges only (irqfd). */
-  irqMode?: 'level' | 'edge';
 }
 
 export interface PlacedVirtioDevice {
   kind: 'blk' | 'net' | 'rng';
-  /** Drive or NIC id; 'rng' for the rng. */
+  /** drive_id, iface_id, or 'rng'. */
   id: string;
-  slot: VirtioSlot;
+  base: number;
+  irq: number;
   device: VirtioMmioDevice;
-  /** For NICs: the MAC in use (generated when the config gave none). */
+  /** NICs: the MAC in use (generated when the config gave none). */
   mac?: string;
 }
 
 export interface VirtioSet {
   devices: PlacedVirtioDevice[];
-  /** `virtio_mmio.device=...` arguments for a Linux guest's command line. */
-  cmdline: string;
-  /** Closes every backing file and TAP fd. */
+  /** Closes every backing file, TAP fd and ioeventfd. */
   close(): void;
 }
 
-/**
- * Builds every virtio device the config asks for and places each in the
- * next free slot. Fails as a whole (closing what it opened) on a bad config,
- * a missing file or TAP, or too few slots.
- */
-export function createVirtioDevices(config: VirtioConfig, deps: VirtioDeps): VirtioSet {
-  for (const s of deps.slots) {
-    if (s.size < VIRTIO_MMIO_REGS_SIZE) throw new HangarError('INVALID_ARGUMENT', `virtio-mmio slot at 0x${s.base.toString(16)} has ${s.size} bytes, needs ${VIRTIO_MMIO_REGS_SIZE}`);
-  }
-  const wanted = config.drives.length + config.nics.length + (config.rng ? 1 : 0);
-  if (wanted > deps.slots.length) {
-    throw new HangarError('RESOURCE_EXHAUSTED', `${wanted} virtio devices requested, the layout has ${deps.slots.length} virtio-mmio slots`);
-  }
+const ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** Checks the whole config before anything is opened, so a bad entry leaves nothing half made. */
+function validate(cfg: VirtioDevicesConfig): void {
   const ids = new Set<string>();
-  for (const d of [...config.drives, ...config.nics]) {
-    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(d.id)) throw new HangarError('INVALID_ARGUMENT', `device id "${d.id}" must be 1-64 of A-Z a-z 0-9 _ . -`);
-    if (ids.has(d.id)) throw new HangarError('INVALID_ARGUMENT', `device id "${d.id}" is used twice`);
-    ids.add(d.id);
+  const check = (id: unknown, what: string) => {
+    if (typeof id !== 'string' || !ID_RE.test(id)) throw new HangarError('INVALID_ARGUMENT', `${what} id "${String(id)}" must be 1-64 of A-Z a-z 0-9 _ . -`);
+    if (ids.has(id)) throw new HangarError('INVALID_ARGUMENT', `device id "${id}" is used twice`);
+    ids.add(id);
+  };
+  for (const d of cfg.drives) {
+    check(d.drive_id, 'drive');
+    if (typeof d.path_on_host !== 'string' || d.path_on_host.length === 0) throw new HangarError('INVALID_ARGUMENT', `drive ${d.drive_id}: path_on_host is required`);
   }
+  for (const n of cfg.nets) {
+    check(n.iface_id, 'network interface');
+    if (typeof n.host_dev_name !== 'string') throw new HangarError('INVALID_ARGUMENT', `network interface ${n.iface_id}: host_dev_name is required`);
+  }
+}
+
+export function createVirtioDevices(host: DeviceHost, cfg: VirtioDevicesConfig): VirtioSet {
+  validate(cfg);
   const devices: PlacedVirtioDevice[] = [];
-  const place = (kind: PlacedVirtioDevice['kind'], id: string, build: () => VirtioMmioDevice, mac?: string): void => {
-    const slot = deps.slots[devices.length]!;
-    const device = build();
-    devices.push({ kind, id, slot, device, ...(mac ? { mac } : {}) });
-  };
-  const transport = (model: VirtioBlock | VirtioNet | VirtioRng): VirtioMmioDevice => {
-    const slot = deps.slots[devices.length]!;
-    return new VirtioMmioDevice(model, deps.memory, deps.irq(slot.irq), {
-      ...(deps.log ? { log: deps.log } : {}),
-      ...(deps.irqMode ? { irqMode: deps.irqMode } : {}),
-    });
-  };
-  try {
-    for (const d of config.drives) {
-      place('blk', d.id, () => transport(new VirtioBlock(d)));
+  const notifiers: Array<{ close(): void }> = [];
+  const log = host.log.child({ component: 'virtio' });
+
+  const attach = (kind: PlacedVirtioDevice['kind'], id: string, model: VirtioDevice, mac?: string): void => {
+    let placed: { device: VirtioMmioDevice; slot: { base: number; size: number; irq: number } };
+    try {
+      placed = host.attachVirtioMmio((slot, irq) => {
+        if (slot.size < VIRTIO_MMIO_REGS_SIZE) throw new HangarError('INTERNAL', `virtio-mmio slot of ${slot.size} bytes is smaller than ${VIRTIO_MMIO_REGS_SIZE}`);
+        return new VirtioMmioDevice(model, host.memory, irq, { log });
+      });
+    } catch (e) {
+      model.close();
+      throw e;
     }
-    for (const n of config.nics) {
-      const backend = TapBackend.open(n.tap);
+    devices.push({ kind, id, base: placed.slot.base, irq: placed.slot.irq, device: placed.device, ...(mac ? { mac } : {}) });
+    // Fast path: a queue notify that KVM completes in the kernel and signals on an eventfd.
+    if (process.env.HANGAR_VIRTIO_NO_IOEVENTFD === '1') return;
+    for (let q = 0; q < model.queueMaxSizes.length; q++) {
+      const n = host.ioEventFd?.(placed.slot.base + REG.QUEUE_NOTIFY, 4, q, () => placed.device.notifyQueue(q));
+      if (n) notifiers.push(n);
+    }
+  };
+
+  const closeAll = (): void => {
+    for (const n of notifiers.splice(0)) n.close();
+    for (const d of devices) {
+      try {
+        d.device.close();
+      } catch (err) {
+        log.warn({ device: d.device.name, err: String(err) }, 'virtio: close failed');
+      }
+    }
+  };
+
+  try {
+    for (const d of cfg.drives) {
+      attach('blk', d.drive_id, new VirtioBlock({
+        id: d.drive_id, path: d.path_on_host, readOnly: d.is_read_only ?? false, ...(d.serial !== undefined ? { serial: d.serial } : {}),
+      }));
+    }
+    for (const n of cfg.nets) {
+      const backend = TapBackend.open(n.host_dev_name);
       let model: VirtioNet;
       try {
-        model = new VirtioNet(n.mac ? { id: n.id, mac: n.mac } : { id: n.id }, backend);
+        model = new VirtioNet(n.guest_mac ? { id: n.iface_id, mac: n.guest_mac } : { id: n.iface_id }, backend);
       } catch (e) {
         backend.close();
         throw e;
       }
-      place('net', n.id, () => transport(model), formatMac(model.mac));
+      attach('net', n.iface_id, model, formatMac(model.mac));
     }
-    if (config.rng) place('rng', 'rng', () => transport(new VirtioRng()));
+    if (cfg.rng) attach('rng', 'rng', new VirtioRng());
   } catch (e) {
-    for (const d of devices) d.device.close();
+    closeAll();
     throw e;
   }
-  const cmdline = devices.map((d) => `virtio_mmio.device=${d.slot.size / 1024}K@0x${d.slot.base.toString(16)}:${d.slot.irq}`).join(' ');
-  return {
-    devices,
-    cmdline,
-    close: () => {
-      for (const d of devices) {
-        try {
-          d.device.close();
-        } catch (err) {
-          deps.log?.warn({ device: d.device.name, err: String(err) }, 'virtio: close failed');
-        }
-      }
-    },
-  };
+  log.info({ devices: devices.map((d) => ({ kind: d.kind, id: d.id, base: `0x${d.base.toString(16)}`, irq: d.irq, ...(d.mac ? { mac: d.mac } : {}) })) }, 'virtio devices attached');
+  return { devices, close: closeAll };
 }

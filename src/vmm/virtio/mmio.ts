@@ -321,6 +321,18 @@ export class VirtioMmioDevice implements MmioDevice {
     }
   }
 
+  /**
+   * A queue notification that arrived outside the register path (an
+   * ioeventfd): same as the driver writing `index` to QUEUE_NOTIFY.
+   */
+  notifyQueue(index: number): void {
+    try {
+      this.queueNotify(index);
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
   private queueNotify(index: number): void {
     this.counters.notifications++;
     if (!this.active || this.broken) return;
@@ -390,7 +402,7 @@ export class VirtioMmioDevice implements MmioDevice {
       ? { code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) }
       : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
     this.counters.device_errors++;
-    this.log?.warn({ err: this.lastError }, 'virtio: device broken by the guest, needs reset');
+    this.log?.warn({ error: this.lastError }, 'virtio: device broken by the guest, needs reset');
     if (this.broken) return;
     this.state.status |= STATUS.DEVICE_NEEDS_RESET;
     this.active = false;

@@ -1,0 +1,1 @@
+export { MicroEngine, createMicroEngine, microRunFiles, vmExitFor, type MicroEngineOptions } from './engine.js';

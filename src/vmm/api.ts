@@ -1,0 +1,117 @@
+/**
+ * The control API of one hangar-vmm process: HTTP/1.1 + JSON on a Unix
+ * socket, shaped like Firecracker's so the same habits work:
+ *
+ *   PUT  /machine-config            {vcpu_count, mem_size_mib}
+ *   PUT  /boot-source               {kernel_image_path, initrd_path?, boot_args?}
+ *   PUT  /drives/{id}               {drive_id, path_on_host, is_root_device?, is_read_only?}
+ *   PUT  /network-interfaces/{id}   {iface_id, host_dev_name, guest_mac?}
+ *   PUT  /entropy                   {}  (adds a virtio-rng device)
+ *   PUT  /actions                   {action_type: InstanceStart|Pause|Resume|SendCtrlAltDel|Stop}
+ *   PATCH /vm                       {state: Paused|Resumed}
+ *   GET  /vm                        {state, vcpu_count, mem_size_mib, ...}
+ *   GET  /metrics                   counters of vCPUs, buses and devices
+ *   GET  /                          {app_name, id, state, vmm_version}
+ *
+ * Success is 204 (PUT/PATCH) or 200 with JSON; errors are
+ * {"fault_message": "...", "code": "<HangarError code>"} with its status.
+ * Configuration is accepted only before InstanceStart.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import { HangarError, toHangarError } from '../common/errors.js';
+import { parseBootSource, parseDrive, parseMachineConfig, parseNet } from './config.js';
+import type { VmmController } from './controller.js';
+
+const MAX_BODY = 64 * 1024;
+
+function readBody(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) { reject(new HangarError('INVALID_ARGUMENT', 'request body too large')); req.destroy(); return; }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (text.trim() === '') { resolve(undefined); return; }
+      try { resolve(JSON.parse(text)); } catch { reject(new HangarError('INVALID_JSON', 'request body is not valid JSON')); }
+    });
+    req.on('error', reject);
+  });
+}
+
+function send(res: http.ServerResponse, status: number, body?: unknown): void {
+  if (body === undefined) { res.writeHead(status); res.end(); return; }
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export async function route(ctl: VmmController, method: string, url: string, body: unknown): Promise<{ status: number; body?: unknown }> {
+  const path = url.split('?')[0]!.replace(/\/+$/, '') || '/';
+  let m: RegExpExecArray | null;
+  if (method === 'GET' && path === '/') return { status: 200, body: ctl.instanceInfo() };
+  if (method === 'GET' && path === '/vm') return { status: 200, body: ctl.vmInfo() };
+  if (method === 'GET' && path === '/metrics') return { status: 200, body: ctl.metrics() };
+  if (method === 'GET' && path === '/machine-config') return { status: 200, body: ctl.machineConfig };
+  if (method === 'PUT' && path === '/machine-config') { ctl.setMachineConfig(parseMachineConfig(body)); return { status: 204 }; }
+  if (method === 'PUT' && path === '/boot-source') { ctl.setBootSource(parseBootSource(body)); return { status: 204 }; }
+  if (method === 'PUT' && (m = /^\/drives\/([^/]+)$/.exec(path))) { ctl.putDrive(parseDrive(body, decodeURIComponent(m[1]!))); return { status: 204 }; }
+  if (method === 'PUT' && (m = /^\/network-interfaces\/([^/]+)$/.exec(path))) { ctl.putNet(parseNet(body, decodeURIComponent(m[1]!))); return { status: 204 }; }
+  if (method === 'PUT' && path === '/entropy') {
+    if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) throw new HangarError('INVALID_ARGUMENT', 'entropy: body must be a JSON object');
+    ctl.setEntropy(true);
+    return { status: 204 };
+  }
+  if (method === 'PUT' && path === '/actions') {
+    const o = body as { action_type?: unknown } | undefined;
+    const a = o && typeof o === 'object' ? o.action_type : undefined;
+    if (typeof a !== 'string') throw new HangarError('INVALID_ARGUMENT', 'actions: "action_type" is required');
+    await ctl.action(a);
+    return { status: 204 };
+  }
+  if (method === 'PATCH' && path === '/vm') {
+    const s = (body as { state?: unknown } | undefined)?.state;
+    if (s === 'Paused') await ctl.action('Pause');
+    else if (s === 'Resumed') await ctl.action('Resume');
+    else throw new HangarError('INVALID_ARGUMENT', 'vm: "state" must be Paused or Resumed');
+    return { status: 204 };
+  }
+  const known = ['/', '/vm', '/metrics', '/machine-config', '/boot-source', '/actions', '/entropy'].includes(path) || /^\/(drives|network-interfaces)\/[^/]+$/.test(path);
+  if (known) return { status: 405, body: { fault_message: `${method} is not allowed on ${path}`, code: 'INVALID_ARGUMENT' } };
+  throw new HangarError('NOT_FOUND', `no such resource: ${path}`);
+}
+
+export class ControlServer {
+  private server: http.Server | null = null;
+  constructor(private readonly ctl: VmmController) {}
+
+  async listen(path: string): Promise<void> {
+    try { fs.unlinkSync(path); } catch { /* not there */ }
+    const srv = http.createServer((req, res) => {
+      void (async () => {
+        try {
+          const body = await readBody(req);
+          const r = await route(this.ctl, req.method ?? 'GET', req.url ?? '/', body);
+          send(res, r.status, r.body);
+        } catch (e) {
+          const he = toHangarError(e);
+          send(res, he.status, { fault_message: he.message, code: he.code });
+        }
+      })();
+    });
+    srv.keepAliveTimeout = 60_000;
+    await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(path, () => resolve()); });
+    fs.chmodSync(path, 0o600);
+    this.server = srv;
+  }
+
+  /** Stops accepting connections; answers in flight still go out. */
+  close(): void {
+    this.server?.close();
+    this.server?.closeIdleConnections();
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * The state machine behind hangar-vmm's control API and config file:
+ * configuration is collected until InstanceStart, then the Machine is built
+ * and started; Pause/Resume/SendCtrlAltDel/Stop act on it. When the machine
+ * ends, `onExit` fires once with the exit.
+ */
+import { HangarError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import type { BootSourceBody, MachineConfigBody } from './config.js';
+import type { ConsoleHub } from './console.js';
+import type { DriveConfig, NetConfig } from './devices/host.js';
+import { Machine, type MachineExit } from './machine.js';
+
+export const VMM_VERSION = '0.1.0';
+
+export class VmmController {
+  machineConfig: MachineConfigBody = { vcpu_count: 1, mem_size_mib: 128 };
+  bootSource?: BootSourceBody;
+  readonly drives = new Map<string, DriveConfig>();
+  readonly nets = new Map<string, NetConfig>();
+  entropy = false;
+  machine?: Machine;
+  private starting = false;
+  private exitListeners: Array<(e: MachineExit) => void> = [];
+  readonly processStartNs = process.hrtime.bigint();
+
+  constructor(readonly id: string, private readonly log: Logger, private readonly console: ConsoleHub) {
+    console.setInput((b) => this.machine?.consoleInput(b));
+  }
+
+  onExit(fn: (e: MachineExit) => void): void {
+    this.exitListeners.push(fn);
+  }
+
+  private mustBeConfigurable(): void {
+    if (this.machine || this.starting) throw new HangarError('INVALID_STATE', 'the VM has started; configuration can no longer change');
+  }
+
+  setMachineConfig(c: MachineConfigBody): void { this.mustBeConfigurable(); this.machineConfig = c; }
+  setBootSource(b: BootSourceBody): void { this.mustBeConfigurable(); this.bootSource = b; }
+  putDrive(d: DriveConfig): void { this.mustBeConfigurable(); this.drives.set(d.drive_id, d); }
+  putNet(n: NetConfig): void { this.mustBeConfigurable(); this.nets.set(n.iface_id, n); }
+  setEntropy(on: boolean): void { this.mustBeConfigurable(); this.entropy = on; }
+
+  get state(): 'Not started' | 'Running' | 'Paused' | 'Stopped' {
+    if (!this.machine) return 'Not started';
+    const s = this.machine.state;
+    return s === 'NotStarted' ? 'Not started' : s;
+  }
+
+  async action(type: string): Promise<void> {
+    switch (type) {
+      case 'InstanceStart': return this.start();
+      case 'Pause': return this.running('Pause').pause();
+      case 'Resume': return this.running('Resume').resume();
+      case 'SendCtrlAltDel': this.running('SendCtrlAltDel').sendCtrlAltDel(); return;
+      case 'Stop': { const m = this.running('Stop'); void m.stop('stopped by API action'); await m.exited; return; }
+      default: throw new HangarError('INVALID_ARGUMENT', `unknown action_type "${type}" (InstanceStart, Pause, Resume, SendCtrlAltDel, Stop)`);
+    }
+  }
+
+  private running(what: string): Machine {
+    if (!this.machine || this.machine.state === 'NotStarted' || this.machine.state === 'Stopped') {
+      throw new HangarError('INVALID_STATE', `${what}: the VM is ${this.state}`);
+    }
+    return this.machine;
+  }
+
+  async start(): Promise<void> {
+    this.mustBeConfigurable();
+    if (!this.bootSource) throw new HangarError('INVALID_STATE', 'InstanceStart: set /boot-source first');
+    this.starting = true;
+    try {
+      const m = await Machine.create({
+        vcpus: this.machineConfig.vcpu_count,
+        memBytes: this.machineConfig.mem_size_mib * 1024 * 1024,
+        kernel: this.bootSource.kernel_image_path,
+        ...(this.bootSource.initrd_path ? { initrd: this.bootSource.initrd_path } : {}),
+        cmdline: this.bootSource.boot_args ?? 'console=ttyS0 reboot=k panic=1',
+        drives: [...this.drives.values()],
+        nets: [...this.nets.values()],
+        rng: this.entropy,
+        conservativeCpuid: this.machineConfig.conservative_cpuid ?? true,
+      }, this.log, (b) => this.console.write(b));
+      this.machine = m;
+      void m.exited.then((e) => { for (const f of this.exitListeners) f(e); });
+      await m.start();
+      this.log.info({ kernel: m.kernel?.kind, entry: m.kernel?.entry, cmdline: m.kernel?.cmdline, unavailable: m.unavailable }, 'VM started');
+    } finally {
+      this.starting = false;
+    }
+  }
+
+  instanceInfo(): Record<string, unknown> {
+    return { app_name: 'hangar-vmm', id: this.id, state: this.state, vmm_version: VMM_VERSION };
+  }
+
+  vmInfo(): Record<string, unknown> {
+    const m = this.machine;
+    return {
+      id: this.id,
+      state: this.state,
+      vcpu_count: this.machineConfig.vcpu_count,
+      mem_size_mib: this.machineConfig.mem_size_mib,
+      boot_source: this.bootSource ?? null,
+      cmdline: m?.kernel?.cmdline ?? null,
+      kernel_kind: m?.kernel?.kind ?? null,
+      drives: [...this.drives.values()],
+      network_interfaces: [...this.nets.values()],
+      unavailable_devices: m?.unavailable ?? [],
+      pid: process.pid,
+    };
+  }
+
+  metrics(): Record<string, unknown> {
+    const mem = process.memoryUsage();
+    const ns = (t?: bigint) => (t === undefined ? null : Number(t - this.processStartNs) / 1e6);
+    return {
+      state: this.state,
+      process: { pid: process.pid, rss_bytes: mem.rss, heap_used_bytes: mem.heapUsed, cpu_us: process.cpuUsage() },
+      timing_ms: { run_start: ns(this.machine?.runStartNs), first_console_byte: ns(this.machine?.firstOutputNs) },
+      console_bytes: this.console.bytesOut,
+      ...(this.machine ? { vm: this.machine.metrics() } : {}),
+    };
+  }
+}

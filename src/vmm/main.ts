@@ -1,0 +1,111 @@
+#!/usr/bin/env node
+/**
+ * hangar-vmm: Hangar's microVM monitor, one process per VM.
+ *
+ *   hangar-vmm --api-sock PATH [--id ID] [--console-sock PATH] [--console-log PATH] [--exit-file PATH]
+ *   hangar-vmm --config vm.json [--console stdio] [--api-sock PATH] ...
+ *
+ * With --config the VM starts at once; with only --api-sock it waits for
+ * PUT /actions {"action_type":"InstanceStart"}. The process exits when the
+ * guest powers off, resets or crashes, or on Stop / SIGTERM / SIGINT, with
+ * the exit codes of exit-codes.ts and one line on stderr saying why.
+ */
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { createLogger } from '../common/log.js';
+import { toHangarError } from '../common/errors.js';
+import { ControlServer } from './api.js';
+import { parseConfigFile } from './config.js';
+import { ConsoleHub } from './console.js';
+import { VmmController } from './controller.js';
+import { exitCodeFor, VMM_EXIT, type VmmExitRecord } from './exit-codes.js';
+import type { MachineExit } from './machine.js';
+
+const USAGE = `usage: hangar-vmm (--api-sock PATH | --config FILE) [--console stdio|none] [--console-sock PATH]
+                  [--console-log PATH] [--exit-file PATH] [--id ID] [--log-level LEVEL]`;
+
+function usage(msg: string): never {
+  process.stderr.write(`hangar-vmm: ${msg}\n${USAGE}\n`);
+  process.exit(VMM_EXIT.USAGE);
+}
+
+async function main(): Promise<void> {
+  let args;
+  try {
+    args = parseArgs({
+      options: {
+        'api-sock': { type: 'string' },
+        config: { type: 'string' },
+        console: { type: 'string' },
+        'console-sock': { type: 'string' },
+        'console-log': { type: 'string' },
+        'exit-file': { type: 'string' },
+        id: { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean' },
+      },
+      strict: true,
+    }).values;
+  } catch (e) {
+    usage((e as Error).message);
+  }
+  if (args.help) { process.stdout.write(`${USAGE}\n`); process.exit(0); }
+  if (!args['api-sock'] && !args.config) usage('one of --api-sock or --config is required');
+  if (args.console !== undefined && args.console !== 'stdio' && args.console !== 'none') usage('--console must be stdio or none');
+
+  const log = createLogger('hangar-vmm', args['log-level'] ?? process.env.HANGAR_LOG_LEVEL ?? 'warn');
+  const id = args.id ?? 'vm';
+  const hub = new ConsoleHub();
+  const ctl = new VmmController(id, log, hub);
+  const api = new ControlServer(ctl);
+  const exitFile = args['exit-file'];
+
+  let exiting = false;
+  const finish = (rec: VmmExitRecord): void => {
+    if (exiting) return;
+    exiting = true;
+    hub.close();
+    api.close();
+    if (exitFile) { try { fs.writeFileSync(exitFile, JSON.stringify(rec) + '\n'); } catch { /* best effort */ } }
+    process.stderr.write(`hangar-vmm: ${rec.reason}: ${rec.detail}\n`);
+    try { ctl.machine?.close(); } catch { /* exiting anyway */ }
+    process.exitCode = rec.code;
+    // Worker threads are gone; give in-flight API answers (e.g. to Stop) a moment to flush, then exit
+    // even if a client keeps its connection open.
+    setTimeout(() => process.exit(rec.code), 30);
+  };
+
+  ctl.onExit((e: MachineExit) => {
+    const rec: VmmExitRecord = { code: exitCodeFor(e.reason), reason: e.reason, detail: e.detail };
+    if (e.rip) rec.rip = e.rip;
+    if (e.insn) rec.insn = e.insn;
+    finish(rec);
+  });
+
+  const onSignal = (sig: string) => {
+    if (ctl.machine && ctl.machine.state !== 'Stopped' && ctl.machine.state !== 'NotStarted') void ctl.machine.stop(`stopped by ${sig}`);
+    else finish({ code: VMM_EXIT.STOPPED, reason: 'stopped', detail: `stopped by ${sig} before the guest started` });
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+
+  try {
+    if (args['console-log']) hub.openLog(args['console-log']);
+    if (args['console-sock']) await hub.listen(args['console-sock']);
+    if (args.console === 'stdio') hub.attachStdio();
+    if (args.config) {
+      const cfg = parseConfigFile(JSON.parse(fs.readFileSync(args.config, 'utf8')));
+      if (cfg['machine-config']) ctl.setMachineConfig(cfg['machine-config']);
+      ctl.setBootSource(cfg['boot-source']);
+      for (const d of cfg.drives ?? []) ctl.putDrive(d);
+      for (const n of cfg['network-interfaces'] ?? []) ctl.putNet(n);
+    }
+    if (args['api-sock']) await api.listen(args['api-sock']);
+    if (args.config) await ctl.start();
+  } catch (e) {
+    const he = toHangarError(e);
+    finish({ code: VMM_EXIT.ERROR, reason: 'error', detail: `${he.code}: ${he.message}` });
+  }
+}
+
+void main();

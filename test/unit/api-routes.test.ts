@@ -1,0 +1,269 @@
+/**
+ * The API routes and the VM manager behind them, with a real store on a real
+ * SQLite file and a scripted in-process engine in place of QEMU, so failure
+ * paths (engine start fails, a guest ignores the power button, a process
+ * crashes) can be produced on demand.
+ */
+import { test, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough, type Duplex } from 'node:stream';
+import { pino } from 'pino';
+import type { FastifyInstance } from 'fastify';
+import type { Engine, EngineVmConfig, VmExit, VmHandle } from '../../src/engines/engine.js';
+import { Store } from '../../src/host/store.js';
+import { OperationManager } from '../../src/host/operations.js';
+import { EventBus } from '../../src/host/events.js';
+import { HostChecker } from '../../src/host/hostcheck.js';
+import { VmManager } from '../../src/host/vms.js';
+import { buildServer } from '../../src/host/server.js';
+import { HangarError } from '../../src/common/errors.js';
+
+/** A VM "process" that lives in this test; it exits when told to. */
+class FakeHandle implements VmHandle {
+  static nextPid = 900000;
+  readonly pid = FakeHandle.nextPid++;
+  readonly engine = 'qemu' as const;
+  state: 'running' | 'paused' = 'running';
+  ignoresPowerButton = false;
+  private listeners: Array<(e: VmExit) => void> = [];
+  exitInfo: VmExit | null = null;
+  shutdownRequests = 0;
+  constructor(readonly config: EngineVmConfig) {}
+  async pause(): Promise<void> { this.state = 'paused'; }
+  async resume(): Promise<void> { this.state = 'running'; }
+  async requestShutdown(): Promise<void> {
+    this.shutdownRequests++;
+    if (!this.ignoresPowerButton) setTimeout(() => this.exit({ reason: 'poweroff' }), 5);
+  }
+  async kill(): Promise<void> { this.exit({ reason: 'killed', detail: 'killed on request' }); }
+  async queryState(): Promise<'running' | 'paused'> { return this.state; }
+  async stats() { return { pid: this.pid, rssBytes: 1234, cpuSeconds: 0.5, state: this.state }; }
+  async openConsole(): Promise<Duplex> { return new PassThrough(); }
+  onExit(l: (e: VmExit) => void): void { if (this.exitInfo) l(this.exitInfo); else this.listeners.push(l); }
+  detach(): void { this.listeners = []; }
+  exit(e: VmExit): void {
+    if (this.exitInfo) return;
+    this.exitInfo = e;
+    for (const l of this.listeners) l(e);
+  }
+}
+
+class FakeEngine implements Engine {
+  readonly name = 'qemu' as const;
+  handles: FakeHandle[] = [];
+  failNextStart: string | null = null;
+  ignorePowerButton = false;
+  async capabilities() {
+    return { name: 'qemu' as const, available: true, bootModes: ['kernel' as const], devices: [], accelerators: ['tcg' as const], snapshots: false, migration: false };
+  }
+  async start(config: EngineVmConfig): Promise<VmHandle> {
+    if (this.failNextStart) { const m = this.failNextStart; this.failNextStart = null; throw new HangarError('ENGINE_FAILED', m); }
+    const h = new FakeHandle(config);
+    h.ignoresPowerButton = this.ignorePowerButton;
+    this.handles.push(h);
+    return h;
+  }
+  async adopt(_config: EngineVmConfig, pid: number): Promise<VmHandle | null> {
+    return this.handles.find((h) => h.pid === pid && !h.exitInfo) ?? null;
+  }
+}
+
+let dir: string;
+let store: Store;
+let engine: FakeEngine;
+let app: FastifyInstance;
+let vms: VmManager;
+
+function build(): { vms: VmManager; ops: OperationManager } {
+  const log = pino({ level: 'silent' });
+  const operations = new OperationManager(store, log);
+  const events = new EventBus(store);
+  const images = {
+    listImages: () => [{ name: 'tiny' }],
+    ensureImage: async (name: string, onProgress?: (stage: string, percent?: number) => void) => {
+      onProgress?.('download', 50);
+      return { name, kernel: '/nonexistent/vmlinuz', initrd: '/nonexistent/initrd', cmdline: 'console=ttyS0' };
+    },
+  };
+  let m: VmManager | null = null;
+  const host = new HostChecker({
+    probeKvm: async () => ({ present: true, fullSystem: false, kind: 'nested-emulated' as const, detail: 'test' }),
+    qemuVersion: async () => '7.2.0',
+    allocated: () => m!.allocated(),
+  });
+  m = new VmManager({ dataDir: dir, store, events, operations, engines: { qemu: engine }, images, host, log });
+  return { vms: m, ops: operations };
+}
+
+beforeEach(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-api-'));
+  store = new Store(dir);
+  engine = new FakeEngine();
+  const b = build();
+  vms = b.vms;
+  const log = pino({ level: 'silent' });
+  app = await buildServer({ version: 'test', dataDir: dir, vms, operations: b.ops, events: new EventBus(store), host: new HostChecker({ probeKvm: async () => ({ present: false, fullSystem: false, kind: 'absent' as const, detail: 'x' }), qemuVersion: async () => null, allocated: () => vms.allocated() }), images: { listImages: () => [{ name: 'tiny', description: 'd', status: 'ready' }], ensureImage: async () => { throw new Error('unused'); } }, engines: { qemu: engine }, log });
+});
+
+afterEach(async () => {
+  await app.close();
+  vms.shutdown();
+  store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function call(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown) {
+  const r = await app.inject({ method, url, ...(body !== undefined ? { payload: body as object } : {}) });
+  return { status: r.statusCode, headers: r.headers, body: r.body ? r.json() : undefined };
+}
+
+async function settle(res: { status: number; headers: Record<string, unknown>; body: any }) {
+  assert.equal(res.status, 202, JSON.stringify(res.body));
+  const w = await call('GET', `${String(res.headers.location)}/wait?timeout=10`);
+  assert.equal(w.status, 200);
+  return w.body.metadata;
+}
+
+test('launch: 202 with Location, operation succeeds, VM running with the config the daemon prepared', async () => {
+  const res = await call('POST', '/1.0/vms', { name: 'a', image: 'tiny', memory: '128M' });
+  assert.equal(res.body.type, 'async');
+  assert.equal(res.headers.location, res.body.operation);
+  assert.equal(res.body.metadata.status, 'running');
+  const op = await settle(res);
+  assert.equal(op.status, 'success');
+  assert.equal(op.result.state, 'running');
+  const h = engine.handles[0]!;
+  assert.equal(h.config.runDir, path.join(dir, 'vms', 'a'));
+  assert.equal(h.config.consoleLog, path.join(dir, 'vms', 'a', 'console.log'));
+  assert.equal(h.config.accel, 'tcg', 'no full-system KVM here, so TCG');
+  assert.equal(h.config.memoryBytes, 128 * 1024 * 1024);
+  assert.equal(h.config.boot.cmdline, 'console=ttyS0');
+  const vm = (await call('GET', '/1.0/vms/a')).body.metadata;
+  assert.equal(vm.runtime.pid, h.pid);
+  assert.equal(vm.runtime.rssBytes, 1234);
+  assert.deepEqual((await call('GET', '/1.0/events')).body.metadata.map((e: { type: string }) => e.type), ['created', 'started']);
+});
+
+test('stop: a guest that ignores the power button is killed after the timeout, and that is a stop, not a crash', async () => {
+  engine.ignorePowerButton = true;
+  await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny' }));
+  const op = await settle(await call('PUT', '/1.0/vms/a/state', { action: 'stop', timeout: 1 }));
+  assert.equal(op.status, 'success');
+  assert.equal(engine.handles[0]!.shutdownRequests, 1);
+  const vm = (await call('GET', '/1.0/vms/a')).body.metadata;
+  assert.equal(vm.state, 'stopped');
+  assert.equal(vm.runtime.lastExit.reason, 'killed');
+  assert.equal((await call('GET', '/1.0/events')).body.metadata.at(-1).type, 'stopped');
+});
+
+test('force stop skips the power button', async () => {
+  await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny' }));
+  await settle(await call('PUT', '/1.0/vms/a/state', { action: 'stop', force: true }));
+  assert.equal(engine.handles[0]!.shutdownRequests, 0);
+  assert.equal((await call('GET', '/1.0/vms/a')).body.metadata.state, 'stopped');
+});
+
+test('engine start failure: the operation fails, the VM stays defined and stopped with the reason', async () => {
+  engine.failNextStart = 'qemu said no';
+  const op = await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny' }));
+  assert.equal(op.status, 'failure');
+  assert.equal(op.error.code, 'ENGINE_FAILED');
+  assert.match(op.error.message, /qemu said no/);
+  const vm = (await call('GET', '/1.0/vms/a')).body.metadata;
+  assert.equal(vm.state, 'stopped');
+  assert.equal(vm.runtime.pid, null);
+  assert.equal(vm.runtime.lastExit.reason, 'start-failed');
+  // Starting again works.
+  assert.equal((await settle(await call('PUT', '/1.0/vms/a/state', { action: 'start' }))).status, 'success');
+});
+
+test('an exit nobody asked for is a crash; a guest poweroff is a stop', async () => {
+  await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny' }));
+  await settle(await call('POST', '/1.0/vms', { name: 'b', image: 'tiny' }));
+  engine.handles[0]!.exit({ reason: 'crashed', detail: 'signal SIGSEGV' });
+  engine.handles[1]!.exit({ reason: 'poweroff' });
+  await new Promise((r) => setImmediate(r));
+  assert.equal((await call('GET', '/1.0/vms/a')).body.metadata.state, 'crashed');
+  assert.equal((await call('GET', '/1.0/vms/b')).body.metadata.state, 'stopped');
+  const ev = (await call('GET', '/1.0/events')).body.metadata as Array<{ vm: string; type: string; reason?: string }>;
+  assert.deepEqual(ev.filter((e) => e.vm === 'a').at(-1), { ...ev.filter((e) => e.vm === 'a').at(-1), type: 'crashed', reason: 'crashed: signal SIGSEGV' });
+  assert.equal(ev.filter((e) => e.vm === 'b').at(-1)!.type, 'stopped');
+});
+
+test('pause and resume change state and emit events; wrong states are refused at once', async () => {
+  await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny' }));
+  assert.equal((await call('PUT', '/1.0/vms/a/state', { action: 'resume' })).status, 409);
+  await settle(await call('PUT', '/1.0/vms/a/state', { action: 'pause' }));
+  assert.equal(engine.handles[0]!.state, 'paused');
+  assert.equal((await call('GET', '/1.0/vms/a')).body.metadata.state, 'paused');
+  await settle(await call('PUT', '/1.0/vms/a/state', { action: 'resume' }));
+  assert.equal((await call('GET', '/1.0/vms/a')).body.metadata.state, 'running');
+});
+
+test('actions on one VM run in order under its lock', async () => {
+  await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny' }));
+  const stop = await call('PUT', '/1.0/vms/a/state', { action: 'stop' });
+  const start = await call('PUT', '/1.0/vms/a/state', { action: 'start' });
+  assert.equal((await settle(stop)).status, 'success');
+  assert.equal((await settle(start)).status, 'success');
+  assert.equal(engine.handles.length, 2);
+  assert.equal((await call('GET', '/1.0/vms/a')).body.metadata.state, 'running');
+});
+
+test('delete: refused while running, forced kills it; run directory removed', async () => {
+  await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny' }));
+  assert.ok(fs.existsSync(path.join(dir, 'vms', 'a')));
+  const r = await call('DELETE', '/1.0/vms/a');
+  assert.equal(r.status, 409);
+  assert.equal(r.body.error.code, 'INVALID_STATE');
+  assert.equal((await settle(await call('DELETE', '/1.0/vms/a?force=true'))).status, 'success');
+  assert.ok(engine.handles[0]!.exitInfo);
+  assert.ok(!fs.existsSync(path.join(dir, 'vms', 'a')));
+  assert.equal((await call('GET', '/1.0/vms/a')).status, 404);
+});
+
+test('daemon restart: running VMs are re-adopted, gone ones marked stopped, running operations failed', async () => {
+  await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny' }));
+  await settle(await call('POST', '/1.0/vms', { name: 'b', image: 'tiny' }));
+  store.insertOperation({ id: 'left-over', description: 'x', status: 'running', resources: { vms: [] }, createdAt: new Date().toISOString(), updatedAt: new Date().toISOString() });
+  vms.shutdown();
+  engine.handles[1]!.exit({ reason: 'crashed' }); // dies while "the daemon is down"
+  const next = build();
+  assert.equal(next.ops.recover(), 1);
+  await next.vms.recover();
+  assert.equal(store.requireVm('a').state, 'running');
+  assert.equal(store.requireVm('a').pid, engine.handles[0]!.pid);
+  assert.equal(store.requireVm('b').state, 'stopped');
+  assert.equal(store.requireVm('b').lastExit?.reason, 'exited while the daemon was down');
+  assert.equal(store.getOperation('left-over')!.error?.message, 'daemon restarted');
+  next.vms.shutdown();
+});
+
+test('errors come in our envelope: malformed JSON, unknown route, validation', async () => {
+  const bad = await app.inject({ method: 'POST', url: '/1.0/vms', headers: { 'content-type': 'application/json' }, payload: '{"name":' });
+  assert.equal(bad.statusCode, 400);
+  assert.equal(bad.json().error.code, 'INVALID_JSON');
+  const nf = await call('GET', '/1.0/nothing');
+  assert.equal(nf.status, 404);
+  assert.equal(nf.body.type, 'error');
+  const v = await call('POST', '/1.0/vms', { name: 'a', image: 'tiny', extra: true });
+  assert.equal(v.status, 400);
+  assert.match(v.body.error.message, /extra/);
+  const txt = await app.inject({ method: 'POST', url: '/1.0/vms', headers: { 'content-type': 'text/plain' }, payload: 'hi' });
+  assert.equal(txt.statusCode, 400);
+  assert.equal(txt.json().type, 'error');
+  const w = await call('GET', '/1.0/operations/nope/wait?timeout=1');
+  assert.equal(w.status, 404);
+});
+
+test('logs: tail of the console log', async () => {
+  await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny', start: false }));
+  assert.equal((await app.inject({ method: 'GET', url: '/1.0/vms/a/logs' })).body, '');
+  fs.mkdirSync(path.join(dir, 'vms', 'a'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'vms', 'a', 'console.log'), 'one\ntwo\nthree\n');
+  assert.equal((await app.inject({ method: 'GET', url: '/1.0/vms/a/logs?tail=2' })).body, 'two\nthree\n');
+  assert.equal((await app.inject({ method: 'GET', url: '/1.0/vms/a/logs' })).body, 'one\ntwo\nthree\n');
+});

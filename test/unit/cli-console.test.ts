@@ -1,0 +1,128 @@
+/**
+ * `hangar console` against a fake daemon: the scripted mode (settle, until,
+ * the daemon closing the stream) and the interactive mode on a real
+ * pseudo-terminal (util-linux `script`): raw keys reach the guest, Ctrl-]
+ * detaches, and the terminal is back in cooked mode afterwards.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { projectRoot } from '../../src/common/paths.js';
+import { FakeDaemon, runHangar } from './cli-fake-daemon.js';
+
+let fake: FakeDaemon;
+
+before(async () => {
+  fake = await new FakeDaemon()
+    .onWebSocket('/1.0/vms/shell/console', (ws) => {
+      // Echoes keys like a terminal would and answers each completed line.
+      let line = '';
+      ws.on('message', (d: Buffer) => {
+        for (const ch of d.toString('latin1')) {
+          if (ch === '\r' || ch === '\n') {
+            ws.send(Buffer.from(`\r\nout:${line.toUpperCase()}\r\ntiny# `));
+            line = '';
+          } else {
+            line += ch;
+            ws.send(Buffer.from(ch === '\x03' ? '^C' : ch));
+          }
+        }
+      });
+    })
+    .onWebSocket('/1.0/vms/slow/console', (ws) => {
+      // Answers late and in pieces: the settle timer must restart with each piece.
+      ws.on('message', () => {
+        let n = 0;
+        const t = setInterval(() => {
+          ws.send(Buffer.from(`part${n}\n`));
+          if (++n === 4) clearInterval(t);
+        }, 200);
+      });
+    })
+    .onWebSocket('/1.0/vms/failing/console', (ws) => ws.close(1011, 'engine has no console stream'))
+    .onWebSocket('/1.0/vms/stopping/console', (ws) => {
+      ws.send(Buffer.from('reboot: Power down\n'));
+      ws.close(1000, 'VM stopped');
+    })
+    .listen();
+});
+
+after(async () => {
+  await fake.close();
+});
+
+test('scripted: the quiet period restarts with every chunk of output', async () => {
+  const r = await runHangar(['console', 'slow', '--settle', '500'], { env: fake.env(), input: 'go\n' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'part0\npart1\npart2\npart3\n');
+});
+
+test('scripted: the daemon ending the console ends the session', async () => {
+  const r = await runHangar(['console', 'stopping', '--settle', '10000'], { env: fake.env(), input: '' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'reboot: Power down\n');
+  const j = await runHangar(['console', 'stopping', '--json'], { env: fake.env(), input: '' });
+  assert.equal(JSON.parse(j.stdout).end, 'closed');
+});
+
+test('scripted: a console the daemon cannot attach is an error', async () => {
+  const r = await runHangar(['console', 'failing'], { env: fake.env(), input: 'x\n' });
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, 'Error: console closed by the daemon: engine has no console stream (ENGINE_FAILED)\n');
+});
+
+test('scripted: bad --until and --settle values are refused', async () => {
+  const a = await runHangar(['console', 'shell', '--until', '(x'], { env: fake.env() });
+  assert.equal(a.code, 2);
+  assert.match(a.stderr, /--until "\(x" is not a valid regular expression/);
+  const b = await runHangar(['console', 'shell', '--settle', 'soon'], { env: fake.env() });
+  assert.equal(b.code, 2);
+  assert.match(b.stderr, /--settle must be a whole number/);
+});
+
+test('interactive: raw keys reach the guest, Ctrl-] detaches and the terminal is restored', async () => {
+  const root = projectRoot();
+  const underTsx = fileURLToPath(import.meta.url).endsWith('.ts');
+  const cli = underTsx ? `${process.execPath} --import tsx ${path.join(root, 'src/cli/main.ts')}` : `${process.execPath} ${path.join(root, 'dist/src/cli/main.js')}`;
+  // `script` gives the CLI a real pseudo-terminal; afterwards stty reports the mode it left behind.
+  const inner = `${cli} console shell; echo "exit=$?"; stty -a`;
+  const child = spawn('script', ['-qfec', inner, '/dev/null'], { cwd: root, env: { ...process.env, ...fake.env() }, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  const seen = (re: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${re} in ${JSON.stringify(out)}`)), 30_000);
+      const check = () => {
+        if (re.test(out)) {
+          clearTimeout(timer);
+          child.stdout.off('data', check);
+          resolve();
+        }
+      };
+      child.stdout.on('data', (c: Buffer) => {
+        out += c.toString('latin1');
+        check();
+      });
+      check();
+    });
+  const closed = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  try {
+    await seen(/detach with Ctrl-\]/);
+    // Ctrl-C (0x03) must travel to the guest as a byte, not kill the CLI.
+    child.stdin.write('ls\x03');
+    await seen(/ls\^C/);
+    child.stdin.write('\r');
+    await seen(/out:LS/);
+    child.stdin.write('\x1d');
+    await seen(/speed .*baud/);
+  } finally {
+    child.stdin.end();
+  }
+  assert.equal(await closed, 0);
+  assert.match(out, /Detached from shell\./);
+  assert.match(out, /exit=0/);
+  // Cooked mode again: canonical input and echo are on.
+  assert.match(out, /(^|\s)icanon(\s|$)/m);
+  assert.match(out, /(^|\s)echo(\s|$)/m);
+});

@@ -1,0 +1,171 @@
+/**
+ * The Linux direct-boot loader and the fixed layout, without KVM: an ELF
+ * test guest and the same guest wrapped as a bzImage are loaded into guest
+ * RAM, and the zero page, command line, initrd placement, e820 map and MP
+ * table are checked byte by byte against the boot protocol.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { GuestRam } from '../../src/vmm/memory.js';
+import { BP, HDRS_MAGIC, loadLinux } from '../../src/vmm/boot/loader.js';
+import { buildMpTable } from '../../src/vmm/boot/mptable.js';
+import { writePageTables, gdtEntry } from '../../src/vmm/boot/x86.js';
+import * as L from '../../src/vmm/layout.js';
+import { GuestMemoryError } from '../../src/vmm/devices/device.js';
+import { buildGuest, makeBzImage } from '../e2e/vmm-helpers.js';
+
+let dir = '';
+let elf = '';
+let bz = '';
+const MEM = 64 * 2 ** 20;
+
+before(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-loader-'));
+  elf = buildGuest('hello');
+  bz = path.join(dir, 'hello.bzImage');
+  makeBzImage(elf, bz);
+});
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+function zeroPage(mem: GuestRam): DataView {
+  const z = mem.slice(L.ZERO_PAGE, 4096);
+  return new DataView(z.buffer, z.byteOffset, z.byteLength);
+}
+
+test('ELF guest: loaded at its physical address, Hangar SMP note seen, zero page filled', () => {
+  const mem = GuestRam.allocate(MEM);
+  try {
+    const k = loadLinux(mem, { kernelPath: elf, cmdline: 'console=ttyS0 x=1' });
+    assert.equal(k.kind, 'elf');
+    assert.equal(k.entry, 0x100000);
+    assert.equal(k.apsAtEntry, true);
+    const raw = fs.readFileSync(elf);
+    const textOff = Number(raw.readBigUInt64LE(Number(raw.readBigUInt64LE(32)) + 8));
+    assert.deepEqual([...mem.slice(0x100000, 16)], [...raw.subarray(textOff, textOff + 16)]);
+    const z = zeroPage(mem);
+    assert.equal(z.getUint16(BP.boot_flag, true), 0xaa55);
+    assert.equal(z.getUint32(BP.header, true), HDRS_MAGIC);
+    assert.equal(z.getUint8(BP.type_of_loader), 0xff);
+    assert.equal(z.getUint32(BP.cmd_line_ptr, true), L.CMDLINE);
+    assert.equal(Buffer.from(mem.slice(L.CMDLINE, 18)).toString('latin1'), 'console=ttyS0 x=1\0');
+    assert.equal(z.getUint8(BP.sentinel), 0);
+    const n = z.getUint8(BP.e820_entries);
+    const e820 = Array.from({ length: n }, (_, i) => ({
+      addr: Number(z.getBigUint64(BP.e820_table + 20 * i, true)), size: Number(z.getBigUint64(BP.e820_table + 20 * i + 8, true)), type: z.getUint32(BP.e820_table + 20 * i + 16, true),
+    }));
+    assert.deepEqual(e820, L.e820Map(MEM));
+    assert.deepEqual(e820, [
+      { addr: 0, size: 0x9fc00, type: 1 },
+      { addr: 0x9fc00, size: 0x100000 - 0x9fc00, type: 2 },
+      { addr: 0x100000, size: MEM - 0x100000, type: 1 },
+    ]);
+  } finally {
+    mem.free();
+  }
+});
+
+test('bzImage: protected-mode part at 1 MiB, 64-bit entry at +0x200, setup header copied, initrd at the top of RAM', () => {
+  const mem = GuestRam.allocate(MEM);
+  const rd = path.join(dir, 'initrd');
+  fs.writeFileSync(rd, Buffer.alloc(10_000, 0xab));
+  try {
+    const k = loadLinux(mem, { kernelPath: bz, initrdPath: rd, cmdline: 'hello' });
+    assert.equal(k.kind, 'bzimage');
+    assert.equal(k.entry, 0x100200);
+    assert.equal(k.apsAtEntry, false);
+    const img = fs.readFileSync(bz);
+    assert.deepEqual([...mem.slice(0x100000, 32)], [...img.subarray(1024, 1056)]);
+    const z = zeroPage(mem);
+    assert.equal(z.getUint16(BP.version, true), 0x020f);
+    assert.equal(z.getUint16(BP.xloadflags, true) & 1, 1);
+    assert.equal(z.getUint8(BP.loadflags) & 0x81, 0x81, 'LOADED_HIGH and CAN_USE_HEAP');
+    assert.equal(z.getUint32(BP.ramdisk_size, true), 10_000);
+    const addr = z.getUint32(BP.ramdisk_image, true);
+    assert.equal(addr % 4096, 0);
+    assert.ok(addr + 10_000 <= MEM && addr + 10_000 > MEM - 4096);
+    assert.equal(mem.readU8(addr + 9_999), 0xab);
+  } finally {
+    mem.free();
+  }
+});
+
+test('loader rejects what it cannot boot, with INVALID_ARGUMENT or NOT_FOUND', () => {
+  const mem = GuestRam.allocate(MEM);
+  try {
+    const junk = path.join(dir, 'junk');
+    fs.writeFileSync(junk, Buffer.alloc(4096, 1));
+    assert.throws(() => loadLinux(mem, { kernelPath: junk, cmdline: '' }), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT');
+    assert.throws(() => loadLinux(mem, { kernelPath: path.join(dir, 'missing'), cmdline: '' }), (e: Error & { code?: string }) => e.code === 'NOT_FOUND');
+    assert.throws(() => loadLinux(mem, { kernelPath: elf, cmdline: 'x'.repeat(5000) }), /command line/);
+    // An ELF whose segment lies beyond RAM.
+    const small = GuestRam.allocate(1 << 20);
+    try {
+      assert.throws(() => loadLinux(small, { kernelPath: elf, cmdline: '' }), /does not fit/);
+    } finally {
+      small.free();
+    }
+  } finally {
+    mem.free();
+  }
+});
+
+test('guest memory accessors are bounds-checked', () => {
+  const mem = GuestRam.allocate(2 << 20);
+  try {
+    mem.writeU64(8, 0x1122334455667788n);
+    assert.equal(mem.readU32(8), 0x55667788);
+    assert.throws(() => mem.readU32(mem.size - 2), GuestMemoryError);
+    assert.throws(() => mem.slice(-1, 4), GuestMemoryError);
+    assert.throws(() => mem.slice(2n ** 63n, 1), GuestMemoryError);
+    assert.throws(() => mem.writeU16(mem.size, 1), GuestMemoryError);
+    assert.equal(mem.slice(mem.size - 4, 4).length, 4);
+  } finally {
+    mem.free();
+  }
+});
+
+test('boot page tables identity-map 4 GiB with 2 MiB pages; boot GDT descriptors', () => {
+  const mem = GuestRam.allocate(MEM);
+  try {
+    writePageTables(mem);
+    assert.equal(mem.readU64(L.PML4), BigInt(L.PDPT) | 3n);
+    assert.equal(mem.readU64(L.PDPT + 3 * 8), BigInt(L.PD_BASE + 3 * 0x1000) | 3n);
+    assert.equal(mem.readU64(L.PD_BASE + 0x1000 + 5 * 8), (1n << 30n) | (5n << 21n) | 0x83n);
+    assert.equal(gdtEntry(0xa09b, 0, 0xfffff), 0x00af9b000000ffffn);
+    assert.equal(gdtEntry(0xc093, 0, 0xfffff), 0x00cf93000000ffffn);
+  } finally {
+    mem.free();
+  }
+});
+
+test('MP table: checksums, one processor entry per vCPU, BSP flagged, fits the EBDA', () => {
+  const t = buildMpTable(4);
+  const sum = (b: Uint8Array) => b.reduce((a, x) => (a + x) & 0xff, 0);
+  assert.equal(Buffer.from(t.subarray(0, 4)).toString('latin1'), '_MP_');
+  assert.equal(sum(t.subarray(0, 16)), 0);
+  const dv = new DataView(t.buffer, t.byteOffset);
+  assert.equal(dv.getUint32(4, true), L.MPTABLE_START + 16);
+  const len = dv.getUint16(16 + 4, true);
+  assert.equal(Buffer.from(t.subarray(16, 20)).toString('latin1'), 'PCMP');
+  assert.equal(sum(t.subarray(16, 16 + len)), 0);
+  const cpus = [];
+  let o = 16 + 44;
+  while (o < 16 + len) {
+    const type = t[o]!;
+    if (type === 0) { cpus.push({ apic: t[o + 1]!, flags: t[o + 3]! }); o += 20; } else o += 8;
+  }
+  assert.deepEqual(cpus, [{ apic: 0, flags: 3 }, { apic: 1, flags: 1 }, { apic: 2, flags: 1 }, { apic: 3, flags: 1 }]);
+  assert.ok(buildMpTable(L.MAX_VCPUS).length <= L.LEGACY_HOLE_START - L.MPTABLE_START);
+});
+
+test('virtio-mmio slots: distinct IRQs, 4 KiB apart, command-line fragment', () => {
+  const s = L.virtioMmioSlot(1);
+  assert.deepEqual(s, { index: 1, base: 0xd0001000, size: 0x1000, irq: 6 });
+  assert.equal(L.virtioMmioCmdline(L.virtioMmioSlot(0)), 'virtio_mmio.device=4K@0xd0000000:5');
+  assert.equal(new Set(L.VIRTIO_MMIO_IRQS).size, L.VIRTIO_MMIO_SLOTS);
+  assert.ok(!(L.VIRTIO_MMIO_IRQS as readonly number[]).includes(L.SERIAL_COM1_IRQ));
+  assert.throws(() => L.virtioMmioSlot(L.VIRTIO_MMIO_SLOTS));
+});
