@@ -130,9 +130,10 @@ ${mem.map((m) => `| QEMU process for a ${m.label} guest at its prompt: RSS; gues
 How to read it: guests here run under QEMU with TCG (this host's KVM emulates
 guest kernel mode, see \`hangar host check\`), so launch-to-prompt is dominated by
 software emulation of the Linux boot, not by Hangar. "Guest RAM touched" is the
-resident part of QEMU's guest-RAM mapping (from /proc/PID/smaps); a guest
-touches only part of its RAM, so RSS alone understates the guest's size and
-overstates nothing. "RSS − touched" is what QEMU itself costs: its code, heap,
+resident part of QEMU's guest-RAM mapping (from /proc/PID/smaps). A guest
+touches only part of its RAM, so subtracting the configured RAM size from RSS
+would hide QEMU's own cost; subtracting what was touched does not.
+"RSS − touched" is what QEMU itself costs: its code, heap,
 device state and, under TCG, the translated-code cache, which is why it is far
 above the microVM monitors' figures (they run on KVM, without TCG).
 API latencies are measured over the Unix socket from a Node client with

@@ -48,7 +48,7 @@ void guest_main(void) {
   if (vio_find(&dev, VIO_ID_NET, 0) != 0) hg_panic("vnet: no virtio-net device\n");
   if (vio_begin(&dev, VIO_F_VERSION_1 | F_MAC | F_STATUS) != 0) hg_panic("vnet: features refused\n");
   for (int i = 0; i < 6; i++) mac[i] = hg_mmio_read8(dev.base + VIO_CONFIG + i);
-  u64 ip = vio_arg("vnet.ip", 0x0a0d0102); /* 10.213.1.2 */
+  u64 ip = vio_arg("vnet.ip", 0x0ad50102); /* 10.213.1.2 */
   for (int i = 0; i < 4; i++) myip[i] = (u8)(ip >> (24 - 8 * i));
   vq_setup(&dev, &rx, 0, RXQ_SIZE);
   vq_setup(&dev, &tx, 1, RXQ_SIZE);

@@ -199,7 +199,10 @@ export class ApiClient {
     }
   }
 
-  /** Opens a WebSocket to an API path, over the Unix socket or the remote URL. */
+  /**
+   * Opens a WebSocket to an API path, over the Unix socket or the remote URL.
+   * It comes back paused: attach the 'message' listener, then call resume().
+   */
   websocket(path: string): Promise<WebSocket> {
     const ep = this.endpoint;
     const headers: Record<string, string> = {};
@@ -215,6 +218,9 @@ export class ApiClient {
       };
       ws.once('open', () => {
         ws.removeAllListeners('unexpected-response');
+        // Paused until the caller has its listeners in place: frames that arrive right
+        // behind the upgrade answer would otherwise be emitted to nobody and lost.
+        ws.pause();
         resolve(ws);
       });
       ws.once('unexpected-response', (_req, res) => {

@@ -25,6 +25,12 @@ export function availableMemoryBytes(): number {
   return os.freemem();
 }
 
+/** The PVM flavour of nested KVM shows as the kvm_pvm module. */
+function onPvm(): boolean {
+  // /sys/module lists built-in modules too; /proc/modules may be absent.
+  return fs.existsSync('/sys/module/kvm_pvm');
+}
+
 export class HostChecker {
   private kvm: Promise<KvmProbe> | null = null;
   private qemu: Promise<string | null> | null = null;
@@ -58,7 +64,8 @@ export class HostChecker {
     if (!kvm.present) {
       advice.push('No /dev/kvm: Hangar runs full-system guests with QEMU/TCG (software emulation, slow); the micro engine needs KVM and is unavailable.');
     } else if (!kvm.fullSystem) {
-      advice.push(`KVM here emulates guest kernel mode (${kvm.kind}${kvm.ring0LoopMs !== undefined ? `, ring-0 probe loop ${kvm.ring0LoopMs.toFixed(1)} ms` : ''}; nested on PVM or similar): Hangar runs full-system guests with QEMU/TCG.`);
+      const how = [onPvm() ? 'nested on PVM' : 'nested or emulated', kvm.ring0LoopMs !== undefined ? `ring-0 probe loop ${kvm.ring0LoopMs.toFixed(1)} ms` : null].filter(Boolean).join(', ');
+      advice.push(`KVM here emulates guest kernel mode (${how}): Hangar runs full-system guests with QEMU/TCG.`);
       advice.push('The micro engine runs guests whose work happens in user mode (ring 3) at native speed here; a Linux kernel under it boots only partly.');
     } else {
       advice.push('KVM runs guest kernel mode natively: full-system guests use QEMU with KVM acceleration.');

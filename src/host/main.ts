@@ -97,7 +97,7 @@ async function main(): Promise<void> {
   const failed = operations.recover();
   if (failed > 0) log.warn({ count: failed }, 'operations left running by the previous daemon marked failed');
   const events = new EventBus(store);
-  const engines = await loadEngines(log);
+  const engines = loadEngines(log);
   const images = loadImages();
   let vms: VmManager | null = null;
   const host = new HostChecker({ probeKvm, qemuVersion, allocated: () => vms?.allocated() ?? { cpus: 0, memoryBytes: 0 } });

@@ -7,7 +7,7 @@
  * that fastify raises itself (validation, bad JSON, unknown route) are
  * rewrapped into the error envelope with our codes.
  */
-import Fastify, { type FastifyInstance, type FastifyError, type FastifyReply } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyError, type FastifyReply } from 'fastify';
 import fastifySwagger from '@fastify/swagger';
 import fastifyWebsocket from '@fastify/websocket';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -111,7 +111,8 @@ function classify(err: FastifyError & { validation?: Array<{ params?: Record<str
 export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: ctx.log.child({ component: 'api', listener: opts.token ? 'tcp' : 'unix' }),
-    disableRequestLogging: true,
+    // Requests are logged at debug level by our onResponse hook instead.
+    logController: new LogController({ disableRequestLogging: true }),
     // Closing the server also ends keep-alive and long-poll connections.
     forceCloseConnections: true,
     bodyLimit: 1024 * 1024,

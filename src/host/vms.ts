@@ -207,7 +207,14 @@ export class VmManager {
     if (this.d.store.getVm(name) || this.pending.has(name)) {
       throw new HangarError('ALREADY_EXISTS', `a VM named "${name}" already exists`, { name });
     }
-    this.engine(spec.engine);
+    const caps = await this.engine(spec.engine).capabilities();
+    if (!caps.available) {
+      throw new HangarError('UNSUPPORTED', `engine "${spec.engine}" is not available on this host${caps.reason ? `: ${caps.reason}` : ''}`, { engine: spec.engine });
+    }
+    // Checked again after the await: a concurrent create may have taken the name meanwhile.
+    if (this.d.store.getVm(name) || this.pending.has(name)) {
+      throw new HangarError('ALREADY_EXISTS', `a VM named "${name}" already exists`, { name });
+    }
     const start = req.start ?? true;
     this.pending.add(name);
     return this.d.operations.run(`${start ? 'Launching' : 'Creating'} VM ${name}`, [name], async (progress) => {

@@ -29,6 +29,7 @@ export const libc = {
   mmap: lib.func('uintptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, long off)') as (
     addr: number, len: number, prot: number, flags: number, fd: number, off: number) => number | bigint,
   munmap: lib.func('int munmap(uintptr_t addr, size_t len)') as (addr: number, len: number) => number,
+  mincore: lib.func('int mincore(uintptr_t addr, size_t len, _Out_ uint8_t *vec)') as (addr: number, len: number, vec: Buffer) => number,
   madvise: lib.func('int madvise(uintptr_t addr, size_t len, int advice)') as (addr: number, len: number, advice: number) => number,
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)') as (initval: number, flags: number) => number,
   read: lib.func('long read(int fd, void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,

@@ -501,6 +501,6 @@ export class Machine extends EventEmitter {
     const vcpus = this.slots.map((s, i) => ({ index: i, exits: s.counters[COUNTER_EXITS], pioExits: s.counters[COUNTER_PIO], mmioExits: s.counters[COUNTER_MMIO] }));
     const devices: Record<string, unknown> = { serial0: this.serial.metrics(), i8042: this.i8042.metrics() };
     for (const r of this.mmio.devices()) devices[r.device.name] = r.device.metrics();
-    return { state: this.state, vcpus, devices, mmioBus: busMetrics(this.mmio), pioBus: busMetrics(this.pio), memBytes: this.cfg.memBytes };
+    return { state: this.state, vcpus, devices, mmioBus: busMetrics(this.mmio), pioBus: busMetrics(this.pio), memBytes: this.cfg.memBytes, guestRamResidentBytes: this.mem.residentBytes() };
   }
 }

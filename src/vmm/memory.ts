@@ -52,6 +52,16 @@ export class GuestRam implements GuestMemory {
   /** Copies `data` into guest memory at `gpa`. */
   write(gpa: number | bigint, data: Uint8Array): void { this.bytes.set(data, this.at(gpa, data.length)); }
 
+  /** Bytes of guest RAM currently backed by host memory (pages the guest or a loader touched). */
+  residentBytes(): number {
+    const pages = Math.ceil(this.size / 4096);
+    const vec = Buffer.alloc(pages);
+    if (libc.mincore(this.hostAddr, this.size, vec) !== 0) return NaN;
+    let n = 0;
+    for (let i = 0; i < pages; i++) n += vec[i]! & 1;
+    return n * 4096;
+  }
+
   free(): void {
     libc.munmap(this.hostAddr, this.size);
   }

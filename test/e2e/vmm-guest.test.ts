@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { VMM_EXIT } from '../../src/vmm/exit-codes.js';
 import { probeKvm } from '../../src/kvm/probe.js';
-import { api, bootGuest, buildGuest, ConsoleClient, kvmUsable, startVmm } from './vmm-helpers.js';
+import os from 'node:os';
+import path from 'node:path';
+import { api, bootGuest, buildGuest, ConsoleClient, kvmUsable, makeBzImage, startVmm } from './vmm-helpers.js';
 
 const skip = kvmUsable ? false : 'no usable /dev/kvm';
 const elf: Record<string, string> = {};
@@ -38,6 +40,24 @@ test('serial output from ring 3, our command line, guest power off → exit 0', 
     con.close();
   } finally {
     await vmm.cleanup();
+  }
+});
+
+test('bzImage boot path: the same guest wrapped as a bzImage boots through the 64-bit entry at +0x200', { skip }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-bz-'));
+  const bz = path.join(dir, 'hello.bzImage');
+  makeBzImage(elf.hello!, bz);
+  const vmm = await startVmm();
+  try {
+    const con = await ConsoleClient.connect(vmm.consoleSock);
+    await bootGuest(vmm, bz, { bootArgs: 'console=ttyS0 via=bzimage' });
+    assert.equal((await vmm.exited).code, VMM_EXIT.POWEROFF);
+    await con.waitFor('bye\n');
+    assert.match(con.text, /cmdline: console=ttyS0 via=bzimage\n/);
+    con.close();
+  } finally {
+    await vmm.cleanup();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -194,3 +194,48 @@ export function makeBzImage(elfPath: string, outPath: string): void {
   setup.writeUInt32LE(memsz, 0x260); // init_size
   fs.writeFileSync(outPath, Buffer.concat([setup, flat]));
 }
+
+export interface DebianKernel {
+  version: string;
+  /** The bzImage as Debian ships it. */
+  vmlinuz: string;
+  /** The ELF vmlinux unpacked from its LZ4 payload. */
+  vmlinux: string;
+}
+
+/**
+ * The stock Debian 12 cloud kernel, cached under <projectRoot>/.cache/vmm-kernel:
+ * the package linux-image-cloud-amd64 depends on is fetched with
+ * `apt-get download`, its vmlinuz unpacked with dpkg-deb, and the ELF vmlinux
+ * extracted from the bzImage's payload (LZ4, legacy frame) with `lz4 -dc`.
+ */
+export function debianCloudKernel(): DebianKernel {
+  const cache = path.join(projectRoot(), '.cache', 'vmm-kernel');
+  fs.mkdirSync(cache, { recursive: true });
+  const deps = execFileSync('apt-cache', ['depends', 'linux-image-cloud-amd64'], { encoding: 'utf8' });
+  const pkg = /Depends:\s+(linux-image-[0-9][^\s]*-cloud-amd64)/.exec(deps)?.[1];
+  if (!pkg) throw new Error('apt-cache does not know linux-image-cloud-amd64');
+  const version = pkg.replace(/^linux-image-/, '');
+  const vmlinuz = path.join(cache, 'boot', `vmlinuz-${version}`);
+  const vmlinux = path.join(cache, `vmlinux-${version}`);
+  if (fs.existsSync(vmlinux) && fs.existsSync(vmlinuz)) return { version, vmlinuz, vmlinux };
+  let deb = fs.readdirSync(cache).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
+  if (!deb) {
+    execFileSync('apt-get', ['download', pkg], { cwd: cache, stdio: 'pipe', timeout: 180_000 });
+    deb = fs.readdirSync(cache).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
+    if (!deb) throw new Error(`apt-get download ${pkg} produced no .deb`);
+  }
+  execFileSync('sh', ['-c', `dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" "./boot/vmlinuz-$3"`, 'sh', path.join(cache, deb), cache, version], { stdio: 'pipe' });
+  const img = fs.readFileSync(vmlinuz);
+  const setupSects = img[0x1f1] || 4;
+  const payloadOffset = img.readUInt32LE(0x248);
+  const payloadLength = img.readUInt32LE(0x24c);
+  const start = (setupSects + 1) * 512 + payloadOffset;
+  // The kernel's build appends the uncompressed size (u32) after the LZ4 stream; lz4 would reject it.
+  const payload = img.subarray(start, start + payloadLength - 4);
+  if (payload.readUInt32LE(0) !== 0x184c2102) throw new Error(`payload of ${vmlinuz} is not LZ4 legacy (magic ${payload.readUInt32LE(0).toString(16)})`);
+  const tmp = `${vmlinux}.tmp-${process.pid}`;
+  execFileSync('sh', ['-c', 'lz4 -dc > "$1"', 'sh', tmp], { input: payload, stdio: ['pipe', 'ignore', 'pipe'], maxBuffer: 1 << 30 });
+  fs.renameSync(tmp, vmlinux);
+  return { version, vmlinuz, vmlinux };
+}

@@ -267,3 +267,14 @@ test('logs: tail of the console log', async () => {
   assert.equal((await app.inject({ method: 'GET', url: '/1.0/vms/a/logs?tail=2' })).body, 'two\nthree\n');
   assert.equal((await app.inject({ method: 'GET', url: '/1.0/vms/a/logs' })).body, 'one\ntwo\nthree\n');
 });
+
+test('two creates of one name at the same moment: one wins, the other is ALREADY_EXISTS', async () => {
+  const [a, b] = await Promise.all([
+    call('POST', '/1.0/vms', { name: 'twin', image: 'tiny' }),
+    call('POST', '/1.0/vms', { name: 'twin', image: 'tiny' }),
+  ]);
+  assert.deepEqual([a.status, b.status].sort(), [202, 409]);
+  const won = a.status === 202 ? a : b;
+  assert.equal((await settle(won)).status, 'success');
+  assert.equal(store.listVms().length, 1);
+});

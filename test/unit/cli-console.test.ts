@@ -90,20 +90,24 @@ test('interactive: raw keys reach the guest, Ctrl-] detaches and the terminal is
   const inner = `${cli} console shell; echo "exit=$?"; stty -a`;
   const child = spawn('script', ['-qfec', inner, '/dev/null'], { cwd: root, env: { ...process.env, ...fake.env() }, stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
+  const waiters = new Set<() => void>();
+  child.stdout.on('data', (c: Buffer) => {
+    out += c.toString('latin1');
+    for (const w of [...waiters]) w();
+  });
   const seen = (re: RegExp) =>
     new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${re} in ${JSON.stringify(out)}`)), 30_000);
       const check = () => {
-        if (re.test(out)) {
-          clearTimeout(timer);
-          child.stdout.off('data', check);
-          resolve();
-        }
+        if (!re.test(out)) return;
+        clearTimeout(timer);
+        waiters.delete(check);
+        resolve();
       };
-      child.stdout.on('data', (c: Buffer) => {
-        out += c.toString('latin1');
-        check();
-      });
+      const timer = setTimeout(() => {
+        waiters.delete(check);
+        reject(new Error(`no ${re} in ${JSON.stringify(out)}`));
+      }, 30_000);
+      waiters.add(check);
       check();
     });
   const closed = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
@@ -116,6 +120,9 @@ test('interactive: raw keys reach the guest, Ctrl-] detaches and the terminal is
     await seen(/out:LS/);
     child.stdin.write('\x1d');
     await seen(/speed .*baud/);
+  } catch (e) {
+    child.kill('SIGKILL'); // only our own `script` child; its pty going away ends the CLI inside
+    throw e;
   } finally {
     child.stdin.end();
   }

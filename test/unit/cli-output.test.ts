@@ -163,3 +163,24 @@ test('measured sizes round to one decimal', () => {
   assert.equal(formatSizeApprox(2 * 1024 ** 3), '2G');
   assert.equal(formatSizeApprox(0), '0B');
 });
+
+test('answers that are not error envelopes still become coded errors', async () => {
+  const { errorFromResponse, resolveEndpoint } = await import('../../src/cli/client.js');
+  const res = (status: number, body: string) => ({ status, headers: {}, body: Buffer.from(body) });
+  const env = errorFromResponse(res(409, JSON.stringify({ type: 'error', error: { code: 'INVALID_STATE', message: 'busy', details: { state: 'running' } } })));
+  assert.equal(env.code, 'INVALID_STATE');
+  assert.equal(env.message, 'busy');
+  assert.deepEqual(env.details, { state: 'running' });
+  // A code this CLI does not know falls back on the HTTP status.
+  assert.equal(errorFromResponse(res(404, JSON.stringify({ type: 'error', error: { code: 'GONE_FISHING', message: 'x' } }))).code, 'NOT_FOUND');
+  // A framework error without our envelope.
+  const fw = errorFromResponse(res(404, JSON.stringify({ message: 'Route GET:/1.0/nope not found', error: 'Not Found', statusCode: 404 })));
+  assert.equal(fw.code, 'NOT_FOUND');
+  assert.match(fw.message, /Route GET/);
+  const html = errorFromResponse(res(502, '<html>Bad gateway</html>'));
+  assert.equal(html.code, 'INTERNAL');
+  assert.equal(html.message, 'the daemon answered HTTP 502: <html>Bad gateway</html>');
+  assert.throws(() => resolveEndpoint({ remote: 'ftp://host' }), /http:\/\/ or https:\/\//);
+  assert.equal(resolveEndpoint({ remote: 'https://h:8443/ignored/path' }).remote, 'https://h:8443');
+  assert.equal(resolveEndpoint({ socket: '/tmp/x.sock' }).socket, '/tmp/x.sock');
+});

@@ -123,6 +123,7 @@ export function runScripted(ws: WebSocket, input: NodeJS.ReadableStream, o: Scri
     input.on('data', onInput);
     input.on('end', onInputEnd);
     input.on('error', onInputError);
+    ws.resume(); // openConsole hands the socket over paused, so no early output is lost
   });
 }
 
@@ -175,9 +176,11 @@ function runInteractive(ws: WebSocket, name: string): Promise<'detached' | 'clos
       restore();
       reject(new HangarError('UNAVAILABLE', `console connection to ${name} failed: ${e.message}`));
     });
+    ws.resume();
   });
 }
 
+/** Opens the console WebSocket, paused (see ApiClient.websocket). */
 export async function openConsole(client: ApiClient, name: string): Promise<WebSocket> {
   checkVmName(name);
   return client.websocket(vmPath(name, '/console'));

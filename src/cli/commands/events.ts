@@ -70,6 +70,7 @@ export function registerEventsCommand(program: Command): void {
       if (live) print(e);
       else early.push(e);
     });
+    ws.resume();
     const stored = await client.get<LifecycleEvent[]>(path);
     if (format === 'csv') out(EVENT_HEADERS.join(',') + '\n');
     for (const e of stored) print(e);

@@ -29,6 +29,8 @@ export interface QemuEngineOptions {
 const PID_POLL_MS = 200;
 /** Safety net: even with QMP open, look now and then whether the process is still there. */
 const SLOW_POLL_MS = 2000;
+/** Longest wait, after the process is gone, for QMP to hand over its last events. */
+const QMP_DRAIN_MS = 1000;
 
 /** What ended a child we spawned, as Node saw it. */
 interface ChildExit {
@@ -70,6 +72,7 @@ class QemuVmHandle implements VmHandle {
   private detached = false;
   private pidTimer: NodeJS.Timeout | null = null;
   private childExit: ChildExit | null = null;
+  private deadSince: number | null = null;
 
   constructor(
     readonly pid: number,
@@ -100,12 +103,16 @@ class QemuVmHandle implements VmHandle {
   private onQmpClosed(): void {
     if (this.detached || this.exitInfo) return;
     // QMP closes when QEMU exits; confirm with the pid (a child reports through 'exit').
-    if (!this.child) this.watchPid(PID_POLL_MS);
+    if (this.child && this.childExit) this.finish();
+    else if (!this.child) this.watchPid(PID_POLL_MS);
   }
 
   private onChildExit(e: ChildExit): void {
     this.childExit = e;
-    this.finish();
+    // The SHUTDOWN event may still sit unread in the QMP socket: Node can report the
+    // exit first. Finish once QMP has drained to its close (it will: the peer is gone).
+    if (this.qmp.closed) this.finish();
+    else setTimeout(() => this.finish(), QMP_DRAIN_MS);
   }
 
   private watchPid(interval: number): void {
@@ -113,7 +120,10 @@ class QemuVmHandle implements VmHandle {
     this.pidTimer = setInterval(() => {
       if (this.detached || this.exitInfo) return this.stopWatching();
       // A child of ours stays a zombie until Node reaps it and emits 'exit', which carries the status.
-      if (!processAlive(this.pid) && (!this.child || this.childExit)) this.finish();
+      if (this.child || processAlive(this.pid)) return;
+      // Gone: let QMP deliver what QEMU said last (SHUTDOWN) before reporting.
+      this.deadSince ??= Date.now();
+      if (this.qmp.closed || Date.now() - this.deadSince >= QMP_DRAIN_MS) this.finish();
     }, interval);
     // The slow safety-net poll must not keep a process alive by itself; the fast
     // one runs only while an exit is due, and a caller is waiting for it.
@@ -171,6 +181,12 @@ class QemuVmHandle implements VmHandle {
     if (this.exitInfo) return;
     this.usable('kill');
     this.killRequested = true;
+    // A process we did not spawn could have ended unnoticed and its pid been reused: check it is still ours.
+    if (!this.child && !processArgs(this.pid)?.some((a) => a.includes(this.files.qmpSocket))) {
+      this.watchPid(PID_POLL_MS);
+      await this.exited;
+      return;
+    }
     try {
       process.kill(this.pid, 'SIGKILL');
     } catch (e) {

@@ -1,0 +1,110 @@
+/**
+ * virtio-net end to end: guests/virtio-net.c (an ARP + UDP echo responder)
+ * runs under the real hangar-vmm on a TAP. The order matters: the test
+ * creates a persistent TAP in its own namespace, hangar-vmm attaches to it
+ * by name, and only then is the TAP moved into a network namespace the test
+ * owns, where a UDP client talks to the guest. No traffic leaves that
+ * namespace.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { buildGuest, guestConfig, guestTestsUnavailable, startVmm, tempDir, type VmmProcess } from './virtio-harness.js';
+
+const isRoot = process.getuid?.() === 0;
+const skip = guestTestsUnavailable() ?? (isRoot ? false : 'needs root for TAP and netns');
+const NS = `hangar-vnet-e2e-${process.pid}`;
+const TAP = `hve${process.pid % 100000}`;
+const HOST_IP = '10.213.1.1';
+const GUEST_IP = '10.213.1.2';
+const GUEST_MAC = '52:54:00:e2:e0:01';
+const dir = tempDir('virtio-net-e2e');
+
+let tapCreated = false;
+let nsCreated = false;
+let vmm: VmmProcess | null = null;
+
+function ip(...args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+after(async () => {
+  if (vmm) {
+    vmm.kill();
+    await vmm.done;
+  }
+  if (nsCreated) {
+    try { ip('-n', NS, 'link', 'del', TAP); } catch { /* already gone with the VMM's fd */ }
+    ip('netns', 'del', NS);
+  }
+  if (tapCreated) {
+    try { ip('link', 'del', TAP); } catch { /* it was moved into the namespace */ }
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Runs a UDP client inside the namespace: `count` datagrams, each awaited, then "quit". */
+function udpClient(count: number): Promise<{ echoed: number; mismatched: number; rttsUs: number[] }> {
+  const script = `
+    const s = require('dgram').createSocket('udp4');
+    const crypto = require('crypto');
+    const res = { echoed: 0, mismatched: 0, rttsUs: [] };
+    let pending = null;
+    s.on('message', (m) => { if (pending) { const p = pending; pending = null; p(m); } });
+    const ask = (buf) => new Promise((resolve) => {
+      const t0 = process.hrtime.bigint();
+      const timer = setTimeout(() => { pending = null; resolve(null); }, 3000);
+      pending = (m) => { clearTimeout(timer); res.rttsUs.push(Number(process.hrtime.bigint() - t0) / 1000); resolve(m); };
+      s.send(buf, 7777, '${GUEST_IP}');
+    });
+    s.bind(0, '${HOST_IP}', async () => {
+      for (let i = 0; i < ${count}; i++) {
+        const buf = crypto.randomBytes(64 + i * 23);
+        const m = await ask(buf);
+        if (m && Buffer.compare(m, buf) === 0) res.echoed++; else res.mismatched++;
+      }
+      await ask(Buffer.from('quit'));
+      console.log(JSON.stringify(res));
+      s.close();
+    });`;
+  return new Promise((resolve, reject) => {
+    const c = spawn('ip', ['netns', 'exec', NS, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    c.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+    const timer = setTimeout(() => { if (c.exitCode === null) c.kill('SIGKILL'); }, 60_000);
+    c.once('exit', (code) => {
+      clearTimeout(timer);
+      try { resolve(JSON.parse(out)); } catch { reject(new Error(`UDP client exited ${code}: ${out}`)); }
+    });
+  });
+}
+
+test('ARP and UDP echo between a namespace and the guest through a TAP', { skip }, async () => {
+  const kernel = buildGuest('virtio-net');
+  ip('tuntap', 'add', 'dev', TAP, 'mode', 'tap');
+  tapCreated = true;
+  ip('netns', 'add', NS);
+  nsCreated = true;
+
+  vmm = startVmm(guestConfig(kernel, {
+    bootArgs: 'vnet.ip=0x0ad50102',
+    nets: [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
+  }), dir);
+  await vmm.waitFor(/vnet: mac=52:54:00:e2:e0:01 ready/);
+
+  // hangar-vmm holds the TAP now; hand it to the namespace and address it there.
+  ip('link', 'set', TAP, 'netns', NS);
+  ip('-n', NS, 'addr', 'add', `${HOST_IP}/24`, 'dev', TAP);
+  ip('-n', NS, 'link', 'set', TAP, 'up');
+
+  const res = await udpClient(20);
+  assert.equal(res.echoed, 20, JSON.stringify(res));
+  assert.equal(res.mismatched, 0);
+  const r = await vmm.done;
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  const m = /vnet: echoed=(\d+) arp=(\d+) other=(\d+)/.exec(r.stdout);
+  assert.ok(m, r.stdout);
+  assert.equal(Number(m[1]), 21, 'twenty datagrams and the quit');
+  assert.ok(Number(m[2]) >= 1, 'the namespace resolved the guest by ARP');
+});
