@@ -11,6 +11,8 @@ import type { Operation } from './api/schemas.js';
 import type { Store } from './store.js';
 import type { Logger } from '../common/log.js';
 
+export const OPERATION_RETENTION_MS = 7 * 24 * 3600 * 1000;
+
 export interface Progress {
   stage: string;
   percent?: number;
@@ -26,6 +28,8 @@ export class OperationManager {
 
   /** Marks operations left running by an earlier daemon as failed; call once at start. */
   recover(): number {
+    // Finished operations are kept a week: long enough to look back, short enough not to pile up.
+    this.store.pruneOperations(new Date(Date.now() - OPERATION_RETENTION_MS).toISOString());
     return this.store.failRunningOperations('daemon restarted', new Date().toISOString());
   }
 

@@ -254,6 +254,11 @@ export class Store {
       .run(JSON.stringify({ code: 'UNAVAILABLE', message }), at).changes;
   }
 
+  /** Forgets finished operations last updated before `before` (ISO time). Returns how many. */
+  pruneOperations(before: string): number {
+    return this.db.prepare(`DELETE FROM operations WHERE status != 'running' AND updated_at < ?`).run(before).changes;
+  }
+
   // --- Events --------------------------------------------------------------
 
   insertEvent(at: string, vm: string, type: EventType, reason?: string): LifecycleEvent {

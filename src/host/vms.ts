@@ -348,7 +348,10 @@ export class VmManager {
     const rec = this.d.store.requireVm(name);
     if (!live) {
       // The record says it runs but we hold no process: it cannot be running.
-      this.d.store.updateVm(name, { state: 'stopped', pid: null });
+      this.d.store.transaction(() => {
+        this.d.store.updateVm(name, { state: 'stopped', pid: null, startedAt: null });
+        this.d.events.emit(name, 'stopped', 'no process');
+      });
       return;
     }
     live.expectExit = true;

@@ -13,6 +13,7 @@
  *   0x0002_0000  kernel command line (up to CMDLINE_MAX bytes)
  *   0x0009_fc00  EBDA: MP floating pointer + MP configuration table
  *   0x000a_0000  legacy hole, reserved in e820 up to 1 MiB
+ *   0x000e_0000  ACPI: RSDP, then XSDT, FADT, DSDT, MADT (inside the legacy hole)
  *   0x0010_0000  kernel (bzImage protected-mode part; ELF at its own addresses)
  *   ...          initrd at the top of RAM, page aligned
  *   0xd000_0000  virtio-mmio slots, 0x1000 each
@@ -36,6 +37,9 @@ export const CMDLINE_MAX = 4096;
 export const EBDA_START = 0x9fc00;
 export const MPTABLE_START = EBDA_START;
 export const LEGACY_HOLE_START = 0xa0000;
+/** ACPI tables: the RSDP first (where the legacy BIOS-area scan finds it), the other tables after it. */
+export const ACPI_RSDP = 0xe0000;
+export const ACPI_TABLES_END = 0xf0000;
 export const HIMEM_START = 0x100000;
 export const KERNEL_LOAD = HIMEM_START;
 

@@ -23,7 +23,8 @@ import { KvmRunView } from '../kvm/run.js';
 import { createEventFd, watchEventFd, type WatchedEventFd } from '../kvm/eventfd.js';
 import { MmioBus, PioBus, busMetrics } from './bus.js';
 import { normaliseCpuid } from './boot/cpuid.js';
-import { loadLinux, type LoadedKernel } from './boot/loader.js';
+import { BP, loadLinux, type LoadedKernel } from './boot/loader.js';
+import { writeAcpiTables } from './boot/acpi.js';
 import { writeMpTable } from './boot/mptable.js';
 import { enterLongMode, wireLapic, writeBootGdt, writePageTables } from './boot/x86.js';
 import type { IrqLine, MmioDevice, PioDevice } from './devices/device.js';
@@ -289,6 +290,8 @@ export class Machine extends EventEmitter {
     writeBootGdt(this.mem);
     writePageTables(this.mem);
     if (this.cfg.vcpus > 1) writeMpTable(this.mem, this.cfg.vcpus);
+    // ACPI for kernels that find CPUs only through the MADT; the zero page points at the RSDP too.
+    this.mem.writeU64(L.ZERO_PAGE + BP.acpi_rsdp_addr, BigInt(writeAcpiTables(this.mem, this.cfg.vcpus)));
     const supported = this.kvm.supportedCpuid();
     for (let i = 0; i < this.cfg.vcpus; i++) {
       const vcpu = this.vm.createVcpu(i);

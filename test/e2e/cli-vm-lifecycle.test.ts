@@ -167,9 +167,15 @@ test('a VM through its whole life, driven by the CLI', async (t) => {
     assert.match(table, new RegExp(`\\s${NAME}\\s+paused`));
   });
 
-  await t.test('delete --force removes a running VM', async () => {
+  await t.test('start and restart', async () => {
     ok(await hangar(['start', NAME]), 'start');
     assert.equal(await vmState(), 'running');
+    const r = ok(await hangar(['restart', NAME, '--force']), 'restart');
+    assert.match(r.stderr, new RegExp(`^Restarted ${NAME}$`, 'm'));
+    assert.equal(await vmState(), 'running');
+  });
+
+  await t.test('delete --force removes a running VM', async () => {
     ok(await hangar(['delete', NAME, '--force']), 'delete --force');
     assert.equal(await vmState(), 'absent');
     const gone = await hangar(['show', NAME]);

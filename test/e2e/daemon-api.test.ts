@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { WebSocket } from 'ws';
 import { startDaemon, requestUnix, waitOperation, type TestDaemon, type TestResponse } from '../helpers/daemon.js';
 
 let d: TestDaemon;
@@ -110,6 +111,17 @@ test('the TCP listener refuses a missing or wrong token and serves the right one
   assert.equal(ok.body.type, 'sync');
   assert.deepEqual(ok.body.metadata.map((v: { name: string }) => v.name), ['one']);
   assert.equal((await d.request('GET', '/1.0/vms/tcp')).status, 404, 'the refused create did nothing');
+
+  // WebSocket upgrades need the token too.
+  const addr = fs.readFileSync(path.join(d.dataDir, 'hangard.listen'), 'utf8').trim();
+  const upgrade = (headers: Record<string, string>): Promise<number> => new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://${addr}/1.0/events`, { headers });
+    ws.once('open', () => { ws.close(); resolve(101); });
+    ws.once('unexpected-response', (_req, res) => { res.resume(); resolve(res.statusCode ?? 0); });
+    ws.once('error', reject);
+  });
+  assert.equal(await upgrade({}), 401);
+  assert.equal(await upgrade({ authorization: `Bearer ${TOKEN}` }), 101);
 });
 
 test('a second daemon on the same socket refuses to start', async () => {

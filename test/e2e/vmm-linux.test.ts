@@ -1,7 +1,8 @@
 /**
  * The stock Debian 12 cloud kernel, booted by hangar-vmm through the 64-bit
  * boot protocol (ELF vmlinux entry), must print its banner, exactly our
- * command line and an e820 map equal to ours. On hosts whose KVM emulates
+ * command line, an e820 map equal to ours, our ACPI tables and the vCPUs of
+ * our MADT. On hosts whose KVM emulates
  * guest kernel mode (nested KVM on PVM) it gets no further than early
  * setup within a test's time, which is all this checks; see docs/vmm.md.
  */
@@ -19,14 +20,14 @@ if (kvmUsable) {
   why = 'no usable /dev/kvm';
 }
 
-test('Debian cloud kernel (ELF vmlinux): banner, our command line, our e820 map', { skip: kernel ? false : why, timeout: 60_000 }, async () => {
+test('Debian cloud kernel (ELF vmlinux, 2 vCPUs): banner, our command line, our e820 map, our ACPI tables and both CPUs', { skip: kernel ? false : why, timeout: 90_000 }, async () => {
   const memMib = 256;
   const marker = `hangar.test=${process.pid}-${Date.now()}`;
   const cmdline = `console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 ${marker}`;
   const vmm = await startVmm();
   try {
     const con = await ConsoleClient.connect(vmm.consoleSock);
-    assert.equal((await api(vmm.apiSock, 'PUT', '/machine-config', { vcpu_count: 1, mem_size_mib: memMib })).status, 204);
+    assert.equal((await api(vmm.apiSock, 'PUT', '/machine-config', { vcpu_count: 2, mem_size_mib: memMib })).status, 204);
     assert.equal((await api(vmm.apiSock, 'PUT', '/boot-source', { kernel_image_path: kernel!.vmlinux, boot_args: cmdline })).status, 204);
     assert.equal((await api(vmm.apiSock, 'PUT', '/actions', { action_type: 'InstanceStart' })).status, 204);
     // The kernel prints its hypervisor detection right after the e820 map.
@@ -39,6 +40,12 @@ test('Debian cloud kernel (ELF vmlinux): banner, our command line, our e820 map'
     }));
     assert.deepEqual(seen, e820Map(memMib * 2 ** 20));
     assert.match(con.text, /Hypervisor detected: KVM/);
+    // ACPI: the kernel finds our RSDP and tables, and both vCPUs in the MADT.
+    await con.waitFor(/smpboot: Allowing \d+ CPUs.*\n/, 60_000);
+    assert.match(con.text, /ACPI: RSDP 0x00000000000E0000 000024 \(v02 HANGAR\)/);
+    for (const sig of ['XSDT', 'FACP', 'DSDT', 'APIC']) assert.match(con.text, new RegExp(`ACPI: ${sig} 0x[0-9A-F]+ [0-9A-F]+ \\(v0\\d HANGAR HANGARVM`));
+    assert.match(con.text, /IOAPIC\[0\]: apic_id 2, version \d+, address 0xfec00000, GSI 0-23/);
+    assert.match(con.text, /smpboot: Allowing 2 CPUs, 0 hotplug CPUs/);
     assert.equal((await api(vmm.apiSock, 'PUT', '/actions', { action_type: 'Stop' })).status, 204);
     assert.equal((await vmm.exited).code, VMM_EXIT.STOPPED);
     con.close();

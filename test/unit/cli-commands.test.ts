@@ -5,7 +5,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeDaemon, asyncOp, errorEnv, operation, runHangar, sync } from './cli-fake-daemon.js';
+import { FakeDaemon, HangarProcess, asyncOp, errorEnv, operation, runHangar, sync } from './cli-fake-daemon.js';
 
 const vm = {
   id: 'vm-1',
@@ -18,6 +18,8 @@ const vm = {
 
 let fake: FakeDaemon;
 let waits = 0;
+/** The console log of VM "grow" gains a line each time it is read, up to five lines. */
+let growReads = 0;
 
 before(async () => {
   fake = await new FakeDaemon()
@@ -41,6 +43,10 @@ before(async () => {
     .on('GET', '/1.0/operations/op-fail/wait', sync(operation('op-fail', 'failure', { error: { code: 'ENGINE_FAILED', message: 'qemu exited with status 1' } })))
     .on('GET', '/1.0/vms/web1/logs', { text: 'line1\nline2\nline3\n' })
     .on('GET', '/1.0/vms/web1/logs?tail=2', { text: 'line2\nline3\n' })
+    .on('GET', '/1.0/vms/grow/logs', () => {
+      growReads = Math.min(growReads + 1, 5);
+      return { text: Array.from({ length: growReads }, (_, i) => `boot ${i + 1}\n`).join('') };
+    })
     .on('GET', '/1.0/events', sync([
       { seq: 1, at: '2026-11-26T09:00:00.000Z', vm: 'web1', type: 'created' },
       { seq: 2, at: '2026-11-26T09:00:01.000Z', vm: 'web1', type: 'started' },
@@ -160,6 +166,16 @@ test('logs prints the log, --tail asks the daemon for the last lines', async () 
   assert.equal((await run(['logs', 'web1'])).stdout, 'line1\nline2\nline3\n');
   assert.equal((await run(['logs', 'web1', '--tail', '2'])).stdout, 'line2\nline3\n');
   assert.deepEqual(JSON.parse((await run(['logs', 'web1', '--json'])).stdout), { vm: 'web1', log: 'line1\nline2\nline3\n' });
+});
+
+test('logs --follow prints each appended line once', async () => {
+  const p = new HangarProcess(['logs', 'grow', '--follow'], fake.env());
+  try {
+    await p.waitFor(/boot 5\n/);
+  } finally {
+    await p.stop();
+  }
+  assert.equal(p.stdout, 'boot 1\nboot 2\nboot 3\nboot 4\nboot 5\n');
 });
 
 test('events lists stored events with filters in the query', async () => {

@@ -98,6 +98,10 @@ test('operations: insert, update, list newest first, fail the running ones', (t)
   assert.equal(o1.status, 'failure');
   assert.equal(o1.error?.message, 'daemon restarted');
   assert.equal(s.getOperation('nope'), null);
+  // Pruning forgets finished operations older than the cut-off, never running ones.
+  s.insertOperation({ id: 'o3', description: 'three', status: 'running', resources: { vms: [] }, createdAt: '2026-01-01T00:00:00.000Z', updatedAt: '2026-01-01T00:00:00.000Z' });
+  assert.equal(s.pruneOperations('2026-01-01T00:00:01.500Z'), 1);
+  assert.deepEqual(s.listOperations().map((o) => o.id).sort(), ['o1', 'o3']); // o2 finished at 00:00:01, o1 failed at 00:00:02
   s.close();
 });
 

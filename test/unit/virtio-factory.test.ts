@@ -79,9 +79,16 @@ test('attaches drives, then NIC-less rng, in slot order with their IRQs and comm
   }
 });
 
+test('ioeventfd is off by default', () => {
+  const h = fakeHost({ ioeventfd: true });
+  const set = createVirtioDevices(h.host, { drives: [{ drive_id: 'root', path_on_host: disk }], nets: [] }, { ioeventfd: false });
+  assert.equal(h.eventfds.length, 0);
+  set.close();
+});
+
 test('with ioeventfd, one notifier per queue at QUEUE_NOTIFY matching the queue index, closed on close()', () => {
   const h = fakeHost({ ioeventfd: true });
-  const set = createVirtioDevices(h.host, { drives: [{ drive_id: 'root', path_on_host: disk }], nets: [], rng: true });
+  const set = createVirtioDevices(h.host, { drives: [{ drive_id: 'root', path_on_host: disk }], nets: [], rng: true }, { ioeventfd: true });
   const base = virtioMmioSlot(0).base;
   assert.deepEqual(h.eventfds.map((e) => [e.addr, e.datamatch]), [[base + REG.QUEUE_NOTIFY, 0], [virtioMmioSlot(1).base + REG.QUEUE_NOTIFY, 0]]);
   h.eventfds[0]!.fire(); // before DRIVER_OK: counted, ignored, no throw

@@ -8,7 +8,7 @@
 import type { Command } from 'commander';
 import type { RawData } from 'ws';
 import type { LifecycleEvent } from '../../host/api/schemas.js';
-import { checkVmName, clientFor, formatFor, out, parseIntOption, printJson, withJson } from '../context.js';
+import { checkVmName, clientFor, formatFor, note, out, parseIntOption, printJson, withJson } from '../context.js';
 import { formatTime, renderRows } from '../output.js';
 
 export const EVENT_HEADERS = ['SEQ', 'TIME', 'VM', 'EVENT', 'REASON'];
@@ -76,6 +76,7 @@ export function registerEventsCommand(program: Command): void {
     for (const e of stored) print(e);
     for (const e of early.sort((a, b) => a.seq - b.seq)) print(e);
     live = true;
+    note('Following new events (Ctrl-C to stop)...');
     await new Promise<void>((resolve) => ws.on('close', () => resolve()));
   });
 }

@@ -13,6 +13,7 @@ import { CMDLINE, CMDLINE_MAX, e820Map, HIMEM_START, KERNEL_LOAD, PAGE_SIZE, ZER
 
 /** Offsets in struct boot_params and its embedded setup_header (Documentation/arch/x86/boot.rst). */
 export const BP = {
+  acpi_rsdp_addr: 0x070,
   ext_ramdisk_image: 0x0c0,
   ext_ramdisk_size: 0x0c4,
   ext_cmd_line_ptr: 0x0c8,

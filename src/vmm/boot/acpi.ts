@@ -1,0 +1,95 @@
+/**
+ * Minimal ACPI tables so a Linux guest built without the MP-table parser
+ * (such as Debian's cloud kernel) finds every vCPU: RSDP (rev 2) → XSDT →
+ * FADT (hardware-reduced ACPI, pointing at an empty DSDT) and MADT (one
+ * local APIC per vCPU, the IOAPIC with GSI base 0, LINT1 = NMI). The ISA
+ * IRQs map 1:1 to IOAPIC pins, which is how KVM's default routing wires
+ * them, so no interrupt source overrides are needed.
+ */
+import type { GuestRam } from '../memory.js';
+import { ACPI_RSDP, ACPI_TABLES_END, IOAPIC_BASE, LAPIC_BASE } from '../layout.js';
+
+const OEM_ID = 'HANGAR';
+const OEM_TABLE_ID = 'HANGARVM';
+const CREATOR_ID = 'HNGR';
+
+function checksum(b: Uint8Array): number {
+  let s = 0;
+  for (const x of b) s = (s + x) & 0xff;
+  return (0x100 - s) & 0xff;
+}
+
+/** A system description table: the 36-byte common header + body, checksummed. */
+function sdt(signature: string, revision: number, body: Uint8Array): Uint8Array {
+  const t = new Uint8Array(36 + body.length);
+  const dv = new DataView(t.buffer);
+  t.set(Buffer.from(signature, 'latin1'), 0);
+  dv.setUint32(4, t.length, true);
+  t[8] = revision;
+  t.set(Buffer.from(OEM_ID.padEnd(6), 'latin1'), 10);
+  t.set(Buffer.from(OEM_TABLE_ID.padEnd(8), 'latin1'), 16);
+  dv.setUint32(24, 1, true);
+  t.set(Buffer.from(CREATOR_ID, 'latin1'), 28);
+  dv.setUint32(32, 1, true);
+  t.set(body, 36);
+  t[9] = checksum(t);
+  return t;
+}
+
+function madt(cpus: number): Uint8Array {
+  const entries: number[] = [];
+  const u32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, (v >>> 24) & 0xff];
+  for (let i = 0; i < cpus; i++) entries.push(0, 8, i, i, ...u32(1)); // Processor Local APIC, enabled
+  entries.push(1, 12, cpus, 0, ...u32(IOAPIC_BASE), ...u32(0)); // IOAPIC id = cpus, GSI base 0
+  entries.push(4, 6, 0xff, 0, 0, 1); // Local APIC NMI: all processors, flags 0, LINT1
+  const body = new Uint8Array(8 + entries.length);
+  const dv = new DataView(body.buffer);
+  dv.setUint32(0, LAPIC_BASE, true);
+  dv.setUint32(4, 1, true); // PCAT_COMPAT: 8259 PICs present
+  body.set(entries, 8);
+  return sdt('APIC', 5, body);
+}
+
+function fadt(dsdtAddr: number): Uint8Array {
+  // FADT revision 6: 276 bytes in all, so 240 after the header.
+  const body = new Uint8Array(276 - 36);
+  const dv = new DataView(body.buffer);
+  const at = (off: number) => off - 36;
+  dv.setUint32(at(40), dsdtAddr, true); // DSDT
+  dv.setUint16(at(109), (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5), true); // IAPC_BOOT_ARCH: 8042, no VGA, no ASPM, no CMOS RTC
+  dv.setUint32(at(112), (1 << 20), true); // Flags: HW_REDUCED_ACPI
+  body[at(131)] = 5; // FADT minor version (6.5)
+  dv.setBigUint64(at(140), BigInt(dsdtAddr), true); // X_DSDT
+  return sdt('FACP', 6, body);
+}
+
+/** Writes the tables at ACPI_RSDP and returns the RSDP address (for boot_params.acpi_rsdp_addr). */
+export function writeAcpiTables(mem: GuestRam, cpus: number): number {
+  let next = ACPI_RSDP + 64; // the RSDP is 36 bytes; keep tables 16-byte aligned after it
+  const place = (t: Uint8Array): number => {
+    const addr = next;
+    if (addr + t.length > ACPI_TABLES_END) throw new RangeError('ACPI tables do not fit their area');
+    mem.write(addr, t);
+    next = (addr + t.length + 15) & ~15;
+    return addr;
+  };
+  const dsdtAddr = place(sdt('DSDT', 2, new Uint8Array(0)));
+  const fadtAddr = place(fadt(dsdtAddr));
+  const madtAddr = place(madt(cpus));
+  const xsdtBody = new Uint8Array(16);
+  new DataView(xsdtBody.buffer).setBigUint64(0, BigInt(fadtAddr), true);
+  new DataView(xsdtBody.buffer).setBigUint64(8, BigInt(madtAddr), true);
+  const xsdtAddr = place(sdt('XSDT', 1, xsdtBody));
+
+  const rsdp = new Uint8Array(36);
+  const dv = new DataView(rsdp.buffer);
+  rsdp.set(Buffer.from('RSD PTR ', 'latin1'), 0);
+  rsdp.set(Buffer.from(OEM_ID, 'latin1'), 9);
+  rsdp[15] = 2; // ACPI 2.0+
+  dv.setUint32(20, 36, true);
+  dv.setBigUint64(24, BigInt(xsdtAddr), true);
+  rsdp[8] = checksum(rsdp.subarray(0, 20));
+  rsdp[32] = checksum(rsdp);
+  mem.write(ACPI_RSDP, rsdp);
+  return ACPI_RSDP;
+}

@@ -1,0 +1,93 @@
+/**
+ * Validation of hangar-vmm's configuration objects (control API bodies and
+ * config file), CPUID normalisation per vCPU, the control API routes with a
+ * stub controller, and the micro engine's exit mapping.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseBootSource, parseConfigFile, parseDrive, parseMachineConfig, parseNet } from '../../src/vmm/config.js';
+import { normaliseCpuid } from '../../src/vmm/boot/cpuid.js';
+import { route } from '../../src/vmm/api.js';
+import type { VmmController } from '../../src/vmm/controller.js';
+import { vmExitFor } from '../../src/engines/micro/engine.js';
+import { exitCodeFor, VMM_EXIT } from '../../src/vmm/exit-codes.js';
+
+const invalid = (e: unknown) => (e as { code?: string }).code === 'INVALID_ARGUMENT';
+
+test('machine-config: ranges, even MiB, unknown fields', () => {
+  assert.deepEqual(parseMachineConfig({ vcpu_count: 2, mem_size_mib: 256 }), { vcpu_count: 2, mem_size_mib: 256 });
+  for (const bad of [{ vcpu_count: 0, mem_size_mib: 64 }, { vcpu_count: 33, mem_size_mib: 64 }, { vcpu_count: 1, mem_size_mib: 8 },
+    { vcpu_count: 1, mem_size_mib: 4096 }, { vcpu_count: 1, mem_size_mib: 63 }, { vcpu_count: 1.5, mem_size_mib: 64 }, { vcpu_count: 1, mem_size_mib: 64, x: 1 }, null, [], 'x']) {
+    assert.throws(() => parseMachineConfig(bad), invalid, JSON.stringify(bad));
+  }
+});
+
+test('boot-source, drives and network interfaces', () => {
+  assert.deepEqual(parseBootSource({ kernel_image_path: '/k', boot_args: 'a b' }), { kernel_image_path: '/k', boot_args: 'a b' });
+  assert.throws(() => parseBootSource({ boot_args: 'x' }), invalid);
+  assert.throws(() => parseBootSource({ kernel_image_path: '/k', boot_args: 'a\nb' }), invalid);
+  assert.deepEqual(parseDrive({ drive_id: 'd1', path_on_host: '/x', is_read_only: true }, 'd1'), { drive_id: 'd1', path_on_host: '/x', is_read_only: true });
+  assert.throws(() => parseDrive({ drive_id: 'd1', path_on_host: '/x' }, 'd2'), invalid);
+  assert.throws(() => parseDrive({ drive_id: '../x', path_on_host: '/x' }), invalid);
+  assert.deepEqual(parseNet({ iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: '02:00:00:00:00:01' }), { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: '02:00:00:00:00:01' });
+  assert.throws(() => parseNet({ iface_id: 'eth0', host_dev_name: 'tap with space' }), invalid);
+  assert.throws(() => parseNet({ iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: '02:00' }), invalid);
+  const f = parseConfigFile({ 'boot-source': { kernel_image_path: '/k' }, drives: [{ drive_id: 'a', path_on_host: '/a' }] });
+  assert.equal(f.drives?.length, 1);
+  assert.throws(() => parseConfigFile({ 'machine-config': { vcpu_count: 1, mem_size_mib: 64 } }), invalid);
+});
+
+test('CPUID: APIC id and counts per vCPU; features nested KVM cannot emulate are masked', () => {
+  const supported = [
+    { function: 1, index: 0, flags: 0, eax: 0x800f12, ebx: 0x12345678, ecx: (1 << 26) | (1 << 28) | (1 << 13) | (1 << 0), edx: 0 },
+    { function: 7, index: 0, flags: 1, eax: 0, ebx: (1 << 5) | (1 << 20) | (1 << 3), ecx: 0, edx: 0 },
+    { function: 0xd, index: 0, flags: 1, eax: 7, ebx: 0, ecx: 0, edx: 0 },
+    { function: 0xb, index: 1, flags: 1, eax: 0, ebx: 0, ecx: 0, edx: 0 },
+  ];
+  const c = normaliseCpuid(supported, { vcpuIndex: 3, vcpuCount: 4 });
+  const l1 = c.find((e) => e.function === 1)!;
+  assert.equal(l1.ebx >>> 24, 3);
+  assert.equal((l1.ebx >>> 16) & 0xff, 4);
+  assert.equal(l1.ecx & ((1 << 26) | (1 << 28) | (1 << 13)), 0, 'XSAVE, AVX, CX16 masked');
+  assert.equal(l1.ecx & 1, 1, 'SSE3 kept');
+  assert.ok((l1.ecx >>> 31) === 1, 'hypervisor bit');
+  assert.equal((l1.edx >>> 28) & 1, 1, 'HTT with 4 vCPUs');
+  const l7 = c.find((e) => e.function === 7)!;
+  assert.equal(l7.ebx, 1 << 3, 'AVX2 and SMAP masked, BMI1 kept');
+  assert.equal(c.find((e) => e.function === 0xd), undefined, 'XSAVE leaf dropped');
+  assert.equal(c.find((e) => e.function === 0xb)!.edx, 3);
+  const full = normaliseCpuid(supported, { vcpuIndex: 0, vcpuCount: 1, conservative: false });
+  assert.ok(full.find((e) => e.function === 0xd));
+  assert.equal(full.find((e) => e.function === 1)!.ecx & (1 << 26), 1 << 26);
+});
+
+test('control API routes: validation errors and unknown paths', async () => {
+  const calls: string[] = [];
+  const ctl = {
+    instanceInfo: () => ({ state: 'Not started' }), vmInfo: () => ({}), metrics: () => ({}), machineConfig: {},
+    setMachineConfig: () => calls.push('mc'), setBootSource: () => calls.push('bs'), putDrive: () => calls.push('drive'),
+    putNet: () => calls.push('net'), setEntropy: () => calls.push('rng'), action: async (a: string) => { calls.push(a); },
+  } as unknown as VmmController;
+  assert.equal((await route(ctl, 'GET', '/', undefined)).status, 200);
+  assert.equal((await route(ctl, 'PUT', '/machine-config', { vcpu_count: 1, mem_size_mib: 64 })).status, 204);
+  assert.equal((await route(ctl, 'PUT', '/drives/a', { drive_id: 'a', path_on_host: '/a' })).status, 204);
+  assert.equal((await route(ctl, 'PUT', '/actions', { action_type: 'Pause' })).status, 204);
+  assert.equal((await route(ctl, 'PATCH', '/vm', { state: 'Resumed' })).status, 204);
+  assert.equal((await route(ctl, 'DELETE', '/vm', undefined)).status, 405);
+  await assert.rejects(route(ctl, 'GET', '/nope', undefined), (e: { code?: string }) => e.code === 'NOT_FOUND');
+  await assert.rejects(route(ctl, 'PUT', '/actions', {}), invalid);
+  await assert.rejects(route(ctl, 'PATCH', '/vm', { state: 'Gone' }), invalid);
+  assert.deepEqual(calls, ['mc', 'drive', 'Pause', 'Resume']);
+});
+
+test('exit codes and the micro engine mapping', () => {
+  assert.equal(exitCodeFor('poweroff'), 0);
+  assert.equal(vmExitFor(0, null, null, false).reason, 'poweroff');
+  assert.equal(vmExitFor(VMM_EXIT.REBOOT, null, null, false).reason, 'reboot');
+  assert.equal(vmExitFor(VMM_EXIT.CRASHED, null, { code: 4, reason: 'crashed', detail: 'emulation failure' }, false).detail, 'emulation failure');
+  assert.equal(vmExitFor(VMM_EXIT.STOPPED, null, null, false).reason, 'stopped');
+  assert.equal(vmExitFor(VMM_EXIT.ERROR, null, null, false).reason, 'crashed');
+  assert.equal(vmExitFor(null, 'SIGKILL', null, true).reason, 'killed');
+  assert.equal(vmExitFor(null, null, { code: 0, reason: 'poweroff', detail: 'x' }, false).reason, 'poweroff', 'adopted: exit record');
+  assert.equal(vmExitFor(null, null, null, false).reason, 'crashed');
+});
