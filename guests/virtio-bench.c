@@ -5,8 +5,9 @@
  *   blk: 4 KiB random reads at queue depth 1 (vbench.ops of them), 4 KiB
  *        random reads at queue depth 32, then sequential 128 KiB reads over
  *        the whole disk vbench.passes times.
- *   net: vbench.ops UDP frames of 64-byte payload sent to vbench.dst
- *        (10.213.2.1:9), notifying once per batch of 32.
+ *   net: vbench.ops UDP frames with a 64-byte payload, then vbench.ops/4
+ *        with a 1472-byte payload (full 1500-byte IP packets), sent to
+ *        vbench.dst (10.213.2.1:9), notifying once per batch of 32.
  * Each phase prints "B <name> start" and "B <name> end ops=<n> bytes=<n> tsc=<cycles>".
  */
 #include "virtio-drv.h"
@@ -105,31 +106,25 @@ static void bench_blk(void) {
 #define F_MAC (1UL << 5)
 #define HDR 12
 
-static void bench_net(void) {
-  struct vq rx;
-  if (vio_find(&dev, VIO_ID_NET, 0) != 0) hg_panic("vbench: no virtio-net\n");
-  if (vio_begin(&dev, VIO_F_VERSION_1 | F_MAC) != 0) hg_panic("vbench: features refused\n");
-  u8 mac[6];
-  for (int i = 0; i < 6; i++) mac[i] = hg_mmio_read8(dev.base + VIO_CONFIG + i);
-  vq_setup(&dev, &rx, 0, 16);
-  vq_setup(&dev, &q, 1, 256);
-  vio_driver_ok(&dev);
-  u64 ops = vio_arg("vbench.ops", 200000);
+/* Sends `ops` UDP frames with `payload` bytes to vbench.dst:9 (batches of 32 per notify). */
+static void net_phase(const char *name, const u8 *mac, u64 ops, u32 payload) {
   u64 dst = vio_arg("vbench.dst", 0x0ad50201);  /* 10.213.2.1 */
   u64 src = vio_arg("vbench.src", 0x0ad50202);  /* 10.213.2.2 */
   u64 dmac = vio_arg("vbench.dmac", 0xffffffffffffUL);
-  /* One frame template, copied into every slot once: Ethernet, IPv4, UDP to port 9, 64 bytes payload. */
-  const u32 flen = 14 + 20 + 8 + 64;
-  u8 *frames = hg_alloc((u64)q.size * 128, 64);
+  const u32 flen = 14 + 20 + 8 + payload;
+  const u64 stride = 2048;
+  static u8 *frames;
+  if (!frames) frames = hg_alloc((u64)q.size * stride, 64);
   for (u16 s = 0; s < q.size; s++) {
-    u8 *b = frames + (u64)s * 128;
+    u8 *b = frames + (u64)s * stride;
     memset(b, 0, HDR + flen);
     u8 *f = b + HDR;
     for (int i = 0; i < 6; i++) f[i] = (u8)(dmac >> (40 - 8 * i));
     memcpy(f + 6, mac, 6);
     f[12] = 0x08; f[13] = 0x00;
     u8 *ip = f + 14;
-    ip[0] = 0x45; ip[2] = 0; ip[3] = 20 + 8 + 64; ip[8] = 64; ip[9] = 17;
+    u32 iplen = 20 + 8 + payload;
+    ip[0] = 0x45; ip[2] = (u8)(iplen >> 8); ip[3] = (u8)iplen; ip[8] = 64; ip[9] = 17;
     for (int i = 0; i < 4; i++) { ip[12 + i] = (u8)(src >> (24 - 8 * i)); ip[16 + i] = (u8)(dst >> (24 - 8 * i)); }
     u32 sum = 0;
     for (int i = 0; i < 20; i += 2) sum += (u32)(ip[i] << 8 | ip[i + 1]);
@@ -137,10 +132,10 @@ static void bench_net(void) {
     sum = ~sum & 0xffff;
     ip[10] = (u8)(sum >> 8); ip[11] = (u8)sum;
     u8 *udp = ip + 20;
-    udp[0] = 0x30; udp[1] = 0x39; udp[2] = 0; udp[3] = 9; udp[4] = 0; udp[5] = 8 + 64;
+    udp[0] = 0x30; udp[1] = 0x39; udp[2] = 0; udp[3] = 9; udp[4] = (u8)((8 + payload) >> 8); udp[5] = (u8)(8 + payload);
     vq_set_desc(&q, s, (u64)b, HDR + flen, 0, 0);
   }
-  mark_start("net-tx");
+  mark_start(name);
   u64 t0 = hg_rdtsc();
   u64 sent = 0, done = 0, inflight = 0;
   u16 slot = 0;
@@ -154,7 +149,21 @@ static void bench_net(void) {
     if (batch) vq_notify(&q);
     while (vq_has_used(&q)) { (void)vq_take(&q); done++; inflight--; }
   }
-  mark_end("net-tx", ops, ops * flen, hg_rdtsc() - t0);
+  mark_end(name, ops, ops * flen, hg_rdtsc() - t0);
+}
+
+static void bench_net(void) {
+  struct vq rx;
+  if (vio_find(&dev, VIO_ID_NET, 0) != 0) hg_panic("vbench: no virtio-net\n");
+  if (vio_begin(&dev, VIO_F_VERSION_1 | F_MAC) != 0) hg_panic("vbench: features refused\n");
+  u8 mac[6];
+  for (int i = 0; i < 6; i++) mac[i] = hg_mmio_read8(dev.base + VIO_CONFIG + i);
+  vq_setup(&dev, &rx, 0, 16);
+  vq_setup(&dev, &q, 1, 256);
+  vio_driver_ok(&dev);
+  u64 ops = vio_arg("vbench.ops", 200000);
+  net_phase("net-tx-64", mac, ops, 64);
+  net_phase("net-tx-1472", mac, ops / 4, 1472);
 }
 
 void guest_main(void) {

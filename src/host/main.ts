@@ -122,6 +122,14 @@ async function main(): Promise<void> {
     // Tests and tools that asked for port 0 read the real address here.
     fs.writeFileSync(path.join(dataDir, 'hangard.listen'), `${tcpAddress}\n`);
   }
+  // Every socket either listener accepted, so shutdown can end the ones that linger.
+  const sockets = new Set<import('node:net').Socket>();
+  for (const s of servers) {
+    s.server.on('connection', (sock: import('node:net').Socket) => {
+      sockets.add(sock);
+      sock.once('close', () => sockets.delete(sock));
+    });
+  }
   const pidFile = path.join(dataDir, 'hangard.pid');
   fs.writeFileSync(pidFile, `${process.pid}\n`);
   log.info({ pid: process.pid, dataDir, socket, tcp: tcpAddress, version: ctx.version }, 'hangard ready');
@@ -131,9 +139,20 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down; VMs keep running');
+    // Whatever hangs below (a client that will not let go), the daemon still ends.
+    setTimeout(() => { log.warn('shutdown took too long; exiting'); log.flush(); process.exit(0); }, 5000);
     vms!.shutdown();
-    await Promise.allSettled(servers.map((s) => s.close()));
+    await Promise.allSettled(servers.map(async (s) => {
+      const closing = s.close();
+      s.server.closeAllConnections();
+      // Upgraded sockets (WebSockets, refused upgrades) are not HTTP connections any more:
+      // give their close frames a moment, then end them so close() can finish.
+      setTimeout(() => { for (const sock of sockets) sock.destroy(); }, 300).unref();
+      await closing;
+    }));
+    log.debug('servers closed');
     await operations.drain(2000);
+    log.debug('operations drained');
     store.close();
     fs.rmSync(socket, { force: true });
     try { if (fs.readFileSync(pidFile, 'utf8').trim() === String(process.pid)) fs.rmSync(pidFile, { force: true }); } catch { /* gone */ }

@@ -138,6 +138,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     const c = classify(err);
     if (ERROR_STATUS[c.code] >= 500) req.log.error({ err, url: req.url }, 'request failed');
     else req.log.debug({ code: c.code, msg: c.message, url: req.url }, 'request rejected');
+    if (req.headers.upgrade) reply.header('connection', 'close');
     return errorReply(reply, c.code, c.message, c.details);
   });
   app.setNotFoundHandler((req, reply) => errorReply(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
@@ -146,6 +147,8 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     const token = opts.token;
     app.addHook('onRequest', async (req, reply) => {
       if (!bearerMatches(req.headers.authorization, token)) {
+        // A refused WebSocket upgrade gets its answer and loses the connection.
+        if (req.headers.upgrade) reply.header('connection', 'close');
         return errorReply(reply.header('www-authenticate', 'Bearer'), 'UNAUTHORIZED', 'missing or wrong bearer token');
       }
       return undefined;

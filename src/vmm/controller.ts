@@ -9,9 +9,15 @@ import type { Logger } from '../common/log.js';
 import type { BootSourceBody, MachineConfigBody } from './config.js';
 import type { ConsoleHub } from './console.js';
 import type { DriveConfig, NetConfig } from './devices/host.js';
-import { Machine, type MachineExit } from './machine.js';
+import type { Machine, MachineExit } from './machine.js';
 
 export const VMM_VERSION = '0.1.0';
+/**
+ * Without ACPI PNP entries for the keyboard controller, Linux only finds the i8042 with
+ * i8042.nopnp (needed for SendCtrlAltDel); reboot=k resets through it; panic=1 reboots
+ * (and so ends the VM) one second after a panic.
+ */
+export const DEFAULT_BOOT_ARGS = 'console=ttyS0 reboot=k panic=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd';
 
 export class VmmController {
   machineConfig: MachineConfigBody = { vcpu_count: 1, mem_size_mib: 128 };
@@ -71,12 +77,14 @@ export class VmmController {
     if (!this.bootSource) throw new HangarError('INVALID_STATE', 'InstanceStart: set /boot-source first');
     this.starting = true;
     try {
+      // Loaded on first start, so the control socket answers before KVM and the FFI are even loaded.
+      const { Machine } = await import('./machine.js');
       const m = await Machine.create({
         vcpus: this.machineConfig.vcpu_count,
         memBytes: this.machineConfig.mem_size_mib * 1024 * 1024,
         kernel: this.bootSource.kernel_image_path,
         ...(this.bootSource.initrd_path ? { initrd: this.bootSource.initrd_path } : {}),
-        cmdline: this.bootSource.boot_args ?? 'console=ttyS0 reboot=k panic=1',
+        cmdline: this.bootSource.boot_args ?? DEFAULT_BOOT_ARGS,
         drives: [...this.drives.values()],
         nets: [...this.nets.values()],
         rng: this.entropy,

@@ -76,6 +76,11 @@ export const POWER_OFF = 0;
 export const POWER_RESET = 1;
 /** A guest that detected its own failure (test guests' panic path): the VM ends as crashed. */
 export const POWER_PANIC = 2;
+/** ACPI hardware-reduced sleep registers (FADT SLEEP_CONTROL_REG / SLEEP_STATUS_REG): S5 = power off. */
+export const ACPI_SLEEP_CONTROL_PORT = 0x604;
+export const ACPI_SLEEP_STATUS_PORT = 0x605;
+/** The sleep type a guest writes for S5 (soft off); the DSDT's \_S5 package says so. */
+export const ACPI_S5_SLEEP_TYPE = 5;
 /** Port 0x80, the POST code port Linux writes to for I/O delays: accepted and ignored. */
 export const POST_PORT = 0x80;
 

@@ -30,7 +30,7 @@ import { enterLongMode, wireLapic, writeBootGdt, writePageTables } from './boot/
 import type { IrqLine, MmioDevice, PioDevice } from './devices/device.js';
 import type { CreateVirtioDevices, DeviceHost, DriveConfig, NetConfig } from './devices/host.js';
 import { I8042 } from './devices/i8042.js';
-import { PostPort, PowerPort } from './devices/power.js';
+import { AcpiSleepRegisters, PostPort, PowerPort } from './devices/power.js';
 import { Serial } from './devices/serial.js';
 import { KvmIrqLine } from './irq.js';
 import * as L from './layout.js';
@@ -147,6 +147,7 @@ export class Machine extends EventEmitter {
         : what === 'reset' ? { reason: 'reboot', detail: 'guest reset (power port)' }
           : { reason: 'crashed', detail: 'guest panicked (power port)' })));
     this.pio.register(L.POST_PORT, 1, new PostPort());
+    this.pio.register(L.ACPI_SLEEP_CONTROL_PORT, 2, new AcpiSleepRegisters(() => this.end({ reason: 'poweroff', detail: 'guest powered off (ACPI S5)' })));
   }
 
   /** Validates the configuration, creates the VM and its devices, and loads the kernel. Nothing runs yet. */

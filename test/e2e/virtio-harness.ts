@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import http from 'node:http';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { projectRoot } from '../../src/common/paths.js';
 
@@ -50,13 +51,20 @@ export interface VmmProcess {
   kill(): void;
 }
 
-/** Writes `config` to dir/vm.json and starts hangar-vmm on it; the console comes back on stdout. */
-export function startVmm(config: object, dir: string, opts: { timeoutMs?: number; logLevel?: string } = {}): VmmProcess {
-  const cfgPath = path.join(dir, 'vm.json');
-  fs.writeFileSync(cfgPath, JSON.stringify(config, null, 2));
-  const child = spawn(process.execPath, [VMM_MAIN, '--config', cfgPath, '--console', 'stdio', '--log-level', opts.logLevel ?? 'info'], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+/**
+ * Starts hangar-vmm with the console on stdout: on `config` (written to
+ * dir/vm.json) when given, else waiting on its control socket dir/api.sock.
+ */
+export function startVmm(config: object | null, dir: string, opts: { timeoutMs?: number; logLevel?: string } = {}): VmmProcess {
+  const args = [VMM_MAIN, '--console', 'stdio', '--log-level', opts.logLevel ?? 'info'];
+  if (config) {
+    const cfgPath = path.join(dir, 'vm.json');
+    fs.writeFileSync(cfgPath, JSON.stringify(config, null, 2));
+    args.push('--config', cfgPath);
+  } else {
+    args.push('--api-sock', path.join(dir, 'api.sock'));
+  }
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   const listeners = new Set<() => void>();
@@ -90,6 +98,22 @@ export function startVmm(config: object, dir: string, opts: { timeoutMs?: number
     check();
   });
   return { child, done, waitFor, kill };
+}
+
+/** One request to hangar-vmm's control API on dir/api.sock (waits for the socket to appear). */
+export async function vmmApi(dir: string, method: string, urlPath: string, body?: object): Promise<{ status: number; body: string }> {
+  const sock = path.join(dir, 'api.sock');
+  for (let i = 0; i < 200 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request({ socketPath: sock, method, path: urlPath, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => { text += c.toString(); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
 }
 
 /** Runs a VM to its end. */

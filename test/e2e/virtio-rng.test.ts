@@ -1,24 +1,36 @@
 /**
  * virtio-rng end to end: guests/virtio-rng.c asks the device for random
- * bytes under the real hangar-vmm. The config asks for the device with
- * Firecracker's name for it, "entropy".
+ * bytes under the real hangar-vmm, configured through its control API
+ * (PUT /entropy adds the device, as in Firecracker).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { buildGuest, guestConfig, guestTestsUnavailable, runVmm, tempDir } from './virtio-harness.js';
+import { buildGuest, guestTestsUnavailable, startVmm, tempDir, vmmApi, type VmmProcess } from './virtio-harness.js';
 
 const skip = guestTestsUnavailable() ?? false;
 const dir = tempDir('virtio-rng-e2e');
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-test('guest receives random bytes from virtio-rng', { skip }, async (t) => {
-  const kernel = buildGuest('virtio-rng');
-  const r = await runVmm({ ...guestConfig(kernel), entropy: {} }, dir);
-  if (r.code === 1 && /unknown field "entropy"/.test(r.stderr)) {
-    t.skip('hangar-vmm config has no "entropy" device yet');
-    return;
+let vmm: VmmProcess | null = null;
+after(async () => {
+  if (vmm) {
+    vmm.kill();
+    await vmm.done;
   }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('guest receives random bytes from virtio-rng', { skip }, async () => {
+  const kernel = buildGuest('virtio-rng');
+  vmm = startVmm(null, dir);
+  const put = async (p: string, body: object) => {
+    const r = await vmmApi(dir, 'PUT', p, body);
+    assert.equal(r.status, 204, `PUT ${p}: ${r.status} ${r.body}`);
+  };
+  await put('/machine-config', { vcpu_count: 1, mem_size_mib: 64 });
+  await put('/boot-source', { kernel_image_path: kernel });
+  await put('/entropy', {});
+  await put('/actions', { action_type: 'InstanceStart' });
+  const r = await vmm.done;
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
   const m = /vrng: a=([0-9a-f]{64}) b=([0-9a-f]{64})/.exec(r.stdout);
   assert.ok(m, r.stdout);

@@ -41,7 +41,7 @@ test('Debian cloud kernel (ELF vmlinux, 2 vCPUs): banner, our command line, our 
     assert.deepEqual(seen, e820Map(memMib * 2 ** 20));
     assert.match(con.text, /Hypervisor detected: KVM/);
     // ACPI: the kernel finds our RSDP and tables, and both vCPUs in the MADT.
-    await con.waitFor(/smpboot: Allowing \d+ CPUs.*\n/, 60_000);
+    await con.waitFor(/smpboot: Allowing \d+ CPUs[^\n]*\n/, 60_000);
     assert.match(con.text, /ACPI: RSDP 0x00000000000E0000 000024 \(v02 HANGAR\)/);
     for (const sig of ['XSDT', 'FACP', 'DSDT', 'APIC']) assert.match(con.text, new RegExp(`ACPI: ${sig} 0x[0-9A-F]+ [0-9A-F]+ \\(v0\\d HANGAR HANGARVM`));
     assert.match(con.text, /IOAPIC\[0\]: apic_id 2, version \d+, address 0xfec00000, GSI 0-23/);

@@ -134,3 +134,16 @@ test('buses: overlapping ranges refused; unclaimed reads are all ones; a throwin
   assert.equal(pio.write(0x99, Uint8Array.of(1)), false);
   assert.equal(pio.unclaimedWrites, 1);
 });
+
+test('ACPI sleep registers: only SLP_EN with the S5 sleep type powers off', async () => {
+  const { AcpiSleepRegisters } = await import('../../src/vmm/devices/power.js');
+  let off = 0;
+  const a = new AcpiSleepRegisters(() => off++);
+  wr(a, 0, (5 << 2)); // type without SLP_EN
+  wr(a, 0, (3 << 2) | 0x20); // S3 with SLP_EN: ignored
+  wr(a, 1, (5 << 2) | 0x20); // status register
+  assert.equal(off, 0);
+  wr(a, 0, (5 << 2) | 0x20);
+  assert.equal(off, 1);
+  assert.equal(rd(a, 1), 0);
+});

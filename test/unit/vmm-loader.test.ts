@@ -12,6 +12,7 @@ import path from 'node:path';
 import { GuestRam } from '../../src/vmm/memory.js';
 import { BP, HDRS_MAGIC, loadLinux } from '../../src/vmm/boot/loader.js';
 import { buildMpTable } from '../../src/vmm/boot/mptable.js';
+import { writeAcpiTables } from '../../src/vmm/boot/acpi.js';
 import { writePageTables, gdtEntry } from '../../src/vmm/boot/x86.js';
 import * as L from '../../src/vmm/layout.js';
 import { GuestMemoryError } from '../../src/vmm/devices/device.js';
@@ -168,4 +169,50 @@ test('virtio-mmio slots: distinct IRQs, 4 KiB apart, command-line fragment', () 
   assert.equal(new Set(L.VIRTIO_MMIO_IRQS).size, L.VIRTIO_MMIO_SLOTS);
   assert.ok(!(L.VIRTIO_MMIO_IRQS as readonly number[]).includes(L.SERIAL_COM1_IRQ));
   assert.throws(() => L.virtioMmioSlot(L.VIRTIO_MMIO_SLOTS));
+});
+
+test('ACPI: RSDP → XSDT → FACP (hardware-reduced, DSDT) and MADT with one enabled LAPIC per vCPU; all checksums zero', () => {
+  const mem = GuestRam.allocate(MEM);
+  try {
+    const rsdp = writeAcpiTables(mem, 3);
+    assert.equal(rsdp, L.ACPI_RSDP);
+    const sum = (b: Uint8Array) => b.reduce((a, x) => (a + x) & 0xff, 0);
+    const r = mem.slice(rsdp, 36);
+    assert.equal(Buffer.from(r.subarray(0, 8)).toString('latin1'), 'RSD PTR ');
+    assert.equal(sum(r.subarray(0, 20)), 0);
+    assert.equal(sum(r), 0);
+    assert.equal(r[15], 2);
+    const table = (addr: number) => {
+      const len = mem.readU32(addr + 4);
+      const t = mem.slice(addr, len);
+      assert.equal(sum(t), 0, `checksum of ${Buffer.from(t.subarray(0, 4)).toString('latin1')}`);
+      return { sig: Buffer.from(t.subarray(0, 4)).toString('latin1'), t, len };
+    };
+    const xsdt = table(Number(mem.readU64(rsdp + 24)));
+    assert.equal(xsdt.sig, 'XSDT');
+    const entries = (xsdt.len - 36) / 8;
+    const subs = Array.from({ length: entries }, (_, i) => table(Number(mem.readU64(Number(mem.readU64(rsdp + 24)) + 36 + 8 * i))));
+    assert.deepEqual(subs.map((s) => s.sig), ['FACP', 'APIC']);
+    const facp = subs[0]!;
+    const fdv = new DataView(facp.t.buffer, facp.t.byteOffset);
+    assert.equal((fdv.getUint32(112, true) >>> 20) & 1, 1, 'HW_REDUCED_ACPI');
+    assert.equal((fdv.getUint32(112, true) >>> 10) & 1, 1, 'RESET_REG_SUP');
+    assert.deepEqual([facp.t[116], Number(fdv.getBigUint64(120, true)), facp.t[128]], [1, L.POWER_PORT, L.POWER_RESET], 'reset register = power port, value reset');
+    assert.equal(Number(fdv.getBigUint64(248, true)), L.ACPI_SLEEP_CONTROL_PORT);
+    assert.equal(Number(fdv.getBigUint64(260, true)), L.ACPI_SLEEP_STATUS_PORT);
+    const dsdt = table(Number(fdv.getBigUint64(140, true)));
+    assert.equal(dsdt.sig, 'DSDT');
+    assert.deepEqual([...dsdt.t.subarray(36, 46)], [0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x07, 0x04, 0x0a, L.ACPI_S5_SLEEP_TYPE], 'Name(_S5_, Package(4){5,0,0,0})');
+    const madt = subs[1]!;
+    const lapics: number[] = [];
+    let ioapic = -1;
+    for (let o = 44; o < madt.len; o += madt.t[o + 1]!) {
+      if (madt.t[o] === 0 && (madt.t[o + 4]! & 1)) lapics.push(madt.t[o + 3]!);
+      if (madt.t[o] === 1) ioapic = new DataView(madt.t.buffer, madt.t.byteOffset).getUint32(o + 4, true);
+    }
+    assert.deepEqual(lapics, [0, 1, 2]);
+    assert.equal(ioapic, L.IOAPIC_BASE);
+  } finally {
+    mem.free();
+  }
 });

@@ -5,9 +5,14 @@
  * local APIC per vCPU, the IOAPIC with GSI base 0, LINT1 = NMI). The ISA
  * IRQs map 1:1 to IOAPIC pins, which is how KVM's default routing wires
  * them, so no interrupt source overrides are needed.
+ *
+ * Power: the FADT's reset register is Hangar's power port with the value
+ * POWER_RESET (Linux `reboot=a`), and its sleep control/status registers are
+ * two I/O ports where an S5 request powers the VM off; the DSDT holds only
+ * the \_S5 package that tells the guest which sleep type S5 is.
  */
 import type { GuestRam } from '../memory.js';
-import { ACPI_RSDP, ACPI_TABLES_END, IOAPIC_BASE, LAPIC_BASE } from '../layout.js';
+import { ACPI_RSDP, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, ACPI_TABLES_END, IOAPIC_BASE, LAPIC_BASE, POWER_PORT, POWER_RESET } from '../layout.js';
 
 const OEM_ID = 'HANGAR';
 const OEM_TABLE_ID = 'HANGARVM';
@@ -50,6 +55,20 @@ function madt(cpus: number): Uint8Array {
   return sdt('APIC', 5, body);
 }
 
+/** A Generic Address Structure for a byte-wide I/O port. */
+function gasIo(dv: DataView, off: number, port: number): void {
+  dv.setUint8(off, 1); // SystemIO
+  dv.setUint8(off + 1, 8); // bit width
+  dv.setUint8(off + 2, 0); // bit offset
+  dv.setUint8(off + 3, 1); // byte access
+  dv.setBigUint64(off + 4, BigInt(port), true);
+}
+
+/** DSDT body: Name (_S5_, Package (4) { S5 type, 0, 0, 0 }) in AML. */
+function dsdtAml(): Uint8Array {
+  return Uint8Array.of(0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x07, 0x04, 0x0a, ACPI_S5_SLEEP_TYPE, 0x00, 0x00, 0x00);
+}
+
 function fadt(dsdtAddr: number): Uint8Array {
   // FADT revision 6: 276 bytes in all, so 240 after the header.
   const body = new Uint8Array(276 - 36);
@@ -57,7 +76,11 @@ function fadt(dsdtAddr: number): Uint8Array {
   const at = (off: number) => off - 36;
   dv.setUint32(at(40), dsdtAddr, true); // DSDT
   dv.setUint16(at(109), (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5), true); // IAPC_BOOT_ARCH: 8042, no VGA, no ASPM, no CMOS RTC
-  dv.setUint32(at(112), (1 << 20), true); // Flags: HW_REDUCED_ACPI
+  dv.setUint32(at(112), (1 << 20) | (1 << 10), true); // Flags: HW_REDUCED_ACPI, RESET_REG_SUP
+  gasIo(dv, at(116), POWER_PORT); // RESET_REG
+  body[at(128)] = POWER_RESET; // RESET_VALUE
+  gasIo(dv, at(244), ACPI_SLEEP_CONTROL_PORT); // SLEEP_CONTROL_REG
+  gasIo(dv, at(256), ACPI_SLEEP_STATUS_PORT); // SLEEP_STATUS_REG
   body[at(131)] = 5; // FADT minor version (6.5)
   dv.setBigUint64(at(140), BigInt(dsdtAddr), true); // X_DSDT
   return sdt('FACP', 6, body);
@@ -73,7 +96,7 @@ export function writeAcpiTables(mem: GuestRam, cpus: number): number {
     next = (addr + t.length + 15) & ~15;
     return addr;
   };
-  const dsdtAddr = place(sdt('DSDT', 2, new Uint8Array(0)));
+  const dsdtAddr = place(sdt('DSDT', 2, dsdtAml()));
   const fadtAddr = place(fadt(dsdtAddr));
   const madtAddr = place(madt(cpus));
   const xsdtBody = new Uint8Array(16);

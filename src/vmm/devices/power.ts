@@ -5,7 +5,7 @@
  * It gives test guests, which have no ACPI, a clean way out.
  */
 import type { DeviceMetrics, PioDevice } from './device.js';
-import { POWER_OFF, POWER_PANIC, POWER_RESET } from '../layout.js';
+import { ACPI_S5_SLEEP_TYPE, POWER_OFF, POWER_PANIC, POWER_RESET } from '../layout.js';
 
 export class PowerPort implements PioDevice {
   readonly name = 'power';
@@ -33,4 +33,30 @@ export class PostPort implements PioDevice {
   pioRead(_offset: number, data: Uint8Array): void { data.fill(0); }
   pioWrite(): void { /* ignored by design */ }
   metrics(): DeviceMetrics { return {}; }
+}
+
+/**
+ * The ACPI hardware-reduced sleep registers (two ports: control, status).
+ * Linux powers off by writing SLP_TYPx (from the DSDT's \_S5 package) with
+ * SLP_EN to the control register; an S5 request ends the VM as powered off.
+ * The status register reads 0 (no wake event) and ignores writes.
+ */
+export class AcpiSleepRegisters implements PioDevice {
+  readonly name = 'acpi-sleep';
+  constructor(private readonly onPowerOff: () => void) {}
+
+  pioRead(_offset: number, data: Uint8Array): void {
+    data.fill(0);
+  }
+
+  pioWrite(offset: number, data: Uint8Array): void {
+    if (offset !== 0) return;
+    const v = data[0] ?? 0;
+    const SLP_EN = 0x20;
+    if ((v & SLP_EN) !== 0 && ((v >> 2) & 7) === ACPI_S5_SLEEP_TYPE) this.onPowerOff();
+  }
+
+  metrics(): DeviceMetrics {
+    return {};
+  }
 }

@@ -11,9 +11,10 @@
  */
 import type { Logger } from '../../common/log.js';
 import type { DeviceMetrics, GuestMemory, IrqLine, MmioDevice } from '../devices/device.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, Virtqueue, VirtqueueError } from './queue.js';
+import { HangarError } from '../../common/errors.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, Virtqueue, VirtqueueError, type VirtqueuePosition } from './queue.js';
 
-/** Bytes of MMIO space one virtio-mmio device occupies (registers plus config space). */
+/** Bytes of the register window a device decodes (registers, then config space from 0x100); a layout slot must be at least this big. */
 export const VIRTIO_MMIO_REGS_SIZE = 0x200;
 export const VIRTIO_MMIO_MAGIC = 0x74726976; // "virt"
 export const VIRTIO_MMIO_VERSION = 2;
@@ -119,6 +120,20 @@ export interface VirtioMmioState {
   interruptStatus: number;
   configGeneration: number;
   queues: Array<{ num: number; ready: boolean; desc: bigint; driver: bigint; device: bigint }>;
+}
+
+/** A JSON-safe copy of a transport's state (64-bit values as hex strings). */
+export interface VirtioMmioSnapshot {
+  version: 1;
+  kind: string;
+  status: number;
+  deviceFeaturesSel: number;
+  driverFeaturesSel: number;
+  driverFeatures: string;
+  queueSel: number;
+  interruptStatus: number;
+  configGeneration: number;
+  queues: Array<{ num: number; ready: boolean; desc: string; driver: string; device: string } & VirtqueuePosition>;
 }
 
 export class VirtioMmioDevice implements MmioDevice {
@@ -417,6 +432,72 @@ export class VirtioMmioDevice implements MmioDevice {
 
   metrics(): DeviceMetrics {
     return { ...this.counters, broken: this.broken ? 1 : 0, ...this.device.metrics() };
+  }
+
+  /**
+   * The transport's state, taken on the device thread between two events.
+   * Our device models finish every request before returning, so the rings
+   * (in guest memory, saved with it) plus this are the whole device.
+   */
+  snapshot(): VirtioMmioSnapshot {
+    const s = this.state;
+    const hex = (v: bigint) => `0x${v.toString(16)}`;
+    return {
+      version: 1, kind: this.device.kind, status: s.status, deviceFeaturesSel: s.deviceFeaturesSel, driverFeaturesSel: s.driverFeaturesSel,
+      driverFeatures: hex(s.driverFeatures), queueSel: s.queueSel, interruptStatus: s.interruptStatus, configGeneration: s.configGeneration,
+      queues: s.queues.map((q, i) => ({ num: q.num, ready: q.ready, desc: hex(q.desc), driver: hex(q.driver), device: hex(q.device), ...this.queues[i]!.state() })),
+    };
+  }
+
+  /**
+   * Brings a freshly built transport (same device kind, guest memory already
+   * restored) to a snapshot's state, re-checking every ring against guest
+   * memory as if the driver had just programmed it. Fails as a whole with
+   * INVALID_ARGUMENT and leaves the device reset.
+   */
+  restore(snap: VirtioMmioSnapshot): void {
+    if (this.state.status !== 0) throw new HangarError('INVALID_STATE', `${this.name}: restore needs a device that was never started`);
+    try {
+      if (snap.version !== 1 || snap.kind !== this.device.kind || snap.queues.length !== this.queues.length) {
+        throw new HangarError('INVALID_ARGUMENT', `${this.name}: snapshot is for ${snap.kind} with ${snap.queues.length} queues`);
+      }
+      const u32 = (v: number, what: string) => {
+        if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new HangarError('INVALID_ARGUMENT', `${this.name}: snapshot ${what} ${v} is not a 32-bit value`);
+        return v;
+      };
+      const u64 = (v: string, what: string) => {
+        if (!/^0x[0-9a-f]{1,16}$/.test(v)) throw new HangarError('INVALID_ARGUMENT', `${this.name}: snapshot ${what} "${v}" is not a 64-bit hex value`);
+        return BigInt(v);
+      };
+      const s = this.state;
+      const features = u64(snap.driverFeatures, 'driverFeatures');
+      if ((features & ~this.offered) !== 0n) throw new HangarError('INVALID_ARGUMENT', `${this.name}: snapshot features were never offered`);
+      Object.assign(s, {
+        status: u32(snap.status, 'status') & 0xff, deviceFeaturesSel: u32(snap.deviceFeaturesSel, 'deviceFeaturesSel'),
+        driverFeaturesSel: u32(snap.driverFeaturesSel, 'driverFeaturesSel'), driverFeatures: features, queueSel: u32(snap.queueSel, 'queueSel'),
+        interruptStatus: u32(snap.interruptStatus, 'interruptStatus') & (INT_VRING | INT_CONFIG), configGeneration: u32(snap.configGeneration, 'configGeneration'),
+      });
+      snap.queues.forEach((q, i) => {
+        const reg = s.queues[i]!;
+        Object.assign(reg, { num: u32(q.num, 'queue size'), ready: false, desc: u64(q.desc, 'desc'), driver: u64(q.driver, 'driver'), device: u64(q.device, 'device') });
+        if (!q.ready) return;
+        this.queues[i]!.configure({ size: reg.num, descAddr: reg.desc, driverAddr: reg.driver, deviceAddr: reg.device }, {
+          eventIdx: (features & (1n << VIRTIO_F_EVENT_IDX)) !== 0n,
+          indirect: (features & (1n << VIRTIO_F_INDIRECT_DESC)) !== 0n,
+        });
+        this.queues[i]!.restorePosition(q);
+        reg.ready = true;
+      });
+    } catch (e) {
+      this.reset();
+      if (e instanceof VirtqueueError) throw new HangarError('INVALID_ARGUMENT', `${this.name}: snapshot does not fit guest memory: ${e.message}`, e.details);
+      throw e;
+    }
+    if ((this.state.status & STATUS.DRIVER_OK) && !this.broken) {
+      this.active = true;
+      this.device.activate(this.context());
+    }
+    this.updateLine(this.state.interruptStatus !== 0);
   }
 
   close(): void {

@@ -77,8 +77,13 @@ export class TapBackend implements FrameBackend {
     // koffi calls back with (status, events), not the (events) its typings declare;
     // either way a wake-up only means "try reading", so we ignore both.
     const cb = (): void => onReadable();
-    if (!this.poller) this.poller = koffi.node.poll(this.fd, { readable: true }, cb);
-    else this.poller.start({ readable: true }, cb);
+    if (!this.poller) {
+      this.poller = koffi.node.poll(this.fd, { readable: true }, cb);
+      // A NIC waiting for frames must not keep the VMM process alive by itself.
+      this.poller.unref();
+    } else {
+      this.poller.start({ readable: true }, cb);
+    }
   }
 
   unwatch(): void {

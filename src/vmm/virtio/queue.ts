@@ -105,6 +105,12 @@ function range(bufs: readonly Uint8Array[], offset: number, len: number): Uint8A
   return out;
 }
 
+export interface VirtqueuePosition {
+  lastAvail: number;
+  usedIdx: number;
+  signalledUsed: number;
+}
+
 /** What the driver programmed into the transport's queue registers. */
 export interface QueueConfig {
   size: number;
@@ -141,9 +147,20 @@ export class Virtqueue {
     return this.cfg !== null;
   }
 
-  /** Snapshot-friendly position of the ring. */
-  state(): { lastAvail: number; usedIdx: number } {
-    return { lastAvail: this.lastAvail, usedIdx: this.usedIdx };
+  /** Where the device stands in the rings (with the ring addresses, all a snapshot needs). */
+  state(): VirtqueuePosition {
+    return { lastAvail: this.lastAvail, usedIdx: this.usedIdx, signalledUsed: this.signalledUsed };
+  }
+
+  /** Puts a configured queue back where a snapshot left it. */
+  restorePosition(p: VirtqueuePosition): void {
+    this.requireConfig();
+    for (const v of [p.lastAvail, p.usedIdx, p.signalledUsed]) {
+      if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new VirtqueueError(`queue ${this.index}: ring position ${v} is not a 16-bit index`, { reason: 'bad-snapshot', queue: this.index });
+    }
+    this.lastAvail = p.lastAvail;
+    this.usedIdx = p.usedIdx;
+    this.signalledUsed = p.signalledUsed;
   }
 
   /**
