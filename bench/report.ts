@@ -11,13 +11,11 @@ import { projectRoot } from '../src/common/paths.js';
 
 export function describeHost(): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  let kernel = os.release();
+  const kernel = os.release();
   let kvm = fs.existsSync('/dev/kvm') ? '/dev/kvm present' : 'no /dev/kvm';
-  try {
-    const mods = fs.readFileSync('/proc/modules', 'utf8');
-    if (/^kvm_pvm /m.test(mods)) kvm += ' (nested, kvm_pvm: guest kernel mode emulated)';
-    else if (/^kvm_(intel|amd) /m.test(mods)) kvm += ' (hardware virtualization)';
-  } catch { /* not Linux */ }
+  // /proc/modules may be hidden in containers; /sys/module tells which KVM backend is loaded.
+  if (fs.existsSync('/sys/module/kvm_pvm')) kvm += ' (nested on PVM: guest kernel mode emulated)';
+  else if (fs.existsSync('/sys/module/kvm_intel') || fs.existsSync('/sys/module/kvm_amd')) kvm += ' (hardware virtualization)';
   let qemu = 'no QEMU';
   try { qemu = execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).split('\n')[0] ?? qemu; } catch { /* absent */ }
   return `${os.cpus().length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Linux ${kernel}, Node ${process.version}, ${kvm}, ${qemu}`;

@@ -102,6 +102,23 @@ async function exitRates(exitsElf: string, n: number): Promise<{ pio: number; mm
   }
 }
 
+/** The same MMIO stores with an ioeventfd on the address: KVM completes them without leaving the kernel. */
+async function ioeventfdRate(exitsElf: string, n: number): Promise<number> {
+  const { Machine } = await import('../src/vmm/machine.js');
+  const { createLogger } = await import('../src/common/log.js');
+  const { VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } = await import('../src/vmm/layout.js');
+  let out = '';
+  const m = await Machine.create({ vcpus: 1, memBytes: 32 * 2 ** 20, kernel: exitsElf, cmdline: `console=ttyS0 exits=${n}` }, createLogger('bench', 'silent'), (b) => { out += Buffer.from(b).toString('latin1'); });
+  const h = m.ioEventFd(VIRTIO_MMIO_BASE + 7 * VIRTIO_MMIO_SIZE, 4, undefined, () => {});
+  await m.start();
+  await m.exited;
+  h?.close();
+  m.close();
+  const mm = /cycles pio=(\d+) mmio=(\d+)\n/.exec(out);
+  if (!h || !mm) return NaN;
+  return n / (Number(mm[2]) / (tscMhz() * 1e6));
+}
+
 const fmt = (v: number, d = 1) => (Number.isFinite(v) ? v.toFixed(d) : 'n/a');
 const p = (s: number[], q: number, d = 1) => fmt(percentile(s, q), d);
 
@@ -117,6 +134,7 @@ async function main(): Promise<void> {
   const boot = await bootToSerial(echo);
   const n = Number(process.env.VMM_BENCH_EXITS ?? 20000);
   const rates = await exitRates(exits, n);
+  const ioev = await ioeventfdRate(exits, n);
   const md = `## hangar-vmm (micro engine)
 
 KVM on this host: **${probe.kind}** (${probe.detail}).
@@ -132,6 +150,7 @@ ${RUNS} runs each; p50 / p95.
 | whole process RSS, 128 MiB guest (test guest touches little RAM) | ${p(boot.rss, 50)} MiB | ${p(boot.rss, 95)} MiB | — |
 | port-I/O exits/s, 1 vCPU (\`out\` from ring 0, unclaimed port) | ${fmt(rates.pio, 0)} /s | | — |
 | MMIO exits/s, 1 vCPU (store from ring 3, unclaimed address) | ${fmt(rates.mmio, 0)} /s | | — |
+| MMIO stores/s with an ioeventfd on the address (no exit to user space) | ${fmt(ioev, 0)} /s | | — |
 
 Notes: the VMM is a Node.js process, so most of its start-up time and
 memory is the runtime itself (V8 heap, one worker thread per vCPU). Each

@@ -9,6 +9,7 @@ bash scripts/setup.sh
 
 # Tests share one cache of built images (guest kernel, initramfs) and test guests.
 export HANGAR_IMAGE_DIR="${HANGAR_IMAGE_DIR:-$PWD/.cache/images}"
+node scripts/build-images.mjs
 
 mapfile -t files < <(ls dist/test/unit/*.test.js dist/test/e2e/*.test.js 2>/dev/null)
 if (($#)); then

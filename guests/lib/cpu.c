@@ -120,6 +120,43 @@ static void user_ap(u64 cpu) {
 
 __attribute__((weak)) void guest_ap_main(int cpu) { (void)cpu; }
 
+/*
+ * Which CPU am I, from ring 3? Not CPUID: on some nested KVMs the guest sees the
+ * host's CPUID whatever the VMM set. Each CPU runs on its own kit stack, so the
+ * stack pointer says it.
+ */
+int hg_cpu_id(void) {
+  u64 sp;
+  __asm__ volatile("mov %%rsp, %0" : "=r"(sp));
+  u64 base = (u64)ustacks;
+  if (sp < base || sp >= base + sizeof(ustacks)) return 0;
+  return (int)((sp - base) / USTACK_SIZE);
+}
+
+static int sum_ok(const u8 *p, u32 n) { u8 s = 0; for (u32 i = 0; i < n; i++) s = (u8)(s + p[i]); return s == 0; }
+
+/* vCPUs this VM has: the enabled local APICs of the ACPI MADT the VMM passed (zero page → RSDP → XSDT → APIC). */
+int hg_cpu_count(void) {
+  static int cached;
+  if (cached) return cached;
+  const u8 *bp = (const u8 *)hg_boot_params;
+  const u8 *rsdp = (const u8 *)*(const u64 *)(bp + 0x70);
+  int n = 0;
+  if (rsdp && memcmp(rsdp, "RSD PTR ", 8) == 0 && sum_ok(rsdp, 20)) {
+    const u8 *xsdt = (const u8 *)*(const u64 *)(rsdp + 24);
+    u32 xlen = *(const u32 *)(xsdt + 4);
+    for (u32 o = 36; o + 8 <= xlen; o += 8) {
+      const u8 *t = (const u8 *)*(const u64 *)(xsdt + o);
+      if (memcmp(t, "APIC", 4) != 0) continue;
+      u32 len = *(const u32 *)(t + 4);
+      for (u32 e = 44; e + 2 <= len && t[e + 1] >= 2; e += t[e + 1])
+        if (t[e] == 0 && (t[e + 4] & 1)) n++;
+    }
+  }
+  cached = n > 0 ? n : 1;
+  return cached;
+}
+
 void hg_cpu_start(u64 cpu, u64 boot_params) {
   if (cpu == 0) {
     hg_boot_params = boot_params;

@@ -187,9 +187,7 @@ void hg_panic(const char *fmt, ...) {
 
 /* ---- CPUs ---- */
 
-static void cpuid(u32 leaf, u32 *a, u32 *b, u32 *c, u32 *d) { __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(0)); }
-int hg_cpu_id(void) { u32 a, b, c, d; cpuid(1, &a, &b, &c, &d); return (int)(b >> 24); }
-int hg_cpu_count(void) { u32 a, b, c, d; cpuid(1, &a, &b, &c, &d); return (d & (1u << 28)) ? (int)((b >> 16) & 0xff) : 1; }
+/* hg_cpu_id and hg_cpu_count live in cpu.c. */
 
 /* ---- memory ---- */
 

@@ -19,8 +19,9 @@ export function createEventFd(): number {
 /** Calls `onEvent` on this thread's event loop each time the eventfd is signalled. */
 export function watchEventFd(fd: number, onEvent: () => void): WatchedEventFd {
   const buf = Buffer.alloc(8);
-  const handle = koffi.node.poll(fd, { readable: true }, (ev) => {
-    if (!ev.readable) return;
+  // koffi 3.3 hands the callback a number rather than the documented event object, so do not
+  // look at it: the fd is non-blocking, and a read that finds nothing just returns EAGAIN.
+  const handle = koffi.node.poll(fd, { readable: true }, () => {
     if (libc.read(fd, buf, 8) === 8) onEvent();
   });
   handle.unref();

@@ -25,6 +25,8 @@ export interface VmmConfigFile {
   'boot-source': BootSourceBody;
   drives?: DriveConfig[];
   'network-interfaces'?: NetConfig[];
+  /** Present (as {}) to add a virtio-rng device, like PUT /entropy. */
+  entropy?: Record<string, never>;
 }
 
 type Obj = Record<string, unknown>;
@@ -121,7 +123,7 @@ export function parseNet(v: unknown, idFromPath?: string): NetConfig {
 
 export function parseConfigFile(v: unknown): VmmConfigFile {
   const o = obj(v, 'config');
-  onlyKeys(o, ['machine-config', 'boot-source', 'drives', 'network-interfaces'], 'config');
+  onlyKeys(o, ['machine-config', 'boot-source', 'drives', 'network-interfaces', 'entropy'], 'config');
   const r: VmmConfigFile = { 'boot-source': parseBootSource(o['boot-source']) };
   if (o['machine-config'] !== undefined) r['machine-config'] = parseMachineConfig(o['machine-config']);
   if (o.drives !== undefined) {
@@ -131,6 +133,10 @@ export function parseConfigFile(v: unknown): VmmConfigFile {
   if (o['network-interfaces'] !== undefined) {
     if (!Array.isArray(o['network-interfaces'])) throw new HangarError('INVALID_ARGUMENT', 'config: "network-interfaces" must be a list');
     r['network-interfaces'] = o['network-interfaces'].map((n) => parseNet(n));
+  }
+  if (o.entropy !== undefined) {
+    onlyKeys(obj(o.entropy, 'entropy'), [], 'entropy');
+    r.entropy = {};
   }
   return r;
 }

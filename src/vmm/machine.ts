@@ -37,7 +37,7 @@ import * as L from './layout.js';
 import { GuestRam } from './memory.js';
 import { translate } from './pagewalk.js';
 import {
-  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_WORDS, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
+  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
   MB_BYTES, MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_KIND, MB_RESPONSE, MB_SIZE, MB_STATE, MB_WRITE, type VcpuExitReason, type VcpuWorkerData,
   type WorkerMessage,
 } from './vcpu-protocol.js';
@@ -241,13 +241,13 @@ export class Machine extends EventEmitter {
   }
 
   addMmioDevice(base: number, size: number, device: MmioDevice): void {
-    this.mustNotBeStarted();
+    this.mustNotRun();
     if (base < this.cfg.memBytes) throw new HangarError('INVALID_ARGUMENT', `MMIO device ${device.name} at 0x${base.toString(16)} overlaps guest RAM`);
     this.mmio.register(base, size, device);
   }
 
   addPioDevice(port: number, count: number, device: PioDevice): void {
-    this.mustNotBeStarted();
+    this.mustNotRun();
     if (port + count > 0x10000) throw new HangarError('INVALID_ARGUMENT', `port range of ${device.name} exceeds 0xffff`);
     this.pio.register(port, count, device);
   }
@@ -258,8 +258,13 @@ export class Machine extends EventEmitter {
     this.extraCmdline.push(fragment);
   }
 
+  /** Whatever changes the kernel command line must happen before the kernel is loaded. */
   private mustNotBeStarted(): void {
-    if (this.kernel) throw new HangarError('INVALID_STATE', 'devices must be attached before the kernel is loaded');
+    if (this.kernel) throw new HangarError('INVALID_STATE', 'virtio devices and command-line fragments must be added before the kernel is loaded');
+  }
+
+  private mustNotRun(): void {
+    if (this.state !== 'NotStarted') throw new HangarError('INVALID_STATE', 'devices must be added before the VM starts');
   }
 
   private async createVirtioDevices(): Promise<void> {
@@ -361,6 +366,9 @@ export class Machine extends EventEmitter {
       case 'resumed': s.paused = false; break;
       case 'exit': {
         s.exited = true;
+        // From here on this thread is never kicked again; let it end.
+        Atomics.store(s.ctl, CTL_RELEASED, 1);
+        Atomics.notify(s.ctl, CTL_RELEASED);
         if (m.reason !== 'stopped') {
           const exit: MachineExit = { reason: m.reason, detail: m.detail, vcpu: m.index };
           if (m.rip) exit.rip = m.rip;

@@ -99,6 +99,7 @@ async function main(): Promise<void> {
       ctl.setBootSource(cfg['boot-source']);
       for (const d of cfg.drives ?? []) ctl.putDrive(d);
       for (const n of cfg['network-interfaces'] ?? []) ctl.putNet(n);
+      if (cfg.entropy) ctl.setEntropy(true);
     }
     if (args['api-sock']) await api.listen(args['api-sock']);
     if (args.config) await ctl.start();

@@ -12,6 +12,12 @@ export const CMD_RUN = 1;
 export const CMD_PAUSE = 2;
 export const CMD_STOP = 3;
 export const CTL_CMD = 0;
+/**
+ * Set to 1 by the device thread once it has seen the worker's exit message. The worker
+ * waits for it before its thread ends, so a kick (pthread_kill) never targets a thread
+ * that no longer exists.
+ */
+export const CTL_RELEASED = 1;
 export const CTL_WORDS = 4;
 
 /** mailbox Int32 word indexes. */

@@ -11,7 +11,7 @@ import { Vcpu } from '../kvm/kvm.js';
 import { libc, errnoName } from '../kvm/libc.js';
 import { KvmRunView, emulationFailureBytes } from '../kvm/run.js';
 import {
-  CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, COUNTER_EXITS, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
+  CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_RELEASED, COUNTER_EXITS, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
   MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_IDLE, MB_KIND, MB_REQUEST, MB_SIZE, MB_STATE, MB_WRITE, type VcpuExitReason, type VcpuWorkerData,
   type WorkerMessage,
 } from './vcpu-protocol.js';
@@ -129,6 +129,8 @@ function loop(): void {
 
 post({ t: 'ready', index: data.index, thread: String(libc.pthreadSelf()) });
 loop();
+// Stay alive (and signal-safe) until the device thread has recorded our exit.
+while (Atomics.load(ctl, CTL_RELEASED) === 0) Atomics.wait(ctl, CTL_RELEASED, 0, 1000);
 // Drop the message port so the thread can end.
 port.close();
 void CMD_RUN;

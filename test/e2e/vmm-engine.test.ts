@@ -106,6 +106,22 @@ test('guest power off is reported as poweroff with the VMM detail', { skip }, as
   con.destroy();
 });
 
+test('requestShutdown() sends Ctrl-Alt-Del through the i8042; the guest powers off', { skip }, async () => {
+  const cfg = vmConfig('e');
+  const h = await new MicroEngine().start(cfg);
+  pids.add(h.pid);
+  const exit = new Promise<VmExit>((r) => h.onExit(r));
+  const con = await h.openConsole();
+  const c = collect(con);
+  con.write('ping\n');
+  await c.waitFor(/echo: ping/); // the guest is up and has its IRQ handlers installed
+  await h.requestShutdown();
+  const e = await exit;
+  assert.equal(e.reason, 'poweroff');
+  assert.match(fs.readFileSync(cfg.consoleLog, 'latin1'), /ctrl-alt-del: powering off/);
+  con.destroy();
+});
+
 test('adopt() reconnects to a running VM after the first engine detached; exit seen by pid polling', { skip }, async () => {
   const cfg = vmConfig('c');
   const first = await new MicroEngine().start(cfg);

@@ -18,7 +18,7 @@ const elf: Record<string, string> = {};
 
 before(() => {
   if (skip) return;
-  for (const g of ['hello', 'echo', 'smp', 'emulfail']) elf[g] = buildGuest(g);
+  for (const g of ['hello', 'echo', 'smp', 'emulfail', 'triplefault']) elf[g] = buildGuest(g);
 });
 
 test('serial output from ring 3, our command line, guest power off → exit 0', { skip }, async () => {
@@ -98,6 +98,21 @@ test('guest reset through the i8042 (0xFE on port 0x64) → exit 3, reason reboo
   }
 });
 
+test('guest triple fault (empty IDT, #UD in ring 0) → KVM_EXIT_SHUTDOWN → exit 3, reason reboot', { skip }, async () => {
+  const vmm = await startVmm();
+  try {
+    const con = await ConsoleClient.connect(vmm.consoleSock);
+    await bootGuest(vmm, elf.triplefault!);
+    assert.equal((await vmm.exited).code, VMM_EXIT.REBOOT);
+    await con.waitFor('about to triple fault\n');
+    assert.doesNotMatch(con.text, /still alive/);
+    assert.match(vmm.stderr(), /reboot: guest triple fault or shutdown \(KVM_EXIT_SHUTDOWN\)/);
+    con.close();
+  } finally {
+    await vmm.cleanup();
+  }
+});
+
 test('guest panic → exit 4, reason crashed', { skip }, async () => {
   const vmm = await startVmm();
   try {
@@ -122,8 +137,8 @@ for (const cpus of [2, 4]) {
       await bootGuest(vmm, elf.smp!, { vcpus: cpus });
       assert.equal((await vmm.exited).code, VMM_EXIT.POWEROFF);
       await con.waitFor(`all ${cpus} cpus reported`);
-      for (let i = 0; i < cpus; i++) assert.match(con.text, new RegExp(`cpu ${i} online \\(apic id ${i}\\)`));
-      assert.match(con.text, new RegExp(`cpu 0 online \\(apic id 0\\), ${cpus} cpus`));
+      for (let i = 0; i < cpus; i++) assert.match(con.text, new RegExp(`cpu ${i} online \\(hg_cpu_id ${i}\\)`));
+      assert.match(con.text, new RegExp(`cpu 0 online \\(hg_cpu_id 0\\), ${cpus} cpus`));
       con.close();
     } finally {
       await vmm.cleanup();

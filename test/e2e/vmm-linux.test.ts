@@ -8,6 +8,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { e820Map, E820_RAM } from '../../src/vmm/layout.js';
 import { VMM_EXIT } from '../../src/vmm/exit-codes.js';
 import { api, ConsoleClient, debianCloudKernel, kvmUsable, startVmm, type DebianKernel } from './vmm-helpers.js';
@@ -20,15 +22,19 @@ if (kvmUsable) {
   why = 'no usable /dev/kvm';
 }
 
-test('Debian cloud kernel (ELF vmlinux, 2 vCPUs): banner, our command line, our e820 map, our ACPI tables and both CPUs', { skip: kernel ? false : why, timeout: 90_000 }, async () => {
+test('Debian cloud kernel (ELF vmlinux, 2 vCPUs): banner, our command line, our e820 map, our initrd, our ACPI tables and both CPUs', { skip: kernel ? false : why, timeout: 90_000 }, async () => {
   const memMib = 256;
   const marker = `hangar.test=${process.pid}-${Date.now()}`;
   const cmdline = `console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 ${marker}`;
   const vmm = await startVmm();
   try {
+    // Any bytes do as an initrd here: the kernel reserves it early and unpacks it much later.
+    const initrd = path.join(vmm.dir, 'initrd.img');
+    const initrdSize = 300_000;
+    fs.writeFileSync(initrd, Buffer.alloc(initrdSize, 0x5a));
     const con = await ConsoleClient.connect(vmm.consoleSock);
     assert.equal((await api(vmm.apiSock, 'PUT', '/machine-config', { vcpu_count: 2, mem_size_mib: memMib })).status, 204);
-    assert.equal((await api(vmm.apiSock, 'PUT', '/boot-source', { kernel_image_path: kernel!.vmlinux, boot_args: cmdline })).status, 204);
+    assert.equal((await api(vmm.apiSock, 'PUT', '/boot-source', { kernel_image_path: kernel!.vmlinux, initrd_path: initrd, boot_args: cmdline })).status, 204);
     assert.equal((await api(vmm.apiSock, 'PUT', '/actions', { action_type: 'InstanceStart' })).status, 204);
     // The kernel prints its hypervisor detection right after the e820 map.
     await con.waitFor(/Hypervisor detected: KVM/, 45_000);
@@ -46,6 +52,12 @@ test('Debian cloud kernel (ELF vmlinux, 2 vCPUs): banner, our command line, our 
     for (const sig of ['XSDT', 'FACP', 'DSDT', 'APIC']) assert.match(con.text, new RegExp(`ACPI: ${sig} 0x[0-9A-F]+ [0-9A-F]+ \\(v0\\d HANGAR HANGARVM`));
     assert.match(con.text, /IOAPIC\[0\]: apic_id 2, version \d+, address 0xfec00000, GSI 0-23/);
     assert.match(con.text, /smpboot: Allowing 2 CPUs, 0 hotplug CPUs/);
+    // The initrd where the loader put it: page aligned at the top of RAM.
+    const rd = /RAMDISK: \[mem 0x([0-9a-f]+)-0x([0-9a-f]+)\]/.exec(con.text);
+    assert.ok(rd, 'kernel reports the initrd');
+    const start = Math.floor((memMib * 2 ** 20 - initrdSize) / 4096) * 4096;
+    assert.equal(parseInt(rd[1]!, 16), start);
+    assert.equal(parseInt(rd[2]!, 16), Math.ceil((start + initrdSize) / 4096) * 4096 - 1);
     assert.equal((await api(vmm.apiSock, 'PUT', '/actions', { action_type: 'Stop' })).status, 204);
     assert.equal((await vmm.exited).code, VMM_EXIT.STOPPED);
     con.close();

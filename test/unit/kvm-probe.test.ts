@@ -37,3 +37,22 @@ test('KVM errors are values naming the ioctl and errno', { skip: fs.existsSync('
     kvm.close();
   }
 });
+
+test('eventfds wake the event loop: each signal burst runs the callback', async () => {
+  const { createEventFd, watchEventFd, signalEventFd } = await import('../../src/kvm/eventfd.js');
+  const { libc } = await import('../../src/kvm/libc.js');
+  const fd = createEventFd();
+  let n = 0;
+  const w = watchEventFd(fd, () => { n++; });
+  try {
+    signalEventFd(fd);
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(n, 1);
+    signalEventFd(fd);
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(n, 2);
+  } finally {
+    w.close();
+    libc.close(fd);
+  }
+});

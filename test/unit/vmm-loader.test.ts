@@ -216,3 +216,23 @@ test('ACPI: RSDP → XSDT → FACP (hardware-reduced, DSDT) and MADT with one en
     mem.free();
   }
 });
+
+test('guest page walk (for crash reports): 2 MiB pages, 4 KiB pages, unmapped and hostile tables', async () => {
+  const { translate } = await import('../../src/vmm/pagewalk.js');
+  const mem = GuestRam.allocate(MEM);
+  try {
+    writePageTables(mem);
+    assert.equal(translate(mem, BigInt(L.PML4), 0x123456n), 0x123456n);
+    assert.equal(translate(mem, BigInt(L.PML4), (3n << 30n) | 0x1234n), (3n << 30n) | 0x1234n);
+    assert.equal(translate(mem, BigInt(L.PML4), 1n << 39n), null, 'PML4 slot 1 is not present');
+    // A 4 KiB mapping: PD entry 10 → page table at 0x200000 whose entry 3 maps 0x300000.
+    mem.writeU64(L.PD_BASE + 10 * 8, 0x200000n | 3n);
+    mem.writeU64(0x200000 + 3 * 8, 0x300000n | 3n);
+    assert.equal(translate(mem, BigInt(L.PML4), (10n << 21n) | (3n << 12n) | 0x42n), 0x300042n);
+    // Hostile: a table pointer far outside RAM answers null instead of throwing.
+    mem.writeU64(L.PD_BASE + 11 * 8, 0xfff000000n | 3n);
+    assert.equal(translate(mem, BigInt(L.PML4), 11n << 21n), null);
+  } finally {
+    mem.free();
+  }
+});
