@@ -99,6 +99,8 @@ export interface VmHandle {
 
 export interface Engine {
   readonly name: EngineName;
+  /** Kernel command line for images that bring none (extra arguments are appended); absent: none. */
+  readonly defaultCmdline?: string;
   capabilities(): Promise<EngineCapabilities>;
   start(config: EngineVmConfig): Promise<VmHandle>;
   /** Reconnects to a VM started earlier; null when its process is gone. */

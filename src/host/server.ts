@@ -16,7 +16,7 @@ import type { WebSocket } from 'ws';
 import { HangarError, ERROR_STATUS, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import {
-  type Image as ImageT, VmName, VmCreateRequest, VmStateRequest, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
+  type Image as ImageT, ImageName, ImageImportRequest, VmName, VmCreateRequest, VmStateRequest, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
 } from './api/schemas.js';
 import { bearerMatches } from './auth.js';
 import type { VmManager, EngineRegistry, ImageProvider } from './vms.js';
@@ -182,6 +182,26 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
 
   app.get('/1.0/images', { schema: { summary: 'Images', response: { 200: syncOf(Type.Array(Image)) } } }, async () =>
     ({ type: 'sync' as const, metadata: (await ctx.images.listImages()) as ImageT[] }));
+
+  const ImageParams = Type.Object({ name: ImageName });
+  app.get('/1.0/images/:name', { schema: { summary: 'One image', params: ImageParams, response: { 200: syncOf(Image), ...errors } } }, async (req) => {
+    const found = ((await ctx.images.listImages()) as ImageT[]).find((i) => i.name === req.params.name);
+    if (!found) throw new HangarError('NOT_FOUND', `no image named "${req.params.name}"`, { image: req.params.name });
+    return { type: 'sync' as const, metadata: found };
+  });
+
+  // Importing copies files on the daemon's own host, which takes well under a second
+  // for a kernel, so it answers synchronously with the new image (201).
+  app.post('/1.0/images', { schema: { summary: 'Import an image from files on the host', body: ImageImportRequest, response: { 201: syncOf(Image), ...errors } } }, async (req, reply) => {
+    if (!ctx.images.importImage) throw new HangarError('UNSUPPORTED', 'this daemon cannot import images');
+    const image = await ctx.images.importImage(req.body);
+    return reply.code(201).send({ type: 'sync' as const, metadata: image });
+  });
+
+  app.delete('/1.0/images/:name', { schema: { summary: 'Delete an imported image', params: ImageParams, response: { 200: syncOf(Type.Object({ name: Type.String() })), ...errors } } }, async (req) => {
+    ctx.vms.deleteImage(req.params.name);
+    return { type: 'sync' as const, metadata: { name: req.params.name } };
+  });
 
   app.get('/1.0/vms', { schema: { summary: 'List VMs', response: { 200: syncOf(Type.Array(Vm)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.vms.list() }));

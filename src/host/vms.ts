@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { HangarError, toHangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Engine, EngineName, EngineVmConfig, VmExit, VmHandle, Accel } from '../engines/engine.js';
-import type { Operation, Vm, VmCreateRequest, VmStateRequest } from './api/schemas.js';
+import type { Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmStateRequest } from './api/schemas.js';
 import type { Store, VmRecord } from './store.js';
 import type { EventBus } from './events.js';
 import type { OperationManager, ReportProgress } from './operations.js';
@@ -31,10 +31,14 @@ export interface ResolvedImage {
   sizeBytes?: number;
 }
 
-/** The part of the image store the VM manager uses (src/host/images). */
+/** The part of the image store the VM manager and the API use (src/host/images). */
 export interface ImageProvider {
   listImages(): Promise<Array<{ name: string }>> | Array<{ name: string }>;
   ensureImage(name: string, onProgress?: (stage: string, percent?: number) => void): Promise<ResolvedImage>;
+  /** Imports an image from files on the host (absent: the API answers UNSUPPORTED). */
+  importImage?(req: ImageImportRequest): Promise<Image>;
+  /** Deletes an imported image; the caller checks that no VM uses it. */
+  deleteImage?(name: string): void;
 }
 
 export type EngineRegistry = Partial<Record<EngineName, Engine>>;
@@ -195,6 +199,16 @@ export class VmManager {
     });
   }
 
+  /** Deletes an imported image, refused (INVALID_STATE) while any VM is defined on it. */
+  deleteImage(image: string): void {
+    if (!this.d.images.deleteImage) throw new HangarError('UNSUPPORTED', 'this daemon cannot delete images');
+    const users = this.d.store.listVms().filter((r) => r.spec.image === image).map((r) => r.name);
+    if (users.length > 0) {
+      throw new HangarError('INVALID_STATE', `image "${image}" is used by VM${users.length > 1 ? 's' : ''} ${users.join(', ')}: delete ${users.length > 1 ? 'them' : 'it'} first`, { image, vms: users });
+    }
+    this.d.images.deleteImage(image);
+  }
+
   async imageNames(): Promise<string[]> {
     return (await this.d.images.listImages()).map((i) => i.name);
   }
@@ -308,13 +322,16 @@ export class VmManager {
     const accel: Accel = rec.spec.engine === 'qemu' ? await this.d.host.defaultAccel() : 'kvm';
     const runDir = this.runDir(name);
     fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
-    const cmdline = [image.cmdline ?? '', rec.spec.cmdline].filter((s) => s.length > 0).join(' ');
+    // The image's command line wins; an image without one boots with the engine's default.
+    const base = image.cmdline ?? engine.defaultCmdline;
+    const parts = [base ?? '', rec.spec.cmdline].filter((s) => s.length > 0);
+    const cmdline = base === undefined && parts.length === 0 ? undefined : parts.join(' ');
     const config: EngineVmConfig = {
       id: rec.id,
       name,
       cpus: rec.spec.cpus,
       memoryBytes: rec.spec.memoryBytes,
-      boot: { kernel: image.kernel, ...(image.initrd ? { initrd: image.initrd } : {}), cmdline },
+      boot: { kernel: image.kernel, ...(image.initrd ? { initrd: image.initrd } : {}), ...(cmdline !== undefined ? { cmdline } : {}) },
       disks: [],
       nics: [],
       accel,

@@ -6,7 +6,7 @@
 import { QemuEngine } from '../engines/qemu/engine.js';
 import { MicroEngine } from '../engines/micro/engine.js';
 import type { Logger } from '../common/log.js';
-import { ensureImage, listImages } from './images/index.js';
+import { deleteImage, ensureImage, importImage, listImages } from './images/index.js';
 import type { EngineRegistry, ImageProvider } from './vms.js';
 
 export function loadEngines(log: Logger): EngineRegistry {
@@ -17,5 +17,5 @@ export function loadEngines(log: Logger): EngineRegistry {
 }
 
 export function loadImages(): ImageProvider {
-  return { ensureImage, listImages };
+  return { ensureImage, listImages, importImage, deleteImage };
 }

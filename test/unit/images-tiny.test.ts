@@ -22,7 +22,9 @@ const { isBzImage, TINY_MODULES } = await import('../../src/host/images/tiny.js'
 
 test('ensureImage("tiny") builds (or finds) a bootable kernel and initramfs', { timeout: 600_000 }, async () => {
   const stages: string[] = [];
-  const img = await ensureImage('tiny', (stage) => stages.push(stage));
+  const ready = await ensureImage('tiny', (stage) => stages.push(stage));
+  assert.ok(ready.initrd !== undefined && ready.cmdline !== undefined, 'the built-in image has an initrd and a command line');
+  const img = { ...ready, initrd: ready.initrd, cmdline: ready.cmdline };
   assert.equal(img.name, 'tiny');
   assert.ok(isBzImage(fs.readFileSync(img.kernel)), 'kernel is a bzImage');
   assert.match(img.cmdline, /console=ttyS0/);

@@ -1,10 +1,43 @@
 /**
- * `hangar image list`: images the daemon can boot, and whether they are built.
+ * `hangar image list|import|delete`: images the daemon can boot, whether
+ * they are built, and images imported from files on the daemon's host.
  */
+import path from 'node:path';
 import type { Command } from 'commander';
+import { HangarError } from '../../common/errors.js';
 import { formatSize } from '../../common/sizes.js';
-import type { Image } from '../../host/api/schemas.js';
+import type { Image, ImageImportRequest } from '../../host/api/schemas.js';
 import { clientFor, formatFor, out, printJson, withJson } from '../context.js';
+
+const IMAGE_NAME_RE = /^[a-z][a-z0-9._-]{0,62}$/;
+
+function checkImageName(name: string): string {
+  if (!IMAGE_NAME_RE.test(name)) {
+    throw new HangarError('INVALID_ARGUMENT', `image name "${name}" is not valid: lower-case letters, digits, dots, dashes and underscores, starting with a letter, at most 63 characters`);
+  }
+  return name;
+}
+
+export interface ImportOptions {
+  kernel: string;
+  initrd?: string;
+  cmdline?: string;
+  description?: string;
+}
+
+/**
+ * Builds the POST /1.0/images body. Paths are made absolute here, against the
+ * CLI's working directory, because the daemon reads them from its own.
+ */
+export function importRequest(name: string, o: ImportOptions, cwd = process.cwd()): ImageImportRequest {
+  checkImageName(name);
+  if (!o.kernel) throw new HangarError('INVALID_ARGUMENT', '--kernel is required');
+  const body: ImageImportRequest = { name, kernel: path.resolve(cwd, o.kernel) };
+  if (o.initrd !== undefined) body.initrd = path.resolve(cwd, o.initrd);
+  if (o.cmdline !== undefined) body.cmdline = o.cmdline;
+  if (o.description !== undefined) body.description = o.description;
+  return body;
+}
 import { renderRows } from '../output.js';
 
 export const IMAGE_HEADERS = ['NAME', 'STATUS', 'SIZE', 'DESCRIPTION'];
@@ -21,6 +54,30 @@ export function registerImageCommands(program: Command): void {
       const images = await clientFor(cmd).get<Image[]>('/1.0/images');
       if (format === 'json') return printJson(images);
       out(renderRows(format, IMAGE_HEADERS, images.map(imageRow)));
+    },
+  );
+
+  withJson(
+    image
+      .command('import')
+      .description("import an image from a kernel (and initrd) on the daemon's host; the daemon keeps its own copy")
+      .argument('<name>', 'image name: lower-case letters, digits, dots, dashes and underscores')
+      .requiredOption('--kernel <path>', 'x86-64 ELF64 kernel or Linux bzImage')
+      .option('--initrd <path>', 'initrd to load with it')
+      .option('--cmdline <args>', "kernel command line (default: the engine's)")
+      .option('--description <text>', 'one line shown by `hangar image list`'),
+  ).action(async (name: string, o: ImportOptions & { json?: boolean }, cmd: Command) => {
+    const img = await clientFor(cmd).call<Image>('POST', '/1.0/images', importRequest(name, o));
+    if (o.json) return printJson(img);
+    out(`Imported image ${img.name} (${img.sizeBytes !== undefined ? formatSize(img.sizeBytes) : '?'})\n`);
+  });
+
+  withJson(image.command('delete').alias('rm').description('delete an imported image (refused while a VM uses it)').argument('<name>', 'image name')).action(
+    async (name: string, o: { json?: boolean }, cmd: Command) => {
+      checkImageName(name);
+      await clientFor(cmd).call('DELETE', `/1.0/images/${encodeURIComponent(name)}`);
+      if (o.json) return printJson({ name, deleted: true });
+      out(`Deleted image ${name}\n`);
     },
   );
 }

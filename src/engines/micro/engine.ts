@@ -20,6 +20,7 @@ import type { Engine, EngineCapabilities, EngineVmConfig, VmExit, VmHandle, VmSt
 import { processAlive, processArgs, processCpuSeconds, processRssBytes } from '../qemu/procfs.js';
 import { probeKvm, type KvmProbe } from '../../kvm/probe.js';
 import { VMM_EXIT, type VmmExitRecord } from '../../vmm/exit-codes.js';
+import { DEFAULT_BOOT_ARGS } from '../../vmm/controller.js';
 import { VmmClient } from './client.js';
 
 export interface MicroEngineOptions {
@@ -166,6 +167,8 @@ class MicroVmHandle implements VmHandle {
 
 export class MicroEngine implements Engine {
   readonly name = 'micro' as const;
+  /** hangar-vmm's own default: serial console on ttyS0 and the i8042 settings its Ctrl-Alt-Del needs. */
+  readonly defaultCmdline = DEFAULT_BOOT_ARGS;
   private readonly log: Logger;
   private readonly startTimeoutMs: number;
   private readonly main: string;

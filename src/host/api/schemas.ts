@@ -134,12 +134,34 @@ export const Image = Type.Object({
   name: Type.String(),
   description: Type.String(),
   status: Type.Union([Type.Literal('ready'), Type.Literal('missing'), Type.Literal('building')]),
+  /** Built into Hangar (built on first use) or imported from files on the host (POST /1.0/images). */
+  origin: Type.Optional(Type.Union([Type.Literal('built-in'), Type.Literal('imported')])),
   sizeBytes: Type.Optional(Type.Integer()),
   kernel: Type.Optional(Type.String()),
   initrd: Type.Optional(Type.String()),
+  /** Absent on an imported image without one: the engine's default command line applies. */
   cmdline: Type.Optional(Type.String()),
+  importedAt: Type.Optional(Type.String()),
 });
 export type Image = Static<typeof Image>;
+
+export const ImageName = Type.String({
+  pattern: '^[a-z][a-z0-9._-]{0,62}$',
+  description: 'Image name: lower-case letters, digits, dots, dashes and underscores, starting with a letter, at most 63 characters',
+});
+
+/** POST /1.0/images: import a kernel (and initrd) from files on the daemon's host. */
+export const ImageImportRequest = Type.Object(
+  {
+    name: ImageName,
+    kernel: Type.String({ minLength: 1, maxLength: 4096, description: 'Absolute path on the host of an x86-64 ELF64 kernel or a Linux bzImage' }),
+    initrd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Absolute path on the host of an initrd' })),
+    cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Kernel command line (default: the engine\'s)' })),
+    description: Type.Optional(Type.String({ maxLength: 256 })),
+  },
+  { additionalProperties: false },
+);
+export type ImageImportRequest = Static<typeof ImageImportRequest>;
 
 export const HostCheck = Type.Object({
   kvm: Type.Object({

@@ -1,6 +1,7 @@
 /**
  * The image catalogue: built-in images, built on first use and cached in
- * imageDir()/<name>/ (vmlinuz, initrd.img, image.json).
+ * imageDir()/<name>/ (vmlinuz, initrd.img, image.json), and images imported
+ * from files on the host (local.ts), which resolve the same way.
  *
  * A build happens in a temporary folder that is renamed into place only when
  * complete, so a crash mid-build leaves no half image. A lock file
@@ -13,6 +14,9 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { imageDir } from '../../common/paths.js';
 import type { Image } from '../api/schemas.js';
 import { buildTiny, TINY_CMDLINE, TINY_DESCRIPTION } from './tiny.js';
+import { deleteLocalImage, getLocalImage, importLocalImage, listLocalImages, type ImportRequest, type LocalImage } from './local.js';
+
+export { IMAGE_NAME_RE, kernelFormat, checkImportRequest, type ImportRequest } from './local.js';
 
 export type ProgressFn = (stage: string, percent?: number) => void;
 
@@ -20,8 +24,10 @@ export type ProgressFn = (stage: string, percent?: number) => void;
 export interface ReadyImage {
   name: string;
   kernel: string;
-  initrd: string;
-  cmdline: string;
+  /** Absent for an imported image without one. */
+  initrd?: string;
+  /** Absent for an imported image without one: the engine's default applies. */
+  cmdline?: string;
   sizeBytes: number;
 }
 
@@ -155,6 +161,10 @@ async function build(name: string, recipe: Recipe, onProgress: ProgressFn): Prom
  * one build. Unknown name → NOT_FOUND.
  */
 export async function ensureImage(name: string, onProgress: ProgressFn = () => {}): Promise<ReadyImage> {
+  if (!isBuiltIn(name)) {
+    const local = getLocalImage(name);
+    if (local) return readyLocal(local);
+  }
   const recipe = recipeFor(name);
   const ready = readReady(name);
   if (ready) return ready;
@@ -166,19 +176,46 @@ export async function ensureImage(name: string, onProgress: ProgressFn = () => {
   return job;
 }
 
-/** Every known image and whether it is built. */
+function readyLocal(i: LocalImage): ReadyImage {
+  return { name: i.name, kernel: i.kernel, ...(i.initrd ? { initrd: i.initrd } : {}), ...(i.cmdline !== undefined ? { cmdline: i.cmdline } : {}), sizeBytes: i.sizeBytes };
+}
+
+function localImageEntry(i: LocalImage): Image {
+  return {
+    name: i.name, description: i.description, status: 'ready', origin: 'imported', sizeBytes: i.sizeBytes, kernel: i.kernel,
+    ...(i.initrd ? { initrd: i.initrd } : {}), ...(i.cmdline !== undefined ? { cmdline: i.cmdline } : {}), importedAt: i.importedAt,
+  };
+}
+
+/** Every known image: the built-in ones (built or not), then the imported ones. */
 export function listImages(): Image[] {
-  return Object.entries(RECIPES).map(([name, recipe]): Image => {
+  const builtIn = Object.entries(RECIPES).map(([name, recipe]): Image => {
     const ready = readReady(name);
     if (ready) {
-      return { name, description: recipe.description, status: 'ready', sizeBytes: ready.sizeBytes, kernel: ready.kernel, initrd: ready.initrd, cmdline: ready.cmdline };
+      return { name, description: recipe.description, status: 'ready', origin: 'built-in', sizeBytes: ready.sizeBytes, kernel: ready.kernel, ...(ready.initrd ? { initrd: ready.initrd } : {}), ...(ready.cmdline !== undefined ? { cmdline: ready.cmdline } : {}) };
     }
     const building = inFlight.has(name) || lockHolder(imagePaths(name).lock) !== null;
-    return { name, description: recipe.description, status: building ? 'building' : 'missing' };
+    return { name, description: recipe.description, status: building ? 'building' : 'missing', origin: 'built-in' };
   });
+  return [...builtIn, ...listLocalImages().filter((i) => !isBuiltIn(i.name)).map(localImageEntry)];
 }
 
 /** Names of the images Hangar knows how to build. */
 export function imageNames(): string[] {
   return Object.keys(RECIPES);
+}
+
+function isBuiltIn(name: string): boolean {
+  return Object.prototype.hasOwnProperty.call(RECIPES, name);
+}
+
+/** Imports an image from files on this host (see local.ts); built-in names are reserved. */
+export async function importImage(req: ImportRequest): Promise<Image> {
+  return localImageEntry(await importLocalImage(req, imageNames()));
+}
+
+/** Deletes an imported image. Built-in ones cannot be deleted (INVALID_ARGUMENT); the caller checks that no VM uses it. */
+export function deleteImage(name: string): void {
+  if (isBuiltIn(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is a built-in image and cannot be deleted`, { image: name });
+  deleteLocalImage(name);
 }
