@@ -105,4 +105,18 @@ export interface Engine {
   start(config: EngineVmConfig): Promise<VmHandle>;
   /** Reconnects to a VM started earlier; null when its process is gone. */
   adopt(config: EngineVmConfig, pid: number): Promise<VmHandle | null>;
+  /**
+   * The pid of this VM's process if one runs now, else null: `hint` (the pid
+   * the daemon recorded) when it is still this VM's process, otherwise the
+   * pid the engine's own files in runDir name (a pid file). A pid counts only
+   * when /proc/<pid>/cmdline names this VM's runDir, so a reused pid is never
+   * reported. Lets a restarted daemon find a VM whose start it never recorded.
+   */
+  findProcess?(config: EngineVmConfig, hint?: number): Promise<number | null>;
+  /**
+   * Ends a process findProcess reported, with SIGKILL, after checking once
+   * more that pid is still this VM's (it is left alone otherwise). Resolves
+   * true once it is gone, false when it would not die within a few seconds.
+   */
+  killProcess?(config: EngineVmConfig, pid: number): Promise<boolean>;
 }

@@ -2,7 +2,7 @@
 /**
  * hangard: the Hangar host daemon.
  *
- *   hangard [--data-dir D] [--socket S] [--listen HOST:PORT] [--log-level L]
+ *   hangard [--data-dir D] [--socket S] [--listen HOST:PORT] [--log-level L] [--events-keep N]
  *
  * Serves the API on a Unix socket (mode 0600) and, with --listen, on TCP
  * behind a bearer token. VMs run as their own processes: stopping or killing
@@ -18,7 +18,7 @@ import { dataDir as defaultDataDir, projectRoot } from '../common/paths.js';
 import { HangarError } from '../common/errors.js';
 import { probeKvm } from '../kvm/probe.js';
 import { qemuVersion } from '../engines/qemu/version.js';
-import { Store } from './store.js';
+import { DEFAULT_EVENTS_KEEP, Store } from './store.js';
 import { OperationManager } from './operations.js';
 import { EventBus } from './events.js';
 import { HostChecker } from './hostcheck.js';
@@ -27,7 +27,14 @@ import { buildServer } from './server.js';
 import { loadOrCreateToken } from './auth.js';
 import { loadEngines, loadImages } from './wiring.js';
 
-const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT] [--log-level LEVEL]';
+const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT] [--log-level LEVEL] [--events-keep N]';
+
+function parseEventsKeep(v: string | undefined): number {
+  if (v === undefined) return DEFAULT_EVENTS_KEEP;
+  const n = /^\d{1,9}$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n)) throw new HangarError('INVALID_ARGUMENT', `--events-keep wants a whole number >= 0 (0 keeps all), got "${v}"`);
+  return n;
+}
 
 function parseListen(v: string): { host: string; port: number } {
   const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(v);
@@ -64,6 +71,7 @@ async function main(): Promise<void> {
       socket: { type: 'string' },
       listen: { type: 'string' },
       'log-level': { type: 'string' },
+      'events-keep': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -75,6 +83,7 @@ async function main(): Promise<void> {
   process.env.HANGAR_DATA_DIR = dataDir;
   const socket = path.resolve(values.socket ?? process.env.HANGAR_SOCKET ?? path.join(dataDir, 'hangard.sock'));
   const listen = values.listen ? parseListen(values.listen) : null;
+  const eventsKeep = parseEventsKeep(values['events-keep']);
   const level = values['log-level'] ?? process.env.HANGAR_LOG_LEVEL ?? 'info';
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
 
@@ -92,7 +101,7 @@ async function main(): Promise<void> {
     log.info({ socket }, 'removed stale socket');
   }
 
-  const store = new Store(dataDir);
+  const store = new Store(dataDir, { eventsKeep });
   const operations = new OperationManager(store, log.child({ component: 'operations' }));
   const failed = operations.recover();
   if (failed > 0) log.warn({ count: failed }, 'operations left running by the previous daemon marked failed');

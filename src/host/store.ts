@@ -117,11 +117,31 @@ function eventFromRow(r: EventRow): LifecycleEvent {
 /** Fields of a VM record that change while it lives. */
 export type VmPatch = Partial<Pick<VmRecord, 'state' | 'pid' | 'accel' | 'startedAt' | 'lastExit'>>;
 
+/** Events kept by default (GET /1.0/events serves what is kept). */
+export const DEFAULT_EVENTS_KEEP = 10_000;
+
+export interface StoreOptions {
+  /**
+   * How many of the newest events to keep; 0 keeps all. Pruning runs on insert,
+   * once per `pruneBatch(keep)` events, so the table holds at most keep + batch - 1.
+   */
+  eventsKeep?: number;
+}
+
+/** Prune once per this many inserts: a tenth of what is kept, between 1 and 1000. */
+export function pruneBatch(keep: number): number {
+  return Math.max(1, Math.min(1000, Math.floor(keep / 10)));
+}
+
 export class Store {
   readonly file: string;
+  readonly eventsKeep: number;
   private readonly db: Database.Database;
 
-  constructor(dataDir: string) {
+  constructor(dataDir: string, opts: StoreOptions = {}) {
+    const keep = opts.eventsKeep ?? DEFAULT_EVENTS_KEEP;
+    if (!Number.isSafeInteger(keep) || keep < 0) throw new HangarError('INVALID_ARGUMENT', `events to keep must be a whole number >= 0, got ${keep}`);
+    this.eventsKeep = keep;
     fs.mkdirSync(dataDir, { recursive: true });
     this.file = path.join(dataDir, 'hangar.db');
     this.db = new Database(this.file);
@@ -130,6 +150,8 @@ export class Store {
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
     this.migrate();
+    // A smaller limit than last time takes effect at once.
+    if (this.eventsKeep > 0) this.pruneEvents();
   }
 
   private migrate(): void {
@@ -263,9 +285,24 @@ export class Store {
 
   insertEvent(at: string, vm: string, type: EventType, reason?: string): LifecycleEvent {
     const info = this.db.prepare('INSERT INTO events (at, vm, type, reason) VALUES (?, ?, ?, ?)').run(at, vm, type, reason ?? null);
-    const e: LifecycleEvent = { seq: Number(info.lastInsertRowid), at, vm, type };
+    const seq = Number(info.lastInsertRowid);
+    // Retention in batches: one range delete on the primary key every pruneBatch inserts,
+    // inside the caller's transaction when there is one, so it commits or rolls back with the event.
+    if (this.eventsKeep > 0 && seq % pruneBatch(this.eventsKeep) === 0) this.pruneEvents(seq);
+    const e: LifecycleEvent = { seq, at, vm, type };
     if (reason !== undefined) e.reason = reason;
     return e;
+  }
+
+  /** Deletes all but the newest `eventsKeep` events (by seq, newest = `lastSeq`). Returns how many went. */
+  pruneEvents(lastSeq?: number): number {
+    if (this.eventsKeep <= 0) return 0;
+    const last = lastSeq ?? ((this.db.prepare('SELECT MAX(seq) AS m FROM events').get() as { m: number | null }).m ?? 0);
+    return this.db.prepare('DELETE FROM events WHERE seq <= ?').run(last - this.eventsKeep).changes;
+  }
+
+  countEvents(): number {
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n;
   }
 
   /** Events with seq > since, oldest first, optionally for one VM. */

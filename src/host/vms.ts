@@ -70,6 +70,22 @@ const ACTIVE_STATES = new Set(['starting', 'running', 'paused', 'stopping']);
 export const DEFAULT_STOP_TIMEOUT_S = 30;
 export const START_FAILED = 'start-failed';
 export const EXITED_WHILE_DOWN = 'exited while the daemon was down';
+/** The daemon died between asking the engine for a start and recording the pid. */
+export const START_INTERRUPTED = 'start interrupted by a daemon restart';
+/** A VM process ran that the record did not know (its start was never recorded) and it answered: adopted. */
+export const ADOPTED_UNRECORDED = 'adopted after a daemon restart: its start had not been recorded';
+/** A VM process of ours that does not answer on its control socket after a daemon restart. */
+export const KILLED_UNRESPONSIVE = 'killed after a daemon restart: its process did not answer';
+/** How long a re-adopted VM may take to report its state before it counts as not answering. */
+const RECOVER_QUERY_MS = 5000;
+/** A test-only hook: when set (to a file path), doStart writes the new pid there and then never returns. */
+const PAUSE_AFTER_SPAWN_ENV = 'HANGAR_TEST_PAUSE_AFTER_SPAWN';
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new HangarError('TIMEOUT', `${what} within ${ms} ms`)), ms); });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
 
 export class VmManager {
   private readonly live = new Map<string, LiveVm>();
@@ -351,6 +367,14 @@ export class VmManager {
       this.d.log.warn({ vm: name, code: err.code, err: err.message }, 'VM failed to start');
       throw new HangarError(err.code === 'INTERNAL' ? 'ENGINE_FAILED' : err.code, `VM "${name}" failed to start: ${err.message}`, { name });
     }
+    const hook = process.env[PAUSE_AFTER_SPAWN_ENV];
+    if (hook) {
+      // Tests of crash recovery: the VM process runs, its pid is not recorded yet, and the
+      // test kills the daemon now. Never set outside tests.
+      fs.writeFileSync(hook, `${handle.pid}\n`);
+      this.d.log.warn({ vm: name, pid: handle.pid }, `${PAUSE_AFTER_SPAWN_ENV}: holding the start before recording it`);
+      await new Promise<never>(() => { /* held until the test kills the daemon */ });
+    }
     const live = this.watch(name, handle);
     this.d.store.transaction(() => {
       this.d.store.updateVm(name, { state: 'running', pid: handle.pid, accel, startedAt: new Date().toISOString() });
@@ -453,36 +477,103 @@ export class VmManager {
     this.d.log.info({ vm: name, reason: exit.reason, detail: exit.detail, asked: live.expectExit }, crashed ? 'VM crashed' : 'VM stopped');
   }
 
-  /** Daemon start: re-adopt VMs that kept running, and mark the others stopped. */
+  /**
+   * Daemon start: reconciles every VM's record with the process that really
+   * runs (rules in docs/api.md, "Recovery after a daemon restart"):
+   * a VM process that answers on its control socket is adopted, whatever the
+   * record says; one that does not answer is killed, by its verified pid; a
+   * record that says the VM runs when no process does is marked stopped.
+   * Each VM ends in one transaction (record and event together). Runs before
+   * the API listens, so no action can interleave.
+   */
   async recover(): Promise<void> {
     for (const rec of this.d.store.listVms()) {
-      if (!ACTIVE_STATES.has(rec.state)) continue;
-      let handle: VmHandle | null = null;
-      const engine = this.d.engines[rec.spec.engine];
-      if (rec.pid !== null && engine) {
-        try {
-          const config = JSON.parse(fs.readFileSync(this.configFile(rec.name), 'utf8')) as EngineVmConfig;
-          handle = await engine.adopt(config, rec.pid);
-        } catch (e) {
-          this.d.log.warn({ vm: rec.name, pid: rec.pid, err: String(e) }, 'could not re-adopt VM');
-          handle = null;
-        }
+      try {
+        await this.reconcile(rec);
+      } catch (e) {
+        // One VM that cannot be reconciled must not keep the daemon from starting.
+        this.d.log.error({ vm: rec.name, err: String(e) }, 'could not reconcile VM with its process');
       }
-      if (!handle) {
-        this.d.store.transaction(() => {
-          this.d.store.updateVm(rec.name, { state: 'stopped', pid: null, startedAt: null, lastExit: { reason: EXITED_WHILE_DOWN, at: new Date().toISOString() } });
-          this.d.events.emit(rec.name, 'stopped', EXITED_WHILE_DOWN);
-        });
-        this.d.log.info({ vm: rec.name }, EXITED_WHILE_DOWN);
-        continue;
-      }
-      const live = this.watch(rec.name, handle);
-      let state: 'running' | 'paused' = rec.state === 'paused' ? 'paused' : 'running';
-      try { state = await handle.queryState(); } catch { /* keep what the record says */ }
-      this.d.store.updateVm(rec.name, { state, pid: handle.pid });
-      this.armExit(rec.name, live);
-      this.d.log.info({ vm: rec.name, pid: handle.pid, state }, 'VM re-adopted');
     }
+  }
+
+  private readConfig(name: string): EngineVmConfig | null {
+    try {
+      return JSON.parse(fs.readFileSync(this.configFile(name), 'utf8')) as EngineVmConfig;
+    } catch {
+      return null;
+    }
+  }
+
+  private async reconcile(rec: VmRecord): Promise<void> {
+    const active = ACTIVE_STATES.has(rec.state);
+    const engine = this.d.engines[rec.spec.engine];
+    // No config: the VM never got as far as an engine start, so no process can exist.
+    const config = engine ? this.readConfig(rec.name) : null;
+    let pid: number | null = null;
+    if (engine && config) {
+      if (engine.findProcess) pid = await engine.findProcess(config, rec.pid ?? undefined);
+      else if (active) pid = rec.pid; // an engine that cannot look: trust the record; adopt() checks it
+    }
+    if (pid === null || !engine || !config) {
+      if (active) this.markStopped(rec.name, rec.pid === null ? START_INTERRUPTED : EXITED_WHILE_DOWN);
+      return;
+    }
+
+    let handle: VmHandle | null = null;
+    let state: 'running' | 'paused' | null = null;
+    let why = 'its control socket is gone';
+    try {
+      handle = await engine.adopt(config, pid);
+      if (handle) state = await withTimeout(handle.queryState(), RECOVER_QUERY_MS, 'the VM did not report its state');
+    } catch (e) {
+      why = toHangarError(e).message;
+    }
+    if (handle && state) {
+      const adopted = handle;
+      const unrecorded = !active || rec.pid !== adopted.pid;
+      const live = this.watch(rec.name, adopted);
+      this.d.store.transaction(() => {
+        this.d.store.updateVm(rec.name, unrecorded
+          ? { state, pid: adopted.pid, accel: config.accel, startedAt: new Date().toISOString() }
+          : { state, pid: adopted.pid });
+        if (unrecorded) this.d.events.emit(rec.name, 'started', ADOPTED_UNRECORDED);
+      });
+      this.armExit(rec.name, live);
+      this.d.log.info({ vm: rec.name, pid: adopted.pid, state, unrecorded }, 'VM re-adopted');
+      return;
+    }
+
+    handle?.detach();
+    // adopt() gave up: the process ended just now, or it lives but does not answer.
+    const still = engine.findProcess ? await engine.findProcess(config, pid) : null;
+    if (still === null) {
+      if (active) this.markStopped(rec.name, rec.pid === null ? START_INTERRUPTED : EXITED_WHILE_DOWN);
+      return;
+    }
+    if (!engine.killProcess) {
+      this.d.log.error({ vm: rec.name, pid: still, why }, 'VM process does not answer and this engine cannot end it; left running');
+      if (active) this.markStopped(rec.name, rec.pid === null ? START_INTERRUPTED : EXITED_WHILE_DOWN);
+      return;
+    }
+    const gone = await engine.killProcess(config, still);
+    const detail = `its process (pid ${still}) did not answer (${why}) and was ${gone ? 'killed' : 'sent SIGKILL but still runs'}`;
+    if (!gone) this.d.log.error({ vm: rec.name, pid: still }, 'a stray VM process would not die');
+    const reason = active && rec.pid === null ? START_INTERRUPTED : KILLED_UNRESPONSIVE;
+    this.d.store.transaction(() => {
+      // A record that already says stopped or crashed keeps its state and last exit; the event tells.
+      if (active) this.d.store.updateVm(rec.name, { state: 'stopped', pid: null, startedAt: null, lastExit: { reason, detail, at: new Date().toISOString() } });
+      this.d.events.emit(rec.name, 'stopped', `${reason}: ${detail}`);
+    });
+    this.d.log.warn({ vm: rec.name, pid: still, gone, why }, 'killed a VM process that did not answer after a daemon restart');
+  }
+
+  private markStopped(name: string, reason: string): void {
+    this.d.store.transaction(() => {
+      this.d.store.updateVm(name, { state: 'stopped', pid: null, startedAt: null, lastExit: { reason, at: new Date().toISOString() } });
+      this.d.events.emit(name, 'stopped', reason);
+    });
+    this.d.log.info({ vm: name, reason }, 'VM marked stopped');
   }
 
   /** Daemon stop: drop control connections, leave every VM running. */

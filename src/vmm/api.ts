@@ -87,7 +87,20 @@ export async function route(ctl: VmmController, method: string, url: string, bod
 
 export class ControlServer {
   private server: http.Server | null = null;
+  private firstAnswerHook: (() => void) | undefined;
   constructor(private readonly ctl: VmmController) {}
+
+  /** Runs `fn` once, right after the first answer has been written (hangar-vmm preloads the VM's modules then). */
+  afterFirstAnswer(fn: () => void): void {
+    this.firstAnswerHook = fn;
+  }
+
+  private answered(): void {
+    const fn = this.firstAnswerHook;
+    if (!fn) return;
+    this.firstAnswerHook = undefined;
+    setImmediate(fn);
+  }
 
   async listen(path: string): Promise<void> {
     try { fs.unlinkSync(path); } catch { /* not there */ }
@@ -101,6 +114,7 @@ export class ControlServer {
           const he = toHangarError(e);
           send(res, he.status, { fault_message: he.message, code: he.code });
         }
+        this.answered();
       })();
     });
     srv.keepAliveTimeout = 60_000;

@@ -29,9 +29,23 @@ export class VmmController {
   private starting = false;
   private exitListeners: Array<(e: MachineExit) => void> = [];
   readonly processStartNs = process.hrtime.bigint();
+  /** When InstanceStart was received (monotonic ns). */
+  instanceStartNs?: bigint;
 
-  constructor(readonly id: string, private readonly log: Logger, private readonly console: ConsoleHub) {
+  private log?: Logger;
+
+  /**
+   * `log` may be a loader: hangar-vmm passes one so the logging library is loaded only once
+   * the control socket answers (see main.ts), not on the path to it.
+   */
+  constructor(readonly id: string, private readonly logSource: Logger | (() => Promise<Logger>), private readonly console: ConsoleHub) {
+    if (typeof logSource !== 'function') this.log = logSource;
     console.setInput((b) => this.machine?.consoleInput(b));
+  }
+
+  private async logger(): Promise<Logger> {
+    if (!this.log) this.log = await (this.logSource as () => Promise<Logger>)();
+    return this.log;
   }
 
   onExit(fn: (e: MachineExit) => void): void {
@@ -76,8 +90,11 @@ export class VmmController {
     this.mustBeConfigurable();
     if (!this.bootSource) throw new HangarError('INVALID_STATE', 'InstanceStart: set /boot-source first');
     this.starting = true;
+    this.instanceStartNs = process.hrtime.bigint();
     try {
-      // Loaded on first start, so the control socket answers before KVM and the FFI are even loaded.
+      // Loaded on first start (or preloaded once the socket answers, see main.ts), so the control
+      // socket answers before KVM and the FFI are even loaded.
+      const log = await this.logger();
       const { Machine } = await import('./machine.js');
       const m = await Machine.create({
         vcpus: this.machineConfig.vcpu_count,
@@ -89,11 +106,11 @@ export class VmmController {
         nets: [...this.nets.values()],
         rng: this.entropy,
         conservativeCpuid: this.machineConfig.conservative_cpuid ?? true,
-      }, this.log, (b) => this.console.write(b));
+      }, log, (b) => this.console.write(b));
       this.machine = m;
       void m.exited.then((e) => { for (const f of this.exitListeners) f(e); });
       await m.start();
-      this.log.info({ kernel: m.kernel?.kind, entry: m.kernel?.entry, cmdline: m.kernel?.cmdline, unavailable: m.unavailable }, 'VM started');
+      log.info({ kernel: m.kernel?.kind, entry: m.kernel?.entry, cmdline: m.kernel?.cmdline, unavailable: m.unavailable }, 'VM started');
     } finally {
       this.starting = false;
     }
@@ -123,10 +140,21 @@ export class VmmController {
   metrics(): Record<string, unknown> {
     const mem = process.memoryUsage();
     const ns = (t?: bigint) => (t === undefined ? null : Number(t - this.processStartNs) / 1e6);
+    const first = this.machine?.firstRun(0);
     return {
       state: this.state,
-      process: { pid: process.pid, rss_bytes: mem.rss, heap_used_bytes: mem.heapUsed, cpu_us: process.cpuUsage() },
-      timing_ms: { run_start: ns(this.machine?.runStartNs), first_console_byte: ns(this.machine?.firstOutputNs) },
+      process: { pid: process.pid, rss_bytes: mem.rss, heap_used_bytes: mem.heapUsed, heap_total_bytes: mem.heapTotal, external_bytes: mem.external, cpu_us: process.cpuUsage() },
+      // Milliseconds since this controller was created at start-up, on the monotonic clock every thread shares.
+      // first_vcpu_entry / first_guest_exit are the boot vCPU's first KVM_RUN call and the first time it
+      // returned with an exit: for a guest whose first instruction exits (guests/first-insn.c), the
+      // moment that instruction ran, plus the exit's way back into the vCPU thread.
+      timing_ms: {
+        instance_start: ns(this.instanceStartNs),
+        run_start: ns(this.machine?.runStartNs),
+        first_vcpu_entry: ns(first?.entryNs),
+        first_guest_exit: ns(first?.exitNs),
+        first_console_byte: ns(this.machine?.firstOutputNs),
+      },
       console_bytes: this.console.bytesOut,
       ...(this.machine ? { vm: this.machine.metrics() } : {}),
     };

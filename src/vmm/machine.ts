@@ -13,10 +13,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
+import { VCPU_WORKER_LIMITS } from './process-flags.js';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { HangarError, toHangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { CAP } from '../kvm/abi.js';
+import { CAP, EXIT_NAMES } from '../kvm/abi.js';
 import { Kvm, type Vcpu, type Vm } from '../kvm/kvm.js';
 import { libc } from '../kvm/libc.js';
 import { KvmRunView } from '../kvm/run.js';
@@ -37,7 +38,7 @@ import * as L from './layout.js';
 import { GuestRam } from './memory.js';
 import { translate } from './pagewalk.js';
 import {
-  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
+  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR, COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
   MB_BYTES, MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_KIND, MB_RESPONSE, MB_SIZE, MB_STATE, MB_WRITE, type VcpuExitReason, type VcpuWorkerData,
   type WorkerMessage,
 } from './vcpu-protocol.js';
@@ -92,11 +93,11 @@ function workerUrl(): { url: URL; ts: boolean } {
 
 function startWorker(data: VcpuWorkerData): Worker {
   const { url, ts } = workerUrl();
-  if (!ts) return new Worker(url, { workerData: data });
+  if (!ts) return new Worker(url, { workerData: data, resourceLimits: VCPU_WORKER_LIMITS });
   // .ts workers do not load under tsx directly: register tsx inside the worker first.
   const tsxApi = pathToFileURL(fileURLToPath(import.meta.resolve('tsx/esm/api'))).href;
   const src = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); });`;
-  return new Worker(src, { eval: true, workerData: data });
+  return new Worker(src, { eval: true, workerData: data, resourceLimits: VCPU_WORKER_LIMITS });
 }
 
 export class Machine extends EventEmitter {
@@ -314,6 +315,7 @@ export class Machine extends EventEmitter {
         vcpu, run: new KvmRunView(vcpu.runAddr, vcpu.runSize), ctl: new Int32Array(ctlSab), mb: new Int32Array(mbSab),
         mbData: new Uint8Array(mbSab, MB_DATA_OFFSET, MB_DATA_SIZE), counters: new Float64Array(cSab), paused: false, exited: false,
       });
+      this.slots[i]!.counters.fill(-1, COUNTER_FIRST_EXIT_REASON, COUNTER_FIRST_EXIT_ADDR + 1);
     }
   }
 
@@ -509,8 +511,30 @@ export class Machine extends EventEmitter {
     this.serial.input(bytes);
   }
 
+  /**
+   * Start-up timestamps of one vCPU (monotonic ns, as process.hrtime.bigint()): its first
+   * KVM_RUN call, and the first time KVM_RUN came back with an exit, with that exit's reason
+   * (KVM_EXIT_*) and port or address. Undefined while it has not happened.
+   */
+  firstRun(index: number): { entryNs?: bigint; exitNs?: bigint; exitReason?: number; exitAddr?: number } {
+    const c = this.slots[index]?.counters;
+    if (!c) return {};
+    const at = (w: number) => (c[w]! > 0 ? BigInt(c[w]!) : undefined);
+    const r: { entryNs?: bigint; exitNs?: bigint; exitReason?: number; exitAddr?: number } = {};
+    const entryNs = at(COUNTER_FIRST_ENTRY_NS), exitNs = at(COUNTER_FIRST_EXIT_NS);
+    if (entryNs !== undefined) r.entryNs = entryNs;
+    if (exitNs !== undefined) { r.exitNs = exitNs; r.exitReason = c[COUNTER_FIRST_EXIT_REASON]!; r.exitAddr = c[COUNTER_FIRST_EXIT_ADDR]!; }
+    return r;
+  }
+
   metrics(): Record<string, unknown> {
-    const vcpus = this.slots.map((s, i) => ({ index: i, exits: s.counters[COUNTER_EXITS], pioExits: s.counters[COUNTER_PIO], mmioExits: s.counters[COUNTER_MMIO] }));
+    const vcpus = this.slots.map((s, i) => {
+      const f = this.firstRun(i);
+      return {
+        index: i, exits: s.counters[COUNTER_EXITS], pioExits: s.counters[COUNTER_PIO], mmioExits: s.counters[COUNTER_MMIO],
+        firstExitReason: f.exitReason === undefined ? null : (EXIT_NAMES[f.exitReason] ?? `EXIT_${f.exitReason}`), firstExitAddr: f.exitAddr ?? null,
+      };
+    });
     const devices: Record<string, unknown> = { serial0: this.serial.metrics(), i8042: this.i8042.metrics() };
     for (const r of this.mmio.devices()) devices[r.device.name] = r.device.metrics();
     return { state: this.state, vcpus, devices, mmioBus: busMetrics(this.mmio), pioBus: busMetrics(this.pio), memBytes: this.cfg.memBytes, guestRamResidentBytes: this.mem.residentBytes() };

@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { createLogger } from '../common/log.js';
+import type { Logger } from '../common/log.js';
 import { toHangarError } from '../common/errors.js';
 import { ControlServer } from './api.js';
 import { parseConfigFile } from './config.js';
@@ -53,10 +53,14 @@ async function main(): Promise<void> {
   if (!args['api-sock'] && !args.config) usage('one of --api-sock or --config is required');
   if (args.console !== undefined && args.console !== 'stdio' && args.console !== 'none') usage('--console must be stdio or none');
 
-  const log = createLogger('hangar-vmm', args['log-level'] ?? process.env.HANGAR_LOG_LEVEL ?? 'warn');
+  const level = args['log-level'] ?? process.env.HANGAR_LOG_LEVEL ?? 'warn';
+  // The logging library (pino, ~18 ms and a few MiB to load) and the machine model (KVM FFI,
+  // boot loaders, devices) are not needed to answer the control API: they load after it listens.
+  let logger: Promise<Logger> | undefined;
+  const loadLogger = (): Promise<Logger> => (logger ??= import('../common/log.js').then((m) => m.createLogger('hangar-vmm', level)));
   const id = args.id ?? 'vm';
   const hub = new ConsoleHub();
-  const ctl = new VmmController(id, log, hub);
+  const ctl = new VmmController(id, loadLogger, hub);
   const api = new ControlServer(ctl);
   const exitFile = args['exit-file'];
 
@@ -103,10 +107,22 @@ async function main(): Promise<void> {
     }
     if (args['api-sock']) await api.listen(args['api-sock']);
     if (args.config) await ctl.start();
+    else api.afterFirstAnswer(() => preload(loadLogger));
   } catch (e) {
     const he = toHangarError(e);
     finish({ code: VMM_EXIT.ERROR, reason: 'error', detail: `${he.code}: ${he.message}` });
   }
+}
+
+/**
+ * Loads what InstanceStart will need while the client is still configuring the VM (after the
+ * first API answer, so that answer does not wait for it), so it is not on the InstanceStart →
+ * first guest instruction path. Failures are ignored here: InstanceStart loads the same
+ * modules again and reports the error.
+ */
+function preload(loadLogger: () => Promise<Logger>): void {
+  loadLogger().catch(() => {});
+  import('./machine.js').catch(() => {});
 }
 
 void main();

@@ -52,7 +52,18 @@ export interface VcpuWorkerData {
 export const COUNTER_PIO = 0;
 export const COUNTER_MMIO = 1;
 export const COUNTER_EXITS = 2;
-export const COUNTER_WORDS = 4;
+/**
+ * Start-up timestamps, in ns of the monotonic clock that process.hrtime.bigint() reads in
+ * every thread (0 = not yet): just before this vCPU's first KVM_RUN, and just after the first
+ * KVM_RUN that returned an exit (not EINTR) — the first time the guest gave the CPU back.
+ * Float64 holds them exactly (below 2^53 ns, i.e. 104 days of uptime).
+ */
+export const COUNTER_FIRST_ENTRY_NS = 3;
+export const COUNTER_FIRST_EXIT_NS = 4;
+/** KVM exit reason of that first exit, and its port (IO) or guest-physical address (MMIO); -1 = none yet. */
+export const COUNTER_FIRST_EXIT_REASON = 5;
+export const COUNTER_FIRST_EXIT_ADDR = 6;
+export const COUNTER_WORDS = 8;
 
 /** Why a vCPU left its run loop for good. */
 export type VcpuExitReason = 'poweroff' | 'reboot' | 'crashed' | 'stopped';

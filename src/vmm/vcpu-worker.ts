@@ -11,7 +11,8 @@ import { Vcpu } from '../kvm/kvm.js';
 import { libc, errnoName } from '../kvm/libc.js';
 import { KvmRunView, emulationFailureBytes } from '../kvm/run.js';
 import {
-  CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_RELEASED, COUNTER_EXITS, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
+  CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_RELEASED, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR,
+  COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
   MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_IDLE, MB_KIND, MB_REQUEST, MB_SIZE, MB_STATE, MB_WRITE, type VcpuExitReason, type VcpuWorkerData,
   type WorkerMessage,
 } from './vcpu-protocol.js';
@@ -25,6 +26,17 @@ const mb = new Int32Array(data.mailbox);
 const mbData = new Uint8Array(data.mailbox, MB_DATA_OFFSET, MB_DATA_SIZE);
 const counters = new Float64Array(data.counters);
 const EINTR = 4, EAGAIN = 11;
+/** True until the guest has exited to us once (start-up timing, see COUNTER_FIRST_EXIT_NS). */
+let firstExitPending = true;
+
+/** Records when and why the guest first gave the CPU back. */
+function recordFirstExit(): void {
+  counters[COUNTER_FIRST_EXIT_NS] = Number(process.hrtime.bigint());
+  const reason = run.exitReason;
+  counters[COUNTER_FIRST_EXIT_REASON] = reason;
+  counters[COUNTER_FIRST_EXIT_ADDR] = reason === EXIT.IO ? run.ioPort : reason === EXIT.MMIO ? run.mmioPhysAddr : -1;
+  firstExitPending = false;
+}
 
 function post(m: WorkerMessage): void {
   port.postMessage(m);
@@ -72,7 +84,9 @@ function loop(): void {
       if (Atomics.load(ctl, CTL_CMD) === CMD_RUN) post({ t: 'resumed', index: data.index });
       continue;
     }
+    if (counters[COUNTER_FIRST_ENTRY_NS] === 0) counters[COUNTER_FIRST_ENTRY_NS] = Number(process.hrtime.bigint());
     const r = vcpu.run();
+    if (firstExitPending && r >= 0) recordFirstExit();
     if (r < 0) {
       const e = -r;
       if (e === EINTR || e === EAGAIN) { run.immediateExit = false; continue; }

@@ -2,12 +2,16 @@
  * VMs outlive the daemon: SIGKILL or SIGTERM of hangard leaves the QEMU
  * process running, the next daemon re-adopts it (console still answers);
  * a VM that died while no daemon watched is recorded stopped; a QEMU
- * process killed behind the daemon's back is reported crashed.
+ * process killed behind the daemon's back is reported crashed; a daemon
+ * killed in the middle of a start (QEMU runs, its pid not yet recorded)
+ * leaves no orphan: the next daemon adopts that QEMU if it answers on QMP
+ * and kills exactly its pid if it does not.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { startDaemon, waitOperation, ConsoleSession, type TestDaemon } from '../helpers/daemon.js';
+import path from 'node:path';
+import { startDaemon, waitOperation, ConsoleSession, type TestDaemon, type StartDaemonOptions } from '../helpers/daemon.js';
 import { TINY_PROMPT } from '../../src/host/images/tiny.js';
 
 let d: TestDaemon;
@@ -120,4 +124,108 @@ test('QEMU killed behind the daemon\'s back: the VM is reported crashed', { time
   await waitDead(pid2);
   assert.equal((await d.request('GET', '/1.0/vms/victim')).status, 404);
   assert.equal((await eventsOf('victim')).at(-1)!.type, 'deleted');
+});
+
+/**
+ * A daemon of its own, started with HANGAR_TEST_PAUSE_AFTER_SPAWN: its next
+ * VM start holds after QEMU runs and before the pid is recorded, and writes
+ * that pid to a file. Killing the daemon then is a crash mid-start, every time.
+ */
+async function crashMidStart(name: string): Promise<{ md: TestDaemon; qemuPid: number; strays: Set<number> }> {
+  const opts: StartDaemonOptions = { env: {} };
+  const md = await startDaemon(opts);
+  const marker = path.join(md.dataDir, 'spawned.pid');
+  opts.env!.HANGAR_TEST_PAUSE_AFTER_SPAWN = marker;
+  await md.restart(); // now with the hook
+  const res = await md.request('POST', '/1.0/vms', { name, image: 'tiny', memory: '128M' });
+  assert.equal(res.status, 202, JSON.stringify(res.body));
+  while (!fs.existsSync(marker) || !/\n$/.test(fs.readFileSync(marker, 'utf8'))) await new Promise((r) => setTimeout(r, 50));
+  const qemuPid = Number(fs.readFileSync(marker, 'utf8'));
+  const strays = new Set([qemuPid]);
+  const v = (await md.request('GET', `/1.0/vms/${name}`)).body.metadata;
+  assert.equal(v.state, 'starting');
+  assert.equal(v.runtime.pid, null, 'the daemon has not recorded the pid yet');
+  assert.ok(fs.readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8').includes(md.dataDir), 'the marker names our QEMU');
+  await md.kill9();
+  assert.ok(pidAlive(qemuPid), 'QEMU outlives the daemon');
+  delete opts.env!.HANGAR_TEST_PAUSE_AFTER_SPAWN;
+  return { md, qemuPid, strays };
+}
+
+/** True while pid exists and is not a zombie (a killed QEMU whose parent, the dead daemon, left it to init to reap). */
+function qemuRuns(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\S+ \(.*\) [ZX] /s.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+/** Kills what a test left running, by pid, only if it is still a process of that daemon's data directory. */
+async function killStrays(md: TestDaemon | undefined, strays: Set<number>): Promise<void> {
+  for (const pid of strays) {
+    let mine = false;
+    try { mine = md !== undefined && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(md.dataDir); } catch { /* gone */ }
+    if (mine) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } await waitDead(pid); }
+  }
+  await md?.cleanup();
+}
+
+test('daemon killed mid-start, QEMU answers: the next daemon adopts it and says so', { timeout: 120_000 }, async () => {
+  let md: TestDaemon | undefined;
+  let strays = new Set<number>();
+  try {
+    const c = await crashMidStart('mid');
+    md = c.md; strays = c.strays;
+    await md.restart();
+    const v = (await md.request('GET', '/1.0/vms/mid')).body.metadata;
+    assert.equal(v.state, 'running');
+    assert.equal(v.runtime.pid, c.qemuPid, 'the very QEMU that was spawned before the crash');
+    const ev = (await md.request('GET', '/1.0/events?vm=mid')).body.metadata as Array<{ type: string; reason?: string }>;
+    assert.deepEqual(ev.map((e) => e.type), ['created', 'started']);
+    assert.equal(ev[1]!.reason, 'adopted after a daemon restart: its start had not been recorded');
+    // The operation the crash cut short is failed, not left running.
+    const ops = (await md.request('GET', '/1.0/operations')).body.metadata as Array<{ description: string; status: string }>;
+    assert.equal(ops.find((o) => o.description === 'Launching VM mid')?.status, 'failure');
+    // The adopted QEMU is controlled and supervised like any other.
+    const con = await ConsoleSession.open(md, 'mid');
+    await con.waitForPrompt(TINY_PROMPT);
+    await con.close();
+    const op = await waitOperation(md, await md.request('PUT', '/1.0/vms/mid/state', { action: 'stop', force: true }));
+    assert.equal(op.status, 'success', JSON.stringify(op));
+    await waitDead(c.qemuPid);
+    assert.equal((await md.request('GET', '/1.0/vms/mid')).body.metadata.state, 'stopped');
+  } finally {
+    await killStrays(md, strays);
+  }
+});
+
+test('daemon killed mid-start, QEMU does not answer: the next daemon kills exactly that pid', { timeout: 120_000 }, async () => {
+  let md: TestDaemon | undefined;
+  let strays = new Set<number>();
+  try {
+    const c = await crashMidStart('deaf');
+    md = c.md; strays = c.strays;
+    // A stopped process keeps its QMP socket but never answers on it.
+    process.kill(c.qemuPid, 'SIGSTOP');
+    await md.restart();
+    assert.ok(!qemuRuns(c.qemuPid), `the unanswering QEMU was killed before the daemon served requests; ${fs.readFileSync(path.join(md.dataDir, 'hangard.log'), 'utf8').slice(-3000)}`);
+    const v = (await md.request('GET', '/1.0/vms/deaf')).body.metadata;
+    assert.equal(v.state, 'stopped');
+    assert.equal(v.runtime.pid, null);
+    assert.equal(v.runtime.lastExit.reason, 'start interrupted by a daemon restart');
+    assert.match(v.runtime.lastExit.detail, new RegExp(`pid ${c.qemuPid}\\).*killed`));
+    const ev = (await md.request('GET', '/1.0/events?vm=deaf')).body.metadata as Array<{ type: string; reason?: string }>;
+    assert.deepEqual(ev.map((e) => e.type), ['created', 'stopped']);
+    assert.match(ev[1]!.reason ?? '', /^start interrupted by a daemon restart: /);
+    // And the VM starts cleanly again.
+    const op = await waitOperation(md, await md.request('PUT', '/1.0/vms/deaf/state', { action: 'start' }));
+    assert.equal(op.status, 'success', JSON.stringify(op));
+    const pid2 = (await md.request('GET', '/1.0/vms/deaf')).body.metadata.runtime.pid as number;
+    strays.add(pid2);
+    assert.notEqual(pid2, c.qemuPid);
+  } finally {
+    await killStrays(md, strays);
+  }
 });

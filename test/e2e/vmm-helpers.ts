@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { projectRoot } from '../../src/common/paths.js';
+import { VMM_NODE_FLAGS } from '../../src/vmm/process-flags.js';
 
 export const kvmUsable = (() => {
   try { fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK); return true; } catch { return false; }
@@ -47,14 +48,14 @@ export interface VmmProcess {
   cleanup(): Promise<void>;
 }
 
-/** Starts hangar-vmm with an API socket, console socket and console log in a fresh temp folder. */
+/** Starts hangar-vmm (with the runtime flags of VMM_NODE_FLAGS, as the micro engine does) with an API socket, console socket and console log in a fresh temp folder. */
 export async function startVmm(extraArgs: string[] = [], opts: { config?: unknown } = {}): Promise<VmmProcess> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-vmm-test-'));
   const apiSock = path.join(dir, 'api.sock');
   const consoleSock = path.join(dir, 'console.sock');
   const consoleLog = path.join(dir, 'console.log');
   const exitFile = path.join(dir, 'exit.json');
-  const args = [vmmMain(), '--api-sock', apiSock, '--console-sock', consoleSock, '--console-log', consoleLog, '--exit-file', exitFile, ...extraArgs];
+  const args = [...VMM_NODE_FLAGS, vmmMain(), '--api-sock', apiSock, '--console-sock', consoleSock, '--console-log', consoleLog, '--exit-file', exitFile, ...extraArgs];
   if (opts.config !== undefined) {
     const cfg = path.join(dir, 'vm.json');
     fs.writeFileSync(cfg, JSON.stringify(opts.config));

@@ -28,6 +28,8 @@ class FakeHandle implements VmHandle {
   readonly engine = 'qemu' as const;
   state: 'running' | 'paused' = 'running';
   ignoresPowerButton = false;
+  /** A process that lives but does not answer on its control socket. */
+  deaf = false;
   private listeners: Array<(e: VmExit) => void> = [];
   exitInfo: VmExit | null = null;
   shutdownRequests = 0;
@@ -39,7 +41,10 @@ class FakeHandle implements VmHandle {
     if (!this.ignoresPowerButton) setTimeout(() => this.exit({ reason: 'poweroff' }), 5);
   }
   async kill(): Promise<void> { this.exit({ reason: 'killed', detail: 'killed on request' }); }
-  async queryState(): Promise<'running' | 'paused'> { return this.state; }
+  async queryState(): Promise<'running' | 'paused'> {
+    if (this.deaf) throw new HangarError('TIMEOUT', 'no answer');
+    return this.state;
+  }
   async stats() { return { pid: this.pid, rssBytes: 1234, cpuSeconds: 0.5, state: this.state }; }
   async openConsole(): Promise<Duplex> { return new PassThrough(); }
   onExit(l: (e: VmExit) => void): void { if (this.exitInfo) l(this.exitInfo); else this.listeners.push(l); }
@@ -66,8 +71,31 @@ class FakeEngine implements Engine {
     this.handles.push(h);
     return h;
   }
-  async adopt(_config: EngineVmConfig, pid: number): Promise<VmHandle | null> {
-    return this.handles.find((h) => h.pid === pid && !h.exitInfo) ?? null;
+  /** How adopt() treats a deaf process: QEMU's engine throws, the micro engine answers null. */
+  deafAdopt: 'throw' | 'null' | 'handle' = 'throw';
+  /** pids killProcess was asked to end. */
+  killed: number[] = [];
+  private alive(pid: number, runDir: string): FakeHandle | null {
+    return this.handles.find((h) => h.pid === pid && !h.exitInfo && h.config.runDir === runDir) ?? null;
+  }
+  async adopt(config: EngineVmConfig, pid: number): Promise<VmHandle | null> {
+    const h = this.alive(pid, config.runDir);
+    if (h?.deaf && this.deafAdopt === 'throw') throw new HangarError('ENGINE_FAILED', `pid ${pid} does not answer`);
+    if (h?.deaf && this.deafAdopt === 'null') return null;
+    return h;
+  }
+  /** The hint if it is this VM's live process, else the newest live process started in this runDir (its "pid file"). */
+  async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
+    if (hint !== undefined && this.alive(hint, config.runDir)) return hint;
+    const h = [...this.handles].reverse().find((x) => x.config.runDir === config.runDir);
+    return h && !h.exitInfo ? h.pid : null;
+  }
+  async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {
+    const h = this.alive(pid, config.runDir);
+    if (!h) return true;
+    this.killed.push(pid);
+    h.exit({ reason: 'killed' });
+    return true;
   }
 }
 
@@ -277,4 +305,134 @@ test('two creates of one name at the same moment: one wins, the other is ALREADY
   const won = a.status === 202 ? a : b;
   assert.equal((await settle(won)).status, 'success');
   assert.equal(store.listVms().length, 1);
+});
+
+// --- reconcile on daemon start: records against the processes that really run -----------------
+
+/** Launches VM `name`, then "kills the daemon" and rewrites its record as a crash at that point would leave it. */
+async function crashAfterStart(name: string, left: { state: 'starting' | 'stopped' | 'running'; pid: 'none' | 'kept' }): Promise<FakeHandle> {
+  await settle(await call('POST', '/1.0/vms', { name, image: 'tiny' }));
+  const h = engine.handles.at(-1)!;
+  vms.shutdown();
+  store.updateVm(name, { state: left.state, pid: left.pid === 'kept' ? h.pid : null, ...(left.state === 'running' ? {} : { startedAt: null }) });
+  return h;
+}
+
+async function restartDaemon(): Promise<{ vms: VmManager; ops: OperationManager }> {
+  const next = build();
+  next.ops.recover();
+  await next.vms.recover();
+  vms = next.vms; // afterEach shuts it down
+  return next;
+}
+
+function lastEvent(vm: string) {
+  return store.listEvents({ vm }).at(-1)!;
+}
+
+test('reconcile: died mid-start (starting, no pid), the process answers → adopted, event says so, exits are watched', async () => {
+  const h = await crashAfterStart('a', { state: 'starting', pid: 'none' });
+  const m = (await restartDaemon()).vms;
+  const r = store.requireVm('a');
+  assert.equal(r.state, 'running');
+  assert.equal(r.pid, h.pid);
+  assert.ok(r.startedAt);
+  assert.deepEqual(engine.killed, []);
+  assert.deepEqual(lastEvent('a'), { ...lastEvent('a'), type: 'started', reason: 'adopted after a daemon restart: its start had not been recorded' });
+  // Supervised from now on: a crash is recorded.
+  h.exit({ reason: 'crashed', detail: 'boom' });
+  await new Promise((r2) => setImmediate(r2));
+  assert.equal(store.requireVm('a').state, 'crashed');
+  assert.equal((await m.get('a')).runtime.pid, null);
+});
+
+test('reconcile: died mid-start, the process does not answer (adopt throws) → exactly that pid killed, stopped "start interrupted"', async () => {
+  const h = await crashAfterStart('a', { state: 'starting', pid: 'none' });
+  h.deaf = true;
+  await restartDaemon();
+  assert.deepEqual(engine.killed, [h.pid]);
+  const r = store.requireVm('a');
+  assert.equal(r.state, 'stopped');
+  assert.equal(r.pid, null);
+  assert.equal(r.lastExit?.reason, 'start interrupted by a daemon restart');
+  assert.match(r.lastExit?.detail ?? '', new RegExp(`pid ${h.pid}.*killed`));
+  const e = lastEvent('a');
+  assert.equal(e.type, 'stopped');
+  assert.match(e.reason ?? '', /^start interrupted by a daemon restart: /);
+});
+
+test('reconcile: a deaf process the engine cannot adopt (adopt answers null, micro-style) is still found and killed', async () => {
+  const h = await crashAfterStart('a', { state: 'running', pid: 'kept' });
+  h.deaf = true;
+  engine.deafAdopt = 'null';
+  await restartDaemon();
+  assert.deepEqual(engine.killed, [h.pid]);
+  assert.equal(store.requireVm('a').state, 'stopped');
+  assert.equal(store.requireVm('a').lastExit?.reason, 'killed after a daemon restart: its process did not answer');
+});
+
+test('reconcile: adopted, but the state query fails → killed, not left half-adopted', async () => {
+  const h = await crashAfterStart('a', { state: 'running', pid: 'kept' });
+  h.deaf = true;
+  engine.deafAdopt = 'handle';
+  const m = await restartDaemon();
+  assert.deepEqual(engine.killed, [h.pid]);
+  assert.equal(store.requireVm('a').state, 'stopped');
+  // The manager holds no process for it: a start starts a new one.
+  const op = await m.ops.wait(m.vms.changeState('a', { action: 'start' }).id, 10_000);
+  assert.equal(op.status, 'success', JSON.stringify(op));
+  assert.equal(store.requireVm('a').state, 'running');
+  assert.equal(engine.handles.length, 2);
+});
+
+test('reconcile: died mid-start and the process is gone too → stopped "start interrupted", nothing killed', async () => {
+  const h = await crashAfterStart('a', { state: 'starting', pid: 'none' });
+  h.exit({ reason: 'crashed' });
+  await restartDaemon();
+  assert.deepEqual(engine.killed, []);
+  assert.equal(store.requireVm('a').state, 'stopped');
+  assert.equal(store.requireVm('a').lastExit?.reason, 'start interrupted by a daemon restart');
+  assert.deepEqual(lastEvent('a'), { ...lastEvent('a'), type: 'stopped', reason: 'start interrupted by a daemon restart' });
+});
+
+test('reconcile: recorded stopped but its process runs (died after the start, before the commit) → adopted', async () => {
+  const h = await crashAfterStart('a', { state: 'stopped', pid: 'none' });
+  await restartDaemon();
+  assert.equal(store.requireVm('a').state, 'running');
+  assert.equal(store.requireVm('a').pid, h.pid);
+  assert.equal(lastEvent('a').type, 'started');
+});
+
+test('reconcile: recorded stopped, its process runs deaf → killed, the record stays stopped, an event tells', async () => {
+  const h = await crashAfterStart('a', { state: 'stopped', pid: 'none' });
+  const before = store.requireVm('a');
+  h.deaf = true;
+  await restartDaemon();
+  assert.deepEqual(engine.killed, [h.pid]);
+  assert.deepEqual(store.requireVm('a'), before);
+  assert.match(lastEvent('a').reason ?? '', /^killed after a daemon restart: its process did not answer/);
+});
+
+test('reconcile: a recorded pid that now belongs to someone else is never touched', async () => {
+  const h = await crashAfterStart('a', { state: 'running', pid: 'kept' });
+  h.exit({ reason: 'crashed' });
+  // A new "process" with some other VM's runDir now has a pid; the record still names the old one.
+  const stranger = new FakeHandle({ ...h.config, runDir: path.join(dir, 'elsewhere') });
+  engine.handles.push(stranger);
+  store.updateVm('a', { pid: stranger.pid });
+  await restartDaemon();
+  assert.deepEqual(engine.killed, []);
+  assert.equal(stranger.exitInfo, null);
+  assert.equal(store.requireVm('a').state, 'stopped');
+  assert.equal(store.requireVm('a').lastExit?.reason, 'exited while the daemon was down');
+});
+
+test('reconcile: a VM that never started (no engine config) is left as it is', async () => {
+  await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny', start: false }));
+  vms.shutdown();
+  const before = store.requireVm('a');
+  const events = store.listEvents().length;
+  await restartDaemon();
+  assert.deepEqual(store.requireVm('a'), before);
+  assert.equal(store.listEvents().length, events);
 });

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { Store, SCHEMA_VERSION, type VmRecord } from '../../src/host/store.js';
+import { Store, SCHEMA_VERSION, DEFAULT_EVENTS_KEEP, pruneBatch, type VmRecord } from '../../src/host/store.js';
 import { HangarError } from '../../src/common/errors.js';
 
 function tmp(): string {
@@ -117,5 +117,64 @@ test('events: increasing seq, filter by since and vm', (t) => {
   assert.deepEqual(s.listEvents({ since: e1.seq }).map((e) => e.seq), [e2.seq, e3.seq]);
   assert.deepEqual(s.listEvents({ vm: 'a' }), [e1, e3]);
   assert.equal(s.listEvents({ vm: 'a' })[1]!.reason, 'poweroff');
+  s.close();
+});
+
+test('events retention: the newest N are kept, pruned in batches on insert; seq keeps counting', (t) => {
+  const dir = tmp();
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const s = new Store(dir, { eventsKeep: 50 });
+  assert.equal(pruneBatch(50), 5);
+  const at = new Date().toISOString();
+  for (let i = 1; i <= 203; i++) s.insertEvent(at, i % 2 ? 'a' : 'b', 'started', `n${i}`);
+  // Last prune at seq 200 kept 151..200; 201..203 came after it.
+  assert.equal(s.countEvents(), 53);
+  const all = s.listEvents({ limit: 1000 });
+  assert.equal(all[0]!.seq, 151);
+  assert.equal(all.at(-1)!.seq, 203);
+  assert.equal(all.at(-1)!.reason, 'n203');
+  // Never more than keep + batch - 1.
+  for (let i = 204; i <= 300; i++) {
+    s.insertEvent(at, 'a', 'stopped');
+    assert.ok(s.countEvents() <= 54);
+  }
+  s.close();
+  // A smaller limit on the next open applies at once; seq goes on from where it was.
+  const s2 = new Store(dir, { eventsKeep: 10 });
+  assert.deepEqual(s2.listEvents({ limit: 1000 }).map((e) => e.seq), [291, 292, 293, 294, 295, 296, 297, 298, 299, 300]);
+  assert.equal(s2.insertEvent(at, 'a', 'created').seq, 301);
+  s2.close();
+});
+
+test('events retention: 0 keeps everything; the default is 10000; bad limits are refused', (t) => {
+  const dir = tmp();
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const s = new Store(dir, { eventsKeep: 0 });
+  const at = new Date().toISOString();
+  for (let i = 0; i < 2500; i++) s.insertEvent(at, 'a', 'started');
+  assert.equal(s.countEvents(), 2500);
+  s.close();
+  const d = new Store(dir);
+  assert.equal(d.eventsKeep, DEFAULT_EVENTS_KEEP);
+  assert.equal(DEFAULT_EVENTS_KEEP, 10_000);
+  assert.equal(d.countEvents(), 2500);
+  d.close();
+  for (const bad of [-1, 1.5, Number.NaN]) {
+    assert.throws(() => new Store(dir, { eventsKeep: bad }), (e: unknown) => e instanceof HangarError && e.code === 'INVALID_ARGUMENT');
+  }
+});
+
+test('events retention: a prune inside a rolled-back transaction is rolled back with the event', (t) => {
+  const dir = tmp();
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const s = new Store(dir, { eventsKeep: 10 });
+  const at = new Date().toISOString();
+  for (let i = 1; i <= 9; i++) s.insertEvent(at, 'a', 'started');
+  assert.throws(() => s.transaction(() => {
+    s.insertEvent(at, 'a', 'stopped'); // seq 10: a batch boundary, prunes seq <= 0
+    for (let i = 11; i <= 20; i++) s.insertEvent(at, 'a', 'stopped'); // seq 20 prunes seq <= 10
+    throw new Error('abort');
+  }), /abort/);
+  assert.deepEqual(s.listEvents().map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
   s.close();
 });

@@ -17,7 +17,7 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import { projectRoot } from '../../common/paths.js';
 import type { Engine, EngineCapabilities, EngineVmConfig, VmExit, VmHandle, VmStats } from '../engine.js';
-import { processAlive, processArgs, processCpuSeconds, processRssBytes } from '../qemu/procfs.js';
+import { processAlive, processArgs, processCpuSeconds, processRssBytes, readPidFile, killVerified } from '../qemu/procfs.js';
 import { probeKvm, type KvmProbe } from '../../kvm/probe.js';
 import { VMM_EXIT, type VmmExitRecord } from '../../vmm/exit-codes.js';
 import { DEFAULT_BOOT_ARGS } from '../../vmm/controller.js';
@@ -38,6 +38,8 @@ export interface MicroRunFiles {
   consoleSocket: string;
   exitFile: string;
   processLog: string;
+  /** Written by the engine right after the spawn, so a restarted daemon can find a VM whose start it never recorded. */
+  pidFile: string;
 }
 
 export function microRunFiles(runDir: string): MicroRunFiles {
@@ -46,7 +48,15 @@ export function microRunFiles(runDir: string): MicroRunFiles {
     consoleSocket: path.join(runDir, 'console.sock'),
     exitFile: path.join(runDir, 'exit.json'),
     processLog: path.join(runDir, 'vmm.log'),
+    pidFile: path.join(runDir, 'vmm.pid'),
   };
+}
+
+/** True while pid is alive and is the hangar-vmm serving this runDir's control socket (not a recycled pid). */
+function isVmmOf(pid: number, files: MicroRunFiles): boolean {
+  if (!processAlive(pid)) return false;
+  const args = processArgs(pid);
+  return args !== null && args.some((a) => a.endsWith(path.join('vmm', 'main.js'))) && args.includes(files.apiSocket);
 }
 
 /** Maps how hangar-vmm ended (exit record, exit code, signal) to a VmExit. */
@@ -219,7 +229,7 @@ export class MicroEngine implements Engine {
     const files = microRunFiles(config.runDir);
     const log = this.log.child({ vm: config.name });
     fs.mkdirSync(config.runDir, { recursive: true });
-    for (const p of [files.apiSocket, files.consoleSocket, files.exitFile]) removeStale(p);
+    for (const p of [files.apiSocket, files.consoleSocket, files.exitFile, files.pidFile]) removeStale(p);
 
     const out = fs.openSync(files.processLog, 'a');
     let child: ChildProcess;
@@ -231,6 +241,8 @@ export class MicroEngine implements Engine {
     }
     const pid = child.pid;
     if (pid === undefined) throw new HangarError('ENGINE_FAILED', 'hangar-vmm could not be started');
+    // Synchronously, in the same tick as the spawn: there is no moment where the process runs unnamed.
+    try { fs.writeFileSync(files.pidFile, `${pid}\n`, { mode: 0o600 }); } catch (e) { log.warn({ err: String(e) }, 'could not write the pid file'); }
     const handle = new MicroVmHandle(pid, files, log, child);
     try {
       await this.waitForApi(files, child);
@@ -268,6 +280,21 @@ export class MicroEngine implements Engine {
       if (Date.now() > deadline) throw new HangarError('TIMEOUT', `hangar-vmm did not open ${files.apiSocket} within ${this.startTimeoutMs} ms`);
       await sleep(10);
     }
+  }
+
+  /** This VM's hangar-vmm: `hint` if it still is, else the pid in runDir/vmm.pid if that one is. */
+  async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
+    const files = microRunFiles(config.runDir);
+    if (hint !== undefined && isVmmOf(hint, files)) return hint;
+    const fromFile = readPidFile(files.pidFile);
+    return fromFile !== null && isVmmOf(fromFile, files) ? fromFile : null;
+  }
+
+  async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {
+    const files = microRunFiles(config.runDir);
+    const killed = await killVerified(pid, () => isVmmOf(pid, files));
+    this.log.warn({ vm: config.name, pid, gone: killed }, 'killed a stray hangar-vmm');
+    return killed;
   }
 
   async adopt(config: EngineVmConfig, pid: number): Promise<VmHandle | null> {

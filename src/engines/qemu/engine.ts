@@ -13,9 +13,9 @@ import type { Duplex } from 'node:stream';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import type { Accel, Engine, EngineCapabilities, EngineVmConfig, ExitReason, VmExit, VmHandle, VmStats } from '../engine.js';
-import { buildQemuArgs, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
+import { buildQemuArgs, optValue, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
-import { processAlive, processArgs, processCpuSeconds, processRssBytes } from './procfs.js';
+import { processAlive, processArgs, processCpuSeconds, processRssBytes, readPidFile, killVerified } from './procfs.js';
 import { qemuBinary, qemuVersion } from './version.js';
 
 export interface QemuEngineOptions {
@@ -269,6 +269,13 @@ function kvmUsable(): boolean {
   }
 }
 
+/** True while pid is alive and its arguments name this runDir's QMP socket (so it is this VM's QEMU, not a recycled pid). */
+function isQemuOf(pid: number, files: QemuRunFiles): boolean {
+  if (!processAlive(pid)) return false;
+  const argv = processArgs(pid);
+  return argv !== null && argv.some((a) => a.includes(optValue(files.qmpSocket)));
+}
+
 export class QemuEngine implements Engine {
   readonly name = 'qemu' as const;
   private readonly machine: QemuMachine;
@@ -346,6 +353,26 @@ export class QemuEngine implements Engine {
     }
     log.info({ pid: child.pid }, 'qemu running');
     return new QemuVmHandle(child.pid, qmp, files, log, child);
+  }
+
+  /**
+   * This VM's QEMU: `hint` if it still is, else the pid in QEMU's -pidfile
+   * (QEMU writes it itself early in its start-up, so it exists even when the
+   * daemon died before learning the pid). Either counts only while the
+   * process is alive and its arguments name this VM's QMP socket.
+   */
+  async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
+    const files = runFiles(config.runDir);
+    if (hint !== undefined && isQemuOf(hint, files)) return hint;
+    const fromFile = readPidFile(files.pidFile);
+    return fromFile !== null && isQemuOf(fromFile, files) ? fromFile : null;
+  }
+
+  async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {
+    const files = runFiles(config.runDir);
+    const killed = await killVerified(pid, () => isQemuOf(pid, files));
+    this.log.warn({ vm: config.name, pid, gone: killed }, 'killed a stray qemu');
+    return killed;
   }
 
   async adopt(config: EngineVmConfig, pid: number): Promise<VmHandle | null> {

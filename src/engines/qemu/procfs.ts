@@ -55,3 +55,45 @@ export function processCpuSeconds(pid: number): number {
   const ticks = Number(f[11]) + Number(f[12]);
   return Number.isFinite(ticks) ? ticks / USER_HZ : 0;
 }
+
+/**
+ * The pid written in a pid file (QEMU's -pidfile, the micro engine's vmm.pid),
+ * or null when the file is missing or holds anything but one positive integer.
+ * The file lies in a folder only the daemon writes, but it is still checked:
+ * the caller confirms the pid through /proc before trusting it.
+ */
+export function readPidFile(file: string): number | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+  const m = /^\s*(\d{1,10})\s*$/.exec(text);
+  if (!m) return null;
+  const pid = Number(m[1]);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
+}
+
+/**
+ * SIGKILLs pid if `stillOurs()` says it is still the process meant (checked
+ * right before the signal, so a pid reused meanwhile is never touched), then
+ * waits for it to be gone. True once gone (or when it was gone already),
+ * false when it still lives after `timeoutMs`.
+ */
+export async function killVerified(pid: number, stillOurs: () => boolean, timeoutMs = 10_000): Promise<boolean> {
+  if (!stillOurs()) return true;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return true;
+    throw e;
+  }
+  // Not our child after a daemon restart: init reaps it, and a zombie counts as gone.
+  const end = Date.now() + timeoutMs;
+  while (processAlive(pid)) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return true;
+}
