@@ -133,3 +133,9 @@ test('interactive: raw keys reach the guest, Ctrl-] detaches and the terminal is
   assert.match(out, /(^|\s)icanon(\s|$)/m);
   assert.match(out, /(^|\s)echo(\s|$)/m);
 });
+
+test('scripted output drops the cursor-position queries a guest shell sends with its prompt', async () => {
+  const { stripTerminalQueries } = await import('../../src/cli/commands/console.js');
+  assert.equal(stripTerminalQueries('tiny# \x1b[6necho hi\r\nhi\r\ntiny# \x1b[6n'), 'tiny# echo hi\r\nhi\r\ntiny# ');
+  assert.equal(stripTerminalQueries('colour \x1b[31mred\x1b[0m stays'), 'colour \x1b[31mred\x1b[0m stays');
+});

@@ -195,6 +195,16 @@ export function compileUntil(src: string | undefined): RegExp | undefined {
   }
 }
 
+/**
+ * Device-status queries (ESC[5n, ESC[6n) that a guest shell sends with its
+ * prompt to ask a terminal where the cursor is. In scripted use no terminal
+ * answers them, so they are only noise in what is printed or returned.
+ */
+const TERMINAL_QUERY = /\x1b\[[56]n/g;
+export function stripTerminalQueries(text: string): string {
+  return text.replace(TERMINAL_QUERY, '');
+}
+
 export function registerConsoleCommand(program: Command): void {
   withJson(
     program
@@ -217,9 +227,9 @@ export function registerConsoleCommand(program: Command): void {
       settleMs: o.settle,
       until,
       timeoutMs: o.timeout * 1000,
-      write: o.json ? undefined : (b) => process.stdout.write(b),
+      write: o.json ? undefined : (b) => process.stdout.write(process.stdout.isTTY ? b : stripTerminalQueries(b.toString('latin1')), 'latin1'),
     });
-    if (o.json) printJson({ vm: name, output: r.output, end: r.end, matched: until ? r.matched : undefined });
+    if (o.json) printJson({ vm: name, output: stripTerminalQueries(r.output), end: r.end, matched: until ? r.matched : undefined });
     // Stdin may be a pipe that never ends from our side; leave now rather than wait for it.
     process.stdin.destroy();
   });
