@@ -12,9 +12,8 @@
  * running vCPU by itself.
  */
 import { EventEmitter } from 'node:events';
-import { Worker } from 'node:worker_threads';
-import { VCPU_WORKER_LIMITS } from './process-flags.js';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { Worker } from 'node:worker_threads';
+import { startVcpuThread } from './vcpu-thread.js';
 import { HangarError, toHangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { CAP, EXIT_NAMES } from '../kvm/abi.js';
@@ -84,21 +83,6 @@ interface VcpuSlot {
 const KICK_SIGNAL = 'SIGUSR2';
 const SIGUSR2 = 12;
 let kickHandlerInstalled = false;
-
-function workerUrl(): { url: URL; ts: boolean } {
-  const here = fileURLToPath(import.meta.url);
-  const ts = here.endsWith('.ts');
-  return { url: new URL(ts ? './vcpu-worker.ts' : './vcpu-worker.js', import.meta.url), ts };
-}
-
-function startWorker(data: VcpuWorkerData): Worker {
-  const { url, ts } = workerUrl();
-  if (!ts) return new Worker(url, { workerData: data, resourceLimits: VCPU_WORKER_LIMITS });
-  // .ts workers do not load under tsx directly: register tsx inside the worker first.
-  const tsxApi = pathToFileURL(fileURLToPath(import.meta.resolve('tsx/esm/api'))).href;
-  const src = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); });`;
-  return new Worker(src, { eval: true, workerData: data, resourceLimits: VCPU_WORKER_LIMITS });
-}
 
 export class Machine extends EventEmitter {
   state: MachineState = 'NotStarted';
@@ -335,7 +319,7 @@ export class Machine extends EventEmitter {
         index, fd: s.vcpu.fd, runAddr: s.vcpu.runAddr, runSize: s.vcpu.runSize,
         ctl: s.ctl.buffer as SharedArrayBuffer, mailbox: s.mb.buffer as SharedArrayBuffer, counters: s.counters.buffer as SharedArrayBuffer,
       };
-      const w = startWorker(data);
+      const w = startVcpuThread(data);
       s.worker = w;
       ready.push(new Promise((resolve, reject) => {
         w.on('message', (m: WorkerMessage) => {

@@ -115,12 +115,14 @@ async function main(): Promise<void> {
 }
 
 /**
- * Loads what InstanceStart will need while the client is still configuring the VM (after the
- * first API answer, so that answer does not wait for it), so it is not on the InstanceStart →
- * first guest instruction path. Failures are ignored here: InstanceStart loads the same
- * modules again and reports the error.
+ * Loads what InstanceStart will need — the logger, the machine model, and one vCPU thread with
+ * its own modules loaded (prewarmVcpuThread in vcpu-thread.ts) — while the client is still configuring the VM,
+ * after the first API answer so that answer does not wait for it. This takes them off the
+ * InstanceStart → first guest instruction path. Failures are ignored here: InstanceStart
+ * loads the same modules again (and starts a fresh thread) and reports the error.
  */
 function preload(loadLogger: () => Promise<Logger>): void {
+  import('./vcpu-thread.js').then((m) => m.prewarmVcpuThread()).catch(() => {});
   loadLogger().catch(() => {});
   import('./machine.js').catch(() => {});
 }

@@ -10,18 +10,18 @@ import type { ResourceLimits } from 'node:worker_threads';
 /**
  * Node/V8 flags for the hangar-vmm process: `spawn(process.execPath, [...VMM_NODE_FLAGS, vmmMain, ...args])`.
  *
- * --max-semi-space-size=1: the young generation of every isolate (the main thread and each
- * vCPU worker) stays at 1 MiB semi-spaces instead of growing to 16 MiB under allocation
- * (a fresh vCPU worker's V8 heap: 7.2 instead of 9.5 MiB); virtio-blk/net throughput and exit
- * rates were unchanged within noise. Flags that were measured and left out: --jitless and
- * --lite-mode (−7 MiB RSS but −20–25 % exits/s), --single-threaded-gc, --v8-pool-size,
- * --no-short-builtin-calls, --max-old-space-size (no measurable gain).
+ * Empty, as measured on Node 20 (2026-11-26, docs/vmm.md): no flag cut memory without costing
+ * start-up time or device speed. --max-semi-space-size=1 trims ~2 MiB of V8 heap per isolate
+ * but made spawn → first guest instruction ~40 ms slower (more scavenges while modules load);
+ * --jitless / --lite-mode save ~7 MiB RSS but cost 20–25 % of the exit rate;
+ * --no-short-builtin-calls, --v8-pool-size, --single-threaded(-gc), --max-old-space-size
+ * gave nothing measurable. Kept as the one place to add a flag, so every spawner passes the same.
  */
-export const VMM_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
+export const VMM_NODE_FLAGS: readonly string[] = [];
 
 /**
- * Heap limits of one vCPU worker thread (its own V8 isolate). Empty on purpose: with
- * VMM_NODE_FLAGS the worker's young generation is already small, and a lower old-generation
- * limit saves nothing measurable while an out-of-memory worker would crash the VM.
+ * Heap limits of one vCPU worker thread (its own V8 isolate). Empty on purpose: a worker's
+ * heap is ~6 MiB used after its modules load, the limits saved < 1 MiB of RSS per worker
+ * (within noise), and an out-of-memory worker would crash the VM.
  */
 export const VCPU_WORKER_LIMITS: ResourceLimits = {};

@@ -17,8 +17,15 @@ import {
   type WorkerMessage,
 } from './vcpu-protocol.js';
 
-const data = workerData as VcpuWorkerData;
 const port = parentPort!;
+/**
+ * A thread started ahead of time (prewarmVcpuThread in vcpu-thread.ts) has no workerData: it has
+ * loaded its modules (the expensive part of starting a vCPU thread) and now waits to be given
+ * its vCPU in one 'init' message.
+ */
+const data = (workerData as VcpuWorkerData | null) ?? await new Promise<VcpuWorkerData>((resolve) => {
+  port.once('message', (m: { t: 'init'; data: VcpuWorkerData }) => resolve(m.data));
+});
 const vcpu = new Vcpu(data.index, data.fd, data.runAddr, data.runSize);
 const run = new KvmRunView(data.runAddr, data.runSize);
 const ctl = new Int32Array(data.ctl);
@@ -84,7 +91,7 @@ function loop(): void {
       if (Atomics.load(ctl, CTL_CMD) === CMD_RUN) post({ t: 'resumed', index: data.index });
       continue;
     }
-    if (counters[COUNTER_FIRST_ENTRY_NS] === 0) counters[COUNTER_FIRST_ENTRY_NS] = Number(process.hrtime.bigint());
+    if (firstExitPending && counters[COUNTER_FIRST_ENTRY_NS] === 0) counters[COUNTER_FIRST_ENTRY_NS] = Number(process.hrtime.bigint());
     const r = vcpu.run();
     if (firstExitPending && r >= 0) recordFirstExit();
     if (r < 0) {

@@ -10,6 +10,7 @@ import path from 'node:path';
 import http from 'node:http';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { projectRoot } from '../../src/common/paths.js';
+import { VMM_NODE_FLAGS } from '../../src/vmm/process-flags.js';
 
 export const ROOT = projectRoot();
 export const VMM_MAIN = path.join(ROOT, 'dist', 'src', 'vmm', 'main.js');
@@ -64,7 +65,7 @@ export function startVmm(config: object | null, dir: string, opts: { timeoutMs?:
   } else {
     args.push('--api-sock', path.join(dir, 'api.sock'));
   }
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...VMM_NODE_FLAGS, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   const listeners = new Set<() => void>();

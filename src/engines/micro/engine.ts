@@ -21,6 +21,7 @@ import { processAlive, processArgs, processCpuSeconds, processRssBytes, readPidF
 import { probeKvm, type KvmProbe } from '../../kvm/probe.js';
 import { VMM_EXIT, type VmmExitRecord } from '../../vmm/exit-codes.js';
 import { DEFAULT_BOOT_ARGS } from '../../vmm/controller.js';
+import { VMM_NODE_FLAGS } from '../../vmm/process-flags.js';
 import { VmmClient } from './client.js';
 
 export interface MicroEngineOptions {
@@ -216,7 +217,7 @@ export class MicroEngine implements Engine {
   }
 
   private args(config: EngineVmConfig, files: MicroRunFiles): string[] {
-    return [this.main, '--id', config.id, '--api-sock', files.apiSocket, '--console-sock', files.consoleSocket,
+    return [...VMM_NODE_FLAGS, this.main, '--id', config.id, '--api-sock', files.apiSocket, '--console-sock', files.consoleSocket,
       '--console-log', config.consoleLog, '--exit-file', files.exitFile];
   }
 
