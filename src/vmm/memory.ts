@@ -11,10 +11,12 @@ import { KvmError } from '../kvm/errors.js';
 export class GuestRam implements GuestMemory {
   readonly bytes: Uint8Array;
   private readonly dv: DataView;
+  private readonly sizeBig: bigint;
 
   private constructor(readonly hostAddr: number, readonly size: number) {
     this.bytes = new Uint8Array(viewOf(hostAddr, size));
     this.dv = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
+    this.sizeBig = BigInt(size);
   }
 
   /** Maps `size` bytes of zeroed anonymous memory (pages are allocated on first touch). */
@@ -24,13 +26,23 @@ export class GuestRam implements GuestMemory {
     return new GuestRam(addr, size);
   }
 
-  /** Checks [gpa, gpa+len) and returns gpa as a number. */
+  /**
+   * Checks [gpa, gpa+len) and returns gpa as a number. This runs for every
+   * descriptor and ring access of every virtqueue, so the in-range cases avoid
+   * BigInt arithmetic: a bigint address is compared once against the size and
+   * then handled as a number (RAM is far below 2^53).
+   */
   private at(gpa: number | bigint, len: number): number {
-    const g = typeof gpa === 'bigint' ? gpa : BigInt(Math.trunc(gpa));
-    if (g < 0n || len < 0 || !Number.isInteger(len) || g + BigInt(len) > BigInt(this.size) || (typeof gpa === 'number' && !Number.isSafeInteger(gpa))) {
-      throw new GuestMemoryError(g < 0n ? 0n : g, len);
+    if (Number.isInteger(len) && len >= 0) {
+      if (typeof gpa === 'number') {
+        if (Number.isSafeInteger(gpa) && gpa >= 0 && gpa + len <= this.size) return gpa;
+      } else if (gpa >= 0n && gpa <= this.sizeBig) {
+        const g = Number(gpa);
+        if (g + len <= this.size) return g;
+      }
     }
-    return Number(g);
+    const g = typeof gpa === 'bigint' ? gpa : Number.isFinite(gpa) ? BigInt(Math.trunc(gpa)) : 0n;
+    throw new GuestMemoryError(g < 0n ? 0n : g, len);
   }
 
   contains(gpa: number | bigint, len: number): boolean {

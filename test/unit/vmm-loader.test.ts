@@ -123,6 +123,18 @@ test('guest memory accessors are bounds-checked', () => {
     assert.throws(() => mem.slice(2n ** 63n, 1), GuestMemoryError);
     assert.throws(() => mem.writeU16(mem.size, 1), GuestMemoryError);
     assert.equal(mem.slice(mem.size - 4, 4).length, 4);
+    // bigint addresses (as read from descriptors) take the same checks
+    assert.equal(mem.slice(BigInt(mem.size - 4), 4).length, 4);
+    assert.throws(() => mem.slice(BigInt(mem.size - 3), 4), GuestMemoryError);
+    assert.throws(() => mem.slice(2n ** 64n - 1n, 1), GuestMemoryError);
+    assert.throws(() => mem.slice(-1n, 1), GuestMemoryError);
+    // lengths and addresses that are not whole non-negative numbers
+    assert.throws(() => mem.slice(0, -1), GuestMemoryError);
+    assert.throws(() => mem.slice(0, 1.5), GuestMemoryError);
+    assert.throws(() => mem.slice(1.5, 1), GuestMemoryError);
+    assert.throws(() => mem.slice(Number.NaN, 1), GuestMemoryError);
+    assert.throws(() => mem.slice(2 ** 53, 1), GuestMemoryError);
+    assert.equal(mem.slice(mem.size, 0).length, 0);
   } finally {
     mem.free();
   }
