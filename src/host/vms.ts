@@ -28,6 +28,8 @@ export interface ResolvedImage {
   kernel: string;
   initrd?: string;
   cmdline?: string;
+  /** Kernel argument through which the image's init takes the VM's name as its host name. */
+  hostnameArg?: string;
   sizeBytes?: number;
 }
 
@@ -339,8 +341,10 @@ export class VmManager {
     const runDir = this.runDir(name);
     fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
     // The image's command line wins; an image without one boots with the engine's default.
+    // An image that can name its host gets the VM's name; the user's arguments come last and win.
     const base = image.cmdline ?? engine.defaultCmdline;
-    const parts = [base ?? '', rec.spec.cmdline].filter((s) => s.length > 0);
+    const hostname = image.hostnameArg ? `${image.hostnameArg}=${name}` : '';
+    const parts = [base ?? '', hostname, rec.spec.cmdline].filter((s) => s.length > 0);
     const cmdline = base === undefined && parts.length === 0 ? undefined : parts.join(' ');
     const config: EngineVmConfig = {
       id: rec.id,

@@ -50,6 +50,7 @@ test('launch, console, pause/resume, logs, restart, stop, delete', { timeout: 24
   await con.waitForPrompt(TINY_PROMPT);
   assert.match(await con.run('echo hangar-$((6*7))'), /hangar-42/);
   assert.match(await con.run('cat /proc/cpuinfo | grep -c ^processor'), /\b1\b/);
+  assert.match(await con.run('hostname'), /\nlife\r?\n/, 'the guest is named after its VM');
 
   // A second client sees the same console (one engine connection, fanned out).
   const con2 = await ConsoleSession.open(d, 'life');

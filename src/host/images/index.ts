@@ -13,7 +13,7 @@ import path from 'node:path';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { imageDir } from '../../common/paths.js';
 import type { Image } from '../api/schemas.js';
-import { buildTiny, TINY_CMDLINE, TINY_DESCRIPTION } from './tiny.js';
+import { buildTiny, TINY_CMDLINE, TINY_DESCRIPTION, TINY_HOSTNAME_ARG } from './tiny.js';
 import { deleteLocalImage, getLocalImage, importLocalImage, listLocalImages, type ImportRequest, type LocalImage } from './local.js';
 
 export { IMAGE_NAME_RE, kernelFormat, checkImportRequest, type ImportRequest } from './local.js';
@@ -28,17 +28,20 @@ export interface ReadyImage {
   initrd?: string;
   /** Absent for an imported image without one: the engine's default applies. */
   cmdline?: string;
+  /** Kernel argument the image's init reads to set its host name (the daemon passes the VM's name). */
+  hostnameArg?: string;
   sizeBytes: number;
 }
 
 interface Recipe {
   description: string;
   cmdline: string;
+  hostnameArg?: string;
   build(workDir: string, outDir: string, onProgress: ProgressFn): Promise<Record<string, unknown>>;
 }
 
 const RECIPES: Record<string, Recipe> = {
-  tiny: { description: TINY_DESCRIPTION, cmdline: TINY_CMDLINE, build: async (w, o, p) => ({ ...(await buildTiny(w, o, p)) }) },
+  tiny: { description: TINY_DESCRIPTION, cmdline: TINY_CMDLINE, hostnameArg: TINY_HOSTNAME_ARG, build: async (w, o, p) => ({ ...(await buildTiny(w, o, p)) }) },
 };
 
 /** How long a process waits for another one's build before giving up. */
@@ -69,8 +72,9 @@ function readReady(name: string): ReadyImage | null {
   try {
     const meta = JSON.parse(fs.readFileSync(p.meta, 'utf8')) as { cmdline?: unknown };
     const sizeBytes = fs.statSync(p.kernel).size + fs.statSync(p.initrd).size;
-    const cmdline = typeof meta.cmdline === 'string' ? meta.cmdline : recipeFor(name).cmdline;
-    return { name, kernel: p.kernel, initrd: p.initrd, cmdline, sizeBytes };
+    const recipe = recipeFor(name);
+    const cmdline = typeof meta.cmdline === 'string' ? meta.cmdline : recipe.cmdline;
+    return { name, kernel: p.kernel, initrd: p.initrd, cmdline, ...(recipe.hostnameArg ? { hostnameArg: recipe.hostnameArg } : {}), sizeBytes };
   } catch {
     return null;
   }

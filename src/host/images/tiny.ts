@@ -23,6 +23,8 @@ export const TINY_PROMPT = 'tiny# ';
 export const TINY_BANNER = 'Hangar tiny image: user space is up';
 /** quiet keeps boot fast on a slow (TCG) serial console; loglevel=4 still shows warnings and errors. */
 export const TINY_CMDLINE = 'console=ttyS0 panic=-1 quiet loglevel=4';
+/** Kernel argument the tiny image's /init reads to set its host name. */
+export const TINY_HOSTNAME_ARG = 'hangar.hostname';
 export const TINY_DESCRIPTION = 'Debian cloud kernel with a busybox shell on the serial console (built locally)';
 
 /**
@@ -58,7 +60,7 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 
 name=tiny
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in hangar.hostname=*) name="\${arg#hangar.hostname=}" ;; esac
+  case "$arg" in ${TINY_HOSTNAME_ARG}=*) name="\${arg#${TINY_HOSTNAME_ARG}=}" ;; esac
 done
 hostname "$name"
 
