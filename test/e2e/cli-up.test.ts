@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { projectRoot } from '../../src/common/paths.js';
-import { runHangar, type CliResult } from '../unit/cli-fake-daemon.js';
+import { runHangar, expectOk, type CliResult } from '../unit/cli-fake-daemon.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-cli-up-'));
 const env: NodeJS.ProcessEnv = {
@@ -23,10 +23,7 @@ const env: NodeJS.ProcessEnv = {
 const pids = new Set<number>();
 
 const hangar = (args: string[]): Promise<CliResult> => runHangar(args, { env, timeoutMs: 180_000 });
-const ok = (r: CliResult, what: string): CliResult => {
-  assert.equal(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
-  return r;
-};
+const ok = expectOk;
 
 function alive(pid: number): boolean {
   try {

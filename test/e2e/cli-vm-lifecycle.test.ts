@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { runHangar, type CliResult } from '../unit/cli-fake-daemon.js';
+import { runHangar, expectOk, type CliResult } from '../unit/cli-fake-daemon.js';
 
 const NAME = 'cli-e2e';
 let d: TestDaemon;
@@ -23,10 +23,7 @@ after(async () => {
 const hangar = (args: string[], input?: string): Promise<CliResult> =>
   runHangar(args, { env: d.env, timeoutMs: 180_000, ...(input !== undefined ? { input } : {}) });
 
-const ok = (r: CliResult, what: string): CliResult => {
-  assert.equal(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
-  return r;
-};
+const ok = expectOk;
 
 interface VmJson {
   name: string;

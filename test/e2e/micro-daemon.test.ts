@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { runHangar, type CliResult } from '../unit/cli-fake-daemon.js';
+import { runHangar, expectOk, type CliResult } from '../unit/cli-fake-daemon.js';
 import { buildGuest, kvmUsable } from './vmm-helpers.js';
 import { projectRoot } from '../../src/common/paths.js';
 import { DEFAULT_BOOT_ARGS } from '../../src/vmm/controller.js';
@@ -35,10 +35,7 @@ after(async () => {
 const hangar = (args: string[], input?: string): Promise<CliResult> =>
   runHangar(args, { env: d.env, timeoutMs: 60_000, ...(input !== undefined ? { input } : {}) });
 
-const ok = (r: CliResult, what: string): CliResult => {
-  assert.equal(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
-  return r;
-};
+const ok = expectOk;
 
 interface VmJson {
   name: string;

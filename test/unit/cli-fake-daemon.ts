@@ -3,6 +3,7 @@
  * Unix socket, answering whatever each test scripts) and a runner that
  * executes the real `hangar` entry point as a child process.
  */
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -108,6 +109,12 @@ export interface CliResult {
   code: number;
   stdout: string;
   stderr: string;
+}
+
+/** Asserts that a CLI run exited 0, naming what failed and its stderr otherwise. */
+export function expectOk(r: CliResult, what: string): CliResult {
+  assert.equal(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
+  return r;
 }
 
 /** The argv that runs the CLI: compiled JS, or the TypeScript source through tsx when tests run under tsx. */

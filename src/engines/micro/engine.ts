@@ -17,7 +17,7 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import { projectRoot } from '../../common/paths.js';
 import type { Engine, EngineCapabilities, EngineVmConfig, VmExit, VmHandle, VmStats } from '../engine.js';
-import { processAlive, processArgs, processCpuSeconds, processRssBytes, readPidFile, killVerified } from '../qemu/procfs.js';
+import { processAlive, processArgs, processCpuSeconds, processRssBytes, findVerifiedProcess, killVerified } from '../qemu/procfs.js';
 import { probeKvm, type KvmProbe } from '../../kvm/probe.js';
 import { VMM_EXIT, type VmmExitRecord } from '../../vmm/exit-codes.js';
 import { DEFAULT_BOOT_ARGS } from '../../vmm/controller.js';
@@ -286,9 +286,7 @@ export class MicroEngine implements Engine {
   /** This VM's hangar-vmm: `hint` if it still is, else the pid in runDir/vmm.pid if that one is. */
   async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
     const files = microRunFiles(config.runDir);
-    if (hint !== undefined && isVmmOf(hint, files)) return hint;
-    const fromFile = readPidFile(files.pidFile);
-    return fromFile !== null && isVmmOf(fromFile, files) ? fromFile : null;
+    return findVerifiedProcess(files.pidFile, (pid) => isVmmOf(pid, files), hint);
   }
 
   async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {

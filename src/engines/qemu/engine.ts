@@ -15,7 +15,7 @@ import { createLogger, type Logger } from '../../common/log.js';
 import type { Accel, Engine, EngineCapabilities, EngineVmConfig, ExitReason, VmExit, VmHandle, VmStats } from '../engine.js';
 import { buildQemuArgs, optValue, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
-import { processAlive, processArgs, processCpuSeconds, processRssBytes, readPidFile, killVerified } from './procfs.js';
+import { processAlive, processArgs, processCpuSeconds, processRssBytes, findVerifiedProcess, killVerified } from './procfs.js';
 import { qemuBinary, qemuVersion } from './version.js';
 
 export interface QemuEngineOptions {
@@ -363,9 +363,7 @@ export class QemuEngine implements Engine {
    */
   async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
     const files = runFiles(config.runDir);
-    if (hint !== undefined && isQemuOf(hint, files)) return hint;
-    const fromFile = readPidFile(files.pidFile);
-    return fromFile !== null && isQemuOf(fromFile, files) ? fromFile : null;
+    return findVerifiedProcess(files.pidFile, (pid) => isQemuOf(pid, files), hint);
   }
 
   async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {

@@ -76,6 +76,17 @@ export function readPidFile(file: string): number | null {
 }
 
 /**
+ * A VM's process as an engine finds it after a daemon restart: `hint` (the
+ * recorded pid) if it is still ours, else the pid in `pidFile` if that one
+ * is. `isOurs` guards against pids the kernel has handed to someone else.
+ */
+export function findVerifiedProcess(pidFile: string, isOurs: (pid: number) => boolean, hint?: number): number | null {
+  if (hint !== undefined && isOurs(hint)) return hint;
+  const fromFile = readPidFile(pidFile);
+  return fromFile !== null && isOurs(fromFile) ? fromFile : null;
+}
+
+/**
  * SIGKILLs pid if `stillOurs()` says it is still the process meant (checked
  * right before the signal, so a pid reused meanwhile is never touched), then
  * waits for it to be gone. True once gone (or when it was gone already),
