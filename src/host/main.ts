@@ -3,7 +3,9 @@
  * hangard: the Hangar host daemon.
  *
  *   hangard [--data-dir D] [--socket S] [--listen HOST:PORT] [--log-level L] [--events-keep N]
+ *           [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]
  *
+ * The admission flags override <data-dir>/hangard.json (docs/api.md, "Admission").
  * Serves the API on a Unix socket (mode 0600) and, with --listen, on TCP
  * behind a bearer token. VMs run as their own processes: stopping or killing
  * the daemon leaves them running, and the next daemon re-adopts them.
@@ -16,8 +18,6 @@ import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { dataDir as defaultDataDir, projectRoot } from '../common/paths.js';
 import { HangarError } from '../common/errors.js';
-import { probeKvm } from '../kvm/probe.js';
-import { qemuVersion } from '../engines/qemu/version.js';
 import { DEFAULT_EVENTS_KEEP, Store } from './store.js';
 import { OperationManager } from './operations.js';
 import { EventBus } from './events.js';
@@ -26,8 +26,10 @@ import { VmManager } from './vms.js';
 import { buildServer } from './server.js';
 import { loadOrCreateToken } from './auth.js';
 import { loadEngines, loadImages } from './wiring.js';
+import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
 
-const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT] [--log-level LEVEL] [--events-keep N]';
+const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT] [--log-level LEVEL] [--events-keep N]\n'
+  + '               [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
 
 function parseEventsKeep(v: string | undefined): number {
   if (v === undefined) return DEFAULT_EVENTS_KEEP;
@@ -72,6 +74,10 @@ async function main(): Promise<void> {
       listen: { type: 'string' },
       'log-level': { type: 'string' },
       'events-keep': { type: 'string' },
+      'max-vms': { type: 'string' },
+      'memory-reserve': { type: 'string' },
+      'memory-ratio': { type: 'string' },
+      'cpu-ratio': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -84,8 +90,16 @@ async function main(): Promise<void> {
   const socket = path.resolve(values.socket ?? process.env.HANGAR_SOCKET ?? path.join(dataDir, 'hangard.sock'));
   const listen = values.listen ? parseListen(values.listen) : null;
   const eventsKeep = parseEventsKeep(values['events-keep']);
+  const admissionFlags: AdmissionInput = {
+    ...(values['max-vms'] !== undefined ? { maxVms: values['max-vms'] } : {}),
+    ...(values['memory-reserve'] !== undefined ? { memoryReserve: values['memory-reserve'] } : {}),
+    ...(values['memory-ratio'] !== undefined ? { memoryRatio: values['memory-ratio'] } : {}),
+    ...(values['cpu-ratio'] !== undefined ? { cpuRatio: values['cpu-ratio'] } : {}),
+  };
   const level = values['log-level'] ?? process.env.HANGAR_LOG_LEVEL ?? 'info';
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  // A bad setting stops the daemon before it serves anything.
+  const admission = loadAdmissionSettings(dataDir, admissionFlags);
 
   const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: pino.destination({ dest: path.join(dataDir, 'hangard.log'), sync: false, mkdir: true }) }];
   if (process.stderr.isTTY) streams.push({ level: level as pino.Level, stream: pino.destination(2) });
@@ -108,10 +122,10 @@ async function main(): Promise<void> {
   const events = new EventBus(store);
   const engines = loadEngines(log);
   const images = loadImages();
-  let vms: VmManager | null = null;
-  const host = new HostChecker({ probeKvm, qemuVersion, allocated: () => vms?.allocated() ?? { cpus: 0, memoryBytes: 0 } });
-  void host.probe(); // warm the cache: the probe takes about half a second
-  vms = new VmManager({ dataDir, store, events, operations, engines, images, host, log: log.child({ component: 'vms' }) });
+  void engines.kvm(); // warm the cache: the probe takes about half a second
+  const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, log: log.child({ component: 'vms' }) });
+  const host = new HostChecker({ engines, budget: () => vms.budget() });
+  log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
 
   const ctx = { version: version(), dataDir, vms, operations, events, host, images, engines, log };
@@ -150,7 +164,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'shutting down; VMs keep running');
     // Whatever hangs below (a client that will not let go), the daemon still ends.
     setTimeout(() => { log.warn('shutdown took too long; exiting'); log.flush(); process.exit(0); }, 5000);
-    vms!.shutdown();
+    vms.shutdown();
     await Promise.allSettled(servers.map(async (s) => {
       const closing = s.close();
       s.server.closeAllConnections();

@@ -23,6 +23,9 @@ import type { VmManager, EngineRegistry, ImageProvider } from './vms.js';
 import type { OperationManager } from './operations.js';
 import type { EventBus } from './events.js';
 import type { HostChecker } from './hostcheck.js';
+import { EngineCapabilities } from '../api/engine.js';
+import { readConsoleTail } from './console-log.js';
+import { deleteUnusedImage } from './image-delete.js';
 
 export const API_VERSION = '1.0';
 
@@ -48,17 +51,7 @@ const ServerInfo = Type.Object({
   version: Type.String(),
   dataDir: Type.String(),
   pid: Type.Integer(),
-  engines: Type.Array(Type.Object({
-    name: Type.String(),
-    available: Type.Boolean(),
-    reason: Type.Optional(Type.String()),
-    version: Type.Optional(Type.String()),
-    bootModes: Type.Array(Type.String()),
-    devices: Type.Array(Type.String()),
-    accelerators: Type.Array(Type.String()),
-    snapshots: Type.Boolean(),
-    migration: Type.Boolean(),
-  })),
+  engines: Type.Array(EngineCapabilities),
 });
 
 const NameParams = Type.Object({ name: VmName });
@@ -169,11 +162,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   app.get('/1.0', { schema: { summary: 'Server information', response: { 200: syncOf(ServerInfo) } } }, async () => {
-    const engines = await Promise.all(Object.values(ctx.engines).map(async (e) => {
-      try { return await e!.capabilities(); } catch (err) {
-        return { name: e!.name, available: false, reason: String(err), bootModes: [], devices: [], accelerators: [], snapshots: false, migration: false };
-      }
-    }));
+    const engines = await ctx.engines.capabilities();
     return { type: 'sync' as const, metadata: { apiVersion: API_VERSION, version: ctx.version, dataDir: ctx.dataDir, pid: process.pid, engines } };
   });
 
@@ -199,7 +188,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   });
 
   app.delete('/1.0/images/:name', { schema: { summary: 'Delete an imported image', params: ImageParams, response: { 200: syncOf(Type.Object({ name: Type.String() })), ...errors } } }, async (req) => {
-    ctx.vms.deleteImage(req.params.name);
+    deleteUnusedImage(ctx.images, (image) => ctx.vms.imageUsers(image), req.params.name);
     return { type: 'sync' as const, metadata: { name: req.params.name } };
   });
 
@@ -222,7 +211,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
 
   app.get('/1.0/vms/:name/logs', { schema: { summary: 'Serial console log (text/plain)', params: NameParams, querystring: Type.Object({ tail: Type.Optional(Digits) }, { additionalProperties: false }) } }, async (req, reply) => {
     const tail = req.query.tail !== undefined ? Number(req.query.tail) : undefined;
-    return reply.type('text/plain; charset=utf-8').send(ctx.vms.logs(req.params.name, tail));
+    return reply.type('text/plain; charset=utf-8').send(readConsoleTail(ctx.vms.consoleLogOf(req.params.name), tail));
   });
 
   app.get('/1.0/vms/:name/console', {

@@ -15,16 +15,18 @@ import { projectRoot } from '../../src/common/paths.js';
 import { createLogger } from '../../src/common/log.js';
 import type { EngineVmConfig, VmExit, VmHandle } from '../../src/engines/engine.js';
 import { QemuEngine } from '../../src/engines/qemu/engine.js';
-import { processAlive, processArgs } from '../../src/engines/qemu/procfs.js';
+import { processAlive, processArgs } from '../../src/engines/base/procfs.js';
 import { qemuVersion } from '../../src/engines/qemu/version.js';
 import { isHangarError } from '../../src/common/errors.js';
+
+import { probeKvm } from '../../src/kvm/probe.js';
 
 process.env.HANGAR_IMAGE_DIR ??= path.join(projectRoot(), '.cache', 'images');
 const { ensureImage } = await import('../../src/host/images/index.js');
 const { TINY_PROMPT, TINY_BANNER } = await import('../../src/host/images/tiny.js');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hg-qemu-'));
-const engine = new QemuEngine({ logger: createLogger('test', process.env.HANGAR_LOG_LEVEL ?? 'warn') });
+const engine = new QemuEngine({ logger: createLogger('test', process.env.HANGAR_LOG_LEVEL ?? 'warn'), kvm: probeKvm });
 const pids = new Set<number>();
 const consoles: Duplex[] = [];
 let image: Awaited<ReturnType<typeof ensureImage>>;

@@ -20,6 +20,8 @@ import { HostChecker } from '../../src/host/hostcheck.js';
 import { VmManager } from '../../src/host/vms.js';
 import { buildServer } from '../../src/host/server.js';
 import { HangarError } from '../../src/common/errors.js';
+import { capabilitiesOf, registryOf } from '../helpers/engines.js';
+import type { AdmissionSettings, HostResources } from '../../src/host/admission.js';
 
 /** A VM "process" that lives in this test; it exits when told to. */
 class FakeHandle implements VmHandle {
@@ -62,7 +64,7 @@ class FakeEngine implements Engine {
   failNextStart: string | null = null;
   ignorePowerButton = false;
   async capabilities() {
-    return { name: 'qemu' as const, available: true, bootModes: ['kernel' as const], devices: [], accelerators: ['tcg' as const], snapshots: false, migration: false };
+    return capabilitiesOf('qemu');
   }
   async start(config: EngineVmConfig): Promise<VmHandle> {
     if (this.failNextStart) { const m = this.failNextStart; this.failNextStart = null; throw new HangarError('ENGINE_FAILED', m); }
@@ -104,6 +106,9 @@ let store: Store;
 let engine: FakeEngine;
 let app: FastifyInstance;
 let vms: VmManager;
+/** Admission as the next build() gets it: a pinned host (8 GiB, 2 CPUs) unless a test sets its own. */
+let admission: { admission?: AdmissionSettings; hostResources: HostResources };
+const PINNED_HOST = { hostResources: { memoryBytes: 8 * 1024 ** 3, cpus: 2 } };
 
 function build(): { vms: VmManager; ops: OperationManager } {
   const log = pino({ level: 'silent' });
@@ -116,13 +121,7 @@ function build(): { vms: VmManager; ops: OperationManager } {
       return { name, kernel: '/nonexistent/vmlinuz', initrd: '/nonexistent/initrd', cmdline: 'console=ttyS0' };
     },
   };
-  let m: VmManager | null = null;
-  const host = new HostChecker({
-    probeKvm: async () => ({ present: true, fullSystem: false, kind: 'nested-emulated' as const, detail: 'test' }),
-    qemuVersion: async () => '7.2.0',
-    allocated: () => m!.allocated(),
-  });
-  m = new VmManager({ dataDir: dir, store, events, operations, engines: { qemu: engine }, images, host, log });
+  const m = new VmManager({ dataDir: dir, store, events, operations, engines: registryOf({ qemu: engine }), images, log, ...admission });
   return { vms: m, ops: operations };
 }
 
@@ -130,10 +129,11 @@ beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-api-'));
   store = new Store(dir);
   engine = new FakeEngine();
+  admission = PINNED_HOST;
   const b = build();
   vms = b.vms;
   const log = pino({ level: 'silent' });
-  app = await buildServer({ version: 'test', dataDir: dir, vms, operations: b.ops, events: new EventBus(store), host: new HostChecker({ probeKvm: async () => ({ present: false, fullSystem: false, kind: 'absent' as const, detail: 'x' }), qemuVersion: async () => null, allocated: () => vms.allocated() }), images: { listImages: () => [{ name: 'tiny', description: 'd', status: 'ready' }], ensureImage: async () => { throw new Error('unused'); } }, engines: { qemu: engine }, log });
+  app = await buildServer({ version: 'test', dataDir: dir, vms, operations: b.ops, events: new EventBus(store), host: new HostChecker({ engines: registryOf({ qemu: engine }, { present: false, fullSystem: false, kind: 'absent', detail: 'x' }), budget: () => vms.budget() }), images: { listImages: () => [{ name: 'tiny', description: 'd', status: 'ready' }], ensureImage: async () => { throw new Error('unused'); } }, engines: registryOf({ qemu: engine }), log });
 });
 
 afterEach(async () => {

@@ -148,12 +148,20 @@ test('host check report says what Hangar will do', () => {
     cpus: { total: 2, allocated: 1 },
     memory: { totalBytes: 24 * 1024 ** 3, availableBytes: 20 * 1024 ** 3, allocatedBytes: 256 * 1024 ** 2 },
     defaultAccel: 'tcg',
+    budget: {
+      memoryBytes: { committed: 256 * 1024 ** 2, limit: 21 * 1024 ** 3 },
+      cpus: { committed: 1, limit: 8 },
+      vms: { defined: 3, limit: 1000 },
+      settings: { memoryReserveBytes: 3 * 1024 ** 3, memoryRatio: 1, cpuRatio: 4, maxVms: 1000 },
+    },
     advice: ['Full Linux guests run on QEMU with TCG.'],
   });
   assert.match(s, /^KVM: +present, but kernel mode is emulated \(nested-emulated\)/m);
   assert.match(s, /^QEMU: +7\.2\.0$/m);
   assert.match(s, /^Memory: +24G total, 20G available, 256M allocated to VMs$/m);
   assert.match(s, /TCG/);
+  assert.match(s, /^Budget: +memory 256M of 21G committed \(host less 3G reserve, x1\)$/m);
+  assert.match(s, /^ +vCPUs 1 of 8 committed \(4 per host CPU\); VMs 3 of 1000 defined$/m);
   assert.match(s, /^ {2}- Full Linux guests run on QEMU with TCG\.$/m);
 });
 

@@ -28,6 +28,7 @@ import { EventBus } from '../../src/host/events.js';
 import { HostChecker } from '../../src/host/hostcheck.js';
 import { VmManager } from '../../src/host/vms.js';
 import { buildServer } from '../../src/host/server.js';
+import { capabilitiesOf, registryOf } from '../helpers/engines.js';
 import { importRequest } from '../../src/cli/commands/image.js';
 
 let dir: string;
@@ -216,7 +217,7 @@ class CapturingEngine implements Engine {
   configs: EngineVmConfig[] = [];
   constructor(readonly name: EngineName, readonly defaultCmdline?: string) {}
   async capabilities() {
-    return { name: this.name, available: true, bootModes: ['kernel' as const], devices: [], accelerators: ['kvm' as const], snapshots: false, migration: false };
+    return capabilitiesOf(this.name);
   }
   async start(config: EngineVmConfig): Promise<VmHandle> { this.configs.push(config); return new CapturingHandle(this.name); }
   async adopt(): Promise<VmHandle | null> { return null; }
@@ -237,13 +238,10 @@ async function apiWith(engines: Partial<Record<EngineName, Engine>>): Promise<{ 
   const operations = new OperationManager(store, log);
   const events = new EventBus(store);
   const images = { ensureImage, listImages, importImage, deleteImage };
-  const host = new HostChecker({
-    probeKvm: async () => ({ present: true, fullSystem: false, kind: 'nested-emulated' as const, detail: 'test' }),
-    qemuVersion: async () => '7.2.0',
-    allocated: () => vms.allocated(),
-  });
-  const vms: VmManager = new VmManager({ dataDir, store, events, operations, engines, images, host, log });
-  const app = await buildServer({ version: 'test', dataDir, vms, operations, events, host, images, engines, log });
+  const registry = registryOf(engines);
+  const vms: VmManager = new VmManager({ dataDir, store, events, operations, engines: registry, images, log });
+  const host = new HostChecker({ engines: registry, budget: () => vms.budget() });
+  const app = await buildServer({ version: 'test', dataDir, vms, operations, events, host, images, engines: registry, log });
   return { app, vms, store, async close() { await app.close(); vms.shutdown(); store.close(); } };
 }
 
@@ -330,7 +328,7 @@ test('command line: the image\'s wins; an image without one gets the engine defa
 });
 
 test('micro engine without KVM: launch is refused with UNSUPPORTED and nothing is left behind', async () => {
-  const micro = new NoKvmMicroEngine({ logger: pino({ level: 'silent' }) });
+  const micro = new NoKvmMicroEngine({ logger: pino({ level: 'silent' }), kvm: async () => ({ present: false, fullSystem: false, kind: 'absent', detail: '/dev/kvm not usable (ENOENT)' }) });
   const api = await apiWith({ micro });
   try {
     const caps = await micro.capabilities();

@@ -5,15 +5,14 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { HangarError } from '../../common/errors.js';
+import { isImageName, IMAGE_NAME_RULE } from '../../api/names.js';
 import { formatSize } from '../../common/sizes.js';
 import type { Image, ImageImportRequest } from '../../host/api/schemas.js';
 import { clientFor, formatFor, out, printJson, withJson } from '../context.js';
 
-const IMAGE_NAME_RE = /^[a-z][a-z0-9._-]{0,62}$/;
-
 function checkImageName(name: string): string {
-  if (!IMAGE_NAME_RE.test(name)) {
-    throw new HangarError('INVALID_ARGUMENT', `image name "${name}" is not valid: lower-case letters, digits, dots, dashes and underscores, starting with a letter, at most 63 characters`);
+  if (!isImageName(name)) {
+    throw new HangarError('INVALID_ARGUMENT', `image name "${name}" is not valid: ${IMAGE_NAME_RULE}`);
   }
   return name;
 }

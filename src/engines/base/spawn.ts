@@ -1,0 +1,43 @@
+/**
+ * The one place a VM process is created, for every engine. Anything that
+ * changes how VM processes run on the host (their user, capabilities,
+ * cgroup) belongs here, so both engines get it at once.
+ */
+import fs from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+
+export interface VmProcessSpec {
+  /** Program to run (absolute path or a name found on PATH). */
+  command: string;
+  args: string[];
+  /** The process's stdout and stderr are appended to this file (its own warnings, start errors). */
+  logFile: string;
+  /** Environment; the daemon's own when absent. */
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+/**
+ * Starts a VM process detached: its own session and process group, so
+ * signals to the daemon's group (Ctrl-C, systemd stopping the daemon) do not
+ * reach the VM and it outlives the daemon. stdin is /dev/null; stdout and
+ * stderr go to `logFile`. The child stays referenced (its exit is delivered
+ * to whoever watches it); callers unref it when they let go.
+ *
+ * A failure to exec shows up as the child's 'error' event (and no pid), as
+ * with spawn itself.
+ */
+export function spawnVmProcess(spec: VmProcessSpec): ChildProcess {
+  const out = fs.openSync(spec.logFile, 'a', 0o600);
+  try {
+    return spawn(spec.command, spec.args, {
+      detached: true,
+      stdio: ['ignore', out, out],
+      ...(spec.env ? { env: spec.env } : {}),
+      ...(spec.cwd ? { cwd: spec.cwd } : {}),
+    });
+  } finally {
+    // The child holds its own copy of the descriptor.
+    fs.closeSync(out);
+  }
+}
