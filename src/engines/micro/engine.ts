@@ -21,6 +21,7 @@ import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { spawnVmProcess } from '../base/spawn.js';
 import type { KvmProbe } from '../../kvm/probe.js';
+import { ownProbe } from '../base/kvm.js';
 import { MICRO_LIMITS } from './limits.js';
 import { VMM_EXIT, type VmmExitRecord } from '../../vmm/exit-codes.js';
 import { DEFAULT_BOOT_ARGS } from '../../vmm/controller.js';
@@ -33,8 +34,8 @@ export interface MicroEngineOptions {
   startTimeoutMs?: number;
   /** Path of hangar-vmm's compiled entry point (default <projectRoot>/dist/src/vmm/main.js). */
   vmmMain?: string;
-  /** This host's KVM, probed once per daemon (the engine registry shares one probe between engines). */
-  kvm: () => Promise<KvmProbe>;
+  /** This host's KVM, probed once per daemon (the engine registry shares one probe between engines); an engine used alone probes once itself. */
+  kvm?: () => Promise<KvmProbe>;
 }
 
 export interface MicroRunFiles {
@@ -160,11 +161,11 @@ export class MicroEngine implements Engine {
   private readonly main: string;
   private readonly kvm: () => Promise<KvmProbe>;
 
-  constructor(opts: MicroEngineOptions) {
+  constructor(opts: MicroEngineOptions = {}) {
     this.log = (opts.logger ?? createLogger('hangar')).child({ component: 'micro-engine' });
     this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
     this.main = opts.vmmMain ?? path.join(projectRoot(), 'dist', 'src', 'vmm', 'main.js');
-    this.kvm = opts.kvm;
+    this.kvm = opts.kvm ?? ownProbe();
   }
 
   /** What kind of KVM this host has (the daemon's one probe): the micro engine needs one; Linux guests need fullSystem. */
@@ -284,6 +285,6 @@ export class MicroEngine implements Engine {
   }
 }
 
-export function createMicroEngine(opts: MicroEngineOptions): MicroEngine {
+export function createMicroEngine(opts: MicroEngineOptions = {}): MicroEngine {
   return new MicroEngine(opts);
 }

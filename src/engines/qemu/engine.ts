@@ -13,6 +13,7 @@ import type { Duplex } from 'node:stream';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import type { KvmProbe } from '../../kvm/probe.js';
+import { ownProbe } from '../base/kvm.js';
 import type { Accel, Engine, EngineCapabilities, EngineVmConfig, ExitReason, VmExit, VmHandle } from '../engine.js';
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
@@ -28,8 +29,8 @@ export interface QemuEngineOptions {
   logger?: Logger;
   /** How long start() waits for QMP to answer (TCG start-up on a busy host can be slow). */
   startTimeoutMs?: number;
-  /** This host's KVM, probed once per daemon (the engine registry shares one probe between engines). */
-  kvm: () => Promise<KvmProbe>;
+  /** This host's KVM, probed once per daemon (the engine registry shares one probe between engines); an engine used alone probes once itself. */
+  kvm?: () => Promise<KvmProbe>;
 }
 
 /** Safety net: even with QMP open, look now and then whether the process is still there. */
@@ -189,11 +190,11 @@ export class QemuEngine implements Engine {
   private readonly kvm: () => Promise<KvmProbe>;
   private version?: Promise<string | null>;
 
-  constructor(opts: QemuEngineOptions) {
+  constructor(opts: QemuEngineOptions = {}) {
     this.machine = opts.machine ?? 'q35';
     this.log = (opts.logger ?? createLogger('hangar')).child({ component: 'qemu-engine' });
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
-    this.kvm = opts.kvm;
+    this.kvm = opts.kvm ?? ownProbe();
   }
 
   async capabilities(): Promise<EngineCapabilities> {
