@@ -88,6 +88,12 @@ export interface Engine {
   readonly name: EngineName;
   /** Kernel command line for images that bring none (extra arguments are appended); absent: none. */
   readonly defaultCmdline?: string;
+  /**
+   * What this engine can run on this host: availability, devices,
+   * accelerators and the one its VMs get (`defaultAccel`), and `limits`,
+   * which the daemon checks a VM's size against once, at create. A config
+   * passed to start() is within these limits.
+   */
   capabilities(): Promise<EngineCapabilities>;
   start(config: EngineVmConfig): Promise<VmHandle>;
   /** Reconnects to a VM started earlier; null when its process is gone. */

@@ -81,8 +81,12 @@ interface LiveVm {
 /** States in which a VM has (or is about to have) a process: they hold memory and vCPUs. */
 const ACTIVE_STATES = new Set<VmStateName>(['starting', 'running', 'paused', 'stopping']);
 
-/** The state changes the VM manager makes in normal operation. Reconciling after a restart may make any. */
-const LEGAL_TRANSITIONS: Record<VmStateName, readonly VmStateName[]> = {
+/**
+ * The state changes the VM manager makes in normal operation. Reconciling
+ * after a restart may make any. Every start passes through 'starting', the
+ * step where admission reserves the VM's share of the host.
+ */
+export const LEGAL_TRANSITIONS: Readonly<Record<VmStateName, readonly VmStateName[]>> = {
   stopped: ['starting'],
   crashed: ['starting'],
   starting: ['running', 'stopped'],
@@ -90,6 +94,13 @@ const LEGAL_TRANSITIONS: Record<VmStateName, readonly VmStateName[]> = {
   paused: ['running', 'stopping', 'stopped', 'crashed'],
   stopping: ['stopped', 'crashed'],
 };
+
+/** Throws INVALID_STATE unless `from` → `to` is a legal change in normal operation. */
+export function checkTransition(name: string, from: VmStateName, to: VmStateName): void {
+  if (!LEGAL_TRANSITIONS[from].includes(to)) {
+    throw new HangarError('INVALID_STATE', `VM "${name}" cannot go from ${from} to ${to}`, { name, state: from, to });
+  }
+}
 
 interface TransitionOptions {
   /** Other fields of the record that change with the state. */
@@ -242,9 +253,7 @@ export class VmManager {
   private transition(name: string, to: VmStateName, o: TransitionOptions = {}): VmRecord {
     return this.d.store.transaction(() => {
       const cur = this.d.store.requireVm(name);
-      if (!o.reconcile && !LEGAL_TRANSITIONS[cur.state].includes(to)) {
-        throw new HangarError('INVALID_STATE', `VM "${name}" cannot go from ${cur.state} to ${to}`, { name, state: cur.state, to });
-      }
+      if (!o.reconcile) checkTransition(name, cur.state, to);
       const next = this.d.store.updateVm(name, { ...o.patch, state: to });
       if (o.event) this.d.events.emit(name, o.event, o.reason);
       return next;

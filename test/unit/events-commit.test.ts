@@ -1,6 +1,7 @@
 /**
  * Lifecycle events reach subscribers only once the transaction that wrote
- * them has committed: a rolled-back change is never announced.
+ * them has committed: a rolled-back change is never announced. And the VM
+ * state changes the VM manager may make.
  */
 import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +10,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Store } from '../../src/host/store.js';
 import { EventBus } from '../../src/host/events.js';
-import type { LifecycleEvent } from '../../src/host/api/schemas.js';
+import type { LifecycleEvent, VmStateName } from '../../src/host/api/schemas.js';
+import { checkTransition } from '../../src/host/vms.js';
+import { HangarError } from '../../src/common/errors.js';
 
 let dir: string;
 let store: Store;
@@ -79,4 +82,15 @@ test('a subscriber that throws does not undo the change or silence the others', 
   store.transaction(() => { bus.emit('a', 'created'); });
   assert.deepEqual(other, ['created']);
   assert.equal(bus.list().length, 1);
+});
+
+test('VM state changes: a start always passes through starting (where admission reserves), exits only from live states', () => {
+  const ok: Array<[VmStateName, VmStateName]> = [['stopped', 'starting'], ['crashed', 'starting'], ['starting', 'running'], ['starting', 'stopped'],
+    ['running', 'paused'], ['paused', 'running'], ['running', 'stopping'], ['stopping', 'stopped'], ['running', 'crashed'], ['paused', 'stopped']];
+  for (const [from, to] of ok) checkTransition('v', from, to);
+  const bad: Array<[VmStateName, VmStateName]> = [['stopped', 'running'], ['crashed', 'running'], ['stopped', 'paused'], ['starting', 'paused'],
+    ['stopping', 'running'], ['stopped', 'crashed'], ['paused', 'starting'], ['running', 'starting']];
+  for (const [from, to] of bad) {
+    assert.throws(() => checkTransition('v', from, to), (e: unknown) => e instanceof HangarError && e.code === 'INVALID_STATE' && e.message === `VM "v" cannot go from ${from} to ${to}`, `${from} → ${to}`);
+  }
 });
