@@ -25,17 +25,21 @@ export interface VmProcessSpec {
  * to whoever watches it); callers unref it when they let go.
  *
  * A failure to exec shows up as the child's 'error' event (and no pid), as
- * with spawn itself.
+ * with spawn itself; it never goes unhandled.
  */
 export function spawnVmProcess(spec: VmProcessSpec): ChildProcess {
   const out = fs.openSync(spec.logFile, 'a', 0o600);
   try {
-    return spawn(spec.command, spec.args, {
+    const child = spawn(spec.command, spec.args, {
       detached: true,
       stdio: ['ignore', out, out],
       ...(spec.env ? { env: spec.env } : {}),
       ...(spec.cwd ? { cwd: spec.cwd } : {}),
     });
+    // An exec failure is an 'error' event: without a listener it would end the daemon.
+    // Callers see it as a missing pid or through a listener of their own.
+    child.on('error', () => {});
+    return child;
   } finally {
     // The child holds its own copy of the descriptor.
     fs.closeSync(out);
