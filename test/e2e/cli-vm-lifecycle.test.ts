@@ -64,7 +64,7 @@ test('host check reports KVM, QEMU and the plan, as text and JSON', async () => 
   assert.match(t, /^Acceleration: /m);
 });
 
-test('bad input: non-zero exit and a clear message', async () => {
+test('bad input: the exit code docs/cli.md gives for its error, and a clear message', async () => {
   const mem = await hangar(['launch', 'tiny', NAME, '--memory', '12XB']);
   assert.equal(mem.code, 2);
   assert.match(mem.stderr, /^Error: --memory "12XB" has an unknown unit "XB" .*\(INVALID_ARGUMENT\)$/m);
