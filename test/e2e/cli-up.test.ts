@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { projectRoot } from '../../src/common/paths.js';
-import { runHangar, expectOk, type CliResult } from '../unit/cli-fake-daemon.js';
+import { runHangar, expectOk, type CliResult } from '../helpers/cli.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-cli-up-'));
 const env: NodeJS.ProcessEnv = {

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { runHangar, expectOk, type CliResult } from '../unit/cli-fake-daemon.js';
+import { runHangar, expectOk, type CliResult } from '../helpers/cli.js';
 import { START_TICKS, STOP_TICKS, lastTick, waitForTick, watchWindowMs } from '../helpers/guest-ticks.js';
 
 const NAME = 'cli-e2e';
