@@ -248,7 +248,9 @@ is Node's own binary, shared between processes), plus one V8 isolate per
 vCPU worker thread. Each
 port-I/O or MMIO exit that reaches a device model is a round trip from the
 vCPU thread to the device thread (SharedArrayBuffer mailbox + Atomics.wait);
-virtio queue notifications avoid it through ioeventfd where KVM offers it.
+virtio queue notifications pay it too (MMIO exits on QueueNotify); an ioeventfd
+lets KVM complete the store without it (the ioeventfd line), but virtio uses one
+only with HANGAR_VIRTIO_IOEVENTFD=1 (docs/virtio.md says why).
 On a nested KVM that emulates guest ring 0, the port-I/O figure includes the
 emulation of the \`out\` instruction itself.`;
   const file = writeSection('vmm', md);

@@ -5,7 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HangarError } from '../../src/common/errors.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { HangarError, ERROR_STATUS, type ErrorCode } from '../../src/common/errors.js';
+import { projectRoot } from '../../src/common/paths.js';
 import type { Vm } from '../../src/host/api/schemas.js';
 import { formatDuration, formatSizeApprox, renderCsv, renderKeyValues, renderTable, resolveFormat } from '../../src/cli/output.js';
 import { EXIT, exitCodeFor } from '../../src/cli/exit-codes.js';
@@ -87,6 +90,18 @@ test('error codes map to documented exit codes', () => {
   assert.equal(exitCodeFor('UNSUPPORTED'), 7);
   assert.equal(exitCodeFor('UNAUTHORIZED'), 8);
   assert.equal(exitCodeFor('ENGINE_FAILED'), EXIT.FAILURE);
+});
+
+test("docs/cli.md's exit-code table is exactly what the CLI does, for every error code", () => {
+  const doc = fs.readFileSync(path.join(projectRoot(), 'docs', 'cli.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('## Output, errors and exit codes'));
+  const documented = new Map<string, number>();
+  for (const m of section.matchAll(/^\| (\d+) \| [^|]+ \|([^|\n]*)\|$/gm)) {
+    for (const c of m[2]!.matchAll(/`([A-Z_]+)`/g)) documented.set(c[1]!, Number(m[1]));
+  }
+  const codes = Object.keys(ERROR_STATUS) as ErrorCode[];
+  assert.deepEqual([...documented.keys()].sort(), [...codes].sort(), 'every error code has its row, and no row names an unknown code');
+  for (const c of codes) assert.equal(exitCodeFor(c), documented.get(c), `${c}: exit code as documented`);
 });
 
 test('launch options become a validated create request', () => {
