@@ -23,6 +23,7 @@ import { VMM_EXIT, type VmmExitRecord } from '../../vmm/exit-codes.js';
 import { DEFAULT_BOOT_ARGS } from '../../vmm/controller.js';
 import { VMM_NODE_FLAGS } from '../../vmm/process-flags.js';
 import { VmmClient } from './client.js';
+import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
 export interface MicroEngineOptions {
   logger?: Logger;
@@ -103,7 +104,8 @@ class MicroVmHandle implements VmHandle {
   private readonly exitWaiters: Array<() => void> = [];
   private detached = false;
 
-  constructor(readonly pid: number, private readonly files: MicroRunFiles, private readonly log: Logger, private readonly child: ChildProcess | null) {
+  constructor(readonly pid: number, private readonly files: MicroRunFiles, private readonly log: Logger, private readonly child: ChildProcess | null,
+    private readonly sandbox: VmSandbox | null = null) {
     this.client = new VmmClient(files.apiSocket);
     if (child) {
       child.once('exit', (code, signal) => this.ended(code, signal));
@@ -116,7 +118,9 @@ class MicroVmHandle implements VmHandle {
   private ended(code: number | null, signal: NodeJS.Signals | null): void {
     if (this.exit) return;
     if (this.poll) { clearInterval(this.poll); this.poll = null; }
-    this.exit = vmExitFor(code, signal, readExitRecord(this.files.exitFile), this.killRequested);
+    const raw = vmExitFor(code, signal, readExitRecord(this.files.exitFile), this.killRequested);
+    this.exit = this.sandbox?.explain(raw, this.killRequested) ?? raw;
+    if (!this.detached) this.sandbox?.cleanup();
     this.log.info({ exit: this.exit }, 'hangar-vmm ended');
     for (const w of this.exitWaiters.splice(0)) w();
     if (this.detached) return;
@@ -232,19 +236,29 @@ export class MicroEngine implements Engine {
     fs.mkdirSync(config.runDir, { recursive: true });
     for (const p of [files.apiSocket, files.consoleSocket, files.exitFile, files.pidFile]) removeStale(p);
 
+    const sandbox = sandboxFor('micro', config);
+    // A confined hangar-vmm cannot open /dev/kvm: it inherits the daemon's descriptor as fd 3.
+    const args = sandbox ? [...this.args(config, files), '--kvm-fd', '3'] : this.args(config, files);
+    const cmd = sandbox?.wrap(process.execPath, args) ?? { cmd: process.execPath, args, env: process.env };
     const out = fs.openSync(files.processLog, 'a');
+    let kvm: number | null = null;
     let child: ChildProcess;
     try {
+      if (sandbox) kvm = fs.openSync('/dev/kvm', fs.constants.O_RDWR);
       // detached: its own session, so signals to the daemon's process group do not reach the VM.
-      child = spawn(process.execPath, this.args(config, files), { detached: true, stdio: ['ignore', out, out] });
+      child = spawn(cmd.cmd, cmd.args, { detached: true, stdio: ['ignore', out, out, ...(kvm !== null ? [kvm] : [])], env: cmd.env });
+    } catch (e) {
+      sandbox?.cleanup();
+      throw e;
     } finally {
       fs.closeSync(out);
+      if (kvm !== null) fs.closeSync(kvm);
     }
     const pid = child.pid;
     if (pid === undefined) throw new HangarError('ENGINE_FAILED', 'hangar-vmm could not be started');
     // Synchronously, in the same tick as the spawn: there is no moment where the process runs unnamed.
     try { fs.writeFileSync(files.pidFile, `${pid}\n`, { mode: 0o600 }); } catch (e) { log.warn({ err: String(e) }, 'could not write the pid file'); }
-    const handle = new MicroVmHandle(pid, files, log, child);
+    const handle = new MicroVmHandle(pid, files, log, child, sandbox);
     try {
       await this.waitForApi(files, child);
       const c = new VmmClient(files.apiSocket);
@@ -286,7 +300,9 @@ export class MicroEngine implements Engine {
   /** This VM's hangar-vmm: `hint` if it still is, else the pid in runDir/vmm.pid if that one is. */
   async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
     const files = microRunFiles(config.runDir);
-    return findVerifiedProcess(files.pidFile, (pid) => isVmmOf(pid, files), hint);
+    const pid = await findVerifiedProcess(files.pidFile, (pid) => isVmmOf(pid, files), hint);
+    if (pid === null) cleanupStaleSandbox(config.runDir);
+    return pid;
   }
 
   async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {
@@ -308,7 +324,7 @@ export class MicroEngine implements Engine {
       this.log.warn({ vm: config.name, pid, err: String(e) }, 'hangar-vmm alive but its control socket does not answer');
       return null;
     }
-    return new MicroVmHandle(pid, files, this.log.child({ vm: config.name }), null);
+    return new MicroVmHandle(pid, files, this.log.child({ vm: config.name }), null, loadVmSandbox(config.runDir));
   }
 }
 

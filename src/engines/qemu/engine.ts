@@ -17,6 +17,7 @@ import { buildQemuArgs, optValue, runFiles, type QemuMachine, type QemuRunFiles 
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
 import { processAlive, processArgs, processCpuSeconds, processRssBytes, findVerifiedProcess, killVerified } from './procfs.js';
 import { qemuBinary, qemuVersion } from './version.js';
+import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
 export interface QemuEngineOptions {
   machine?: QemuMachine;
@@ -81,6 +82,8 @@ class QemuVmHandle implements VmHandle {
     private readonly log: Logger,
     /** Present when we spawned the process ourselves and Node will tell us its exit status. */
     private readonly child: ChildProcess | null,
+    /** The VM process's confinement (cgroup, uid), cleaned up when it ends. */
+    private readonly sandbox: VmSandbox | null = null,
   ) {
     this.exited = new Promise((r) => (this.resolveExited = r));
     qmp.on('event', (ev: QmpEvent) => this.onEvent(ev));
@@ -140,7 +143,9 @@ class QemuVmHandle implements VmHandle {
     this.stopWatching();
     const signal = this.childExit?.signal ?? null;
     const { reason, detail } = exitReasonFor(this.shutdownReason, this.killRequested, signal);
-    const exit: VmExit = { reason, detail, exitCode: this.childExit?.code ?? null, signal };
+    const raw: VmExit = { reason, detail, exitCode: this.childExit?.code ?? null, signal };
+    const exit = this.sandbox?.explain(raw, this.killRequested) ?? raw;
+    this.sandbox?.cleanup();
     this.exitInfo = exit;
     this.qmp.close();
     this.log.info({ pid: this.pid, ...exit }, 'qemu exited');
@@ -315,12 +320,17 @@ export class QemuEngine implements Engine {
     removeStale(files.consoleSocket);
     removeStale(files.pidFile);
 
+    const sandbox = sandboxFor('qemu', config);
+    const cmd = sandbox?.wrap(qemuBinary(), args) ?? { cmd: qemuBinary(), args, env: process.env };
     const out = fs.openSync(files.processLog, 'a');
     let child: ChildProcess;
     try {
       // detached: own session and process group, so signals to the daemon's group
       // (Ctrl-C, systemd stopping the daemon) do not reach the VM.
-      child = spawn(qemuBinary(), args, { detached: true, stdio: ['ignore', out, out] });
+      child = spawn(cmd.cmd, cmd.args, { detached: true, stdio: ['ignore', out, out], env: cmd.env });
+    } catch (e) {
+      sandbox?.cleanup();
+      throw e;
     } finally {
       fs.closeSync(out);
     }
@@ -348,11 +358,12 @@ export class QemuEngine implements Engine {
       }
       // Give QEMU's last words a moment to reach the log.
       await new Promise((r) => setTimeout(r, 50));
+      sandbox?.cleanup();
       const why = spawnError ? (spawnError as Error).message : tail(files.processLog);
       throw new HangarError('ENGINE_FAILED', `QEMU did not start: ${toHangarError(e).message}${why ? `: ${why}` : ''}`, { log: files.processLog });
     }
     log.info({ pid: child.pid }, 'qemu running');
-    return new QemuVmHandle(child.pid, qmp, files, log, child);
+    return new QemuVmHandle(child.pid, qmp, files, log, child, sandbox);
   }
 
   /**
@@ -363,7 +374,9 @@ export class QemuEngine implements Engine {
    */
   async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
     const files = runFiles(config.runDir);
-    return findVerifiedProcess(files.pidFile, (pid) => isQemuOf(pid, files), hint);
+    const pid = await findVerifiedProcess(files.pidFile, (pid) => isQemuOf(pid, files), hint);
+    if (pid === null) cleanupStaleSandbox(config.runDir);
+    return pid;
   }
 
   async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {
@@ -386,7 +399,7 @@ export class QemuEngine implements Engine {
     try {
       const qmp = await connectQmp(files.qmpSocket, { connectTimeoutMs: 5000, keepTrying: () => processAlive(pid) });
       log.info({ pid }, 'adopted qemu');
-      return new QemuVmHandle(pid, qmp, files, log, null);
+      return new QemuVmHandle(pid, qmp, files, log, null, loadVmSandbox(config.runDir));
     } catch (e) {
       if (!processAlive(pid)) return null;
       throw new HangarError('ENGINE_FAILED', `QEMU pid ${pid} is running but its QMP socket does not answer: ${toHangarError(e).message}`);
