@@ -120,7 +120,8 @@ export function buildFilter(allowed: readonly number[], defaultAction = SECCOMP_
     insn(BPF_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
     insn(BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
     insn(BPF_LD_W_ABS, OFF_NR),
-    insn(BPF_JGE_K, X32_SYSCALL_BIT, allowed.length + 1, 0),
+    // x32 calls (bit 30 set) go to the default action, past the list.
+    insn(BPF_JGE_K, X32_SYSCALL_BIT, allowed.length, 0),
   ];
   // Entry i jumps over the rest of the list and the default return to ALLOW.
   allowed.forEach((nr, i) => prog.push(insn(BPF_JEQ_K, nr, allowed.length - i, 0)));
