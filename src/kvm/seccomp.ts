@@ -45,7 +45,7 @@ export const X86_64_SYSCALLS: Readonly<Record<string, number>> = {
   timerfd_settime: 286, timerfd_gettime: 287, accept4: 288, signalfd4: 289, eventfd2: 290, epoll_create1: 291, dup3: 292,
   pipe2: 293, preadv: 295, pwritev: 296, prlimit64: 302, sendmmsg: 307, getcpu: 309, renameat2: 316, seccomp: 317,
   getrandom: 318, memfd_create: 319, membarrier: 324, copy_file_range: 326, preadv2: 327, pwritev2: 328, statx: 332,
-  rseq: 334, clone3: 435, faccessat2: 439, epoll_pwait2: 441,
+  rseq: 334, clone3: 435, mincore: 27, capget: 125, faccessat2: 439, epoll_pwait2: 441,
 };
 
 /**
@@ -54,9 +54,10 @@ export const X86_64_SYSCALLS: Readonly<Record<string, number>> = {
  */
 export const VMM_SYSCALLS: readonly string[] = [
   // memory: V8's heap, guest RAM views, worker stacks
-  'mmap', 'munmap', 'mprotect', 'madvise', 'brk', 'mremap',
-  // threads and their synchronisation (vCPU workers, libuv pool, V8 platform)
-  'futex', 'clone', 'clone3', 'set_robust_list', 'rseq', 'sched_yield', 'gettid', 'sched_getaffinity', 'membarrier',
+  'mmap', 'munmap', 'mprotect', 'madvise', 'mincore', 'brk', 'mremap',
+  // threads and their synchronisation (vCPU workers, libuv pool, V8 platform); clone only with
+  // CLONE_THREAD, clone3 answers ENOSYS (see buildFilter); Node checks capget when a worker starts
+  'futex', 'clone', 'clone3', 'capget', 'set_robust_list', 'rseq', 'sched_yield', 'gettid', 'sched_getaffinity', 'membarrier',
   'exit', 'exit_group',
   // signals: Node's handlers, vCPU kicks (pthread_kill → tgkill), SIGTERM/SIGINT handling
   'rt_sigaction', 'rt_sigprocmask', 'rt_sigreturn', 'sigaltstack', 'tgkill', 'getpid',
@@ -75,8 +76,11 @@ export const VMM_SYSCALLS: readonly string[] = [
 
 const AUDIT_ARCH_X86_64 = 0xc000003e;
 const X32_SYSCALL_BIT = 0x40000000;
+const CLONE_THREAD = 0x00010000;
+const ENOSYS = 38;
 export const SECCOMP_RET_KILL_PROCESS = 0x80000000;
 export const SECCOMP_RET_ALLOW = 0x7fff0000;
+const SECCOMP_RET_ERRNO = 0x00050000;
 const SECCOMP_SET_MODE_FILTER = 1;
 const SECCOMP_FILTER_FLAG_TSYNC = 1;
 const SYS_SECCOMP = 317;
@@ -86,10 +90,12 @@ const PR_SET_NO_NEW_PRIVS = 38;
 const BPF_LD_W_ABS = 0x20;
 const BPF_JEQ_K = 0x15;
 const BPF_JGE_K = 0x35;
+const BPF_JSET_K = 0x45;
 const BPF_RET_K = 0x06;
-/** Offsets into struct seccomp_data. */
+/** Offsets into struct seccomp_data: nr, arch, then args[0] (its low 32 bits, little-endian). */
 const OFF_NR = 0;
 const OFF_ARCH = 4;
+const OFF_ARG0 = 16;
 
 export interface BpfInsn {
   code: number;
@@ -97,8 +103,6 @@ export interface BpfInsn {
   jf: number;
   k: number;
 }
-
-const insn = (code: number, k: number, jt = 0, jf = 0): BpfInsn => ({ code, jt, jf, k });
 
 /** Numbers for names; an unknown name is a programming error and throws. */
 export function syscallNumbers(names: readonly string[]): number[] {
@@ -109,40 +113,82 @@ export function syscallNumbers(names: readonly string[]): number[] {
   }))].sort((a, b) => a - b);
 }
 
-/**
- * The filter program: kill unless the architecture is x86-64 and the call
- * is not an x32 one; allow the listed numbers; `defaultAction` for the rest.
- */
-export function buildFilter(allowed: readonly number[], defaultAction = SECCOMP_RET_KILL_PROCESS): BpfInsn[] {
-  if (allowed.length > 250) throw new Error('seccomp: too many calls for one linear filter (jump offsets are 8 bits)');
-  const prog: BpfInsn[] = [
-    insn(BPF_LD_W_ABS, OFF_ARCH),
-    insn(BPF_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
-    insn(BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
-    insn(BPF_LD_W_ABS, OFF_NR),
-    // x32 calls (bit 30 set) go to the default action, past the list.
-    insn(BPF_JGE_K, X32_SYSCALL_BIT, allowed.length, 0),
-  ];
-  // Entry i jumps over the rest of the list and the default return to ALLOW.
-  allowed.forEach((nr, i) => prog.push(insn(BPF_JEQ_K, nr, allowed.length - i, 0)));
-  prog.push(insn(BPF_RET_K, defaultAction));
-  prog.push(insn(BPF_RET_K, SECCOMP_RET_ALLOW));
-  return prog;
+/** An instruction whose jumps name labels, resolved by assemble(). */
+type Asm = { code: number; k: number; jt?: string; jf?: string } | { label: string };
+
+function assemble(src: Asm[]): BpfInsn[] {
+  const at = new Map<string, number>();
+  const code: Array<Exclude<Asm, { label: string }>> = [];
+  for (const a of src) {
+    if ('label' in a) at.set(a.label, code.length);
+    else code.push(a);
+  }
+  return code.map((a, pc) => {
+    const off = (l?: string): number => {
+      if (l === undefined) return 0;
+      const target = at.get(l);
+      if (target === undefined) throw new Error(`seccomp: no label ${l}`);
+      const d = target - pc - 1;
+      // Classic BPF jumps forward only, at most 255 instructions.
+      if (d < 0 || d > 255) throw new Error(`seccomp: jump to ${l} out of range (${d}); too many calls for one linear filter`);
+      return d;
+    };
+    return { code: a.code, jt: off(a.jt), jf: off(a.jf), k: a.k >>> 0 };
+  });
 }
 
 /**
- * A reference interpreter of the programs buildFilter makes (loads from
- * seccomp_data, JEQ/JGE with constants, RET), for unit tests: what the
+ * The filter program. Kill unless the architecture is x86-64 (a 32-bit or
+ * x32 call would carry different numbers); `clone3` answers ENOSYS, so that
+ * glibc falls back to `clone`, whose flags a filter can see: `clone` is
+ * allowed only with CLONE_THREAD (new threads, never new processes) when it
+ * is on the list; the listed numbers are allowed; `defaultAction` for the rest.
+ */
+export function buildFilter(allowed: readonly number[], defaultAction = SECCOMP_RET_KILL_PROCESS): BpfInsn[] {
+  const cloneNr = X86_64_SYSCALLS.clone!;
+  const clone3Nr = X86_64_SYSCALLS.clone3!;
+  const checkClone = allowed.includes(cloneNr);
+  const plain = allowed.filter((nr) => nr !== cloneNr && nr !== clone3Nr);
+  return assemble([
+    { code: BPF_LD_W_ABS, k: OFF_ARCH },
+    { code: BPF_JEQ_K, k: AUDIT_ARCH_X86_64, jt: 'nr', jf: 'kill' },
+    { label: 'kill' },
+    { code: BPF_RET_K, k: SECCOMP_RET_KILL_PROCESS },
+    { label: 'nr' },
+    { code: BPF_LD_W_ABS, k: OFF_NR },
+    // x32 calls (bit 30 set) go to the default action, past the list.
+    { code: BPF_JGE_K, k: X32_SYSCALL_BIT, jt: 'default' },
+    ...(checkClone ? [{ code: BPF_JEQ_K, k: clone3Nr, jt: 'enosys' }, { code: BPF_JEQ_K, k: cloneNr, jt: 'clone' }] : []),
+    ...plain.map((nr) => ({ code: BPF_JEQ_K, k: nr, jt: 'allow' })),
+    { label: 'default' },
+    { code: BPF_RET_K, k: defaultAction },
+    ...(checkClone ? [
+      { label: 'clone' },
+      { code: BPF_LD_W_ABS, k: OFF_ARG0 },
+      { code: BPF_JSET_K, k: CLONE_THREAD, jt: 'allow' },
+      { code: BPF_RET_K, k: defaultAction },
+      { label: 'enosys' },
+      { code: BPF_RET_K, k: SECCOMP_RET_ERRNO | ENOSYS },
+    ] : []),
+    { label: 'allow' },
+    { code: BPF_RET_K, k: SECCOMP_RET_ALLOW },
+  ]);
+}
+
+/**
+ * A reference interpreter of the programs buildFilter makes (word loads from
+ * seccomp_data, JEQ/JGE/JSET with constants, RET), for unit tests: what the
  * kernel would answer for a call.
  */
-export function runFilter(prog: readonly BpfInsn[], nr: number, arch = AUDIT_ARCH_X86_64): number {
+export function runFilter(prog: readonly BpfInsn[], nr: number, arch = AUDIT_ARCH_X86_64, arg0 = 0): number {
   let a = 0;
   for (let pc = 0; pc < prog.length; pc++) {
     const i = prog[pc]!;
     switch (i.code) {
-      case BPF_LD_W_ABS: a = i.k === OFF_NR ? nr >>> 0 : i.k === OFF_ARCH ? arch >>> 0 : 0; break;
-      case BPF_JEQ_K: pc += a === i.k >>> 0 ? i.jt : i.jf; break;
-      case BPF_JGE_K: pc += a >= i.k >>> 0 ? i.jt : i.jf; break;
+      case BPF_LD_W_ABS: a = i.k === OFF_NR ? nr >>> 0 : i.k === OFF_ARCH ? arch >>> 0 : i.k === OFF_ARG0 ? arg0 >>> 0 : 0; break;
+      case BPF_JEQ_K: pc += a === i.k ? i.jt : i.jf; break;
+      case BPF_JGE_K: pc += a >= i.k ? i.jt : i.jf; break;
+      case BPF_JSET_K: pc += (a & i.k) !== 0 ? i.jt : i.jf; break;
       case BPF_RET_K: return i.k >>> 0;
       default: throw new Error(`unexpected opcode ${i.code}`);
     }

@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { buildFilter, runFilter, syscallNumbers, VMM_SYSCALLS, X86_64_SYSCALLS, SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS } from '../../src/kvm/seccomp.js';
 import { seccompModeFromEnv } from '../../src/kvm/seccomp-mode.js';
@@ -18,6 +19,7 @@ const AUDIT_ARCH_I386 = 0x40000003;
 test('the filter allows exactly the listed calls on x86-64', () => {
   const allowed = new Set(syscallNumbers(VMM_SYSCALLS));
   for (let nr = 0; nr < 460; nr++) {
+    if (nr === X86_64_SYSCALLS.clone || nr === X86_64_SYSCALLS.clone3) continue;
     assert.equal(runFilter(prog, nr), allowed.has(nr) ? SECCOMP_RET_ALLOW : SECCOMP_RET_KILL_PROCESS, `call ${nr}`);
   }
   assert.ok(allowed.size > 40, 'a real list, not an empty one');
@@ -30,6 +32,15 @@ test('calls that would let a compromised VMM escape are not on the list', () => 
   for (const nr of [59, 322, 101, 310, 175, 313, 165, 105, 41, 42, 57, 58, 246, 321, 298, 323, 250, 272, 308]) {
     assert.equal(runFilter(prog, nr), SECCOMP_RET_KILL_PROCESS, `call ${nr}`);
   }
+});
+
+test('clone makes threads only; clone3 answers ENOSYS so the C library falls back to clone', () => {
+  const CLONE_THREAD = 0x10000;
+  const threadFlags = 0x3d0f00; // what glibc's pthread_create passes: VM|FS|FILES|SIGHAND|THREAD|SYSVSEM|SETTLS|...
+  assert.equal(runFilter(prog, X86_64_SYSCALLS.clone!, undefined, threadFlags), SECCOMP_RET_ALLOW);
+  assert.equal(runFilter(prog, X86_64_SYSCALLS.clone!, undefined, threadFlags & ~CLONE_THREAD), SECCOMP_RET_KILL_PROCESS, 'a new process');
+  assert.equal(runFilter(prog, X86_64_SYSCALLS.clone!, undefined, 17 /* SIGCHLD: fork() */), SECCOMP_RET_KILL_PROCESS);
+  assert.equal(runFilter(prog, X86_64_SYSCALLS.clone3!), 0x00050000 | 38);
 });
 
 test('another architecture or an x32 call number is killed, even for an allowed number', () => {
@@ -71,10 +82,14 @@ test('installed for real: every thread is filtered and allowed work goes on', ()
   const r = filteredChild(`
     const tasks = fs.readdirSync('/proc/self/task');
     const modes = tasks.map((t) => /Seccomp:\\s*(\\d)/.exec(fs.readFileSync('/proc/self/task/' + t + '/status', 'utf8'))[1]);
-    process.stdout.write(JSON.stringify({ threads: tasks.length, modes }));
+    // A thread started under the filter (clone3 → ENOSYS → clone with CLONE_THREAD) works too.
+    const late = new Worker('import { parentPort } from "node:worker_threads"; parentPort.postMessage(6 * 7);', { eval: true });
+    const answer = await new Promise((r) => late.once('message', r));
+    process.stdout.write(JSON.stringify({ threads: tasks.length, modes, answer }));
   `);
   assert.equal(r.status, 0, `child failed: ${r.stderr}`);
-  const out = JSON.parse(r.stdout) as { threads: number; modes: string[] };
+  const out = JSON.parse(r.stdout) as { threads: number; modes: string[]; answer: number };
+  assert.equal(out.answer, 42, 'a worker started after the filter ran');
   assert.ok(out.threads > 2, 'the child had several threads');
   assert.deepEqual([...new Set(out.modes)], ['2'], 'every thread (including the worker started before) is filtered');
 });
@@ -83,4 +98,16 @@ test('installed for real: a call off the list kills the process with SIGSYS', ()
   const r = filteredChild(`fs.mkdirSync('/tmp/hangar-seccomp-${process.pid}'); process.stdout.write('survived');`);
   assert.equal(r.signal, 'SIGSYS', `status ${r.status}, stderr ${r.stderr}`);
   assert.doesNotMatch(r.stdout, /survived/);
+  assert.equal(fs.existsSync(`/tmp/hangar-seccomp-${process.pid}`), false);
+});
+
+test('installed for real: starting a program is impossible (the process dies, nothing runs)', () => {
+  const marker = `/tmp/hangar-seccomp-exec-${process.pid}`;
+  const r = filteredChild(`
+    const { spawnSync } = await import('node:child_process');
+    spawnSync('/bin/sh', ['-c', 'echo ran > ${marker}']);
+    process.stdout.write('survived');
+  `);
+  assert.equal(r.signal, 'SIGSYS', `status ${r.status}, stderr ${r.stderr}`);
+  assert.equal(fs.existsSync(marker), false, 'the program ran');
 });

@@ -31,8 +31,11 @@ function statOrThrow(p: string): fs.Stats {
   }
 }
 
-/** Makes every folder above `p` searchable by members of `groupGid`. */
-export function grantTraverse(p: string, groupGid: number): void {
+/**
+ * Makes every folder above `p` searchable by members of `groupGid`. A folder
+ * of group `ownGid` (the VM's own runDir) counts as passable already.
+ */
+export function grantTraverse(p: string, groupGid: number, ownGid = groupGid): void {
   const dirs: string[] = [];
   for (let d = path.dirname(path.resolve(p)); ; d = path.dirname(d)) {
     dirs.push(d);
@@ -41,7 +44,7 @@ export function grantTraverse(p: string, groupGid: number): void {
   for (const d of dirs.reverse()) {
     const st = statOrThrow(d);
     if (st.mode & 0o001) continue;
-    if (st.gid === groupGid && st.mode & 0o010) continue;
+    if ((st.gid === groupGid || st.gid === ownGid) && st.mode & 0o010) continue;
     if (st.gid !== 0 && st.gid !== groupGid) {
       throw new HangarError('UNAVAILABLE', `VM processes cannot pass through ${d} (group ${st.gid}, mode ${(st.mode & 0o7777).toString(8)}): give others or group ${groupGid} search permission`);
     }
@@ -72,7 +75,7 @@ export function lend(file: string, uid: number, gid: number, groupGid: number): 
     return null;
   }
   if (!st.isFile()) throw new HangarError('INVALID_ARGUMENT', `${file} is not a regular file`);
-  grantTraverse(file, groupGid);
+  grantTraverse(file, groupGid, gid);
   fs.chownSync(file, uid, gid);
   return { path: file, uid: st.uid, gid: st.gid };
 }
