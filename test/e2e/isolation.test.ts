@@ -6,10 +6,10 @@
  * past the cgroup's limit is killed alone and reported as crashed with the
  * reason, while the daemon and another VM carry on.
  *
- * The memory test runs the tiny QEMU guest with a deliberately small
- * allowance above guest RAM (HANGAR_VM_MEMORY_OVERHEAD_MIB): QEMU itself
- * fits, and the guest writing a large file into a tmpfs pushes the process
- * past the limit.
+ * The memory test runs the tiny QEMU guest on a second daemon that gives VMs
+ * no allowance above guest RAM (HANGAR_VM_MEMORY_OVERHEAD_MIB=0): QEMU boots
+ * within the limit, and the guest writing a large file into a tmpfs makes
+ * QEMU back more guest pages than fit beside its own memory.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,18 +20,19 @@ import { runHangar, expectOk } from '../unit/cli-fake-daemon.js';
 import { buildGuest, kvmUsable } from './vmm-helpers.js';
 import { TINY_PROMPT } from '../../src/host/images/tiny.js';
 import { CLAIM_DIR } from '../../src/engines/sandbox/identity.js';
+import { DEFAULT_OVERHEAD_MIB } from '../../src/engines/sandbox/sandbox.js';
 
 const asRoot = process.getuid?.() === 0;
 const skip = asRoot ? false : 'needs root (the daemon confines VMs only as root)';
-/** Guest RAM of the QEMU VM that fills its memory, and the allowance QEMU gets above it. */
-const OOM_GUEST_MIB = 256;
-const OOM_OVERHEAD_MIB = 96;
+/** Guest RAM of the QEMU VM that fills its memory (also its whole limit), and how much it writes. */
+const OOM_GUEST_MIB = 384;
+const OOM_FILL_MIB = 320;
 
 let d: TestDaemon;
 
 before(async () => {
   if (!asRoot) return;
-  d = await startDaemon({ env: { HANGAR_VM_MEMORY_OVERHEAD_MIB: String(OOM_OVERHEAD_MIB) } });
+  d = await startDaemon();
 });
 
 after(async () => {
@@ -108,29 +109,29 @@ function assertConfined(pid: number, what: string): void {
   assert.equal(st.seccomp, '2', `${what}: Seccomp (2 = filter)`);
 }
 
-async function vm(name: string): Promise<any> {
-  return (await d.request('GET', `/1.0/vms/${name}`)).body.metadata;
+async function vm(name: string, on = d): Promise<any> {
+  return (await on.request('GET', `/1.0/vms/${name}`)).body.metadata;
 }
 
-async function launch(body: Record<string, unknown>): Promise<any> {
-  const op = await waitOperation(d, await d.request('POST', '/1.0/vms', body));
+async function launch(body: Record<string, unknown>, on = d): Promise<any> {
+  const op = await waitOperation(on, await on.request('POST', '/1.0/vms', body));
   assert.equal(op.status, 'success', JSON.stringify(op));
-  const v = await vm(String(body.name));
+  const v = await vm(String(body.name), on);
   assert.equal(v.state, 'running');
   return v;
 }
 
-async function stop(name: string): Promise<void> {
-  const op = await waitOperation(d, await d.request('PUT', `/1.0/vms/${name}/state`, { action: 'stop', force: true }));
+async function stop(name: string, on = d): Promise<void> {
+  const op = await waitOperation(on, await on.request('PUT', `/1.0/vms/${name}/state`, { action: 'stop', force: true }));
   assert.equal(op.status, 'success', JSON.stringify(op));
 }
 
-async function waitForState(name: string, state: string, limitMs: number): Promise<any> {
+async function waitForState(name: string, state: string, limitMs: number, on = d): Promise<any> {
   const end = Date.now() + limitMs;
-  let v = await vm(name);
+  let v = await vm(name, on);
   while (v.state !== state && Date.now() < end) {
     await new Promise((r) => setTimeout(r, 250));
-    v = await vm(name);
+    v = await vm(name, on);
   }
   assert.equal(v.state, state, JSON.stringify(v));
   return v;
@@ -151,7 +152,8 @@ test('a QEMU VM runs unprivileged, filtered, in its own cgroup with its limits; 
   assertConfined(pid, 'qemu');
   const uid = procStatus(pid).uid[0]!;
   const dirs = vmCgroupDirs(pid, v.id);
-  const limit = (128 + OOM_OVERHEAD_MIB) * 2 ** 20;
+  // Guest RAM plus the engine's default allowance for the accelerator the daemon chose.
+  const limit = (128 + DEFAULT_OVERHEAD_MIB[v.runtime.accel === 'kvm' ? 'qemu-kvm' : 'qemu-tcg']) * 2 ** 20;
   if (v2) {
     assert.equal(Number(read(path.join(dirs.memory, 'memory.max'))), limit);
     assert.equal(read(path.join(dirs.cpu, 'cpu.max')), '100000 100000');
@@ -183,6 +185,7 @@ test('a micro VM (hangar-vmm) runs unprivileged, seccomp-filtered, in its own cg
   const uid = procStatus(pid).uid[0]!;
   const dirs = vmCgroupDirs(pid, v.id);
   assert.equal(read(path.join(dirs.cpu, v2 ? 'cpu.max' : 'cpu.cfs_quota_us')), v2 ? '200000 100000' : '200000', 'CPU quota = 2 vCPUs');
+  assert.equal(Number(read(path.join(dirs.memory, v2 ? 'memory.max' : 'memory.limit_in_bytes'))), (128 + DEFAULT_OVERHEAD_MIB.micro) * 2 ** 20);
   // The guest runs: its echo comes back through the console (vCPU threads under the filter).
   const r = expectOk(await runHangar(['console', 'iso-m', '--until', 'echo: confined', '--timeout', '30'], { env, input: 'confined\n', timeoutMs: 60_000 }), 'console');
   assert.match(r.stdout, /echo: confined/);
@@ -197,28 +200,33 @@ test('a micro VM (hangar-vmm) runs unprivileged, seccomp-filtered, in its own cg
   assertCleanedUp(Object.values(dirs), uid, path.join(d.dataDir, 'vms', 'iso-m'));
 });
 
-test('a guest that fills its memory past the cgroup limit is killed alone and reported as crashed', { skip, timeout: 400_000 }, async () => {
-  // A bystander that must be unaffected.
-  const other = await launch({ name: 'iso-other', image: 'tiny', engine: 'qemu', memory: '128M', cpus: 1 });
-  const v = await launch({ name: 'iso-oom', image: 'tiny', engine: 'qemu', memory: `${OOM_GUEST_MIB}M`, cpus: 1 });
+test('a guest that fills its memory past the cgroup limit is killed alone and reported as crashed', { skip, timeout: 400_000 }, async (t) => {
+  const tight = await startDaemon({ env: { HANGAR_VM_MEMORY_OVERHEAD_MIB: '0' } });
+  t.after(() => tight.cleanup());
+  // A bystander on the same daemon that must be unaffected (its guest uses little of its RAM).
+  const other = await launch({ name: 'iso-other', image: 'tiny', engine: 'qemu', memory: `${OOM_GUEST_MIB}M`, cpus: 1 }, tight);
+  const v = await launch({ name: 'iso-oom', image: 'tiny', engine: 'qemu', memory: `${OOM_GUEST_MIB}M`, cpus: 1 }, tight);
   const pid: number = v.runtime.pid;
   const dirs = vmCgroupDirs(pid, v.id);
-  const con = await ConsoleSession.open(d, 'iso-oom');
+  const con = await ConsoleSession.open(tight, 'iso-oom');
   await con.waitForPrompt(TINY_PROMPT);
+  const rss = /VmRSS:\s*(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  t.diagnostic(`QEMU RSS after boot: ${Math.round(Number(rss) / 1024)} MiB; limit ${OOM_GUEST_MIB} MiB`);
   // A tmpfs as big as guest RAM, filled: every page the guest writes is a page QEMU must back.
-  con.send(`mkdir -p /fill && mount -t tmpfs -o size=${OOM_GUEST_MIB}m fill /fill && dd if=/dev/zero of=/fill/f bs=1M count=${OOM_GUEST_MIB - 24}\n`);
-  const crashed = await waitForState('iso-oom', 'crashed', 240_000);
-  assert.match(crashed.runtime.lastExit.detail, new RegExp(`killed by the kernel: memory limit of ${OOM_GUEST_MIB + OOM_OVERHEAD_MIB} MiB exceeded`));
+  con.send(`mkdir -p /fill && mount -t tmpfs -o size=${OOM_GUEST_MIB}m fill /fill && dd if=/dev/zero of=/fill/f bs=1M count=${OOM_FILL_MIB}\n`);
+  const crashed = await waitForState('iso-oom', 'crashed', 240_000, tight);
+  assert.equal(crashed.runtime.lastExit.reason, 'crashed');
+  assert.match(crashed.runtime.lastExit.detail, new RegExp(`killed by the kernel: memory limit of ${OOM_GUEST_MIB} MiB exceeded`));
   await con.close();
   for (const dir of Object.values(dirs)) assert.equal(fs.existsSync(dir), false, `cgroup ${dir} was left behind`);
 
   // The daemon answers and the other VM still runs, its console alive.
-  assert.equal((await d.request('GET', '/1.0')).status, 200);
-  assert.equal((await vm('iso-other')).state, 'running');
+  assert.equal((await tight.request('GET', '/1.0')).status, 200);
+  assert.equal((await vm('iso-other', tight)).state, 'running');
   assert.ok(fs.existsSync(`/proc/${other.runtime.pid}`));
-  const c2 = await ConsoleSession.open(d, 'iso-other');
+  const c2 = await ConsoleSession.open(tight, 'iso-other');
   await c2.waitForPrompt(TINY_PROMPT);
   assert.match(await c2.run('echo still-$((1+1))'), /still-2/);
   await c2.close();
-  await stop('iso-other');
+  await stop('iso-other', tight);
 });

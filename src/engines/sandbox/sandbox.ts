@@ -34,12 +34,19 @@ import { closeRunDir, giveBack, grantRead, lend, prepareRunDir, type OwnerRecord
 
 const MIB = 2 ** 20;
 
-/** What the VM binary costs above guest RAM, by engine (measured, docs/engines.md). */
-export const DEFAULT_OVERHEAD_MIB = { qemu: 512, micro: 256 } as const;
+/**
+ * What the VM binary may use above guest RAM, by engine and accelerator
+ * (docs/engines.md, "VM process isolation"): QEMU with TCG keeps a
+ * translation cache of up to 1 GiB (QEMU's default tb-size) on top of its own
+ * ~100 MiB; hangar-vmm is ~66 MiB beyond guest RAM with one vCPU and ~11 MiB
+ * per further vCPU.
+ */
+export const DEFAULT_OVERHEAD_MIB = { 'qemu-kvm': 256, 'qemu-tcg': 1280, micro: 256 } as const;
 export const DEFAULT_PIDS_MAX = 512;
 
 export interface SandboxRequest {
   engine: 'qemu' | 'micro';
+  accel: 'kvm' | 'tcg';
   vmId: string;
   runDir: string;
   cpus: number;
@@ -101,8 +108,13 @@ function envInt(name: string, dflt: number, min: number): number {
   return n;
 }
 
-export function limitsFor(req: Pick<SandboxRequest, 'engine' | 'cpus' | 'memoryBytes'>): SandboxLimits {
-  const overhead = envInt('HANGAR_VM_MEMORY_OVERHEAD_MIB', DEFAULT_OVERHEAD_MIB[req.engine], 0);
+/** The allowance above guest RAM: HANGAR_VM_MEMORY_OVERHEAD_MIB, else the engine's default. */
+export function overheadMib(engine: 'qemu' | 'micro', accel: 'kvm' | 'tcg'): number {
+  return envInt('HANGAR_VM_MEMORY_OVERHEAD_MIB', DEFAULT_OVERHEAD_MIB[engine === 'micro' ? 'micro' : (`qemu-${accel}` as const)], 0);
+}
+
+export function limitsFor(req: Pick<SandboxRequest, 'engine' | 'accel' | 'cpus' | 'memoryBytes'>): SandboxLimits {
+  const overhead = overheadMib(req.engine, req.accel);
   return { memoryBytes: req.memoryBytes + overhead * MIB, pidsMax: envInt('HANGAR_VM_PIDS_MAX', DEFAULT_PIDS_MAX, 16), cpus: req.cpus };
 }
 
@@ -233,6 +245,7 @@ export function sandboxFor(engine: 'qemu' | 'micro', config: EngineVmConfig): Vm
   const rw = config.disks.filter((d) => !d.readOnly).map((d) => d.path);
   return prepareVmSandbox({
     engine,
+    accel: config.accel,
     vmId: config.id,
     runDir: config.runDir,
     cpus: config.cpus,
