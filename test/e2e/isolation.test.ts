@@ -35,8 +35,21 @@ before(async () => {
   d = await startDaemon();
 });
 
+/** Force-stops every VM of a daemon through it (so it cleans up their cgroups), then ends the daemon. */
+async function shutDown(on: TestDaemon | undefined): Promise<void> {
+  if (!on) return;
+  try {
+    const list = (await on.request('GET', '/1.0/vms')).body.metadata as Array<{ name: string; state: string } | string>;
+    for (const item of list ?? []) {
+      const name = typeof item === 'string' ? item.split('/').pop()! : item.name;
+      if ((await vm(name, on))?.state === 'running') await stop(name, on).catch(() => {});
+    }
+  } catch { /* the daemon is gone: its cleanup below still ends the processes */ }
+  await on.cleanup();
+}
+
 after(async () => {
-  await d?.cleanup();
+  await shutDown(d);
 });
 
 interface ProcStatus { uid: number[]; capEff: string; capPrm: string; capBnd: string; capAmb: string; noNewPrivs: string; seccomp: string }
@@ -202,7 +215,7 @@ test('a micro VM (hangar-vmm) runs unprivileged, seccomp-filtered, in its own cg
 
 test('a guest that fills its memory past the cgroup limit is killed alone and reported as crashed', { skip, timeout: 400_000 }, async (t) => {
   const tight = await startDaemon({ env: { HANGAR_VM_MEMORY_OVERHEAD_MIB: '0' } });
-  t.after(() => tight.cleanup());
+  t.after(() => shutDown(tight));
   // A bystander on the same daemon that must be unaffected (its guest uses little of its RAM).
   const other = await launch({ name: 'iso-other', image: 'tiny', engine: 'qemu', memory: `${OOM_GUEST_MIB}M`, cpus: 1 }, tight);
   const v = await launch({ name: 'iso-oom', image: 'tiny', engine: 'qemu', memory: `${OOM_GUEST_MIB}M`, cpus: 1 }, tight);

@@ -129,6 +129,16 @@ function enableV2Controllers(root: string, dir: string): void {
  * the same name (an earlier run that was not cleaned up) is removed first.
  */
 export function createCgroup(layout: CgroupLayout, leaf: string, limits: CgroupLimits): CgroupSet {
+  try {
+    return createCgroupOnce(layout, leaf, limits);
+  } catch (e) {
+    // Another daemon's cleanup may have removed the shared parent between our mkdirs: once more.
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && !/ENOENT/.test(String(e))) throw e;
+    return createCgroupOnce(layout, leaf, limits);
+  }
+}
+
+function createCgroupOnce(layout: CgroupLayout, leaf: string, limits: CgroupLimits): CgroupSet {
   if (!/^[A-Za-z0-9_.-]{1,100}$/.test(leaf)) throw new HangarError('INVALID_ARGUMENT', `cgroup name ${JSON.stringify(leaf)} is not a plain name`);
   const dirs = layout.parents.map((p) => path.join(p, leaf));
   const set: CgroupSet = { kind: layout.kind, dirs, memoryDir: dirs[0]! };
@@ -138,7 +148,6 @@ export function createCgroup(layout: CgroupLayout, leaf: string, limits: CgroupL
   try {
     if (layout.kind === 'v2') {
       const dir = dirs[0]!;
-      fs.mkdirSync(layout.parents[0]!, { recursive: true });
       enableV2Controllers(layout.root!, dir);
       fs.mkdirSync(dir);
       write(path.join(dir, 'memory.max'), memBytes);
@@ -222,6 +231,8 @@ export function removeCgroup(set: CgroupSet): boolean {
         Atomics.wait(PAUSE, 0, 0, 10);
       }
     }
+    // The shared parent goes too once the last VM's folder is gone (it fails, harmlessly, while others remain).
+    try { fs.rmdirSync(path.dirname(d)); } catch { /* other VMs, or already gone */ }
   }
   return ok;
 }
