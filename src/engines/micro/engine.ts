@@ -309,6 +309,7 @@ export class MicroEngine implements Engine {
     const files = microRunFiles(config.runDir);
     const killed = await killVerified(pid, () => isVmmOf(pid, files));
     this.log.warn({ vm: config.name, pid, gone: killed }, 'killed a stray hangar-vmm');
+    if (killed) cleanupStaleSandbox(config.runDir);
     return killed;
   }
 

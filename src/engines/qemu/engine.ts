@@ -383,6 +383,7 @@ export class QemuEngine implements Engine {
     const files = runFiles(config.runDir);
     const killed = await killVerified(pid, () => isQemuOf(pid, files));
     this.log.warn({ vm: config.name, pid, gone: killed }, 'killed a stray qemu');
+    if (killed) cleanupStaleSandbox(config.runDir);
     return killed;
   }
 
