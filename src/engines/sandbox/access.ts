@@ -27,7 +27,7 @@ function statOrThrow(p: string): fs.Stats {
   try {
     return fs.statSync(p);
   } catch (e) {
-    throw new HangarError('NOT_FOUND', `${p}: ${(e as Error).message}`);
+    throw new HangarError('ENGINE_FAILED', `${p}: ${(e as Error).message}`);
   }
 }
 
