@@ -80,7 +80,10 @@ async function main(): Promise<void> {
   // The seccomp filter goes on once the vCPU threads run (src/kvm/seccomp.ts); HANGAR_VMM_SECCOMP=0 or --no-seccomp: off.
   let seccomp: SeccompMode = 'off';
   try { if (!args['no-seccomp']) seccomp = seccompModeFromEnv(); } catch (e) { usage((e as Error).message); }
-  if (seccomp !== 'off') ctl.onRunning = async () => (await import('../kvm/seccomp.js')).installSeccomp(seccomp);
+  // Loaded ahead (preload, or before a --config start), so installing it costs no turn of the event loop.
+  let install: ((mode: SeccompMode) => void) | undefined;
+  const loadSeccomp = (): Promise<void> => import('../kvm/seccomp.js').then((m) => { install = m.installSeccomp; });
+  if (seccomp !== 'off') ctl.onRunning = async () => { if (!install) await loadSeccomp(); install!(seccomp); };
   const api = new ControlServer(ctl);
   const exitFile = args['exit-file'];
 
@@ -126,8 +129,12 @@ async function main(): Promise<void> {
       if (cfg.entropy) ctl.setEntropy(true);
     }
     if (args['api-sock']) await api.listen(args['api-sock']);
-    if (args.config) await ctl.start();
-    else api.afterFirstAnswer(() => preload(loadLogger));
+    if (args.config) {
+      if (seccomp !== 'off') await loadSeccomp();
+      await ctl.start();
+    } else {
+      api.afterFirstAnswer(() => { preload(loadLogger); if (seccomp !== 'off') loadSeccomp().catch(() => {}); });
+    }
   } catch (e) {
     const he = toHangarError(e);
     finish({ code: VMM_EXIT.ERROR, reason: 'error', detail: `${he.code}: ${he.message}` });
