@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { loadVmSandbox, type SandboxRecord } from '../../src/engines/sandbox/sandbox.js';
+import { createCgroup, procsFiles, removeCgroup } from '../../src/engines/sandbox/cgroup.js';
 
 const asRoot = process.getuid?.() === 0;
 const skip = asRoot ? false : 'needs root (setpriv, chown)';
@@ -114,4 +115,54 @@ test('only a sandbox record root wrote is trusted', { skip }, () => {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** A folder tree standing in for a cgroup mount (plain files take the writes). */
+function fakeMount(): string {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-cgfake-'));
+  fs.writeFileSync(path.join(root, 'cgroup.subtree_control'), 'cpu\n');
+  return root;
+}
+
+test('cgroup v2: controllers enabled down to the parent, limits written in the leaf, removed again', () => {
+  const root = fakeMount();
+  try {
+    const parent = path.join(root, 'hangar.slice');
+    const set = createCgroup({ kind: 'v2', root, parents: [parent] }, 'vm-abc', { memoryBytes: 512 * 2 ** 20, pidsMax: 100, cpus: 2 });
+    const leaf = path.join(parent, 'vm-abc');
+    assert.deepEqual(set, { kind: 'v2', dirs: [leaf], memoryDir: leaf });
+    assert.equal(fs.readFileSync(path.join(root, 'cgroup.subtree_control'), 'utf8'), '+memory +pids', 'only the missing controllers');
+    assert.equal(fs.readFileSync(path.join(parent, 'cgroup.subtree_control'), 'utf8'), '+memory +pids +cpu');
+    const r = (f: string): string => fs.readFileSync(path.join(leaf, f), 'utf8');
+    assert.equal(r('memory.max'), String(512 * 2 ** 20));
+    assert.equal(r('pids.max'), '100');
+    assert.equal(r('cpu.max'), '200000 100000');
+    assert.deepEqual(procsFiles(set), [path.join(leaf, 'cgroup.procs')]);
+    // cgroupfs folders hold only kernel files; here the written ones must go first.
+    for (const f of fs.readdirSync(leaf)) fs.rmSync(path.join(leaf, f));
+    assert.equal(removeCgroup(set), true);
+    assert.equal(fs.existsSync(leaf), false);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('cgroup v1: one folder per controller, each with its own limit files', () => {
+  const mounts = ['memory', 'pids', 'cpu'].map((c) => path.join(fakeMount(), 'daemon', 'hangar'));
+  try {
+    const set = createCgroup({ kind: 'v1', parents: mounts }, 'vm-abc', { memoryBytes: 300 * 2 ** 20, pidsMax: 64, cpus: 1.5 });
+    const [mem, pids, cpu] = set.dirs as [string, string, string];
+    assert.equal(set.memoryDir, mem);
+    assert.equal(fs.readFileSync(path.join(mem, 'memory.limit_in_bytes'), 'utf8'), String(300 * 2 ** 20));
+    assert.equal(fs.readFileSync(path.join(pids, 'pids.max'), 'utf8'), '64');
+    assert.equal(fs.readFileSync(path.join(cpu, 'cpu.cfs_period_us'), 'utf8'), '100000');
+    assert.equal(fs.readFileSync(path.join(cpu, 'cpu.cfs_quota_us'), 'utf8'), '150000');
+    assert.equal(procsFiles(set).length, 3);
+  } finally {
+    for (const m of mounts) fs.rmSync(path.dirname(path.dirname(m)), { recursive: true, force: true });
+  }
+});
+
+test('a cgroup name that is not a plain name is refused', () => {
+  assert.throws(() => createCgroup({ kind: 'v1', parents: ['/nonexistent'] }, '../escape', { memoryBytes: 1, pidsMax: 16, cpus: 1 }), /not a plain name/);
 });

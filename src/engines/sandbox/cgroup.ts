@@ -110,18 +110,23 @@ function writeIfPresent(file: string, value: string): void {
   if (fs.existsSync(file)) write(file, value);
 }
 
-/** Enables the controllers in subtree_control of every folder from the v2 root down to `dir` (exclusive). */
-function enableV2Controllers(root: string, dir: string): void {
-  const rel = path.relative(root, dir).split(path.sep).filter(Boolean);
+/**
+ * Enables the controllers in the subtree_control of every folder from the v2
+ * root down to the parent of `leaf`, creating the folders in between (not
+ * the leaf itself).
+ */
+function enableV2Controllers(root: string, leaf: string): void {
+  const rel = path.relative(root, leaf).split(path.sep).filter(Boolean);
   let cur = root;
-  for (const part of rel) {
+  rel.forEach((part, i) => {
     const sc = path.join(cur, 'cgroup.subtree_control');
-    const on = fs.readFileSync(sc, 'utf8').trim().split(/\s+/);
+    let on: string[] = [];
+    try { on = fs.readFileSync(sc, 'utf8').trim().split(/\s+/); } catch { /* written below */ }
     const missing = CONTROLLERS.filter((c) => !on.includes(c));
     if (missing.length) write(sc, missing.map((c) => `+${c}`).join(' '));
     cur = path.join(cur, part);
-    fs.mkdirSync(cur, { recursive: true });
-  }
+    if (i < rel.length - 1) fs.mkdirSync(cur, { recursive: true });
+  });
 }
 
 /**
