@@ -209,8 +209,29 @@ test('a micro VM (hangar-vmm) runs unprivileged, seccomp-filtered, in its own cg
   }
   assert.equal((await vm('iso-m')).state, 'running');
   assert.ok(fs.existsSync(`/proc/${pid}`), 'hangar-vmm survived pause/resume under seccomp');
+
+  // A restarted daemon adopts the VM and still cleans up after it when it ends.
+  await d.kill9();
+  await d.restart();
+  assert.equal((await vm('iso-m')).state, 'running');
+  assert.equal((await vm('iso-m')).runtime.pid, pid);
   await stop('iso-m');
   assertCleanedUp(Object.values(dirs), uid, path.join(d.dataDir, 'vms', 'iso-m'));
+});
+
+test('a VM that died while the daemon was down leaves no cgroup once the daemon is back', { skip: skip || (kvmUsable ? false : 'needs /dev/kvm'), timeout: 300_000 }, async () => {
+  const v = await launch({ name: 'iso-d', image: 'echo', engine: 'micro', memory: '128M', cpus: 1 });
+  const pid: number = v.runtime.pid;
+  const uid = procStatus(pid).uid[0]!;
+  const dirs = vmCgroupDirs(pid, v.id);
+  await d.kill9();
+  process.kill(pid, 'SIGKILL');
+  while (fs.existsSync(`/proc/${pid}`)) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(Object.values(dirs).every((dir) => fs.existsSync(dir)), 'with no daemon, nobody has cleaned up yet');
+  await d.restart();
+  const after = await vm('iso-d');
+  assert.notEqual(after.state, 'running');
+  assertCleanedUp(Object.values(dirs), uid, path.join(d.dataDir, 'vms', 'iso-d'));
 });
 
 test('a guest that fills its memory past the cgroup limit is killed alone and reported as crashed', { skip, timeout: 400_000 }, async (t) => {

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { loadVmSandbox, type SandboxRecord } from '../../src/engines/sandbox/sandbox.js';
 import { createCgroup, procsFiles, removeCgroup } from '../../src/engines/sandbox/cgroup.js';
+import { grantRead } from '../../src/engines/sandbox/access.js';
 
 const asRoot = process.getuid?.() === 0;
 const skip = asRoot ? false : 'needs root (setpriv, chown)';
@@ -165,4 +166,41 @@ test('cgroup v1: one folder per controller, each with its own limit files', () =
 
 test('a cgroup name that is not a plain name is refused', () => {
   assert.throws(() => createCgroup({ kind: 'v1', parents: ['/nonexistent'] }, '../escape', { memoryBytes: 1, pidsMax: 16, cpus: 1 }), /not a plain name/);
+});
+
+test('file access: folders and images inside the daemon\'s trees are opened to the group; nothing outside is changed', { skip }, () => {
+  const top = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-acc-'));
+  try {
+    const data = path.join(top, 'data');
+    const img = path.join(data, 'images', 'x');
+    fs.mkdirSync(img, { recursive: true, mode: 0o700 });
+    fs.chmodSync(data, 0o700);
+    const kernel = path.join(img, 'vmlinuz');
+    fs.writeFileSync(kernel, 'k', { mode: 0o600 });
+    const outside = path.join(top, 'private');
+    fs.mkdirSync(outside, { mode: 0o700 });
+    const foreign = path.join(outside, 'vmlinuz');
+    fs.writeFileSync(foreign, 'k', { mode: 0o600 });
+    fs.chmodSync(top, 0o700);
+    const GROUP = 4321;
+    const ctx = { groupGid: GROUP, vmGid: UID, trees: [data] };
+    // `top` is outside the trees and others cannot pass it: refused, and left as it was.
+    assert.throws(() => grantRead(kernel, ctx), /cannot pass through/);
+    assert.equal(fs.statSync(top).mode & 0o777, 0o700);
+    fs.chmodSync(top, 0o711);
+    grantRead(kernel, ctx);
+    for (const d of [data, path.join(data, 'images'), img]) {
+      const st = fs.statSync(d);
+      assert.equal(st.gid, GROUP, d);
+      assert.equal(st.mode & 0o777, 0o710, `${d}: search only, no listing`);
+    }
+    const k = fs.statSync(kernel);
+    assert.deepEqual([k.uid, k.gid, k.mode & 0o777], [0, GROUP, 0o640]);
+    // A file outside the trees is never re-permissioned.
+    assert.throws(() => grantRead(foreign, { ...ctx, trees: [data] }), /cannot pass through|cannot read/);
+    assert.deepEqual([fs.statSync(foreign).gid, fs.statSync(foreign).mode & 0o777], [0, 0o600]);
+    assert.equal(fs.statSync(outside).mode & 0o777, 0o700);
+  } finally {
+    fs.rmSync(top, { recursive: true, force: true });
+  }
 });

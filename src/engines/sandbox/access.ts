@@ -16,6 +16,24 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { HangarError } from '../../common/errors.js';
 
+/** Who may pass where: the shared group, the VM's own gid, and the trees the daemon may re-permission. */
+export interface AccessContext {
+  groupGid: number;
+  vmGid: number;
+  /**
+   * Folders (with everything below them) whose group and search bit the
+   * daemon may change: its data directory and image directory. Folders
+   * elsewhere (say /root) are never touched: a VM file below one others
+   * cannot pass through is an error that names it.
+   */
+  trees: string[];
+}
+
+const inside = (dir: string, tree: string): boolean => {
+  const rel = path.relative(path.resolve(tree), dir);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+};
+
 /** A file whose owner was changed for a run, to be put back afterwards. */
 export interface OwnerRecord {
   path: string;
@@ -32,10 +50,11 @@ function statOrThrow(p: string): fs.Stats {
 }
 
 /**
- * Makes every folder above `p` searchable by members of `groupGid`. A folder
- * of group `ownGid` (the VM's own runDir) counts as passable already.
+ * Makes every folder above `p` searchable by members of the shared group. A
+ * folder of the VM's own gid (its runDir) counts as passable already.
  */
-export function grantTraverse(p: string, groupGid: number, ownGid = groupGid): void {
+export function grantTraverse(p: string, ctx: AccessContext): void {
+  const { groupGid, vmGid } = ctx;
   const dirs: string[] = [];
   for (let d = path.dirname(path.resolve(p)); ; d = path.dirname(d)) {
     dirs.push(d);
@@ -44,8 +63,8 @@ export function grantTraverse(p: string, groupGid: number, ownGid = groupGid): v
   for (const d of dirs.reverse()) {
     const st = statOrThrow(d);
     if (st.mode & 0o001) continue;
-    if ((st.gid === groupGid || st.gid === ownGid) && st.mode & 0o010) continue;
-    if (st.gid !== 0 && st.gid !== groupGid) {
+    if ((st.gid === groupGid || st.gid === vmGid) && st.mode & 0o010) continue;
+    if ((st.gid !== 0 && st.gid !== groupGid) || !ctx.trees.some((t) => inside(d, t))) {
       throw new HangarError('UNAVAILABLE', `VM processes cannot pass through ${d} (group ${st.gid}, mode ${(st.mode & 0o7777).toString(8)}): give others or group ${groupGid} search permission`);
     }
     fs.chownSync(d, st.uid, groupGid);
@@ -53,13 +72,14 @@ export function grantTraverse(p: string, groupGid: number, ownGid = groupGid): v
   }
 }
 
-/** Makes `file` readable by members of `groupGid` (and its folders searchable). */
-export function grantRead(file: string, groupGid: number): void {
-  grantTraverse(file, groupGid);
+/** Makes `file` readable by members of the shared group (and its folders searchable). */
+export function grantRead(file: string, ctx: AccessContext): void {
+  const { groupGid } = ctx;
+  grantTraverse(file, ctx);
   const st = statOrThrow(file);
   if (st.mode & 0o004) return;
   if (st.gid === groupGid && st.mode & 0o040) return;
-  if (st.gid !== 0 && st.gid !== groupGid) {
+  if ((st.gid !== 0 && st.gid !== groupGid) || !ctx.trees.some((t) => inside(path.dirname(path.resolve(file)), t))) {
     throw new HangarError('UNAVAILABLE', `VM processes cannot read ${file} (group ${st.gid}, mode ${(st.mode & 0o7777).toString(8)}): make it readable by group ${groupGid}`);
   }
   fs.chownSync(file, st.uid, groupGid);
@@ -67,7 +87,7 @@ export function grantRead(file: string, groupGid: number): void {
 }
 
 /** Hands `file` to uid:gid for the run; returns who owned it before, or null if it does not exist. */
-export function lend(file: string, uid: number, gid: number, groupGid: number): OwnerRecord | null {
+export function lend(file: string, uid: number, ctx: AccessContext): OwnerRecord | null {
   let st: fs.Stats;
   try {
     st = fs.lstatSync(file);
@@ -75,8 +95,8 @@ export function lend(file: string, uid: number, gid: number, groupGid: number): 
     return null;
   }
   if (!st.isFile()) throw new HangarError('INVALID_ARGUMENT', `${file} is not a regular file`);
-  grantTraverse(file, groupGid, gid);
-  fs.chownSync(file, uid, gid);
+  grantTraverse(file, ctx);
+  fs.chownSync(file, uid, ctx.vmGid);
   return { path: file, uid: st.uid, gid: st.gid };
 }
 
@@ -88,10 +108,10 @@ export function giveBack(records: OwnerRecord[]): void {
 }
 
 /** runDir becomes root:gid 01770 (the daemon's files stay the daemon's: sticky). */
-export function prepareRunDir(runDir: string, gid: number, groupGid: number): void {
+export function prepareRunDir(runDir: string, ctx: AccessContext): void {
   fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
-  grantTraverse(runDir, groupGid);
-  fs.chownSync(runDir, 0, gid);
+  grantTraverse(runDir, ctx);
+  fs.chownSync(runDir, 0, ctx.vmGid);
   fs.chmodSync(runDir, 0o1770);
 }
 

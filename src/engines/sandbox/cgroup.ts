@@ -158,6 +158,8 @@ function createCgroupOnce(layout: CgroupLayout, leaf: string, limits: CgroupLimi
       write(path.join(dir, 'memory.max'), memBytes);
       // Guest memory must not escape the limit into swap.
       writeIfPresent(path.join(dir, 'memory.swap.max'), '0');
+      // An OOM kill takes the whole VM (every process in its cgroup), not one thread's process at random.
+      writeIfPresent(path.join(dir, 'memory.oom.group'), '1');
       write(path.join(dir, 'pids.max'), String(limits.pidsMax));
       write(path.join(dir, 'cpu.max'), `${quota} ${CPU_PERIOD_US}`);
     } else {

@@ -30,7 +30,8 @@ import { HangarError } from '../../common/errors.js';
 import type { EngineVmConfig, VmExit } from '../engine.js';
 import { createCgroup, detectCgroupLayout, oomKilled, procsFiles, removeCgroup, type CgroupSet } from './cgroup.js';
 import { claimUid, releaseUid, vmGroupGid, DEFAULT_UID_BASE, DEFAULT_UID_COUNT } from './identity.js';
-import { closeRunDir, giveBack, grantRead, lend, prepareRunDir, type OwnerRecord } from './access.js';
+import { closeRunDir, giveBack, grantRead, lend, prepareRunDir, type AccessContext, type OwnerRecord } from './access.js';
+import { imageDir } from '../../common/paths.js';
 
 const MIB = 2 ** 20;
 
@@ -182,10 +183,12 @@ export function prepareVmSandbox(req: SandboxRequest): VmSandbox {
   const lent: OwnerRecord[] = [];
   let cgroup: CgroupSet | null = null;
   try {
-    prepareRunDir(req.runDir, uid, groupGid);
-    for (const f of req.readFiles) grantRead(f, groupGid);
+    // The daemon re-permissions folders only inside its data directory (above vms/<name>) and image directory.
+    const ctx: AccessContext = { groupGid, vmGid: uid, trees: [path.dirname(path.dirname(req.runDir)), imageDir()] };
+    prepareRunDir(req.runDir, ctx);
+    for (const f of req.readFiles) grantRead(f, ctx);
     for (const f of req.writeFiles) {
-      const rec = lend(f, uid, uid, groupGid);
+      const rec = lend(f, uid, ctx);
       if (rec) lent.push(rec);
     }
     cgroup = createCgroup(layout, `vm-${req.vmId.replace(/[^A-Za-z0-9_-]/g, '_')}`, limits);
@@ -243,6 +246,12 @@ export function sandboxFor(engine: 'qemu' | 'micro', config: EngineVmConfig): Vm
   if (!sandboxEnabled()) return null;
   const ro = config.disks.filter((d) => d.readOnly).map((d) => d.path);
   const rw = config.disks.filter((d) => !d.readOnly).map((d) => d.path);
+  // Rotated console logs beside the log are the VM's to rename and replace too.
+  let rotated: string[] = [];
+  try {
+    const base = path.basename(config.consoleLog);
+    rotated = fs.readdirSync(path.dirname(config.consoleLog)).filter((f) => f.startsWith(`${base}.`)).map((f) => path.join(path.dirname(config.consoleLog), f));
+  } catch { /* no folder yet */ }
   return prepareVmSandbox({
     engine,
     accel: config.accel,
@@ -251,7 +260,7 @@ export function sandboxFor(engine: 'qemu' | 'micro', config: EngineVmConfig): Vm
     cpus: config.cpus,
     memoryBytes: config.memoryBytes,
     readFiles: [config.boot.kernel, ...(config.boot.initrd ? [config.boot.initrd] : []), ...ro],
-    writeFiles: [...rw, config.consoleLog],
+    writeFiles: [...rw, config.consoleLog, ...rotated],
     // QEMU opens /dev/kvm itself; hangar-vmm gets it as an inherited descriptor.
     ...(engine === 'qemu' && config.accel === 'kvm' ? { extraGroups: kvmGroups() } : {}),
   });
