@@ -75,6 +75,8 @@ export function grantTraverse(p: string, ctx: AccessContext): void {
 /** Makes `file` readable by members of the shared group (and its folders searchable). */
 export function grantRead(file: string, ctx: AccessContext): void {
   const { groupGid } = ctx;
+  // A file that is not there is the VM binary's to report, in its own words (engines differ).
+  if (!fs.existsSync(file)) return;
   grantTraverse(file, ctx);
   const st = statOrThrow(file);
   if (st.mode & 0o004) return;
