@@ -122,6 +122,12 @@ function assertConfined(pid: number, what: string): void {
   assert.equal(st.seccomp, '2', `${what}: Seccomp (2 = filter)`);
 }
 
+/** The ring-3 echo test guest as the image "echo" on the main daemon (imported once). */
+async function ensureEchoImage(): Promise<void> {
+  if ((await d.request('GET', '/1.0/images/echo')).status === 200) return;
+  expectOk(await runHangar(['image', 'import', 'echo', '--kernel', buildGuest('echo')], { env: d.env, timeoutMs: 60_000 }), 'image import');
+}
+
 async function vm(name: string, on = d): Promise<any> {
   return (await on.request('GET', `/1.0/vms/${name}`)).body.metadata;
 }
@@ -187,9 +193,8 @@ test('a QEMU VM runs unprivileged, filtered, in its own cgroup with its limits; 
 });
 
 test('a micro VM (hangar-vmm) runs unprivileged, seccomp-filtered, in its own cgroup', { skip: skip || (kvmUsable ? false : 'needs /dev/kvm'), timeout: 300_000 }, async () => {
-  const elf = buildGuest('echo');
+  await ensureEchoImage();
   const env = { ...d.env };
-  expectOk(await runHangar(['image', 'import', 'echo', '--kernel', elf], { env, timeoutMs: 60_000 }), 'image import');
   const v = await launch({ name: 'iso-m', image: 'echo', engine: 'micro', memory: '128M', cpus: 2 });
   const pid: number = v.runtime.pid;
   const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
@@ -220,6 +225,7 @@ test('a micro VM (hangar-vmm) runs unprivileged, seccomp-filtered, in its own cg
 });
 
 test('a VM that died while the daemon was down leaves no cgroup once the daemon is back', { skip: skip || (kvmUsable ? false : 'needs /dev/kvm'), timeout: 300_000 }, async () => {
+  await ensureEchoImage();
   const v = await launch({ name: 'iso-d', image: 'echo', engine: 'micro', memory: '128M', cpus: 1 });
   const pid: number = v.runtime.pid;
   const uid = procStatus(pid).uid[0]!;
