@@ -95,6 +95,10 @@ test('OOM verdict: a SIGKILL with an OOM kill in the memory files becomes crashe
       // A kill the daemon asked for stays a kill, whatever the counters say.
       const asked = { reason: 'killed' as const, detail: 'killed on request', exitCode: null, signal: 'SIGKILL' };
       assert.deepEqual(sb.explain(asked, true), asked);
+      // SIGSYS is the seccomp filter's doing, and says so.
+      const sys = sb.explain({ reason: 'killed', detail: 'hangar-vmm was killed by SIGSYS', exitCode: null, signal: 'SIGSYS' }, false);
+      assert.equal(sys.reason, 'crashed');
+      assert.match(sys.detail ?? '', /seccomp filter/);
       // A clean power-off is never an OOM.
       const off = { reason: 'poweroff' as const, exitCode: 0, signal: null };
       assert.deepEqual(sb.explain(off, false), off);

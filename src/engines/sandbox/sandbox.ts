@@ -151,6 +151,9 @@ class Sandbox implements VmSandbox {
   }
 
   explain(exit: VmExit, killRequested: boolean): VmExit {
+    if (!killRequested && exit.signal === 'SIGSYS') {
+      return { ...exit, reason: 'crashed', detail: 'killed by its seccomp filter: a system call off its allow-list (the kernel log has an audit record naming it)' };
+    }
     if (killRequested || (exit.signal !== 'SIGKILL' && exit.signal !== null && exit.signal !== undefined)) return exit;
     if (exit.reason !== 'crashed' && exit.reason !== 'killed') return exit;
     if (!this.oomKilled()) return exit;
