@@ -33,6 +33,8 @@ export class VmmController {
   instanceStartNs?: bigint;
 
   private log?: Logger;
+  /** Called once the machine runs, before InstanceStart answers; a throw fails the start. */
+  onRunning?: () => void | Promise<void>;
 
   /**
    * `log` may be a loader: hangar-vmm passes one so the logging library is loaded only once
@@ -110,6 +112,8 @@ export class VmmController {
       this.machine = m;
       void m.exited.then((e) => { for (const f of this.exitListeners) f(e); });
       await m.start();
+      // Lock the process down once the vCPU threads exist (main.ts: the seccomp filter).
+      await this.onRunning?.();
       log.info({ kernel: m.kernel?.kind, entry: m.kernel?.entry, cmdline: m.kernel?.cmdline, unavailable: m.unavailable }, 'VM started');
     } finally {
       this.starting = false;

@@ -16,6 +16,7 @@ import type { Logger } from '../../common/log.js';
 import type { EngineName, VmExit, VmHandle, VmStats } from '../engine.js';
 import { isOurs, type VmProcessIdentity } from './identity.js';
 import { processCpuSeconds, processRssBytes } from './procfs.js';
+import type { VmSandbox } from '../sandbox/index.js';
 
 /** How often /proc/<pid> is looked at while an exit is expected. */
 export const PID_POLL_MS = 200;
@@ -38,6 +39,8 @@ export abstract class BaseVmHandle implements VmHandle {
     protected readonly log: Logger,
     /** Present when this daemon spawned the process: Node reports its exit status. */
     protected readonly child: ChildProcess | null,
+    /** The process's confinement: it explains OOM kills and is cleaned up at exit. */
+    protected readonly sandbox: VmSandbox | null = null,
   ) {
     this.exited = new Promise((r) => (this.resolveExited = r));
   }
@@ -69,9 +72,13 @@ export abstract class BaseVmHandle implements VmHandle {
   }
 
   /** Records the exit once and tells the listeners (none after detach()). */
-  protected finish(exit: VmExit): void {
+  protected finish(raw: VmExit): void {
     if (this.exitInfo) return;
     this.stopWatching();
+    // A kill the cgroup blames on its memory limit is a crash with that reason.
+    const exit = this.sandbox?.explain(raw, this.killRequested) ?? raw;
+    // A detached handle belongs to a daemon going away: the next one cleans up.
+    if (!this.detached) this.sandbox?.cleanup();
     this.exitInfo = exit;
     this.closeControl();
     this.resolveExited(exit);

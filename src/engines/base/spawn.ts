@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { VmSandbox } from '../sandbox/index.js';
 
 export interface VmProcessSpec {
   /** Program to run (absolute path or a name found on PATH). */
@@ -15,6 +16,10 @@ export interface VmProcessSpec {
   /** Environment; the daemon's own when absent. */
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /** The VM's confinement (own uid, no capabilities, own cgroup); null or absent: run unconfined. */
+  sandbox?: VmSandbox | null;
+  /** Descriptors the process inherits as fd 3, 4, … (e.g. /dev/kvm opened by the daemon). */
+  inheritFds?: number[];
 }
 
 /**
@@ -30,12 +35,21 @@ export interface VmProcessSpec {
 export function spawnVmProcess(spec: VmProcessSpec): ChildProcess {
   const out = fs.openSync(spec.logFile, 'a', 0o600);
   try {
-    const child = spawn(spec.command, spec.args, {
-      detached: true,
-      stdio: ['ignore', out, out],
-      ...(spec.env ? { env: spec.env } : {}),
-      ...(spec.cwd ? { cwd: spec.cwd } : {}),
-    });
+    // A confined VM starts through the sandbox's wrapper, which joins the cgroup
+    // and drops privileges before it execs the VM binary.
+    const run = spec.sandbox ? spec.sandbox.wrap(spec.command, spec.args) : { cmd: spec.command, args: spec.args, env: spec.env };
+    let child: ChildProcess;
+    try {
+      child = spawn(run.cmd, run.args, {
+        detached: true,
+        stdio: ['ignore', out, out, ...(spec.inheritFds ?? [])],
+        ...(run.env ? { env: run.env } : {}),
+        ...(spec.cwd ? { cwd: spec.cwd } : {}),
+      });
+    } catch (e) {
+      spec.sandbox?.cleanup();
+      throw e;
+    }
     // An exec failure is an 'error' event: without a listener it would end the daemon.
     // Callers see it as a missing pid or through a listener of their own.
     child.on('error', () => {});

@@ -27,6 +27,7 @@ import { VMM_EXIT, type VmmExitRecord } from '../../vmm/exit-codes.js';
 import { DEFAULT_BOOT_ARGS } from '../../vmm/controller.js';
 import { VMM_NODE_FLAGS } from '../../vmm/process-flags.js';
 import { VmmClient } from './client.js';
+import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
 export interface MicroEngineOptions {
   logger?: Logger;
@@ -104,8 +105,8 @@ class MicroVmHandle extends BaseVmHandle {
   readonly engine = 'micro' as const;
   private readonly client: VmmClient;
 
-  constructor(pid: number, private readonly files: MicroRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null) {
-    super(pid, identity, log, child);
+  constructor(pid: number, private readonly files: MicroRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null) {
+    super(pid, identity, log, child, sandbox);
     this.client = new VmmClient(files.apiSocket);
     this.watchChild();
     // Not unref'd: watching an adopted VM is work the daemon must stay alive for (detach() stops it).
@@ -210,12 +211,25 @@ export class MicroEngine implements Engine {
     fs.mkdirSync(config.runDir, { recursive: true });
     for (const p of [files.apiSocket, files.consoleSocket, files.exitFile, files.pidFile]) removeStale(p);
 
-    const child = spawnVmProcess({ command: process.execPath, args: this.args(config, files), logFile: files.processLog });
+    const sandbox = sandboxFor('micro', config);
+    // A confined hangar-vmm cannot open /dev/kvm: it inherits the daemon's descriptor as fd 3.
+    const args = sandbox ? [...this.args(config, files), '--kvm-fd', '3'] : this.args(config, files);
+    let kvm: number | null = null;
+    let child: ChildProcess;
+    try {
+      if (sandbox) kvm = fs.openSync('/dev/kvm', fs.constants.O_RDWR);
+      child = spawnVmProcess({ command: process.execPath, args, logFile: files.processLog, sandbox, inheritFds: kvm !== null ? [kvm] : [] });
+    } catch (e) {
+      sandbox?.cleanup();
+      throw e;
+    } finally {
+      if (kvm !== null) fs.closeSync(kvm);
+    }
     const pid = child.pid;
-    if (pid === undefined) throw new HangarError('ENGINE_FAILED', 'hangar-vmm could not be started');
+    if (pid === undefined) { sandbox?.cleanup(); throw new HangarError('ENGINE_FAILED', 'hangar-vmm could not be started'); }
     // Synchronously, in the same tick as the spawn: there is no moment where the process runs unnamed.
     try { fs.writeFileSync(files.pidFile, `${pid}\n`, { mode: 0o600 }); } catch (e) { log.warn({ err: String(e) }, 'could not write the pid file'); }
-    const handle = new MicroVmHandle(pid, files, microIdentity(config.runDir), log, child);
+    const handle = new MicroVmHandle(pid, files, microIdentity(config.runDir), log, child, sandbox);
     try {
       await this.waitForApi(files, child);
       await this.configureAndBoot(new VmmClient(files.apiSocket), config);
@@ -261,12 +275,15 @@ export class MicroEngine implements Engine {
 
   /** This VM's hangar-vmm: `hint` if it still is, else the pid in runDir/vmm.pid if that one is. */
   async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
-    return findOurProcess(microIdentity(config.runDir), hint);
+    const pid = findOurProcess(microIdentity(config.runDir), hint);
+    if (pid === null) cleanupStaleSandbox(config.runDir);
+    return pid;
   }
 
   async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {
     const killed = await killOurProcess(pid, microIdentity(config.runDir));
     this.log.warn({ vm: config.name, pid, gone: killed }, 'killed a stray hangar-vmm');
+    if (killed) cleanupStaleSandbox(config.runDir);
     return killed;
   }
 
@@ -281,7 +298,7 @@ export class MicroEngine implements Engine {
       this.log.warn({ vm: config.name, pid, err: String(e) }, 'hangar-vmm alive but its control socket does not answer');
       return null;
     }
-    return new MicroVmHandle(pid, files, identity, this.log.child({ vm: config.name }), null);
+    return new MicroVmHandle(pid, files, identity, this.log.child({ vm: config.name }), null, loadVmSandbox(config.runDir));
   }
 }
 

@@ -23,6 +23,7 @@ import { buildQemuArgs, qemuIdentity, runFiles, type QemuMachine, type QemuRunFi
 import { QEMU_LIMITS } from './limits.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
 import { qemuBinary, qemuVersion } from './version.js';
+import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
 export interface QemuEngineOptions {
   machine?: QemuMachine;
@@ -73,8 +74,8 @@ class QemuVmHandle extends BaseVmHandle {
   private childExit: ChildExit | null = null;
   private deadSince: number | null = null;
 
-  constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null) {
-    super(pid, identity, log, child);
+  constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null) {
+    super(pid, identity, log, child, sandbox);
     qmp.on('event', (ev: QmpEvent) => this.onEvent(ev));
     qmp.on('close', () => this.onQmpClosed());
     this.watchChild();
@@ -229,7 +230,8 @@ export class QemuEngine implements Engine {
     removeStale(files.consoleSocket);
     removeStale(files.pidFile);
 
-    const child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog });
+    const sandbox = sandboxFor('qemu', config);
+    const child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog, sandbox });
     // The child stays referenced while a handle watches it (so its exit is
     // always delivered); detach() unrefs it. It outlives us either way.
     let spawnError: Error | null = null;
@@ -254,11 +256,12 @@ export class QemuEngine implements Engine {
       }
       // Give QEMU's last words a moment to reach the log.
       await new Promise((r) => setTimeout(r, 50));
+      sandbox?.cleanup();
       const why = spawnError ? (spawnError as Error).message : tail(files.processLog);
       throw new HangarError('ENGINE_FAILED', `QEMU did not start: ${toHangarError(e).message}${why ? `: ${why}` : ''}`, { log: files.processLog });
     }
     log.info({ pid: child.pid }, 'qemu running');
-    return new QemuVmHandle(child.pid, qmp, files, qemuIdentity(config.runDir), log, child);
+    return new QemuVmHandle(child.pid, qmp, files, qemuIdentity(config.runDir), log, child, sandbox);
   }
 
   /**
@@ -268,12 +271,15 @@ export class QemuEngine implements Engine {
    * process is alive and its arguments hold this VM's QMP socket argument.
    */
   async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
-    return findOurProcess(qemuIdentity(config.runDir), hint);
+    const pid = findOurProcess(qemuIdentity(config.runDir), hint);
+    if (pid === null) cleanupStaleSandbox(config.runDir);
+    return pid;
   }
 
   async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {
     const killed = await killOurProcess(pid, qemuIdentity(config.runDir));
     this.log.warn({ vm: config.name, pid, gone: killed }, 'killed a stray qemu');
+    if (killed) cleanupStaleSandbox(config.runDir);
     return killed;
   }
 
@@ -290,7 +296,7 @@ export class QemuEngine implements Engine {
     try {
       const qmp = await connectQmp(files.qmpSocket, { connectTimeoutMs: 5000, keepTrying: () => processAlive(pid) });
       log.info({ pid }, 'adopted qemu');
-      return new QemuVmHandle(pid, qmp, files, identity, log, null);
+      return new QemuVmHandle(pid, qmp, files, identity, log, null, loadVmSandbox(config.runDir));
     } catch (e) {
       if (!processAlive(pid)) return null;
       throw new HangarError('ENGINE_FAILED', `QEMU pid ${pid} is running but its QMP socket does not answer: ${toHangarError(e).message}`);
