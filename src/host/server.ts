@@ -261,8 +261,9 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
         const r = await uploads.receive(id, part, body, len);
         return { type: 'sync' as const, metadata: r as { part: string; bytes: number; image?: ImageT } };
       } catch (e) {
-        // What the client still sends is not read: the connection ends with the answer.
-        reply.header('connection', 'close');
+        // Cut off mid-part: what the client still sends is not read, the connection ends with the
+        // answer. Refused before the first byte was read: node discards the body and keeps the connection.
+        if (body.readableDidRead || body.destroyed) reply.header('connection', 'close');
         throw e;
       }
     });

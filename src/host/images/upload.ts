@@ -108,6 +108,8 @@ export class ImageUploads {
     if (req.initrdBytes !== undefined) parts.set('initrd', { declared: req.initrdBytes, received: 0, state: 'waiting' });
     let settle!: Pending['settle'];
     const done = new Promise<unknown>((resolve, reject) => { settle = { resolve, reject }; });
+    // Failed before the operation's work picked it up (cancelled at once): not an unhandled rejection.
+    done.catch(() => {});
     const workDir = work;
     const op = this.operations.run(`Import image ${req.name} (upload)`, [], async (report) => {
       const p = this.pending.get(op.id);
