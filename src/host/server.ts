@@ -136,14 +136,30 @@ function classify(err: FastifyError & { validation?: Array<{ params?: Record<str
 
 export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Promise<FastifyInstance> {
   if (opts.tls && !opts.token) throw new HangarError('INVALID_ARGUMENT', 'a TLS listener needs a token');
+  // The TLS options are hidden from the types: routes are the same either way, and fastify's
+  // typings would otherwise make this a different kind of instance.
+  const tlsOptions: object = opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' } } : {};
   const app = Fastify({
-    ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' as const } } : {}),
+    ...tlsOptions,
     loggerInstance: ctx.log.child({ component: 'api', listener: opts.token ? 'tcp' : 'unix' }),
     // Requests are logged at debug level by our onResponse hook instead.
     logController: new LogController({ disableRequestLogging: true }),
     // Closing the server also ends keep-alive and long-poll connections.
     forceCloseConnections: true,
     bodyLimit: 1024 * 1024,
+    // Errors fastify raises before routing (a URL that does not decode) get our envelope too.
+    frameworkErrors: (err, _req, reply) => {
+      void errorReply(reply as unknown as FastifyReply, 'INVALID_ARGUMENT', err.code === 'FST_ERR_BAD_URL' ? 'the request URL is not valid (bad percent-encoding)' : err.message);
+    },
+    // Requests node's HTTP parser cannot read at all: answered in our envelope, then the connection ends.
+    clientErrorHandler: (err: Error & { code?: string; rawPacket?: unknown }, socket) => {
+      if (!socket.writable) { socket.destroy(); return; }
+      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+      // A HEAD request's answer carries no body, even this one.
+      const head = Buffer.isBuffer(err.rawPacket) && err.rawPacket.subarray(0, 5).toString('latin1') === 'HEAD ';
+      const body = head ? '' : JSON.stringify({ type: 'error', error: { code: 'INVALID_ARGUMENT', message: tooLarge ? 'request headers are too large' : 'malformed HTTP request' } });
+      socket.end(`HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    },
     ajv: {
       // Unknown fields are an error, not silently dropped; types are never coerced.
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false },
