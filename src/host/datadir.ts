@@ -9,8 +9,12 @@ import path from 'node:path';
 import type { Logger } from '../common/log.js';
 import { cleanStaleBuildFolders, cleanStaleImportFolders } from './images/index.js';
 
-/** Files of the daemon's own that must be 0600 (SQLite's journal files included). */
-const PRIVATE_FILES = ['hangar.db', 'hangar.db-wal', 'hangar.db-shm', 'hangar.db-journal', 'hangard.log', 'api.token', 'hangard.listen', 'hangard.pid', 'hangard.stderr'];
+/**
+ * Files of the daemon's own that must be 0600 (SQLite's journal files included). Not the
+ * API token: one that others could read may have been read, so the daemon refuses it
+ * (auth.ts) rather than quietly tightening it and serving with it.
+ */
+const PRIVATE_FILES = ['hangar.db', 'hangar.db-wal', 'hangar.db-shm', 'hangar.db-journal', 'hangard.log', 'hangard.listen', 'hangard.pid', 'hangard.stderr'];
 
 /** Makes the data directory 0700 and the daemon's files in it 0600; returns what was changed. */
 export function secureDataDir(dataDir: string): string[] {

@@ -49,26 +49,28 @@ export async function listenUnix(app: FastifyInstance, socket: string): Promise<
 }
 
 /**
- * Starts the TCP listener: TLS with the daemon's certificate unless
- * insecureHttp (loopback only), the token required on every request.
- * Writes the bound address to <dataDir>/hangard.listen (for port 0).
+ * Checks the TCP options and loads (or makes) the token and the certificate,
+ * before the daemon starts anything, so a bad option or token file stops it
+ * at once. Returns the step that starts the listener: TLS with the daemon's
+ * certificate unless insecureHttp (loopback only), the token required on
+ * every request; it writes the bound address to <dataDir>/hangard.listen.
  */
-export async function listenTcp(ctx: ApiContext, dataDir: string, o: TcpListenOptions): Promise<{ server: FastifyInstance; address: string }> {
+export function prepareTcpListener(dataDir: string, o: TcpListenOptions): { listen(ctx: ApiContext): Promise<{ server: FastifyInstance; address: string }> } {
   if (o.insecureHttp && !isLoopback(o.host)) {
     throw new HangarError('INVALID_ARGUMENT', `--insecure-http serves plain HTTP and is allowed on loopback addresses only (127.0.0.1, ::1), not on "${o.host}"`);
   }
   const token = loadOrCreateToken(dataDir);
-  let tls: { cert: string; key: string } | undefined;
-  if (!o.insecureHttp) {
-    const c = ensureServerCertificate(dataDir);
-    tls = { cert: c.cert, key: c.key };
-    ctx.tlsFingerprint = c.fingerprint;
-  }
-  const server = await buildServer(ctx, { token, ...(tls ? { tls } : {}) });
-  await server.listen({ host: o.host, port: o.port });
-  const addr = server.server.address();
-  const address = addr && typeof addr === 'object' ? `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : String(addr);
-  // Tests and tools that asked for port 0 read the real address here.
-  fs.writeFileSync(path.join(dataDir, 'hangard.listen'), `${address}\n`, { mode: 0o600 });
-  return { server, address };
+  const cert = o.insecureHttp ? null : ensureServerCertificate(dataDir);
+  return {
+    async listen(ctx) {
+      if (cert) ctx.tlsFingerprint = cert.fingerprint;
+      const server = await buildServer(ctx, { token, ...(cert ? { tls: { cert: cert.cert, key: cert.key } } : {}) });
+      await server.listen({ host: o.host, port: o.port });
+      const addr = server.server.address();
+      const address = addr && typeof addr === 'object' ? `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : String(addr);
+      // Tests and tools that asked for port 0 read the real address here.
+      fs.writeFileSync(path.join(dataDir, 'hangard.listen'), `${address}\n`, { mode: 0o600 });
+      return { server, address };
+    },
+  };
 }

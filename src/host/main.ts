@@ -24,7 +24,7 @@ import { EventBus } from './events.js';
 import { HostChecker } from './hostcheck.js';
 import { VmManager } from './vms.js';
 import { buildServer, type ApiContext } from './server.js';
-import { listenTcp, listenUnix, parseListen } from './listen.js';
+import { listenUnix, parseListen, prepareTcpListener } from './listen.js';
 import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
 import { configureImportFromOptions, imageUploads } from './images/index.js';
 import { loadEngines, loadImages } from './wiring.js';
@@ -86,6 +86,7 @@ async function main(): Promise<void> {
   secureDataDir(dataDir);
   if (values['insecure-http'] && !listen) throw new HangarError('INVALID_ARGUMENT', '--insecure-http goes with --listen');
   const importPolicy = configureImportFromOptions({ importDir: values['import-dir'], imageQuota: values['image-quota'] });
+  const tcpListener = listen ? prepareTcpListener(dataDir, { ...listen, insecureHttp: values['insecure-http'] === true }) : null;
 
   const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: pino.destination({ dest: path.join(dataDir, 'hangard.log'), sync: false, mkdir: true }) }];
   if (process.stderr.isTTY) streams.push({ level: level as pino.Level, stream: pino.destination(2) });
@@ -122,8 +123,8 @@ async function main(): Promise<void> {
   servers.push(unix);
   await listenUnix(unix, socket);
   let tcpAddress: string | null = null;
-  if (listen) {
-    const tcp = await listenTcp(ctx, dataDir, { ...listen, insecureHttp: values['insecure-http'] === true });
+  if (tcpListener) {
+    const tcp = await tcpListener.listen(ctx);
     servers.push(tcp.server);
     tcpAddress = tcp.address;
   }
