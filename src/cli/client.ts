@@ -47,7 +47,7 @@ export function resolveEndpoint(opts: { socket?: string; remote?: string }): End
       throw new HangarError('INVALID_ARGUMENT', `--remote "${remote}" is not a URL (example: https://host:8443)`);
     }
     if (u.protocol !== 'https:' && u.protocol !== 'http:') {
-      throw new HangarError('INVALID_ARGUMENT', `--remote must be an https:// URL, got "${remote}"`);
+      throw new HangarError('INVALID_ARGUMENT', `--remote must be an http:// or https:// URL, got "${remote}"`);
     }
     if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
       throw new HangarError('INVALID_ARGUMENT', `--remote ${remote}: plain http would send the token in clear text; use https:// (http:// is accepted for loopback addresses only)`);
