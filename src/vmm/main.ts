@@ -124,7 +124,7 @@ async function main(): Promise<void> {
 function preload(loadLogger: () => Promise<Logger>): void {
   import('./vcpu-thread.js').then((m) => m.prewarmVcpuThread()).catch(() => {});
   loadLogger().catch(() => {});
-  import('./machine.js').catch(() => {});
+  import('./builder.js').catch(() => {});
 }
 
 void main();

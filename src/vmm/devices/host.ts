@@ -46,12 +46,3 @@ export interface NetConfig {
   host_dev_name: string;
   guest_mac?: string;
 }
-
-/**
- * The function src/vmm/virtio/index.ts exports to create the virtio devices
- * for a VM. It runs on the device thread before the guest starts and must
- * throw a HangarError when a device cannot be created. Its result may have a
- * `close()`, which the VMM calls when the VM is torn down.
- */
-export type CreateVirtioDevices = (host: DeviceHost, cfg: { drives: DriveConfig[]; nets: NetConfig[]; rng?: boolean }) => unknown;
-export const VIRTIO_FACTORY_EXPORT = 'createVirtioDevices';
