@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { percentile, writeSection } from './report.js';
-import { api, bootGuest, buildGuest, ConsoleClient, startVmm, vmmMain, kvmUsable } from '../test/e2e/vmm-helpers.js';
+import { api, bootGuest, buildGuest, ConsoleClient, startVmm, vmmMain, kvmUsable } from '../test/helpers/vmm.js';
 import { probeKvm } from '../src/kvm/probe.js';
 import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
 

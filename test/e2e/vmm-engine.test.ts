@@ -17,7 +17,7 @@ import { createLogger } from '../../src/common/log.js';
 
 const logger = createLogger('test', 'silent');
 class MicroEngine extends Engine { constructor() { super({ logger }); } }
-import { buildGuest, kvmUsable } from './vmm-helpers.js';
+import { buildGuest, kvmUsable } from '../helpers/vmm.js';
 
 const skip = kvmUsable ? false : 'no usable /dev/kvm';
 let echoElf = '';

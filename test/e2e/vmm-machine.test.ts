@@ -11,7 +11,7 @@ import { buildMachine } from '../../src/vmm/builder.js';
 import type { Machine } from '../../src/vmm/machine.js';
 import type { MmioDevice } from '../../src/vmm/devices/device.js';
 import { VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../../src/vmm/layout.js';
-import { buildGuest, kvmUsable } from './vmm-helpers.js';
+import { buildGuest, kvmUsable } from '../helpers/vmm.js';
 
 const skip = kvmUsable ? false : 'no usable /dev/kvm';
 const log = createLogger('test', 'silent');

@@ -120,13 +120,21 @@ function loadElf(mem: GuestRam, img: Buffer): { entry: number; start: number; en
   return { entry: physEntry, start, end, apsAtEntry };
 }
 
+/**
+ * Looks for Hangar's note in a PT_NOTE segment. Every length comes from the file: each one is
+ * checked against what is left of the segment, and each step moves forward by at least the
+ * 12-byte header, so no input makes this loop run past the segment or forever.
+ */
 function scanNotes(notes: Buffer): boolean {
+  const pad4 = (n: number) => n + ((4 - (n % 4)) % 4);
   let o = 0;
   while (o + 12 <= notes.length) {
     const namesz = notes.readUInt32LE(o), descsz = notes.readUInt32LE(o + 4), type = notes.readUInt32LE(o + 8);
+    const left = notes.length - o - 12;
+    if (namesz > left || descsz > left) return false; // a length past the segment: malformed, stop
     const name = notes.subarray(o + 12, o + 12 + namesz).toString('latin1').replace(/\0+$/, '');
     if (name === HANGAR_NOTE_OWNER && type === HANGAR_NOTE_SMP_ENTRY) return true;
-    o += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3);
+    o += 12 + pad4(namesz) + pad4(descsz);
   }
   return false;
 }
