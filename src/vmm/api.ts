@@ -31,7 +31,13 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY) { reject(new HangarError('INVALID_ARGUMENT', 'request body too large')); req.destroy(); return; }
+      if (size > MAX_BODY) {
+        // Stop reading and answer; the connection closes after the answer (see listen()).
+        req.removeAllListeners('data');
+        req.pause();
+        reject(new HangarError('INVALID_ARGUMENT', `request body larger than ${MAX_BODY} bytes`));
+        return;
+      }
       chunks.push(c);
     });
     req.on('end', () => {
@@ -115,6 +121,8 @@ export class ControlServer {
           send(res, r.status, r.body);
         } catch (e) {
           const he = toHangarError(e);
+          // After a refused request the rest of its body may still be unread: do not reuse the connection.
+          if (!req.complete) res.setHeader('connection', 'close');
           send(res, he.status, { fault_message: he.message, code: he.code });
         }
         this.answered();

@@ -42,12 +42,13 @@ export class Rng {
 
   /** A 32-bit value biased towards the ones that break length arithmetic. */
   edgyU32(): number {
-    switch (this.int(8)) {
+    switch (this.int(9)) {
       case 0: return 0;
+      case 7: return (0x100000000 - 4 * (1 + this.int(4))) >>> 0; // -4 .. -16: wraps padded sums
       case 1: return 0xffffffff - this.int(16);
       case 2: return 0x80000000 + this.int(16) - 8;
       case 3: return this.int(64);
-      case 4: return 1 << this.int(32);
+      case 4: return (1 << this.int(32)) >>> 0;
       default: return this.u32();
     }
   }

@@ -56,19 +56,22 @@ function mutateElf(r: Rng, elf: Buffer): Buffer {
   const rounds = 1 + r.int(4);
   for (let k = 0; k < rounds; k++) {
     const ph = phoff + 56 * r.int(Math.max(1, phnum));
-    switch (r.int(12)) {
+    switch (r.int(14)) {
       case 0: img.writeBigUInt64LE(u64(r), 32); break; // e_phoff
       case 1: img.writeUInt16LE(r.edgyU32() & 0xffff, 54); break; // e_phentsize
       case 2: img.writeUInt16LE(r.edgyU32() & 0xffff, 56); break; // e_phnum
       case 3: img.writeBigUInt64LE(u64(r), 24); break; // e_entry
       case 4: if (ph + 48 <= img.length) img.writeUInt32LE(r.pick([1, 4, r.edgyU32()]), ph); break; // p_type
       case 5: if (ph + 48 <= img.length) img.writeBigUInt64LE(u64(r), ph + 8 + 8 * r.int(5)); break; // offset/vaddr/paddr/filesz/memsz
-      case 6: { // a PT_NOTE's namesz/descsz/type
+      case 6: case 12: case 13: { // a PT_NOTE's note header: namesz, descsz, type
         for (let i = 0; i < phnum; i++) {
           const o = phoff + 56 * i;
           if (o + 56 > img.length || img.readUInt32LE(o) !== 4) continue;
           const n = Number(img.readBigUInt64LE(o + 8));
-          if (n + 12 <= img.length) img.writeUInt32LE(r.edgyU32(), n + 4 * r.int(3));
+          if (n + 12 > img.length) continue;
+          img.writeUInt32LE(r.edgyU32(), n);
+          if (r.bool()) img.writeUInt32LE(r.edgyU32(), n + 4);
+          if (r.bool()) img.writeUInt32LE(r.edgyU32(), n + 8);
         }
         break;
       }
@@ -142,7 +145,6 @@ function main(): void {
     try {
       counts[loadOnce(job, kernel, withInitrd ? initrd : undefined, cmdline)]++;
     } catch (e) {
-      fs.writeFileSync(path.join(job.dir, `failing-${seed}.img`), img);
       port.postMessage({ t: 'fail', seed, message: (e as Error).message });
       return;
     }

@@ -15,7 +15,7 @@ import { route } from '../../src/vmm/api.js';
 import { ConsoleHub } from '../../src/vmm/console.js';
 import { VmmController } from '../../src/vmm/controller.js';
 import { I8042, I8042_OUTPUT_MAX } from '../../src/vmm/devices/i8042.js';
-import { buildGuest } from '../helpers/vmm.js';
+import { buildGuest, makeBzImage } from '../helpers/vmm.js';
 import { runLoaderJob } from './loader-harness.js';
 
 const irq = { gsi: 1, pulse() {}, set() {} };
@@ -74,6 +74,22 @@ test('ELF notes whose lengths wrap around (namesz 0xfffffffc, 0xfffffff4) end th
     const r = await runLoaderJob({ kind: 'one', kernel, dir, memBytes: 64 * 2 ** 20 });
     assert.equal(r.t, 'done', `namesz 0x${namesz.toString(16)} descsz 0x${descsz.toString(16)}: ${r.message ?? ''}`);
     assert.equal(r.result, 'loaded', 'a malformed note is ignored, not fatal');
+  }
+});
+
+test('a bzImage cut off before its 64-bit entry (+0x200) is refused, not entered in zeroed memory', async () => {
+  const full = path.join(dir, 'full.bzImage');
+  makeBzImage(elf, full);
+  const img = fs.readFileSync(full);
+  const pmOffset = (img[0x1f1]! + 1) * 512;
+  for (const keep of [0x10, 0x1ff, 0x200]) {
+    const cut = path.join(dir, `cut-${keep}.bzImage`);
+    const short = Buffer.from(img.subarray(0, pmOffset + keep));
+    short.writeUInt32LE(keep, 0x260); // init_size no larger than what is there
+    fs.writeFileSync(cut, short);
+    const r = await runLoaderJob({ kind: 'one', kernel: cut, dir, memBytes: 64 * 2 ** 20 });
+    assert.equal(r.t, 'done', r.message);
+    assert.equal(r.result, 'refused', `protected-mode part of ${keep} bytes`);
   }
 });
 

@@ -149,6 +149,8 @@ function loadBzImage(mem: GuestRam, img: Buffer, zp: Uint8Array): { entry: numbe
   const pmOffset = (setupSects + 1) * 512;
   if (pmOffset >= img.length) throw bad('bzImage setup size exceeds the file');
   const pm = img.subarray(pmOffset);
+  // The 64-bit entry is at +0x200 of the protected-mode part: it must be in the file, not in zeroed memory.
+  if (pm.length <= 0x200) throw bad(`bzImage protected-mode part (${pm.length} bytes) ends before its 64-bit entry at +0x200`);
   const initSize = img.readUInt32LE(BP.init_size);
   const need = Math.max(pm.length, initSize);
   if (KERNEL_LOAD + need > mem.size) throw bad(`bzImage needs 0x${need.toString(16)} bytes at 1 MiB; guest RAM is ${mem.size} bytes`);
