@@ -91,3 +91,32 @@ test('exit codes and the micro engine mapping', () => {
   assert.equal(vmExitFor(null, null, { code: 0, reason: 'poweroff', detail: 'x' }, false).reason, 'poweroff', 'adopted: exit record');
   assert.equal(vmExitFor(null, null, null, false).reason, 'crashed');
 });
+
+test('one schema per body: validation messages quote its rule, and GET /openapi.json carries the same schemas', async () => {
+  const { VmmMachineConfig, VmmDrive, VmmNetworkInterface } = await import('../../src/api/vmm.js');
+  assert.throws(() => parseMachineConfig({ vcpu_count: 99, mem_size_mib: 64 }), /machine-config: "vcpu_count" must be a whole number from 1 to 32/);
+  assert.throws(() => parseMachineConfig({ vcpu_count: 1 }), /machine-config: field "mem_size_mib" is required/);
+  assert.throws(() => parseMachineConfig({ vcpu_count: 1, mem_size_mib: 64, turbo: true }), /machine-config: unknown field "turbo"/);
+  assert.throws(() => parseConfigFile({ 'boot-source': { kernel_image_path: '/k' }, drives: [{ drive_id: 'a', path_on_host: '/a', x: 1 }] }), /config: "drives\[0\]" unknown field "x"/);
+  const ctl = {} as VmmController;
+  const r = await route(ctl, 'GET', '/openapi.json', undefined);
+  assert.equal(r.status, 200);
+  const doc = r.body as { openapi: string; paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: unknown }> } }>> };
+  assert.match(doc.openapi, /^3\./);
+  const bodyOf = (p: string, m: string) => doc.paths[p]?.[m]?.requestBody?.content['application/json']?.schema;
+  assert.deepEqual(bodyOf('/machine-config', 'put'), JSON.parse(JSON.stringify(VmmMachineConfig)));
+  assert.deepEqual(bodyOf('/drives/{drive_id}', 'put'), JSON.parse(JSON.stringify(VmmDrive)));
+  assert.deepEqual(bodyOf('/network-interfaces/{iface_id}', 'put'), JSON.parse(JSON.stringify(VmmNetworkInterface)));
+  for (const p of ['/', '/vm', '/metrics', '/boot-source', '/entropy', '/actions']) assert.ok(doc.paths[p], `${p} documented`);
+});
+
+test('the drive-id rule is one rule: the API and the virtio factory refuse the same ids', async () => {
+  const { createVirtioDevices } = await import('../../src/vmm/virtio/index.js');
+  const { DEVICE_ID_PATTERN } = await import('../../src/api/names.js');
+  const host = { log: { child: () => host.log, info() {}, warn() {} } } as unknown as Parameters<typeof createVirtioDevices>[0];
+  for (const id of ['a.b', 'x'.repeat(65), '', 'a/b', '..']) {
+    assert.equal(new RegExp(DEVICE_ID_PATTERN).test(id), false, id);
+    assert.throws(() => parseDrive({ drive_id: id, path_on_host: '/x' }), invalid, `API: ${id}`);
+    assert.throws(() => createVirtioDevices(host, { drives: [{ drive_id: id, path_on_host: '/x' }], nets: [] }), invalid, `factory: ${id}`);
+  }
+});
