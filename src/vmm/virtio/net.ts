@@ -109,7 +109,7 @@ export function formatMac(mac: Uint8Array): string {
 }
 
 /** A random locally administered unicast MAC. */
-export function randomMac(): Uint8Array {
+function randomMac(): Uint8Array {
   const m = randomBytes(6);
   m[0] = (m[0]! & 0xfc) | 0x02;
   return m;

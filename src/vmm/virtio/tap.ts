@@ -25,7 +25,7 @@ export interface Tap {
 }
 
 /** A valid TAP name by the one rule in src/api/names.ts (what Linux takes, minus the awkward characters). */
-export function checkIfName(name: string): void {
+function checkIfName(name: string): void {
   if (!isTapName(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a valid interface name (${TAP_NAME_RULE})`);
 }
 
