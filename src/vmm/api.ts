@@ -56,7 +56,7 @@ function send(res: http.ServerResponse, status: number, body?: unknown): void {
   res.end(text);
 }
 
-/** The body validators (config.ts), loaded on first use: TypeBox is not needed to answer GET /. */
+/** The body validators (config.ts), loaded on first use: not needed to answer GET /. */
 let validators: Promise<typeof import('./config.js')> | undefined;
 export function loadValidators(): Promise<typeof import('./config.js')> {
   return (validators ??= import('./config.js'));

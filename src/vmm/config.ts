@@ -1,27 +1,24 @@
 /**
  * Validation of hangar-vmm's configuration: the control API bodies and the
- * `--config` file, against their schemas in src/api/vmm.ts. A refusal is an
- * INVALID_ARGUMENT HangarError that names the resource, the field and the
- * rule ("machine-config: "vcpu_count" must be a whole number from 1 to 32").
- *
- * TypeBox takes a few hundred milliseconds to load, so hangar-vmm loads this
- * module after its control socket has answered once (see main.ts).
+ * `--config` file, against their schemas in src/api/vmm.ts (as the plain
+ * JSON of vmm-schemas.generated.ts, see schema-check.ts for why). A refusal
+ * is an INVALID_ARGUMENT HangarError that names the resource, the field and
+ * the rule ("machine-config: "vcpu_count" must be a whole number from 1 to 32").
  */
-import type { TSchema } from 'typebox';
-import { Value } from 'typebox/value';
-import {
-  VmmAction, VmmBootSource, VmmConfigFile, VmmDrive, VmmEntropy, VmmMachineConfig, VmmNetworkInterface, VmmVmStatePatch,
-  type VmmActionType,
+import type {
+  VmmAction, VmmBootSource, VmmConfigFile, VmmDrive, VmmMachineConfig, VmmNetworkInterface, VmmVmStatePatch, VmmActionType,
 } from '../api/vmm.js';
+import { VMM_SCHEMA_JSON } from '../api/vmm-schemas.generated.js';
 import { HangarError } from '../common/errors.js';
+import { firstSchemaError, type JsonSchema } from './schema-check.js';
 
 export type { VmmBootSource as BootSourceBody, VmmConfigFile, VmmDrive as DriveConfig, VmmMachineConfig as MachineConfigBody, VmmNetworkInterface as NetConfig } from '../api/vmm.js';
 
-type SchemaNode = TSchema & { properties?: Record<string, SchemaNode>; items?: SchemaNode; description?: string };
+const SCHEMAS = VMM_SCHEMA_JSON as unknown as Record<keyof typeof VMM_SCHEMA_JSON, JsonSchema>;
 
 /** The schema that describes the value at `instancePath` ("/drives/0/drive_id"). */
-function schemaAt(root: TSchema, instancePath: string): SchemaNode | undefined {
-  let s: SchemaNode | undefined = root as SchemaNode;
+function schemaAt(root: JsonSchema, instancePath: string): JsonSchema | undefined {
+  let s: JsonSchema | undefined = root;
   for (const seg of instancePath.split('/').slice(1)) {
     if (!s) return undefined;
     s = s.properties?.[seg] ?? (/^\d+$/.test(seg) ? s.items : undefined);
@@ -35,15 +32,11 @@ function fieldName(instancePath: string): string {
 }
 
 /** Checks `value` against `schema`; throws one clear INVALID_ARGUMENT for the first thing wrong. */
-export function check<S extends TSchema>(schema: S, value: unknown, what: string): void {
-  if (Value.Check(schema, value)) return;
-  // 'schema is false' (an extra property) repeats what additionalProperties says better; a failed
-  // union reports each branch, then anyOf on the same path: keep the anyOf one.
-  const errors = [...Value.Errors(schema, value)].filter((e) => e.keyword !== 'boolean' && e.keyword !== 'const');
-  const e = errors[0];
-  if (!e) throw new HangarError('INVALID_ARGUMENT', `${what} is not valid`);
+export function check(schema: JsonSchema, value: unknown, what: string): void {
+  const e = firstSchemaError(schema, value);
+  if (!e) return;
   const where = e.instancePath === '' ? what : `${what}: "${fieldName(e.instancePath)}"`;
-  const params = e.params as { requiredProperties?: string[]; additionalProperties?: string[] };
+  const params = e.params;
   if (e.keyword === 'required') {
     throw new HangarError('INVALID_ARGUMENT', `${where}${e.instancePath === '' ? ':' : ''} field "${params.requiredProperties?.[0] ?? '?'}" is required`);
   }
@@ -56,24 +49,24 @@ export function check<S extends TSchema>(schema: S, value: unknown, what: string
 }
 
 export function parseMachineConfig(v: unknown): VmmMachineConfig {
-  check(VmmMachineConfig, v, 'machine-config');
+  check(SCHEMAS.machineConfig, v, 'machine-config');
   return v as VmmMachineConfig;
 }
 
 export function parseBootSource(v: unknown): VmmBootSource {
-  check(VmmBootSource, v, 'boot-source');
+  check(SCHEMAS.bootSource, v, 'boot-source');
   return v as VmmBootSource;
 }
 
 export function parseDrive(v: unknown, idFromPath?: string): VmmDrive {
-  check(VmmDrive, v, 'drive');
+  check(SCHEMAS.drive, v, 'drive');
   const d = v as VmmDrive;
   if (idFromPath !== undefined && d.drive_id !== idFromPath) throw new HangarError('INVALID_ARGUMENT', `drive: "drive_id" ${d.drive_id} does not match the path's ${idFromPath}`);
   return d;
 }
 
 export function parseNet(v: unknown, idFromPath?: string): VmmNetworkInterface {
-  check(VmmNetworkInterface, v, 'network-interface');
+  check(SCHEMAS.networkInterface, v, 'network-interface');
   const n = v as VmmNetworkInterface;
   if (idFromPath !== undefined && n.iface_id !== idFromPath) throw new HangarError('INVALID_ARGUMENT', `network-interface: "iface_id" ${n.iface_id} does not match the path's ${idFromPath}`);
   return n;
@@ -81,20 +74,20 @@ export function parseNet(v: unknown, idFromPath?: string): VmmNetworkInterface {
 
 /** PUT /entropy takes an empty object, or no body at all. */
 export function parseEntropy(v: unknown): void {
-  if (v !== undefined) check(VmmEntropy, v, 'entropy');
+  if (v !== undefined) check(SCHEMAS.entropy, v, 'entropy');
 }
 
 export function parseAction(v: unknown): VmmActionType {
-  check(VmmAction, v, 'actions');
+  check(SCHEMAS.action, v, 'actions');
   return (v as VmmAction).action_type;
 }
 
 export function parseVmStatePatch(v: unknown): 'Paused' | 'Resumed' {
-  check(VmmVmStatePatch, v, 'vm');
+  check(SCHEMAS.vmStatePatch, v, 'vm');
   return (v as VmmVmStatePatch).state;
 }
 
 export function parseConfigFile(v: unknown): VmmConfigFile {
-  check(VmmConfigFile, v, 'config');
+  check(SCHEMAS.configFile, v, 'config');
   return v as VmmConfigFile;
 }

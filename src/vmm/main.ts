@@ -115,7 +115,7 @@ async function main(): Promise<void> {
 }
 
 /**
- * Loads what configuring and InstanceStart will need — the body validators (TypeBox), the logger,
+ * Loads what configuring and InstanceStart will need — the body validators, the logger,
  * the machine model, and one vCPU thread with
  * its own modules loaded (prewarmVcpuThread in vcpu-thread.ts) — while the client is still configuring the VM,
  * after the first API answer so that answer does not wait for it. This takes them off the
@@ -123,9 +123,9 @@ async function main(): Promise<void> {
  * loads the same modules again (and starts a fresh thread) and reports the error.
  */
 function preload(loadLogger: () => Promise<Logger>): void {
+  loadValidators().catch(() => {});
   import('./vcpu-thread.js').then((m) => m.prewarmVcpuThread()).catch(() => {});
   loadLogger().catch(() => {});
-  loadValidators().catch(() => {});
   import('./builder.js').catch(() => {});
 }
 

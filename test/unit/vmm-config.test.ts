@@ -120,3 +120,50 @@ test('the drive-id rule is one rule: the API and the virtio factory refuse the s
     assert.throws(() => createVirtioDevices(host, { drives: [{ drive_id: id, path_on_host: '/x' }], nets: [] }), invalid, `factory: ${id}`);
   }
 });
+
+test('the VMM checks bodies against the TypeBox schemas: generated JSON equals them, and its checker agrees with Value.Check', async () => {
+  const api = await import('../../src/api/vmm.js');
+  const { VMM_SCHEMA_JSON } = await import('../../src/api/vmm-schemas.generated.js');
+  const { firstSchemaError } = await import('../../src/vmm/schema-check.js');
+  const { Value } = await import('typebox/value');
+  const fsm = await import('node:fs');
+  const { projectRoot } = await import('../../src/common/paths.js');
+  const generated = fsm.readFileSync(`${projectRoot()}/src/api/vmm-schemas.generated.ts`, 'utf8');
+  assert.equal(generated, api.vmmSchemasModule(), 'src/api/vmm-schemas.generated.ts is stale: npm run build && node scripts/gen-vmm-schemas.mjs');
+  assert.deepEqual(VMM_SCHEMA_JSON, JSON.parse(JSON.stringify(api.VMM_BODY_SCHEMAS)));
+  // Differential: random bodies, valid ones bent in random ways; both checkers must agree on each.
+  const { Rng } = await import('../helpers/fuzz.js');
+  const r = new Rng(12345);
+  const rnd = (n: number) => r.int(n);
+  const atoms: unknown[] = [null, true, false, 0, 1, -1, 1.5, 2, 15, 16, 17, 32, 33, 129, 1023, 3072, 3074, '', '/', '/a', 'a', 'a\nb', '/a\u0000', 'x'.repeat(4001), 'tap0', '..', 'a.b', 'd1', '02:00:00:00:00:01', '01:00:00:00:00:0g', 'Paused', 'InstanceStart', 'é', 'ok serial', 'x'.repeat(21), [], {}];
+  const samples: Record<string, unknown> = {
+    machineConfig: { vcpu_count: 2, mem_size_mib: 256, smt: false, track_dirty_pages: true, conservative_cpuid: true },
+    bootSource: { kernel_image_path: '/k', initrd_path: '/i', boot_args: 'console=ttyS0' },
+    drive: { drive_id: 'd1', path_on_host: '/d', is_root_device: false, is_read_only: true, serial: 'abc' },
+    networkInterface: { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: '02:00:00:00:00:01' },
+    entropy: {},
+    action: { action_type: 'Pause' },
+    vmStatePatch: { state: 'Resumed' },
+    configFile: { 'machine-config': { vcpu_count: 1, mem_size_mib: 64 }, 'boot-source': { kernel_image_path: '/k' }, drives: [{ drive_id: 'a', path_on_host: '/a' }], 'network-interfaces': [], entropy: {} },
+  };
+  let agreed = 0, valid = 0;
+  for (const [name, schema] of Object.entries(api.VMM_BODY_SCHEMAS)) {
+    for (let i = 0; i < 1500; i++) {
+      const v = JSON.parse(JSON.stringify(samples[name])) as Record<string, unknown>;
+      const keys = Object.keys(v);
+      for (let k = rnd(3); k > 0; k--) {
+        const op = rnd(4);
+        if (op === 0 && keys.length) delete v[keys[rnd(keys.length)]!];
+        else if (op === 1 && keys.length) v[keys[rnd(keys.length)]!] = atoms[rnd(atoms.length)];
+        else if (op === 2) v[['extra', 'smt', 'serial', 'drives', 'state'][rnd(5)]!] = atoms[rnd(atoms.length)];
+      }
+      const body = rnd(10) === 0 ? atoms[rnd(atoms.length)] : v;
+      const tb = Value.Check(schema, body);
+      const ours = firstSchemaError(VMM_SCHEMA_JSON[name as keyof typeof VMM_SCHEMA_JSON] as never, body) === null;
+      assert.equal(ours, tb, `${name} ${JSON.stringify(body)}: ours ${ours}, TypeBox ${tb}`);
+      agreed++;
+      if (tb) valid++;
+    }
+  }
+  assert.ok(valid > 100 && valid < agreed - 100, `both verdicts exercised: ${valid} valid of ${agreed}`);
+});
