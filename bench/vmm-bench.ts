@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { percentile, writeSection } from './report.js';
-import { api, bootGuest, buildGuest, ConsoleClient, startVmm, vmmMain, kvmUsable } from '../test/e2e/vmm-helpers.js';
+import { api, bootGuest, buildGuest, ConsoleClient, startVmm, vmmMain, kvmUsable } from '../test/helpers/vmm.js';
 import { probeKvm } from '../src/kvm/probe.js';
 import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
 
@@ -169,12 +169,12 @@ async function exitRates(exitsElf: string, n: number): Promise<{ pio: number; mm
 
 /** The same MMIO stores with an ioeventfd on the address: KVM completes them without leaving the kernel. */
 async function ioeventfdRate(exitsElf: string, n: number): Promise<number> {
-  const { Machine } = await import('../src/vmm/machine.js');
+  const { buildMachine } = await import('../src/vmm/builder.js');
   const { createLogger } = await import('../src/common/log.js');
   const { VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } = await import('../src/vmm/layout.js');
   let out = '';
-  const m = await Machine.create({ vcpus: 1, memBytes: 32 * 2 ** 20, kernel: exitsElf, cmdline: `console=ttyS0 exits=${n}` }, createLogger('bench', 'silent'), (b) => { out += Buffer.from(b).toString('latin1'); });
-  const h = m.ioEventFd(VIRTIO_MMIO_BASE + 7 * VIRTIO_MMIO_SIZE, 4, undefined, () => {});
+  const m = await buildMachine({ vcpus: 1, memBytes: 32 * 2 ** 20, kernel: exitsElf, cmdline: `console=ttyS0 exits=${n}` }, createLogger('bench', 'silent'), (b) => { out += Buffer.from(b).toString('latin1'); });
+  const h = m.devices.ioEventFd(VIRTIO_MMIO_BASE + 7 * VIRTIO_MMIO_SIZE, 4, undefined, () => {});
   await m.start();
   await m.exited;
   h?.close();

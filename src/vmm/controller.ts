@@ -97,8 +97,8 @@ export class VmmController {
       // Loaded on first start (or preloaded once the socket answers, see main.ts), so the control
       // socket answers before KVM and the FFI are even loaded.
       const log = await this.logger();
-      const { Machine } = await import('./machine.js');
-      const m = await Machine.create({
+      const { buildMachine } = await import('./builder.js');
+      const m = await buildMachine({
         vcpus: this.machineConfig.vcpu_count,
         memBytes: this.machineConfig.mem_size_mib * 1024 * 1024,
         kernel: this.bootSource.kernel_image_path,
@@ -114,7 +114,7 @@ export class VmmController {
       await m.start();
       // Lock the process down once the vCPU threads exist (main.ts: the seccomp filter).
       await this.onRunning?.();
-      log.info({ kernel: m.kernel?.kind, entry: m.kernel?.entry, cmdline: m.kernel?.cmdline, unavailable: m.unavailable }, 'VM started');
+      log.info({ kernel: m.kernel.kind, entry: m.kernel.entry, cmdline: m.kernel.cmdline }, 'VM started');
     } finally {
       this.starting = false;
     }
@@ -132,11 +132,10 @@ export class VmmController {
       vcpu_count: this.machineConfig.vcpu_count,
       mem_size_mib: this.machineConfig.mem_size_mib,
       boot_source: this.bootSource ?? null,
-      cmdline: m?.kernel?.cmdline ?? null,
-      kernel_kind: m?.kernel?.kind ?? null,
+      cmdline: m?.kernel.cmdline ?? null,
+      kernel_kind: m?.kernel.kind ?? null,
       drives: [...this.drives.values()],
       network_interfaces: [...this.nets.values()],
-      unavailable_devices: m?.unavailable ?? [],
       pid: process.pid,
     };
   }

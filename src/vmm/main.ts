@@ -14,8 +14,7 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Logger } from '../common/log.js';
 import { toHangarError } from '../common/errors.js';
-import { ControlServer } from './api.js';
-import { parseConfigFile } from './config.js';
+import { ControlServer, loadValidators } from './api.js';
 import { ConsoleHub } from './console.js';
 import { VmmController } from './controller.js';
 import { exitCodeFor, VMM_EXIT, type VmmExitRecord } from './exit-codes.js';
@@ -121,6 +120,7 @@ async function main(): Promise<void> {
     if (args['console-sock']) await hub.listen(args['console-sock']);
     if (args.console === 'stdio') hub.attachStdio();
     if (args.config) {
+      const { parseConfigFile } = await loadValidators();
       const cfg = parseConfigFile(JSON.parse(fs.readFileSync(args.config, 'utf8')));
       if (cfg['machine-config']) ctl.setMachineConfig(cfg['machine-config']);
       ctl.setBootSource(cfg['boot-source']);
@@ -142,16 +142,18 @@ async function main(): Promise<void> {
 }
 
 /**
- * Loads what InstanceStart will need — the logger, the machine model, and one vCPU thread with
+ * Loads what configuring and InstanceStart will need — the body validators, the logger,
+ * the machine model, and one vCPU thread with
  * its own modules loaded (prewarmVcpuThread in vcpu-thread.ts) — while the client is still configuring the VM,
  * after the first API answer so that answer does not wait for it. This takes them off the
  * InstanceStart → first guest instruction path. Failures are ignored here: InstanceStart
  * loads the same modules again (and starts a fresh thread) and reports the error.
  */
 function preload(loadLogger: () => Promise<Logger>): void {
+  loadValidators().catch(() => {});
   import('./vcpu-thread.js').then((m) => m.prewarmVcpuThread()).catch(() => {});
   loadLogger().catch(() => {});
-  import('./machine.js').catch(() => {});
+  import('./builder.js').catch(() => {});
 }
 
 void main();

@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startDaemon, waitOperation, ConsoleSession, type TestDaemon } from '../helpers/daemon.js';
 import { runHangar, expectOk } from '../unit/cli-fake-daemon.js';
-import { buildGuest, kvmUsable } from './vmm-helpers.js';
+import { buildGuest, kvmUsable } from '../helpers/vmm.js';
 import { TINY_PROMPT } from '../../src/host/images/tiny.js';
 import { CLAIM_DIR } from '../../src/engines/sandbox/identity.js';
 import { DEFAULT_OVERHEAD_MIB } from '../../src/engines/sandbox/sandbox.js';

@@ -18,7 +18,7 @@ import { probeKvm } from '../../src/kvm/probe.js';
 
 const logger = createLogger('test', 'silent');
 class MicroEngine extends Engine { constructor() { super({ logger, kvm: probeKvm }); } }
-import { buildGuest, kvmUsable } from './vmm-helpers.js';
+import { buildGuest, kvmUsable } from '../helpers/vmm.js';
 
 const skip = kvmUsable ? false : 'no usable /dev/kvm';
 let echoElf = '';

@@ -246,17 +246,16 @@ export class MicroEngine implements Engine {
   /** Tells a fresh hangar-vmm what to run (machine, boot source, drives, NICs) and starts the guest. */
   private async configureAndBoot(c: VmmClient, config: EngineVmConfig): Promise<void> {
     // Exact: the daemon admitted only sizes that are whole 2 MiB units (MICRO_LIMITS).
-    await c.put('/machine-config', { vcpu_count: config.cpus, mem_size_mib: config.memoryBytes / 2 ** 20 });
-    const boot: Record<string, string> = { kernel_image_path: config.boot.kernel };
-    if (config.boot.initrd) boot.initrd_path = config.boot.initrd;
-    if (config.boot.cmdline !== undefined) boot.boot_args = config.boot.cmdline;
-    await c.put('/boot-source', boot);
+    await c.putMachineConfig({ vcpu_count: config.cpus, mem_size_mib: config.memoryBytes / 2 ** 20 });
+    await c.putBootSource({
+      kernel_image_path: config.boot.kernel,
+      ...(config.boot.initrd ? { initrd_path: config.boot.initrd } : {}),
+      ...(config.boot.cmdline !== undefined ? { boot_args: config.boot.cmdline } : {}),
+    });
     for (const d of config.disks) {
-      const drive: Record<string, unknown> = { drive_id: d.id, path_on_host: d.path, is_root_device: false, is_read_only: d.readOnly ?? false };
-      if (d.serial) drive.serial = d.serial;
-      await c.put(`/drives/${encodeURIComponent(d.id)}`, drive);
+      await c.putDrive({ drive_id: d.id, path_on_host: d.path, is_root_device: false, is_read_only: d.readOnly ?? false, ...(d.serial ? { serial: d.serial } : {}) });
     }
-    for (const n of config.nics) await c.put(`/network-interfaces/${encodeURIComponent(n.id)}`, { iface_id: n.id, host_dev_name: n.tap, guest_mac: n.mac });
+    for (const n of config.nics) await c.putNetworkInterface({ iface_id: n.id, host_dev_name: n.tap, ...(n.mac ? { guest_mac: n.mac } : {}) });
     await c.action('InstanceStart');
   }
 
