@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
+import { groupGid, VM_GROUP } from '../engines/sandbox/identity.js';
 import { cleanStaleBuildFolders, cleanStaleImportFolders } from './images/index.js';
 
 /**
@@ -20,17 +21,21 @@ const PRIVATE_FILES = ['hangar.db', 'hangar.db-wal', 'hangar.db-shm', 'hangar.db
 export function secureDataDir(dataDir: string): string[] {
   const changed: string[] = [];
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const tighten = (p: string, mode: number): void => {
+  /** `keep(st)`: permission bits beyond the owner's that may stay (never read access). */
+  const tighten = (p: string, mode: number, keep: (st: fs.Stats) => number = () => 0): void => {
     let st: fs.Stats;
     try { st = fs.lstatSync(p); } catch { return; }
     // A symlink is left alone: chmod would change what it points at.
     if (st.isSymbolicLink()) return;
-    if ((st.mode & 0o777) !== mode && (st.mode & 0o077) !== 0) {
-      fs.chmodSync(p, mode);
+    if ((st.mode & 0o077 & ~keep(st)) !== 0) {
+      fs.chmodSync(p, mode | (st.mode & keep(st)));
       changed.push(p);
     }
   };
-  tighten(dataDir, 0o700);
+  // Search (no listing) by the hangar-vm group stays: confined VM processes reach
+  // their own runDir through it (the sandbox grants it; engines.md, VM process isolation).
+  const vmGid = groupGid(VM_GROUP);
+  tighten(dataDir, 0o700, (st) => (vmGid !== null && st.gid === vmGid ? 0o010 : 0));
   for (const f of PRIVATE_FILES) tighten(path.join(dataDir, f), 0o600);
   // Made 0600 before SQLite and the logger open them (they would make them 0644); SQLite
   // reads an empty file as an empty database and gives its journal files the same mode.

@@ -27,7 +27,8 @@ export const DEFAULT_UID_COUNT = 65536;
 
 export const CLAIM_DIR = '/run/hangar/vm-uids';
 
-function groupGid(name: string): number | null {
+/** A group's gid from /etc/group, or null when it does not exist. */
+export function groupGid(name: string): number | null {
   try {
     for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
       const f = line.split(':');
