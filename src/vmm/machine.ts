@@ -31,6 +31,7 @@ import type { IrqLine, MmioDevice, PioDevice } from './devices/device.js';
 import type { CreateVirtioDevices, DeviceHost, DriveConfig, NetConfig } from './devices/host.js';
 import { I8042 } from './devices/i8042.js';
 import { AcpiSleepRegisters, PostPort, PowerPort } from './devices/power.js';
+import { CmosRtc, RTC_PORT, RTC_PORT_COUNT } from './devices/rtc.js';
 import { Serial } from './devices/serial.js';
 import { KvmIrqLine } from './irq.js';
 import * as L from './layout.js';
@@ -132,6 +133,7 @@ export class Machine extends EventEmitter {
         : what === 'reset' ? { reason: 'reboot', detail: 'guest reset (power port)' }
           : { reason: 'crashed', detail: 'guest panicked (power port)' })));
     this.pio.register(L.POST_PORT, 1, new PostPort());
+    this.pio.register(RTC_PORT, RTC_PORT_COUNT, new CmosRtc());
     this.pio.register(L.ACPI_SLEEP_CONTROL_PORT, 2, new AcpiSleepRegisters(() => this.end({ reason: 'poweroff', detail: 'guest powered off (ACPI S5)' })));
   }
 

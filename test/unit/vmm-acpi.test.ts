@@ -243,3 +243,20 @@ test('DSDT (reached through RSDP → XSDT → FADT) describes COM1 and the i8042
     mem.free();
   }
 });
+
+test('the BIOS reset vector holds a stub that writes POWER_RESET to the power port (a guest\'s BIOS-method reboot ends the VM)', () => {
+  const mem = GuestRam.allocate(2 << 20);
+  try {
+    writeAcpiTables(mem, 1);
+    const code = mem.slice(0xffff0, 16);
+    // mov al, imm8; mov dx, imm16; out dx, al; hlt; jmp back to the hlt
+    assert.equal(code[0], 0xb0);
+    assert.equal(code[1], L.POWER_RESET);
+    assert.equal(code[2], 0xba);
+    assert.equal(code[3]! | (code[4]! << 8), L.POWER_PORT);
+    assert.deepEqual([...code.subarray(5, 9)], [0xee, 0xf4, 0xeb, 0xfd]);
+    assert.ok(L.ACPI_TABLES_END <= 0xffff0, 'the stub lies beyond the ACPI tables');
+  } finally {
+    mem.free();
+  }
+});

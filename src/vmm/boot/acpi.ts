@@ -18,6 +18,7 @@
  * console never gets its interrupt and user space has no console.
  */
 import type { GuestRam } from '../memory.js';
+import { writeResetVector } from './reset-vector.js';
 import { device, eisaId, integer, ioPort, irqNoFlags, name, pkg, resourceTemplate, scope } from './aml.js';
 import {
   ACPI_RSDP, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, ACPI_TABLES_END, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ, IOAPIC_BASE,
@@ -119,8 +120,13 @@ function fadt(dsdtAddr: number): Uint8Array {
   return sdt('FACP', 6, body);
 }
 
-/** Writes the tables at ACPI_RSDP and returns the RSDP address (for boot_params.acpi_rsdp_addr). */
+/**
+ * Writes the tables at ACPI_RSDP and returns the RSDP address (for boot_params.acpi_rsdp_addr).
+ * Also places the reset stub at the BIOS reset vector: with hardware-reduced ACPI, that is
+ * where a Linux guest's default reboot ends up (see reset-vector.ts).
+ */
 export function writeAcpiTables(mem: GuestRam, cpus: number): number {
+  writeResetVector(mem);
   let next = ACPI_RSDP + 64; // the RSDP is 36 bytes; keep tables 16-byte aligned after it
   const place = (t: Uint8Array): number => {
     const addr = next;

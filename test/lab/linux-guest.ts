@@ -1,0 +1,224 @@
+/**
+ * The L2 side of the KVM lab (scripts/kvm-lab.sh runs it inside L1, against
+ * L1's /dev/kvm): boots the tiny image (Debian cloud kernel + busybox
+ * initramfs, its own command line with `quiet`) on hangar-vmm, the way the
+ * micro engine does — `--config`, console on a socket — and drives its shell.
+ *
+ *   node dist/test/lab/linux-guest.js [SCENARIO...]     (default: all of them)
+ *
+ * Scenarios, one hangar-vmm process each (each costs a Node start and a
+ * boot under TCG, so the checks are batched into two):
+ *   shell   1 vCPU: shell prompt, commands answered, console and i8042 IRQs
+ *           from the DSDT, `reboot` → hangar-vmm exits 3 (reboot)
+ *   smp     2 vCPUs: both CPUs up (/proc/cpuinfo, smpboot), then Ctrl-Alt-Del
+ *           through the control API (PUT /actions SendCtrlAltDel) → the guest
+ *           powers off through ACPI S5 → exit 0
+ *
+ * Prints one `LAB-RESULT {json}` line per scenario (what the guest said, exit
+ * code, timings) and `LAB-CONSOLE` lines with the guest's console when a
+ * scenario fails; exits 0 only when every scenario passed.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { VMM_NODE_FLAGS } from '../../src/vmm/process-flags.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const VMM_MAIN = path.join(ROOT, 'dist', 'src', 'vmm', 'main.js');
+const IMAGE_DIR = path.join(process.env.HANGAR_IMAGE_DIR ?? path.join(ROOT, '.cache', 'images'), 'tiny');
+const PROMPT = 'tiny# ';
+/** Generous: L1 is emulated by TCG on a shared host; Node alone takes ~12 s to start there. */
+const BOOT_TIMEOUT_MS = Number(process.env.HANGAR_LAB_BOOT_TIMEOUT_MS ?? 240_000);
+const STEP_TIMEOUT_MS = 120_000;
+
+export interface ScenarioResult {
+  scenario: string;
+  ok: boolean;
+  error?: string;
+  vcpus: number;
+  exitCode: number | null;
+  exitRecord?: unknown;
+  /** Milliseconds from spawning hangar-vmm. */
+  ms: { apiUp?: number; banner?: number; prompt?: number; end?: number };
+  /** Outputs of the shell commands run, by name. */
+  answers: Record<string, string>;
+  consoleBytes: number;
+  metrics?: unknown;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function api(sock: string, method: string, urlPath: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request({ socketPath: sock, method, path: urlPath, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => { text += c.toString(); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
+    });
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+class Guest {
+  text = '';
+  private sock?: net.Socket;
+  private readonly t0 = Date.now();
+  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-lab-'));
+  readonly apiSock = path.join(this.dir, 'api.sock');
+  readonly conSock = path.join(this.dir, 'console.sock');
+  readonly exitFile = path.join(this.dir, 'exit.json');
+  private child?: ReturnType<typeof spawn>;
+  exited?: Promise<number | null>;
+  stderr = '';
+
+  elapsed(): number { return Date.now() - this.t0; }
+
+  async start(vcpus: number, memMib: number): Promise<void> {
+    const img = JSON.parse(fs.readFileSync(path.join(IMAGE_DIR, 'image.json'), 'utf8')) as { cmdline: string };
+    const cfgPath = path.join(this.dir, 'vm.json');
+    fs.writeFileSync(cfgPath, JSON.stringify({
+      'machine-config': { vcpu_count: vcpus, mem_size_mib: memMib },
+      'boot-source': { kernel_image_path: path.join(IMAGE_DIR, 'vmlinuz'), initrd_path: path.join(IMAGE_DIR, 'initrd.img'), boot_args: img.cmdline },
+    }));
+    this.child = spawn(process.execPath, [...VMM_NODE_FLAGS, VMM_MAIN, '--config', cfgPath, '--api-sock', this.apiSock, '--console-sock', this.conSock,
+      '--console-log', path.join(this.dir, 'console.log'), '--exit-file', this.exitFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
+    const child = this.child;
+    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    // The console socket is up before the VM starts (main.ts opens it first).
+    while (!fs.existsSync(this.conSock)) {
+      if (child.exitCode !== null) throw new Error(`hangar-vmm exited early (${child.exitCode}): ${this.stderr}`);
+      if (this.elapsed() > BOOT_TIMEOUT_MS) throw new Error('hangar-vmm did not open its console socket');
+      await sleep(20);
+    }
+    this.sock = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect(this.conSock, () => resolve(s));
+      s.once('error', reject);
+    });
+    this.sock.on('data', (d: Buffer) => { this.text += d.toString('latin1'); });
+    this.sock.on('error', () => {});
+  }
+
+  /** Resolves with the elapsed ms once the console shows `what` (after `from`), or throws with the console's tail. */
+  async waitFor(what: string | RegExp, ms: number, from = 0): Promise<number> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const seen = this.text.slice(from);
+      if (typeof what === 'string' ? seen.includes(what) : what.test(seen)) return this.elapsed();
+      if (this.child?.exitCode !== null && this.child?.exitCode !== undefined) throw new Error(`hangar-vmm exited (${this.child.exitCode}) before the console showed ${String(what)}`);
+      if (Date.now() > deadline) throw new Error(`console did not show ${String(what)} within ${ms} ms`);
+      await sleep(50);
+    }
+  }
+
+  /** Types one command line and returns what it printed (between two markers the typed line itself does not contain). */
+  async run(cmd: string): Promise<string> {
+    const from = this.text.length;
+    this.sock!.write(`echo @@""B; ${cmd}; echo @@""E\n`);
+    await this.waitFor(/@@E\r?\n/, STEP_TIMEOUT_MS, from);
+    const m = /@@B\r?\n([\s\S]*?)@@E\r?\n/.exec(this.text.slice(from));
+    return (m?.[1] ?? '').replace(/\r/g, '').trimEnd();
+  }
+
+  type(s: string): void { this.sock!.write(s); }
+
+  async exit(ms: number): Promise<number | null> {
+    const t = setTimeout(() => this.child?.kill('SIGKILL'), ms);
+    const code = await this.exited!;
+    clearTimeout(t);
+    return code;
+  }
+
+  exitRecord(): unknown {
+    try { return JSON.parse(fs.readFileSync(this.exitFile, 'utf8')); } catch { return undefined; }
+  }
+
+  async cleanup(): Promise<void> {
+    this.sock?.destroy();
+    const c = this.child;
+    if (c && c.exitCode === null && c.signalCode === null) { c.kill('SIGKILL'); await this.exited; }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+type Step = (g: Guest, r: ScenarioResult) => Promise<void>;
+
+const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step }> = {
+  /** 1 vCPU: the console works both ways, the DSDT's devices got their IRQs; `reboot` ends the VM as a reboot. */
+  shell: {
+    vcpus: 1,
+    expectExit: 3,
+    steps: async (g, r) => {
+      r.answers.echo = await g.run('echo hangar-$((6 * 7))');
+      r.answers.uname = await g.run('uname -r');
+      r.answers.console = await g.run("dmesg | grep -E 'ttyS0|i8042|serio' | sed 's/^\\[[ 0-9.]*\\] //'");
+      r.answers.interrupts = await g.run("grep -E 'ttyS|i8042' /proc/interrupts | tr -s ' '");
+      r.answers.date = await g.run('date -u +%Y-%m-%dT%H:%M');
+      g.type('reboot\n');
+    },
+  },
+  /**
+   * 2 vCPUs: both come up; then Ctrl-Alt-Del through the control API. With kernel.ctrl-alt-del
+   * at 0 (what an init sets) the kernel signals cad_pid instead of restarting at once: a shell
+   * that powers off stands in for the tiny image's init, which ignores SIGINT. → ACPI S5, exit 0.
+   */
+  smp: {
+    vcpus: 2,
+    expectExit: 0,
+    steps: async (g, r) => {
+      r.answers.cpus = await g.run('grep -c ^processor /proc/cpuinfo');
+      r.answers.smpboot = await g.run("dmesg | grep -E 'smpboot|smp:' | sed 's/^\\[[ 0-9.]*\\] //'");
+      r.answers.online = await g.run('cat /sys/devices/system/cpu/online');
+      r.answers.cad = await g.run("sh -c 'trap \"echo lab: ctrl-alt-del, powering off; poweroff\" INT; while :; do sleep 1; done' & echo $! > /proc/sys/kernel/cad_pid; echo 0 > /proc/sys/kernel/ctrl-alt-del; cat /proc/sys/kernel/ctrl-alt-del");
+      const res = await api(g.apiSock, 'PUT', '/actions', { action_type: 'SendCtrlAltDel' });
+      r.answers.sendCtrlAltDel = String(res.status);
+      await g.waitFor('lab: ctrl-alt-del, powering off', STEP_TIMEOUT_MS);
+    },
+  },
+};
+
+async function runScenario(name: string): Promise<ScenarioResult> {
+  const sc = scenarios[name];
+  if (!sc) throw new Error(`unknown scenario ${name} (${Object.keys(scenarios).join(', ')})`);
+  const r: ScenarioResult = { scenario: name, ok: false, vcpus: sc.vcpus, exitCode: null, ms: {}, answers: {}, consoleBytes: 0 };
+  const g = new Guest();
+  try {
+    await g.start(sc.vcpus, 256);
+    r.ms.apiUp = g.elapsed();
+    r.ms.banner = await g.waitFor('Hangar tiny image: user space is up', BOOT_TIMEOUT_MS);
+    r.ms.prompt = await g.waitFor(PROMPT, STEP_TIMEOUT_MS);
+    try { r.metrics = (await api(g.apiSock, 'GET', '/metrics')).body; } catch { /* informational */ }
+    await sc.steps(g, r);
+    r.exitCode = await g.exit(STEP_TIMEOUT_MS);
+    r.ms.end = g.elapsed();
+    r.exitRecord = g.exitRecord();
+    r.ok = r.exitCode === sc.expectExit;
+    if (!r.ok) r.error = `hangar-vmm exited with ${r.exitCode}, expected ${sc.expectExit}`;
+  } catch (e) {
+    r.error = (e as Error).message;
+  } finally {
+    r.consoleBytes = g.text.length;
+    if (!r.ok) {
+      for (const line of g.text.replace(/\r/g, '').split('\n').slice(-60)) process.stdout.write(`LAB-CONSOLE ${name}: ${line}\n`);
+      if (g.stderr) process.stdout.write(`LAB-CONSOLE ${name}: hangar-vmm stderr: ${g.stderr.trim().split('\n').slice(-10).join(' | ')}\n`);
+    }
+    await g.cleanup();
+  }
+  return r;
+}
+
+const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(scenarios);
+let allOk = true;
+for (const name of wanted) {
+  const r = await runScenario(name);
+  allOk &&= r.ok;
+  process.stdout.write(`LAB-RESULT ${JSON.stringify(r)}\n`);
+}
+process.exit(allOk ? 0 : 1);
