@@ -320,6 +320,7 @@ export class Machine extends EventEmitter {
       const data: VcpuWorkerData = {
         index, fd: s.vcpu.fd, runAddr: s.vcpu.runAddr, runSize: s.vcpu.runSize,
         ctl: s.ctl.buffer as SharedArrayBuffer, mailbox: s.mb.buffer as SharedArrayBuffer, counters: s.counters.buffer as SharedArrayBuffer,
+        serialFast: this.serial.fastPath(),
       };
       const w = startVcpuThread(data);
       s.worker = w;
