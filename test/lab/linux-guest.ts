@@ -183,6 +183,37 @@ const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step
       await g.waitFor('reboot: Restarting system', STEP_TIMEOUT_MS, from);
     },
   },
+  /**
+   * Console throughput (not in the suite: a measurement, docs/vmm.md): 4 000 bytes through the
+   * tty (interrupt-driven, 16 bytes per THR-empty interrupt) and ~2 000 through printk (the
+   * 8250 console polls LSR before every byte), timed by the guest's own clock, with
+   * hangar-vmm's port-exit and fast-path counters before and after.
+   */
+  uart: {
+    vcpus: 1,
+    expectExit: 0,
+    steps: async (g, r) => {
+      const counters = async (): Promise<Record<string, number>> => {
+        const m = (await api(g.apiSock, 'GET', '/metrics')).body as { vm: { vcpus: Array<{ pioExits: number }>; devices: { serial0: Record<string, number> } } };
+        return { pio: m.vm.vcpus.reduce((n, v) => n + v.pioExits, 0), ...m.vm.devices.serial0 };
+      };
+      const line = '0123456789'.repeat(10);
+      const c0 = await counters();
+      const tty = await g.run(`t0=$(cut -d' ' -f1 /proc/uptime); i=0; while [ $i -lt 40 ]; do echo ${line}; i=$((i+1)); done; t1=$(cut -d' ' -f1 /proc/uptime); echo "tty $t0 $t1"`);
+      const c1 = await counters();
+      const kmsg = await g.run(`t0=$(cut -d' ' -f1 /proc/uptime); i=0; while [ $i -lt 20 ]; do echo "<3>lab-uart ${line.slice(0, 80)}" > /dev/kmsg; i=$((i+1)); done; t1=$(cut -d' ' -f1 /proc/uptime); echo "kmsg $t0 $t1"`);
+      const c2 = await counters();
+      const secs = (out: string, tag: string) => { const m = new RegExp(`${tag} ([0-9.]+) ([0-9.]+)`).exec(out); return m ? +(Number(m[2]) - Number(m[1])).toFixed(2) : NaN; };
+      r.answers.ttySeconds = String(secs(tty, 'tty'));
+      r.answers.ttyBytes = String(c1.txBytes! - c0.txBytes!);
+      r.answers.ttyPioExits = String(c1.pio! - c0.pio!);
+      r.answers.kmsgSeconds = String(secs(kmsg, 'kmsg'));
+      r.answers.kmsgBytes = String(c2.txBytes! - c1.txBytes!);
+      r.answers.kmsgPioExits = String(c2.pio! - c1.pio!);
+      r.answers.fastTxBytes = String((c2.fastTxBytes ?? 0) - (c0.fastTxBytes ?? 0));
+      g.type('poweroff\n');
+    },
+  },
 };
 
 async function runScenario(name: string): Promise<ScenarioResult> {
