@@ -479,6 +479,7 @@ export class Machine extends EventEmitter {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
+    this.serial.flushFastPath(); // console bytes the vCPU threads wrote last
     this.state = 'Stopped';
     this.emit('state', this.state);
     this.resolveExit(this.ending!);

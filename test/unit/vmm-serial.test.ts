@@ -104,6 +104,30 @@ test('UART fast path: string output (rep outsb) fits the ring or is forwarded wh
   assert.equal(tail, Array.from({ length: 3 * SF_RING_BYTES }, (_, i) => String(i % 10)).join(''));
 });
 
+test('UART fast path: host input is visible in LSR (data ready) before its interrupt is raised', () => {
+  const out: number[] = [];
+  let seenAtIrq = -1;
+  let client: SerialFastPathClient | undefined;
+  const irq: IrqLine = {
+    gsi: 4,
+    pulse() {},
+    // A vCPU may take the interrupt the moment the line rises and poll LSR on its own thread.
+    set(level: boolean) { if (level && client) { const b = new Uint8Array(1); client.handle(BASE + 5, false, 1, 1, b); seenAtIrq = b[0]!; } },
+  };
+  const serial = new Serial(irq, (b) => out.push(...b));
+  client = new SerialFastPathClient(serial.fastPath(), BASE);
+  serial.pioWrite(1, Uint8Array.of(0x01)); // IER: receive interrupt
+  serial.input(Buffer.from('k'));
+  assert.equal(seenAtIrq & 1, 1, 'LSR.DR was already set when the line rose');
+});
+
+test('UART fast path: flushFastPath hands over what is left when the VM ends', () => {
+  const t = setup();
+  t.outb(BASE, 0x7a);
+  t.serial.flushFastPath();
+  assert.deepEqual(t.out, [0x7a]);
+});
+
 test('UART fast path: bytes sent that way owe the THR-empty interrupt like any THR write', () => {
   const t = setup();
   t.outb(BASE + 1, 0x02); // IER: THRI

@@ -68,23 +68,29 @@ export class Serial implements PioDevice {
       if (this.state.rx.length >= RX_QUEUE_MAX) { this.rxDropped++; continue; }
       this.state.rx.push(b);
     }
-    this.updateIrq();
+    // Mirror first: a vCPU may take the interrupt at once and poll LSR on its own thread.
     this.syncFastPath();
+    this.updateIrq();
   }
 
   pioRead(offset: number, data: Uint8Array): void {
     this.fast.drain(); // bytes the fast path took came first
     data.fill(0);
     data[0] = this.readReg(offset);
-    this.updateIrq();
     this.syncFastPath();
+    this.updateIrq();
   }
 
   pioWrite(offset: number, data: Uint8Array): void {
     this.fast.drain();
     this.writeReg(offset, data[0] ?? 0);
-    this.updateIrq();
     this.syncFastPath();
+    this.updateIrq();
+  }
+
+  /** Takes what the vCPU threads transmitted and not yet handed over (call when the VM ends, before the console closes). */
+  flushFastPath(): void {
+    this.fast.drain();
   }
 
   /** Bytes the guest wrote to THR through the fast path: out to the console, and the transmitter is empty again. */
