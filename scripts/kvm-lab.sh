@@ -13,7 +13,8 @@
 # project's root (/hangar). Its output and a final line
 #   HANGAR-LAB-RESULT: PASS exit=0      (or FAIL exit=N)
 # come back over L1's serial console; this script exits with N, with 124 when
-# the overall timeout hit, and with 125 when L1 ended without reporting.
+# L1 ran longer than the timeout (default 1200 s; building the cache is not
+# counted), and with 125 when L1 ended without reporting.
 #
 # Everything is cached under .cache/kvm-lab/ (HANGAR_LAB_CACHE): the L1 kernel
 # and initramfs keyed by the package versions, the root image keyed by node's
@@ -21,6 +22,9 @@
 # change the cache (the disk is attached with snapshot=on), so several may run
 # at once. Build the project first (npx tsc -p tsconfig.json).
 set -euo pipefail
+# The whole script is one compound command, read before it runs: editing this file
+# while a lab runs (bash otherwise reads scripts as it goes) cannot derail that run.
+{
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${HANGAR_LAB_CACHE:-$ROOT/.cache/kvm-lab}
 IMAGES=${HANGAR_IMAGE_DIR:-$ROOT/.cache/images}
@@ -33,7 +37,7 @@ MARKER=HANGAR-LAB-RESULT
 L1_MODULES=(kvm_amd virtio_pci virtio_blk virtio_rng ext4 crc32c_generic tun bridge)
 
 rebuild=0 build_only=0 quiet=0
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     --timeout) TIMEOUT=${2:?}; shift 2 ;;
@@ -299,7 +303,7 @@ while kill -0 "$qpid" 2>/dev/null; do
   if [ -z "$reported_at" ] && grep -qa "^$MARKER: " "$log"; then reported_at=$SECONDS; fi
   # L1 powers off right after reporting; give it a moment, then end it.
   if [ -n "$reported_at" ] && ((SECONDS - reported_at > 20)); then break; fi
-  if ((SECONDS - started > TIMEOUT)); then timed_out=1; say "timeout after ${TIMEOUT}s: ending L1"; break; fi
+  if ((SECONDS - boot_at > TIMEOUT)); then timed_out=1; say "timeout: L1 ran ${TIMEOUT}s; ending it"; break; fi
   sleep 0.5
 done
 if kill -0 "$qpid" 2>/dev/null; then kill "$qpid" 2>/dev/null || true; fi
@@ -317,3 +321,4 @@ if ((timed_out)); then exit 124; fi
 say "L1 ended without reporting a result; QEMU said:"
 sed 's/^/  /' "$run/qemu.out" >&2
 exit 125
+}
