@@ -56,7 +56,7 @@ async function timeCalls(d: TestDaemon, path: string, n: number): Promise<number
   return out;
 }
 
-async function launchToPrompt(d: TestDaemon, name: string, memory = '128M'): Promise<{ apiMs: number; promptMs: number; pid: number }> {
+async function launchToPrompt(d: TestDaemon, name: string, memory = '128M'): Promise<{ apiMs: number; promptMs: number; pid: number; accel: string }> {
   const t0 = performance.now();
   const op = await waitOperation(d, await d.request('POST', '/1.0/vms', { name, image: 'tiny', memory }));
   if (op.status !== 'success') throw new Error(`launch ${name}: ${JSON.stringify(op.error)}`);
@@ -65,7 +65,7 @@ async function launchToPrompt(d: TestDaemon, name: string, memory = '128M'): Pro
   await con.waitForPrompt(TINY_PROMPT, 300_000);
   const promptMs = performance.now() - t0;
   await con.close();
-  return { apiMs, promptMs, pid: op.result.runtime.pid as number };
+  return { apiMs, promptMs, pid: op.result.runtime.pid as number, accel: op.result.runtime.accel as string };
 }
 
 const fmt = (ms: number): string => (ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0));
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
     const daemonRssIdle = rssBytes(d.pid);
 
     // Launch → prompt, one at a time.
-    const single: Array<{ apiMs: number; promptMs: number; pid: number }> = [];
+    const single: Array<{ apiMs: number; promptMs: number; pid: number; accel: string }> = [];
     for (let i = 0; i < LAUNCHES; i++) {
       const r = await launchToPrompt(d, `l${i}`);
       single.push(r);
@@ -113,6 +113,13 @@ async function main(): Promise<void> {
     const fiveAllMs = performance.now() - t5;
 
     const med = (xs: number[]): number => percentile(xs, 50);
+    // The daemon picks the accelerator per host (docs/hosts.md); the text says which one these numbers are for.
+    const tcg = keep.accel === 'tcg';
+    const howToRead = tcg
+      ? `How to read it: guests here run under QEMU with TCG (this host cannot run
+full-system guests on KVM, see \`hangar host check\`), so launch-to-prompt is dominated by
+software emulation of the Linux boot, not by Hangar.`
+      : `How to read it: guests here run under QEMU with KVM (\`hangar host check\`).`;
     const md = `
 ## Platform (hangard API, QEMU engine)
 
@@ -122,20 +129,18 @@ async function main(): Promise<void> {
 | \`GET /1.0/vms/{name}\`, running VM (includes a QMP query-status), ${CALLS} calls | p50 ${fmt(percentile(show, 50))} ms, p99 ${fmt(percentile(show, 99))} ms | — |
 | \`GET /1.0/vms/{name}\`, stopped VM, ${CALLS} calls | p50 ${fmt(percentile(showStopped, 50))} ms, p99 ${fmt(percentile(showStopped, 99))} ms | — |
 | launch (POST → operation done, QEMU process up), median of ${LAUNCHES} | ${fmt(med(single.map((s) => s.apiMs)))} ms | — |
-| launch → guest shell prompt on the console, median of ${LAUNCHES} (128M, 1 vCPU, **TCG**) | ${fmt(med(single.map((s) => s.promptMs)))} ms | Firecracker: API start → /sbin/init ≤ 125 ms (KVM, minimal kernel) |
+| launch → guest shell prompt on the console, median of ${LAUNCHES} (128M, 1 vCPU, **${keep.accel.toUpperCase()}**) | ${fmt(med(single.map((s) => s.promptMs)))} ms | Firecracker: API start → /sbin/init ≤ 125 ms (KVM, minimal kernel) |
 | five launches at once → all five prompts | ${fmt(fiveAllMs)} ms (slowest single ${fmt(Math.max(...five.map((f) => f.promptMs)))} ms) | Firecracker: 5 VMs created per host core per second |
 | hangard RSS, idle / after ${3 * CALLS} API calls | ${(daemonRssIdle / MiB).toFixed(1)} MiB / ${(daemonRssBusy / MiB).toFixed(1)} MiB | — |
 ${mem.map((m) => `| QEMU process for a ${m.label} guest at its prompt: RSS; guest RAM touched; RSS − touched | ${(m.rss / MiB).toFixed(1)} MiB; ${m.touched === null ? 'n/a' : `${(m.touched / MiB).toFixed(1)} MiB`}; ${m.overhead === null ? 'n/a' : `**${(m.overhead / MiB).toFixed(1)} MiB**`} | Firecracker ≤ 5 MiB, Cloud Hypervisor ~6 MiB VMM overhead |`).join('\n')}
 
-How to read it: guests here run under QEMU with TCG (this host's KVM emulates
-guest kernel mode, see \`hangar host check\`), so launch-to-prompt is dominated by
-software emulation of the Linux boot, not by Hangar. "Guest RAM touched" is the
+${howToRead} "Guest RAM touched" is the
 resident part of QEMU's guest-RAM mapping (from /proc/PID/smaps). A guest
 touches only part of its RAM, so subtracting the configured RAM size from RSS
 would hide QEMU's own cost; subtracting what was touched does not.
 "RSS − touched" is what QEMU itself costs: its code, heap,
-device state and, under TCG, the translated-code cache, which is why it is far
-above the microVM monitors' figures (they run on KVM, without TCG).
+device state${tcg ? ` and, under TCG, the translated-code cache, which is why it is far
+above the microVM monitors' figures (they run on KVM, without TCG)` : ''}.
 API latencies are measured over the Unix socket from a Node client with
 keep-alive, sequential calls.
 `;

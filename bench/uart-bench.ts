@@ -9,7 +9,7 @@
  * Prints one JSON line per run: bytes/s, µs per byte, port exits per byte,
  * and how many THR writes / LSR reads the vCPU threads served themselves.
  */
-import { api, bootGuest, buildGuest, ConsoleClient, startVmm } from '../test/e2e/vmm-helpers.js';
+import { api, bootGuest, buildGuest, ConsoleClient, startVmm } from '../test/helpers/vmm.js';
 
 const BYTES = 20_000;
 const runs = Number(process.argv[2] ?? 3);

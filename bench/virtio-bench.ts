@@ -16,7 +16,7 @@ import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeSection } from './report.js';
-import { VMM_MAIN, buildGuest, guestConfig, guestTestsUnavailable, startVmm, tempDir } from '../test/e2e/virtio-harness.js';
+import { VMM_MAIN, buildGuest, guestConfig, guestTestsUnavailable, startVmmConsole, tempDir } from '../test/helpers/vmm.js';
 
 interface Phase {
   name: string;
@@ -62,7 +62,7 @@ function collectPhases(stdout: NodeJS.ReadableStream, pid: number): Phase[] {
 
 /** Runs one guest under hangar-vmm and collects its phases. */
 async function runPhases(config: object, dir: string, timeoutMs: number): Promise<Phase[]> {
-  const vmm = startVmm(config, dir, { timeoutMs, logLevel: 'warn' });
+  const vmm = startVmmConsole(config, dir, { timeoutMs, logLevel: 'warn' });
   const phases = collectPhases(vmm.child.stdout!, vmm.child.pid!);
   const r = await vmm.done;
   if (r.code !== 0) throw new Error(`hangar-vmm exited ${r.code}:\n${r.stdout}\n${r.stderr}`);

@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { percentile, writeSection } from './report.js';
-import { api, bootGuest, buildGuest, ConsoleClient, startVmm, vmmMain, kvmUsable } from '../test/e2e/vmm-helpers.js';
+import { api, bootGuest, buildGuest, ConsoleClient, startVmm, vmmMain, kvmUsable } from '../test/helpers/vmm.js';
 import { probeKvm } from '../src/kvm/probe.js';
 import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
 
@@ -169,12 +169,12 @@ async function exitRates(exitsElf: string, n: number): Promise<{ pio: number; mm
 
 /** The same MMIO stores with an ioeventfd on the address: KVM completes them without leaving the kernel. */
 async function ioeventfdRate(exitsElf: string, n: number): Promise<number> {
-  const { Machine } = await import('../src/vmm/machine.js');
+  const { buildMachine } = await import('../src/vmm/builder.js');
   const { createLogger } = await import('../src/common/log.js');
   const { VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } = await import('../src/vmm/layout.js');
   let out = '';
-  const m = await Machine.create({ vcpus: 1, memBytes: 32 * 2 ** 20, kernel: exitsElf, cmdline: `console=ttyS0 exits=${n}` }, createLogger('bench', 'silent'), (b) => { out += Buffer.from(b).toString('latin1'); });
-  const h = m.ioEventFd(VIRTIO_MMIO_BASE + 7 * VIRTIO_MMIO_SIZE, 4, undefined, () => {});
+  const m = await buildMachine({ vcpus: 1, memBytes: 32 * 2 ** 20, kernel: exitsElf, cmdline: `console=ttyS0 exits=${n}` }, createLogger('bench', 'silent'), (b) => { out += Buffer.from(b).toString('latin1'); });
+  const h = m.devices.ioEventFd(VIRTIO_MMIO_BASE + 7 * VIRTIO_MMIO_SIZE, 4, undefined, () => {});
   await m.start();
   await m.exited;
   h?.close();
@@ -248,7 +248,9 @@ is Node's own binary, shared between processes), plus one V8 isolate per
 vCPU worker thread. Each
 port-I/O or MMIO exit that reaches a device model is a round trip from the
 vCPU thread to the device thread (SharedArrayBuffer mailbox + Atomics.wait);
-virtio queue notifications avoid it through ioeventfd where KVM offers it.
+virtio queue notifications pay it too (MMIO exits on QueueNotify); an ioeventfd
+lets KVM complete the store without it (the ioeventfd line), but virtio uses one
+only with HANGAR_VIRTIO_IOEVENTFD=1 (docs/virtio.md says why).
 On a nested KVM that emulates guest ring 0, the port-I/O figure includes the
 emulation of the \`out\` instruction itself.`;
   const file = writeSection('vmm', md);

@@ -11,7 +11,7 @@ bash scripts/setup.sh
 export HANGAR_IMAGE_DIR="${HANGAR_IMAGE_DIR:-$PWD/.cache/images}"
 node scripts/build-images.mjs
 
-mapfile -t files < <(ls dist/test/unit/*.test.js dist/test/e2e/*.test.js 2>/dev/null)
+mapfile -t files < <(ls dist/test/unit/*.test.js dist/test/e2e/*.test.js dist/test/security/*.test.js 2>/dev/null)
 if (($#)); then
   sel=()
   for f in "${files[@]}"; do for pat in "$@"; do [[ "$f" == *"$pat"* ]] && { sel+=("$f"); break; }; done; done

@@ -3,10 +3,17 @@
  * daemon's Unix socket by default or over TCP (`--remote`) with a bearer
  * token. Envelopes are unwrapped here, so commands see plain values, and an
  * error envelope becomes a HangarError carrying the daemon's code.
+ *
+ * An https remote is trusted by its pinned certificate fingerprint
+ * (remotes.ts): every connection checks it before the request, and the
+ * token in it, is sent. Plain http is accepted for loopback addresses only.
  */
+import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
+import { connectPinned, isLoopbackHost, trustRemote } from './remotes.js';
 import { HangarError, ERROR_STATUS, type ErrorCode } from '../common/errors.js';
 import { socketPath } from '../common/paths.js';
 import type { Operation } from '../host/api/schemas.js';
@@ -17,6 +24,8 @@ export interface Endpoint {
   /** Base URL such as https://host:8443 for a daemon listening on TCP. */
   remote?: string;
   token?: string;
+  /** Fingerprint to accept for an https remote not pinned yet (HANGAR_REMOTE_FINGERPRINT). */
+  acceptFingerprint?: string;
 }
 
 export interface RawResponse {
@@ -40,9 +49,13 @@ export function resolveEndpoint(opts: { socket?: string; remote?: string }): End
     if (u.protocol !== 'https:' && u.protocol !== 'http:') {
       throw new HangarError('INVALID_ARGUMENT', `--remote must be an http:// or https:// URL, got "${remote}"`);
     }
+    if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
+      throw new HangarError('INVALID_ARGUMENT', `--remote ${remote}: plain http would send the token in clear text; use https:// (http:// is accepted for loopback addresses only)`);
+    }
     ep.remote = u.origin;
   }
   if (token) ep.token = token;
+  if (process.env.HANGAR_REMOTE_FINGERPRINT) ep.acceptFingerprint = process.env.HANGAR_REMOTE_FINGERPRINT;
   return ep;
 }
 
@@ -88,7 +101,26 @@ export interface AsyncResult {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class ApiClient {
+  private trusted: Promise<string> | null = null;
+
   constructor(readonly endpoint: Endpoint) {}
+
+  /** For an https remote: the pinned fingerprint, pinning it first if the user accepts it. */
+  private pinned(): Promise<string> | null {
+    const remote = this.endpoint.remote;
+    if (!remote || !remote.startsWith('https:')) return null;
+    this.trusted ??= trustRemote(remote, this.endpoint.acceptFingerprint);
+    return this.trusted;
+  }
+
+  /** Connection options for a request to the remote: TLS checked against the pin, before anything is sent. */
+  private async connectOptions(): Promise<{ createConnection?: (o: unknown, cb: (err: Error | null, s?: Socket) => void) => undefined }> {
+    const pin = this.pinned();
+    if (!pin) return {};
+    const fp = await pin;
+    const origin = this.endpoint.remote!;
+    return { createConnection: (_o, cb) => { connectPinned(origin, fp, cb); return undefined; } };
+  }
 
   /** Where the daemon is, in words, for messages. */
   describe(): string {
@@ -96,15 +128,35 @@ export class ApiClient {
   }
 
   /** One HTTP exchange; resolves with whatever came back, rejects only when the daemon cannot be reached. */
-  raw(method: string, path: string, body?: unknown, timeoutMs = 0): Promise<RawResponse> {
+  async raw(method: string, path: string, body?: unknown, timeoutMs = 0): Promise<RawResponse> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string | number> = { accept: 'application/json' };
     if (payload) {
       headers['content-type'] = 'application/json';
       headers['content-length'] = payload.length;
     }
+    return this.exchange(method, path, headers, timeoutMs, (req) => req.end(payload));
+  }
+
+  /**
+   * Sends a file as an application/octet-stream body (image uploads);
+   * `onBytes` hears how many bytes have gone out so far.
+   */
+  async upload(method: string, path: string, file: string, size: number, onBytes?: (sent: number) => void): Promise<RawResponse> {
+    const headers = { accept: 'application/json', 'content-type': 'application/octet-stream', 'content-length': size };
+    return this.exchange(method, path, headers, 0, (req) => {
+      const input = fs.createReadStream(file, { start: 0, end: Math.max(0, size - 1) });
+      let sent = 0;
+      input.on('data', (c) => { sent += c.length; onBytes?.(sent); });
+      input.on('error', (e) => req.destroy(new HangarError('INVALID_ARGUMENT', `cannot read ${file}: ${e.message}`)));
+      input.pipe(req);
+    });
+  }
+
+  private async exchange(method: string, path: string, headers: Record<string, string | number>, timeoutMs: number, send: (req: http.ClientRequest) => void): Promise<RawResponse> {
     if (this.endpoint.token) headers.authorization = `Bearer ${this.endpoint.token}`;
     const ep = this.endpoint;
+    const conn = await this.connectOptions();
     return new Promise((resolve, reject) => {
       let req: http.ClientRequest;
       const onRes = (res: http.IncomingMessage) => {
@@ -116,7 +168,7 @@ export class ApiClient {
       if (ep.remote) {
         const u = new URL(path, ep.remote);
         const mod = u.protocol === 'https:' ? https : http;
-        req = mod.request(u, { method, headers }, onRes);
+        req = mod.request(u, { method, headers, ...(conn as object) }, onRes);
       } else {
         req = http.request({ socketPath: ep.socket, path, method, headers }, onRes);
       }
@@ -125,7 +177,7 @@ export class ApiClient {
         if (e instanceof HangarError) return reject(e);
         reject(this.unreachable(e));
       });
-      req.end(payload);
+      send(req);
     });
   }
 
@@ -203,13 +255,14 @@ export class ApiClient {
    * Opens a WebSocket to an API path, over the Unix socket or the remote URL.
    * It comes back paused: attach the 'message' listener, then call resume().
    */
-  websocket(path: string): Promise<WebSocket> {
+  async websocket(path: string): Promise<WebSocket> {
     const ep = this.endpoint;
     const headers: Record<string, string> = {};
     if (ep.token) headers.authorization = `Bearer ${ep.token}`;
     const url = ep.remote ? new URL(path, ep.remote.replace(/^http/, 'ws')).toString() : `ws+unix://${ep.socket}:${path}`;
+    const conn = await this.connectOptions();
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers });
+      const ws = new WebSocket(url, { headers, ...(conn as object) });
       const fail = (e: HangarError) => {
         ws.removeAllListeners();
         ws.on('error', () => {});

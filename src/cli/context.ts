@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { HangarError } from '../common/errors.js';
+import { isVmName, VM_NAME_RULE } from '../api/names.js';
 import type { Operation } from '../host/api/schemas.js';
 import { ApiClient, resolveEndpoint } from './client.js';
 import { resolveFormat, toJson, type Format } from './output.js';
@@ -40,12 +41,10 @@ export function withJson(cmd: Command): Command {
   return cmd.option('--json', 'print machine-readable JSON on stdout');
 }
 
-const NAME_RE = /^[a-z][a-z0-9-]{0,62}$/;
-
-/** Same rule as the API's VmName, checked here so a typo fails before any request. */
+/** The API's own VmName rule (src/api/names.ts), checked here so a typo fails before any request. */
 export function checkVmName(name: string): string {
-  if (!NAME_RE.test(name)) {
-    throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a valid VM name (lower-case letters, digits and dashes, starting with a letter, at most 63 characters)`);
+  if (!isVmName(name)) {
+    throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a valid VM name (${VM_NAME_RULE})`);
   }
   return name;
 }

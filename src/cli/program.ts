@@ -10,6 +10,7 @@ import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerLogsCommand } from './commands/logs.js';
 import { registerOperationCommands } from './commands/operation.js';
+import { registerRemoteCommands } from './commands/remote.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
 
@@ -20,7 +21,7 @@ export function buildProgram(): Command {
     .description('Hangar: VMs on KVM. Talks to the hangard daemon over its REST API.')
     .version(CLI_VERSION, '-V, --version')
     .option('--socket <path>', 'daemon Unix socket (default: $HANGAR_SOCKET or <data dir>/hangard.sock)')
-    .option('--remote <url>', 'daemon listening on TCP, e.g. https://host:8443 (token from $HANGAR_API_TOKEN)')
+    .option('--remote <url>', 'daemon listening on TCP, e.g. https://host:8443 (token from $HANGAR_API_TOKEN; see `hangar remote`)')
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
       'after',
@@ -36,5 +37,6 @@ export function buildProgram(): Command {
   registerImageCommands(program);
   registerHostCommands(program);
   registerDaemonCommands(program);
+  registerRemoteCommands(program);
   return program;
 }

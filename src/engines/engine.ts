@@ -5,9 +5,9 @@
  * stop running VMs: the daemon re-adopts them with `adopt()`.
  */
 import type { Duplex } from 'node:stream';
+import type { Accel, EngineCapabilities, EngineName } from '../api/engine.js';
 
-export type EngineName = 'qemu' | 'micro';
-export type Accel = 'kvm' | 'tcg';
+export type { Accel, BootMode, EngineCapabilities, EngineLimits, EngineName } from '../api/engine.js';
 
 /** Direct kernel boot. */
 export interface KernelBoot {
@@ -44,19 +44,6 @@ export interface EngineVmConfig {
   runDir: string;
   /** File the engine appends all serial console output to, even while nobody is attached. */
   consoleLog: string;
-}
-
-export interface EngineCapabilities {
-  name: EngineName;
-  available: boolean;
-  /** Why not available, when it is not. */
-  reason?: string;
-  version?: string;
-  bootModes: Array<'kernel' | 'disk'>;
-  devices: string[];
-  accelerators: Accel[];
-  snapshots: boolean;
-  migration: boolean;
 }
 
 /** Why a VM process ended. */
@@ -101,6 +88,12 @@ export interface Engine {
   readonly name: EngineName;
   /** Kernel command line for images that bring none (extra arguments are appended); absent: none. */
   readonly defaultCmdline?: string;
+  /**
+   * What this engine can run on this host: availability, devices,
+   * accelerators and the one its VMs get (`defaultAccel`), and `limits`,
+   * which the daemon checks a VM's size against once, at create. A config
+   * passed to start() is within these limits.
+   */
   capabilities(): Promise<EngineCapabilities>;
   start(config: EngineVmConfig): Promise<VmHandle>;
   /** Reconnects to a VM started earlier; null when its process is gone. */

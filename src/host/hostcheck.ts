@@ -1,19 +1,20 @@
 /**
- * What this host can do for VMs: the kind of KVM it has (probed once per
- * daemon lifetime: the probe runs a guest loop and takes about half a
- * second), QEMU's version, CPUs and memory with what running VMs hold, the
- * accelerator full-system guests get, and advice in plain words.
+ * What this host can do for VMs: the kind of KVM it has (the engine
+ * registry's one probe per daemon), QEMU's version, CPUs and memory with the
+ * admission budget (what active VMs hold against what the daemon admits),
+ * the accelerator full-system guests get, and advice in plain words.
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import type { KvmProbe } from '../kvm/probe.js';
-import type { HostCheck } from './api/schemas.js';
+import type { EngineRegistry } from '../engines/registry.js';
+import type { AdmissionBudget, HostCheck } from './api/schemas.js';
+import { formatSize } from '../common/sizes.js';
+import type { Accel } from '../api/engine.js';
 
 export interface HostCheckDeps {
-  probeKvm: () => Promise<KvmProbe>;
-  qemuVersion: () => Promise<string | null>;
-  /** Sum of CPUs and memory of VMs that are running, paused or starting. */
-  allocated: () => { cpus: number; memoryBytes: number };
+  engines: EngineRegistry;
+  /** The admission budget (VmManager.budget()). */
+  budget: () => AdmissionBudget;
 }
 
 /** MemAvailable from /proc/meminfo, falling back to os.freemem(). */
@@ -32,32 +33,23 @@ function onPvm(): boolean {
 }
 
 export class HostChecker {
-  private kvm: Promise<KvmProbe> | null = null;
-  private qemu: Promise<string | null> | null = null;
-
   constructor(private readonly deps: HostCheckDeps) {}
 
-  /** The KVM probe, run once and cached for the daemon's lifetime. */
-  probe(): Promise<KvmProbe> {
-    this.kvm ??= this.deps.probeKvm().catch((e: unknown): KvmProbe => ({
-      present: fs.existsSync('/dev/kvm'), fullSystem: false, kind: 'absent', detail: `probe failed: ${String(e)}`,
-    }));
-    return this.kvm;
-  }
-
-  qemuVersion(): Promise<string | null> {
-    this.qemu ??= this.deps.qemuVersion().catch(() => null);
-    return this.qemu;
-  }
-
-  /** Accelerator for full-system (QEMU) guests: KVM only where it runs guest kernel mode natively. */
-  async defaultAccel(): Promise<'kvm' | 'tcg'> {
-    return (await this.probe()).fullSystem ? 'kvm' : 'tcg';
+  /** QEMU's version as its engine reports it (null: not installed, or no QEMU engine). */
+  private async qemu(): Promise<{ version: string | null; defaultAccel: Accel | null }> {
+    const e = this.deps.engines.find('qemu');
+    if (!e) return { version: null, defaultAccel: null };
+    try {
+      const caps = await e.capabilities();
+      return { version: caps.available ? caps.version ?? null : null, defaultAccel: caps.defaultAccel };
+    } catch {
+      return { version: null, defaultAccel: null };
+    }
   }
 
   async check(): Promise<HostCheck> {
-    const [kvm, qemu] = await Promise.all([this.probe(), this.qemuVersion()]);
-    const alloc = this.deps.allocated();
+    const [kvm, qemu] = await Promise.all([this.deps.engines.kvm(), this.qemu()]);
+    const budget = this.deps.budget();
     const totalCpus = os.cpus().length;
     const totalMem = os.totalmem();
     const advice: string[] = [];
@@ -70,15 +62,17 @@ export class HostChecker {
     } else {
       advice.push('KVM runs guest kernel mode natively: full-system guests use QEMU with KVM acceleration.');
     }
-    if (qemu === null) advice.push('qemu-system-x86_64 was not found: install the Debian package qemu-system-x86 to run full-system guests.');
-    if (alloc.cpus > totalCpus) advice.push(`Running VMs hold ${alloc.cpus} vCPUs on ${totalCpus} host CPUs (overcommitted).`);
-    if (alloc.memoryBytes > totalMem) advice.push('Running VMs are configured with more memory than the host has (overcommitted).');
+    if (qemu.version === null) advice.push('qemu-system-x86_64 was not found: install the Debian package qemu-system-x86 to run full-system guests.');
+    const m = budget.memoryBytes;
+    const c = budget.cpus;
+    advice.push(`Admission: VMs may hold ${formatSize(m.limit)} of memory (${formatSize(m.committed)} committed) and ${c.limit} vCPUs (${c.committed} committed); starts beyond that are refused.`);
     return {
       kvm: { present: kvm.present, fullSystem: kvm.fullSystem, kind: kvm.kind, detail: kvm.detail },
-      qemu: { present: qemu !== null, version: qemu },
-      cpus: { total: totalCpus, allocated: alloc.cpus },
-      memory: { totalBytes: totalMem, availableBytes: availableMemoryBytes(), allocatedBytes: alloc.memoryBytes },
-      defaultAccel: kvm.fullSystem ? 'kvm' : 'tcg',
+      qemu: { present: qemu.version !== null, version: qemu.version },
+      cpus: { total: totalCpus, allocated: c.committed },
+      memory: { totalBytes: totalMem, availableBytes: availableMemoryBytes(), allocatedBytes: m.committed },
+      defaultAccel: qemu.defaultAccel ?? (kvm.fullSystem ? 'kvm' : 'tcg'),
+      budget,
       advice,
     };
   }

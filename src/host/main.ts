@@ -3,7 +3,9 @@
  * hangard: the Hangar host daemon.
  *
  *   hangard [--data-dir D] [--socket S] [--listen HOST:PORT] [--log-level L] [--events-keep N]
+ *           [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]
  *
+ * The admission flags override <data-dir>/hangard.json (docs/api.md, "Admission").
  * Serves the API on a Unix socket (mode 0600) and, with --listen, on TCP
  * behind a bearer token. VMs run as their own processes: stopping or killing
  * the daemon leaves them running, and the next daemon re-adopts them.
@@ -16,31 +18,26 @@ import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { dataDir as defaultDataDir, projectRoot } from '../common/paths.js';
 import { HangarError } from '../common/errors.js';
-import { probeKvm } from '../kvm/probe.js';
-import { qemuVersion } from '../engines/qemu/version.js';
 import { DEFAULT_EVENTS_KEEP, Store } from './store.js';
 import { OperationManager } from './operations.js';
 import { EventBus } from './events.js';
 import { HostChecker } from './hostcheck.js';
 import { VmManager } from './vms.js';
-import { buildServer } from './server.js';
-import { loadOrCreateToken } from './auth.js';
+import { buildServer, type ApiContext } from './server.js';
+import { listenUnix, parseListen, prepareTcpListener } from './listen.js';
+import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
+import { configureImportFromOptions, imageUploads } from './images/index.js';
 import { loadEngines, loadImages } from './wiring.js';
+import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
 
-const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT] [--log-level LEVEL] [--events-keep N]';
+const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
+  + '               [--import-dir DIR]... [--image-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
 
 function parseEventsKeep(v: string | undefined): number {
   if (v === undefined) return DEFAULT_EVENTS_KEEP;
   const n = /^\d{1,9}$/.test(v) ? Number(v) : NaN;
   if (!Number.isSafeInteger(n)) throw new HangarError('INVALID_ARGUMENT', `--events-keep wants a whole number >= 0 (0 keeps all), got "${v}"`);
   return n;
-}
-
-function parseListen(v: string): { host: string; port: number } {
-  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(v);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) throw new HangarError('INVALID_ARGUMENT', `--listen wants HOST:PORT, got "${v}"`);
-  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
 /** True when a daemon answers on the socket. */
@@ -72,6 +69,13 @@ async function main(): Promise<void> {
       listen: { type: 'string' },
       'log-level': { type: 'string' },
       'events-keep': { type: 'string' },
+      'max-vms': { type: 'string' },
+      'memory-reserve': { type: 'string' },
+      'memory-ratio': { type: 'string' },
+      'cpu-ratio': { type: 'string' },
+      'insecure-http': { type: 'boolean' },
+      'import-dir': { type: 'string', multiple: true },
+      'image-quota': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -84,8 +88,19 @@ async function main(): Promise<void> {
   const socket = path.resolve(values.socket ?? process.env.HANGAR_SOCKET ?? path.join(dataDir, 'hangard.sock'));
   const listen = values.listen ? parseListen(values.listen) : null;
   const eventsKeep = parseEventsKeep(values['events-keep']);
+  const admissionFlags: AdmissionInput = {
+    ...(values['max-vms'] !== undefined ? { maxVms: values['max-vms'] } : {}),
+    ...(values['memory-reserve'] !== undefined ? { memoryReserve: values['memory-reserve'] } : {}),
+    ...(values['memory-ratio'] !== undefined ? { memoryRatio: values['memory-ratio'] } : {}),
+    ...(values['cpu-ratio'] !== undefined ? { cpuRatio: values['cpu-ratio'] } : {}),
+  };
   const level = values['log-level'] ?? process.env.HANGAR_LOG_LEVEL ?? 'info';
-  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  secureDataDir(dataDir);
+  if (values['insecure-http'] && !listen) throw new HangarError('INVALID_ARGUMENT', '--insecure-http goes with --listen');
+  const importPolicy = configureImportFromOptions({ importDir: values['import-dir'], imageQuota: values['image-quota'] });
+  const tcpListener = listen ? prepareTcpListener(dataDir, { ...listen, insecureHttp: values['insecure-http'] === true }) : null;
+  // A bad setting stops the daemon before it serves anything.
+  const admission = loadAdmissionSettings(dataDir, admissionFlags);
 
   const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: pino.destination({ dest: path.join(dataDir, 'hangard.log'), sync: false, mkdir: true }) }];
   if (process.stderr.isTTY) streams.push({ level: level as pino.Level, stream: pino.destination(2) });
@@ -101,35 +116,31 @@ async function main(): Promise<void> {
     log.info({ socket }, 'removed stale socket');
   }
 
+  cleanStaleWorkFolders(log);
   const store = new Store(dataDir, { eventsKeep });
   const operations = new OperationManager(store, log.child({ component: 'operations' }));
   const failed = operations.recover();
   if (failed > 0) log.warn({ count: failed }, 'operations left running by the previous daemon marked failed');
+  operations.startPruning();
   const events = new EventBus(store);
   const engines = loadEngines(log);
   const images = loadImages();
-  let vms: VmManager | null = null;
-  const host = new HostChecker({ probeKvm, qemuVersion, allocated: () => vms?.allocated() ?? { cpus: 0, memoryBytes: 0 } });
-  void host.probe(); // warm the cache: the probe takes about half a second
-  vms = new VmManager({ dataDir, store, events, operations, engines, images, host, log: log.child({ component: 'vms' }) });
+  void engines.kvm(); // warm the cache: the probe takes about half a second
+  const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, log: log.child({ component: 'vms' }) });
+  const host = new HostChecker({ engines, budget: () => vms.budget() });
+  log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
 
-  const ctx = { version: version(), dataDir, vms, operations, events, host, images, engines, log };
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, log };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);
-  await unix.listen({ path: socket });
-  fs.chmodSync(socket, 0o600);
+  await listenUnix(unix, socket);
   let tcpAddress: string | null = null;
-  if (listen) {
-    const token = loadOrCreateToken(dataDir);
-    const tcp = await buildServer(ctx, { token });
-    servers.push(tcp);
-    await tcp.listen({ host: listen.host, port: listen.port });
-    const addr = tcp.server.address();
-    tcpAddress = addr && typeof addr === 'object' ? `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : String(addr);
-    // Tests and tools that asked for port 0 read the real address here.
-    fs.writeFileSync(path.join(dataDir, 'hangard.listen'), `${tcpAddress}\n`);
+  if (tcpListener) {
+    const tcp = await tcpListener.listen(ctx);
+    servers.push(tcp.server);
+    tcpAddress = tcp.address;
   }
   // Every socket either listener accepted, so shutdown can end the ones that linger.
   const sockets = new Set<import('node:net').Socket>();
@@ -141,7 +152,7 @@ async function main(): Promise<void> {
   }
   const pidFile = path.join(dataDir, 'hangard.pid');
   fs.writeFileSync(pidFile, `${process.pid}\n`);
-  log.info({ pid: process.pid, dataDir, socket, tcp: tcpAddress, version: ctx.version }, 'hangard ready');
+  log.info({ pid: process.pid, dataDir, socket, tcp: tcpAddress, tlsFingerprint: ctx.tlsFingerprint, images: importPolicy, version: ctx.version }, 'hangard ready');
 
   let stopping = false;
   const shutdown = async (signal: string): Promise<void> => {
@@ -150,7 +161,9 @@ async function main(): Promise<void> {
     log.info({ signal }, 'shutting down; VMs keep running');
     // Whatever hangs below (a client that will not let go), the daemon still ends.
     setTimeout(() => { log.warn('shutdown took too long; exiting'); log.flush(); process.exit(0); }, 5000);
-    vms!.shutdown();
+    vms.shutdown();
+    operations.stopPruning();
+    imageUploads(operations).abortAll('the daemon is stopping');
     await Promise.allSettled(servers.map(async (s) => {
       const closing = s.close();
       s.server.closeAllConnections();

@@ -12,6 +12,8 @@ import type { Store } from './store.js';
 import type { Logger } from '../common/log.js';
 
 export const OPERATION_RETENTION_MS = 7 * 24 * 3600 * 1000;
+/** How often a running daemon forgets operations older than the retention. */
+export const OPERATION_PRUNE_INTERVAL_MS = 3600 * 1000;
 
 export interface Progress {
   stage: string;
@@ -24,13 +26,38 @@ export class OperationManager {
   /** Waiters for operations of this daemon that have not finished. */
   private readonly done = new Map<string, { promise: Promise<void>; resolve: () => void }>();
 
+  private pruneTimer: NodeJS.Timeout | undefined;
+
   constructor(private readonly store: Store, private readonly log?: Logger) {}
 
   /** Marks operations left running by an earlier daemon as failed; call once at start. */
   recover(): number {
-    // Finished operations are kept a week: long enough to look back, short enough not to pile up.
-    this.store.pruneOperations(new Date(Date.now() - OPERATION_RETENTION_MS).toISOString());
+    this.prune();
     return this.store.failRunningOperations('daemon restarted', new Date().toISOString());
+  }
+
+  /**
+   * Forgets finished operations older than `retentionMs`. Finished operations are kept a
+   * week by default: long enough to look back, short enough not to pile up. Returns how many.
+   */
+  prune(retentionMs = OPERATION_RETENTION_MS, now = Date.now()): number {
+    const n = this.store.pruneOperations(new Date(now - retentionMs).toISOString());
+    if (n > 0) this.log?.debug({ count: n }, 'pruned old operations');
+    return n;
+  }
+
+  /** Prunes every `intervalMs` while the daemon runs (a daemon that runs for months must not pile them up). */
+  startPruning(intervalMs = OPERATION_PRUNE_INTERVAL_MS, retentionMs = OPERATION_RETENTION_MS): void {
+    this.stopPruning();
+    this.pruneTimer = setInterval(() => {
+      try { this.prune(retentionMs); } catch (e) { this.log?.warn({ err: String(e) }, 'could not prune operations'); }
+    }, intervalMs);
+    this.pruneTimer.unref();
+  }
+
+  stopPruning(): void {
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
+    this.pruneTimer = undefined;
   }
 
   /**

@@ -18,11 +18,16 @@ import type { Logger } from '../common/log.js';
 import {
   type Image as ImageT, ImageName, ImageImportRequest, VmName, VmCreateRequest, VmStateRequest, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
 } from './api/schemas.js';
-import { bearerMatches } from './auth.js';
+import { bearerMatches, AuthFailureLimiter } from './auth.js';
+import { imageUploads, importPolicy, usedImageBytes, type UploadPart } from './images/index.js';
+import type { Readable } from 'node:stream';
 import type { VmManager, EngineRegistry, ImageProvider } from './vms.js';
 import type { OperationManager } from './operations.js';
 import type { EventBus } from './events.js';
 import type { HostChecker } from './hostcheck.js';
+import { EngineCapabilities } from '../api/engine.js';
+import { readConsoleTail } from './console-log.js';
+import { deleteUnusedImage } from './image-delete.js';
 
 export const API_VERSION = '1.0';
 
@@ -36,11 +41,17 @@ export interface ApiContext {
   images: ImageProvider;
   engines: EngineRegistry;
   log: Logger;
+  /** SHA-256 fingerprint of the TCP listener's TLS certificate, when it serves TLS (shown by GET /1.0). */
+  tlsFingerprint?: string;
 }
 
 export interface ServerOptions {
   /** When set, every request must carry `Authorization: Bearer <token>` (the TCP listener). */
   token?: string;
+  /** TLS certificate and key (PEM) for the TCP listener; absent: plain HTTP. */
+  tls?: { cert: string; key: string };
+  /** Counts failed authentications per remote address (TCP listener); a default one when absent. */
+  authLimiter?: AuthFailureLimiter;
 }
 
 const ServerInfo = Type.Object({
@@ -48,25 +59,33 @@ const ServerInfo = Type.Object({
   version: Type.String(),
   dataDir: Type.String(),
   pid: Type.Integer(),
-  engines: Type.Array(Type.Object({
-    name: Type.String(),
-    available: Type.Boolean(),
-    reason: Type.Optional(Type.String()),
-    version: Type.Optional(Type.String()),
-    bootModes: Type.Array(Type.String()),
-    devices: Type.Array(Type.String()),
-    accelerators: Type.Array(Type.String()),
-    snapshots: Type.Boolean(),
-    migration: Type.Boolean(),
-  })),
+  engines: Type.Array(EngineCapabilities),
+  /** Image storage: the quota, what imported images take, where path imports may read from. */
+  images: Type.Object({ quotaBytes: Type.Integer(), usedBytes: Type.Integer(), importDirs: Type.Array(Type.String()) }),
+  /** SHA-256 fingerprint of the TCP listener's certificate (absent without a TLS listener). */
+  tlsFingerprint: Type.Optional(Type.String()),
 });
+
+/** POST /1.0/images/uploads: announce an upload (sizes first, so the quota is checked before any byte). */
+const ImageUploadRequest = Type.Object(
+  {
+    name: ImageName,
+    kernelBytes: Type.Integer({ minimum: 1, description: 'Size of the kernel that will be PUT' }),
+    initrdBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'Size of the initrd that will be PUT' })),
+    cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Kernel command line (default: the engine\'s)' })),
+    description: Type.Optional(Type.String({ maxLength: 256 })),
+  },
+  { additionalProperties: false },
+);
+const UploadParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+const UploadPartParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }), part: Type.Union([Type.Literal('kernel'), Type.Literal('initrd')]) });
 
 const NameParams = Type.Object({ name: VmName });
 const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 const Digits = Type.String({ pattern: '^[0-9]{1,9}$' });
 const Bool = Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')]);
 
-const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody };
+const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody, 504: ErrorBody };
 
 function errorReply(reply: FastifyReply, code: ErrorCode, message: string, details?: unknown): FastifyReply {
   const error: Record<string, unknown> = { code, message };
@@ -109,13 +128,31 @@ function classify(err: FastifyError & { validation?: Array<{ params?: Record<str
 }
 
 export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Promise<FastifyInstance> {
+  if (opts.tls && !opts.token) throw new HangarError('INVALID_ARGUMENT', 'a TLS listener needs a token');
+  // The TLS options are hidden from the types: routes are the same either way, and fastify's
+  // typings would otherwise make this a different kind of instance.
+  const tlsOptions: object = opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' } } : {};
   const app = Fastify({
+    ...tlsOptions,
     loggerInstance: ctx.log.child({ component: 'api', listener: opts.token ? 'tcp' : 'unix' }),
     // Requests are logged at debug level by our onResponse hook instead.
     logController: new LogController({ disableRequestLogging: true }),
     // Closing the server also ends keep-alive and long-poll connections.
     forceCloseConnections: true,
     bodyLimit: 1024 * 1024,
+    // Errors fastify raises before routing (a URL that does not decode) get our envelope too.
+    frameworkErrors: (err, _req, reply) => {
+      void errorReply(reply as unknown as FastifyReply, 'INVALID_ARGUMENT', err.code === 'FST_ERR_BAD_URL' ? 'the request URL is not valid (bad percent-encoding)' : err.message);
+    },
+    // Requests node's HTTP parser cannot read at all: answered in our envelope, then the connection ends.
+    clientErrorHandler: (err: Error & { code?: string; rawPacket?: unknown }, socket) => {
+      if (!socket.writable) { socket.destroy(); return; }
+      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+      // A HEAD request's answer carries no body, even this one.
+      const head = Buffer.isBuffer(err.rawPacket) && err.rawPacket.subarray(0, 5).toString('latin1') === 'HEAD ';
+      const body = head ? '' : JSON.stringify({ type: 'error', error: { code: 'INVALID_ARGUMENT', message: tooLarge ? 'request headers are too large' : 'malformed HTTP request' } });
+      socket.end(`HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    },
     ajv: {
       // Unknown fields are an error, not silently dropped; types are never coerced.
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false },
@@ -145,10 +182,20 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
 
   if (opts.token) {
     const token = opts.token;
+    const limiter = opts.authLimiter ?? new AuthFailureLimiter();
     app.addHook('onRequest', async (req, reply) => {
+      const who = req.socket.remoteAddress ?? 'unknown';
+      const blocked = limiter.blockedFor(who);
+      if (blocked > 0) {
+        // Too many wrong tokens from this address: no more guesses until the window moves on.
+        reply.header('connection', 'close').header('retry-after', String(blocked));
+        return reply.code(429).type('application/json').send({ type: 'error', error: { code: 'UNAUTHORIZED', message: `too many failed authentications from ${who}; retry in ${blocked} s` } });
+      }
       if (!bearerMatches(req.headers.authorization, token)) {
-        // A refused WebSocket upgrade gets its answer and loses the connection.
-        if (req.headers.upgrade) reply.header('connection', 'close');
+        limiter.fail(who);
+        req.log.warn({ remote: who }, 'authentication failed');
+        // A refused request's body is not read: the connection ends with the answer.
+        reply.header('connection', 'close');
         return errorReply(reply.header('www-authenticate', 'Bearer'), 'UNAUTHORIZED', 'missing or wrong bearer token');
       }
       return undefined;
@@ -169,12 +216,10 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   app.get('/1.0', { schema: { summary: 'Server information', response: { 200: syncOf(ServerInfo) } } }, async () => {
-    const engines = await Promise.all(Object.values(ctx.engines).map(async (e) => {
-      try { return await e!.capabilities(); } catch (err) {
-        return { name: e!.name, available: false, reason: String(err), bootModes: [], devices: [], accelerators: [], snapshots: false, migration: false };
-      }
-    }));
-    return { type: 'sync' as const, metadata: { apiVersion: API_VERSION, version: ctx.version, dataDir: ctx.dataDir, pid: process.pid, engines } };
+    const engines = await ctx.engines.capabilities();
+    const policy = importPolicy();
+    const images = { quotaBytes: policy.quotaBytes, usedBytes: usedImageBytes(), importDirs: policy.importDirs };
+    return { type: 'sync' as const, metadata: { apiVersion: API_VERSION, version: ctx.version, dataDir: ctx.dataDir, pid: process.pid, engines, images, ...(ctx.tlsFingerprint ? { tlsFingerprint: ctx.tlsFingerprint } : {}) } };
   });
 
   app.get('/1.0/host', { schema: { summary: 'Host check', response: { 200: syncOf(HostCheck) } } }, async () =>
@@ -190,16 +235,47 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     return { type: 'sync' as const, metadata: found };
   });
 
-  // Importing copies files on the daemon's own host, which takes well under a second
-  // for a kernel, so it answers synchronously with the new image (201).
-  app.post('/1.0/images', { schema: { summary: 'Import an image from files on the host', body: ImageImportRequest, response: { 201: syncOf(Image), ...errors } } }, async (req, reply) => {
+  // A path import copies a file from the daemon's import folders, which takes well under
+  // a second for a kernel, so it answers synchronously with the new image (201).
+  app.post('/1.0/images', { schema: { summary: "Import an image from files in the daemon's import folders", body: ImageImportRequest, response: { 201: syncOf(Image), ...errors } } }, async (req, reply) => {
     if (!ctx.images.importImage) throw new HangarError('UNSUPPORTED', 'this daemon cannot import images');
     const image = await ctx.images.importImage(req.body);
     return reply.code(201).send({ type: 'sync' as const, metadata: image });
   });
 
+  const uploads = imageUploads(ctx.operations);
+  app.post('/1.0/images/uploads', { schema: { summary: 'Start an image upload (then PUT its parts)', body: ImageUploadRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
+    asyncReply(reply, uploads.begin(req.body)));
+
+  app.delete('/1.0/images/uploads/:id', { schema: { summary: 'Cancel an image upload', params: UploadParams, response: { 200: syncOf(Type.Object({ id: Type.String() })), ...errors } } }, async (req) => {
+    uploads.cancel(req.params.id);
+    return { type: 'sync' as const, metadata: { id: req.params.id } };
+  });
+
+  // The bytes of a part arrive as a stream, never buffered whole: only these routes take octet-streams.
+  await app.register(async (sub) => {
+    sub.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+    sub.put('/1.0/images/uploads/:id/:part', {
+      schema: { summary: 'Upload the kernel or initrd of an image upload (application/octet-stream)', params: UploadPartParams, response: { 200: syncOf(Type.Object({ part: Type.String(), bytes: Type.Integer(), image: Type.Optional(Image) })), ...errors } },
+    }, async (req, reply) => {
+      const body = req.body as Readable | undefined;
+      if (!body || typeof (body as Readable).pipe !== 'function') throw new HangarError('INVALID_ARGUMENT', 'send the bytes as application/octet-stream');
+      const { id, part } = req.params as { id: string; part: UploadPart };
+      const len = req.headers['content-length'] !== undefined ? Number(req.headers['content-length']) : undefined;
+      try {
+        const r = await uploads.receive(id, part, body, len);
+        return { type: 'sync' as const, metadata: r as { part: string; bytes: number; image?: ImageT } };
+      } catch (e) {
+        // Cut off mid-part: what the client still sends is not read, the connection ends with the
+        // answer. Refused before the first byte was read: node discards the body and keeps the connection.
+        if (body.readableDidRead || body.destroyed) reply.header('connection', 'close');
+        throw e;
+      }
+    });
+  });
+
   app.delete('/1.0/images/:name', { schema: { summary: 'Delete an imported image', params: ImageParams, response: { 200: syncOf(Type.Object({ name: Type.String() })), ...errors } } }, async (req) => {
-    ctx.vms.deleteImage(req.params.name);
+    deleteUnusedImage(ctx.images, (image) => ctx.vms.imageUsers(image), req.params.name);
     return { type: 'sync' as const, metadata: { name: req.params.name } };
   });
 
@@ -222,7 +298,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
 
   app.get('/1.0/vms/:name/logs', { schema: { summary: 'Serial console log (text/plain)', params: NameParams, querystring: Type.Object({ tail: Type.Optional(Digits) }, { additionalProperties: false }) } }, async (req, reply) => {
     const tail = req.query.tail !== undefined ? Number(req.query.tail) : undefined;
-    return reply.type('text/plain; charset=utf-8').send(ctx.vms.logs(req.params.name, tail));
+    return reply.type('text/plain; charset=utf-8').send(readConsoleTail(ctx.vms.consoleLogOf(req.params.name), tail));
   });
 
   app.get('/1.0/vms/:name/console', {

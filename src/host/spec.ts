@@ -1,45 +1,65 @@
 /**
  * Turns a VmCreateRequest (already shape-checked by the API schema) into a
  * VmSpec the daemon can store and start, checking everything the schema
- * cannot: sizes, bounds against this host, the image's existence.
+ * cannot: sizes against the chosen engine's limits, the image's existence.
+ * This is the one check of a VM's size: engines trust what it admitted.
+ * What the host can hold is the admission budget's business (admission.ts),
+ * checked when a VM starts.
  */
-import os from 'node:os';
 import { HangarError } from '../common/errors.js';
 import { parseSize, formatSize } from '../common/sizes.js';
+import { isVmName, VM_NAME_RULE } from '../api/names.js';
+import type { EngineLimits, EngineName } from '../api/engine.js';
 import type { VmCreateRequest, VmSpec } from './api/schemas.js';
 
-export const MIN_MEMORY_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CPUS = 1;
-const NAME_RE = /^[a-z][a-z0-9-]{0,62}$/;
+export const DEFAULT_ENGINE: EngineName = 'qemu';
 
-/** What the validation needs to know about the host; injected so tests can pin it. */
+/** What the validation needs to know; injected so tests can pin it. */
 export interface SpecContext {
-  hostCpus: number;
-  hostMemoryBytes: number;
   /** Names of images this daemon can boot. */
   imageNames: string[];
-}
-
-export function hostSpecContext(imageNames: string[]): SpecContext {
-  return { hostCpus: os.cpus().length, hostMemoryBytes: os.totalmem(), imageNames };
+  /** The chosen engine and what one VM may ask of it. */
+  engine: { name: EngineName; limits: EngineLimits };
 }
 
 export function validateVmName(name: unknown): string {
-  if (typeof name !== 'string' || !NAME_RE.test(name)) {
-    throw new HangarError('INVALID_ARGUMENT', `VM name ${JSON.stringify(name)} is not valid: lower-case letters, digits and dashes, starting with a letter, at most 63 characters`, { field: 'name' });
+  if (!isVmName(name)) {
+    throw new HangarError('INVALID_ARGUMENT', `VM name ${JSON.stringify(name)} is not valid: ${VM_NAME_RULE}`, { field: 'name' });
   }
   return name;
 }
 
+/** Throws INVALID_ARGUMENT naming the engine's rule when cpus or memory do not fit it. */
+export function checkEngineLimits(engine: EngineName, limits: EngineLimits, cpus: number, memoryBytes: number): void {
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > limits.maxCpus) {
+    throw new HangarError('INVALID_ARGUMENT', `cpus must be between 1 and ${limits.maxCpus} for engine ${engine}, got ${cpus}`, { field: 'cpus', engine, min: 1, max: limits.maxCpus });
+  }
+  const g = limits.memoryGranularityBytes;
+  if (memoryBytes % g !== 0) {
+    throw new HangarError('INVALID_ARGUMENT', `memory must be a multiple of ${sizeWords(g)} for engine ${engine}, got ${formatSize(memoryBytes)}`, { field: 'memory', engine, granularity: g });
+  }
+  if (memoryBytes < limits.minMemoryBytes) {
+    throw new HangarError('INVALID_ARGUMENT', `memory must be at least ${sizeWords(limits.minMemoryBytes)} for engine ${engine}, got ${formatSize(memoryBytes)}`, { field: 'memory', engine, min: limits.minMemoryBytes });
+  }
+  if (memoryBytes > limits.maxMemoryBytes) {
+    throw new HangarError('INVALID_ARGUMENT', `memory must be at most ${sizeWords(limits.maxMemoryBytes)} for engine ${engine}, got ${formatSize(memoryBytes)}`, { field: 'memory', engine, max: limits.maxMemoryBytes });
+  }
+}
+
+/** "2 MiB", "3 GiB": sizes in messages as people write them. */
+function sizeWords(bytes: number): string {
+  const s = formatSize(bytes);
+  return /^[\d.]+[KMGT]$/.test(s) ? `${s.slice(0, -1)} ${s.slice(-1)}iB` : s;
+}
+
 export function buildVmSpec(req: VmCreateRequest, ctx: SpecContext): VmSpec {
   validateVmName(req.name);
+  const engine = req.engine ?? DEFAULT_ENGINE;
+  if (engine !== ctx.engine.name) throw new HangarError('INTERNAL', `limits of engine ${ctx.engine.name} given for a ${engine} VM`);
 
   const cpus = req.cpus ?? DEFAULT_CPUS;
-  if (!Number.isInteger(cpus) || cpus < 1 || cpus > ctx.hostCpus) {
-    throw new HangarError('INVALID_ARGUMENT', `cpus must be between 1 and ${ctx.hostCpus} (this host's CPU count), got ${cpus}`, { field: 'cpus', min: 1, max: ctx.hostCpus });
-  }
-
   let memoryBytes = DEFAULT_MEMORY_BYTES;
   if (req.memory !== undefined) {
     try {
@@ -49,16 +69,7 @@ export function buildVmSpec(req: VmCreateRequest, ctx: SpecContext): VmSpec {
       throw e;
     }
   }
-  if (memoryBytes < MIN_MEMORY_BYTES) {
-    throw new HangarError('INVALID_ARGUMENT', `memory must be at least ${formatSize(MIN_MEMORY_BYTES)}, got ${formatSize(memoryBytes)}`, { field: 'memory', min: MIN_MEMORY_BYTES });
-  }
-  if (memoryBytes > ctx.hostMemoryBytes) {
-    throw new HangarError('INVALID_ARGUMENT', `memory ${formatSize(memoryBytes)} is more than this host has (${formatSize(ctx.hostMemoryBytes)})`, { field: 'memory', max: ctx.hostMemoryBytes });
-  }
-  // QEMU and our VMM size guest RAM in whole pages.
-  if (memoryBytes % 4096 !== 0) {
-    throw new HangarError('INVALID_ARGUMENT', `memory must be a whole number of 4 KiB pages, got ${memoryBytes} bytes`, { field: 'memory' });
-  }
+  checkEngineLimits(engine, ctx.engine.limits, cpus, memoryBytes);
 
   if (!ctx.imageNames.includes(req.image)) {
     throw new HangarError('NOT_FOUND', `no image named "${req.image}" (known: ${ctx.imageNames.join(', ') || 'none'})`, { field: 'image', image: req.image });
@@ -69,5 +80,5 @@ export function buildVmSpec(req: VmCreateRequest, ctx: SpecContext): VmSpec {
     throw new HangarError('INVALID_ARGUMENT', 'cmdline must not contain NUL or line breaks', { field: 'cmdline' });
   }
 
-  return { image: req.image, engine: req.engine ?? 'qemu', cpus, memoryBytes, cmdline };
+  return { image: req.image, engine, cpus, memoryBytes, cmdline };
 }

@@ -9,6 +9,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { HangarError } from '../common/errors.js';
 import type { VmSpec, VmStateName, Operation, LifecycleEvent } from './api/schemas.js';
+import type { Accel } from '../api/engine.js';
 
 export interface LastExit {
   reason: string;
@@ -22,7 +23,7 @@ export interface VmRecord {
   spec: VmSpec;
   state: VmStateName;
   pid: number | null;
-  accel: 'kvm' | 'tcg' | null;
+  accel: Accel | null;
   startedAt: string | null;
   lastExit: LastExit | null;
   createdAt: string;
@@ -137,6 +138,8 @@ export class Store {
   readonly file: string;
   readonly eventsKeep: number;
   private readonly db: Database.Database;
+  /** Work to do once the transaction at each nesting level commits (innermost last). */
+  private readonly commitHooks: Array<Array<() => void>> = [];
 
   constructor(dataDir: string, opts: StoreOptions = {}) {
     const keep = opts.eventsKeep ?? DEFAULT_EVENTS_KEEP;
@@ -171,9 +174,43 @@ export class Store {
     return this.db.pragma('user_version', { simple: true }) as number;
   }
 
-  /** Runs fn inside one transaction (nested calls join the outer one). */
+  /**
+   * Runs fn inside one transaction (nested calls join the outer one as a
+   * savepoint). Hooks registered with afterCommit() run once the outermost
+   * transaction has committed, and never when it (or the nested part they
+   * were registered in) rolls back.
+   */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    this.commitHooks.push([]);
+    let committed = false;
+    let result: T;
+    try {
+      result = this.db.transaction(fn)();
+      committed = true;
+    } finally {
+      const hooks = this.commitHooks.pop()!;
+      if (committed) {
+        const outer = this.commitHooks.at(-1);
+        if (outer) outer.push(...hooks);
+        else for (const h of hooks) this.runHook(h);
+      }
+    }
+    return result!;
+  }
+
+  /** Runs fn once the current transaction commits; at once when none is open. */
+  afterCommit(fn: () => void): void {
+    const level = this.commitHooks.at(-1);
+    if (level) level.push(fn);
+    else this.runHook(fn);
+  }
+
+  private runHook(fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      /* a hook (an event subscriber) must not undo or break the committed change */
+    }
   }
 
   close(): void {

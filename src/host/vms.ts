@@ -7,19 +7,26 @@
  * ordered while different VMs proceed in parallel. The store is written at
  * each step, so a failure halfway leaves a consistent record: a VM whose
  * start fails stays defined, 'stopped', with lastExit.reason 'start-failed'.
+ * Every state change goes through transition(): the record, its event and
+ * the check that the change is legal, in one transaction.
+ *
+ * Engines are reached through the registry; a VM's size was checked against
+ * its engine once, at create (spec.ts); what the host can hold is checked
+ * at each start against the admission budget (admission.ts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { HangarError, toHangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import type { Engine, EngineName, EngineVmConfig, VmExit, VmHandle, Accel } from '../engines/engine.js';
-import type { Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmStateRequest } from './api/schemas.js';
-import type { Store, VmRecord } from './store.js';
+import type { EngineCapabilities, EngineName, EngineVmConfig, VmExit, VmHandle } from '../engines/engine.js';
+import type { EngineRegistry } from '../engines/registry.js';
+import type { AdmissionBudget, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmStateName, VmStateRequest } from './api/schemas.js';
+import type { EventType, Store, VmPatch, VmRecord } from './store.js';
 import type { EventBus } from './events.js';
 import type { OperationManager, ReportProgress } from './operations.js';
-import type { HostChecker } from './hostcheck.js';
-import { buildVmSpec, hostSpecContext } from './spec.js';
+import { Admission, defaultSettings, hostResources, type AdmissionSettings, type HostResources, type Usage } from './admission.js';
+import { buildVmSpec, DEFAULT_ENGINE, validateVmName } from './spec.js';
 import { ConsoleHub, type ConsoleClient } from './console-hub.js';
 
 /** A bootable image as the image store resolves it. */
@@ -43,7 +50,7 @@ export interface ImageProvider {
   deleteImage?(name: string): void;
 }
 
-export type EngineRegistry = Partial<Record<EngineName, Engine>>;
+export type { EngineRegistry };
 
 export interface VmManagerDeps {
   dataDir: string;
@@ -52,8 +59,11 @@ export interface VmManagerDeps {
   operations: OperationManager;
   engines: EngineRegistry;
   images: ImageProvider;
-  host: HostChecker;
   log: Logger;
+  /** Admission settings (defaults for this host when absent). */
+  admission?: AdmissionSettings;
+  /** This host's memory and CPUs as admission sees them (the real host when absent; tests pin it). */
+  hostResources?: HostResources;
 }
 
 /** A VM process this daemon watches. */
@@ -68,7 +78,39 @@ interface LiveVm {
   hub: ConsoleHub | null;
 }
 
-const ACTIVE_STATES = new Set(['starting', 'running', 'paused', 'stopping']);
+/** States in which a VM has (or is about to have) a process: they hold memory and vCPUs. */
+const ACTIVE_STATES = new Set<VmStateName>(['starting', 'running', 'paused', 'stopping']);
+
+/**
+ * The state changes the VM manager makes in normal operation. Reconciling
+ * after a restart may make any. Every start passes through 'starting', the
+ * step where admission reserves the VM's share of the host.
+ */
+export const LEGAL_TRANSITIONS: Readonly<Record<VmStateName, readonly VmStateName[]>> = {
+  stopped: ['starting'],
+  crashed: ['starting'],
+  starting: ['running', 'stopped'],
+  running: ['paused', 'stopping', 'stopped', 'crashed'],
+  paused: ['running', 'stopping', 'stopped', 'crashed'],
+  stopping: ['stopped', 'crashed'],
+};
+
+/** Throws INVALID_STATE unless `from` → `to` is a legal change in normal operation. */
+export function checkTransition(name: string, from: VmStateName, to: VmStateName): void {
+  if (!LEGAL_TRANSITIONS[from].includes(to)) {
+    throw new HangarError('INVALID_STATE', `VM "${name}" cannot go from ${from} to ${to}`, { name, state: from, to });
+  }
+}
+
+interface TransitionOptions {
+  /** Other fields of the record that change with the state. */
+  patch?: VmPatch;
+  /** The lifecycle event that tells subscribers (published after the commit). */
+  event?: EventType;
+  reason?: string;
+  /** Daemon start: the record is made to match the process that really runs, whatever it said. */
+  reconcile?: boolean;
+}
 export const DEFAULT_STOP_TIMEOUT_S = 30;
 export const START_FAILED = 'start-failed';
 export const EXITED_WHILE_DOWN = 'exited while the daemon was down';
@@ -80,8 +122,6 @@ export const ADOPTED_UNRECORDED = 'adopted after a daemon restart: its start had
 export const KILLED_UNRESPONSIVE = 'killed after a daemon restart: its process did not answer';
 /** How long a re-adopted VM may take to report its state before it counts as not answering. */
 const RECOVER_QUERY_MS = 5000;
-/** A test-only hook: when set (to a file path), doStart writes the new pid there and then never returns. */
-const PAUSE_AFTER_SPAWN_ENV = 'HANGAR_TEST_PAUSE_AFTER_SPAWN';
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -96,8 +136,17 @@ export class VmManager {
   private readonly pending = new Set<string>();
   private readonly imageBuilds = new Map<string, Promise<ResolvedImage>>();
   private shuttingDown = false;
+  readonly admission: Admission;
 
-  constructor(private readonly d: VmManagerDeps) {}
+  constructor(private readonly d: VmManagerDeps) {
+    const host = d.hostResources ?? hostResources();
+    this.admission = new Admission({
+      settings: d.admission ?? defaultSettings(host),
+      host,
+      committed: () => this.committed(),
+      defined: () => this.d.store.listVms().length + this.pending.size,
+    });
+  }
 
   // --- paths ---------------------------------------------------------------
 
@@ -107,6 +156,12 @@ export class VmManager {
 
   consoleLog(name: string): string {
     return path.join(this.runDir(name), 'console.log');
+  }
+
+  /** The console log of a VM that exists (NOT_FOUND otherwise); read it with readConsoleTail (console-log.ts). */
+  consoleLogOf(name: string): string {
+    this.d.store.requireVm(name);
+    return this.consoleLog(name);
   }
 
   private configFile(name: string): string {
@@ -150,8 +205,8 @@ export class VmManager {
     return vm;
   }
 
-  /** CPUs and memory held by VMs that are not stopped. */
-  allocated(): { cpus: number; memoryBytes: number } {
+  /** CPUs and memory held by VMs that have (or are about to have) a process. */
+  committed(): Usage {
     let cpus = 0;
     let memoryBytes = 0;
     for (const r of this.d.store.listVms()) {
@@ -160,28 +215,14 @@ export class VmManager {
     return { cpus, memoryBytes };
   }
 
-  /** The last `tail` lines of the VM's console log ('' when it never ran). */
-  logs(name: string, tail?: number): string {
-    this.d.store.requireVm(name);
-    const file = this.consoleLog(name);
-    let fd: number;
-    try { fd = fs.openSync(file, 'r'); } catch { return ''; }
-    try {
-      const size = fs.fstatSync(fd).size;
-      // Read at most the last 4 MiB: enough for any sensible tail.
-      const len = Math.min(size, 4 * 1024 * 1024);
-      const buf = Buffer.alloc(len);
-      fs.readSync(fd, buf, 0, len, size - len);
-      const text = buf.toString('utf8');
-      if (tail === undefined) return text;
-      const lines = text.split('\n');
-      const endsWithNl = lines.length > 0 && lines[lines.length - 1] === '';
-      if (endsWithNl) lines.pop();
-      const out = lines.slice(Math.max(0, lines.length - tail)).join('\n');
-      return endsWithNl && out.length > 0 ? `${out}\n` : out;
-    } finally {
-      fs.closeSync(fd);
-    }
+  /** The admission budget: what active VMs hold against what this daemon admits. */
+  budget(): AdmissionBudget {
+    return this.admission.budget();
+  }
+
+  /** Names of the VMs defined on an image (an image in use cannot be deleted). */
+  imageUsers(image: string): string[] {
+    return this.d.store.listVms().filter((r) => r.spec.image === image).map((r) => r.name);
   }
 
   // --- locking -------------------------------------------------------------
@@ -195,10 +236,28 @@ export class VmManager {
     return run;
   }
 
-  private engine(name: EngineName): Engine {
-    const e = this.d.engines[name];
-    if (!e) throw new HangarError('UNSUPPORTED', `engine "${name}" is not available in this daemon`, { engine: name });
-    return e;
+  /** The engine's capabilities; UNSUPPORTED when it cannot run VMs on this host. */
+  private async usableEngine(name: EngineName): Promise<EngineCapabilities> {
+    const caps = await this.d.engines.get(name).capabilities();
+    if (!caps.available) {
+      throw new HangarError('UNSUPPORTED', `engine "${name}" is not available on this host${caps.reason ? `: ${caps.reason}` : ''}`, { engine: name });
+    }
+    return caps;
+  }
+
+  /**
+   * The one way a VM's state changes: checks the change is legal, writes the
+   * state with the fields that go with it and the event, in one transaction
+   * (subscribers hear of it once it has committed).
+   */
+  private transition(name: string, to: VmStateName, o: TransitionOptions = {}): VmRecord {
+    return this.d.store.transaction(() => {
+      const cur = this.d.store.requireVm(name);
+      if (!o.reconcile) checkTransition(name, cur.state, to);
+      const next = this.d.store.updateVm(name, { ...o.patch, state: to });
+      if (o.event) this.d.events.emit(name, o.event, o.reason);
+      return next;
+    });
   }
 
   private ensureImage(name: string, progress?: ReportProgress): Promise<ResolvedImage> {
@@ -217,16 +276,6 @@ export class VmManager {
     });
   }
 
-  /** Deletes an imported image, refused (INVALID_STATE) while any VM is defined on it. */
-  deleteImage(image: string): void {
-    if (!this.d.images.deleteImage) throw new HangarError('UNSUPPORTED', 'this daemon cannot delete images');
-    const users = this.d.store.listVms().filter((r) => r.spec.image === image).map((r) => r.name);
-    if (users.length > 0) {
-      throw new HangarError('INVALID_STATE', `image "${image}" is used by VM${users.length > 1 ? 's' : ''} ${users.join(', ')}: delete ${users.length > 1 ? 'them' : 'it'} first`, { image, vms: users });
-    }
-    this.d.images.deleteImage(image);
-  }
-
   async imageNames(): Promise<string[]> {
     return (await this.d.images.listImages()).map((i) => i.name);
   }
@@ -234,20 +283,21 @@ export class VmManager {
   // --- actions (each returns the operation at once) ------------------------
 
   async create(req: VmCreateRequest): Promise<Operation> {
-    const spec = buildVmSpec(req, hostSpecContext(await this.imageNames()));
-    const name = req.name;
-    if (this.d.store.getVm(name) || this.pending.has(name)) {
-      throw new HangarError('ALREADY_EXISTS', `a VM named "${name}" already exists`, { name });
-    }
-    const caps = await this.engine(spec.engine).capabilities();
-    if (!caps.available) {
-      throw new HangarError('UNSUPPORTED', `engine "${spec.engine}" is not available on this host${caps.reason ? `: ${caps.reason}` : ''}`, { engine: spec.engine });
-    }
-    // Checked again after the await: a concurrent create may have taken the name meanwhile.
-    if (this.d.store.getVm(name) || this.pending.has(name)) {
-      throw new HangarError('ALREADY_EXISTS', `a VM named "${name}" already exists`, { name });
-    }
+    const name = validateVmName(req.name);
+    const taken = (): void => {
+      if (this.d.store.getVm(name) || this.pending.has(name)) throw new HangarError('ALREADY_EXISTS', `a VM named "${name}" already exists`, { name });
+    };
+    taken();
+    const caps = await this.usableEngine(req.engine ?? DEFAULT_ENGINE);
+    // The one check of the VM's size: against the limits of the engine that will run it.
+    const spec = buildVmSpec(req, { imageNames: await this.imageNames(), engine: caps });
+    // Checked again after the awaits: a concurrent create may have taken the name meanwhile.
+    taken();
     const start = req.start ?? true;
+    const want = { cpus: spec.cpus, memoryBytes: spec.memoryBytes };
+    this.admission.checkCreate(name, want);
+    // A launch that cannot start now is refused before anything is created.
+    if (start) this.admission.checkStart(name, want);
     this.pending.add(name);
     return this.d.operations.run(`${start ? 'Launching' : 'Creating'} VM ${name}`, [name], async (progress) => {
       try {
@@ -275,7 +325,11 @@ export class VmManager {
   /** PUT /1.0/vms/{name}/state. Obvious mistakes (unknown VM, wrong state when nothing is queued) fail at once. */
   changeState(name: string, req: VmStateRequest): Operation {
     const rec = this.d.store.requireVm(name);
-    if (!this.locks.has(name)) this.checkState(rec, req.action);
+    if (!this.locks.has(name)) {
+      this.checkState(rec, req.action);
+      // A start the budget cannot take fails at once (it is checked again when it really starts).
+      if (req.action === 'start') this.admission.checkStart(name, { cpus: rec.spec.cpus, memoryBytes: rec.spec.memoryBytes });
+    }
     const verb = { start: 'Starting', stop: 'Stopping', restart: 'Restarting', pause: 'Pausing', resume: 'Resuming' }[req.action];
     return this.d.operations.run(`${verb} VM ${name}`, [name], (progress) =>
       this.withLock(name, async () => {
@@ -334,10 +388,13 @@ export class VmManager {
 
   private async doStart(name: string, progress?: ReportProgress): Promise<void> {
     const rec = this.d.store.requireVm(name);
-    const engine = this.engine(rec.spec.engine);
+    const engine = this.d.engines.get(rec.spec.engine);
+    const caps = await this.usableEngine(rec.spec.engine);
     progress?.({ stage: 'image' });
     const image = await this.ensureImage(rec.spec.image, progress);
-    const accel: Accel = rec.spec.engine === 'qemu' ? await this.d.host.defaultAccel() : 'kvm';
+    // The engine knows what this host gives its VMs (QEMU: KVM where it runs kernel mode natively, else TCG).
+    const accel = caps.defaultAccel;
+    if (accel === null) throw new HangarError('UNSUPPORTED', `engine "${engine.name}" has no usable accelerator on this host`, { engine: engine.name });
     const runDir = this.runDir(name);
     fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
     // The image's command line wins; an image without one boots with the engine's default.
@@ -360,30 +417,22 @@ export class VmManager {
     };
     // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
     fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
-    this.d.store.updateVm(name, { state: 'starting', pid: null, accel });
+    // Admission and the move to 'starting' happen in one synchronous step: 'starting' commits the
+    // VM's memory and vCPUs, so a concurrent start sees them and cannot pass on the same headroom.
+    this.admission.checkStart(name, { cpus: rec.spec.cpus, memoryBytes: rec.spec.memoryBytes });
+    this.transition(name, 'starting', { patch: { pid: null, accel } });
     progress?.({ stage: 'starting' });
     let handle: VmHandle;
     try {
       handle = await engine.start(config);
     } catch (e) {
       const err = toHangarError(e, 'ENGINE_FAILED');
-      this.d.store.updateVm(name, { state: 'stopped', pid: null, startedAt: null, lastExit: { reason: START_FAILED, detail: err.message, at: new Date().toISOString() } });
+      this.transition(name, 'stopped', { patch: { pid: null, startedAt: null, lastExit: { reason: START_FAILED, detail: err.message, at: new Date().toISOString() } } });
       this.d.log.warn({ vm: name, code: err.code, err: err.message }, 'VM failed to start');
       throw new HangarError(err.code === 'INTERNAL' ? 'ENGINE_FAILED' : err.code, `VM "${name}" failed to start: ${err.message}`, { name });
     }
-    const hook = process.env[PAUSE_AFTER_SPAWN_ENV];
-    if (hook) {
-      // Tests of crash recovery: the VM process runs, its pid is not recorded yet, and the
-      // test kills the daemon now. Never set outside tests.
-      fs.writeFileSync(hook, `${handle.pid}\n`);
-      this.d.log.warn({ vm: name, pid: handle.pid }, `${PAUSE_AFTER_SPAWN_ENV}: holding the start before recording it`);
-      await new Promise<never>(() => { /* held until the test kills the daemon */ });
-    }
     const live = this.watch(name, handle);
-    this.d.store.transaction(() => {
-      this.d.store.updateVm(name, { state: 'running', pid: handle.pid, accel, startedAt: new Date().toISOString() });
-      this.d.events.emit(name, 'started');
-    });
+    this.transition(name, 'running', { patch: { pid: handle.pid, accel, startedAt: new Date().toISOString() }, event: 'started' });
     this.armExit(name, live);
     this.d.log.info({ vm: name, pid: handle.pid, accel, engine: engine.name }, 'VM started');
   }
@@ -393,14 +442,11 @@ export class VmManager {
     const rec = this.d.store.requireVm(name);
     if (!live) {
       // The record says it runs but we hold no process: it cannot be running.
-      this.d.store.transaction(() => {
-        this.d.store.updateVm(name, { state: 'stopped', pid: null, startedAt: null });
-        this.d.events.emit(name, 'stopped', 'no process');
-      });
+      this.transition(name, 'stopped', { patch: { pid: null, startedAt: null }, event: 'stopped', reason: 'no process' });
       return;
     }
     live.expectExit = true;
-    this.d.store.updateVm(name, { state: 'stopping' });
+    this.transition(name, 'stopping');
     let exited = false;
     if (!force && timeoutS > 0) {
       try {
@@ -425,19 +471,13 @@ export class VmManager {
   private async doPause(name: string): Promise<void> {
     const live = this.requireLive(name);
     await live.handle.pause();
-    this.d.store.transaction(() => {
-      this.d.store.updateVm(name, { state: 'paused' });
-      this.d.events.emit(name, 'paused');
-    });
+    this.transition(name, 'paused', { event: 'paused' });
   }
 
   private async doResume(name: string): Promise<void> {
     const live = this.requireLive(name);
     await live.handle.resume();
-    this.d.store.transaction(() => {
-      this.d.store.updateVm(name, { state: 'running' });
-      this.d.events.emit(name, 'resumed');
-    });
+    this.transition(name, 'running', { event: 'resumed' });
   }
 
   private requireLive(name: string): LiveVm {
@@ -470,11 +510,14 @@ export class VmManager {
     const crashed = !live.expectExit && (exit.reason === 'crashed' || exit.reason === 'killed');
     const lastExit = { reason: exit.reason, ...(exit.detail ? { detail: exit.detail } : {}), at: new Date().toISOString() };
     try {
-      this.d.store.transaction(() => {
-        if (!this.d.store.getVm(name)) return;
-        this.d.store.updateVm(name, { state: crashed ? 'crashed' : 'stopped', pid: null, startedAt: null, lastExit });
-        this.d.events.emit(name, crashed ? 'crashed' : 'stopped', exit.detail ? `${exit.reason}: ${exit.detail}` : exit.reason);
-      });
+      // A VM deleted meanwhile has no record left to update.
+      if (this.d.store.getVm(name)) {
+        this.transition(name, crashed ? 'crashed' : 'stopped', {
+          patch: { pid: null, startedAt: null, lastExit },
+          event: crashed ? 'crashed' : 'stopped',
+          reason: exit.detail ? `${exit.reason}: ${exit.detail}` : exit.reason,
+        });
+      }
     } catch (e) {
       this.d.log.error({ vm: name, err: String(e) }, 'could not record VM exit');
     }
@@ -511,7 +554,7 @@ export class VmManager {
 
   private async reconcile(rec: VmRecord): Promise<void> {
     const active = ACTIVE_STATES.has(rec.state);
-    const engine = this.d.engines[rec.spec.engine];
+    const engine = this.d.engines.find(rec.spec.engine);
     // No config: the VM never got as far as an engine start, so no process can exist.
     const config = engine ? this.readConfig(rec.name) : null;
     let pid: number | null = null;
@@ -537,11 +580,10 @@ export class VmManager {
       const adopted = handle;
       const unrecorded = !active || rec.pid !== adopted.pid;
       const live = this.watch(rec.name, adopted);
-      this.d.store.transaction(() => {
-        this.d.store.updateVm(rec.name, unrecorded
-          ? { state, pid: adopted.pid, accel: config.accel, startedAt: new Date().toISOString() }
-          : { state, pid: adopted.pid });
-        if (unrecorded) this.d.events.emit(rec.name, 'started', ADOPTED_UNRECORDED);
+      this.transition(rec.name, state, {
+        reconcile: true,
+        patch: unrecorded ? { pid: adopted.pid, accel: config.accel, startedAt: new Date().toISOString() } : { pid: adopted.pid },
+        ...(unrecorded ? { event: 'started' as const, reason: ADOPTED_UNRECORDED } : {}),
       });
       this.armExit(rec.name, live);
       this.d.log.info({ vm: rec.name, pid: adopted.pid, state, unrecorded }, 'VM re-adopted');
@@ -564,19 +606,17 @@ export class VmManager {
     const detail = `its process (pid ${still}) did not answer (${why}) and was ${gone ? 'killed' : 'sent SIGKILL but still runs'}`;
     if (!gone) this.d.log.error({ vm: rec.name, pid: still }, 'a stray VM process would not die');
     const reason = active && rec.pid === null ? START_INTERRUPTED : KILLED_UNRESPONSIVE;
-    this.d.store.transaction(() => {
+    if (active) {
+      this.transition(rec.name, 'stopped', { reconcile: true, patch: { pid: null, startedAt: null, lastExit: { reason, detail, at: new Date().toISOString() } }, event: 'stopped', reason: `${reason}: ${detail}` });
+    } else {
       // A record that already says stopped or crashed keeps its state and last exit; the event tells.
-      if (active) this.d.store.updateVm(rec.name, { state: 'stopped', pid: null, startedAt: null, lastExit: { reason, detail, at: new Date().toISOString() } });
       this.d.events.emit(rec.name, 'stopped', `${reason}: ${detail}`);
-    });
+    }
     this.d.log.warn({ vm: rec.name, pid: still, gone, why }, 'killed a VM process that did not answer after a daemon restart');
   }
 
   private markStopped(name: string, reason: string): void {
-    this.d.store.transaction(() => {
-      this.d.store.updateVm(name, { state: 'stopped', pid: null, startedAt: null, lastExit: { reason, at: new Date().toISOString() } });
-      this.d.events.emit(name, 'stopped', reason);
-    });
+    this.transition(name, 'stopped', { reconcile: true, patch: { pid: null, startedAt: null, lastExit: { reason, at: new Date().toISOString() } }, event: 'stopped', reason });
     this.d.log.info({ vm: name, reason }, 'VM marked stopped');
   }
 

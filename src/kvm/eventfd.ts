@@ -1,11 +1,10 @@
 /**
  * eventfds on the device thread's event loop: created non-blocking, watched
- * with koffi's libuv poll handle, drained (8-byte counter read) before the
+ * through libc.ts's event-loop poll, drained (8-byte counter read) before the
  * callback runs so one wake-up covers every signal that arrived before it.
  */
-import koffi from 'koffi';
 import { check } from './errors.js';
-import { EFD_CLOEXEC, EFD_NONBLOCK, libc } from './libc.js';
+import { EFD_CLOEXEC, EFD_NONBLOCK, libc, watchReadable } from './libc.js';
 
 export interface WatchedEventFd {
   readonly fd: number;
@@ -19,22 +18,11 @@ export function createEventFd(): number {
 /** Calls `onEvent` on this thread's event loop each time the eventfd is signalled. */
 export function watchEventFd(fd: number, onEvent: () => void): WatchedEventFd {
   const buf = Buffer.alloc(8);
-  // koffi 3.3 hands the callback a number rather than the documented event object, so do not
-  // look at it: the fd is non-blocking, and a read that finds nothing just returns EAGAIN.
-  const handle = koffi.node.poll(fd, { readable: true }, () => {
+  // The fd is non-blocking: a read that finds nothing just returns EAGAIN.
+  const watch = watchReadable(fd, () => {
     if (libc.read(fd, buf, 8) === 8) onEvent();
   });
-  handle.unref();
-  let closed = false;
-  return {
-    fd,
-    close() {
-      if (closed) return;
-      closed = true;
-      handle.stop();
-      handle.close();
-    },
-  };
+  return { fd, close: () => watch.close() };
 }
 
 /** Signals an eventfd (adds 1 to its counter). */

@@ -6,6 +6,7 @@
  */
 import { CAP, CPUID_ENTRY, IOCTL, IOEVENTFD, IOEVENTFD_FLAG, IRQFD, MEM_REGION, REGS, SEGMENT, SIZE, SREGS, type RegName } from './abi.js';
 import { check, KvmError } from './errors.js';
+import { takeInheritedKvmFd } from './inherited-fd.js';
 import { libc, mapResult, MAP_SHARED, O_CLOEXEC, O_RDWR, PROT_READ, PROT_WRITE, errno } from './libc.js';
 
 export const KVM_API_VERSION = 12;
@@ -15,7 +16,8 @@ export class Kvm {
 
   /** Opens /dev/kvm and checks the API version. */
   static open(path = '/dev/kvm'): Kvm {
-    const fd = check(`open ${path}`, libc.open(path, O_RDWR | O_CLOEXEC));
+    // A confined hangar-vmm gets /dev/kvm from the daemon (inherited-fd.ts).
+    const fd = (path === '/dev/kvm' ? takeInheritedKvmFd() : null) ?? check(`open ${path}`, libc.open(path, O_RDWR | O_CLOEXEC));
     const kvm = new Kvm(fd);
     const v = kvm.apiVersion();
     if (v !== KVM_API_VERSION) {

@@ -54,6 +54,42 @@ export function viewOf(addr: number, len: number): ArrayBuffer {
   return koffi.view(addr, len) as ArrayBuffer;
 }
 
+/** A watch on one fd from this thread's event loop (libuv poll): start/stop it, close it for good. */
+export interface FdWatch {
+  /** (Re)starts watching; `onReadable` replaces the callback when given. */
+  start(onReadable?: () => void): void;
+  stop(): void;
+  close(): void;
+}
+
+/**
+ * Calls `onReadable` on this thread's event loop whenever `fd` may be readable. The watch
+ * never keeps the process alive by itself. koffi hands its callback (status, events) rather
+ * than the (events) its typings declare; a wake-up only means "try reading", so neither is
+ * passed on.
+ */
+export function watchReadable(fd: number, onReadable: () => void): FdWatch {
+  let cb = onReadable;
+  const handler = (): void => cb();
+  const handle = koffi.node.poll(fd, { readable: true }, handler);
+  handle.unref();
+  let closed = false;
+  return {
+    start(next) {
+      if (closed) return;
+      if (next) cb = next;
+      handle.start({ readable: true }, handler);
+    },
+    stop() { if (!closed) handle.stop(); },
+    close() {
+      if (closed) return;
+      closed = true;
+      handle.stop();
+      handle.close();
+    },
+  };
+}
+
 /** mmap's result as a number, or null when it failed. */
 export function mapResult(r: number | bigint): number | null {
   const n = typeof r === 'bigint' ? Number(r) : r;

@@ -12,6 +12,7 @@
  *   GET  /vm                        {state, vcpu_count, mem_size_mib, ...}
  *   GET  /metrics                   counters of vCPUs, buses and devices
  *   GET  /                          {app_name, id, state, vmm_version}
+ *   GET  /openapi.json              the OpenAPI document of this API (schemas: src/api/vmm.ts)
  *
  * Success is 204 (PUT/PATCH) or 200 with JSON; errors are
  * {"fault_message": "...", "code": "<HangarError code>"} with its status.
@@ -20,8 +21,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import { HangarError, toHangarError } from '../common/errors.js';
-import { parseBootSource, parseDrive, parseMachineConfig, parseNet } from './config.js';
-import type { VmmController } from './controller.js';
+import { VMM_VERSION, type VmmController } from './controller.js';
 
 const MAX_BODY = 64 * 1024;
 
@@ -31,7 +31,13 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY) { reject(new HangarError('INVALID_ARGUMENT', 'request body too large')); req.destroy(); return; }
+      if (size > MAX_BODY) {
+        // Stop reading and answer; the connection closes after the answer (see listen()).
+        req.removeAllListeners('data');
+        req.pause();
+        reject(new HangarError('INVALID_ARGUMENT', `request body larger than ${MAX_BODY} bytes`));
+        return;
+      }
       chunks.push(c);
     });
     req.on('end', () => {
@@ -50,6 +56,21 @@ function send(res: http.ServerResponse, status: number, body?: unknown): void {
   res.end(text);
 }
 
+/** The body validators (config.ts), loaded on first use: not needed to answer GET /. */
+let validators: Promise<typeof import('./config.js')> | undefined;
+export function loadValidators(): Promise<typeof import('./config.js')> {
+  return (validators ??= import('./config.js'));
+}
+
+/** A path segment as the client meant it; a malformed %-escape is the client's mistake. */
+function pathParam(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new HangarError('INVALID_ARGUMENT', `malformed %-escape in the path segment "${raw.slice(0, 80)}"`);
+  }
+}
+
 export async function route(ctl: VmmController, method: string, url: string, body: unknown): Promise<{ status: number; body?: unknown }> {
   const path = url.split('?')[0]!.replace(/\/+$/, '') || '/';
   let m: RegExpExecArray | null;
@@ -57,30 +78,18 @@ export async function route(ctl: VmmController, method: string, url: string, bod
   if (method === 'GET' && path === '/vm') return { status: 200, body: ctl.vmInfo() };
   if (method === 'GET' && path === '/metrics') return { status: 200, body: ctl.metrics() };
   if (method === 'GET' && path === '/machine-config') return { status: 200, body: ctl.machineConfig };
-  if (method === 'PUT' && path === '/machine-config') { ctl.setMachineConfig(parseMachineConfig(body)); return { status: 204 }; }
-  if (method === 'PUT' && path === '/boot-source') { ctl.setBootSource(parseBootSource(body)); return { status: 204 }; }
-  if (method === 'PUT' && (m = /^\/drives\/([^/]+)$/.exec(path))) { ctl.putDrive(parseDrive(body, decodeURIComponent(m[1]!))); return { status: 204 }; }
-  if (method === 'PUT' && (m = /^\/network-interfaces\/([^/]+)$/.exec(path))) { ctl.putNet(parseNet(body, decodeURIComponent(m[1]!))); return { status: 204 }; }
-  if (method === 'PUT' && path === '/entropy') {
-    if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) throw new HangarError('INVALID_ARGUMENT', 'entropy: body must be a JSON object');
-    ctl.setEntropy(true);
-    return { status: 204 };
+  if (method === 'GET' && path === '/openapi.json') return { status: 200, body: (await import('../api/vmm.js')).vmmOpenApi(VMM_VERSION) };
+  if (method === 'PUT' || method === 'PATCH') {
+    const v = await loadValidators();
+    if (method === 'PUT' && path === '/machine-config') { ctl.setMachineConfig(v.parseMachineConfig(body)); return { status: 204 }; }
+    if (method === 'PUT' && path === '/boot-source') { ctl.setBootSource(v.parseBootSource(body)); return { status: 204 }; }
+    if (method === 'PUT' && (m = /^\/drives\/([^/]+)$/.exec(path))) { ctl.putDrive(v.parseDrive(body, pathParam(m[1]!))); return { status: 204 }; }
+    if (method === 'PUT' && (m = /^\/network-interfaces\/([^/]+)$/.exec(path))) { ctl.putNet(v.parseNet(body, pathParam(m[1]!))); return { status: 204 }; }
+    if (method === 'PUT' && path === '/entropy') { v.parseEntropy(body); ctl.setEntropy(true); return { status: 204 }; }
+    if (method === 'PUT' && path === '/actions') { await ctl.action(v.parseAction(body)); return { status: 204 }; }
+    if (method === 'PATCH' && path === '/vm') { await ctl.action(v.parseVmStatePatch(body) === 'Paused' ? 'Pause' : 'Resume'); return { status: 204 }; }
   }
-  if (method === 'PUT' && path === '/actions') {
-    const o = body as { action_type?: unknown } | undefined;
-    const a = o && typeof o === 'object' ? o.action_type : undefined;
-    if (typeof a !== 'string') throw new HangarError('INVALID_ARGUMENT', 'actions: "action_type" is required');
-    await ctl.action(a);
-    return { status: 204 };
-  }
-  if (method === 'PATCH' && path === '/vm') {
-    const s = (body as { state?: unknown } | undefined)?.state;
-    if (s === 'Paused') await ctl.action('Pause');
-    else if (s === 'Resumed') await ctl.action('Resume');
-    else throw new HangarError('INVALID_ARGUMENT', 'vm: "state" must be Paused or Resumed');
-    return { status: 204 };
-  }
-  const known = ['/', '/vm', '/metrics', '/machine-config', '/boot-source', '/actions', '/entropy'].includes(path) || /^\/(drives|network-interfaces)\/[^/]+$/.test(path);
+  const known = ['/', '/vm', '/metrics', '/machine-config', '/boot-source', '/actions', '/entropy', '/openapi.json'].includes(path) || /^\/(drives|network-interfaces)\/[^/]+$/.test(path);
   if (known) return { status: 405, body: { fault_message: `${method} is not allowed on ${path}`, code: 'INVALID_ARGUMENT' } };
   throw new HangarError('NOT_FOUND', `no such resource: ${path}`);
 }
@@ -112,6 +121,8 @@ export class ControlServer {
           send(res, r.status, r.body);
         } catch (e) {
           const he = toHangarError(e);
+          // After a refused request the rest of its body may still be unread: do not reuse the connection.
+          if (!req.complete) res.setHeader('connection', 'close');
           send(res, he.status, { fault_message: he.message, code: he.code });
         }
         this.answered();

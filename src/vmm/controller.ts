@@ -33,6 +33,8 @@ export class VmmController {
   instanceStartNs?: bigint;
 
   private log?: Logger;
+  /** Called once the machine runs, before InstanceStart answers; a throw fails the start. */
+  onRunning?: () => void | Promise<void>;
 
   /**
    * `log` may be a loader: hangar-vmm passes one so the logging library is loaded only once
@@ -95,8 +97,8 @@ export class VmmController {
       // Loaded on first start (or preloaded once the socket answers, see main.ts), so the control
       // socket answers before KVM and the FFI are even loaded.
       const log = await this.logger();
-      const { Machine } = await import('./machine.js');
-      const m = await Machine.create({
+      const { buildMachine } = await import('./builder.js');
+      const m = await buildMachine({
         vcpus: this.machineConfig.vcpu_count,
         memBytes: this.machineConfig.mem_size_mib * 1024 * 1024,
         kernel: this.bootSource.kernel_image_path,
@@ -110,7 +112,9 @@ export class VmmController {
       this.machine = m;
       void m.exited.then((e) => { for (const f of this.exitListeners) f(e); });
       await m.start();
-      log.info({ kernel: m.kernel?.kind, entry: m.kernel?.entry, cmdline: m.kernel?.cmdline, unavailable: m.unavailable }, 'VM started');
+      // Lock the process down once the vCPU threads exist (main.ts: the seccomp filter).
+      await this.onRunning?.();
+      log.info({ kernel: m.kernel.kind, entry: m.kernel.entry, cmdline: m.kernel.cmdline }, 'VM started');
     } finally {
       this.starting = false;
     }
@@ -128,11 +132,10 @@ export class VmmController {
       vcpu_count: this.machineConfig.vcpu_count,
       mem_size_mib: this.machineConfig.mem_size_mib,
       boot_source: this.bootSource ?? null,
-      cmdline: m?.kernel?.cmdline ?? null,
-      kernel_kind: m?.kernel?.kind ?? null,
+      cmdline: m?.kernel.cmdline ?? null,
+      kernel_kind: m?.kernel.kind ?? null,
       drives: [...this.drives.values()],
       network_interfaces: [...this.nets.values()],
-      unavailable_devices: m?.unavailable ?? [],
       pid: process.pid,
     };
   }

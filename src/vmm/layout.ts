@@ -47,6 +47,8 @@ export const KERNEL_LOAD = HIMEM_START;
 export const MMIO_GAP_START = 0xc000_0000;
 export const MAX_RAM = MMIO_GAP_START;
 export const MIN_RAM = 16 * 1024 * 1024;
+/** Guest RAM is mapped in 2 MiB pages: its size is a whole number of them. */
+export const RAM_GRANULARITY = 2 * 1024 * 1024;
 export const MAX_VCPUS = 32;
 
 export const IOAPIC_BASE = 0xfec0_0000;

@@ -14,19 +14,31 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Logger } from '../common/log.js';
 import { toHangarError } from '../common/errors.js';
-import { ControlServer } from './api.js';
-import { parseConfigFile } from './config.js';
+import { ControlServer, loadValidators } from './api.js';
 import { ConsoleHub } from './console.js';
 import { VmmController } from './controller.js';
 import { exitCodeFor, VMM_EXIT, type VmmExitRecord } from './exit-codes.js';
 import type { MachineExit } from './machine.js';
+import { setInheritedKvmFd } from '../kvm/inherited-fd.js';
+import { seccompModeFromEnv, type SeccompMode } from '../kvm/seccomp-mode.js';
 
 const USAGE = `usage: hangar-vmm (--api-sock PATH | --config FILE) [--console stdio|none] [--console-sock PATH]
-                  [--console-log PATH] [--exit-file PATH] [--id ID] [--log-level LEVEL]`;
+                  [--console-log PATH] [--exit-file PATH] [--id ID] [--log-level LEVEL]
+                  [--kvm-fd N] [--no-seccomp]`;
 
 function usage(msg: string): never {
   process.stderr.write(`hangar-vmm: ${msg}\n${USAGE}\n`);
   process.exit(VMM_EXIT.USAGE);
+}
+
+/** --kvm-fd: must be an open descriptor of /dev/kvm (character device 10:232). */
+function kvmFdArg(v: string): number {
+  const fd = Number(v);
+  if (!/^[0-9]{1,4}$/.test(v) || fd < 3) usage('--kvm-fd must be a descriptor number of 3 or more');
+  let st: fs.Stats;
+  try { st = fs.fstatSync(fd); } catch { usage(`--kvm-fd ${fd}: no such open descriptor`); }
+  if (!st.isCharacterDevice() || st.rdev !== (10 << 8 | 232)) usage(`--kvm-fd ${fd} is not /dev/kvm`);
+  return fd;
 }
 
 async function main(): Promise<void> {
@@ -42,6 +54,8 @@ async function main(): Promise<void> {
         'exit-file': { type: 'string' },
         id: { type: 'string' },
         'log-level': { type: 'string' },
+        'kvm-fd': { type: 'string' },
+        'no-seccomp': { type: 'boolean' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -61,6 +75,14 @@ async function main(): Promise<void> {
   const id = args.id ?? 'vm';
   const hub = new ConsoleHub();
   const ctl = new VmmController(id, loadLogger, hub);
+  if (args['kvm-fd'] !== undefined) setInheritedKvmFd(kvmFdArg(args['kvm-fd']));
+  // The seccomp filter goes on once the vCPU threads run (src/kvm/seccomp.ts); HANGAR_VMM_SECCOMP=0 or --no-seccomp: off.
+  let seccomp: SeccompMode = 'off';
+  try { if (!args['no-seccomp']) seccomp = seccompModeFromEnv(); } catch (e) { usage((e as Error).message); }
+  // Loaded ahead (preload, or before a --config start), so installing it costs no turn of the event loop.
+  let install: ((mode: SeccompMode) => void) | undefined;
+  const loadSeccomp = (): Promise<void> => import('../kvm/seccomp.js').then((m) => { install = m.installSeccomp; });
+  if (seccomp !== 'off') ctl.onRunning = async () => { if (!install) await loadSeccomp(); install!(seccomp); };
   const api = new ControlServer(ctl);
   const exitFile = args['exit-file'];
 
@@ -98,6 +120,7 @@ async function main(): Promise<void> {
     if (args['console-sock']) await hub.listen(args['console-sock']);
     if (args.console === 'stdio') hub.attachStdio();
     if (args.config) {
+      const { parseConfigFile } = await loadValidators();
       const cfg = parseConfigFile(JSON.parse(fs.readFileSync(args.config, 'utf8')));
       if (cfg['machine-config']) ctl.setMachineConfig(cfg['machine-config']);
       ctl.setBootSource(cfg['boot-source']);
@@ -106,8 +129,12 @@ async function main(): Promise<void> {
       if (cfg.entropy) ctl.setEntropy(true);
     }
     if (args['api-sock']) await api.listen(args['api-sock']);
-    if (args.config) await ctl.start();
-    else api.afterFirstAnswer(() => preload(loadLogger));
+    if (args.config) {
+      if (seccomp !== 'off') await loadSeccomp();
+      await ctl.start();
+    } else {
+      api.afterFirstAnswer(() => { preload(loadLogger); if (seccomp !== 'off') loadSeccomp().catch(() => {}); });
+    }
   } catch (e) {
     const he = toHangarError(e);
     finish({ code: VMM_EXIT.ERROR, reason: 'error', detail: `${he.code}: ${he.message}` });
@@ -115,16 +142,18 @@ async function main(): Promise<void> {
 }
 
 /**
- * Loads what InstanceStart will need — the logger, the machine model, and one vCPU thread with
+ * Loads what configuring and InstanceStart will need — the body validators, the logger,
+ * the machine model, and one vCPU thread with
  * its own modules loaded (prewarmVcpuThread in vcpu-thread.ts) — while the client is still configuring the VM,
  * after the first API answer so that answer does not wait for it. This takes them off the
  * InstanceStart → first guest instruction path. Failures are ignored here: InstanceStart
  * loads the same modules again (and starts a fresh thread) and reports the error.
  */
 function preload(loadLogger: () => Promise<Logger>): void {
+  loadValidators().catch(() => {});
   import('./vcpu-thread.js').then((m) => m.prewarmVcpuThread()).catch(() => {});
   loadLogger().catch(() => {});
-  import('./machine.js').catch(() => {});
+  import('./builder.js').catch(() => {});
 }
 
 void main();

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { projectRoot } from '../../src/common/paths.js';
-import { runHangar, expectOk, type CliResult } from '../unit/cli-fake-daemon.js';
+import { runHangar, expectOk, type CliResult } from '../helpers/cli.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-cli-up-'));
 const env: NodeJS.ProcessEnv = {
@@ -98,6 +98,10 @@ test('hangar up, twice, then the daemon verbs', async (t) => {
 
   await t.test('up starts a stopped demo', async () => {
     ok(await hangar(['stop', 'demo', '--force']), 'stop');
+    // --force skips the guest's shutdown: a kill we asked for is a stop, not a crash.
+    const stopped = JSON.parse(ok(await hangar(['show', 'demo', '--json']), 'show').stdout) as { state: string; runtime: { lastExit: { reason: string } | null } };
+    assert.equal(stopped.state, 'stopped');
+    assert.equal(stopped.runtime.lastExit?.reason, 'killed');
     const r = ok(await hangar(['up']), 'up after stop');
     await notePids();
     assert.match(r.stderr, /^Started demo$/m);

@@ -12,10 +12,11 @@ import { WebSocket } from 'ws';
 import { startDaemon, requestUnix, waitOperation, type TestDaemon, type TestResponse } from '../helpers/daemon.js';
 
 let d: TestDaemon;
-const TOKEN = 'test-token-0123456789abcdef';
+const TOKEN = 'test-token-0123456789abcdef0123456789abcdef';
 
 before(async () => {
-  d = await startDaemon({ args: ['--listen', '127.0.0.1:0'], env: { HANGAR_API_TOKEN: TOKEN } });
+  // Plain HTTP on loopback (--insecure-http) keeps these requests simple; TLS is tested in cli-remote.
+  d = await startDaemon({ args: ['--listen', '127.0.0.1:0', '--insecure-http'], env: { HANGAR_API_TOKEN: TOKEN } });
 });
 after(async () => { await d?.cleanup(); });
 

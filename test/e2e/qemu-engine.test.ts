@@ -15,16 +15,19 @@ import { projectRoot } from '../../src/common/paths.js';
 import { createLogger } from '../../src/common/log.js';
 import type { EngineVmConfig, VmExit, VmHandle } from '../../src/engines/engine.js';
 import { QemuEngine } from '../../src/engines/qemu/engine.js';
-import { processAlive, processArgs } from '../../src/engines/qemu/procfs.js';
+import { processAlive, processArgs } from '../../src/engines/base/procfs.js';
 import { qemuVersion } from '../../src/engines/qemu/version.js';
 import { isHangarError } from '../../src/common/errors.js';
+import { START_TICKS, STOP_TICKS, lastTick, waitForTick, watchWindowMs } from '../helpers/guest-ticks.js';
+
+import { probeKvm } from '../../src/kvm/probe.js';
 
 process.env.HANGAR_IMAGE_DIR ??= path.join(projectRoot(), '.cache', 'images');
 const { ensureImage } = await import('../../src/host/images/index.js');
 const { TINY_PROMPT, TINY_BANNER } = await import('../../src/host/images/tiny.js');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hg-qemu-'));
-const engine = new QemuEngine({ logger: createLogger('test', process.env.HANGAR_LOG_LEVEL ?? 'warn') });
+const engine = new QemuEngine({ logger: createLogger('test', process.env.HANGAR_LOG_LEVEL ?? 'warn'), kvm: probeKvm });
 const pids = new Set<number>();
 const consoles: Duplex[] = [];
 let image: Awaited<ReturnType<typeof ensureImage>>;
@@ -114,7 +117,7 @@ test('capabilities: QEMU is available with its version', async () => {
   assert.ok(caps.accelerators.includes('tcg'));
 });
 
-test('tiny boots to a shell; pause/resume; ACPI power button powers it off', { timeout: 120_000 }, async (t) => {
+test('tiny boots to a shell; pause/resume; ACPI power button powers it off', { timeout: 240_000 }, async (t) => {
   const config = vmConfig('alpha');
   const t0 = Date.now();
   const vm = await start(config);
@@ -130,8 +133,18 @@ test('tiny boots to a shell; pause/resume; ACPI power button powers it off', { t
   assert.match(out, /\r?\n42\r?\n/);
   assert.match(await con.run('hostname'), /\nalpha\r?\n/);
 
+  // A counter in the guest shows whether its vCPUs run: no new tick while paused.
+  con.stream.write(`${START_TICKS}\n`);
+  const firstTick = await waitForTick(() => con.text, 1);
+  const pace0 = Date.now();
+  const paceTick = await waitForTick(() => con.text, firstTick + 5);
+  const watchMs = watchWindowMs(Date.now() - pace0, paceTick - firstTick);
   await vm.pause();
   assert.equal(await vm.queryState(), 'paused');
+  await new Promise((r) => setTimeout(r, 1000)); // a tick already on its way out may still land
+  const frozenAt = lastTick(con.text);
+  await new Promise((r) => setTimeout(r, watchMs));
+  assert.equal(lastTick(con.text), frozenAt, `the paused guest went on counting (watched ${watchMs} ms)`);
   const paused = await vm.stats();
   assert.equal(paused.state, 'paused');
   assert.equal(paused.pid, vm.pid);
@@ -139,6 +152,8 @@ test('tiny boots to a shell; pause/resume; ACPI power button powers it off', { t
   assert.ok(paused.cpuSeconds > 0, `cpu ${paused.cpuSeconds}`);
   await vm.resume();
   assert.equal(await vm.queryState(), 'running');
+  await waitForTick(() => con.text, frozenAt + 3);
+  con.stream.write(`${STOP_TICKS}\n`);
   assert.match(await con.run('echo resumed-$((1+1))'), /\nresumed-2\r?\n/);
 
   await vm.requestShutdown();

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { buildGuest, guestConfig, guestTestsUnavailable, runVmm, tempDir } from './virtio-harness.js';
+import { buildGuest, guestConfig, guestTestsUnavailable, runVmm, tempDir } from '../helpers/vmm.js';
 
 const skip = guestTestsUnavailable() ?? false;
 const dir = tempDir('virtio-evil-e2e');

@@ -13,7 +13,7 @@ import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VirtioMmioDevice } from '../../src/vmm/virtio/mmio.js';
 import { TapBackend, VirtioNet, parseMac } from '../../src/vmm/virtio/net.js';
-import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from '../unit/virtio-fixtures.js';
+import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from '../helpers/virtio-fixtures.js';
 
 const NS = `hangar-vnet-${process.pid}`;
 const TAP = `hvn${process.pid % 100000}`;

@@ -10,7 +10,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
-import { buildGuest, guestConfig, guestTestsUnavailable, startVmm, tempDir, type VmmProcess } from './virtio-harness.js';
+import { buildGuest, guestConfig, guestTestsUnavailable, startVmmConsole, tempDir, type VmmConsoleProcess } from '../helpers/vmm.js';
 
 const isRoot = process.getuid?.() === 0;
 const skip = guestTestsUnavailable() ?? (isRoot ? false : 'needs root for TAP and netns');
@@ -23,7 +23,7 @@ const dir = tempDir('virtio-net-e2e');
 
 let tapCreated = false;
 let nsCreated = false;
-let vmm: VmmProcess | null = null;
+let vmm: VmmConsoleProcess | null = null;
 
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -87,7 +87,7 @@ test('ARP and UDP echo between a namespace and the guest through a TAP', { skip 
   ip('netns', 'add', NS);
   nsCreated = true;
 
-  vmm = startVmm(guestConfig(kernel, {
+  vmm = startVmmConsole(guestConfig(kernel, {
     bootArgs: 'vnet.ip=0x0ad50102',
     nets: [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
   }), dir);

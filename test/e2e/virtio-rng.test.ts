@@ -6,11 +6,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { buildGuest, guestTestsUnavailable, startVmm, tempDir, vmmApi, type VmmProcess } from './virtio-harness.js';
+import { buildGuest, guestTestsUnavailable, startVmmConsole, tempDir, vmmApi, type VmmConsoleProcess } from '../helpers/vmm.js';
 
 const skip = guestTestsUnavailable() ?? false;
 const dir = tempDir('virtio-rng-e2e');
-let vmm: VmmProcess | null = null;
+let vmm: VmmConsoleProcess | null = null;
 after(async () => {
   if (vmm) {
     vmm.kill();
@@ -21,7 +21,7 @@ after(async () => {
 
 test('guest receives random bytes from virtio-rng', { skip }, async () => {
   const kernel = buildGuest('virtio-rng');
-  vmm = startVmm(null, dir);
+  vmm = startVmmConsole(null, dir);
   const put = async (p: string, body: object) => {
     const r = await vmmApi(dir, 'PUT', p, body);
     assert.equal(r.status, 204, `PUT ${p}: ${r.status} ${r.body}`);

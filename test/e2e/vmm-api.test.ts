@@ -2,15 +2,13 @@
  * hangar-vmm's control API on its Unix socket: configuration and its
  * validation, InstanceStart, GET /vm and /metrics, pause/resume of a running
  * guest (its counter stops while paused), Stop and SIGTERM with their exit
- * codes, and drives accepted without a device model.
+ * codes, and a configured drive placed in the first virtio-mmio slot.
  */
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
-import { projectRoot } from '../../src/common/paths.js';
 import { VMM_EXIT } from '../../src/vmm/exit-codes.js';
-import { api, bootGuest, buildGuest, ConsoleClient, kvmUsable, startVmm } from './vmm-helpers.js';
+import { api, bootGuest, buildGuest, ConsoleClient, kvmUsable, startVmm } from '../helpers/vmm.js';
 
 const skip = kvmUsable ? false : 'no usable /dev/kvm';
 let counterElf = '';
@@ -115,7 +113,7 @@ test('SIGTERM stops a running VM with exit 5; a paused VM stops too', { skip }, 
   }
 });
 
-test('--config starts at once; drives without a device model are reported', { skip }, async () => {
+test('--config starts at once; a configured drive gets the first virtio-mmio slot', { skip }, async () => {
   const img = `${process.env.TMPDIR ?? '/tmp'}/hangar-vmm-api-disk-${process.pid}.img`;
   fs.writeFileSync(img, Buffer.alloc(1 << 20));
   const vmm = await startVmm([], {
@@ -130,15 +128,9 @@ test('--config starts at once; drives without a device model are reported', { sk
     assert.equal(code, VMM_EXIT.POWEROFF);
     const log = fs.readFileSync(vmm.consoleLog, 'latin1');
     assert.match(log, /ram: 32 MiB/);
-    // With the virtio factory built the drive becomes a virtio-mmio device in slot 0 on the command line;
-    // without it the VM still boots and the drive is reported unavailable.
+    // The drive becomes a virtio-mmio device in slot 0, announced on the command line.
     const cmdline = /cmdline: (.*)\n/.exec(log)?.[1] ?? '';
-    if (fs.existsSync(path.join(projectRoot(), 'dist', 'src', 'vmm', 'virtio', 'index.js'))) {
-      assert.match(cmdline, /^console=ttyS0 virtio_mmio\.device=4K@0xd0000000:5$/);
-    } else {
-      assert.equal(cmdline, 'console=ttyS0');
-      assert.match(vmm.stderr(), /drive scratch: device not available/);
-    }
+    assert.match(cmdline, /^console=ttyS0 virtio_mmio\.device=4K@0xd0000000:5$/);
   } finally {
     await vmm.cleanup();
     fs.rmSync(img, { force: true });

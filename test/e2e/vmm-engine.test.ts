@@ -14,10 +14,11 @@ import type { Duplex } from 'node:stream';
 import type { EngineVmConfig, VmExit } from '../../src/engines/engine.js';
 import { MicroEngine as Engine } from '../../src/engines/micro/index.js';
 import { createLogger } from '../../src/common/log.js';
+import { probeKvm } from '../../src/kvm/probe.js';
 
 const logger = createLogger('test', 'silent');
-class MicroEngine extends Engine { constructor() { super({ logger }); } }
-import { buildGuest, kvmUsable } from './vmm-helpers.js';
+class MicroEngine extends Engine { constructor() { super({ logger, kvm: probeKvm }); } }
+import { buildGuest, kvmUsable } from '../helpers/vmm.js';
 
 const skip = kvmUsable ? false : 'no usable /dev/kvm';
 let echoElf = '';

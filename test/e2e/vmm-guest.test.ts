@@ -11,7 +11,7 @@ import { VMM_EXIT } from '../../src/vmm/exit-codes.js';
 import { probeKvm } from '../../src/kvm/probe.js';
 import os from 'node:os';
 import path from 'node:path';
-import { api, bootGuest, buildGuest, ConsoleClient, kvmUsable, makeBzImage, startVmm } from './vmm-helpers.js';
+import { api, bootGuest, buildGuest, ConsoleClient, kvmUsable, makeBzImage, startVmm } from '../helpers/vmm.js';
 
 const skip = kvmUsable ? false : 'no usable /dev/kvm';
 const elf: Record<string, string> = {};

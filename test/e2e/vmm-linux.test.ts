@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { e820Map, E820_RAM } from '../../src/vmm/layout.js';
 import { VMM_EXIT } from '../../src/vmm/exit-codes.js';
-import { api, ConsoleClient, debianCloudKernel, kvmUsable, startVmm, type DebianKernel } from './vmm-helpers.js';
+import { api, ConsoleClient, debianCloudKernel, kvmUsable, startVmm, type DebianKernel } from '../helpers/vmm.js';
 
 let kernel: DebianKernel | null = null;
 let why = '';

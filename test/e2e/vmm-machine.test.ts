@@ -7,10 +7,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '../../src/common/log.js';
-import { Machine } from '../../src/vmm/machine.js';
+import { buildMachine } from '../../src/vmm/builder.js';
+import type { Machine } from '../../src/vmm/machine.js';
 import type { MmioDevice } from '../../src/vmm/devices/device.js';
 import { VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../../src/vmm/layout.js';
-import { buildGuest, kvmUsable } from './vmm-helpers.js';
+import { buildGuest, kvmUsable } from '../helpers/vmm.js';
 
 const skip = kvmUsable ? false : 'no usable /dev/kvm';
 const log = createLogger('test', 'silent');
@@ -19,7 +20,7 @@ const SLOT7 = VIRTIO_MMIO_BASE + 7 * VIRTIO_MMIO_SIZE;
 
 async function runExits(setup: (m: Machine) => void): Promise<{ m: Machine; out: string }> {
   let out = '';
-  const m = await Machine.create({ vcpus: 1, memBytes: 32 * 2 ** 20, kernel: buildGuest('exits'), cmdline: `console=ttyS0 exits=${N}` }, log, (b) => { out += Buffer.from(b).toString('latin1'); });
+  const m = await buildMachine({ vcpus: 1, memBytes: 32 * 2 ** 20, kernel: buildGuest('exits'), cmdline: `console=ttyS0 exits=${N}` }, log, (b) => { out += Buffer.from(b).toString('latin1'); });
   setup(m);
   await m.start();
   const e = await m.exited;
@@ -35,7 +36,7 @@ test('guest MMIO stores reach a device registered on the MMIO bus, with offsets 
     mmioWrite(o, d) { writes.push([o, new DataView(d.buffer, d.byteOffset, d.byteLength).getUint32(0, true)]); },
     metrics: () => ({ writes: writes.length }),
   };
-  const { m } = await runExits((mm) => mm.addMmioDevice(SLOT7, VIRTIO_MMIO_SIZE, dev));
+  const { m } = await runExits((mm) => mm.devices.addMmioDevice(SLOT7, VIRTIO_MMIO_SIZE, dev));
   try {
     assert.equal(writes.length, N);
     assert.deepEqual(writes[0], [0, 0]);
@@ -49,7 +50,7 @@ test('guest MMIO stores reach a device registered on the MMIO bus, with offsets 
 test('ioeventfd: guest stores complete in KVM and wake the device thread through an eventfd', { skip }, async () => {
   let events = 0;
   let handle: { close(): void } | null = null;
-  const { m } = await runExits((mm) => { handle = mm.ioEventFd(SLOT7, 4, undefined, () => { events++; }); });
+  const { m } = await runExits((mm) => { handle = mm.devices.ioEventFd(SLOT7, 4, undefined, () => { events++; }); });
   try {
     if (handle === null) return; // this host's KVM has no ioeventfd: nothing to check
     await new Promise((r) => setTimeout(r, 50));

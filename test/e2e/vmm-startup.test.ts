@@ -7,7 +7,7 @@
  */
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, bootGuest, buildGuest, ConsoleClient, kvmUsable, startVmm } from './vmm-helpers.js';
+import { api, bootGuest, buildGuest, ConsoleClient, kvmUsable, startVmm } from '../helpers/vmm.js';
 
 const skip = kvmUsable ? false : 'no usable /dev/kvm';
 let firstInsnElf = '';

@@ -229,6 +229,8 @@ const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step
     expectExit: 0,
     drives: labDrive,
     steps: async (g, r) => {
+      r.answers.vda = await g.run('[ -b /dev/vda ] && echo block device || echo missing');
+      if (r.answers.vda !== 'block device') throw new Error(`no /dev/vda in the guest: ${await g.run('cat /proc/partitions; dmesg | grep -i virtio')}`);
       r.answers.size = await g.run('cat /sys/block/vda/size');
       r.answers.write = await g.run(`echo ${BLK_PATTERN} | dd of=/dev/vda bs=512 seek=2048 count=1 conv=sync 2>&1 | tail -1; sync`);
       r.answers.readBack = await g.run('dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 25');
@@ -241,6 +243,8 @@ const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step
     expectExit: 0,
     drives: labDrive,
     steps: async (g, r) => {
+      r.answers.vda = await g.run('[ -b /dev/vda ] && echo block device || echo missing');
+      if (r.answers.vda !== 'block device') throw new Error('no /dev/vda in the guest');
       r.answers.readBack = await g.run('dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 25');
       g.type('poweroff\n');
     },

@@ -8,15 +8,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { pino } from 'pino';
 import { QemuEngine } from '../../src/engines/qemu/engine.js';
 import { MicroEngine, microRunFiles } from '../../src/engines/micro/engine.js';
-import { runFiles } from '../../src/engines/qemu/cmdline.js';
-import { processAlive, readPidFile } from '../../src/engines/qemu/procfs.js';
+import { buildQemuArgs, runFiles } from '../../src/engines/qemu/cmdline.js';
+import { processAlive, readPidFile } from '../../src/engines/base/procfs.js';
 import type { EngineVmConfig } from '../../src/engines/engine.js';
+import { NESTED_KVM } from '../helpers/engines.js';
 
 const IDLE = 'setInterval(() => {}, 1 << 30)';
 
@@ -65,7 +67,7 @@ test('qemu: findProcess trusts a pid only when its cmdline names this VM\'s QMP 
   const runDir = path.join(dir, 'vms', 'a');
   fs.mkdirSync(runDir, { recursive: true });
   const files = runFiles(runDir);
-  const engine = new QemuEngine({ logger: pino({ level: 'silent' }) });
+  const engine = new QemuEngine({ logger: pino({ level: 'silent' }), kvm: async () => NESTED_KVM });
   const cfg = config(runDir);
 
   const fake = idle(t, ['-chardev', `socket,id=qmp,path=${files.qmpSocket},server=on,wait=off`]);
@@ -108,7 +110,7 @@ test('micro: findProcess reads vmm.pid and checks for hangar-vmm with this VM\'s
   const script = path.join(dir, 'dist', 'src', 'vmm', 'main.js');
   fs.mkdirSync(path.dirname(script), { recursive: true });
   fs.writeFileSync(script, `${IDLE};\n`);
-  const engine = new MicroEngine({ logger: pino({ level: 'silent' }), vmmMain: script });
+  const engine = new MicroEngine({ logger: pino({ level: 'silent' }), vmmMain: script, kvm: async () => NESTED_KVM });
   const cfg = config(runDir);
 
   const vmm = idle(t, ['--api-sock', files.apiSocket], script);
@@ -127,4 +129,54 @@ test('micro: findProcess reads vmm.pid and checks for hangar-vmm with this VM\'s
   assert.equal(await engine.killProcess(cfg, vmmPid), true);
   await gone;
   assert.equal(await engine.findProcess(cfg), null);
+});
+
+/** A QMP server on `socket` that answers like a running QEMU: greeting, capabilities, query-status. */
+function fakeQmp(t: { after(fn: () => void): void }, socket: string): Promise<void> {
+  const server = net.createServer((c) => {
+    c.write(`${JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 } }, capabilities: [] } })}\r\n`);
+    let buf = '';
+    c.on('data', (d) => {
+      buf += d.toString('utf8');
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const msg = JSON.parse(buf.slice(0, nl)) as { execute: string; id?: unknown };
+        buf = buf.slice(nl + 1);
+        const ret = msg.execute === 'query-status' ? { running: true, status: 'running' } : {};
+        c.write(`${JSON.stringify({ return: ret, id: msg.id })}\r\n`);
+      }
+    });
+    c.on('error', () => {});
+  });
+  t.after(() => server.close());
+  return new Promise((r) => server.listen(socket, () => r()));
+}
+
+test('qemu: a data directory with a comma: find, adopt and kill agree that the VM\'s QEMU is ours', async (t) => {
+  // QEMU option values double their commas, so the argv holds "path=/x,,y/qmp.sock":
+  // every check must look for what QEMU really got, or a restarted daemon kills a VM it should adopt.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar,comma-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const runDir = path.join(dir, 'vms', 'a');
+  fs.mkdirSync(runDir, { recursive: true });
+  const files = runFiles(runDir);
+  const engine = new QemuEngine({ logger: pino({ level: 'silent' }), kvm: async () => NESTED_KVM });
+  const cfg = config(runDir);
+
+  // A stand-in started with the very argv the engine gives QEMU for this VM.
+  const argv = buildQemuArgs({ ...cfg, name: 'vm' });
+  assert.ok(argv.some((a) => a.includes(',,')), 'the argv holds the doubled comma');
+  const fake = idle(t, argv);
+  const fakePid = await started(fake, 'qmp.sock');
+  fs.writeFileSync(files.pidFile, `${fakePid}\n`);
+  await fakeQmp(t, files.qmpSocket);
+
+  assert.equal(await engine.findProcess(cfg), fakePid, 'findProcess: ours');
+  const handle = await engine.adopt(cfg, fakePid);
+  assert.ok(handle, 'adopt: ours too (it must not give up on the process findProcess reported)');
+  assert.equal(await handle.queryState(), 'running');
+  const gone = exited(fake);
+  await handle.kill();
+  await gone;
+  assert.equal(fake.signalCode, 'SIGKILL', 'the handle\'s kill reached the process');
 });

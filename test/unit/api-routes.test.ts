@@ -20,6 +20,8 @@ import { HostChecker } from '../../src/host/hostcheck.js';
 import { VmManager } from '../../src/host/vms.js';
 import { buildServer } from '../../src/host/server.js';
 import { HangarError } from '../../src/common/errors.js';
+import { capabilitiesOf, registryOf } from '../helpers/engines.js';
+import type { AdmissionSettings, HostResources } from '../../src/host/admission.js';
 
 /** A VM "process" that lives in this test; it exits when told to. */
 class FakeHandle implements VmHandle {
@@ -62,7 +64,7 @@ class FakeEngine implements Engine {
   failNextStart: string | null = null;
   ignorePowerButton = false;
   async capabilities() {
-    return { name: 'qemu' as const, available: true, bootModes: ['kernel' as const], devices: [], accelerators: ['tcg' as const], snapshots: false, migration: false };
+    return capabilitiesOf('qemu');
   }
   async start(config: EngineVmConfig): Promise<VmHandle> {
     if (this.failNextStart) { const m = this.failNextStart; this.failNextStart = null; throw new HangarError('ENGINE_FAILED', m); }
@@ -104,6 +106,9 @@ let store: Store;
 let engine: FakeEngine;
 let app: FastifyInstance;
 let vms: VmManager;
+/** Admission as the next build() gets it: a pinned host (8 GiB, 2 CPUs) unless a test sets its own. */
+let admission: { admission?: AdmissionSettings; hostResources: HostResources };
+const PINNED_HOST = { hostResources: { memoryBytes: 8 * 1024 ** 3, cpus: 2 } };
 
 function build(): { vms: VmManager; ops: OperationManager } {
   const log = pino({ level: 'silent' });
@@ -116,13 +121,7 @@ function build(): { vms: VmManager; ops: OperationManager } {
       return { name, kernel: '/nonexistent/vmlinuz', initrd: '/nonexistent/initrd', cmdline: 'console=ttyS0' };
     },
   };
-  let m: VmManager | null = null;
-  const host = new HostChecker({
-    probeKvm: async () => ({ present: true, fullSystem: false, kind: 'nested-emulated' as const, detail: 'test' }),
-    qemuVersion: async () => '7.2.0',
-    allocated: () => m!.allocated(),
-  });
-  m = new VmManager({ dataDir: dir, store, events, operations, engines: { qemu: engine }, images, host, log });
+  const m = new VmManager({ dataDir: dir, store, events, operations, engines: registryOf({ qemu: engine }), images, log, ...admission });
   return { vms: m, ops: operations };
 }
 
@@ -130,10 +129,11 @@ beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-api-'));
   store = new Store(dir);
   engine = new FakeEngine();
+  admission = PINNED_HOST;
   const b = build();
   vms = b.vms;
   const log = pino({ level: 'silent' });
-  app = await buildServer({ version: 'test', dataDir: dir, vms, operations: b.ops, events: new EventBus(store), host: new HostChecker({ probeKvm: async () => ({ present: false, fullSystem: false, kind: 'absent' as const, detail: 'x' }), qemuVersion: async () => null, allocated: () => vms.allocated() }), images: { listImages: () => [{ name: 'tiny', description: 'd', status: 'ready' }], ensureImage: async () => { throw new Error('unused'); } }, engines: { qemu: engine }, log });
+  app = await buildServer({ version: 'test', dataDir: dir, vms, operations: b.ops, events: new EventBus(store), host: new HostChecker({ engines: registryOf({ qemu: engine }, { present: false, fullSystem: false, kind: 'absent', detail: 'x' }), budget: () => vms.budget() }), images: { listImages: () => [{ name: 'tiny', description: 'd', status: 'ready' }], ensureImage: async () => { throw new Error('unused'); } }, engines: registryOf({ qemu: engine }), log });
 });
 
 afterEach(async () => {
@@ -435,4 +435,80 @@ test('reconcile: a VM that never started (no engine config) is left as it is', a
   await restartDaemon();
   assert.deepEqual(store.requireVm('a'), before);
   assert.equal(store.listEvents().length, events);
+});
+
+// --- engine limits and admission -------------------------------------------------------------
+
+test('create checks the size against the engine\'s limits once, naming the rule; nothing is created', async () => {
+  const r = await call('POST', '/1.0/vms', { name: 'a', image: 'tiny', memory: '1000K' });
+  assert.equal(r.status, 400);
+  assert.equal(r.body.error.code, 'INVALID_ARGUMENT');
+  assert.equal(r.body.error.message, 'memory must be a multiple of 1 MiB for engine qemu, got 1000K');
+  const c = await call('POST', '/1.0/vms', { name: 'a', image: 'tiny', cpus: 256 });
+  assert.equal(c.body.error.message, 'cpus must be between 1 and 255 for engine qemu, got 256');
+  assert.deepEqual(store.listVms(), []);
+  assert.equal(engine.handles.length, 0);
+  // GET /1.0 tells clients the limits and the accelerator before they ask.
+  const info = await call('GET', '/1.0');
+  assert.deepEqual(info.body.metadata.engines[0].limits, { minMemoryBytes: 16 << 20, maxMemoryBytes: 1024 ** 4, memoryGranularityBytes: 1 << 20, maxCpus: 255 });
+  assert.equal(info.body.metadata.engines[0].defaultAccel, 'tcg');
+});
+
+test('admission: a launch beyond the memory budget is refused at once with the numbers; stopping a VM frees its share', async () => {
+  // Pinned host: 8 GiB, 2 CPUs → 7 GiB (1 GiB reserve) and 8 vCPUs admitted.
+  assert.equal((await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny', memory: '3G' }))).status, 'success');
+  assert.equal((await settle(await call('POST', '/1.0/vms', { name: 'b', image: 'tiny', memory: '3G' }))).status, 'success');
+  const over = await call('POST', '/1.0/vms', { name: 'c', image: 'tiny', memory: '2G' });
+  assert.equal(over.status, 422);
+  assert.equal(over.body.error.code, 'RESOURCE_EXHAUSTED');
+  assert.equal(over.body.error.message, 'cannot start VM "c": it needs 2G of memory, 6G of 7G admitted are committed to running VMs (1G free)');
+  assert.equal(store.getVm('c'), null, 'a refused launch creates nothing');
+  // Defined without starting it is fine; starting it is refused, at once.
+  assert.equal((await settle(await call('POST', '/1.0/vms', { name: 'c', image: 'tiny', memory: '2G', start: false }))).status, 'success');
+  const start = await call('PUT', '/1.0/vms/c/state', { action: 'start' });
+  assert.equal(start.status, 422);
+  assert.equal(start.body.error.details.resource, 'memory');
+  const host = (await call('GET', '/1.0/host')).body.metadata;
+  assert.deepEqual(host.budget.memoryBytes, { committed: 6 * 1024 ** 3, limit: 7 * 1024 ** 3 });
+  assert.deepEqual(host.budget.vms, { defined: 3, limit: 1000 });
+  assert.equal(engine.handles.length, 2);
+  await settle(await call('PUT', '/1.0/vms/a/state', { action: 'stop', force: true }));
+  assert.equal((await settle(await call('PUT', '/1.0/vms/c/state', { action: 'start' }))).status, 'success');
+  assert.equal(store.requireVm('c').state, 'running');
+});
+
+test('admission: vCPUs are bounded by the budget (4 per host CPU), not by the host CPU count per VM', async () => {
+  // 2 host CPUs: one VM may have 6 vCPUs (the engine allows 255); the budget holds 8 in all.
+  assert.equal((await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny', cpus: 6 }))).status, 'success');
+  const r = await call('POST', '/1.0/vms', { name: 'b', image: 'tiny', cpus: 3 });
+  assert.equal(r.status, 422);
+  assert.equal(r.body.error.message, 'cannot start VM "b": it needs 3 vCPUs, 6 of 8 admitted are committed to running VMs (2 free)');
+  assert.equal((await settle(await call('POST', '/1.0/vms', { name: 'b', image: 'tiny', cpus: 2 }))).status, 'success');
+});
+
+test('admission: concurrent starts that each fit alone but not together: exactly one starts', async () => {
+  for (const name of ['x', 'y', 'z']) await settle(await call('POST', '/1.0/vms', { name, image: 'tiny', memory: '3G', start: false }));
+  // Each passes the early check (nothing runs yet); only the real start, under the budget, decides.
+  const res = await Promise.all(['x', 'y', 'z'].map((n) => call('PUT', `/1.0/vms/${n}/state`, { action: 'start' })));
+  const ops = await Promise.all(res.map((r) => settle(r)));
+  assert.deepEqual(ops.map((o) => o.status).sort(), ['failure', 'success', 'success']);
+  const failed = ops.find((o) => o.status === 'failure');
+  assert.equal(failed.error.code, 'RESOURCE_EXHAUSTED');
+  assert.equal(engine.handles.length, 2, 'the refused VM\'s process was never started');
+  assert.equal(store.listVms().filter((v) => v.state === 'running').length, 2);
+  assert.ok(vms.committed().memoryBytes <= 7 * 1024 ** 3);
+});
+
+test('admission: the VM count cap refuses a create, even one that does not start', async () => {
+  admission = { ...PINNED_HOST, admission: { memoryReserveBytes: 1024 ** 3, memoryRatio: 1, cpuRatio: 4, maxVms: 2 } };
+  vms.shutdown();
+  vms = build().vms;
+  await app.close();
+  app = await buildServer({ version: 'test', dataDir: dir, vms, operations: new OperationManager(store, pino({ level: 'silent' })), events: new EventBus(store), host: new HostChecker({ engines: registryOf({ qemu: engine }), budget: () => vms.budget() }), images: { listImages: () => [{ name: 'tiny', description: 'd', status: 'ready' }], ensureImage: async () => { throw new Error('unused'); } }, engines: registryOf({ qemu: engine }), log: pino({ level: 'silent' }) });
+  await settle(await call('POST', '/1.0/vms', { name: 'a', image: 'tiny', start: false }));
+  await settle(await call('POST', '/1.0/vms', { name: 'b', image: 'tiny', start: false }));
+  const r = await call('POST', '/1.0/vms', { name: 'c', image: 'tiny', start: false });
+  assert.equal(r.status, 422);
+  assert.equal(r.body.error.code, 'RESOURCE_EXHAUSTED');
+  assert.match(r.body.error.message, /2 VMs are defined and this daemon admits at most 2 \(maxVms\)/);
 });

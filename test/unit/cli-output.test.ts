@@ -5,7 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HangarError } from '../../src/common/errors.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { HangarError, ERROR_STATUS, type ErrorCode } from '../../src/common/errors.js';
+import { projectRoot } from '../../src/common/paths.js';
 import type { Vm } from '../../src/host/api/schemas.js';
 import { formatDuration, formatSizeApprox, renderCsv, renderKeyValues, renderTable, resolveFormat } from '../../src/cli/output.js';
 import { EXIT, exitCodeFor } from '../../src/cli/exit-codes.js';
@@ -89,6 +92,18 @@ test('error codes map to documented exit codes', () => {
   assert.equal(exitCodeFor('ENGINE_FAILED'), EXIT.FAILURE);
 });
 
+test("docs/cli.md's exit-code table is exactly what the CLI does, for every error code", () => {
+  const doc = fs.readFileSync(path.join(projectRoot(), 'docs', 'cli.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('## Output, errors and exit codes'));
+  const documented = new Map<string, number>();
+  for (const m of section.matchAll(/^\| (\d+) \| [^|]+ \|([^|\n]*)\|$/gm)) {
+    for (const c of m[2]!.matchAll(/`([A-Z_]+)`/g)) documented.set(c[1]!, Number(m[1]));
+  }
+  const codes = Object.keys(ERROR_STATUS) as ErrorCode[];
+  assert.deepEqual([...documented.keys()].sort(), [...codes].sort(), 'every error code has its row, and no row names an unknown code');
+  for (const c of codes) assert.equal(exitCodeFor(c), documented.get(c), `${c}: exit code as documented`);
+});
+
 test('launch options become a validated create request', () => {
   assert.deepEqual(launchRequest('tiny', 'web1', { cpus: 2, memory: '256M', start: true }), { name: 'web1', image: 'tiny', cpus: 2, memory: 268435456 });
   assert.deepEqual(launchRequest('tiny', 'web1', { engine: 'micro', cmdline: 'quiet', start: false }), { name: 'web1', image: 'tiny', engine: 'micro', cmdline: 'quiet', start: false });
@@ -148,12 +163,20 @@ test('host check report says what Hangar will do', () => {
     cpus: { total: 2, allocated: 1 },
     memory: { totalBytes: 24 * 1024 ** 3, availableBytes: 20 * 1024 ** 3, allocatedBytes: 256 * 1024 ** 2 },
     defaultAccel: 'tcg',
+    budget: {
+      memoryBytes: { committed: 256 * 1024 ** 2, limit: 21 * 1024 ** 3 },
+      cpus: { committed: 1, limit: 8 },
+      vms: { defined: 3, limit: 1000 },
+      settings: { memoryReserveBytes: 3 * 1024 ** 3, memoryRatio: 1, cpuRatio: 4, maxVms: 1000 },
+    },
     advice: ['Full Linux guests run on QEMU with TCG.'],
   });
   assert.match(s, /^KVM: +present, but kernel mode is emulated \(nested-emulated\)/m);
   assert.match(s, /^QEMU: +7\.2\.0$/m);
   assert.match(s, /^Memory: +24G total, 20G available, 256M allocated to VMs$/m);
   assert.match(s, /TCG/);
+  assert.match(s, /^Budget: +memory 256M of 21G committed \(host less 3G reserve, x1\)$/m);
+  assert.match(s, /^ +vCPUs 1 of 8 committed \(4 per host CPU\); VMs 3 of 1000 defined$/m);
   assert.match(s, /^ {2}- Full Linux guests run on QEMU with TCG\.$/m);
 });
 

@@ -20,7 +20,8 @@ import type { Engine, EngineName, EngineVmConfig, VmExit, VmHandle } from '../..
 import { MicroEngine } from '../../src/engines/micro/engine.js';
 import type { KvmProbe } from '../../src/kvm/probe.js';
 import { DEFAULT_BOOT_ARGS } from '../../src/vmm/controller.js';
-import { kernelFormat, checkImportRequest, importLocalImage, listLocalImages, localImageRoot } from '../../src/host/images/local.js';
+import { kernelFormat, initrdFormat, checkImportRequest, importLocalImage, listLocalImages, localImageRoot, cleanStaleImportFolders } from '../../src/host/images/local.js';
+import { configureImportPolicy } from '../../src/host/images/policy.js';
 import { deleteImage, ensureImage, importImage, listImages } from '../../src/host/images/index.js';
 import { Store } from '../../src/host/store.js';
 import { OperationManager } from '../../src/host/operations.js';
@@ -28,6 +29,7 @@ import { EventBus } from '../../src/host/events.js';
 import { HostChecker } from '../../src/host/hostcheck.js';
 import { VmManager } from '../../src/host/vms.js';
 import { buildServer } from '../../src/host/server.js';
+import { capabilitiesOf, registryOf } from '../helpers/engines.js';
 import { importRequest } from '../../src/cli/commands/image.js';
 
 let dir: string;
@@ -73,14 +75,20 @@ function storeEntries(): string[] {
   try { return fs.readdirSync(localImageRoot()).sort(); } catch { return []; }
 }
 
+/** A gzip-compressed cpio archive, as initrds usually are. */
+const INITRD = Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), Buffer.alloc(60, 1)]);
+
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-img-'));
   src = path.join(dir, 'src');
   fs.mkdirSync(src);
   process.env.HANGAR_DATA_DIR = path.join(dir, 'data');
+  // Path imports read from the import folders only: here, the test's source folder.
+  configureImportPolicy({ importDirs: [src] });
 });
 
 afterEach(() => {
+  configureImportPolicy({});
   if (savedDataDir === undefined) delete process.env.HANGAR_DATA_DIR;
   else process.env.HANGAR_DATA_DIR = savedDataDir;
   fs.rmSync(dir, { recursive: true, force: true });
@@ -120,19 +128,22 @@ test('CLI: importRequest makes paths absolute against the working directory and 
 
 test('import copies the files, records the image and resolves it through ensureImage', async () => {
   const kernel = file('vmlinux', elfBytes());
-  const initrd = file('initrd', 'initrd bytes');
+  const initrd = file('initrd', INITRD);
   const img = await importImage({ name: 'guest', kernel, initrd, cmdline: 'console=ttyS0 quiet', description: 'a guest' });
   assert.equal(img.origin, 'imported');
   assert.equal(img.status, 'ready');
   assert.equal(img.description, 'a guest');
-  assert.equal(img.sizeBytes, 4096 + 12);
+  assert.equal(img.sizeBytes, 4096 + INITRD.length);
+  // Stored for the daemon only.
+  for (const f of [img.kernel!, img.initrd!, path.join(path.dirname(img.kernel!), 'image.json')]) assert.equal(fs.statSync(f).mode & 0o777, 0o600, f);
+  assert.equal(fs.statSync(path.dirname(img.kernel!)).mode & 0o777, 0o700);
   assert.ok(img.kernel!.startsWith(localImageRoot()));
   // Later changes to the sources do not reach the image.
   fs.writeFileSync(kernel, 'changed');
   fs.rmSync(initrd);
   const ready = await ensureImage('guest');
   assert.deepEqual(fs.readFileSync(ready.kernel), elfBytes());
-  assert.equal(fs.readFileSync(ready.initrd!, 'utf8'), 'initrd bytes');
+  assert.deepEqual(fs.readFileSync(ready.initrd!), INITRD);
   assert.equal(ready.cmdline, 'console=ttyS0 quiet');
 
   // Without initrd and cmdline: neither is made up (the engine's default command line applies).
@@ -152,12 +163,13 @@ test('bad files are refused and leave nothing behind', async () => {
   const good = file('k', elfBytes());
   await rejectsWith(importLocalImage({ name: 'a', kernel: 'relative/k' }, []), 'INVALID_ARGUMENT', /absolute path/);
   await rejectsWith(importLocalImage({ name: 'a', kernel: path.join(src, 'missing') }, []), 'NOT_FOUND', /does not exist/);
-  await rejectsWith(importLocalImage({ name: 'a', kernel: src }, []), 'INVALID_ARGUMENT', /not a regular file/);
+  fs.mkdirSync(path.join(src, 'sub'));
+  await rejectsWith(importLocalImage({ name: 'a', kernel: path.join(src, 'sub') }, []), 'INVALID_ARGUMENT', /not a regular file/);
   await rejectsWith(importLocalImage({ name: 'a', kernel: file('empty', '') }, []), 'INVALID_ARGUMENT', /empty/);
   await rejectsWith(importLocalImage({ name: 'a', kernel: file('script', '#!/bin/sh\n') }, []), 'INVALID_ARGUMENT', /neither an x86-64 ELF64/);
   await rejectsWith(importLocalImage({ name: 'a', kernel: file('elf32', elfBytes(1)) }, []), 'INVALID_ARGUMENT', /neither/);
   await rejectsWith(importLocalImage({ name: 'a', kernel: good, initrd: path.join(src, 'nope') }, []), 'NOT_FOUND', /initrd/);
-  await rejectsWith(importLocalImage({ name: 'a', kernel: good, initrd: src }, []), 'INVALID_ARGUMENT', /initrd .* not a regular file/);
+  await rejectsWith(importLocalImage({ name: 'a', kernel: good, initrd: path.join(src, 'sub') }, []), 'INVALID_ARGUMENT', /initrd .* not a regular file/);
   const fifo = path.join(src, 'fifo');
   execFileSync('mkfifo', [fifo]);
   await rejectsWith(importLocalImage({ name: 'a', kernel: fifo }, []), 'INVALID_ARGUMENT', /not a regular file/);
@@ -166,11 +178,108 @@ test('bad files are refused and leave nothing behind', async () => {
   assert.deepEqual(storeEntries(), []);
   assert.deepEqual(listLocalImages(), []);
 
-  // A symlink to a kernel is followed (as /boot/vmlinuz often is one).
+  // A symlink is never followed, even to a file inside the import folder.
   const link = path.join(src, 'link');
   fs.symlinkSync(good, link);
-  await importLocalImage({ name: 'linked', kernel: link }, []);
-  assert.deepEqual(storeEntries(), ['linked']);
+  await rejectsWith(importLocalImage({ name: 'linked', kernel: link }, []), 'INVALID_ARGUMENT', /symbolic link/);
+  assert.deepEqual(storeEntries(), []);
+});
+
+test('path imports: only inside the import folders, and outside ones never tell whether a path exists', async () => {
+  const good = file('k', elfBytes());
+  const secretDir = path.join(dir, 'secret');
+  fs.mkdirSync(secretDir);
+  fs.writeFileSync(path.join(secretDir, 'shadow'), 'root:$6$hash:19000:0:99999:7:::\n');
+  const outsideMsg = (p: string) => new RegExp(`^kernel "${p.replace(/[$^.*+?()[\]{}|\\/]/g, '\\$&')}" is not a file inside the daemon's import folders`);
+  // An existing file, a missing one, /etc/shadow, and a path that climbs out with "..": one answer for all.
+  for (const p of [path.join(secretDir, 'shadow'), path.join(secretDir, 'missing'), '/etc/shadow', `${src}/../secret/shadow`]) {
+    await rejectsWith(importLocalImage({ name: 'a', kernel: p }, []), 'INVALID_ARGUMENT', outsideMsg(p));
+  }
+  // The same for an initrd.
+  await rejectsWith(importLocalImage({ name: 'a', kernel: good, initrd: '/etc/shadow' }, []), 'INVALID_ARGUMENT', /^initrd "\/etc\/shadow" is not a file inside/);
+  // A folder inside that is a symlink to one outside: refused the same way, whether or not the target exists.
+  fs.symlinkSync(secretDir, path.join(src, 'escape'));
+  for (const p of [path.join(src, 'escape', 'shadow'), path.join(src, 'escape', 'missing')]) {
+    await rejectsWith(importLocalImage({ name: 'a', kernel: p }, []), 'INVALID_ARGUMENT', outsideMsg(p));
+  }
+  // A symlink as the file itself (to a real kernel outside): refused without following it.
+  fs.writeFileSync(path.join(secretDir, 'vmlinux'), elfBytes());
+  fs.symlinkSync(path.join(secretDir, 'vmlinux'), path.join(src, 'vmlinux-link'));
+  await rejectsWith(importLocalImage({ name: 'a', kernel: path.join(src, 'vmlinux-link') }, []), 'INVALID_ARGUMENT', /symbolic link/);
+  // No import folders at all: path imports are refused and uploads are the way.
+  configureImportPolicy({ importDirs: [] });
+  await rejectsWith(importLocalImage({ name: 'a', kernel: good }, []), 'INVALID_ARGUMENT', /none are configured: upload the file instead/);
+  assert.deepEqual(storeEntries(), []);
+  // A second import folder works like the first.
+  const other = path.join(dir, 'other');
+  fs.mkdirSync(other);
+  fs.writeFileSync(path.join(other, 'k2'), elfBytes());
+  configureImportPolicy({ importDirs: [src, other] });
+  await importLocalImage({ name: 'from-other', kernel: path.join(other, 'k2') }, []);
+  assert.deepEqual(storeEntries(), ['from-other']);
+});
+
+test('initrdFormat: cpio (newc, crc, odc) and the compressions Linux unpacks; nothing else', () => {
+  const cases: Array<[Buffer, string | null]> = [
+    [Buffer.from('070701000000'), 'cpio'],
+    [Buffer.from('070702000000'), 'cpio'],
+    [Buffer.from('070707000000'), 'cpio'],
+    [Buffer.from([0x1f, 0x8b, 8, 0]), 'gzip'],
+    [Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0]), 'xz'],
+    [Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0]), 'zstd'],
+    [Buffer.from([0x02, 0x21, 0x4c, 0x18, 0]), 'lz4'],
+    [Buffer.from([0x04, 0x22, 0x4d, 0x18, 0]), 'lz4'],
+    [Buffer.from('BZh91AY'), 'bzip2'],
+    [Buffer.from('BZhx'), null],
+    [Buffer.from('root:x:0:0:root:/root:/bin/bash\n'), null],
+    [Buffer.from('SQLite format 3\0'), null],
+    [Buffer.from('07070'), null],
+    [elfBytes(), null],
+    [Buffer.alloc(0), null],
+  ];
+  for (const [head, want] of cases) assert.equal(initrdFormat(head), want, JSON.stringify(head.subarray(0, 8).toString('latin1')));
+});
+
+test('an initrd that is not cpio or compressed data is refused, even from the import folder', async () => {
+  const good = file('k', elfBytes());
+  await rejectsWith(importLocalImage({ name: 'a', kernel: good, initrd: file('passwd', 'root:x:0:0:root:/root:/bin/bash\n') }, []), 'INVALID_ARGUMENT', /initrd .* neither a cpio archive/);
+  await rejectsWith(importLocalImage({ name: 'a', kernel: good, initrd: file('initrd-text', 'initrd bytes') }, []), 'INVALID_ARGUMENT', /neither a cpio/);
+  assert.deepEqual(storeEntries(), []);
+  const cpio = file('initrd.cpio', Buffer.concat([Buffer.from('070701'), Buffer.alloc(200, 0x30)]));
+  const img = await importLocalImage({ name: 'a', kernel: good, initrd: cpio }, []);
+  assert.equal(img.initrdFormat, 'cpio');
+});
+
+test('the image quota: an import that would exceed it is RESOURCE_EXHAUSTED and leaves nothing', async () => {
+  configureImportPolicy({ importDirs: [src], quotaBytes: 10_000 });
+  const k = file('k', elfBytes()); // 4096 bytes
+  await importLocalImage({ name: 'one', kernel: k }, []);
+  await importLocalImage({ name: 'two', kernel: k }, []);
+  await rejectsWith(importLocalImage({ name: 'three', kernel: k }, []), 'RESOURCE_EXHAUSTED', /quota exceeded/);
+  assert.deepEqual(storeEntries(), ['one', 'two']);
+  // Two at once cannot both take the same free space.
+  deleteImage('two');
+  const both = await Promise.allSettled([importLocalImage({ name: 'x', kernel: k }, []), importLocalImage({ name: 'y', kernel: k }, [])]);
+  assert.deepEqual(both.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
+  assert.equal(((both.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as HangarError).code, 'RESOURCE_EXHAUSTED');
+  // Deleting frees the space again.
+  deleteImage('one');
+  await importLocalImage({ name: 'three', kernel: k }, []);
+});
+
+test('stale work folders of a crashed daemon are removed; images and foreign entries stay', async () => {
+  await importLocalImage({ name: 'kept', kernel: file('k', elfBytes()) }, []);
+  const root = localImageRoot();
+  fs.mkdirSync(path.join(root, '.import-guest-AbC123'));
+  fs.writeFileSync(path.join(root, '.import-guest-AbC123', 'kernel'), 'half');
+  fs.mkdirSync(path.join(root, '.delete-old-1-2'));
+  fs.mkdirSync(path.join(root, 'notes'));
+  fs.writeFileSync(path.join(root, '.import-file-xyz'), 'a file, not a work folder');
+  fs.symlinkSync(src, path.join(root, '.import-link-xyz'));
+  const removed = cleanStaleImportFolders().map((p) => path.basename(p)).sort();
+  assert.deepEqual(removed, ['.delete-old-1-2', '.import-guest-AbC123']);
+  assert.deepEqual(storeEntries(), ['.import-file-xyz', '.import-link-xyz', 'kept', 'notes']);
+  assert.ok(fs.existsSync(path.join(src, 'k')), 'a symlink is not followed');
 });
 
 test('a taken name is ALREADY_EXISTS, also for two imports at once; delete removes the image', async () => {
@@ -216,7 +325,7 @@ class CapturingEngine implements Engine {
   configs: EngineVmConfig[] = [];
   constructor(readonly name: EngineName, readonly defaultCmdline?: string) {}
   async capabilities() {
-    return { name: this.name, available: true, bootModes: ['kernel' as const], devices: [], accelerators: ['kvm' as const], snapshots: false, migration: false };
+    return capabilitiesOf(this.name);
   }
   async start(config: EngineVmConfig): Promise<VmHandle> { this.configs.push(config); return new CapturingHandle(this.name); }
   async adopt(): Promise<VmHandle | null> { return null; }
@@ -237,13 +346,10 @@ async function apiWith(engines: Partial<Record<EngineName, Engine>>): Promise<{ 
   const operations = new OperationManager(store, log);
   const events = new EventBus(store);
   const images = { ensureImage, listImages, importImage, deleteImage };
-  const host = new HostChecker({
-    probeKvm: async () => ({ present: true, fullSystem: false, kind: 'nested-emulated' as const, detail: 'test' }),
-    qemuVersion: async () => '7.2.0',
-    allocated: () => vms.allocated(),
-  });
-  const vms: VmManager = new VmManager({ dataDir, store, events, operations, engines, images, host, log });
-  const app = await buildServer({ version: 'test', dataDir, vms, operations, events, host, images, engines, log });
+  const registry = registryOf(engines);
+  const vms: VmManager = new VmManager({ dataDir, store, events, operations, engines: registry, images, log });
+  const host = new HostChecker({ engines: registry, budget: () => vms.budget() });
+  const app = await buildServer({ version: 'test', dataDir, vms, operations, events, host, images, engines: registry, log });
   return { app, vms, store, async close() { await app.close(); vms.shutdown(); store.close(); } };
 }
 
@@ -280,6 +386,8 @@ test('API: import, list, get, delete (refused while a VM uses it); schema and fi
       [{ name: 'x', kernel: 'guest.elf' }, 400, 'INVALID_ARGUMENT'],
       [{ name: 'x', kernel: path.join(src, 'nope') }, 404, 'NOT_FOUND'],
       [{ name: 'x', kernel: file('text', 'hello') }, 400, 'INVALID_ARGUMENT'],
+      [{ name: 'x', kernel: '/etc/shadow' }, 400, 'INVALID_ARGUMENT'],
+      [{ name: 'x', kernel: '/etc/no-such-file' }, 400, 'INVALID_ARGUMENT'],
     ];
     for (const [body, status, code] of cases) {
       const r = await call(api.app, 'POST', '/1.0/images', body);
@@ -330,7 +438,7 @@ test('command line: the image\'s wins; an image without one gets the engine defa
 });
 
 test('micro engine without KVM: launch is refused with UNSUPPORTED and nothing is left behind', async () => {
-  const micro = new NoKvmMicroEngine({ logger: pino({ level: 'silent' }) });
+  const micro = new NoKvmMicroEngine({ logger: pino({ level: 'silent' }), kvm: async () => ({ present: false, fullSystem: false, kind: 'absent', detail: '/dev/kvm not usable (ENOENT)' }) });
   const api = await apiWith({ micro });
   try {
     const caps = await micro.capabilities();

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { exitReasonFor } from '../../src/engines/qemu/engine.js';
-import { processAlive, processArgs, processCpuSeconds, processRssBytes } from '../../src/engines/qemu/procfs.js';
+import { processAlive, processArgs, processCpuSeconds, processRssBytes } from '../../src/engines/base/procfs.js';
 import { parseQemuVersion } from '../../src/engines/qemu/version.js';
 
 test('SHUTDOWN reasons map to exit reasons; a kill we asked for wins; no event means crashed', () => {

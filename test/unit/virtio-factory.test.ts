@@ -10,7 +10,7 @@ import { MmioBus } from '../../src/vmm/bus.js';
 import type { DeviceHost } from '../../src/vmm/devices/host.js';
 import type { IrqLine, MmioDevice } from '../../src/vmm/devices/device.js';
 import { createLogger } from '../../src/common/log.js';
-import { RecordingIrq, TestMemory } from './virtio-fixtures.js';
+import { RecordingIrq, TestMemory } from '../helpers/virtio-fixtures.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-virtio-factory-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));

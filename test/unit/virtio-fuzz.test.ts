@@ -16,7 +16,7 @@ import { REG, STATUS, VirtioMmioDevice, type VirtioDevice } from '../../src/vmm/
 import { VirtioBlock } from '../../src/vmm/virtio/blk.js';
 import { VirtioRng } from '../../src/vmm/virtio/rng.js';
 import { VirtioNet, type FrameBackend } from '../../src/vmm/virtio/net.js';
-import { RecordingIrq, TestDriver, TestMemory } from './virtio-fixtures.js';
+import { RecordingIrq, TestDriver, TestMemory } from '../helpers/virtio-fixtures.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-virtio-fuzz-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));

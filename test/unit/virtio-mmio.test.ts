@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { HANGAR_VIRTIO_VENDOR, INT_CONFIG, INT_VRING, REG, STATUS, VIRTIO_ID, VIRTIO_MMIO_MAGIC, VirtioMmioDevice } from '../../src/vmm/virtio/mmio.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, VIRTQ_DESC_F_NEXT } from '../../src/vmm/virtio/queue.js';
 import { VirtioRng, RNG_QUEUE_SIZE } from '../../src/vmm/virtio/rng.js';
-import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from './virtio-fixtures.js';
+import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from '../helpers/virtio-fixtures.js';
 
 function rig(opts: { irqMode?: 'level' | 'edge' } = {}) {
   const mem = new TestMemory(1 << 20);

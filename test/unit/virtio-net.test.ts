@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { VirtioMmioDevice, REG, STATUS } from '../../src/vmm/virtio/mmio.js';
 import { VirtioNet, VIRTIO_NET_F, VIRTIO_NET_HDR_BYTES, parseMac, formatMac, type FrameBackend } from '../../src/vmm/virtio/net.js';
-import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from './virtio-fixtures.js';
+import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from '../helpers/virtio-fixtures.js';
 
 /** Frames in and out of memory, and a watch callback the test fires by hand. */
 class FakeBackend implements FrameBackend {

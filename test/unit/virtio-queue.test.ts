@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Virtqueue, VirtqueueError, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/vmm/virtio/queue.js';
-import { TestMemory } from './virtio-fixtures.js';
+import { TestMemory } from '../helpers/virtio-fixtures.js';
 
 const MEM = 1 << 20;
 const DESC = 0x1000;

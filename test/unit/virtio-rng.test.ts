@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtioMmioDevice } from '../../src/vmm/virtio/mmio.js';
 import { VirtioRng, RNG_MAX_REQUEST } from '../../src/vmm/virtio/rng.js';
-import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from './virtio-fixtures.js';
+import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from '../helpers/virtio-fixtures.js';
 
 function rig() {
   const mem = new TestMemory(1 << 20);

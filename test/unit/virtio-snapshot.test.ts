@@ -6,7 +6,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { REG, STATUS, VirtioMmioDevice, type VirtioMmioSnapshot } from '../../src/vmm/virtio/mmio.js';
 import { VirtioBlock, VIRTIO_BLK_T } from '../../src/vmm/virtio/blk.js';
-import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from './virtio-fixtures.js';
+import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from '../helpers/virtio-fixtures.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-virtio-snap-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));

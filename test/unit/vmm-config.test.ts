@@ -91,3 +91,79 @@ test('exit codes and the micro engine mapping', () => {
   assert.equal(vmExitFor(null, null, { code: 0, reason: 'poweroff', detail: 'x' }, false).reason, 'poweroff', 'adopted: exit record');
   assert.equal(vmExitFor(null, null, null, false).reason, 'crashed');
 });
+
+test('one schema per body: validation messages quote its rule, and GET /openapi.json carries the same schemas', async () => {
+  const { VmmMachineConfig, VmmDrive, VmmNetworkInterface } = await import('../../src/api/vmm.js');
+  assert.throws(() => parseMachineConfig({ vcpu_count: 99, mem_size_mib: 64 }), /machine-config: "vcpu_count" must be a whole number from 1 to 32/);
+  assert.throws(() => parseMachineConfig({ vcpu_count: 1 }), /machine-config: field "mem_size_mib" is required/);
+  assert.throws(() => parseMachineConfig({ vcpu_count: 1, mem_size_mib: 64, turbo: true }), /machine-config: unknown field "turbo"/);
+  assert.throws(() => parseConfigFile({ 'boot-source': { kernel_image_path: '/k' }, drives: [{ drive_id: 'a', path_on_host: '/a', x: 1 }] }), /config: "drives\[0\]" unknown field "x"/);
+  const ctl = {} as VmmController;
+  const r = await route(ctl, 'GET', '/openapi.json', undefined);
+  assert.equal(r.status, 200);
+  const doc = r.body as { openapi: string; paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: unknown }> } }>> };
+  assert.match(doc.openapi, /^3\./);
+  const bodyOf = (p: string, m: string) => doc.paths[p]?.[m]?.requestBody?.content['application/json']?.schema;
+  assert.deepEqual(bodyOf('/machine-config', 'put'), JSON.parse(JSON.stringify(VmmMachineConfig)));
+  assert.deepEqual(bodyOf('/drives/{drive_id}', 'put'), JSON.parse(JSON.stringify(VmmDrive)));
+  assert.deepEqual(bodyOf('/network-interfaces/{iface_id}', 'put'), JSON.parse(JSON.stringify(VmmNetworkInterface)));
+  for (const p of ['/', '/vm', '/metrics', '/boot-source', '/entropy', '/actions']) assert.ok(doc.paths[p], `${p} documented`);
+});
+
+test('the drive-id rule is one rule: the API and the virtio factory refuse the same ids', async () => {
+  const { createVirtioDevices } = await import('../../src/vmm/virtio/index.js');
+  const { DEVICE_ID_PATTERN } = await import('../../src/api/names.js');
+  const host = { log: { child: () => host.log, info() {}, warn() {} } } as unknown as Parameters<typeof createVirtioDevices>[0];
+  for (const id of ['a.b', 'x'.repeat(65), '', 'a/b', '..']) {
+    assert.equal(new RegExp(DEVICE_ID_PATTERN).test(id), false, id);
+    assert.throws(() => parseDrive({ drive_id: id, path_on_host: '/x' }), invalid, `API: ${id}`);
+    assert.throws(() => createVirtioDevices(host, { drives: [{ drive_id: id, path_on_host: '/x' }], nets: [] }), invalid, `factory: ${id}`);
+  }
+});
+
+test('the VMM checks bodies against the TypeBox schemas: generated JSON equals them, and its checker agrees with Value.Check', async () => {
+  const api = await import('../../src/api/vmm.js');
+  const { VMM_SCHEMA_JSON } = await import('../../src/api/vmm-schemas.generated.js');
+  const { firstSchemaError } = await import('../../src/vmm/schema-check.js');
+  const { Value } = await import('typebox/value');
+  const fsm = await import('node:fs');
+  const { projectRoot } = await import('../../src/common/paths.js');
+  const generated = fsm.readFileSync(`${projectRoot()}/src/api/vmm-schemas.generated.ts`, 'utf8');
+  assert.equal(generated, api.vmmSchemasModule(), 'src/api/vmm-schemas.generated.ts is stale: npm run build && node scripts/gen-vmm-schemas.mjs');
+  assert.deepEqual(VMM_SCHEMA_JSON, JSON.parse(JSON.stringify(api.VMM_BODY_SCHEMAS)));
+  // Differential: random bodies, valid ones bent in random ways; both checkers must agree on each.
+  const { Rng } = await import('../helpers/fuzz.js');
+  const r = new Rng(12345);
+  const rnd = (n: number) => r.int(n);
+  const atoms: unknown[] = [null, true, false, 0, 1, -1, 1.5, 2, 15, 16, 17, 32, 33, 129, 1023, 3072, 3074, '', '/', '/a', 'a', 'a\nb', '/a\u0000', 'x'.repeat(4001), 'tap0', '..', 'a.b', 'd1', '02:00:00:00:00:01', '01:00:00:00:00:0g', 'Paused', 'InstanceStart', 'é', 'ok serial', 'x'.repeat(21), [], {}];
+  const samples: Record<string, unknown> = {
+    machineConfig: { vcpu_count: 2, mem_size_mib: 256, smt: false, track_dirty_pages: true, conservative_cpuid: true },
+    bootSource: { kernel_image_path: '/k', initrd_path: '/i', boot_args: 'console=ttyS0' },
+    drive: { drive_id: 'd1', path_on_host: '/d', is_root_device: false, is_read_only: true, serial: 'abc' },
+    networkInterface: { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: '02:00:00:00:00:01' },
+    entropy: {},
+    action: { action_type: 'Pause' },
+    vmStatePatch: { state: 'Resumed' },
+    configFile: { 'machine-config': { vcpu_count: 1, mem_size_mib: 64 }, 'boot-source': { kernel_image_path: '/k' }, drives: [{ drive_id: 'a', path_on_host: '/a' }], 'network-interfaces': [], entropy: {} },
+  };
+  let agreed = 0, valid = 0;
+  for (const [name, schema] of Object.entries(api.VMM_BODY_SCHEMAS)) {
+    for (let i = 0; i < 1500; i++) {
+      const v = JSON.parse(JSON.stringify(samples[name])) as Record<string, unknown>;
+      const keys = Object.keys(v);
+      for (let k = rnd(3); k > 0; k--) {
+        const op = rnd(4);
+        if (op === 0 && keys.length) delete v[keys[rnd(keys.length)]!];
+        else if (op === 1 && keys.length) v[keys[rnd(keys.length)]!] = atoms[rnd(atoms.length)];
+        else if (op === 2) v[['extra', 'smt', 'serial', 'drives', 'state'][rnd(5)]!] = atoms[rnd(atoms.length)];
+      }
+      const body = rnd(10) === 0 ? atoms[rnd(atoms.length)] : v;
+      const tb = Value.Check(schema, body);
+      const ours = firstSchemaError(VMM_SCHEMA_JSON[name as keyof typeof VMM_SCHEMA_JSON] as never, body) === null;
+      assert.equal(ours, tb, `${name} ${JSON.stringify(body)}: ours ${ours}, TypeBox ${tb}`);
+      agreed++;
+      if (tb) valid++;
+    }
+  }
+  assert.ok(valid > 100 && valid < agreed - 100, `both verdicts exercised: ${valid} valid of ${agreed}`);
+});

@@ -16,7 +16,7 @@ import { writeAcpiTables } from '../../src/vmm/boot/acpi.js';
 import { writePageTables, gdtEntry } from '../../src/vmm/boot/x86.js';
 import * as L from '../../src/vmm/layout.js';
 import { GuestMemoryError } from '../../src/vmm/devices/device.js';
-import { buildGuest, makeBzImage } from '../e2e/vmm-helpers.js';
+import { buildGuest, makeBzImage } from '../helpers/vmm.js';
 
 let dir = '';
 let elf = '';

@@ -180,9 +180,10 @@ export function registerDaemonCommands(program: Command): void {
       pid,
       version: info && typeof info.version === 'string' ? info.version : null,
       dataDir: info && typeof info.dataDir === 'string' ? info.dataDir : client.endpoint.remote ? null : dataDir(),
+      ...(info && typeof info.tlsFingerprint === 'string' ? { tlsFingerprint: info.tlsFingerprint } : {}),
     };
     if (o.json) printJson(status);
-    else if (running) out(`hangard is running${pid ? ` (pid ${pid})` : ''} at ${status.endpoint}${status.version ? `, version ${status.version}` : ''}\n`);
+    else if (running) out(`hangard is running${pid ? ` (pid ${pid})` : ''} at ${status.endpoint}${status.version ? `, version ${status.version}` : ''}\n${status.tlsFingerprint ? `TLS certificate SHA-256: ${status.tlsFingerprint}\n` : ''}`);
     else out(`hangard is not running (no answer at ${status.endpoint})\n`);
     if (!running) process.exitCode = EXIT.UNAVAILABLE;
   });

@@ -13,6 +13,16 @@ function kvmLine(k: HostCheck['kvm']): string {
   return `present, but kernel mode is emulated (${k.kind}): full guests cannot run at native speed`;
 }
 
+/** The admission budget: committed against the limit, and the settings behind the limits. */
+function budgetLines(b: HostCheck['budget'] | undefined): string[] {
+  if (!b) return [];
+  const s = b.settings;
+  return [
+    `Budget:        memory ${size(b.memoryBytes.committed)} of ${size(b.memoryBytes.limit)} committed (host less ${size(s.memoryReserveBytes)} reserve, x${s.memoryRatio})`,
+    `               vCPUs ${b.cpus.committed} of ${b.cpus.limit} committed (${s.cpuRatio} per host CPU); VMs ${b.vms.defined} of ${b.vms.limit} defined`,
+  ];
+}
+
 /** The readable report; advice lines come from the daemon, which knows this host. */
 export function renderHostCheck(h: HostCheck): string {
   const lines = [
@@ -22,6 +32,7 @@ export function renderHostCheck(h: HostCheck): string {
     `CPUs:          ${h.cpus.total} total, ${h.cpus.allocated} allocated to VMs`,
     `Memory:        ${size(h.memory.totalBytes)} total, ${size(h.memory.availableBytes)} available, ${size(h.memory.allocatedBytes)} allocated to VMs`,
     `Acceleration:  full Linux guests run with ${h.defaultAccel === 'kvm' ? 'KVM (hardware acceleration)' : 'TCG (QEMU software emulation)'} by default`,
+    ...budgetLines(h.budget),
   ];
   if (h.advice.length) {
     lines.push('', 'What Hangar will do:');
@@ -32,7 +43,7 @@ export function renderHostCheck(h: HostCheck): string {
 
 export function registerHostCommands(program: Command): void {
   const host = program.command('host').description('this host as Hangar sees it');
-  withJson(host.command('check').description('report KVM, QEMU, CPUs and memory, and what Hangar will do')).action(
+  withJson(host.command('check').description('report KVM, QEMU, CPUs and memory, the admission budget, and what Hangar will do')).action(
     async (o: { json?: boolean }, cmd: Command) => {
       const h = await clientFor(cmd).get<HostCheck>('/1.0/host');
       if (o.json) printJson(h);

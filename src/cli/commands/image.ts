@@ -1,19 +1,23 @@
 /**
  * `hangar image list|import|delete`: images the daemon can boot, whether
- * they are built, and images imported from files on the daemon's host.
+ * they are built, and imported ones. `import` uploads local files through
+ * the API (so it works against a remote daemon too) with progress; with
+ * --from-daemon-dir it names files in the daemon's own import folders instead.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { HangarError } from '../../common/errors.js';
+import { isImageName, IMAGE_NAME_RULE } from '../../api/names.js';
 import { formatSize } from '../../common/sizes.js';
-import type { Image, ImageImportRequest } from '../../host/api/schemas.js';
+import type { Image, ImageImportRequest, Operation } from '../../host/api/schemas.js';
+import { errorFromResponse, type ApiClient } from '../client.js';
 import { clientFor, formatFor, out, printJson, withJson } from '../context.js';
-
-const IMAGE_NAME_RE = /^[a-z][a-z0-9._-]{0,62}$/;
+import { ProgressReporter } from '../progress.js';
 
 function checkImageName(name: string): string {
-  if (!IMAGE_NAME_RE.test(name)) {
-    throw new HangarError('INVALID_ARGUMENT', `image name "${name}" is not valid: lower-case letters, digits, dots, dashes and underscores, starting with a letter, at most 63 characters`);
+  if (!isImageName(name)) {
+    throw new HangarError('INVALID_ARGUMENT', `image name "${name}" is not valid: ${IMAGE_NAME_RULE}`);
   }
   return name;
 }
@@ -23,6 +27,64 @@ export interface ImportOptions {
   initrd?: string;
   cmdline?: string;
   description?: string;
+  fromDaemonDir?: boolean;
+}
+
+/** A local file to upload: must be a non-empty regular file (a symlink to one is fine: it is the user's own). */
+function localFile(p: string, what: string): { path: string; size: number } {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new HangarError('NOT_FOUND', `${what} ${p} does not exist`);
+    throw new HangarError('INVALID_ARGUMENT', `cannot read ${what} ${p}: ${(e as Error).message}`);
+  }
+  if (!st.isFile()) throw new HangarError('INVALID_ARGUMENT', `${what} ${p} is not a regular file`);
+  if (st.size === 0) throw new HangarError('INVALID_ARGUMENT', `${what} ${p} is empty`);
+  return { path: p, size: st.size };
+}
+
+/**
+ * Uploads a kernel (and initrd) as a new image: announces the sizes, sends
+ * each file, and returns the image the finished operation reports. Progress
+ * (bytes sent) goes to stderr unless quiet.
+ */
+export async function uploadImage(client: ApiClient, name: string, o: ImportOptions, quiet: boolean): Promise<Image> {
+  checkImageName(name);
+  const kernel = localFile(o.kernel, 'kernel');
+  const initrd = o.initrd !== undefined ? localFile(o.initrd, 'initrd') : undefined;
+  const op = await client.call<Operation>('POST', '/1.0/images/uploads', {
+    name, kernelBytes: kernel.size, ...(initrd ? { initrdBytes: initrd.size } : {}),
+    ...(o.cmdline !== undefined ? { cmdline: o.cmdline } : {}), ...(o.description !== undefined ? { description: o.description } : {}),
+  });
+  const total = kernel.size + (initrd?.size ?? 0);
+  const progress = quiet ? undefined : new ProgressReporter(`Uploading image ${name} (${formatSize(total)})`);
+  progress?.start();
+  let before = 0;
+  try {
+    for (const [part, f] of [['kernel', kernel], ...(initrd ? [['initrd', initrd]] : [])] as Array<[string, { path: string; size: number }]>) {
+      const url = `/1.0/images/uploads/${encodeURIComponent(op.id)}/${part}`;
+      let res;
+      try {
+        res = await client.upload('PUT', url, f.path, f.size, (sent) => {
+          progress?.update({ description: '', progress: { stage: `uploading ${part}`, percent: ((before + sent) / total) * 100 } });
+        });
+      } catch (e) {
+        // The daemon cut the upload off: its operation says why.
+        await client.waitOperation(op.id);
+        throw e;
+      }
+      if (res.status >= 400) throw errorFromResponse(res);
+      before += f.size;
+    }
+    const final = await client.waitOperation(op.id);
+    progress?.stop();
+    return final.result as Image;
+  } catch (e) {
+    progress?.stop();
+    throw e;
+  }
 }
 
 /**
@@ -60,14 +122,18 @@ export function registerImageCommands(program: Command): void {
   withJson(
     image
       .command('import')
-      .description("import an image from a kernel (and initrd) on the daemon's host; the daemon keeps its own copy")
+      .description('import an image: uploads a kernel (and initrd) to the daemon, which keeps its own copy')
       .argument('<name>', 'image name: lower-case letters, digits, dots, dashes and underscores')
       .requiredOption('--kernel <path>', 'x86-64 ELF64 kernel or Linux bzImage')
-      .option('--initrd <path>', 'initrd to load with it')
+      .option('--initrd <path>', 'initrd to load with it: cpio, or gzip/xz/zstd/lz4/bzip2-compressed cpio')
       .option('--cmdline <args>', "kernel command line (default: the engine's)")
-      .option('--description <text>', 'one line shown by `hangar image list`'),
+      .option('--description <text>', 'one line shown by `hangar image list`')
+      .option('--from-daemon-dir', "don't upload: the paths name files in the daemon's import folders on its host"),
   ).action(async (name: string, o: ImportOptions & { json?: boolean }, cmd: Command) => {
-    const img = await clientFor(cmd).call<Image>('POST', '/1.0/images', importRequest(name, o));
+    const client = clientFor(cmd);
+    const img = o.fromDaemonDir
+      ? await client.call<Image>('POST', '/1.0/images', importRequest(name, o))
+      : await uploadImage(client, name, o, Boolean(o.json));
     if (o.json) return printJson(img);
     out(`Imported image ${img.name} (${img.sizeBytes !== undefined ? formatSize(img.sizeBytes) : '?'})\n`);
   });

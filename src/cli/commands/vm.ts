@@ -4,6 +4,7 @@
 import { Option, type Command } from 'commander';
 import { formatSize, parseSize } from '../../common/sizes.js';
 import { HangarError } from '../../common/errors.js';
+import { ENGINE_NAMES, type EngineName } from '../../api/engine.js';
 import type { Operation, Vm, VmCreateRequest, VmStateRequest } from '../../host/api/schemas.js';
 import type { ApiClient } from '../client.js';
 import {
@@ -56,7 +57,7 @@ export function renderVm(vm: Vm): string {
 interface LaunchOpts {
   cpus?: number;
   memory?: string;
-  engine?: 'qemu' | 'micro';
+  engine?: EngineName;
   cmdline?: string;
   start: boolean;
   wait: boolean;
@@ -119,7 +120,7 @@ export function registerVmCommands(program: Command): void {
       .argument('<name>', 'VM name: lower-case letters, digits and dashes')
       .option('--cpus <n>', 'number of vCPUs (default 1)', parseIntOption('--cpus', 1, 1024))
       .option('--memory <size>', 'guest memory, e.g. 256M or 2G (default chosen by the daemon)')
-      .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices(['qemu', 'micro']))
+      .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices([...ENGINE_NAMES]))
       .option('--cmdline <args>', 'extra kernel command-line arguments')
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),

@@ -1,8 +1,12 @@
 /**
- * A small client for hangar-vmm's control API (HTTP + JSON on a Unix socket).
- * Errors come back as HangarErrors carrying the VMM's code and message.
+ * A small client for hangar-vmm's control API (HTTP + JSON on a Unix socket),
+ * typed by the API's schemas in src/api/vmm.ts. Errors come back as
+ * HangarErrors carrying the VMM's code and message.
  */
 import http from 'node:http';
+import type {
+  VmmActionType, VmmBootSource, VmmDrive, VmmInstanceInfo, VmmMachineConfig, VmmNetworkInterface, VmmVmInfo,
+} from '../../api/vmm.js';
 import { HangarError, type ErrorCode, ERROR_STATUS } from '../../common/errors.js';
 
 export class VmmClient {
@@ -37,5 +41,14 @@ export class VmmClient {
 
   get(p: string): Promise<unknown> { return this.request('GET', p); }
   put(p: string, body: unknown): Promise<unknown> { return this.request('PUT', p, body); }
-  action(actionType: string): Promise<unknown> { return this.put('/actions', { action_type: actionType }); }
+
+  instanceInfo(): Promise<VmmInstanceInfo> { return this.get('/') as Promise<VmmInstanceInfo>; }
+  vmInfo(): Promise<VmmVmInfo> { return this.get('/vm') as Promise<VmmVmInfo>; }
+  async putMachineConfig(body: VmmMachineConfig): Promise<void> { await this.put('/machine-config', body); }
+  async putBootSource(body: VmmBootSource): Promise<void> { await this.put('/boot-source', body); }
+  async putDrive(body: VmmDrive): Promise<void> { await this.put(`/drives/${encodeURIComponent(body.drive_id)}`, body); }
+  async putNetworkInterface(body: VmmNetworkInterface): Promise<void> { await this.put(`/network-interfaces/${encodeURIComponent(body.iface_id)}`, body); }
+  async putEntropy(): Promise<void> { await this.put('/entropy', {}); }
+  async action(actionType: VmmActionType): Promise<void> { await this.put('/actions', { action_type: actionType }); }
+  async patchVmState(state: 'Paused' | 'Resumed'): Promise<void> { await this.request('PATCH', '/vm', { state }); }
 }

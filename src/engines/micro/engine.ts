@@ -11,18 +11,23 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import { projectRoot } from '../../common/paths.js';
-import type { Engine, EngineCapabilities, EngineVmConfig, VmExit, VmHandle, VmStats } from '../engine.js';
-import { processAlive, processArgs, processCpuSeconds, processRssBytes, findVerifiedProcess, killVerified } from '../qemu/procfs.js';
-import { probeKvm, type KvmProbe } from '../../kvm/probe.js';
+import type { Engine, EngineCapabilities, EngineVmConfig, VmExit, VmHandle } from '../engine.js';
+import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
+import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
+import { spawnVmProcess } from '../base/spawn.js';
+import type { KvmProbe } from '../../kvm/probe.js';
+import { ownProbe } from '../base/kvm.js';
+import { MICRO_LIMITS } from './limits.js';
 import { VMM_EXIT, type VmmExitRecord } from '../../vmm/exit-codes.js';
 import { DEFAULT_BOOT_ARGS } from '../../vmm/controller.js';
 import { VMM_NODE_FLAGS } from '../../vmm/process-flags.js';
 import { VmmClient } from './client.js';
+import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
 export interface MicroEngineOptions {
   logger?: Logger;
@@ -30,9 +35,9 @@ export interface MicroEngineOptions {
   startTimeoutMs?: number;
   /** Path of hangar-vmm's compiled entry point (default <projectRoot>/dist/src/vmm/main.js). */
   vmmMain?: string;
+  /** This host's KVM, probed once per daemon (the engine registry shares one probe between engines); an engine used alone probes once itself. */
+  kvm?: () => Promise<KvmProbe>;
 }
-
-const PID_POLL_MS = 200;
 
 export interface MicroRunFiles {
   apiSocket: string;
@@ -53,11 +58,14 @@ export function microRunFiles(runDir: string): MicroRunFiles {
   };
 }
 
-/** True while pid is alive and is the hangar-vmm serving this runDir's control socket (not a recycled pid). */
-function isVmmOf(pid: number, files: MicroRunFiles): boolean {
-  if (!processAlive(pid)) return false;
-  const args = processArgs(pid);
-  return args !== null && args.some((a) => a.endsWith(path.join('vmm', 'main.js'))) && args.includes(files.apiSocket);
+/** This VM's hangar-vmm: a process running vmm/main.js whose control socket is this runDir's. */
+export function microIdentity(runDir: string): VmProcessIdentity {
+  const files = microRunFiles(runDir);
+  const main = path.join('vmm', 'main.js');
+  return {
+    pidFile: files.pidFile,
+    matches: (argv) => argv.some((a) => a.endsWith(main)) && argv.includes(files.apiSocket),
+  };
 }
 
 /** Maps how hangar-vmm ended (exit record, exit code, signal) to a VmExit. */
@@ -93,86 +101,55 @@ function removeStale(p: string): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-class MicroVmHandle implements VmHandle {
+class MicroVmHandle extends BaseVmHandle {
   readonly engine = 'micro' as const;
   private readonly client: VmmClient;
-  private listeners: Array<(e: VmExit) => void> = [];
-  private exit: VmExit | null = null;
-  private killRequested = false;
-  private poll: NodeJS.Timeout | null = null;
-  private readonly exitWaiters: Array<() => void> = [];
-  private detached = false;
 
-  constructor(readonly pid: number, private readonly files: MicroRunFiles, private readonly log: Logger, private readonly child: ChildProcess | null) {
+  constructor(pid: number, private readonly files: MicroRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null) {
+    super(pid, identity, log, child, sandbox);
     this.client = new VmmClient(files.apiSocket);
-    if (child) {
-      child.once('exit', (code, signal) => this.ended(code, signal));
-    } else {
-      // Not unref'd: watching an adopted VM is work the daemon must stay alive for (detach() stops it).
-      this.poll = setInterval(() => { if (!processAlive(pid)) this.ended(null, null); }, PID_POLL_MS);
-    }
+    this.watchChild();
+    // Not unref'd: watching an adopted VM is work the daemon must stay alive for (detach() stops it).
+    if (!child) this.watchPid(PID_POLL_MS);
+  }
+
+  protected childExited(code: number | null, signal: NodeJS.Signals | null): void {
+    this.ended(code, signal);
+  }
+
+  protected processGone(): void {
+    this.ended(null, null);
+  }
+
+  protected closeControl(): void {
+    /* hangar-vmm's API is one request per connection: nothing stays open */
   }
 
   private ended(code: number | null, signal: NodeJS.Signals | null): void {
-    if (this.exit) return;
-    if (this.poll) { clearInterval(this.poll); this.poll = null; }
-    this.exit = vmExitFor(code, signal, readExitRecord(this.files.exitFile), this.killRequested);
-    this.log.info({ exit: this.exit }, 'hangar-vmm ended');
-    for (const w of this.exitWaiters.splice(0)) w();
-    if (this.detached) return;
-    for (const l of this.listeners) {
-      try { l(this.exit); } catch (e) { this.log.error({ err: String(e) }, 'exit listener failed'); }
-    }
+    if (this.exitInfo) return;
+    const exit = vmExitFor(code, signal, readExitRecord(this.files.exitFile), this.killRequested);
+    this.log.info({ exit }, 'hangar-vmm ended');
+    this.finish(exit);
   }
 
-  private alive(): void {
-    if (this.exit) throw new HangarError('INVALID_STATE', `the VM process has ended (${this.exit.reason})`);
-  }
-
-  async pause(): Promise<void> { this.alive(); await this.client.action('Pause'); }
-  async resume(): Promise<void> { this.alive(); await this.client.action('Resume'); }
-  async requestShutdown(): Promise<void> { this.alive(); await this.client.action('SendCtrlAltDel'); }
-
-  async kill(): Promise<void> {
-    if (this.exit) return;
-    this.killRequested = true;
-    const done = new Promise<void>((r) => this.exitWaiters.push(r));
-    try { process.kill(this.pid, 'SIGKILL'); } catch { /* already gone */ }
-    if (!this.child && !this.poll) this.poll = setInterval(() => { if (!processAlive(this.pid)) this.ended(null, 'SIGKILL'); }, PID_POLL_MS);
-    await done;
-  }
+  async pause(): Promise<void> { this.usable('pause'); await this.client.action('Pause'); }
+  async resume(): Promise<void> { this.usable('resume'); await this.client.action('Resume'); }
+  async requestShutdown(): Promise<void> { this.usable('requestShutdown'); await this.client.action('SendCtrlAltDel'); }
 
   async queryState(): Promise<'running' | 'paused'> {
-    this.alive();
+    this.usable('queryState');
     const vm = (await this.client.get('/vm')) as { state?: string };
     if (vm.state === 'Paused') return 'paused';
     if (vm.state === 'Running' || vm.state === 'Not started') return 'running';
     throw new HangarError('INVALID_STATE', `the VM is ${vm.state}`);
   }
 
-  async stats(): Promise<VmStats> {
-    const state = await this.queryState();
-    return { pid: this.pid, rssBytes: processRssBytes(this.pid), cpuSeconds: processCpuSeconds(this.pid), state };
-  }
-
   openConsole(): Promise<Duplex> {
-    this.alive();
+    this.usable('openConsole');
     return new Promise((resolve, reject) => {
       const s = net.connect(this.files.consoleSocket, () => { s.off('error', reject); resolve(s); });
       s.once('error', (e) => reject(new HangarError('UNAVAILABLE', `console socket ${this.files.consoleSocket}: ${e.message}`)));
     });
-  }
-
-  onExit(listener: (exit: VmExit) => void): void {
-    if (this.exit && !this.detached) { queueMicrotask(() => listener(this.exit!)); return; }
-    this.listeners.push(listener);
-  }
-
-  detach(): void {
-    this.detached = true;
-    this.listeners = [];
-    if (this.poll) { clearInterval(this.poll); this.poll = null; }
-    if (this.child) { this.child.removeAllListeners('exit'); this.child.unref(); }
   }
 }
 
@@ -183,18 +160,18 @@ export class MicroEngine implements Engine {
   private readonly log: Logger;
   private readonly startTimeoutMs: number;
   private readonly main: string;
-  private probeResult?: Promise<KvmProbe>;
+  private readonly kvm: () => Promise<KvmProbe>;
 
   constructor(opts: MicroEngineOptions = {}) {
     this.log = (opts.logger ?? createLogger('hangar')).child({ component: 'micro-engine' });
     this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
     this.main = opts.vmmMain ?? path.join(projectRoot(), 'dist', 'src', 'vmm', 'main.js');
+    this.kvm = opts.kvm ?? ownProbe();
   }
 
-  /** What kind of KVM this host has (cached): the micro engine needs one; Linux guests need fullSystem. */
+  /** What kind of KVM this host has (the daemon's one probe): the micro engine needs one; Linux guests need fullSystem. */
   probe(): Promise<KvmProbe> {
-    this.probeResult ??= probeKvm();
-    return this.probeResult;
+    return this.kvm();
   }
 
   async capabilities(): Promise<EngineCapabilities> {
@@ -208,6 +185,8 @@ export class MicroEngine implements Engine {
       bootModes: ['kernel'],
       devices: virtio ? ['serial', 'i8042', 'virtio-blk', 'virtio-net', 'virtio-rng'] : ['serial', 'i8042'],
       accelerators: p.present ? ['kvm'] : [],
+      defaultAccel: p.present ? 'kvm' : null,
+      limits: MICRO_LIMITS,
       snapshots: false,
       migration: false,
     };
@@ -232,34 +211,28 @@ export class MicroEngine implements Engine {
     fs.mkdirSync(config.runDir, { recursive: true });
     for (const p of [files.apiSocket, files.consoleSocket, files.exitFile, files.pidFile]) removeStale(p);
 
-    const out = fs.openSync(files.processLog, 'a');
+    const sandbox = sandboxFor('micro', config);
+    // A confined hangar-vmm cannot open /dev/kvm: it inherits the daemon's descriptor as fd 3.
+    const args = sandbox ? [...this.args(config, files), '--kvm-fd', '3'] : this.args(config, files);
+    let kvm: number | null = null;
     let child: ChildProcess;
     try {
-      // detached: its own session, so signals to the daemon's process group do not reach the VM.
-      child = spawn(process.execPath, this.args(config, files), { detached: true, stdio: ['ignore', out, out] });
+      if (sandbox) kvm = fs.openSync('/dev/kvm', fs.constants.O_RDWR);
+      child = spawnVmProcess({ command: process.execPath, args, logFile: files.processLog, sandbox, inheritFds: kvm !== null ? [kvm] : [] });
+    } catch (e) {
+      sandbox?.cleanup();
+      throw e;
     } finally {
-      fs.closeSync(out);
+      if (kvm !== null) fs.closeSync(kvm);
     }
     const pid = child.pid;
-    if (pid === undefined) throw new HangarError('ENGINE_FAILED', 'hangar-vmm could not be started');
+    if (pid === undefined) { sandbox?.cleanup(); throw new HangarError('ENGINE_FAILED', 'hangar-vmm could not be started'); }
     // Synchronously, in the same tick as the spawn: there is no moment where the process runs unnamed.
     try { fs.writeFileSync(files.pidFile, `${pid}\n`, { mode: 0o600 }); } catch (e) { log.warn({ err: String(e) }, 'could not write the pid file'); }
-    const handle = new MicroVmHandle(pid, files, log, child);
+    const handle = new MicroVmHandle(pid, files, microIdentity(config.runDir), log, child, sandbox);
     try {
       await this.waitForApi(files, child);
-      const c = new VmmClient(files.apiSocket);
-      await c.put('/machine-config', { vcpu_count: config.cpus, mem_size_mib: Math.floor(config.memoryBytes / 2 ** 20) });
-      const boot: Record<string, string> = { kernel_image_path: config.boot.kernel };
-      if (config.boot.initrd) boot.initrd_path = config.boot.initrd;
-      if (config.boot.cmdline !== undefined) boot.boot_args = config.boot.cmdline;
-      await c.put('/boot-source', boot);
-      for (const d of config.disks) {
-        const drive: Record<string, unknown> = { drive_id: d.id, path_on_host: d.path, is_root_device: false, is_read_only: d.readOnly ?? false };
-        if (d.serial) drive.serial = d.serial;
-        await c.put(`/drives/${encodeURIComponent(d.id)}`, drive);
-      }
-      for (const n of config.nics) await c.put(`/network-interfaces/${encodeURIComponent(n.id)}`, { iface_id: n.id, host_dev_name: n.tap, guest_mac: n.mac });
-      await c.action('InstanceStart');
+      await this.configureAndBoot(new VmmClient(files.apiSocket), config);
     } catch (e) {
       await handle.kill().catch(() => {});
       const tail = (() => { try { return fs.readFileSync(files.processLog, 'utf8').slice(-1000); } catch { return ''; } })();
@@ -268,6 +241,22 @@ export class MicroEngine implements Engine {
     }
     log.info({ pid }, 'hangar-vmm started');
     return handle;
+  }
+
+  /** Tells a fresh hangar-vmm what to run (machine, boot source, drives, NICs) and starts the guest. */
+  private async configureAndBoot(c: VmmClient, config: EngineVmConfig): Promise<void> {
+    // Exact: the daemon admitted only sizes that are whole 2 MiB units (MICRO_LIMITS).
+    await c.putMachineConfig({ vcpu_count: config.cpus, mem_size_mib: config.memoryBytes / 2 ** 20 });
+    await c.putBootSource({
+      kernel_image_path: config.boot.kernel,
+      ...(config.boot.initrd ? { initrd_path: config.boot.initrd } : {}),
+      ...(config.boot.cmdline !== undefined ? { boot_args: config.boot.cmdline } : {}),
+    });
+    for (const d of config.disks) {
+      await c.putDrive({ drive_id: d.id, path_on_host: d.path, is_root_device: false, is_read_only: d.readOnly ?? false, ...(d.serial ? { serial: d.serial } : {}) });
+    }
+    for (const n of config.nics) await c.putNetworkInterface({ iface_id: n.id, host_dev_name: n.tap, ...(n.mac ? { guest_mac: n.mac } : {}) });
+    await c.action('InstanceStart');
   }
 
   private async waitForApi(files: MicroRunFiles, child: ChildProcess): Promise<void> {
@@ -285,30 +274,30 @@ export class MicroEngine implements Engine {
 
   /** This VM's hangar-vmm: `hint` if it still is, else the pid in runDir/vmm.pid if that one is. */
   async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
-    const files = microRunFiles(config.runDir);
-    return findVerifiedProcess(files.pidFile, (pid) => isVmmOf(pid, files), hint);
+    const pid = findOurProcess(microIdentity(config.runDir), hint);
+    if (pid === null) cleanupStaleSandbox(config.runDir);
+    return pid;
   }
 
   async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {
-    const files = microRunFiles(config.runDir);
-    const killed = await killVerified(pid, () => isVmmOf(pid, files));
+    const killed = await killOurProcess(pid, microIdentity(config.runDir));
     this.log.warn({ vm: config.name, pid, gone: killed }, 'killed a stray hangar-vmm');
+    if (killed) cleanupStaleSandbox(config.runDir);
     return killed;
   }
 
   async adopt(config: EngineVmConfig, pid: number): Promise<VmHandle | null> {
     const files = microRunFiles(config.runDir);
-    if (!processAlive(pid)) return null;
-    // Make sure the pid is still our hangar-vmm for this VM, not a recycled pid.
-    const args = processArgs(pid);
-    if (!args || !args.some((a) => a.endsWith(path.join('vmm', 'main.js'))) || !args.includes(files.apiSocket)) return null;
+    const identity = microIdentity(config.runDir);
+    // The same check findProcess makes: still our hangar-vmm for this VM, not a recycled pid.
+    if (!isOurs(pid, identity)) return null;
     try {
       await new VmmClient(files.apiSocket, 2000).get('/');
     } catch (e) {
       this.log.warn({ vm: config.name, pid, err: String(e) }, 'hangar-vmm alive but its control socket does not answer');
       return null;
     }
-    return new MicroVmHandle(pid, files, this.log.child({ vm: config.name }), null);
+    return new MicroVmHandle(pid, files, identity, this.log.child({ vm: config.name }), null, loadVmSandbox(config.runDir));
   }
 }
 

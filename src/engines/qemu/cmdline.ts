@@ -13,7 +13,9 @@
  */
 import path from 'node:path';
 import { HangarError } from '../../common/errors.js';
+import { DEVICE_ID_RULE, TAP_NAME_RULE, VM_NAME_RULE, isDeviceId, isMac, isTapName, isVmName } from '../../api/names.js';
 import type { EngineVmConfig } from '../engine.js';
+import type { VmProcessIdentity } from '../base/identity.js';
 
 export type QemuMachine = 'microvm' | 'q35';
 
@@ -42,13 +44,25 @@ export interface CmdlineOptions {
 const MiB = 1024 * 1024;
 /** sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH = 107;
-const QEMU_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
-const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
-const TAP = /^[A-Za-z0-9_.-]{1,15}$/;
 
 /** QEMU option values are comma-separated: a literal comma is written twice. */
 export function optValue(value: string): string {
   return value.replace(/,/g, ',,');
+}
+
+/** The -chardev argument of the QMP socket: unique to one VM, so it also identifies its process. */
+export function qmpChardevArg(files: QemuRunFiles): string {
+  return `socket,id=qmp,path=${optValue(files.qmpSocket)},server=on,wait=off`;
+}
+
+/**
+ * This VM's QEMU: the process whose argv holds exactly this VM's QMP
+ * chardev argument (as buildQemuArgs wrote it, commas doubled).
+ */
+export function qemuIdentity(runDir: string): VmProcessIdentity {
+  const files = runFiles(runDir);
+  const arg = qmpChardevArg(files);
+  return { pidFile: files.pidFile, matches: (argv) => argv.includes(arg) };
 }
 
 function invalid(message: string, details?: Record<string, unknown>): never {
@@ -61,11 +75,14 @@ function checkPath(what: string, p: string): void {
   if (/[\0\n\r]/.test(p)) invalid(`${what} contains a control character`);
 }
 
-/** Checks what the argv depends on; throws INVALID_ARGUMENT naming the first problem. */
+/**
+ * Checks what the argv's safety depends on (absolute paths, no control
+ * characters, socket paths that fit, well-formed device ids); throws
+ * INVALID_ARGUMENT naming the first problem. Sizes and counts are not
+ * checked here: the daemon checked them against the engine's limits at create.
+ */
 export function validateConfig(c: EngineVmConfig): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(c.name)) invalid(`VM name "${c.name}" cannot be used as a QEMU guest name`);
-  if (!Number.isInteger(c.cpus) || c.cpus < 1 || c.cpus > 255) invalid(`cpus must be 1..255, got ${c.cpus}`);
-  if (!Number.isSafeInteger(c.memoryBytes) || c.memoryBytes < 16 * MiB) invalid(`memory must be at least 16 MiB, got ${c.memoryBytes} bytes`);
+  if (!isVmName(c.name)) invalid(`VM name "${c.name}" is not valid: ${VM_NAME_RULE}`);
   if (c.accel !== 'kvm' && c.accel !== 'tcg') invalid(`accel must be kvm or tcg, got ${String(c.accel)}`);
   checkPath('runDir', c.runDir);
   checkPath('consoleLog', c.consoleLog);
@@ -78,7 +95,7 @@ export function validateConfig(c: EngineVmConfig): void {
   }
   const ids = new Set<string>();
   for (const d of c.disks) {
-    if (!QEMU_ID.test(d.id)) invalid(`disk id "${d.id}" must be 1-32 letters, digits, "_", "." or "-"`);
+    if (!isDeviceId(d.id)) invalid(`disk id "${d.id}" must be ${DEVICE_ID_RULE}`);
     if (ids.has(`d:${d.id}`)) invalid(`disk id "${d.id}" is used twice`);
     ids.add(`d:${d.id}`);
     checkPath(`disk ${d.id}`, d.path);
@@ -87,11 +104,11 @@ export function validateConfig(c: EngineVmConfig): void {
     if (d.serial !== undefined && !/^[A-Za-z0-9_.-]{1,20}$/.test(d.serial)) invalid(`disk ${d.id}: serial must be 1-20 letters, digits, "_", "." or "-"`);
   }
   for (const n of c.nics) {
-    if (!QEMU_ID.test(n.id)) invalid(`nic id "${n.id}" must be 1-32 letters, digits, "_", "." or "-"`);
+    if (!isDeviceId(n.id)) invalid(`nic id "${n.id}" must be ${DEVICE_ID_RULE}`);
     if (ids.has(`n:${n.id}`)) invalid(`nic id "${n.id}" is used twice`);
     ids.add(`n:${n.id}`);
-    if (!TAP.test(n.tap)) invalid(`nic ${n.id}: tap name "${n.tap}" is not a valid interface name`);
-    if (!MAC.test(n.mac)) invalid(`nic ${n.id}: mac "${n.mac}" is not a MAC address`);
+    if (!isTapName(n.tap)) invalid(`nic ${n.id}: tap name "${n.tap}" is not a valid interface name (${TAP_NAME_RULE})`);
+    if (!isMac(n.mac)) invalid(`nic ${n.id}: mac "${n.mac}" is not a MAC address`);
     // Bit 0 of the first octet marks multicast, which a NIC cannot own.
     if (parseInt(n.mac.slice(0, 2), 16) & 1) invalid(`nic ${n.id}: mac "${n.mac}" is a multicast address`);
   }
@@ -151,7 +168,7 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   );
   args.push('-serial', 'chardev:console');
   // QMP in control mode on its own socket.
-  args.push('-chardev', `socket,id=qmp,path=${optValue(files.qmpSocket)},server=on,wait=off`);
+  args.push('-chardev', qmpChardevArg(files));
   args.push('-mon', 'chardev=qmp,mode=control');
   args.push('-pidfile', files.pidFile);
   // Once running, QEMU needs no new processes and no privilege changes.

@@ -8,25 +8,32 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
-import type { Accel, Engine, EngineCapabilities, EngineVmConfig, ExitReason, VmExit, VmHandle, VmStats } from '../engine.js';
-import { buildQemuArgs, optValue, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
+import type { KvmProbe } from '../../kvm/probe.js';
+import { ownProbe } from '../base/kvm.js';
+import type { Accel, Engine, EngineCapabilities, EngineVmConfig, ExitReason, VmExit, VmHandle } from '../engine.js';
+import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
+import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
+import { processAlive } from '../base/procfs.js';
+import { spawnVmProcess } from '../base/spawn.js';
+import { buildQemuArgs, qemuIdentity, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
+import { QEMU_LIMITS } from './limits.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
-import { processAlive, processArgs, processCpuSeconds, processRssBytes, findVerifiedProcess, killVerified } from './procfs.js';
 import { qemuBinary, qemuVersion } from './version.js';
+import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
 export interface QemuEngineOptions {
   machine?: QemuMachine;
   logger?: Logger;
   /** How long start() waits for QMP to answer (TCG start-up on a busy host can be slow). */
   startTimeoutMs?: number;
+  /** This host's KVM, probed once per daemon (the engine registry shares one probe between engines); an engine used alone probes once itself. */
+  kvm?: () => Promise<KvmProbe>;
 }
 
-/** How often we look at /proc/<pid> for a process we are not the parent of. */
-const PID_POLL_MS = 200;
 /** Safety net: even with QMP open, look now and then whether the process is still there. */
 const SLOW_POLL_MS = 2000;
 /** Longest wait, after the process is gone, for QMP to hand over its last events. */
@@ -61,35 +68,19 @@ export function exitReasonFor(shutdownReason: string | null, killRequested: bool
   }
 }
 
-class QemuVmHandle implements VmHandle {
+class QemuVmHandle extends BaseVmHandle {
   readonly engine = 'qemu' as const;
   private shutdownReason: string | null = null;
-  private killRequested = false;
-  private exitInfo: VmExit | null = null;
-  private readonly listeners: Array<(e: VmExit) => void> = [];
-  private readonly exited: Promise<VmExit>;
-  private resolveExited!: (e: VmExit) => void;
-  private detached = false;
-  private pidTimer: NodeJS.Timeout | null = null;
   private childExit: ChildExit | null = null;
   private deadSince: number | null = null;
 
-  constructor(
-    readonly pid: number,
-    private readonly qmp: QmpClient,
-    private readonly files: QemuRunFiles,
-    private readonly log: Logger,
-    /** Present when we spawned the process ourselves and Node will tell us its exit status. */
-    private readonly child: ChildProcess | null,
-  ) {
-    this.exited = new Promise((r) => (this.resolveExited = r));
+  constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null) {
+    super(pid, identity, log, child, sandbox);
     qmp.on('event', (ev: QmpEvent) => this.onEvent(ev));
     qmp.on('close', () => this.onQmpClosed());
-    if (child) {
-      if (child.exitCode !== null || child.signalCode !== null) this.onChildExit({ code: child.exitCode, signal: child.signalCode });
-      else child.once('exit', (code, signal) => this.onChildExit({ code, signal }));
-    }
-    this.watchPid(SLOW_POLL_MS);
+    this.watchChild();
+    // Safety net: even with QMP open, look now and then whether the process is still there.
+    this.watchPid(SLOW_POLL_MS, true);
   }
 
   private onEvent(ev: QmpEvent): void {
@@ -103,60 +94,35 @@ class QemuVmHandle implements VmHandle {
   private onQmpClosed(): void {
     if (this.detached || this.exitInfo) return;
     // QMP closes when QEMU exits; confirm with the pid (a child reports through 'exit').
-    if (this.child && this.childExit) this.finish();
+    if (this.child && this.childExit) this.done();
     else if (!this.child) this.watchPid(PID_POLL_MS);
   }
 
-  private onChildExit(e: ChildExit): void {
-    this.childExit = e;
+  protected childExited(code: number | null, signal: NodeJS.Signals | null): void {
+    this.childExit = { code, signal };
     // The SHUTDOWN event may still sit unread in the QMP socket: Node can report the
     // exit first. Finish once QMP has drained to its close (it will: the peer is gone).
-    if (this.qmp.closed) this.finish();
-    else setTimeout(() => this.finish(), QMP_DRAIN_MS);
+    if (this.qmp.closed) this.done();
+    else setTimeout(() => this.done(), QMP_DRAIN_MS);
   }
 
-  private watchPid(interval: number): void {
-    if (this.pidTimer) clearInterval(this.pidTimer);
-    this.pidTimer = setInterval(() => {
-      if (this.detached || this.exitInfo) return this.stopWatching();
-      // A child of ours stays a zombie until Node reaps it and emits 'exit', which carries the status.
-      if (this.child || processAlive(this.pid)) return;
-      // Gone: let QMP deliver what QEMU said last (SHUTDOWN) before reporting.
-      this.deadSince ??= Date.now();
-      if (this.qmp.closed || Date.now() - this.deadSince >= QMP_DRAIN_MS) this.finish();
-    }, interval);
-    // The slow safety-net poll must not keep a process alive by itself; the fast
-    // one runs only while an exit is due, and a caller is waiting for it.
-    if (interval === SLOW_POLL_MS) this.pidTimer.unref();
+  protected processGone(): void {
+    // Gone: let QMP deliver what QEMU said last (SHUTDOWN) before reporting.
+    this.deadSince ??= Date.now();
+    if (this.qmp.closed || Date.now() - this.deadSince >= QMP_DRAIN_MS) this.done();
   }
 
-  private stopWatching(): void {
-    if (this.pidTimer) clearInterval(this.pidTimer);
-    this.pidTimer = null;
+  protected closeControl(): void {
+    this.qmp.close();
   }
 
-  private finish(): void {
+  private done(): void {
     if (this.exitInfo || this.detached) return;
-    this.stopWatching();
     const signal = this.childExit?.signal ?? null;
     const { reason, detail } = exitReasonFor(this.shutdownReason, this.killRequested, signal);
     const exit: VmExit = { reason, detail, exitCode: this.childExit?.code ?? null, signal };
-    this.exitInfo = exit;
-    this.qmp.close();
     this.log.info({ pid: this.pid, ...exit }, 'qemu exited');
-    this.resolveExited(exit);
-    for (const l of this.listeners.splice(0)) {
-      try {
-        l(exit);
-      } catch (e) {
-        this.log.error({ err: e }, 'exit listener threw');
-      }
-    }
-  }
-
-  private usable(what: string): void {
-    if (this.exitInfo) throw new HangarError('INVALID_STATE', `${what}: the VM process has exited (${this.exitInfo.reason})`);
-    if (this.detached) throw new HangarError('INVALID_STATE', `${what}: the handle was detached`);
+    this.finish(exit);
   }
 
   private async command<T>(what: string, cmd: string, args?: Record<string, unknown>): Promise<T> {
@@ -177,33 +143,9 @@ class QemuVmHandle implements VmHandle {
     await this.command('requestShutdown', 'system_powerdown');
   }
 
-  async kill(): Promise<void> {
-    if (this.exitInfo) return;
-    this.usable('kill');
-    this.killRequested = true;
-    // A process we did not spawn could have ended unnoticed and its pid been reused: check it is still ours.
-    if (!this.child && !processArgs(this.pid)?.some((a) => a.includes(this.files.qmpSocket))) {
-      this.watchPid(PID_POLL_MS);
-      await this.exited;
-      return;
-    }
-    try {
-      process.kill(this.pid, 'SIGKILL');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw toHangarError(e, 'ENGINE_FAILED');
-    }
-    if (!this.child) this.watchPid(PID_POLL_MS);
-    await this.exited;
-  }
-
   async queryState(): Promise<'running' | 'paused'> {
     const st = await this.command<{ running?: boolean; status?: string }>('queryState', 'query-status');
     return st?.running ? 'running' : 'paused';
-  }
-
-  async stats(): Promise<VmStats> {
-    const state = await this.queryState();
-    return { pid: this.pid, rssBytes: processRssBytes(this.pid), cpuSeconds: processCpuSeconds(this.pid), state };
   }
 
   /**
@@ -221,25 +163,6 @@ class QemuVmHandle implements VmHandle {
       });
       s.once('error', (err) => reject(new HangarError('UNAVAILABLE', `console socket: ${err.message}`, { path: this.files.consoleSocket })));
     });
-  }
-
-  onExit(listener: (exit: VmExit) => void): void {
-    if (this.exitInfo) {
-      const e = this.exitInfo;
-      queueMicrotask(() => listener(e));
-    } else {
-      this.listeners.push(listener);
-    }
-  }
-
-  detach(): void {
-    if (this.detached) return;
-    this.detached = true;
-    this.stopWatching();
-    this.qmp.close();
-    this.child?.removeAllListeners('exit');
-    // From now on the VM lives on its own: it must not keep this process running.
-    this.child?.unref();
   }
 }
 
@@ -260,43 +183,35 @@ function removeStale(p: string): void {
   }
 }
 
-function kvmUsable(): boolean {
-  try {
-    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** True while pid is alive and its arguments name this runDir's QMP socket (so it is this VM's QEMU, not a recycled pid). */
-function isQemuOf(pid: number, files: QemuRunFiles): boolean {
-  if (!processAlive(pid)) return false;
-  const argv = processArgs(pid);
-  return argv !== null && argv.some((a) => a.includes(optValue(files.qmpSocket)));
-}
-
 export class QemuEngine implements Engine {
   readonly name = 'qemu' as const;
   private readonly machine: QemuMachine;
   private readonly log: Logger;
   private readonly startTimeoutMs: number;
+  private readonly kvm: () => Promise<KvmProbe>;
+  private version?: Promise<string | null>;
 
   constructor(opts: QemuEngineOptions = {}) {
     this.machine = opts.machine ?? 'q35';
     this.log = (opts.logger ?? createLogger('hangar')).child({ component: 'qemu-engine' });
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
+    this.kvm = opts.kvm ?? ownProbe();
   }
 
   async capabilities(): Promise<EngineCapabilities> {
-    const version = await qemuVersion();
-    const accelerators: Accel[] = kvmUsable() ? ['kvm', 'tcg'] : ['tcg'];
+    // The binary does not change under a running daemon: asked once.
+    this.version ??= qemuVersion().catch(() => null);
+    const [version, kvm] = await Promise.all([this.version, this.kvm()]);
+    const accelerators: Accel[] = kvm.present ? ['kvm', 'tcg'] : ['tcg'];
     const caps: EngineCapabilities = {
       name: 'qemu',
       available: version !== null,
       bootModes: ['kernel'],
       devices: ['serial', 'virtio-blk', 'virtio-net'],
       accelerators,
+      // KVM only where it runs guest kernel mode natively; elsewhere TCG is faster and always works.
+      defaultAccel: kvm.fullSystem ? 'kvm' : 'tcg',
+      limits: QEMU_LIMITS,
       snapshots: false,
       migration: false,
     };
@@ -315,15 +230,8 @@ export class QemuEngine implements Engine {
     removeStale(files.consoleSocket);
     removeStale(files.pidFile);
 
-    const out = fs.openSync(files.processLog, 'a');
-    let child: ChildProcess;
-    try {
-      // detached: own session and process group, so signals to the daemon's group
-      // (Ctrl-C, systemd stopping the daemon) do not reach the VM.
-      child = spawn(qemuBinary(), args, { detached: true, stdio: ['ignore', out, out] });
-    } finally {
-      fs.closeSync(out);
-    }
+    const sandbox = sandboxFor('qemu', config);
+    const child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog, sandbox });
     // The child stays referenced while a handle watches it (so its exit is
     // always delivered); detach() unrefs it. It outlives us either way.
     let spawnError: Error | null = null;
@@ -348,45 +256,47 @@ export class QemuEngine implements Engine {
       }
       // Give QEMU's last words a moment to reach the log.
       await new Promise((r) => setTimeout(r, 50));
+      sandbox?.cleanup();
       const why = spawnError ? (spawnError as Error).message : tail(files.processLog);
       throw new HangarError('ENGINE_FAILED', `QEMU did not start: ${toHangarError(e).message}${why ? `: ${why}` : ''}`, { log: files.processLog });
     }
     log.info({ pid: child.pid }, 'qemu running');
-    return new QemuVmHandle(child.pid, qmp, files, log, child);
+    return new QemuVmHandle(child.pid, qmp, files, qemuIdentity(config.runDir), log, child, sandbox);
   }
 
   /**
    * This VM's QEMU: `hint` if it still is, else the pid in QEMU's -pidfile
    * (QEMU writes it itself early in its start-up, so it exists even when the
    * daemon died before learning the pid). Either counts only while the
-   * process is alive and its arguments name this VM's QMP socket.
+   * process is alive and its arguments hold this VM's QMP socket argument.
    */
   async findProcess(config: EngineVmConfig, hint?: number): Promise<number | null> {
-    const files = runFiles(config.runDir);
-    return findVerifiedProcess(files.pidFile, (pid) => isQemuOf(pid, files), hint);
+    const pid = findOurProcess(qemuIdentity(config.runDir), hint);
+    if (pid === null) cleanupStaleSandbox(config.runDir);
+    return pid;
   }
 
   async killProcess(config: EngineVmConfig, pid: number): Promise<boolean> {
-    const files = runFiles(config.runDir);
-    const killed = await killVerified(pid, () => isQemuOf(pid, files));
+    const killed = await killOurProcess(pid, qemuIdentity(config.runDir));
     this.log.warn({ vm: config.name, pid, gone: killed }, 'killed a stray qemu');
+    if (killed) cleanupStaleSandbox(config.runDir);
     return killed;
   }
 
   async adopt(config: EngineVmConfig, pid: number): Promise<VmHandle | null> {
     if (!Number.isSafeInteger(pid) || pid <= 0) throw new HangarError('INVALID_ARGUMENT', `pid must be a positive integer, got ${pid}`);
     const files = runFiles(config.runDir);
+    const identity = qemuIdentity(config.runDir);
     const log = this.log.child({ vm: config.name });
-    // The pid may have been reused by an unrelated process: ours names its runDir in its arguments.
-    const argv = processArgs(pid);
-    if (!processAlive(pid) || argv === null || !argv.some((a) => a.includes(files.qmpSocket))) {
+    // The pid may have been reused by an unrelated process: the same check findProcess makes.
+    if (!isOurs(pid, identity)) {
       log.info({ pid }, 'nothing to adopt: process gone or not ours');
       return null;
     }
     try {
       const qmp = await connectQmp(files.qmpSocket, { connectTimeoutMs: 5000, keepTrying: () => processAlive(pid) });
       log.info({ pid }, 'adopted qemu');
-      return new QemuVmHandle(pid, qmp, files, log, null);
+      return new QemuVmHandle(pid, qmp, files, identity, log, null, loadVmSandbox(config.runDir));
     } catch (e) {
       if (!processAlive(pid)) return null;
       throw new HangarError('ENGINE_FAILED', `QEMU pid ${pid} is running but its QMP socket does not answer: ${toHangarError(e).message}`);

@@ -4,26 +4,22 @@
  * the CLI, and the OpenAPI document served at /openapi.json.
  */
 import { Type, type Static } from 'typebox';
+import { VmName, ImageName } from '../../api/names.js';
+import { Accel, EngineName } from '../../api/engine.js';
 
-export const VmName = Type.String({
-  pattern: '^[a-z][a-z0-9-]{0,62}$',
-  description: 'Unique VM name: lower-case letters, digits and dashes, starting with a letter, at most 63 characters',
-});
+export { VmName, ImageName, Accel, EngineName };
 
 /** Sizes are given as strings such as "512M" or "2G" (binary units) or as a number of bytes. */
 export const SizeInput = Type.Union([Type.String({ maxLength: 32 }), Type.Integer({ minimum: 0 })], {
   description: 'A size: "512M", "2G", "1048576" (binary units, K = 1024) or a number of bytes',
 });
 
-export const EngineName = Type.Union([Type.Literal('qemu'), Type.Literal('micro')]);
-export const Accel = Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]);
-
 /** POST /1.0/vms */
 export const VmCreateRequest = Type.Object(
   {
     name: VmName,
     image: Type.String({ minLength: 1, maxLength: 128, description: 'Image to boot, e.g. "tiny"' }),
-    cpus: Type.Optional(Type.Integer({ description: 'vCPUs (default 1); 1 up to the host CPU count' })),
+    cpus: Type.Optional(Type.Integer({ description: 'vCPUs (default 1); 1 up to the engine\'s maximum (GET /1.0 engines[].limits.maxCpus)' })),
     memory: Type.Optional(SizeInput),
     engine: Type.Optional(EngineName),
     cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Extra kernel command-line arguments' })),
@@ -145,11 +141,6 @@ export const Image = Type.Object({
 });
 export type Image = Static<typeof Image>;
 
-export const ImageName = Type.String({
-  pattern: '^[a-z][a-z0-9._-]{0,62}$',
-  description: 'Image name: lower-case letters, digits, dots, dashes and underscores, starting with a letter, at most 63 characters',
-});
-
 /** POST /1.0/images: import a kernel (and initrd) from files on the daemon's host. */
 export const ImageImportRequest = Type.Object(
   {
@@ -163,6 +154,26 @@ export const ImageImportRequest = Type.Object(
 );
 export type ImageImportRequest = Static<typeof ImageImportRequest>;
 
+/** One resource of the admission budget: what active VMs hold against what the daemon admits. */
+export const BudgetLine = Type.Object({
+  committed: Type.Integer({ description: 'Held by VMs that are starting, running, paused or stopping' }),
+  limit: Type.Integer(),
+});
+
+/** The admission budget (docs/api.md, "Admission"): a start that would exceed it is refused. */
+export const AdmissionBudget = Type.Object({
+  memoryBytes: BudgetLine,
+  cpus: BudgetLine,
+  vms: Type.Object({ defined: Type.Integer(), limit: Type.Integer() }),
+  settings: Type.Object({
+    memoryReserveBytes: Type.Integer({ description: 'Host memory kept back from VMs' }),
+    memoryRatio: Type.Number({ description: 'Overcommit ratio on what is left after the reserve' }),
+    cpuRatio: Type.Number({ description: 'vCPUs admitted per host CPU' }),
+    maxVms: Type.Integer({ description: 'VMs that may be defined' }),
+  }),
+});
+export type AdmissionBudget = Static<typeof AdmissionBudget>;
+
 export const HostCheck = Type.Object({
   kvm: Type.Object({
     present: Type.Boolean(),
@@ -175,6 +186,7 @@ export const HostCheck = Type.Object({
   cpus: Type.Object({ total: Type.Integer(), allocated: Type.Integer() }),
   memory: Type.Object({ totalBytes: Type.Integer(), availableBytes: Type.Integer(), allocatedBytes: Type.Integer() }),
   defaultAccel: Accel,
+  budget: AdmissionBudget,
   advice: Type.Array(Type.String()),
 });
 export type HostCheck = Static<typeof HostCheck>;

@@ -15,8 +15,12 @@ import { imageDir } from '../../common/paths.js';
 import type { Image } from '../api/schemas.js';
 import { buildTiny, TINY_CMDLINE, TINY_DESCRIPTION, TINY_HOSTNAME_ARG } from './tiny.js';
 import { deleteLocalImage, getLocalImage, importLocalImage, listLocalImages, type ImportRequest, type LocalImage } from './local.js';
+import { ImageUploads } from './upload.js';
+import type { OperationManager } from '../operations.js';
 
-export { IMAGE_NAME_RE, kernelFormat, checkImportRequest, type ImportRequest } from './local.js';
+export { IMAGE_NAME_RE, kernelFormat, initrdFormat, checkImportRequest, cleanStaleImportFolders, usedImageBytes, type ImportRequest } from './local.js';
+export { configureImportPolicy, configureImportFromOptions, importPolicy, defaultImportDir, DEFAULT_IMAGE_QUOTA_BYTES } from './policy.js';
+export { ImageUploads, type UploadRequest, type UploadPart } from './upload.js';
 
 export type ProgressFn = (stage: string, percent?: number) => void;
 
@@ -184,7 +188,7 @@ function readyLocal(i: LocalImage): ReadyImage {
   return { name: i.name, kernel: i.kernel, ...(i.initrd ? { initrd: i.initrd } : {}), ...(i.cmdline !== undefined ? { cmdline: i.cmdline } : {}), sizeBytes: i.sizeBytes };
 }
 
-function localImageEntry(i: LocalImage): Image {
+export function localImageEntry(i: LocalImage): Image {
   return {
     name: i.name, description: i.description, status: 'ready', origin: 'imported', sizeBytes: i.sizeBytes, kernel: i.kernel,
     ...(i.initrd ? { initrd: i.initrd } : {}), ...(i.cmdline !== undefined ? { cmdline: i.cmdline } : {}), importedAt: i.importedAt,
@@ -202,6 +206,35 @@ export function listImages(): Image[] {
     return { name, description: recipe.description, status: building ? 'building' : 'missing', origin: 'built-in' };
   });
   return [...builtIn, ...listLocalImages().filter((i) => !isBuiltIn(i.name)).map(localImageEntry)];
+}
+
+/**
+ * Removes `.build-<image>-*` folders in the image cache that no live builder
+ * owns: a builder takes <image>.lock before it makes its folder and removes
+ * the folder before it lets the lock go, so a folder whose lock nobody alive
+ * holds was left by a builder that died. The cache may be shared by several
+ * daemons (HANGAR_IMAGE_DIR), hence the lock check rather than "all of them".
+ */
+export function cleanStaleBuildFolders(): string[] {
+  const root = imageDir();
+  let names: string[];
+  try { names = fs.readdirSync(root); } catch { return []; }
+  const removed: string[] = [];
+  for (const recipe of Object.keys(RECIPES)) {
+    const re = new RegExp(`^\\.build-${recipe.replace(/[.]/g, '\\.')}-[A-Za-z0-9]{6}$`);
+    const mine = names.filter((n) => re.test(n));
+    // Listed before the lock is looked at: a folder made after this check is not in the list.
+    if (mine.length === 0 || inFlight.has(recipe) || lockHolder(imagePaths(recipe).lock) !== null) continue;
+    for (const n of mine) {
+      const p = path.join(root, n);
+      try {
+        if (!fs.lstatSync(p).isDirectory()) continue;
+        fs.rmSync(p, { recursive: true, force: true });
+        removed.push(p);
+      } catch { /* gone meanwhile */ }
+    }
+  }
+  return removed;
 }
 
 /** Names of the images Hangar knows how to build. */
@@ -222,4 +255,16 @@ export async function importImage(req: ImportRequest): Promise<Image> {
 export function deleteImage(name: string): void {
   if (isBuiltIn(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is a built-in image and cannot be deleted`, { image: name });
   deleteLocalImage(name);
+}
+
+/** One set of uploads in progress per daemon (its operation manager), shared by its listeners. */
+const uploadSets = new WeakMap<OperationManager, ImageUploads>();
+
+export function imageUploads(operations: OperationManager): ImageUploads {
+  let u = uploadSets.get(operations);
+  if (!u) {
+    u = new ImageUploads(operations, { reservedNames: imageNames, present: localImageEntry });
+    uploadSets.set(operations, u);
+  }
+  return u;
 }

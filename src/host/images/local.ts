@@ -1,8 +1,11 @@
 /**
  * Imported ("local") images: a kernel, optionally an initrd and a command
- * line, that an operator hands to the daemon from files on the host, in the
- * manner of `incus image import`. The daemon copies the files, so later
- * changes to the sources never reach its VMs.
+ * line, that a client uploads through the API (upload.ts) or, from the
+ * daemon's import folders only (policy.ts), names by path, in the manner of
+ * `incus image import`. The daemon keeps its own copies (0600), so later
+ * changes to the sources never reach its VMs. Both files are checked by
+ * their first bytes (formats.ts), and their sizes count against the image
+ * storage quota.
  *
  * They live in <dataDir>/local-images/<name>/ (kernel, initrd.img, image.json),
  * apart from the built-in image cache (imageDir(), which HANGAR_IMAGE_DIR may
@@ -18,6 +21,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { dataDir } from '../../common/paths.js';
+import { initrdFormat, kernelFormat, FORMAT_HEAD_BYTES, type InitrdFormat, type KernelFormat } from './formats.js';
+import { openImportSource, readHead, reserveImageBytes, type Source } from './policy.js';
+
+export { kernelFormat, initrdFormat, type KernelFormat, type InitrdFormat } from './formats.js';
 
 /** Image names: lower-case letters, digits, dots, dashes and underscores, starting with a letter. */
 export const IMAGE_NAME_RE = /^[a-z][a-z0-9._-]{0,62}$/;
@@ -44,7 +51,8 @@ export interface LocalImageMeta {
   /** Absent: the engine's default command line is used. */
   cmdline?: string;
   kernelFormat: KernelFormat;
-  /** Where the files came from (for the operator; never read again). */
+  initrdFormat?: InitrdFormat;
+  /** Where the files came from (for the operator; never read again): host paths, or "upload". */
   source: { kernel: string; initrd?: string };
   importedAt: string;
 }
@@ -54,8 +62,6 @@ export interface LocalImage extends LocalImageMeta {
   initrd?: string;
   sizeBytes: number;
 }
-
-export type KernelFormat = 'elf64' | 'bzimage';
 
 export function localImageRoot(): string {
   return path.join(dataDir(), 'local-images');
@@ -72,70 +78,10 @@ export function checkImageName(name: unknown): string {
   return name;
 }
 
-/**
- * Recognises a bootable kernel by its first bytes: an x86-64 ELF64 executable (ET_EXEC)
- * (what hangar-vmm's test guests and an uncompressed vmlinux are), or a Linux
- * bzImage (boot sector signature 0xaa55 and the "HdrS" setup header magic).
- */
-export function kernelFormat(head: Buffer): KernelFormat | null {
-  if (head.length >= 20 && head.readUInt32BE(0) === 0x7f454c46) {
-    // EI_CLASS 2 = 64-bit, EI_DATA 1 = little endian, e_type 2 = executable (a kernel is
-    // linked at fixed addresses; a PIE program such as /bin/ls is not one), e_machine 62 = x86-64.
-    return head[4] === 2 && head[5] === 1 && head.readUInt16LE(16) === 2 && head.readUInt16LE(18) === 62 ? 'elf64' : null;
-  }
-  if (head.length >= 0x206 && head.readUInt16LE(0x1fe) === 0xaa55 && head.readUInt32LE(0x202) === 0x53726448) return 'bzimage';
-  return null;
-}
-
-/** An open, checked source file: opened once, so what was checked is what gets copied. */
-interface Source {
-  fd: number;
-  size: number;
-  path: string;
-}
-
-function openSource(p: unknown, field: 'kernel' | 'initrd', maxBytes: number): Source {
-  if (typeof p !== 'string' || p.length === 0 || p.length > 4096 || p.includes('\0')) {
-    throw new HangarError('INVALID_ARGUMENT', `${field} must be a path`, { field });
-  }
-  if (!path.isAbsolute(p)) throw new HangarError('INVALID_ARGUMENT', `${field} must be an absolute path on the daemon's host, got "${p}"`, { field });
-  let fd: number;
-  try {
-    // O_NONBLOCK: opening a FIFO must not hang the daemon; it is refused below as not a regular file.
-    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') throw new HangarError('NOT_FOUND', `${field} file ${p} does not exist`, { field, path: p });
-    if (code === 'EACCES' || code === 'EPERM') throw new HangarError('INVALID_ARGUMENT', `${field} file ${p} is not readable by the daemon`, { field, path: p });
-    throw new HangarError('INVALID_ARGUMENT', `${field} file ${p} cannot be opened: ${(e as Error).message}`, { field, path: p });
-  }
-  try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new HangarError('INVALID_ARGUMENT', `${field} ${p} is not a regular file`, { field, path: p });
-    if (st.size === 0) throw new HangarError('INVALID_ARGUMENT', `${field} file ${p} is empty`, { field, path: p });
-    if (st.size > maxBytes) throw new HangarError('INVALID_ARGUMENT', `${field} file ${p} is larger than ${maxBytes} bytes`, { field, path: p, max: maxBytes });
-    return { fd, size: st.size, path: p };
-  } catch (e) {
-    fs.closeSync(fd);
-    throw e;
-  }
-}
-
-function readHead(src: Source, n: number): Buffer {
-  const b = Buffer.alloc(Math.min(n, src.size));
-  let got = 0;
-  while (got < b.length) {
-    const r = fs.readSync(src.fd, b, got, b.length - got, got);
-    if (r === 0) break;
-    got += r;
-  }
-  return b.subarray(0, got);
-}
-
-/** Copies an open source into dest, all of it and nothing more (a file growing meanwhile is cut at the checked size). */
+/** Copies an open source into dest (0600), all of it and nothing more (a file growing meanwhile is cut at the checked size). */
 async function copySource(src: Source, dest: string): Promise<void> {
   const input = fs.createReadStream('', { fd: src.fd, autoClose: false, start: 0, end: src.size - 1 });
-  const output = fs.createWriteStream(dest, { mode: 0o644 });
+  const output = fs.createWriteStream(dest, { mode: 0o600, flags: 'wx' });
   await new Promise<void>((resolve, reject) => {
     input.on('error', reject);
     output.on('error', reject);
@@ -146,8 +92,22 @@ async function copySource(src: Source, dest: string): Promise<void> {
   if (st.size !== src.size) throw new HangarError('INVALID_ARGUMENT', `${src.path} changed size while it was copied`, { path: src.path });
 }
 
+/** Refuses a kernel whose first bytes are not a bootable kernel; returns its format. */
+export function checkKernelHead(head: Buffer, what: string): KernelFormat {
+  const format = kernelFormat(head);
+  if (!format) throw new HangarError('INVALID_ARGUMENT', `kernel ${what} is neither an x86-64 ELF64 executable nor a Linux bzImage`, { field: 'kernel' });
+  return format;
+}
+
+/** Refuses an initrd that is neither a cpio archive nor compressed data Linux can unpack. */
+export function checkInitrdHead(head: Buffer, what: string): InitrdFormat {
+  const format = initrdFormat(head);
+  if (!format) throw new HangarError('INVALID_ARGUMENT', `initrd ${what} is neither a cpio archive (newc or odc) nor gzip, xz, zstd, lz4 or bzip2 data`, { field: 'initrd' });
+  return format;
+}
+
 /** Checks everything about a request except the sources themselves; exported for unit tests. */
-export function checkImportRequest(req: ImportRequest, reserved: readonly string[]): void {
+export function checkImportRequest(req: Omit<ImportRequest, 'kernel'> & { kernel?: unknown }, reserved: readonly string[]): void {
   checkImageName(req.name);
   if (reserved.includes(req.name)) throw new HangarError('INVALID_ARGUMENT', `"${req.name}" is the name of a built-in image`, { field: 'name' });
   if (req.cmdline !== undefined) {
@@ -205,61 +165,122 @@ export function listLocalImages(): LocalImage[] {
 /** Names being imported by this process right now (the rename settles races with other processes). */
 const importing = new Set<string>();
 
+/** Total bytes the finished imported images take. */
+export function usedImageBytes(): number {
+  return listLocalImages().reduce((n, i) => n + i.sizeBytes, 0);
+}
+
 /**
- * Imports an image: checks the request and the files (kernel format by magic),
- * copies them into a temporary folder and renames it into place.
- * `reserved`: the built-in names, which cannot be taken.
+ * Claims a name for an import in progress; ALREADY_EXISTS when an image or
+ * another import has it. Returns the release.
+ */
+export function claimImageName(name: string, reserved: readonly string[]): () => void {
+  checkImageName(name);
+  if (reserved.includes(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is the name of a built-in image`, { field: 'name' });
+  if (importing.has(name) || getLocalImage(name)) {
+    throw new HangarError('ALREADY_EXISTS', `an image named "${name}" already exists`, { name });
+  }
+  importing.add(name);
+  return () => { importing.delete(name); };
+}
+
+/** A fresh hidden work folder for an import (0700), removed by the caller on failure. */
+export function makeImportWorkDir(name: string): string {
+  const root = localImageRoot();
+  fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+  return fs.mkdtempSync(path.join(root, `.import-${name}-`));
+}
+
+/**
+ * Moves a finished work folder (kernel, initrd.img if any) into place with its
+ * image.json. The rename decides races for the name.
+ */
+export function installImage(work: string, meta: LocalImageMeta): LocalImage {
+  fs.writeFileSync(path.join(work, 'image.json'), JSON.stringify(meta, null, 2) + '\n', { mode: 0o600 });
+  fs.chmodSync(work, 0o700);
+  try {
+    fs.renameSync(work, imageFolder(meta.name));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new HangarError('ALREADY_EXISTS', `an image named "${meta.name}" already exists`, { name: meta.name });
+    throw e;
+  }
+  const done = getLocalImage(meta.name);
+  if (!done) throw new HangarError('INTERNAL', `image ${meta.name} was imported but cannot be read back`);
+  return done;
+}
+
+/**
+ * Imports an image from files on the daemon's host, inside its import
+ * folders (policy.ts): checks the request and the files (formats by magic),
+ * reserves their size against the quota, copies them into a temporary folder
+ * and renames it into place. `reserved`: the built-in names, which cannot be taken.
  */
 export async function importLocalImage(req: ImportRequest, reserved: readonly string[]): Promise<LocalImage> {
   checkImportRequest(req, reserved);
-  if (importing.has(req.name) || getLocalImage(req.name)) {
-    throw new HangarError('ALREADY_EXISTS', `an image named "${req.name}" already exists`, { name: req.name });
-  }
-  importing.add(req.name);
+  const release = claimImageName(req.name, reserved);
   const sources: Source[] = [];
+  let unreserve = (): void => {};
   try {
-    const kernel = openSource(req.kernel, 'kernel', MAX_KERNEL_BYTES);
+    const kernel = openImportSource(req.kernel, 'kernel', MAX_KERNEL_BYTES);
     sources.push(kernel);
-    const format = kernelFormat(readHead(kernel, 0x210));
-    if (!format) throw new HangarError('INVALID_ARGUMENT', `kernel ${req.kernel} is neither an x86-64 ELF64 executable nor a Linux bzImage`, { field: 'kernel', path: req.kernel });
-    const initrd = req.initrd !== undefined ? openSource(req.initrd, 'initrd', MAX_INITRD_BYTES) : null;
-    if (initrd) sources.push(initrd);
+    const format = checkKernelHead(readHead(kernel.fd, FORMAT_HEAD_BYTES), req.kernel);
+    const initrd = req.initrd !== undefined ? openImportSource(req.initrd, 'initrd', MAX_INITRD_BYTES) : null;
+    let iFormat: InitrdFormat | undefined;
+    if (initrd) {
+      sources.push(initrd);
+      iFormat = checkInitrdHead(readHead(initrd.fd, FORMAT_HEAD_BYTES), req.initrd!);
+    }
+    unreserve = reserveImageBytes(`path:${req.name}`, kernel.size + (initrd?.size ?? 0), usedImageBytes());
 
-    const root = localImageRoot();
-    fs.mkdirSync(root, { recursive: true, mode: 0o700 });
-    const work = fs.mkdtempSync(path.join(root, `.import-${req.name}-`));
+    const work = makeImportWorkDir(req.name);
     try {
       await copySource(kernel, path.join(work, 'kernel'));
       if (initrd) await copySource(initrd, path.join(work, 'initrd.img'));
-      const meta: LocalImageMeta = {
+      return installImage(work, {
         name: req.name,
         description: req.description ?? `imported ${format === 'elf64' ? 'ELF64 kernel' : 'bzImage'} ${path.basename(req.kernel)}`,
         ...(req.cmdline !== undefined ? { cmdline: req.cmdline } : {}),
         kernelFormat: format,
+        ...(iFormat ? { initrdFormat: iFormat } : {}),
         source: { kernel: req.kernel, ...(req.initrd !== undefined ? { initrd: req.initrd } : {}) },
         importedAt: new Date().toISOString(),
-      };
-      fs.writeFileSync(path.join(work, 'image.json'), JSON.stringify(meta, null, 2) + '\n', { mode: 0o644 });
-      fs.chmodSync(work, 0o755);
-      try {
-        fs.renameSync(work, imageFolder(req.name));
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new HangarError('ALREADY_EXISTS', `an image named "${req.name}" already exists`, { name: req.name });
-        throw e;
-      }
+      });
     } finally {
       fs.rmSync(work, { recursive: true, force: true });
     }
-    const done = getLocalImage(req.name);
-    if (!done) throw new HangarError('INTERNAL', `image ${req.name} was imported but cannot be read back`);
-    return done;
   } catch (e) {
     throw toHangarError(e);
   } finally {
     for (const s of sources) fs.closeSync(s.fd);
-    importing.delete(req.name);
+    unreserve();
+    release();
   }
+}
+
+/** Hidden folders an import, upload or delete leaves while it runs. */
+const WORK_DIR_RE = /^\.(import|delete)-[a-z][a-z0-9._-]{0,62}-/;
+
+/**
+ * Removes the work folders a crashed daemon left in the imported-image store.
+ * Call at start, before any import: one daemon owns a data directory, so
+ * every such folder then is stale. Only our own names, only real folders.
+ */
+export function cleanStaleImportFolders(): string[] {
+  const root = localImageRoot();
+  let names: string[];
+  try { names = fs.readdirSync(root); } catch { return []; }
+  const removed: string[] = [];
+  for (const n of names) {
+    if (!WORK_DIR_RE.test(n)) continue;
+    const p = path.join(root, n);
+    try {
+      if (!fs.lstatSync(p).isDirectory()) continue;
+      fs.rmSync(p, { recursive: true, force: true });
+      removed.push(p);
+    } catch { /* gone meanwhile */ }
+  }
+  return removed;
 }
 
 /** Removes an imported image (the caller has checked that no VM uses it). Unknown name → NOT_FOUND. */

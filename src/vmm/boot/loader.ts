@@ -120,13 +120,21 @@ function loadElf(mem: GuestRam, img: Buffer): { entry: number; start: number; en
   return { entry: physEntry, start, end, apsAtEntry };
 }
 
+/**
+ * Looks for Hangar's note in a PT_NOTE segment. Every length comes from the file: each one is
+ * checked against what is left of the segment, and each step moves forward by at least the
+ * 12-byte header, so no input makes this loop run past the segment or forever.
+ */
 function scanNotes(notes: Buffer): boolean {
+  const pad4 = (n: number) => n + ((4 - (n % 4)) % 4);
   let o = 0;
   while (o + 12 <= notes.length) {
     const namesz = notes.readUInt32LE(o), descsz = notes.readUInt32LE(o + 4), type = notes.readUInt32LE(o + 8);
+    const left = notes.length - o - 12;
+    if (namesz > left || descsz > left) return false; // a length past the segment: malformed, stop
     const name = notes.subarray(o + 12, o + 12 + namesz).toString('latin1').replace(/\0+$/, '');
     if (name === HANGAR_NOTE_OWNER && type === HANGAR_NOTE_SMP_ENTRY) return true;
-    o += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3);
+    o += 12 + pad4(namesz) + pad4(descsz);
   }
   return false;
 }
@@ -141,6 +149,8 @@ function loadBzImage(mem: GuestRam, img: Buffer, zp: Uint8Array): { entry: numbe
   const pmOffset = (setupSects + 1) * 512;
   if (pmOffset >= img.length) throw bad('bzImage setup size exceeds the file');
   const pm = img.subarray(pmOffset);
+  // The 64-bit entry is at +0x200 of the protected-mode part: it must be in the file, not in zeroed memory.
+  if (pm.length <= 0x200) throw bad(`bzImage protected-mode part (${pm.length} bytes) ends before its 64-bit entry at +0x200`);
   const initSize = img.readUInt32LE(BP.init_size);
   const need = Math.max(pm.length, initSize);
   if (KERNEL_LOAD + need > mem.size) throw bad(`bzImage needs 0x${need.toString(16)} bytes at 1 MiB; guest RAM is ${mem.size} bytes`);

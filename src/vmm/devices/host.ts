@@ -32,26 +32,5 @@ export interface DeviceHost {
   ioEventFd?(addr: number, len: number, datamatch: number | undefined, onEvent: () => void): { close(): void } | null;
 }
 
-/** Drive and network-interface configuration as the control API accepts it (Firecracker-style names). */
-export interface DriveConfig {
-  drive_id: string;
-  path_on_host: string;
-  is_root_device?: boolean;
-  is_read_only?: boolean;
-  serial?: string;
-}
-
-export interface NetConfig {
-  iface_id: string;
-  host_dev_name: string;
-  guest_mac?: string;
-}
-
-/**
- * The function src/vmm/virtio/index.ts exports to create the virtio devices
- * for a VM. It runs on the device thread before the guest starts and must
- * throw a HangarError when a device cannot be created. Its result may have a
- * `close()`, which the VMM calls when the VM is torn down.
- */
-export type CreateVirtioDevices = (host: DeviceHost, cfg: { drives: DriveConfig[]; nets: NetConfig[]; rng?: boolean }) => unknown;
-export const VIRTIO_FACTORY_EXPORT = 'createVirtioDevices';
+/** Drive and network-interface configuration as the control API accepts it (schemas in src/api/vmm.ts). */
+export type { VmmDrive as DriveConfig, VmmNetworkInterface as NetConfig } from '../../api/vmm.js';

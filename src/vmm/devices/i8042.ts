@@ -10,6 +10,12 @@ const STATUS_OBF = 0x01, STATUS_SYS = 0x04, STATUS_CMD = 0x08;
 const CMD_READ_CTR = 0x20, CMD_WRITE_CTR = 0x60, CMD_SELF_TEST = 0xaa, CMD_KBD_TEST = 0xab;
 const CMD_KBD_DISABLE = 0xad, CMD_KBD_ENABLE = 0xae, CMD_READ_OUTPUT = 0xd0, CMD_WRITE_OUTPUT = 0xd1, CMD_RESET = 0xfe;
 const CTR_KBD_INT = 0x01;
+/**
+ * Bytes the controller holds for the guest. Real hardware has a one-byte output
+ * buffer behind a keyboard with a 16-byte FIFO; beyond that, new bytes are lost
+ * (and counted), so a guest writing in a loop cannot grow the VMM's memory.
+ */
+export const I8042_OUTPUT_MAX = 16;
 /** Set 1 scancodes: Ctrl, Alt, Del pressed then released. */
 const CTRL_ALT_DEL = [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d];
 
@@ -24,13 +30,14 @@ export class I8042 implements PioDevice {
   readonly name = 'i8042';
   state: I8042State = { ctr: CTR_KBD_INT | 0x40, status: STATUS_SYS, pendingCommand: null, out: [] };
   private resets = 0;
+  private dropped = 0;
 
   /** `onReset` is called when the guest asks the controller to pulse the CPU reset line. */
   constructor(private readonly irq: IrqLine, private readonly onReset: () => void) {}
 
   /** Queues Ctrl-Alt-Del for the guest's keyboard driver. */
   sendCtrlAltDel(): void {
-    this.state.out.push(...CTRL_ALT_DEL);
+    for (const b of CTRL_ALT_DEL) this.queue(b);
     this.notify();
   }
 
@@ -55,11 +62,11 @@ export class I8042 implements PioDevice {
       s.status |= STATUS_CMD;
       switch (v) {
         case CMD_RESET: this.resets++; this.onReset(); return;
-        case CMD_READ_CTR: s.out.push(s.ctr); break;
+        case CMD_READ_CTR: this.queue(s.ctr); break;
         case CMD_WRITE_CTR: case CMD_WRITE_OUTPUT: s.pendingCommand = v; break;
-        case CMD_SELF_TEST: s.out.push(0x55); break;
-        case CMD_KBD_TEST: s.out.push(0x00); break;
-        case CMD_READ_OUTPUT: s.out.push(0x01); break;
+        case CMD_SELF_TEST: this.queue(0x55); break;
+        case CMD_KBD_TEST: this.queue(0x00); break;
+        case CMD_READ_OUTPUT: this.queue(0x01); break;
         case CMD_KBD_DISABLE: s.ctr |= 0x10; break;
         case CMD_KBD_ENABLE: s.ctr &= ~0x10; break;
         default: break;
@@ -69,10 +76,16 @@ export class I8042 implements PioDevice {
       s.status &= ~STATUS_CMD;
       if (s.pendingCommand === CMD_WRITE_CTR) s.ctr = v;
       else if (s.pendingCommand === CMD_WRITE_OUTPUT) { if ((v & 0x01) === 0) { this.resets++; this.onReset(); } }
-      else s.out.push(0xfa); // keyboard command: acknowledge
+      else this.queue(0xfa); // keyboard command: acknowledge
       s.pendingCommand = null;
       this.notify();
     }
+  }
+
+  /** One byte for the guest to read from port 0x60, unless the output FIFO is full. */
+  private queue(b: number): void {
+    if (this.state.out.length >= I8042_OUTPUT_MAX) { this.dropped++; return; }
+    this.state.out.push(b & 0xff);
   }
 
   private notify(): void {
@@ -80,6 +93,6 @@ export class I8042 implements PioDevice {
   }
 
   metrics(): DeviceMetrics {
-    return { resets: this.resets, queued: this.state.out.length };
+    return { resets: this.resets, queued: this.state.out.length, dropped: this.dropped };
   }
 }

@@ -1,9 +1,6 @@
 /**
- * The one entry point the VMM core calls to build its virtio devices.
- *
- * CONTRACT (matches CreateVirtioDevices in src/vmm/devices/host.ts):
- *
- *   createVirtioDevices(host: DeviceHost, cfg: { drives: DriveConfig[]; nets: NetConfig[]; rng?: boolean }): VirtioSet
+ * Builds a VM's virtio devices: createVirtioDevices(host, cfg) is what the
+ * device manager calls while the machine is built.
  *
  * Devices take virtio-mmio slots through host.attachVirtioMmio in this
  * order: drives, then network interfaces, then the rng (when cfg.rng). The
@@ -17,28 +14,17 @@
  * on our hosts it measured slower for a polling guest (blk 4 KiB QD1: 8.5k
  * IOPS through ioeventfd against 14k through exits; see docs/virtio.md).
  *
- * NOTE for src/kvm/eventfd.ts (as of 09:40): koffi.node.poll calls its
- * callback with (status: number, events: {readable, ...}), not (events) as
- * koffi's typings say; `ev.readable` on the status number is always
- * undefined, so ioeventfd notifications are consumed by KVM and never reach
- * the device (the guest hangs waiting for its first request). Take the
- * second argument, or ignore both and just read the eventfd.
- *
  * Device models are synchronous and keep no thread affinity, except that a
  * NIC watches its TAP fd on the event loop of the thread that created it
  * (the device thread). `close()` on the result releases files and TAP fds.
  */
+import { DEVICE_ID_RULE, isDeviceId } from '../../api/names.js';
 import { HangarError } from '../../common/errors.js';
 import type { DeviceHost, DriveConfig, NetConfig } from '../devices/host.js';
 import { VirtioBlock } from './blk.js';
 import { REG, VIRTIO_MMIO_REGS_SIZE, VirtioMmioDevice, type VirtioDevice } from './mmio.js';
 import { TapBackend, VirtioNet, formatMac } from './net.js';
 import { VirtioRng } from './rng.js';
-
-export { VIRTIO_MMIO_REGS_SIZE, VirtioMmioDevice } from './mmio.js';
-export { VirtioBlock } from './blk.js';
-export { VirtioNet, TapBackend } from './net.js';
-export { VirtioRng } from './rng.js';
 
 export interface VirtioDevicesConfig {
   drives: DriveConfig[];
@@ -64,13 +50,11 @@ export interface VirtioSet {
   close(): void;
 }
 
-const ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
-
 /** Checks the whole config before anything is opened, so a bad entry leaves nothing half made. */
 function validate(cfg: VirtioDevicesConfig): void {
   const ids = new Set<string>();
   const check = (id: unknown, what: string) => {
-    if (typeof id !== 'string' || !ID_RE.test(id)) throw new HangarError('INVALID_ARGUMENT', `${what} id "${String(id)}" must be 1-64 of A-Z a-z 0-9 _ . -`);
+    if (!isDeviceId(id)) throw new HangarError('INVALID_ARGUMENT', `${what} id "${String(id)}" must be ${DEVICE_ID_RULE}`);
     if (ids.has(id)) throw new HangarError('INVALID_ARGUMENT', `device id "${id}" is used twice`);
     ids.add(id);
   };

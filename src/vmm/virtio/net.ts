@@ -7,8 +7,9 @@
  */
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import koffi from 'koffi';
+import { MAC_PATTERN } from '../../api/names.js';
 import { HangarError } from '../../common/errors.js';
+import { watchReadable, type FdWatch } from '../../kvm/libc.js';
 import type { DeviceMetrics } from '../devices/device.js';
 import type { VirtioContext, VirtioDevice } from './mmio.js';
 import { VIRTIO_ID } from './mmio.js';
@@ -39,7 +40,7 @@ export interface FrameBackend {
 
 /** A non-blocking TAP fd, watched through the Node event loop. */
 export class TapBackend implements FrameBackend {
-  private poller: ReturnType<typeof koffi.node.poll> | null = null;
+  private poller: FdWatch | null = null;
   private fd: number | null;
 
   constructor(readonly tapName: string, fd: number) {
@@ -74,16 +75,9 @@ export class TapBackend implements FrameBackend {
 
   watch(onReadable: () => void): void {
     if (this.fd === null) return;
-    // koffi calls back with (status, events), not the (events) its typings declare;
-    // either way a wake-up only means "try reading", so we ignore both.
-    const cb = (): void => onReadable();
-    if (!this.poller) {
-      this.poller = koffi.node.poll(this.fd, { readable: true }, cb);
-      // A NIC waiting for frames must not keep the VMM process alive by itself.
-      this.poller.unref();
-    } else {
-      this.poller.start({ readable: true }, cb);
-    }
+    // A NIC waiting for frames never keeps the VMM process alive by itself (watchReadable unrefs).
+    if (!this.poller) this.poller = watchReadable(this.fd, onReadable);
+    else this.poller.start(onReadable);
   }
 
   unwatch(): void {
@@ -100,9 +94,11 @@ export class TapBackend implements FrameBackend {
   }
 }
 
+const MAC_RE = new RegExp(MAC_PATTERN);
+
 /** Parses "52:54:00:12:34:56"; throws INVALID_ARGUMENT for anything else or a multicast address. */
 export function parseMac(mac: string): Uint8Array {
-  const m = /^([0-9a-fA-F]{2})(?::([0-9a-fA-F]{2})){5}$/.test(mac) ? mac.split(':').map((h) => parseInt(h, 16)) : null;
+  const m = MAC_RE.test(mac) ? mac.split(':').map((h) => parseInt(h, 16)) : null;
   if (!m) throw new HangarError('INVALID_ARGUMENT', `"${mac}" is not a MAC address like 52:54:00:12:34:56`);
   if (m[0]! & 1) throw new HangarError('INVALID_ARGUMENT', `MAC ${mac} is a multicast address`);
   return Uint8Array.from(m);
@@ -113,7 +109,7 @@ export function formatMac(mac: Uint8Array): string {
 }
 
 /** A random locally administered unicast MAC. */
-export function randomMac(): Uint8Array {
+function randomMac(): Uint8Array {
   const m = randomBytes(6);
   m[0] = (m[0]! & 0xfc) | 0x02;
   return m;

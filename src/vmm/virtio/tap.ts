@@ -9,8 +9,9 @@
  * when it was opened and keeps working after `ip link set NAME netns NS`.
  */
 import fs from 'node:fs';
-import koffi from 'koffi';
+import { TAP_NAME_RULE, isTapName } from '../../api/names.js';
 import { HangarError } from '../../common/errors.js';
+import { errno, libc } from '../../kvm/libc.js';
 
 const TUNSETIFF = 0x400454ca; // _IOW('T', 202, int)
 const IFF_TAP = 0x0002;
@@ -18,26 +19,14 @@ const IFF_NO_PI = 0x1000;
 const IFNAMSIZ = 16;
 const IFREQ_SIZE = 40;
 
-let ioctlFn: ((fd: number, req: number, arg: Buffer) => number) | null = null;
-
-function ioctl(): (fd: number, req: number, arg: Buffer) => number {
-  if (!ioctlFn) {
-    const libc = koffi.load('libc.so.6');
-    ioctlFn = libc.func('int ioctl(int fd, unsigned long req, void *arg)') as (fd: number, req: number, arg: Buffer) => number;
-  }
-  return ioctlFn;
-}
-
 export interface Tap {
   readonly name: string;
   readonly fd: number;
 }
 
-/** Valid Linux interface name: 1..15 bytes, no slash, whitespace or colon. */
-export function checkIfName(name: string): void {
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(name) || name === '.' || name === '..') {
-    throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)`);
-  }
+/** A valid TAP name by the one rule in src/api/names.ts (what Linux takes, minus the awkward characters). */
+function checkIfName(name: string): void {
+  if (!isTapName(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a valid interface name (${TAP_NAME_RULE})`);
 }
 
 export function openTap(name: string): Tap {
@@ -51,11 +40,11 @@ export function openTap(name: string): Tap {
   const ifr = Buffer.alloc(IFREQ_SIZE);
   ifr.write(name, 0, IFNAMSIZ - 1, 'ascii');
   ifr.writeUInt16LE(IFF_TAP | IFF_NO_PI, IFNAMSIZ);
-  const rc = ioctl()(fd, TUNSETIFF, ifr);
+  const rc = libc.ioctlPtr(fd, TUNSETIFF, ifr);
   if (rc < 0) {
-    const errno = koffi.errno();
+    const e = errno();
     fs.closeSync(fd);
-    throw new HangarError(errno === 1 ? 'UNAUTHORIZED' : 'UNAVAILABLE', `TUNSETIFF ${name} failed (errno ${errno})`, { errno, tap: name });
+    throw new HangarError(e === 1 ? 'UNAUTHORIZED' : 'UNAVAILABLE', `TUNSETIFF ${name} failed (errno ${e})`, { errno: e, tap: name });
   }
   const actual = ifr.toString('ascii', 0, IFNAMSIZ).replace(/\0.*$/s, '');
   return { name: actual, fd };

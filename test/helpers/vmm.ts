@@ -1,8 +1,10 @@
 /**
- * Shared helpers for hangar-vmm end-to-end tests (and the virtio tests that
- * reuse the guest kit): build a test guest, spawn hangar-vmm from dist/,
- * talk to its control socket, read its console, and clean up exactly what
- * was started.
+ * The one harness for hangar-vmm tests and benchmarks: build a ring-3 test
+ * guest (guests/), run the compiled hangar-vmm either with its control and
+ * console sockets (startVmm) or on a JSON config with the console on stdout
+ * (startVmmConsole), talk to its control API, read its console, make a
+ * bzImage from a test guest, fetch the Debian cloud kernel, and clean up
+ * exactly the processes and folders that were started.
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -13,13 +15,20 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { projectRoot } from '../../src/common/paths.js';
 import { VMM_NODE_FLAGS } from '../../src/vmm/process-flags.js';
 
+export const ROOT = projectRoot();
+export const VMM_MAIN = path.join(ROOT, 'dist', 'src', 'vmm', 'main.js');
+
 export const kvmUsable = (() => {
   try { fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK); return true; } catch { return false; }
 })();
 
-/** Builds guests/<name>.c into guests/build/<name>.elf (atomically, so parallel test files can share it) and returns its path. */
+/**
+ * Builds guests/<name>.c into guests/build/<name>.elf and returns its path: always rebuilt (a guest
+ * also depends on headers such as guests/virtio-drv.h that make does not track), in a private
+ * folder first and then renamed, so parallel test files can share it.
+ */
 export function buildGuest(name: string): string {
-  const guests = path.join(projectRoot(), 'guests');
+  const guests = path.join(ROOT, 'guests');
   const out = path.join(guests, 'build', `${name}.elf`);
   const tmpDir = path.join('build', `.tmp-${process.pid}-${name}`);
   execFileSync('make', ['-s', '-C', guests, `OUT=${tmpDir}`, `${tmpDir}/${name}.elf`], { stdio: 'pipe' });
@@ -30,9 +39,8 @@ export function buildGuest(name: string): string {
 }
 
 export function vmmMain(): string {
-  const p = path.join(projectRoot(), 'dist', 'src', 'vmm', 'main.js');
-  if (!fs.existsSync(p)) throw new Error(`${p} is missing: run tsc first`);
-  return p;
+  if (!fs.existsSync(VMM_MAIN)) throw new Error(`${VMM_MAIN} is missing: run tsc first`);
+  return VMM_MAIN;
 }
 
 export interface VmmProcess {
@@ -239,4 +247,136 @@ export function debianCloudKernel(): DebianKernel {
   execFileSync('sh', ['-c', 'lz4 -dc > "$1"', 'sh', tmp], { input: payload, stdio: ['pipe', 'ignore', 'pipe'], maxBuffer: 1 << 30 });
   fs.renameSync(tmp, vmlinux);
   return { version, vmlinuz, vmlinux };
+}
+
+/** Why guest tests cannot run here, or null when they can. */
+export function guestTestsUnavailable(): string | null {
+  if (!kvmUsable) return 'no usable /dev/kvm';
+  if (!fs.existsSync(VMM_MAIN)) return `hangar-vmm is not built (${VMM_MAIN}); run npm run build`;
+  return null;
+}
+
+export function tempDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `hangar-${prefix}-`));
+}
+
+export interface VmmRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface VmmConsoleProcess {
+  child: ChildProcess;
+  /** Resolves when the process ended (or was killed after timeoutMs). */
+  done: Promise<VmmRun>;
+  /** Resolves with the console output so far once `re` matches it. */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+  kill(): void;
+}
+
+/**
+ * Starts hangar-vmm with the console on stdout (the virtio guests print their results there): on `config` (written to
+ * dir/vm.json) when given, else waiting on its control socket dir/api.sock.
+ */
+export function startVmmConsole(config: object | null, dir: string, opts: { timeoutMs?: number; logLevel?: string } = {}): VmmConsoleProcess {
+  const args = [VMM_MAIN, '--console', 'stdio', '--log-level', opts.logLevel ?? 'info'];
+  if (config) {
+    const cfgPath = path.join(dir, 'vm.json');
+    fs.writeFileSync(cfgPath, JSON.stringify(config, null, 2));
+    args.push('--config', cfgPath);
+  } else {
+    args.push('--api-sock', path.join(dir, 'api.sock'));
+  }
+  const child = spawn(process.execPath, [...VMM_NODE_FLAGS, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  const listeners = new Set<() => void>();
+  child.stdout!.on('data', (b: Buffer) => {
+    stdout += b.toString('latin1');
+    for (const l of listeners) l();
+  });
+  child.stderr!.on('data', (b: Buffer) => { stderr += b.toString('utf8'); });
+  const kill = (): void => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  const timer = setTimeout(kill, opts.timeoutMs ?? 60_000);
+  const done = new Promise<VmmRun>((resolve) => {
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      // Let the pipes drain before answering.
+      setImmediate(() => resolve({ code, signal, stdout, stderr }));
+    });
+  });
+  const waitFor = (re: RegExp, timeoutMs = 30_000): Promise<string> => new Promise((resolve, reject) => {
+    const check = (): void => {
+      if (re.test(stdout)) {
+        listeners.delete(check);
+        clearTimeout(t);
+        resolve(stdout);
+      }
+    };
+    const t = setTimeout(() => { listeners.delete(check); reject(new Error(`timed out waiting for ${re} in console output:\n${stdout}\n--- stderr ---\n${stderr}`)); }, timeoutMs);
+    listeners.add(check);
+    void done.then(() => { if (listeners.has(check)) { listeners.delete(check); clearTimeout(t); reject(new Error(`hangar-vmm exited before ${re} appeared:\n${stdout}\n--- stderr ---\n${stderr}`)); } });
+    check();
+  });
+  return { child, done, waitFor, kill };
+}
+
+/** One request to hangar-vmm's control API on dir/api.sock (waits for the socket to appear). */
+export async function vmmApi(dir: string, method: string, urlPath: string, body?: object): Promise<{ status: number; body: string }> {
+  const sock = path.join(dir, 'api.sock');
+  for (let i = 0; i < 200 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 25));
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request({ socketPath: sock, method, path: urlPath, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => { text += c.toString(); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+/** Runs a VM to its end. */
+export function runVmm(config: object, dir: string, opts: { timeoutMs?: number; logLevel?: string } = {}): Promise<VmmRun> {
+  return startVmmConsole(config, dir, opts).done;
+}
+
+/** A minimal config around a guest ELF. */
+export function guestConfig(kernel: string, extra: { bootArgs?: string; memMib?: number; drives?: object[]; nets?: object[] } = {}): Record<string, unknown> {
+  return {
+    'machine-config': { vcpu_count: 1, mem_size_mib: extra.memMib ?? 64 },
+    'boot-source': { kernel_image_path: kernel, ...(extra.bootArgs ? { boot_args: extra.bootArgs } : {}) },
+    ...(extra.drives ? { drives: extra.drives } : {}),
+    ...(extra.nets ? { 'network-interfaces': extra.nets } : {}),
+  };
+}
+
+/** FNV-1a 64 over `data`, as lowercase hex without leading zeros (what the guests print with %lx). */
+export function fnv1a64(data: Uint8Array): string {
+  let hi = 0xcbf29ce4;
+  let lo = 0x84222325;
+  for (let i = 0; i < data.length; i++) {
+    lo = (lo ^ data[i]!) >>> 0;
+    // h *= 2^40 + 0x1b3, modulo 2^64, in 32-bit halves.
+    const l = lo * 0x1b3;
+    const carry = Math.floor(l / 0x100000000);
+    hi = (hi * 0x1b3 + carry + ((lo << 8) >>> 0)) % 0x100000000;
+    lo = l % 0x100000000;
+  }
+  return ((BigInt(hi) << 32n) | BigInt(lo)).toString(16);
+}
+
+/** The value after `key=` on the console line starting with `prefix`. */
+export function field(out: string, prefix: string, key: string): string | undefined {
+  for (const line of out.split('\n')) {
+    if (!line.startsWith(prefix)) continue;
+    const m = new RegExp(`(?:^|\\s)${key}=(\\S+)`).exec(line.slice(prefix.length));
+    if (m) return m[1];
+  }
+  return undefined;
 }

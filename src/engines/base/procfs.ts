@@ -1,6 +1,7 @@
 /**
  * What /proc says about a VM process we may not be the parent of (after a
- * daemon restart the QEMU processes belong to init, so waitpid() is no help).
+ * daemon restart a VM process belongs to init, so waitpid() is no help).
+ * Shared by every engine.
  */
 import fs from 'node:fs';
 
@@ -73,38 +74,4 @@ export function readPidFile(file: string): number | null {
   if (!m) return null;
   const pid = Number(m[1]);
   return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
-}
-
-/**
- * A VM's process as an engine finds it after a daemon restart: `hint` (the
- * recorded pid) if it is still ours, else the pid in `pidFile` if that one
- * is. `isOurs` guards against pids the kernel has handed to someone else.
- */
-export function findVerifiedProcess(pidFile: string, isOurs: (pid: number) => boolean, hint?: number): number | null {
-  if (hint !== undefined && isOurs(hint)) return hint;
-  const fromFile = readPidFile(pidFile);
-  return fromFile !== null && isOurs(fromFile) ? fromFile : null;
-}
-
-/**
- * SIGKILLs pid if `stillOurs()` says it is still the process meant (checked
- * right before the signal, so a pid reused meanwhile is never touched), then
- * waits for it to be gone. True once gone (or when it was gone already),
- * false when it still lives after `timeoutMs`.
- */
-export async function killVerified(pid: number, stillOurs: () => boolean, timeoutMs = 10_000): Promise<boolean> {
-  if (!stillOurs()) return true;
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return true;
-    throw e;
-  }
-  // Not our child after a daemon restart: init reaps it, and a zombie counts as gone.
-  const end = Date.now() + timeoutMs;
-  while (processAlive(pid)) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return true;
 }

@@ -1,0 +1,1 @@
+export { sandboxFor, overheadMib, DEFAULT_OVERHEAD_MIB, prepareVmSandbox, loadVmSandbox, cleanupStaleSandbox, sandboxEnabled, kvmGroups, limitsFor, type VmSandbox, type SandboxRequest, type SandboxRecord } from './sandbox.js';
