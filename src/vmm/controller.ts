@@ -13,11 +13,11 @@ import type { Machine, MachineExit } from './machine.js';
 
 export const VMM_VERSION = '0.1.0';
 /**
- * Without ACPI PNP entries for the keyboard controller, Linux only finds the i8042 with
- * i8042.nopnp (needed for SendCtrlAltDel); reboot=k resets through it; panic=1 reboots
- * (and so ends the VM) one second after a panic.
+ * The DSDT describes COM1 and the i8042 (PNP0501, PNP0303), so Linux finds both through
+ * ACPI PNP with their interrupts; the keyboard controller carries SendCtrlAltDel, and
+ * reboot=k resets through it; panic=1 reboots (and so ends the VM) one second after a panic.
  */
-export const DEFAULT_BOOT_ARGS = 'console=ttyS0 reboot=k panic=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd';
+export const DEFAULT_BOOT_ARGS = 'console=ttyS0 reboot=k panic=1 i8042.noaux i8042.nomux i8042.dumbkbd';
 
 export class VmmController {
   machineConfig: MachineConfigBody = { vcpu_count: 1, mem_size_mib: 128 };

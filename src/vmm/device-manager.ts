@@ -19,6 +19,7 @@ import type { DeviceMetrics, IrqLine, MmioDevice, PioDevice } from './devices/de
 import type { DeviceHost, DriveConfig, NetConfig } from './devices/host.js';
 import { I8042 } from './devices/i8042.js';
 import { AcpiSleepRegisters, PostPort, PowerPort } from './devices/power.js';
+import { CmosRtc, RTC_PORT, RTC_PORT_COUNT } from './devices/rtc.js';
 import { Serial } from './devices/serial.js';
 import { KvmIrqLine } from './irq.js';
 import * as L from './layout.js';
@@ -168,6 +169,7 @@ export function registerLegacyDevices(dm: DeviceManager, on: { consoleOutput(byt
       : what === 'reset' ? { reason: 'reboot', detail: 'guest reset (power port)' }
         : { reason: 'crashed', detail: 'guest panicked (power port)' })));
   dm.addPioDevice(L.POST_PORT, 1, new PostPort());
+  dm.addPioDevice(RTC_PORT, RTC_PORT_COUNT, new CmosRtc());
   dm.addPioDevice(L.ACPI_SLEEP_CONTROL_PORT, 2, new AcpiSleepRegisters(() => on.end({ reason: 'poweroff', detail: 'guest powered off (ACPI S5)' })));
   return { serial, i8042 };
 }

@@ -94,7 +94,7 @@ export class Machine extends EventEmitter {
   async start(): Promise<void> {
     if (this.state !== 'NotStarted') throw new HangarError('INVALID_STATE', `cannot start a VM that is ${this.state}`);
     this.devices.seal();
-    await this.vcpus.start();
+    await this.vcpus.start({ serialFast: this.legacy.serial.fastPath() });
     this.state = 'Running';
     this.runStartNs = process.hrtime.bigint();
     this.vcpus.release();
@@ -147,6 +147,7 @@ export class Machine extends EventEmitter {
   private finish(): void {
     if (this.finished || !this.ending) return;
     this.finished = true;
+    this.legacy.serial.flushFastPath(); // console bytes the vCPU threads wrote last
     this.state = 'Stopped';
     this.emit('state', this.state);
     this.resolveExit(this.ending);

@@ -47,6 +47,8 @@ export interface VcpuWorkerData {
   mailbox: SharedArrayBuffer;
   /** Shared exit counters: [pio, mmio, all exits] per vCPU. */
   counters: SharedArrayBuffer;
+  /** COM1's fast path (devices/serial-fast.ts): THR writes and LSR reads served on this thread. */
+  serialFast?: SharedArrayBuffer;
 }
 
 export const COUNTER_PIO = 0;

@@ -80,7 +80,8 @@ export class VcpuRunner {
   }
 
   /** Starts every vCPU thread, holding; resolves when all are ready. release() lets them run. */
-  async start(): Promise<void> {
+  /** `shared`: memory every vCPU thread gets besides its own (COM1's fast path, devices/serial-fast.ts). */
+  async start(shared: Pick<VcpuWorkerData, 'serialFast'> = {}): Promise<void> {
     if (!kickHandlerInstalled) {
       // A handler must exist so the kick signal interrupts KVM_RUN instead of killing the process.
       process.on(KICK_SIGNAL, () => {});
@@ -90,6 +91,7 @@ export class VcpuRunner {
       const data: VcpuWorkerData = {
         index, fd: s.vcpu.fd, runAddr: s.vcpu.runAddr, runSize: s.vcpu.runSize,
         ctl: s.ctl.buffer as SharedArrayBuffer, mailbox: s.mb.buffer as SharedArrayBuffer, counters: s.counters.buffer as SharedArrayBuffer,
+        ...shared,
       };
       const w = startVcpuThread(data);
       s.worker = w;

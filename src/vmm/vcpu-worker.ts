@@ -10,6 +10,8 @@ import { EXIT, INTERNAL_SUBERROR, IO_DIRECTION, SYSTEM_EVENT } from '../kvm/abi.
 import { Vcpu } from '../kvm/kvm.js';
 import { libc, errnoName } from '../kvm/libc.js';
 import { KvmRunView, emulationFailureBytes } from '../kvm/run.js';
+import { SerialFastPathClient } from './devices/serial-fast.js';
+import { SERIAL_COM1_PORT } from './layout.js';
 import {
   CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_RELEASED, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR,
   COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
@@ -32,6 +34,7 @@ const ctl = new Int32Array(data.ctl);
 const mb = new Int32Array(data.mailbox);
 const mbData = new Uint8Array(data.mailbox, MB_DATA_OFFSET, MB_DATA_SIZE);
 const counters = new Float64Array(data.counters);
+const serialFast = data.serialFast ? new SerialFastPathClient(data.serialFast, SERIAL_COM1_PORT) : undefined;
 const EINTR = 4, EAGAIN = 11;
 /** True until the guest has exited to us once (start-up timing, see COUNTER_FIRST_EXIT_NS). */
 let firstExitPending = true;
@@ -106,7 +109,9 @@ function loop(): void {
         counters[COUNTER_PIO] = counters[COUNTER_PIO]! + 1;
         const size = run.ioSize, count = run.ioCount, off = run.ioDataOffset;
         if (size * count > MB_DATA_SIZE || off + size * count > data.runSize) { finish('crashed', `port I/O exit with impossible size ${size}×${count}`); return; }
-        forward(KIND_PIO, run.ioDirection === IO_DIRECTION.OUT, run.ioPort, size, count, run.bytes.subarray(off, off + size * count));
+        const io = run.bytes.subarray(off, off + size * count);
+        if (serialFast?.handle(run.ioPort, run.ioDirection === IO_DIRECTION.OUT, size, count, io)) break; // console bytes: no round trip
+        forward(KIND_PIO, run.ioDirection === IO_DIRECTION.OUT, run.ioPort, size, count, io);
         break;
       }
       case EXIT.MMIO: {

@@ -8,11 +8,22 @@
  *
  * Power: the FADT's reset register is Hangar's power port with the value
  * POWER_RESET (Linux `reboot=a`), and its sleep control/status registers are
- * two I/O ports where an S5 request powers the VM off; the DSDT holds only
- * the \_S5 package that tells the guest which sleep type S5 is.
+ * two I/O ports where an S5 request powers the VM off; the DSDT's \_S5
+ * package tells the guest which sleep type S5 is.
+ *
+ * Legacy devices: hardware-reduced ACPI means Linux sets up no legacy PIC
+ * and hands out ISA interrupts only to devices the DSDT describes. So the
+ * DSDT names COM1 (PNP0501, ports 0x3f8-0x3ff, IRQ 4) and the i8042 keyboard
+ * controller (PNP0303, ports 0x60 and 0x64, IRQ 1); without them the serial
+ * console never gets its interrupt and user space has no console.
  */
 import type { GuestRam } from '../memory.js';
-import { ACPI_RSDP, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, ACPI_TABLES_END, IOAPIC_BASE, LAPIC_BASE, POWER_PORT, POWER_RESET } from '../layout.js';
+import { writeResetVector } from './reset-vector.js';
+import { device, eisaId, integer, ioPort, irqNoFlags, name, pkg, resourceTemplate, scope } from './aml.js';
+import {
+  ACPI_RSDP, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, ACPI_TABLES_END, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ, IOAPIC_BASE,
+  LAPIC_BASE, POWER_PORT, POWER_RESET, SERIAL_COM1_IRQ, SERIAL_COM1_PORT, SERIAL_PORT_COUNT,
+} from '../layout.js';
 
 const OEM_ID = 'HANGAR';
 const OEM_TABLE_ID = 'HANGARVM';
@@ -64,9 +75,30 @@ function gasIo(dv: DataView, off: number, port: number): void {
   dv.setBigUint64(off + 4, BigInt(port), true);
 }
 
-/** DSDT body: Name (_S5_, Package (4) { S5 type, 0, 0, 0 }) in AML. */
-function dsdtAml(): Uint8Array {
-  return Uint8Array.of(0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x07, 0x04, 0x0a, ACPI_S5_SLEEP_TYPE, 0x00, 0x00, 0x00);
+/**
+ * DSDT body in AML:
+ *   Name (_S5, Package (4) { S5 type, 0, 0, 0 })
+ *   Scope (\_SB) {
+ *     Device (COM1) { _HID PNP0501, _UID 1, _CRS { IO 0x3f8-0x3ff, IRQ 4 } }
+ *     Device (KBD)  { _HID PNP0303, _CRS { IO 0x60, IO 0x64, IRQ 1 } }
+ *   }
+ */
+export function dsdtAml(): Uint8Array {
+  const s5 = name('_S5', pkg([integer(ACPI_S5_SLEEP_TYPE), integer(0), integer(0), integer(0)]));
+  const com1 = device('COM1', [
+    name('_HID', eisaId('PNP0501')),
+    name('_UID', integer(1)),
+    name('_CRS', resourceTemplate([ioPort(SERIAL_COM1_PORT, SERIAL_COM1_PORT, 1, SERIAL_PORT_COUNT), irqNoFlags([SERIAL_COM1_IRQ])])),
+  ]);
+  const kbd = device('KBD', [
+    name('_HID', eisaId('PNP0303')),
+    name('_CRS', resourceTemplate([ioPort(I8042_DATA_PORT, I8042_DATA_PORT, 1, 1), ioPort(I8042_COMMAND_PORT, I8042_COMMAND_PORT, 1, 1), irqNoFlags([I8042_KBD_IRQ])])),
+  ]);
+  const sb = scope('\\_SB', [com1, kbd]);
+  const out = new Uint8Array(s5.length + sb.length);
+  out.set(s5, 0);
+  out.set(sb, s5.length);
+  return out;
 }
 
 function fadt(dsdtAddr: number): Uint8Array {
@@ -75,7 +107,9 @@ function fadt(dsdtAddr: number): Uint8Array {
   const dv = new DataView(body.buffer);
   const at = (off: number) => off - 36;
   dv.setUint32(at(40), dsdtAddr, true); // DSDT
-  dv.setUint16(at(109), (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5), true); // IAPC_BOOT_ARCH: 8042, no VGA, no ASPM, no CMOS RTC
+  // IAPC_BOOT_ARCH: 8042, no VGA, no ASPM, no CMOS RTC. The RTC at 0x70/0x71 is there for the
+  // kernel's boot-time clock read; "not present" keeps the rtc-cmos driver (alarms on IRQ 8) away.
+  dv.setUint16(at(109), (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5), true);
   dv.setUint32(at(112), (1 << 20) | (1 << 10), true); // Flags: HW_REDUCED_ACPI, RESET_REG_SUP
   gasIo(dv, at(116), POWER_PORT); // RESET_REG
   body[at(128)] = POWER_RESET; // RESET_VALUE
@@ -86,8 +120,13 @@ function fadt(dsdtAddr: number): Uint8Array {
   return sdt('FACP', 6, body);
 }
 
-/** Writes the tables at ACPI_RSDP and returns the RSDP address (for boot_params.acpi_rsdp_addr). */
+/**
+ * Writes the tables at ACPI_RSDP and returns the RSDP address (for boot_params.acpi_rsdp_addr).
+ * Also places the reset stub at the BIOS reset vector: with hardware-reduced ACPI, that is
+ * where a Linux guest's default reboot ends up (see reset-vector.ts).
+ */
 export function writeAcpiTables(mem: GuestRam, cpus: number): number {
+  writeResetVector(mem);
   let next = ACPI_RSDP + 64; // the RSDP is 36 bytes; keep tables 16-byte aligned after it
   const place = (t: Uint8Array): number => {
     const addr = next;

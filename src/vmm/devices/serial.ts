@@ -3,8 +3,14 @@
  * interrupt-driven console input, the loopback mode Linux's driver probes
  * with, and a 16-byte receive FIFO fed from a bounded host-side queue.
  * Transmission is instantaneous, so the transmitter is always empty.
+ *
+ * THR writes and LSR reads can be served on the vCPU threads (serial-fast.ts,
+ * enabled by fastPath()): this model then drains the bytes they transmitted
+ * before it handles any register, raises the THR-empty interrupt for them,
+ * and keeps the fast path's mirror (on/off, data ready) current.
  */
 import type { DeviceMetrics, IrqLine, PioDevice } from './device.js';
+import { SerialFastPathHost } from './serial-fast.js';
 
 const RBR_THR = 0, IER = 1, IIR_FCR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7;
 const IER_RDI = 0x01, IER_THRI = 0x02, IER_RLSI = 0x04, IER_MSI = 0x08;
@@ -39,8 +45,21 @@ export class Serial implements PioDevice {
   private interrupts = 0;
   private lastLevel = false;
 
+  private readonly fast: SerialFastPathHost;
+
   constructor(private readonly irq: IrqLine, private readonly onOutput: (bytes: Uint8Array) => void, name = 'serial0') {
     this.name = name;
+    this.fast = new SerialFastPathHost((bytes) => this.transmittedElsewhere(bytes));
+    this.syncFastPath();
+  }
+
+  /**
+   * The shared memory vCPU threads serve THR and LSR from (SerialFastPathClient); from now on
+   * this model listens for the bytes they transmit.
+   */
+  fastPath(): SharedArrayBuffer {
+    this.fast.listen();
+    return this.fast.sab;
   }
 
   /** Host → guest: queues console input and raises the receive interrupt. */
@@ -49,18 +68,43 @@ export class Serial implements PioDevice {
       if (this.state.rx.length >= RX_QUEUE_MAX) { this.rxDropped++; continue; }
       this.state.rx.push(b);
     }
+    // Mirror first: a vCPU may take the interrupt at once and poll LSR on its own thread.
+    this.syncFastPath();
     this.updateIrq();
   }
 
   pioRead(offset: number, data: Uint8Array): void {
+    this.fast.drain(); // bytes the fast path took came first
     data.fill(0);
     data[0] = this.readReg(offset);
+    this.syncFastPath();
     this.updateIrq();
   }
 
   pioWrite(offset: number, data: Uint8Array): void {
+    this.fast.drain();
     this.writeReg(offset, data[0] ?? 0);
+    this.syncFastPath();
     this.updateIrq();
+  }
+
+  /** Takes what the vCPU threads transmitted and not yet handed over (call when the VM ends, before the console closes). */
+  flushFastPath(): void {
+    this.fast.drain();
+  }
+
+  /** Bytes the guest wrote to THR through the fast path: out to the console, and the transmitter is empty again. */
+  private transmittedElsewhere(bytes: Uint8Array): void {
+    this.txBytes += bytes.length;
+    this.onOutput(bytes);
+    this.state.threPending = true;
+    this.updateIrq();
+  }
+
+  /** THR may go the fast way unless the divisor latch or loopback redirects it. */
+  private syncFastPath(): void {
+    const s = this.state;
+    this.fast.mirror((s.lcr & LCR_DLAB) === 0 && (s.mcr & MCR_LOOP) === 0, s.rx.length > 0);
   }
 
   private readReg(off: number): number {
@@ -145,6 +189,7 @@ export class Serial implements PioDevice {
   }
 
   metrics(): DeviceMetrics {
-    return { txBytes: this.txBytes, rxBytes: this.rxBytes, rxDropped: this.rxDropped, rxQueued: this.state.rx.length, interrupts: this.interrupts };
+    const fast = this.fast.counters();
+    return { txBytes: this.txBytes, rxBytes: this.rxBytes, rxDropped: this.rxDropped, rxQueued: this.state.rx.length, interrupts: this.interrupts, fastTxBytes: fast.fastTx, fastLsrReads: fast.fastLsr };
   }
 }

@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# Hangar's KVM lab: runs one command against a /dev/kvm with real
+# hardware-virtualization semantics, on any x86-64 host that has QEMU.
+#
+#   scripts/kvm-lab.sh [--timeout SECS] [--rebuild] [--build-only] [--quiet] [--] COMMAND [ARG...]
+#
+# QEMU's TCG emulates AMD SVM with nested paging, so a Linux guest ("L1")
+# booted with `-accel tcg -cpu max` loads kvm-amd and gets a /dev/kvm whose
+# guests run kernel code like on hardware. L1 is built from Debian packages
+# (the cloud kernel and its modules, busybox-static) and an ext4 image holding
+# node, the built project (package.json, dist/, runtime node_modules) and the
+# tiny guest image; COMMAND runs inside L1 in a chroot of that image, from the
+# project's root (/hangar). Its output and a final line
+#   HANGAR-LAB-RESULT: PASS exit=0      (or FAIL exit=N)
+# come back over L1's serial console; this script exits with N, with 124 when
+# L1 ran longer than the timeout (default 1200 s; building the cache is not
+# counted), and with 125 when L1 ended without reporting.
+#
+# Everything is cached under .cache/kvm-lab/ (HANGAR_LAB_CACHE): the L1 kernel
+# and initramfs keyed by the package versions, the root image keyed by node's
+# version and a hash of dist/, package-lock.json and the guest image. Runs never
+# change the cache (the disk is attached with snapshot=on), so several may run
+# at once. Build the project first (npx tsc -p tsconfig.json).
+set -euo pipefail
+# The whole script is one compound command, read before it runs: editing this file
+# while a lab runs (bash otherwise reads scripts as it goes) cannot derail that run.
+{
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${HANGAR_LAB_CACHE:-$ROOT/.cache/kvm-lab}
+IMAGES=${HANGAR_IMAGE_DIR:-$ROOT/.cache/images}
+TIMEOUT=${HANGAR_LAB_TIMEOUT:-1200}
+L1_MEM_MIB=${HANGAR_LAB_MEM_MIB:-3072}
+ROOT_IMAGE_SIZE=1G
+MARKER=HANGAR-LAB-RESULT
+# L1's modules (their dependencies are found and loaded first): KVM for AMD (TCG emulates SVM),
+# the virtio disk and entropy source, ext4 for the root image, TAP/bridge for guest networking.
+L1_MODULES=(kvm_amd virtio_pci virtio_blk virtio_rng ext4 crc32c_generic tun bridge)
+
+rebuild=0 build_only=0 quiet=0
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
+while (($#)); do
+  case "$1" in
+    --timeout) TIMEOUT=${2:?}; shift 2 ;;
+    --rebuild) rebuild=1; shift ;;
+    --build-only) build_only=1; shift ;;
+    --quiet) quiet=1; shift ;;
+    -h|--help) usage ;;
+    --) shift; break ;;
+    -*) echo "kvm-lab: unknown option $1" >&2; usage ;;
+    *) break ;;
+  esac
+done
+if ((!build_only && $# == 0)); then echo "kvm-lab: no command given" >&2; usage; fi
+[[ "$TIMEOUT" =~ ^[0-9]+$ ]] || { echo "kvm-lab: --timeout wants seconds" >&2; exit 2; }
+
+say() { echo "kvm-lab: $*" >&2; }
+die() { say "$*"; exit 125; }
+for tool in qemu-system-x86_64 mke2fs cpio apt-get apt-cache dpkg-deb ldd sha256sum node; do
+  command -v "$tool" >/dev/null || die "needs $tool (Debian packages: qemu-system-x86 e2fsprogs cpio apt dpkg libc-bin coreutils)"
+done
+[ -f "$ROOT/dist/src/vmm/main.js" ] || die "the project is not built: run npx tsc -p tsconfig.json first"
+if [ ! -f "$IMAGES/tiny/vmlinuz" ]; then
+  say "building the tiny guest image into $IMAGES"
+  HANGAR_IMAGE_DIR="$IMAGES" node "$ROOT/scripts/build-images.mjs" >&2
+fi
+mkdir -p "$CACHE"
+started=$SECONDS
+
+# ---- cache keys ------------------------------------------------------------
+script_hash=$(sha256sum "$0" | cut -c1-16)
+pkg_version() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2; exit}'; }
+kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9].*-cloud-amd64/ {print $2; exit}')
+if [ -z "$kernel_pkg" ]; then
+  say "apt lists missing: apt-get update"
+  apt-get update -qq >&2 || true
+  kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9].*-cloud-amd64/ {print $2; exit}')
+fi
+[ -n "$kernel_pkg" ] || die "cannot resolve linux-image-cloud-amd64 (no apt lists?)"
+l1_key="$kernel_pkg=$(pkg_version "$kernel_pkg") busybox-static=$(pkg_version busybox-static) script=$script_hash"
+tree_hash() { (cd "$1" && find . -type f ! -name .build-stamp -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
+root_key="node=$(node --version) dist=$(tree_hash "$ROOT/dist") lock=$(sha256sum "$ROOT/package-lock.json" | cut -c1-16) images=$(tree_hash "$IMAGES/tiny") script=$script_hash"
+
+# ---- L1 kernel and initramfs -----------------------------------------------
+L1=$CACHE/l1
+modname() { local b=${1##*/}; b=${b%%.ko*}; echo "${b//-/_}"; }
+# A module's bytes, whatever the package compressed it with.
+ko_cat() {
+  case "$1" in
+    *.ko.xz) xz -dc "$1" ;;
+    *.ko.zst) zstd -dcq "$1" ;;
+    *.ko.gz) gzip -dc "$1" ;;
+    *) cat "$1" ;;
+  esac
+}
+
+build_l1() {
+  say "building L1 from $kernel_pkg and busybox-static"
+  local work=$CACHE/l1.work
+  rm -rf "$work" && mkdir -p "$work/debs" "$work/kernel" "$work/busybox" "$work/initramfs"
+  cp "$CACHE"/debs/"$kernel_pkg"_*.deb "$CACHE"/debs/busybox-static_*.deb "$work/debs/" 2>/dev/null || true
+  ls "$work"/debs/"$kernel_pkg"_*.deb "$work"/debs/busybox-static_*.deb >/dev/null 2>&1 \
+    || (cd "$work/debs" && apt-get download "$kernel_pkg" busybox-static >&2) \
+    || { apt-get update -qq >&2; (cd "$work/debs" && apt-get download "$kernel_pkg" busybox-static >&2); } \
+    || die "apt-get download $kernel_pkg busybox-static failed"
+  dpkg-deb -x "$work"/debs/"$kernel_pkg"_*.deb "$work/kernel"
+  dpkg-deb -x "$work"/debs/busybox-static_*.deb "$work/busybox"
+  local ver=${kernel_pkg#linux-image-}
+  local moddir=$work/kernel/lib/modules/$ver
+  [ -d "$moddir" ] || die "$kernel_pkg has no lib/modules/$ver"
+
+  # Load order: every module after the modules it depends on, depth first over the
+  # "depends=" field of each module's .modinfo (the package leaves modules.dep to depmod
+  # at install time; this way the host needs no kmod).
+  declare -A file_of=() seen=()
+  local f
+  while IFS= read -r f; do file_of[$(modname "$f")]=$f; done < <(find "$moddir" -name '*.ko*')
+  local order=()
+  visit() {
+    local m=$1 dep
+    [ -n "${seen[$m]:-}" ] && return
+    seen[$m]=1
+    if [ -z "${file_of[$m]:-}" ]; then
+      grep -q "/${m//_/[-_]}\.ko" "$moddir/modules.builtin" 2>/dev/null && return   # built into the kernel
+      die "$kernel_pkg has no module $m"
+    fi
+    for dep in $(ko_cat "${file_of[$m]}" | tr '\0' '\n' | grep -a -m1 '^depends=' | cut -d= -f2 | tr ',' ' '); do
+      visit "${dep//-/_}"
+    done
+    order+=("$m")
+  }
+  local m
+  for m in "${L1_MODULES[@]}"; do visit "$m"; done
+
+  local ir=$work/initramfs
+  mkdir -p "$ir"/{bin,dev,proc,sys,mnt,lib/modules,lab}
+  cp "$work/busybox/bin/busybox" "$ir/bin/busybox"
+  ln -s busybox "$ir/bin/sh"
+  : > "$ir/lib/modules/load-order"
+  for m in "${order[@]}"; do
+    # busybox insmod takes plain .ko files: decompressed here.
+    ko_cat "${file_of[$m]}" > "$ir/lib/modules/$m.ko"
+    echo "$m" >> "$ir/lib/modules/load-order"
+  done
+  cat > "$ir/init" <<'EOF'
+#!/bin/sh
+# L1's init: load KVM and the disk, mount the lab's root image, run the job in a chroot of it,
+# report over the serial console, power off. PID 1 must not exit: every path ends in poweroff.
+export PATH=/bin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+report() { echo "HANGAR-LAB-RESULT: $1 exit=$2"; sync; poweroff -f; sleep 60; }
+for m in $(cat /lib/modules/load-order); do
+  insmod "/lib/modules/$m.ko" || echo "kvm-lab: module $m did not load"
+done
+[ -c /dev/kvm ] || { echo "kvm-lab: L1 has no /dev/kvm (does QEMU's -cpu offer svm?)"; report FAIL 125; }
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+mount -t ext4 /dev/vda /mnt || { echo "kvm-lab: cannot mount the root image"; report FAIL 125; }
+mount -o bind /dev /mnt/dev
+mount -t devpts devpts /mnt/dev/pts 2>/dev/null
+mount -t proc proc /mnt/proc
+mount -t sysfs sysfs /mnt/sys
+mount -t tmpfs -o mode=1777 tmpfs /mnt/tmp
+cp /lab/job.sh /mnt/tmp/job.sh
+echo "kvm-lab: L1 ready after $(cut -d' ' -f1 /proc/uptime)s (kernel $(uname -r)); running the job"
+chroot /mnt /bin/busybox env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root TMPDIR=/tmp HANGAR_LAB=1 \
+  HANGAR_IMAGE_DIR=/hangar/.cache/images /bin/sh -c 'cd /hangar && exec /bin/sh /tmp/job.sh' < /dev/null
+rc=$?
+echo "kvm-lab: job ended after $(cut -d' ' -f1 /proc/uptime)s of L1 uptime"
+if [ "$rc" = 0 ]; then report PASS 0; else report FAIL "$rc"; fi
+EOF
+  chmod 755 "$ir/init"
+  local stage=$CACHE/l1.new
+  rm -rf "$stage" && mkdir -p "$stage"
+  cp "$work/kernel/boot/vmlinuz-$ver" "$stage/vmlinuz"
+  (cd "$ir" && find . -mindepth 1 ! -path './lab/*' | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$stage/initramfs.cpio"
+  echo "$l1_key" > "$stage/key"
+  rm -rf "$L1" && mv "$stage" "$L1"
+  # Keep the .debs (a rebuild after a script change needs no download); drop the unpacked tree.
+  mkdir -p "$CACHE/debs" && mv "$work"/debs/*.deb "$CACHE/debs/" 2>/dev/null || true
+  rm -rf "$work"
+  say "L1 built: ${#order[@]} modules (${order[*]})"
+}
+
+# ---- the root image: node, its libraries, the project, the guest image -----
+build_root() {
+  say "building the lab's root image (node, dist/, runtime node_modules, tiny image)"
+  local bbdeb
+  bbdeb=$(ls "$CACHE"/debs/busybox-static_*.deb 2>/dev/null | head -1)
+  [ -n "$bbdeb" ] || die "busybox-static .deb missing from the cache; run with --rebuild"
+  local st=$CACHE/root.stage
+  rm -rf "$st" && mkdir -p "$st"/{bin,usr/bin,dev,proc,sys,tmp,run,root,etc,hangar/.cache/images}
+  dpkg-deb -x "$bbdeb" "$st/bb"
+  mv "$st/bb/bin/busybox" "$st/bin/busybox" && rm -rf "$st/bb"
+  local a
+  for a in $("$st/bin/busybox" --list); do [ -e "$st/bin/$a" ] || ln -s busybox "$st/bin/$a"; done
+  local nodebin
+  nodebin=$(readlink -f "$(command -v node)")
+  cp "$nodebin" "$st/usr/bin/node"
+  printf 'root:x:0:0:root:/root:/bin/sh\n' > "$st/etc/passwd"
+  printf 'root:x:0:\n' > "$st/etc/group"
+  printf '127.0.0.1 localhost\n' > "$st/etc/hosts"
+
+  # The project: package.json (it says "type": "module"), dist/, runtime dependencies only.
+  cp "$ROOT/package.json" "$st/hangar/"
+  cp -a "$ROOT/dist" "$st/hangar/dist"
+  local dep rel
+  while IFS= read -r dep; do
+    rel=${dep#"$ROOT"/}
+    [ "$rel" = "$dep" ] && continue
+    case "$rel" in node_modules/*) ;; *) continue ;; esac
+    mkdir -p "$st/hangar/$(dirname "$rel")"
+    [ -e "$st/hangar/$rel" ] || cp -a "$ROOT/$rel" "$st/hangar/$rel"
+  done < <(cd "$ROOT" && npm ls --omit=dev --all --parseable 2>/dev/null)
+  [ -d "$st/hangar/node_modules/koffi" ] || die "runtime node_modules missing (npm ls --omit=dev found no koffi)"
+  cp -a "$IMAGES/tiny" "$st/hangar/.cache/images/tiny"
+
+  # Shared libraries of node and of the native add-ons, as ldd names them.
+  local libs
+  libs=$( { ldd "$nodebin"; find "$st/hangar/node_modules" -name '*.node' -path '*linux*x64*' -exec ldd {} \; 2>/dev/null; \
+            find "$st/hangar/node_modules" -name '*.node' ! -path '*linux*' -exec ldd {} \; 2>/dev/null; } \
+          | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u)
+  local l
+  for l in $libs; do
+    mkdir -p "$st$(dirname "$l")"
+    cp -L "$l" "$st$l"
+  done
+  [ -e "$st/lib64/ld-linux-x86-64.so.2" ] || die "ldd named no dynamic loader for node"
+
+  rm -f "$CACHE/root.ext4.new"
+  mke2fs -q -t ext4 -L hangar-lab -E root_owner=0:0 -d "$st" "$CACHE/root.ext4.new" "$ROOT_IMAGE_SIZE" >&2
+  echo "$root_key" > "$CACHE/root.key.new"
+  mv "$CACHE/root.ext4.new" "$CACHE/root.ext4"
+  mv "$CACHE/root.key.new" "$CACHE/root.key"
+  rm -rf "$st"
+  say "root image built ($(du -h "$CACHE/root.ext4" | cut -f1) used)"
+}
+
+# One builder at a time; runs only read what is built.
+exec 9>"$CACHE/lock"
+flock 9
+if ((rebuild)) || [ "$(cat "$L1/key" 2>/dev/null)" != "$l1_key" ]; then build_l1; fi
+if ((rebuild)) || [ "$(cat "$CACHE/root.key" 2>/dev/null)" != "$root_key" ] || [ ! -f "$CACHE/root.ext4" ]; then build_root; fi
+flock -u 9
+say "cache ready after $((SECONDS - started))s"
+((build_only)) && exit 0
+
+# ---- one run ------------------------------------------------------------------
+run=$(mktemp -d "${TMPDIR:-/tmp}/hangar-kvm-lab.XXXXXX")
+qpid=''
+cleanup() {
+  if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
+    kill "$qpid" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$qpid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$qpid" 2>/dev/null || true
+    wait "$qpid" 2>/dev/null || true
+  fi
+  rm -rf "$run"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+# The job: the arguments, each single-quoted, appended to L1's initramfs as a second archive.
+mkdir -p "$run/job/lab"
+{
+  echo '# written by scripts/kvm-lab.sh'
+  printf 'exec'
+  for a in "$@"; do printf " '%s'" "${a//\'/\'\\\'\'}"; done
+  echo
+} > "$run/job/lab/job.sh"
+(cd "$run/job" && printf 'lab\nlab/job.sh\n' | cpio -o -H newc -R 0:0 --quiet) > "$run/job.cpio"
+cat "$L1/initramfs.cpio" "$run/job.cpio" > "$run/initrd"
+
+log=$run/console.log
+: > "$log"
+# snapshot=on: the run's writes go to a temporary overlay (in TMPDIR, i.e. $run), never to the cache.
+TMPDIR=$run qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$L1_MEM_MIB" \
+  -display none -monitor none -no-reboot \
+  -serial "file:$log" \
+  -kernel "$L1/vmlinuz" -initrd "$run/initrd" \
+  -append "console=ttyS0 quiet panic=-1" \
+  -drive "file=$CACHE/root.ext4,if=virtio,format=raw,snapshot=on" \
+  -device virtio-rng-pci \
+  -net none </dev/null >"$run/qemu.out" 2>&1 &
+qpid=$!
+boot_at=$SECONDS
+say "L1 started (qemu pid $qpid, timeout ${TIMEOUT}s)"
+
+printed=0
+show_new() {
+  local size
+  size=$(stat -c %s "$log")
+  if ((size > printed)); then
+    ((quiet)) || tail -c +$((printed + 1)) "$log" | head -c $((size - printed)) | tr -d '\r'
+    printed=$size
+  fi
+}
+timed_out=0 reported_at=''
+while kill -0 "$qpid" 2>/dev/null; do
+  show_new
+  if [ -z "$reported_at" ] && grep -qa "^$MARKER: " "$log"; then reported_at=$SECONDS; fi
+  # L1 powers off right after reporting; give it a moment, then end it.
+  if [ -n "$reported_at" ] && ((SECONDS - reported_at > 20)); then break; fi
+  if ((SECONDS - boot_at > TIMEOUT)); then timed_out=1; say "timeout: L1 ran ${TIMEOUT}s; ending it"; break; fi
+  sleep 0.5
+done
+if kill -0 "$qpid" 2>/dev/null; then kill "$qpid" 2>/dev/null || true; fi
+wait "$qpid" 2>/dev/null || true
+qpid=''
+show_new
+
+result=$(grep -a "^$MARKER: " "$log" | tail -1 | tr -d '\r' || true)
+if [[ "$result" =~ exit=([0-9]+) ]]; then
+  code=${BASH_REMATCH[1]}
+  say "${result#"$MARKER: "} (L1 ran $((SECONDS - boot_at))s, $((SECONDS - started))s in all)"
+  exit "$code"
+fi
+if ((timed_out)); then exit 124; fi
+say "L1 ended without reporting a result; QEMU said:"
+sed 's/^/  /' "$run/qemu.out" >&2
+exit 125
+}
