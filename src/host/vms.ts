@@ -20,7 +20,7 @@ import type { EventBus } from './events.js';
 import type { OperationManager, ReportProgress } from './operations.js';
 import type { HostChecker } from './hostcheck.js';
 import { buildVmSpec, hostSpecContext } from './spec.js';
-import { ConsoleHub, type ConsoleClient } from './console-hub.js';
+import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './console-hub.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
@@ -593,7 +593,7 @@ export class VmManager {
   // --- console ---------------------------------------------------------------
 
   /** Joins the VM's shared console. Input written goes to the VM; output arrives through client.send. */
-  async attachConsole(name: string, client: ConsoleClient): Promise<{ write(data: Buffer): void; detach(): void }> {
+  async attachConsole(name: string, client: ConsoleClient): Promise<ConsoleConnection> {
     const rec = this.d.store.requireVm(name);
     const live = this.live.get(name);
     if (!live || (rec.state !== 'running' && rec.state !== 'paused')) {

@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough, Duplex } from 'node:stream';
 import { ConsoleHub, type ConsoleClient } from '../../src/host/console-hub.js';
+import { CONSOLE_CLOSE } from '../../src/api/console.js';
+import type { HangarError } from '../../src/common/errors.js';
 
 /** A console stream whose two directions are visible to the test. */
 function fakeConsole(): { stream: Duplex; toVm: Buffer[]; fromVm: PassThrough } {
@@ -17,8 +19,15 @@ function fakeConsole(): { stream: Duplex; toVm: Buffer[]; fromVm: PassThrough } 
   return { stream, toVm, fromVm };
 }
 
-function client(): ConsoleClient & { got: string; closedWith: string | null } {
-  const c = { got: '', closedWith: null as string | null, send(b: Buffer) { c.got += b.toString(); }, close(r: string) { c.closedWith = r; } };
+function client(): ConsoleClient & { got: string; closedWith: string | null; closeCode: number | null; unread: number } {
+  const c = {
+    got: '', closedWith: null as string | null, closeCode: null as number | null,
+    /** What buffered() reports: output the client has not read yet. */
+    unread: 0,
+    send(b: Buffer) { c.got += b.toString(); },
+    buffered() { return c.unread; },
+    close(r: string, code: number) { c.closedWith = r; c.closeCode = code; },
+  };
   return c;
 }
 
@@ -60,5 +69,64 @@ test('a failed open can be retried', async () => {
   const c = await hub.attach(client());
   c.write(Buffer.from('x'));
   assert.deepEqual(f.toVm.map(String), ['x']);
+  hub.close('done');
+});
+
+test('a client with too much unread output is dropped; the others keep getting output', async () => {
+  const f = fakeConsole();
+  const hub = new ConsoleHub(async () => f.stream, () => {}, { clientBufferMax: 1000 });
+  const slow = client();
+  const fast = client();
+  await hub.attach(slow);
+  await hub.attach(fast);
+  f.fromVm.write('x'.repeat(600));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(slow.closeCode, null);
+  slow.unread = 600; // it read nothing of that
+  f.fromVm.write('y'.repeat(600));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(slow.closeCode, CONSOLE_CLOSE.TOO_SLOW);
+  assert.match(slow.closedWith!, /more than 1000 bytes of console output left unread/);
+  assert.equal(slow.got.length, 600, 'nothing more is sent to a dropped client');
+  assert.equal(fast.got.length, 1200);
+  assert.equal(hub.clientCount, 1);
+  hub.close('done');
+});
+
+test('the number of clients is capped, with a clear error', async () => {
+  const f = fakeConsole();
+  const hub = new ConsoleHub(async () => f.stream, () => {}, { maxClients: 2 });
+  const a = await hub.attach(client());
+  await hub.attach(client());
+  await assert.rejects(hub.attach(client()), (e: HangarError) => e.code === 'RESOURCE_EXHAUSTED' && /already has 2 clients/.test(e.message));
+  a.detach();
+  await hub.attach(client());
+  hub.close('done');
+});
+
+test('input: write() says when the console stream is full, onWritable says when it drained', async () => {
+  let release: (() => void) | null = null;
+  const got: Buffer[] = [];
+  // A console whose guest takes input only when the test lets it.
+  const stream = new Duplex({
+    read() {},
+    writableHighWaterMark: 100,
+    write(chunk: Buffer, _e, cb) { got.push(chunk); release = cb; },
+  });
+  const hub = new ConsoleHub(async () => stream, () => {});
+  const c = await hub.attach(client());
+  assert.equal(c.write(Buffer.alloc(50)), true);
+  assert.equal(c.write(Buffer.alloc(80)), false, 'over the high-water mark');
+  let writable = 0;
+  c.onWritable(() => writable++);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(writable, 0, 'still full');
+  release!(); // first chunk consumed
+  await new Promise((r) => setImmediate(r));
+  release!(); // second chunk consumed: drained
+  await new Promise((r) => setImmediate(r));
+  assert.equal(writable, 1);
+  c.onWritable(() => writable++);
+  assert.equal(writable, 2, 'called at once when not full');
   hub.close('done');
 });
