@@ -252,6 +252,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
       conn!.onWritable(() => socket.resume());
     };
     socket.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
+      if (socket.readyState !== socket.OPEN) return;
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer);
       if (conn) forward(buf); else early.push(buf);
     });
@@ -261,9 +262,10 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
       buffered: () => socket.bufferedAmount,
       close: (reason, code) => {
         if (socket.readyState !== socket.OPEN) return;
+        conn?.detach();
         socket.close(code, reason.slice(0, 120));
-        // A client that stopped reading would never take the close frame either.
-        if (code === CONSOLE_CLOSE.TOO_SLOW) setTimeout(() => socket.terminate(), 1000).unref();
+        // Read again so the client's closing answer is seen (input may have been paused).
+        socket.resume();
       },
     }).then((c) => {
       if (closed) { c.detach(); return; }
@@ -274,6 +276,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
       const msg = e instanceof Error ? e.message : String(e);
       const code = e instanceof HangarError && e.code === 'RESOURCE_EXHAUSTED' ? CONSOLE_CLOSE.TOO_MANY_CLIENTS : CONSOLE_CLOSE.ATTACH_FAILED;
       if (socket.readyState === socket.OPEN) socket.close(code, msg.slice(0, 120));
+      socket.resume();
     });
   });
 
