@@ -5,6 +5,7 @@
  * stop running VMs: the daemon re-adopts them with `adopt()`.
  */
 import type { Duplex } from 'node:stream';
+import type { ConsoleLogLimit } from './console-log/limits.js';
 
 export type EngineName = 'qemu' | 'micro';
 export type Accel = 'kvm' | 'tcg';
@@ -44,6 +45,8 @@ export interface EngineVmConfig {
   runDir: string;
   /** File the engine appends all serial console output to, even while nobody is attached. */
   consoleLog: string;
+  /** How big consoleLog may grow before it is rotated (default DEFAULT_CONSOLE_LOG_LIMIT: 2 files of 8 MiB). */
+  consoleLogLimit?: ConsoleLogLimit;
 }
 
 export interface EngineCapabilities {

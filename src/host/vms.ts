@@ -21,6 +21,7 @@ import type { OperationManager, ReportProgress } from './operations.js';
 import type { HostChecker } from './hostcheck.js';
 import { buildVmSpec, hostSpecContext } from './spec.js';
 import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './console-hub.js';
+import { consoleLogLimitFromEnv, readConsoleLogTail } from '../engines/console-log/limits.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
@@ -163,25 +164,14 @@ export class VmManager {
   /** The last `tail` lines of the VM's console log ('' when it never ran). */
   logs(name: string, tail?: number): string {
     this.d.store.requireVm(name);
-    const file = this.consoleLog(name);
-    let fd: number;
-    try { fd = fs.openSync(file, 'r'); } catch { return ''; }
-    try {
-      const size = fs.fstatSync(fd).size;
-      // Read at most the last 4 MiB: enough for any sensible tail.
-      const len = Math.min(size, 4 * 1024 * 1024);
-      const buf = Buffer.alloc(len);
-      fs.readSync(fd, buf, 0, len, size - len);
-      const text = buf.toString('utf8');
-      if (tail === undefined) return text;
-      const lines = text.split('\n');
-      const endsWithNl = lines.length > 0 && lines[lines.length - 1] === '';
-      if (endsWithNl) lines.pop();
-      const out = lines.slice(Math.max(0, lines.length - tail)).join('\n');
-      return endsWithNl && out.length > 0 ? `${out}\n` : out;
-    } finally {
-      fs.closeSync(fd);
-    }
+    // At most the last 4 MiB, across the rotated files: enough for any sensible tail.
+    const text = readConsoleLogTail(this.consoleLog(name), 4 * 1024 * 1024).toString('utf8');
+    if (tail === undefined) return text;
+    const lines = text.split('\n');
+    const endsWithNl = lines.length > 0 && lines[lines.length - 1] === '';
+    if (endsWithNl) lines.pop();
+    const out = lines.slice(Math.max(0, lines.length - tail)).join('\n');
+    return endsWithNl && out.length > 0 ? `${out}\n` : out;
   }
 
   // --- locking -------------------------------------------------------------
@@ -357,6 +347,7 @@ export class VmManager {
       accel,
       runDir,
       consoleLog: this.consoleLog(name),
+      consoleLogLimit: consoleLogLimitFromEnv(),
     };
     // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
     fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });

@@ -491,8 +491,9 @@ export class Machine extends EventEmitter {
     this.mem.free();
   }
 
-  consoleInput(bytes: Uint8Array): void {
-    this.serial.input(bytes);
+  /** Returns how many bytes the UART took; the caller offers the rest again later. */
+  consoleInput(bytes: Uint8Array): number {
+    return this.serial.input(bytes);
   }
 
   /**

@@ -12,6 +12,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
+import { startConsoleLogWriter, type ConsoleLogPipe } from '../console-log/writer.js';
+import { DEFAULT_CONSOLE_LOG_LIMIT } from '../console-log/limits.js';
 import type { Accel, Engine, EngineCapabilities, EngineVmConfig, ExitReason, VmExit, VmHandle, VmStats } from '../engine.js';
 import { buildQemuArgs, optValue, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
@@ -317,11 +319,15 @@ export class QemuEngine implements Engine {
 
     const out = fs.openSync(files.processLog, 'a');
     let child: ChildProcess;
+    let conlog: ConsoleLogPipe | null = null;
     try {
+      conlog = startConsoleLogWriter(config.consoleLog, config.consoleLogLimit ?? DEFAULT_CONSOLE_LOG_LIMIT, config.runDir, out);
       // detached: own session and process group, so signals to the daemon's group
       // (Ctrl-C, systemd stopping the daemon) do not reach the VM.
-      child = spawn(qemuBinary(), args, { detached: true, stdio: ['ignore', out, out] });
+      child = spawn(qemuBinary(), args, { detached: true, stdio: ['ignore', out, out, conlog.writeFd] });
     } finally {
+      // QEMU holds the only write end from here on: the writer ends when QEMU does.
+      conlog?.closeWriteEnd();
       fs.closeSync(out);
     }
     // The child stays referenced while a handle watches it (so its exit is
