@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import WebSocket from 'ws';
 
 const main = path.resolve(process.argv[2] ?? 'dist/src/host/main.js');
+const only = process.argv[3]; // 'stalled': skip the flood
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-pressure-'));
 const sock = path.join(dir, 'hangard.sock');
 const env = { ...process.env, HANGAR_DATA_DIR: dir, HANGAR_SOCKET: sock };
@@ -39,7 +40,7 @@ try {
   const frame = Buffer.alloc(64 * 1024, 0x20);
   let sent = 0; const t0 = Date.now(); let closed = null;
   c.on('close', (code) => (closed = code));
-  while (sent < 300 * 1024 * 1024 && closed === null && Date.now() - t0 < 60_000) {
+  while (only !== 'stalled' && sent < 300 * 1024 * 1024 && closed === null && Date.now() - t0 < 60_000) {
     c.send(frame); sent += frame.length;
     while (c.bufferedAmount > 8 * 1024 * 1024 && closed === null && Date.now() - t0 < 60_000) await sleep(5); // the client's own memory
   }
@@ -48,7 +49,7 @@ try {
   console.log(`flood: the daemon took ${(accepted / 1048576).toFixed(0)} of 300 MiB in ${((Date.now() - t0) / 1000).toFixed(1)} s (the rest waited in the client); daemon RSS before ${rss0.toFixed(0)} MiB, peak ${status('VmHWM:').toFixed(0)} MiB, now ${status('VmRSS:').toFixed(0)} MiB`);
   c.terminate();
   // Let the guest take what was already on its way (the shell then sits on a line of spaces: Ctrl-C clears it).
-  await sleep(10_000);
+  if (only !== 'stalled') await sleep(10_000);
   // 2. stalled reader (a fresh daemon peak is not available: report now-RSS growth)
   await sleep(3000);
   const rss1 = status('VmRSS:');
@@ -61,7 +62,7 @@ try {
   await sleep(2000);
   drv.send('seq 1 500000 | head -c 1500000; echo DONE-MARK\n');
   const t1 = Date.now();
-  while (got < 1_500_000 && Date.now() - t1 < 240_000) await sleep(500);
+  while (got < 1_500_000 && Date.now() - t1 < Number(process.env.STALL_S ?? 240) * 1000) await sleep(500);
   console.log(`stalled reader: guest wrote ${(got / 1e6).toFixed(1)} MB in ${((Date.now() - t1) / 1000).toFixed(0)} s; daemon RSS before ${rss1.toFixed(0)} MiB, after ${status('VmRSS:').toFixed(0)} MiB, peak ${status('VmHWM:').toFixed(0)} MiB; stalled client dropped: ${slow.readyState !== WebSocket.OPEN}`);
   slow.terminate(); drv.terminate();
 } finally {
