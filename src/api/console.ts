@@ -8,6 +8,8 @@
 export const CONSOLE_MAX_INPUT_FRAME = 64 * 1024;
 /** Output a client may leave unread before it is dropped (default; the daemon may be told otherwise). */
 export const CONSOLE_CLIENT_BUFFER_MAX = 1024 * 1024;
+/** What one queued output message is charged against a client's cap beyond its payload (the daemon's estimate). */
+export const CONSOLE_MESSAGE_OVERHEAD = 1024;
 /** Clients one VM's console serves at once (default). */
 export const CONSOLE_MAX_CLIENTS = 16;
 

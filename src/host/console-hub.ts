@@ -17,7 +17,7 @@ import { CONSOLE_CLIENT_BUFFER_MAX, CONSOLE_CLOSE, CONSOLE_MAX_CLIENTS } from '.
 
 export interface ConsoleClient {
   send(data: Buffer): void;
-  /** Bytes already sent to this client that it has not read yet (WebSocket bufferedAmount). */
+  /** Memory this client's unread output holds: its WebSocket bufferedAmount plus a charge per message not yet written. */
   buffered(): number;
   /** The session is over: the console went away, or the client is dropped (code from CONSOLE_CLOSE). */
   close(reason: string, code: number): void;
@@ -82,6 +82,27 @@ export class ConsoleHub {
     }
   }
 
+  private pending: Buffer[] = [];
+  private flushScheduled = false;
+
+  /**
+   * Output is gathered for one event-loop turn and sent as one message: a UART
+   * delivers a few bytes at a time, and a WebSocket message costs far more
+   * memory than its payload, so per-chunk messages would multiply what a
+   * slow client holds.
+   */
+  private queue(buf: Buffer): void {
+    this.pending.push(buf);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const out = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
+      this.pending = [];
+      if (out.length > 0 && !this.closed) this.fanOut(out);
+    });
+  }
+
   private fanOut(buf: Buffer): void {
     for (const c of [...this.clients]) {
       if (c.buffered() + buf.length > this.limits.clientBufferMax) {
@@ -99,7 +120,7 @@ export class ConsoleHub {
     if (this.stream) return Promise.resolve(this.stream);
     this.opening ??= this.open().then((s) => {
       this.stream = s;
-      s.on('data', (chunk: Buffer | string) => this.fanOut(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
+      s.on('data', (chunk: Buffer | string) => this.queue(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
       s.on('drain', () => {
         const waiting = [...this.drainWaiters];
         this.drainWaiters.clear();

@@ -19,7 +19,7 @@ import {
   type Image as ImageT, ImageName, ImageImportRequest, VmName, VmCreateRequest, VmStateRequest, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
 } from './api/schemas.js';
 import { bearerMatches } from './auth.js';
-import { CONSOLE_CLOSE, CONSOLE_MAX_INPUT_FRAME } from '../api/console.js';
+import { CONSOLE_CLOSE, CONSOLE_MAX_INPUT_FRAME, CONSOLE_MESSAGE_OVERHEAD } from '../api/console.js';
 import type { ConsoleConnection } from './console-hub.js';
 import type { VmManager, EngineRegistry, ImageProvider } from './vms.js';
 import type { OperationManager } from './operations.js';
@@ -246,6 +246,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     const early: Buffer[] = [];
     let conn: ConsoleConnection | null = null;
     let closed = false;
+    let unsent = 0;
     const forward = (buf: Buffer): void => {
       if (conn!.write(buf)) return;
       socket.pause();
@@ -258,8 +259,13 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     });
     socket.on('close', () => { closed = true; conn?.detach(); });
     ctx.vms.attachConsole(name, {
-      send: (b) => { if (socket.readyState === socket.OPEN) socket.send(b, { binary: true }); },
-      buffered: () => socket.bufferedAmount,
+      send: (b) => {
+        if (socket.readyState !== socket.OPEN) return;
+        unsent++;
+        socket.send(b, { binary: true }, () => { unsent--; });
+      },
+      // Each queued message costs memory beyond its payload: charge it, so tiny messages cannot add up unseen.
+      buffered: () => socket.bufferedAmount + unsent * CONSOLE_MESSAGE_OVERHEAD,
       close: (reason, code) => {
         if (socket.readyState !== socket.OPEN) return;
         conn?.detach();

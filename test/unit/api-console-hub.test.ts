@@ -19,6 +19,11 @@ function fakeConsole(): { stream: Duplex; toVm: Buffer[]; fromVm: PassThrough } 
   return { stream, toVm, fromVm };
 }
 
+/** Lets output through: the stream emits it, and the hub sends what gathered in one event-loop turn. */
+async function turns(): Promise<void> {
+  for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+}
+
 function client(): ConsoleClient & { got: string; closedWith: string | null; closeCode: number | null; unread: number } {
   const c = {
     got: '', closedWith: null as string | null, closeCode: null as number | null,
@@ -42,7 +47,7 @@ test('opens the engine console once, fans output out, takes input from anyone', 
   assert.equal(opens, 1);
   assert.equal(hub.clientCount, 2);
   f.fromVm.write('hello\n');
-  await new Promise((r) => setImmediate(r));
+  await turns();
   assert.equal(a.got, 'hello\n');
   assert.equal(b.got, 'hello\n');
   ca.write(Buffer.from('from-a'));
@@ -50,7 +55,7 @@ test('opens the engine console once, fans output out, takes input from anyone', 
   assert.deepEqual(f.toVm.map(String), ['from-a', 'from-b']);
   ca.detach();
   f.fromVm.write('more');
-  await new Promise((r) => setImmediate(r));
+  await turns();
   assert.equal(a.got, 'hello\n');
   assert.equal(b.got, 'hello\nmore');
   // The stream ending closes the remaining clients and the hub.
@@ -80,11 +85,11 @@ test('a client with too much unread output is dropped; the others keep getting o
   await hub.attach(slow);
   await hub.attach(fast);
   f.fromVm.write('x'.repeat(600));
-  await new Promise((r) => setImmediate(r));
+  await turns();
   assert.equal(slow.closeCode, null);
   slow.unread = 600; // it read nothing of that
   f.fromVm.write('y'.repeat(600));
-  await new Promise((r) => setImmediate(r));
+  await turns();
   assert.equal(slow.closeCode, CONSOLE_CLOSE.TOO_SLOW);
   assert.match(slow.closedWith!, /more than 1000 bytes of console output left unread/);
   assert.equal(slow.got.length, 600, 'nothing more is sent to a dropped client');
@@ -119,14 +124,29 @@ test('input: write() says when the console stream is full, onWritable says when 
   assert.equal(c.write(Buffer.alloc(80)), false, 'over the high-water mark');
   let writable = 0;
   c.onWritable(() => writable++);
-  await new Promise((r) => setImmediate(r));
+  await turns();
   assert.equal(writable, 0, 'still full');
   release!(); // first chunk consumed
-  await new Promise((r) => setImmediate(r));
+  await turns();
   release!(); // second chunk consumed: drained
-  await new Promise((r) => setImmediate(r));
+  await turns();
   assert.equal(writable, 1);
   c.onWritable(() => writable++);
   assert.equal(writable, 2, 'called at once when not full');
+  hub.close('done');
+});
+
+test('output that arrives in many small pieces within one turn goes out as one message', async () => {
+  const f = fakeConsole();
+  const hub = new ConsoleHub(async () => f.stream, () => {});
+  const c = client();
+  let messages = 0;
+  const send = c.send.bind(c);
+  c.send = (b: Buffer) => { messages++; send(b); };
+  await hub.attach(c);
+  for (let i = 0; i < 1000; i++) f.stream.push(Buffer.from('x'));
+  await turns();
+  assert.equal(c.got, 'x'.repeat(1000));
+  assert.equal(messages, 1, 'a UART\'s byte-sized pieces must not become 1000 WebSocket messages');
   hub.close('done');
 });
