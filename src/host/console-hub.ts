@@ -15,6 +15,9 @@ import type { Duplex } from 'node:stream';
 import { HangarError } from '../common/errors.js';
 import { CONSOLE_CLIENT_BUFFER_MAX, CONSOLE_CLOSE, CONSOLE_MAX_CLIENTS } from '../api/console.js';
 
+/** How long output gathers before it goes out as one message: at most 100 messages a second, unnoticeable when typing. */
+const OUTPUT_BATCH_MS = 10;
+
 export interface ConsoleClient {
   send(data: Buffer): void;
   /** Memory this client's unread output holds: its WebSocket bufferedAmount plus a charge per message not yet written. */
@@ -86,21 +89,21 @@ export class ConsoleHub {
   private flushScheduled = false;
 
   /**
-   * Output is gathered for one event-loop turn and sent as one message: a UART
+   * Output is gathered for OUTPUT_BATCH_MS and sent as one message: a UART
    * delivers a few bytes at a time, and a WebSocket message costs far more
    * memory than its payload, so per-chunk messages would multiply what a
-   * slow client holds.
+   * slow client holds (and each counts against its cap, see ConsoleClient).
    */
   private queue(buf: Buffer): void {
     this.pending.push(buf);
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(() => {
+    setTimeout(() => {
       this.flushScheduled = false;
       const out = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
       this.pending = [];
       if (out.length > 0 && !this.closed) this.fanOut(out);
-    });
+    }, OUTPUT_BATCH_MS);
   }
 
   private fanOut(buf: Buffer): void {
