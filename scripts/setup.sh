@@ -34,3 +34,8 @@ if [ ! -f "$stamp" ] || [ -n "$(find src test bench tsconfig.json package.json -
   npx tsc -p tsconfig.json
   touch "$stamp"
 fi
+
+# The console log writer QEMU's VMs log through (native/hangar-conlog.c, see docs/engines.md).
+if [ ! -x dist/native/hangar-conlog ] || [ native/hangar-conlog.c -nt dist/native/hangar-conlog ]; then
+  mkdir -p dist/native && gcc -O2 -Wall -o dist/native/hangar-conlog native/hangar-conlog.c
+fi

@@ -6,6 +6,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Accel, EngineCapabilities, EngineName } from '../api/engine.js';
+import type { ConsoleLogLimit } from './console-log/limits.js';
 
 export type { Accel, BootMode, EngineCapabilities, EngineLimits, EngineName } from '../api/engine.js';
 
@@ -44,6 +45,8 @@ export interface EngineVmConfig {
   runDir: string;
   /** File the engine appends all serial console output to, even while nobody is attached. */
   consoleLog: string;
+  /** How big consoleLog may grow before it is rotated (default DEFAULT_CONSOLE_LOG_LIMIT: 2 files of 8 MiB). */
+  consoleLogLimit?: ConsoleLogLimit;
 }
 
 /** Why a VM process ended. */

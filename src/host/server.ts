@@ -21,6 +21,8 @@ import {
 import { bearerMatches, AuthFailureLimiter } from './auth.js';
 import { imageUploads, importPolicy, usedImageBytes, type UploadPart } from './images/index.js';
 import type { Readable } from 'node:stream';
+import { CONSOLE_CLOSE, CONSOLE_MAX_INPUT_FRAME, CONSOLE_MESSAGE_OVERHEAD } from '../api/console.js';
+import type { ConsoleConnection } from './console-hub.js';
 import type { VmManager, EngineRegistry, ImageProvider } from './vms.js';
 import type { OperationManager } from './operations.js';
 import type { EventBus } from './events.js';
@@ -211,7 +213,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
       info: { title: 'Hangar API', version: ctx.version, description: 'hangard REST API; see docs/api.md' },
     },
   });
-  await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
+  await app.register(fastifyWebsocket, { options: { maxPayload: CONSOLE_MAX_INPUT_FRAME } });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
@@ -314,24 +316,49 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     },
   }, (socket: WebSocket, req) => {
     const { name } = req.params as { name: string };
+    // Input is read only while the VM's console takes it (see ConsoleHub): paused until attached,
+    // and again whenever the console stream is full. What ws had already parsed waits in `early`.
+    socket.pause();
     const early: Buffer[] = [];
-    let conn: { write(d: Buffer): void; detach(): void } | null = null;
+    let conn: ConsoleConnection | null = null;
     let closed = false;
+    let unsent = 0;
+    const forward = (buf: Buffer): void => {
+      if (conn!.write(buf)) return;
+      socket.pause();
+      conn!.onWritable(() => socket.resume());
+    };
     socket.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
+      if (socket.readyState !== socket.OPEN) return;
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer);
-      if (conn) conn.write(buf); else early.push(buf);
+      if (conn) forward(buf); else early.push(buf);
     });
     socket.on('close', () => { closed = true; conn?.detach(); });
     ctx.vms.attachConsole(name, {
-      send: (b) => { if (socket.readyState === socket.OPEN) socket.send(b, { binary: true }); },
-      close: (reason) => { if (socket.readyState === socket.OPEN) socket.close(1000, reason.slice(0, 120)); },
+      send: (b) => {
+        if (socket.readyState !== socket.OPEN) return;
+        unsent++;
+        socket.send(b, { binary: true }, () => { unsent--; });
+      },
+      // Each queued message costs memory beyond its payload: charge it, so tiny messages cannot add up unseen.
+      buffered: () => socket.bufferedAmount + unsent * CONSOLE_MESSAGE_OVERHEAD,
+      close: (reason, code) => {
+        if (socket.readyState !== socket.OPEN) return;
+        conn?.detach();
+        socket.close(code, reason.slice(0, 120));
+        // Read again so the client's closing answer is seen (input may have been paused).
+        socket.resume();
+      },
     }).then((c) => {
       if (closed) { c.detach(); return; }
       conn = c;
-      for (const b of early.splice(0)) c.write(b);
+      for (const b of early.splice(0)) forward(b);
+      c.onWritable(() => socket.resume());
     }).catch((e: unknown) => {
       const msg = e instanceof Error ? e.message : String(e);
-      if (socket.readyState === socket.OPEN) socket.close(1011, msg.slice(0, 120));
+      const code = e instanceof HangarError && e.code === 'RESOURCE_EXHAUSTED' ? CONSOLE_CLOSE.TOO_MANY_CLIENTS : CONSOLE_CLOSE.ATTACH_FAILED;
+      if (socket.readyState === socket.OPEN) socket.close(code, msg.slice(0, 120));
+      socket.resume();
     });
   });
 

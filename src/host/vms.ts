@@ -27,7 +27,8 @@ import type { EventBus } from './events.js';
 import type { OperationManager, ReportProgress } from './operations.js';
 import { Admission, defaultSettings, hostResources, type AdmissionSettings, type HostResources, type Usage } from './admission.js';
 import { buildVmSpec, DEFAULT_ENGINE, validateVmName } from './spec.js';
-import { ConsoleHub, type ConsoleClient } from './console-hub.js';
+import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './console-hub.js';
+import { consoleLogLimitFromEnv } from '../engines/console-log/limits.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
@@ -414,6 +415,7 @@ export class VmManager {
       accel,
       runDir,
       consoleLog: this.consoleLog(name),
+      consoleLogLimit: consoleLogLimitFromEnv(),
     };
     // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
     fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
@@ -633,7 +635,7 @@ export class VmManager {
   // --- console ---------------------------------------------------------------
 
   /** Joins the VM's shared console. Input written goes to the VM; output arrives through client.send. */
-  async attachConsole(name: string, client: ConsoleClient): Promise<{ write(data: Buffer): void; detach(): void }> {
+  async attachConsole(name: string, client: ConsoleClient): Promise<ConsoleConnection> {
     const rec = this.d.store.requireVm(name);
     const live = this.live.get(name);
     if (!live || (rec.state !== 'running' && rec.state !== 'paused')) {

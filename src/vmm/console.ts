@@ -1,49 +1,113 @@
 /**
  * The serial console's host side: every byte the guest writes goes to the
- * console log file (always, even with nobody attached), to every client of
- * the console socket (raw bytes, no framing) and optionally to stdout; bytes
- * from any client or from stdin go to the UART. A slow client is dropped
- * rather than allowed to buffer without bound.
+ * console log (always, even with nobody attached; size-bounded and rotated,
+ * see engines/console-log), to every client of the console socket (raw
+ * bytes, no framing) and optionally to stdout; bytes from any client or
+ * from stdin go to the UART.
+ *
+ * Memory stays bounded both ways. Output: a client with more than
+ * CLIENT_BACKLOG_MAX bytes unread is dropped rather than buffered for, and
+ * at most MAX_CLIENTS are served. Input: the UART's host-side queue is
+ * bounded; what it cannot take yet waits here (one read's worth per source
+ * at most) while every input source is paused, and is offered again as the
+ * guest reads.
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import { RotatingFile } from '../engines/console-log/rotating-file.js';
+import { DEFAULT_CONSOLE_LOG_LIMIT, type ConsoleLogLimit } from '../engines/console-log/limits.js';
 
-const CLIENT_BACKLOG_MAX = 1024 * 1024;
+export const CLIENT_BACKLOG_MAX = 1024 * 1024;
+export const MAX_CLIENTS = 16;
+/** How often input that the UART could not take is offered again. */
+const INPUT_RETRY_MS = 5;
+
+/** Takes console input; returns how many bytes it accepted (the rest must be offered again). */
+export type ConsoleInput = (b: Uint8Array) => number;
 
 export class ConsoleHub {
-  private logFd: number | null = null;
+  private log: RotatingFile | null = null;
   private server: net.Server | null = null;
   private readonly clients = new Set<net.Socket>();
   private stdout = false;
-  private input: (b: Uint8Array) => void = () => {};
+  private stdinAttached = false;
+  private input: ConsoleInput = (b) => b.length;
+  /** Input the UART has not taken yet, oldest first. */
+  private backlog: Uint8Array[] = [];
+  private retry: NodeJS.Timeout | null = null;
   bytesOut = 0;
+  droppedClients = 0;
 
-  setInput(fn: (b: Uint8Array) => void): void {
+  setInput(fn: ConsoleInput): void {
     this.input = fn;
   }
 
-  openLog(path: string): void {
-    this.logFd = fs.openSync(path, 'a', 0o640);
+  openLog(path: string, limit: ConsoleLogLimit = DEFAULT_CONSOLE_LOG_LIMIT): void {
+    this.log = new RotatingFile(path, limit);
   }
 
   attachStdio(): void {
     this.stdout = true;
+    this.stdinAttached = true;
     if (process.stdin.isTTY) process.stdin.setRawMode(true);
-    process.stdin.on('data', (d: Buffer) => this.input(d));
+    process.stdin.on('data', (d: Buffer) => this.feed(d));
     process.stdin.resume();
   }
 
   async listen(path: string): Promise<void> {
     try { fs.unlinkSync(path); } catch { /* not there */ }
     const srv = net.createServer((sock) => {
+      if (this.clients.size >= MAX_CLIENTS) {
+        sock.end(`hangar-vmm: the console already has ${MAX_CLIENTS} clients\r\n`);
+        return;
+      }
       this.clients.add(sock);
-      sock.on('data', (d) => this.input(d));
+      if (this.backlog.length > 0) sock.pause();
+      sock.on('data', (d) => this.feed(d));
       sock.on('error', () => sock.destroy());
       sock.on('close', () => this.clients.delete(sock));
     });
     await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(path, () => resolve()); });
     fs.chmodSync(path, 0o600);
     this.server = srv;
+  }
+
+  /** Input from a client or stdin: to the UART as far as it takes it; the rest waits with every source paused. */
+  private feed(d: Uint8Array): void {
+    if (this.backlog.length > 0) { this.backlog.push(d); return; }
+    const took = this.input(d);
+    if (took >= d.length) return;
+    this.backlog.push(d.subarray(took));
+    this.setPaused(true);
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    this.retry ??= setTimeout(() => { this.retry = null; this.drainBacklog(); }, INPUT_RETRY_MS);
+  }
+
+  private drainBacklog(): void {
+    while (this.backlog.length > 0) {
+      const head = this.backlog[0]!;
+      const took = this.input(head);
+      if (took < head.length) {
+        this.backlog[0] = head.subarray(took);
+        this.scheduleRetry();
+        return;
+      }
+      this.backlog.shift();
+    }
+    this.setPaused(false);
+  }
+
+  private setPaused(paused: boolean): void {
+    for (const c of this.clients) { if (paused) c.pause(); else c.resume(); }
+    if (this.stdinAttached) { if (paused) process.stdin.pause(); else process.stdin.resume(); }
+  }
+
+  /** Input waiting for the UART, in bytes (for tests and stats). */
+  get inputBacklog(): number {
+    return this.backlog.reduce((n, b) => n + b.length, 0);
   }
 
   private pending: Uint8Array[] = [];
@@ -64,19 +128,28 @@ export class ConsoleHub {
     if (this.pending.length === 0) return;
     const b = Buffer.concat(this.pending);
     this.pending = [];
-    if (this.logFd !== null) { try { fs.writeSync(this.logFd, b); } catch { /* disk full: keep the VM running */ } }
+    this.log?.write(b);
     if (this.stdout) process.stdout.write(b);
     for (const c of this.clients) {
-      if (c.writableLength > CLIENT_BACKLOG_MAX) { c.destroy(); continue; }
+      // A client that stopped reading is dropped, not buffered for: its share is bounded.
+      if (c.writableLength + b.length > CLIENT_BACKLOG_MAX) {
+        this.clients.delete(c);
+        this.droppedClients++;
+        c.destroy();
+        continue;
+      }
       c.write(b);
     }
   }
 
   close(): void {
     this.flush();
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
     for (const c of this.clients) c.end();
     this.server?.close();
-    if (this.logFd !== null) { fs.closeSync(this.logFd); this.logFd = null; }
+    this.log?.close();
+    this.log = null;
     if (this.stdout && process.stdin.isTTY) process.stdin.setRawMode(false);
     process.stdin.pause();
   }

@@ -42,7 +42,7 @@ export class VmmController {
    */
   constructor(readonly id: string, private readonly logSource: Logger | (() => Promise<Logger>), private readonly console: ConsoleHub) {
     if (typeof logSource !== 'function') this.log = logSource;
-    console.setInput((b) => this.machine?.consoleInput(b));
+    console.setInput((b) => this.machine?.consoleInput(b) ?? b.length);
   }
 
   private async logger(): Promise<Logger> {

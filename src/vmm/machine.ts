@@ -122,8 +122,9 @@ export class Machine extends EventEmitter {
     this.legacy.i8042.sendCtrlAltDel();
   }
 
-  consoleInput(bytes: Uint8Array): void {
-    this.legacy.serial.input(bytes);
+  /** Returns how many bytes the UART took; the caller offers the rest again later. */
+  consoleInput(bytes: Uint8Array): number {
+    return this.legacy.serial.input(bytes);
   }
 
   /** Ends the VM (idempotent: the first reason wins) and resolves when every vCPU thread is gone. */

@@ -16,6 +16,7 @@ import type { Logger } from '../common/log.js';
 import { toHangarError } from '../common/errors.js';
 import { ControlServer, loadValidators } from './api.js';
 import { ConsoleHub } from './console.js';
+import { consoleLogLimitFromArgs } from '../engines/console-log/limits.js';
 import { VmmController } from './controller.js';
 import { exitCodeFor, VMM_EXIT, type VmmExitRecord } from './exit-codes.js';
 import type { MachineExit } from './machine.js';
@@ -23,7 +24,7 @@ import { setInheritedKvmFd } from '../kvm/inherited-fd.js';
 import { seccompModeFromEnv, type SeccompMode } from '../kvm/seccomp-mode.js';
 
 const USAGE = `usage: hangar-vmm (--api-sock PATH | --config FILE) [--console stdio|none] [--console-sock PATH]
-                  [--console-log PATH] [--exit-file PATH] [--id ID] [--log-level LEVEL]
+                  [--console-log PATH [--console-log-size BYTES] [--console-log-files N]] [--exit-file PATH] [--id ID] [--log-level LEVEL]
                   [--kvm-fd N] [--no-seccomp]`;
 
 function usage(msg: string): never {
@@ -51,6 +52,8 @@ async function main(): Promise<void> {
         console: { type: 'string' },
         'console-sock': { type: 'string' },
         'console-log': { type: 'string' },
+        'console-log-size': { type: 'string' },
+        'console-log-files': { type: 'string' },
         'exit-file': { type: 'string' },
         id: { type: 'string' },
         'log-level': { type: 'string' },
@@ -116,7 +119,8 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => onSignal('SIGINT'));
 
   try {
-    if (args['console-log']) hub.openLog(args['console-log']);
+    // The console log is rotated here, in the VMM: it keeps being written, within its bound, while the daemon is down.
+    if (args['console-log']) hub.openLog(args['console-log'], consoleLogLimitFromArgs(args['console-log-size'], args['console-log-files']));
     if (args['console-sock']) await hub.listen(args['console-sock']);
     if (args.console === 'stdio') hub.attachStdio();
     if (args.config) {

@@ -136,7 +136,7 @@ test('pause holds the guest; resume lets it answer what arrived meanwhile', { sk
   ok(await hangar(['pause', VM]), 'pause');
   assert.equal((await show()).state, 'paused');
   // The line reaches the UART while the vCPU is stopped: nothing may answer it yet.
-  const r = ok(await hangar(['console', VM, '--settle', '1000'], 'while-paused\n'), 'console while paused');
+  const r = ok(await hangar(['console', VM, '--settle', '1s'], 'while-paused\n'), 'console while paused');
   assert.doesNotMatch(r.stdout, /echo: while-paused/);
   assert.doesNotMatch(ok(await hangar(['logs', VM]), 'logs').stdout, /echo: while-paused/);
   ok(await hangar(['resume', VM]), 'resume');

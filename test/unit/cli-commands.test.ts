@@ -186,7 +186,7 @@ test('events lists stored events with filters in the query', async () => {
 });
 
 test('piped console sends stdin, prints the answer and exits once quiet', async () => {
-  const r = await run(['console', 'web1', '--settle', '300'], 'echo hi\n');
+  const r = await run(['console', 'web1', '--settle', '300ms'], 'echo hi\n');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /out:ECHO HI/);
   const j = await run(['console', 'web1', '--json', '--until', 'out:\\S+'], 'abc\n');

@@ -41,6 +41,18 @@ before(async () => {
         }, 200);
       });
     })
+    .onWebSocket('/1.0/vms/prompt/console', (ws) => {
+      // A busybox prompt as a UART delivers it: the cursor query split over frames, and last of all.
+      ws.on('message', () => {
+        for (const f of ['tiny# \x1b', '[6', 'necho hi\r\nhi\r\n\x1b[31mred\x1b[0m \x1b[', '5n\x1b[2', 'Jtiny# \x1b[', '6n']) ws.send(Buffer.from(f, 'latin1'));
+      });
+    })
+    .onWebSocket('/1.0/vms/partial/console', (ws) => {
+      // Output that ends in what could have become a query, but did not.
+      ws.on('message', () => { for (const f of ['done \x1b', '[']) ws.send(Buffer.from(f, 'latin1')); });
+    })
+    .onWebSocket('/1.0/vms/slowdrop/console', (ws) => ws.close(4001, 'dropped: more than 1048576 bytes of console output left unread'))
+    .onWebSocket('/1.0/vms/crowded/console', (ws) => ws.close(4002, 'the console already has 16 clients, the most it serves at once'))
     .onWebSocket('/1.0/vms/failing/console', (ws) => ws.close(1011, 'engine has no console stream'))
     .onWebSocket('/1.0/vms/stopping/console', (ws) => {
       ws.send(Buffer.from('reboot: Power down\n'));
@@ -54,13 +66,13 @@ after(async () => {
 });
 
 test('scripted: the quiet period restarts with every chunk of output', async () => {
-  const r = await runHangar(['console', 'slow', '--settle', '500'], { env: fake.env(), input: 'go\n' });
+  const r = await runHangar(['console', 'slow', '--settle', '500ms'], { env: fake.env(), input: 'go\n' });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 'part0\npart1\npart2\npart3\n');
 });
 
 test('scripted: the daemon ending the console ends the session', async () => {
-  const r = await runHangar(['console', 'stopping', '--settle', '10000'], { env: fake.env(), input: '' });
+  const r = await runHangar(['console', 'stopping', '--settle', '10s'], { env: fake.env(), input: '' });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 'reboot: Power down\n');
   const j = await runHangar(['console', 'stopping', '--json'], { env: fake.env(), input: '' });
@@ -79,7 +91,31 @@ test('scripted: bad --until and --settle values are refused', async () => {
   assert.match(a.stderr, /--until "\(x" is not a valid regular expression/);
   const b = await runHangar(['console', 'shell', '--settle', 'soon'], { env: fake.env() });
   assert.equal(b.code, 2);
-  assert.match(b.stderr, /--settle must be a whole number/);
+  assert.match(b.stderr, /--settle must be a duration such as 500ms, 2s or 1m, got "soon"/);
+  // A bare number once meant milliseconds: refused rather than silently read in another unit.
+  const c = await runHangar(['console', 'shell', '--settle', '2'], { env: fake.env() });
+  assert.equal(c.code, 2);
+  assert.match(c.stderr, /--settle needs a unit: 2s or 2ms/);
+  const d = await runHangar(['console', 'shell', '--timeout', '2h'], { env: fake.env() });
+  assert.equal(d.code, 2);
+  const h = await runHangar(['console', '--help'], { env: fake.env() });
+  assert.match(h.stdout, /--settle <duration>.*with a unit: 500ms, 2s/s);
+});
+
+test('scripted: --settle takes seconds (2s, 1.5s) and milliseconds, and waits that long for quiet', async () => {
+  // The slow console answers in four parts 200 ms apart: a 1.5s quiet period waits for all of them.
+  const r = await runHangar(['console', 'slow', '--settle', '1.5s'], { env: fake.env(), input: 'go\n' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'part0\npart1\npart2\npart3\n');
+});
+
+test('scripted: the daemon dropping or refusing the session is an error naming why', async () => {
+  const a = await runHangar(['console', 'slowdrop'], { env: fake.env(), input: 'x\n' });
+  assert.equal(a.code, 5);
+  assert.match(a.stderr, /console dropped: more than 1048576 bytes of console output left unread \(UNAVAILABLE\)/);
+  const b = await runHangar(['console', 'crowded'], { env: fake.env(), input: 'x\n' });
+  assert.equal(b.code, 7);
+  assert.match(b.stderr, /console refused by the daemon: the console already has 16 clients.*\(RESOURCE_EXHAUSTED\)/);
 });
 
 test('interactive: raw keys reach the guest, Ctrl-] detaches and the terminal is restored', async () => {
@@ -132,6 +168,18 @@ test('interactive: raw keys reach the guest, Ctrl-] detaches and the terminal is
   // Cooked mode again: canonical input and echo are on.
   assert.match(out, /(^|\s)icanon(\s|$)/m);
   assert.match(out, /(^|\s)echo(\s|$)/m);
+});
+
+test('piped output drops the terminal queries, also split across frames and at the very end', async () => {
+  const r = await runHangar(['console', 'prompt', '--settle', '300ms'], { env: fake.env(), input: 'echo hi\n' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(!r.stdout.includes('\x1b[6n') && !r.stdout.includes('\x1b[5n'), JSON.stringify(r.stdout));
+  assert.equal(r.stdout, 'tiny# echo hi\r\nhi\r\n\x1b[31mred\x1b[0m \x1b[2Jtiny# ');
+  const j = await runHangar(['console', 'prompt', '--settle', '300ms', '--json'], { env: fake.env(), input: 'echo hi\n' });
+  assert.equal(JSON.parse(j.stdout).output, 'tiny# echo hi\r\nhi\r\n\x1b[31mred\x1b[0m \x1b[2Jtiny# ');
+  // A piece held back as a possible query is printed when the output ends without completing it.
+  const p = await runHangar(['console', 'partial', '--settle', '300ms'], { env: fake.env(), input: 'x\n' });
+  assert.equal(p.stdout, 'done \x1b[');
 });
 
 test('scripted output drops the cursor-position queries a guest shell sends with its prompt', async () => {

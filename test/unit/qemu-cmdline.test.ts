@@ -46,9 +46,11 @@ test('base argv: no defaults, q35, tcg, memory in MiB, kernel boot, sockets in r
   assert.equal(valueOf(a, '-pidfile'), '/run/hangar/vms/web/qemu.pid');
   const chardevs = valuesOf(a, '-chardev');
   assert.deepEqual(chardevs, [
-    'socket,id=console,path=/run/hangar/vms/web/console.sock,server=on,wait=off,logfile=/var/lib/hangar/vms/web/console.log,logappend=on',
+    'socket,id=console,path=/run/hangar/vms/web/console.sock,server=on,wait=off,logfile=/dev/fdset/1,logappend=on',
     'socket,id=qmp,path=/run/hangar/vms/web/qmp.sock,server=on,wait=off',
   ]);
+  // The console log goes through the pipe the engine passes as fd 3 (the rotating writer's).
+  assert.equal(valueOf(a, '-add-fd'), 'fd=3,set=1,opaque=console-log');
   assert.equal(valueOf(a, '-serial'), 'chardev:console');
   assert.equal(valueOf(a, '-mon'), 'chardev=qmp,mode=control');
   assert.ok(!a.includes('-daemonize'), 'the engine spawns QEMU detached itself and keeps its pid');
@@ -96,8 +98,8 @@ test('disks and nics become virtio-mmio devices on microvm and virtio-pci on q35
 
 test('commas in option values are doubled', () => {
   assert.equal(optValue('a,b,,c'), 'a,,b,,,,c');
-  const a = buildQemuArgs(config({ consoleLog: '/logs/x,y.log' }));
-  assert.match(valuesOf(a, '-chardev')[0]!, /logfile=\/logs\/x,,y\.log,logappend=on$/);
+  const a = buildQemuArgs(config({ runDir: '/run/x,y' }));
+  assert.match(valuesOf(a, '-chardev')[0]!, /path=\/run\/x,,y\/console\.sock,/);
 });
 
 // Sizes (cpus, memory) are not the argv's business: the daemon checks them against

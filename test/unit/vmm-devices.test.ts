@@ -76,10 +76,11 @@ test('UART: DLAB exposes the divisor; loopback echoes into the receiver and MSR 
   assert.equal(rd(s, 7), 0x99);
 });
 
-test('UART: host input beyond the queue bound is dropped and counted', () => {
+test('UART: host input beyond the queue bound is refused, for the caller to offer again', () => {
   const s = new Serial(new FakeIrq(), () => {});
-  s.input(new Uint8Array(64 * 1024 + 10));
-  assert.equal(s.metrics().rxDropped, 10);
+  assert.equal(s.input(new Uint8Array(64 * 1024 + 10)), 64 * 1024);
+  assert.equal(s.input(new Uint8Array(1)), 0);
+  assert.equal(s.metrics().rxQueued, 64 * 1024);
 });
 
 test('i8042: self test, command byte, reset and Ctrl-Alt-Del', () => {

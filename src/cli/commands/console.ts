@@ -7,7 +7,7 @@
  *
  * Scripted (stdin is a pipe or file): stdin is sent as it arrives; once it
  * ends, output keeps being read until the console has been quiet for
- * `--settle` ms, or, with `--until REGEX`, until the output matches. So
+ * `--settle` (a duration: 500ms, 2s), or, with `--until REGEX`, until the output matches. So
  * `echo 'uname -a' | hangar console web1` prints the answer and exits.
  */
 import type { Command } from 'commander';
@@ -15,7 +15,9 @@ import { StringDecoder } from 'node:string_decoder';
 import type { WebSocket, RawData } from 'ws';
 import { HangarError } from '../../common/errors.js';
 import type { ApiClient } from '../client.js';
-import { checkVmName, clientFor, note, parseIntOption, printJson, vmPath, withJson } from '../context.js';
+import { checkVmName, clientFor, note, printJson, vmPath, withJson } from '../context.js';
+import { parseDurationOption } from '../duration.js';
+import { CONSOLE_CLOSE, CONSOLE_MAX_INPUT_FRAME } from '../../api/console.js';
 
 /** Ctrl-] — the byte a terminal sends for it. */
 export const DETACH_BYTE = 0x1d;
@@ -40,6 +42,32 @@ function toBuffer(d: RawData): Buffer {
   if (Buffer.isBuffer(d)) return d;
   if (Array.isArray(d)) return Buffer.concat(d);
   return Buffer.from(d);
+}
+
+/** The error a close code from the daemon stands for (CONSOLE_CLOSE); null for a normal end. */
+export function closeError(code: number, reason: Buffer): HangarError | null {
+  const why = reason.toString() || 'no reason given';
+  switch (code) {
+    case CONSOLE_CLOSE.ATTACH_FAILED: return new HangarError('ENGINE_FAILED', `console closed by the daemon: ${why}`);
+    case CONSOLE_CLOSE.TOO_MANY_CLIENTS: return new HangarError('RESOURCE_EXHAUSTED', `console refused by the daemon: ${why}`);
+    case CONSOLE_CLOSE.TOO_SLOW: return new HangarError('UNAVAILABLE', `console ${why}`);
+    case CONSOLE_CLOSE.FRAME_TOO_BIG: return new HangarError('INVALID_ARGUMENT', `console closed by the daemon: input frame larger than ${CONSOLE_MAX_INPUT_FRAME} bytes`);
+    default: return null;
+  }
+}
+
+/** Unsent input beyond which the CLI stops reading its own input until the daemon takes more. */
+const INPUT_BACKLOG_MAX = 256 * 1024;
+
+/** Sends input in frames the daemon accepts, pausing `source` while the daemon is not keeping up. */
+function sendInput(ws: WebSocket, data: Buffer, source: NodeJS.ReadableStream): void {
+  if (ws.readyState !== ws.OPEN) return;
+  for (let at = 0; at < data.length; at += CONSOLE_MAX_INPUT_FRAME) {
+    ws.send(data.subarray(at, at + CONSOLE_MAX_INPUT_FRAME), () => {
+      if (ws.bufferedAmount < INPUT_BACKLOG_MAX && source.isPaused()) source.resume();
+    });
+  }
+  if (ws.bufferedAmount >= INPUT_BACKLOG_MAX) source.pause();
 }
 
 /**
@@ -91,12 +119,12 @@ export function runScripted(ws: WebSocket, input: NodeJS.ReadableStream, o: Scri
       armSettle();
     });
     ws.on('close', (code: number, reason: Buffer) => {
-      // 1011: the daemon could not attach to the VM's console (the reason says why).
-      if (code === 1011 && !finished) {
+      const err = closeError(code, reason);
+      if (err && !finished) {
         finished = true;
         clearTimeout(settleTimer);
         clearTimeout(limitTimer);
-        reject(new HangarError('ENGINE_FAILED', `console closed by the daemon: ${reason.toString() || 'no reason given'}`));
+        reject(err);
         return;
       }
       finish('closed');
@@ -108,9 +136,7 @@ export function runScripted(ws: WebSocket, input: NodeJS.ReadableStream, o: Scri
       }
     });
 
-    const onInput = (chunk: Buffer | string) => {
-      if (ws.readyState === ws.OPEN) ws.send(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
-    };
+    const onInput = (chunk: Buffer | string) => sendInput(ws, typeof chunk === 'string' ? Buffer.from(chunk) : chunk, input);
     const onInputEnd = () => {
       inputEnded = true;
       if (o.timeoutMs > 0) limitTimer = setTimeout(() => finish('timeout'), o.timeoutMs);
@@ -168,9 +194,10 @@ function runInteractive(ws: WebSocket, name: string): Promise<'detached' | 'clos
     stdin.resume();
     stdin.on('data', onKey);
     ws.on('message', (d: RawData) => process.stdout.write(toBuffer(d)));
-    ws.on('close', () => {
+    ws.on('close', (code: number, reason: Buffer) => {
       restore();
-      resolve('closed');
+      const err = closeError(code, reason);
+      if (err) reject(err); else resolve('closed');
     });
     ws.on('error', (e) => {
       restore();
@@ -198,11 +225,39 @@ export function compileUntil(src: string | undefined): RegExp | undefined {
 /**
  * Device-status queries (ESC[5n, ESC[6n) that a guest shell sends with its
  * prompt to ask a terminal where the cursor is. In scripted use no terminal
- * answers them, so they are only noise in what is printed or returned.
+ * answers them, so they are only noise in what is printed or returned (and
+ * a terminal on stdout would answer them into the user's next command line).
  */
 const TERMINAL_QUERY = /\x1b\[[56]n/g;
+/** What a query can look like when the output so far ends in the middle of one. */
+const QUERY_PREFIX = /\x1b(\[[56]?)?$/;
+
 export function stripTerminalQueries(text: string): string {
   return text.replace(TERMINAL_QUERY, '');
+}
+
+/**
+ * Streaming form of stripTerminalQueries: output arrives in arbitrary pieces
+ * (a UART sends a byte at a time), so a query split across pieces is held
+ * back until the next piece shows whether it is one. Bytes pass through
+ * unchanged otherwise (latin1 keeps every byte as it is).
+ */
+export class TerminalQueryFilter {
+  private held = '';
+
+  push(chunk: Buffer): Buffer {
+    const text = stripTerminalQueries(this.held + chunk.toString('latin1'));
+    const partial = QUERY_PREFIX.exec(text);
+    this.held = partial ? partial[0] : '';
+    return Buffer.from(partial ? text.slice(0, partial.index) : text, 'latin1');
+  }
+
+  /** The output ended: a held piece that never became a query is real output. */
+  end(): Buffer {
+    const rest = Buffer.from(this.held, 'latin1');
+    this.held = '';
+    return rest;
+  }
 }
 
 export function registerConsoleCommand(program: Command): void {
@@ -211,9 +266,9 @@ export function registerConsoleCommand(program: Command): void {
       .command('console')
       .description('attach to a VM\'s serial console (interactive: Ctrl-] detaches; piped stdin: send it, print the answer, exit)')
       .argument('<name>', 'VM name')
-      .option('--settle <ms>', 'piped stdin: after it ends, exit once the console has been quiet this long', parseIntOption('--settle', 0, 3_600_000), 1500)
+      .option('--settle <duration>', 'piped stdin: after it ends, exit once the console has been quiet this long, with a unit: 500ms, 2s (default 1.5s)', parseDurationOption('--settle', { maxMs: 3_600_000 }), 1500)
       .option('--until <regex>', 'piped stdin: exit as soon as the output matches this regular expression')
-      .option('--timeout <seconds>', 'piped stdin: give up after this many seconds once stdin has ended (default 60; with --until, exit code 6)', parseIntOption('--timeout', 0, 86_400), 60),
+      .option('--timeout <duration>', 'piped stdin: give up this long after stdin has ended, e.g. 90s or 2m; a bare number is seconds; 0: never (default 60s; with --until, exit code 6)', parseDurationOption('--timeout', { bare: 's', maxMs: 86_400_000 }), 60_000),
   ).action(async (name: string, o: { settle: number; until?: string; timeout: number; json?: boolean }, cmd: Command) => {
     const until = compileUntil(o.until);
     const interactive = Boolean(process.stdin.isTTY) && !o.json;
@@ -223,12 +278,15 @@ export function registerConsoleCommand(program: Command): void {
       note(how === 'detached' ? `\r\nDetached from ${name}.` : `\r\nConsole of ${name} closed (the VM stopped).`);
       return;
     }
+    // Scripted output never carries the guest's terminal queries, whether stdout is a pipe or a terminal.
+    const filter = new TerminalQueryFilter();
     const r = await runScripted(ws, process.stdin, {
       settleMs: o.settle,
       until,
-      timeoutMs: o.timeout * 1000,
-      write: o.json ? undefined : (b) => process.stdout.write(process.stdout.isTTY ? b : stripTerminalQueries(b.toString('latin1')), 'latin1'),
+      timeoutMs: o.timeout,
+      write: o.json ? undefined : (b) => process.stdout.write(filter.push(b)),
     });
+    if (!o.json) process.stdout.write(filter.end());
     if (o.json) printJson({ vm: name, output: stripTerminalQueries(r.output), end: r.end, matched: until ? r.matched : undefined });
     // Stdin may be a pipe that never ends from our side; leave now rather than wait for it.
     process.stdin.destroy();

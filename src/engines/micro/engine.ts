@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
+import { DEFAULT_CONSOLE_LOG_LIMIT, consoleLogArgs } from '../console-log/limits.js';
 import type { Duplex } from 'node:stream';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
@@ -197,7 +198,7 @@ export class MicroEngine implements Engine {
 
   private args(config: EngineVmConfig, files: MicroRunFiles): string[] {
     return [...VMM_NODE_FLAGS, this.main, '--id', config.id, '--api-sock', files.apiSocket, '--console-sock', files.consoleSocket,
-      '--console-log', config.consoleLog, '--exit-file', files.exitFile];
+      '--console-log', config.consoleLog, ...consoleLogArgs(config.consoleLogLimit ?? DEFAULT_CONSOLE_LOG_LIMIT), '--exit-file', files.exitFile];
   }
 
   async start(config: EngineVmConfig): Promise<VmHandle> {

@@ -37,6 +37,10 @@ export function runFiles(runDir: string): QemuRunFiles {
   };
 }
 
+/** The descriptor QEMU inherits for its console log (the writer's pipe), and the fd set it goes in. */
+export const CONSOLE_LOG_FD = 3;
+const CONSOLE_LOG_FDSET = 1;
+
 export interface CmdlineOptions {
   machine?: QemuMachine;
 }
@@ -161,10 +165,13 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   }
 
   // Serial console on a Unix socket (one client at a time); logfile keeps every
-  // byte the guest writes, whether or not anybody is connected.
+  // byte the guest writes, whether or not anybody is connected. It is the pipe
+  // to the console log writer (fd CONSOLE_LOG_FD, see console-log/writer.ts),
+  // which bounds and rotates c.consoleLog: QEMU itself would let it grow forever.
+  args.push('-add-fd', `fd=${CONSOLE_LOG_FD},set=${CONSOLE_LOG_FDSET},opaque=console-log`);
   args.push(
     '-chardev',
-    `socket,id=console,path=${optValue(files.consoleSocket)},server=on,wait=off,logfile=${optValue(c.consoleLog)},logappend=on`,
+    `socket,id=console,path=${optValue(files.consoleSocket)},server=on,wait=off,logfile=/dev/fdset/${CONSOLE_LOG_FDSET},logappend=on`,
   );
   args.push('-serial', 'chardev:console');
   // QMP in control mode on its own socket.

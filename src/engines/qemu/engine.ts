@@ -21,6 +21,8 @@ import { processAlive } from '../base/procfs.js';
 import { spawnVmProcess } from '../base/spawn.js';
 import { buildQemuArgs, qemuIdentity, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
 import { QEMU_LIMITS } from './limits.js';
+import { startConsoleLogWriter, type ConsoleLogPipe } from '../console-log/writer.js';
+import { DEFAULT_CONSOLE_LOG_LIMIT } from '../console-log/limits.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
 import { qemuBinary, qemuVersion } from './version.js';
 import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
@@ -231,7 +233,21 @@ export class QemuEngine implements Engine {
     removeStale(files.pidFile);
 
     const sandbox = sandboxFor('qemu', config);
-    const child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog, sandbox });
+    let conlog: ConsoleLogPipe | null = null;
+    let child: ChildProcess;
+    const writerErr = fs.openSync(files.processLog, 'a', 0o600);
+    try {
+      conlog = startConsoleLogWriter(config.consoleLog, config.consoleLogLimit ?? DEFAULT_CONSOLE_LOG_LIMIT, config.runDir, writerErr);
+      // QEMU inherits the pipe's write end as fd 3 (-add-fd): its serial log goes to the writer.
+      child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog, sandbox, inheritFds: [conlog.writeFd] });
+    } catch (e) {
+      sandbox?.cleanup();
+      throw e;
+    } finally {
+      // QEMU holds the only write end from here on: the writer ends when QEMU does.
+      conlog?.closeWriteEnd();
+      fs.closeSync(writerErr);
+    }
     // The child stays referenced while a handle watches it (so its exit is
     // always delivered); detach() unrefs it. It outlives us either way.
     let spawnError: Error | null = null;

@@ -136,6 +136,7 @@ function setprivPath(): string {
 const JOIN_AND_DROP = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"';
 
 class Sandbox implements VmSandbox {
+  private cleaned = false;
   constructor(readonly record: SandboxRecord) {}
 
   wrap(cmd: string, args: string[]): WrappedCommand {
@@ -162,6 +163,9 @@ class Sandbox implements VmSandbox {
   }
 
   cleanup(): void {
+    // Once: a second call could release a uid another VM has claimed meanwhile.
+    if (this.cleaned) return;
+    this.cleaned = true;
     const r = this.record;
     removeCgroup(r.cgroup);
     giveBack(r.lent);

@@ -62,15 +62,15 @@ export class Serial implements PioDevice {
     return this.fast.sab;
   }
 
-  /** Host → guest: queues console input and raises the receive interrupt. */
-  input(bytes: Uint8Array): void {
-    for (const b of bytes) {
-      if (this.state.rx.length >= RX_QUEUE_MAX) { this.rxDropped++; continue; }
-      this.state.rx.push(b);
-    }
+  /** Host → guest: queues console input and raises the receive interrupt; returns how many bytes fit. */
+  input(bytes: Uint8Array): number {
+    // What does not fit stays with the caller, which stops reading its source until it does.
+    const n = Math.min(bytes.length, Math.max(0, RX_QUEUE_MAX - this.state.rx.length));
+    for (let i = 0; i < n; i++) this.state.rx.push(bytes[i]!);
     // Mirror first: a vCPU may take the interrupt at once and poll LSR on its own thread.
     this.syncFastPath();
     this.updateIrq();
+    return n;
   }
 
   pioRead(offset: number, data: Uint8Array): void {
