@@ -6,7 +6,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Accel, EngineCapabilities, EngineName } from '../api/engine.js';
-import type { ConsoleLogLimit } from './console-log/limits.js';
+import type { ConsoleLogLimit } from '../common/console-log/limits.js';
 
 export type { Accel, BootMode, EngineCapabilities, EngineLimits, EngineName } from '../api/engine.js';
 

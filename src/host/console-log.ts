@@ -3,7 +3,7 @@
  * of the files the engine writes every console byte to (rotated by the
  * VM's log writer, so never larger than its limit).
  */
-import { readConsoleLogTail } from '../engines/console-log/limits.js';
+import { readConsoleLogTail } from '../common/console-log/limits.js';
 
 /** Read at most this much from the end of the log: enough for any sensible tail. */
 const MAX_READ = 4 * 1024 * 1024;

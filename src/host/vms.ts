@@ -28,7 +28,7 @@ import type { OperationManager, ReportProgress } from './operations.js';
 import { Admission, defaultSettings, hostResources, type AdmissionSettings, type HostResources, type Usage } from './admission.js';
 import { buildVmSpec, DEFAULT_ENGINE, validateVmName } from './spec.js';
 import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './console-hub.js';
-import { consoleLogLimitFromEnv } from '../engines/console-log/limits.js';
+import { consoleLogLimitFromEnv } from '../common/console-log/limits.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {

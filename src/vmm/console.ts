@@ -14,8 +14,8 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import { RotatingFile } from '../engines/console-log/rotating-file.js';
-import { DEFAULT_CONSOLE_LOG_LIMIT, type ConsoleLogLimit } from '../engines/console-log/limits.js';
+import { RotatingFile } from '../common/console-log/rotating-file.js';
+import { DEFAULT_CONSOLE_LOG_LIMIT, type ConsoleLogLimit } from '../common/console-log/limits.js';
 
 export const CLIENT_BACKLOG_MAX = 1024 * 1024;
 export const MAX_CLIENTS = 16;

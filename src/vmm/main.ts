@@ -16,7 +16,7 @@ import type { Logger } from '../common/log.js';
 import { toHangarError } from '../common/errors.js';
 import { ControlServer, loadValidators } from './api.js';
 import { ConsoleHub } from './console.js';
-import { consoleLogLimitFromArgs } from '../engines/console-log/limits.js';
+import { consoleLogLimitFromArgs } from '../common/console-log/limits.js';
 import { VmmController } from './controller.js';
 import { exitCodeFor, VMM_EXIT, type VmmExitRecord } from './exit-codes.js';
 import type { MachineExit } from './machine.js';

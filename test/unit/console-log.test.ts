@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { RotatingFile } from '../../src/engines/console-log/rotating-file.js';
-import { consoleLogLimitFromEnv, readConsoleLogTail, DEFAULT_CONSOLE_LOG_LIMIT } from '../../src/engines/console-log/limits.js';
+import { RotatingFile } from '../../src/common/console-log/rotating-file.js';
+import { consoleLogLimitFromEnv, readConsoleLogTail, DEFAULT_CONSOLE_LOG_LIMIT } from '../../src/common/console-log/limits.js';
 import { startConsoleLogWriter } from '../../src/engines/console-log/writer.js';
 
 function tmp(): string {

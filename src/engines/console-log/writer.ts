@@ -12,7 +12,7 @@ import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { HangarError } from '../../common/errors.js';
 import { projectRoot } from '../../common/paths.js';
-import { checkConsoleLogLimit, type ConsoleLogLimit } from './limits.js';
+import { checkConsoleLogLimit, type ConsoleLogLimit } from '../../common/console-log/limits.js';
 
 /** Where setup (scripts/setup.sh) builds the writer; built here on first use when missing. */
 export function conlogBinary(): string {

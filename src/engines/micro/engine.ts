@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { DEFAULT_CONSOLE_LOG_LIMIT, consoleLogArgs } from '../console-log/limits.js';
+import { DEFAULT_CONSOLE_LOG_LIMIT, consoleLogArgs } from '../../common/console-log/limits.js';
 import type { Duplex } from 'node:stream';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';

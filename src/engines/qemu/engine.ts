@@ -22,7 +22,7 @@ import { spawnVmProcess } from '../base/spawn.js';
 import { buildQemuArgs, qemuIdentity, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
 import { QEMU_LIMITS } from './limits.js';
 import { startConsoleLogWriter, type ConsoleLogPipe } from '../console-log/writer.js';
-import { DEFAULT_CONSOLE_LOG_LIMIT } from '../console-log/limits.js';
+import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
 import { qemuBinary, qemuVersion } from './version.js';
 import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';

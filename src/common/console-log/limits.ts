@@ -5,8 +5,8 @@
  * hangar-conlog), and the daemon reads it back across the files.
  */
 import fs from 'node:fs';
-import { HangarError } from '../../common/errors.js';
-import { parseSize } from '../../common/sizes.js';
+import { HangarError } from '../errors.js';
+import { parseSize } from '../sizes.js';
 
 export interface ConsoleLogLimit {
   fileBytes: number;
