@@ -18,6 +18,7 @@
  * {"fault_message": "...", "code": "<HangarError code>"} with its status.
  * Configuration is accepted only before InstanceStart.
  */
+import { listenPrivate } from '../common/private-socket.js';
 import fs from 'node:fs';
 import http from 'node:http';
 import { HangarError, toHangarError } from '../common/errors.js';
@@ -129,8 +130,7 @@ export class ControlServer {
       })();
     });
     srv.keepAliveTimeout = 60_000;
-    await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(path, () => resolve()); });
-    fs.chmodSync(path, 0o600);
+    await listenPrivate(srv, path);
     this.server = srv;
   }
 

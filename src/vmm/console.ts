@@ -12,6 +12,7 @@
  * at most) while every input source is paused, and is offered again as the
  * guest reads.
  */
+import { listenPrivate } from '../common/private-socket.js';
 import fs from 'node:fs';
 import net from 'node:net';
 import { RotatingFile } from '../common/console-log/rotating-file.js';
@@ -67,8 +68,7 @@ export class ConsoleHub {
       sock.on('error', () => sock.destroy());
       sock.on('close', () => this.clients.delete(sock));
     });
-    await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(path, () => resolve()); });
-    fs.chmodSync(path, 0o600);
+    await listenPrivate(srv, path);
     this.server = srv;
   }
 
