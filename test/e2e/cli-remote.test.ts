@@ -17,7 +17,7 @@ import https from 'node:https';
 import { spawn, execFileSync } from 'node:child_process';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { projectRoot } from '../../src/common/paths.js';
-import { runHangar } from '../unit/cli-fake-daemon.js';
+import { runHangar } from '../helpers/cli.js';
 
 let d: TestDaemon;
 let url: string;

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startDaemon, waitOperation, ConsoleSession, type TestDaemon } from '../helpers/daemon.js';
-import { runHangar, expectOk } from '../unit/cli-fake-daemon.js';
+import { runHangar, expectOk } from '../helpers/cli.js';
 import { buildGuest, kvmUsable } from '../helpers/vmm.js';
 import { TINY_PROMPT } from '../../src/host/images/tiny.js';
 import { CLAIM_DIR } from '../../src/engines/sandbox/identity.js';

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { runHangar, expectOk, type CliResult } from '../unit/cli-fake-daemon.js';
+import { runHangar, expectOk, type CliResult } from '../helpers/cli.js';
 import { buildGuest, kvmUsable } from '../helpers/vmm.js';
 import { projectRoot } from '../../src/common/paths.js';
 import { DEFAULT_BOOT_ARGS } from '../../src/vmm/controller.js';

@@ -23,11 +23,12 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { dataDir } from '../../common/paths.js';
 import { initrdFormat, kernelFormat, FORMAT_HEAD_BYTES, type InitrdFormat, type KernelFormat } from './formats.js';
 import { openImportSource, readHead, reserveImageBytes, type Source } from './policy.js';
+import { IMAGE_NAME_PATTERN } from '../../api/names.js';
 
 export { kernelFormat, initrdFormat, type KernelFormat, type InitrdFormat } from './formats.js';
 
 /** Image names: lower-case letters, digits, dots, dashes and underscores, starting with a letter. */
-export const IMAGE_NAME_RE = /^[a-z][a-z0-9._-]{0,62}$/;
+export const IMAGE_NAME_RE = new RegExp(IMAGE_NAME_PATTERN);
 
 /** Kernel files larger than this are refused (a Linux bzImage is ~10 MiB). */
 export const MAX_KERNEL_BYTES = 256 * 2 ** 20;
