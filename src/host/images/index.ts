@@ -14,7 +14,7 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { imageDir } from '../../common/paths.js';
 import type { Image } from '../api/schemas.js';
 import { buildTiny, TINY_CMDLINE, TINY_DESCRIPTION, TINY_HOSTNAME_ARG } from './tiny.js';
-import { deleteLocalImage, getLocalImage, importLocalImage, listLocalImages, type ImportRequest, type LocalImage } from './local.js';
+import { deleteLocalImage, getLocalImage, importLocalImage, listLocalImages, removeFolders, type ImportRequest, type LocalImage } from './local.js';
 import { ImageUploads } from './upload.js';
 import type { OperationManager } from '../operations.js';
 
@@ -225,14 +225,7 @@ export function cleanStaleBuildFolders(): string[] {
     const mine = names.filter((n) => re.test(n));
     // Listed before the lock is looked at: a folder made after this check is not in the list.
     if (mine.length === 0 || inFlight.has(recipe) || lockHolder(imagePaths(recipe).lock) !== null) continue;
-    for (const n of mine) {
-      const p = path.join(root, n);
-      try {
-        if (!fs.lstatSync(p).isDirectory()) continue;
-        fs.rmSync(p, { recursive: true, force: true });
-        removed.push(p);
-      } catch { /* gone meanwhile */ }
-    }
+    removed.push(...removeFolders(root, mine));
   }
   return removed;
 }

@@ -271,9 +271,13 @@ export function cleanStaleImportFolders(): string[] {
   const root = localImageRoot();
   let names: string[];
   try { names = fs.readdirSync(root); } catch { return []; }
+  return removeFolders(root, names.filter((n) => WORK_DIR_RE.test(n)));
+}
+
+/** Removes the named folders under root (never following a symlink); returns what was removed. */
+export function removeFolders(root: string, names: string[]): string[] {
   const removed: string[] = [];
   for (const n of names) {
-    if (!WORK_DIR_RE.test(n)) continue;
     const p = path.join(root, n);
     try {
       if (!fs.lstatSync(p).isDirectory()) continue;
