@@ -52,7 +52,8 @@ before(async () => {
     get: async () => ({ state: 'running' }),
     attachConsole: (_name: string, c: ConsoleClient) => hub.attach(c),
   };
-  const ctx = { version: 'test', dataDir: dir, vms, log: pino({ level: 'silent' }) } as unknown as ApiContext;
+  // operations: the upload routes key their state on it; the console tests start none.
+  const ctx = { version: 'test', dataDir: dir, vms, operations: {}, log: pino({ level: 'silent' }) } as unknown as ApiContext;
   app = await buildServer(ctx);
   await app.listen({ path: sock });
 });
