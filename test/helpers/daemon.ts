@@ -11,6 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import Database from 'better-sqlite3';
 import { WebSocket } from 'ws';
 import { projectRoot } from '../../src/common/paths.js';
+import { cleanupStaleSandbox } from '../../src/engines/sandbox/index.js';
 
 export interface TestResponse {
   status: number;
@@ -198,6 +199,10 @@ export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDa
       const vmPids = [...seenPids].filter((p) => alive(p) && belongsTo(p, dataDir));
       for (const p of vmPids) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
       for (const p of vmPids) await waitGone(p, 5_000);
+      // VMs killed here never reach a daemon again: give back their cgroups and uids as it would.
+      let runDirs: string[] = [];
+      try { runDirs = fs.readdirSync(path.join(dataDir, 'vms')).map((n) => path.join(dataDir, 'vms', n)); } catch { /* no VMs */ }
+      for (const r of runDirs) { try { cleanupStaleSandbox(r); } catch { /* best effort */ } }
       if (!opts.dataDir || opts.dataDir.startsWith(os.tmpdir())) fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
