@@ -46,14 +46,14 @@ function createVm(kvm: Kvm, vcpus: number): Vm {
 }
 
 /** Loads the kernel with the devices' command-line fragments and writes the boot structures around it. */
-function loadKernel(mem: GuestRam, cfg: MachineConfig, deviceCmdline: string[]): LoadedKernel {
+function loadKernel(mem: GuestRam, cfg: MachineConfig, deviceCmdline: string[], virtioSlots: L.MmioSlot[]): LoadedKernel {
   const cmdline = [cfg.cmdline.trim(), ...deviceCmdline].filter((s) => s.length > 0).join(' ');
   const kernel = loadLinux(mem, { kernelPath: cfg.kernel, ...(cfg.initrd !== undefined ? { initrdPath: cfg.initrd } : {}), cmdline });
   writeBootGdt(mem);
   writePageTables(mem);
   if (cfg.vcpus > 1) writeMpTable(mem, cfg.vcpus);
   // ACPI for kernels that find CPUs only through the MADT; the zero page points at the RSDP too.
-  mem.writeU64(L.ZERO_PAGE + BP.acpi_rsdp_addr, BigInt(writeAcpiTables(mem, cfg.vcpus)));
+  mem.writeU64(L.ZERO_PAGE + BP.acpi_rsdp_addr, BigInt(writeAcpiTables(mem, cfg.vcpus, virtioSlots)));
   return kernel;
 }
 
@@ -98,7 +98,7 @@ export async function buildMachine(cfg: MachineConfig, log: Logger, onConsoleOut
       end: (e) => { void machine?.end(e); },
     });
     devices.addVirtioDevices({ drives: cfg.drives ?? [], nets: cfg.nets ?? [], rng: cfg.rng ?? false });
-    const kernel = loadKernel(mem, cfg, devices.takeCmdline());
+    const kernel = loadKernel(mem, cfg, devices.takeCmdline(), devices.virtioSlots());
     const vcpus = createVcpus(kvm, vm, cfg, kernel);
     machine = new Machine({ cfg, log, kvm, vm, mem, devices, legacy, kernel });
     for (const v of vcpus) machine.vcpus.add(v);

@@ -1,7 +1,7 @@
 /**
  * The devices of one microVM and where the guest reaches them: the MMIO and
  * port-I/O buses, interrupt lines into the in-kernel irqchip, virtio-mmio
- * slots with their kernel command-line fragments, and ioeventfds. It is the
+ * slots (which the DSDT describes to the guest), and ioeventfds. It is the
  * DeviceHost that device factories build on.
  *
  * Devices are added while the machine is built; virtio devices and
@@ -32,6 +32,7 @@ export class DeviceManager implements DeviceHost {
   readonly pio: PioBus;
   private readonly irqs = new Map<number, KvmIrqLine>();
   private nextVirtioSlot = 0;
+  private readonly virtioSlotsInUse: L.MmioSlot[] = [];
   private readonly cmdline: string[] = [];
   private cmdlineTaken = false;
   private started = false;
@@ -57,7 +58,10 @@ export class DeviceManager implements DeviceHost {
     const device = make(slot, this.irqLine(slot.irq));
     this.mmio.register(slot.base, slot.size, device);
     this.nextVirtioSlot++;
-    this.cmdline.push(L.virtioMmioCmdline(slot));
+    // The slot reaches the guest through the DSDT (an LNRO0005 device), not a `virtio_mmio.device=`
+    // fragment: a Linux guest would register a device named both ways twice, and the fragment is
+    // ignored anyway where virtio_mmio is a module loaded by an init without modprobe.
+    this.virtioSlotsInUse.push(slot);
     return { device, slot };
   }
 
@@ -110,6 +114,11 @@ export class DeviceManager implements DeviceHost {
   addVirtioDevices(cfg: { drives: DriveConfig[]; nets: NetConfig[]; rng: boolean }): void {
     if (cfg.drives.length === 0 && cfg.nets.length === 0 && !cfg.rng) return;
     this.virtio = createVirtioDevices(this, cfg);
+  }
+
+  /** The virtio-mmio slots in use, in slot order, for the DSDT. */
+  virtioSlots(): L.MmioSlot[] {
+    return [...this.virtioSlotsInUse];
   }
 
   /** The command-line fragments the devices need; from here on no fragment or virtio device can be added. */

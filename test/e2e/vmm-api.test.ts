@@ -128,9 +128,9 @@ test('--config starts at once; a configured drive gets the first virtio-mmio slo
     assert.equal(code, VMM_EXIT.POWEROFF);
     const log = fs.readFileSync(vmm.consoleLog, 'latin1');
     assert.match(log, /ram: 32 MiB/);
-    // The drive becomes a virtio-mmio device in slot 0, announced on the command line.
+    // The drive becomes a virtio-mmio device in slot 0, which the DSDT describes: the command line stays the guest's own.
     const cmdline = /cmdline: (.*)\n/.exec(log)?.[1] ?? '';
-    assert.match(cmdline, /^console=ttyS0 virtio_mmio\.device=4K@0xd0000000:5$/);
+    assert.match(cmdline, /^console=ttyS0$/);
   } finally {
     await vmm.cleanup();
     fs.rmSync(img, { force: true });

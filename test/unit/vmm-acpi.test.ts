@@ -106,7 +106,12 @@ function decodeEisaId(v: number): string {
   return String.fromCharCode(c1 + 0x40, c2 + 0x40, c3 + 0x40) + hex;
 }
 
-interface Resources { io: Array<{ min: number; max: number; len: number; decode16: boolean }>; irqs: number[] }
+interface Resources {
+  io: Array<{ min: number; max: number; len: number; decode16: boolean }>;
+  irqs: number[];
+  mem32?: Array<{ base: number; size: number; writable: boolean }>;
+  ext?: Array<{ gsis: number[]; consumer: boolean; level: boolean; activeLow: boolean; shared: boolean }>;
+}
 
 function decodeResources(buf: Uint8Array): Resources {
   const r: Resources = { io: [], irqs: [] };
@@ -114,7 +119,23 @@ function decodeResources(buf: Uint8Array): Resources {
   for (;;) {
     assert.ok(p < buf.length, 'resource template has an end tag');
     const tag = buf[p]!;
-    assert.equal(tag & 0x80, 0, 'only small resource items are expected');
+    if (tag & 0x80) {
+      const len = buf[p + 1]! | (buf[p + 2]! << 8);
+      const body = buf.subarray(p + 3, p + 3 + len);
+      assert.equal(body.length, len, 'large resource item fits the template');
+      const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
+      if (tag === 0x86) {
+        assert.equal(len, 9, 'Memory32Fixed body is 9 bytes');
+        (r.mem32 ??= []).push({ writable: (body[0]! & 1) === 1, base: dv.getUint32(1, true), size: dv.getUint32(5, true) });
+      } else if (tag === 0x89) {
+        const f = body[0]!, n = body[1]!;
+        assert.ok(len >= 2 + 4 * n, 'extended interrupt table fits its item');
+        const gsis = Array.from({ length: n }, (_, i) => dv.getUint32(2 + 4 * i, true));
+        (r.ext ??= []).push({ gsis, consumer: (f & 1) === 1, level: (f & 2) === 0, activeLow: (f & 4) !== 0, shared: (f & 8) !== 0 });
+      } else throw new Error(`unexpected large resource 0x${tag.toString(16)}`);
+      p += 3 + len;
+      continue;
+    }
     const type = (tag >> 3) & 0x0f, len = tag & 7;
     const body = buf.subarray(p + 1, p + 1 + len);
     if (type === 0x0f) { assert.equal(p + 2, buf.length, 'end tag closes the buffer'); return r; }
@@ -241,6 +262,50 @@ test('DSDT (reached through RSDP → XSDT → FADT) describes COM1 and the i8042
     assert.deepEqual(kbdRes.irqs, [1]);
   } finally {
     mem.free();
+  }
+});
+
+test('resource templates: Memory32Fixed and the extended Interrupt descriptor (any GSI, trigger mode)', () => {
+  const t = readData(A.resourceTemplate([A.memory32Fixed(0xd000_0000, 0x1000), A.extendedInterrupt([40], { level: true })]), 0).v as { buf: Uint8Array };
+  assert.deepEqual([...t.buf.subarray(0, 12)], [0x86, 9, 0, 1, 0, 0, 0, 0xd0, 0, 0x10, 0, 0]);
+  assert.deepEqual([...t.buf.subarray(12, 21)], [0x89, 6, 0, 0x01, 1, 40, 0, 0, 0]);
+  const r = decodeResources(t.buf);
+  assert.deepEqual(r.mem32, [{ writable: true, base: 0xd000_0000, size: 0x1000 }]);
+  assert.deepEqual(r.ext, [{ gsis: [40], consumer: true, level: true, activeLow: false, shared: false }]);
+  assert.deepEqual(decodeResources((readData(A.resourceTemplate([A.extendedInterrupt([3], { level: false, activeLow: true, shared: true })]), 0).v as { buf: Uint8Array }).buf).ext,
+    [{ gsis: [3], consumer: true, level: false, activeLow: true, shared: true }]);
+  assert.throws(() => A.memory32Fixed(0xffff_f000, 0x2000), RangeError);
+  assert.throws(() => A.extendedInterrupt([], { level: true }), RangeError);
+  assert.throws(() => A.extendedInterrupt([-1], { level: true }), RangeError);
+});
+
+test('DSDT names one LNRO0005 device per virtio-mmio slot in use, with the slot\'s MMIO window and its GSI (level, active high)', () => {
+  for (const count of [0, 1, 3, L.VIRTIO_MMIO_SLOTS]) {
+    const slots = Array.from({ length: count }, (_, i) => L.virtioMmioSlot(i));
+    const mem = GuestRam.allocate(2 << 20);
+    try {
+      const root = parseDsdt(dsdtFromMemory(mem, writeAcpiTables(mem, 1, slots)));
+      const sb = root.children.find((c) => c.kind === 'scope' && c.name === '\\_SB_');
+      assert.ok(sb);
+      const virtio = sb.children.filter((d) => d.kind === 'device' && (d.names.get('_HID') as { str?: string }).str === 'LNRO0005');
+      assert.equal(virtio.length, count, `${count} slots in use`);
+      const seen = virtio.map((d) => {
+        const res = decodeResources((d.names.get('_CRS') as { buf: Uint8Array }).buf);
+        assert.deepEqual(res.io, []);
+        assert.deepEqual(res.irqs, []);
+        assert.equal(res.mem32?.length, 1);
+        assert.equal(res.ext?.length, 1);
+        return { uid: Number((d.names.get('_UID') as { int: bigint }).int), mem: res.mem32![0]!, irq: res.ext![0]! };
+      });
+      assert.deepEqual(seen, slots.map((s) => ({
+        uid: s.index,
+        mem: { writable: true, base: s.base, size: s.size },
+        irq: { gsis: [s.irq], consumer: true, level: true, activeLow: false, shared: false },
+      })));
+      assert.equal(new Set(virtio.map((d) => d.name)).size, count, 'device names are unique');
+    } finally {
+      mem.free();
+    }
   }
 });
 

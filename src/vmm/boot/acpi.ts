@@ -16,14 +16,23 @@
  * DSDT names COM1 (PNP0501, ports 0x3f8-0x3ff, IRQ 4) and the i8042 keyboard
  * controller (PNP0303, ports 0x60 and 0x64, IRQ 1); without them the serial
  * console never gets its interrupt and user space has no console.
+ *
+ * virtio-mmio: each slot in use is a device with _HID "LNRO0005", its MMIO
+ * window (Memory32Fixed) and its GSI (an extended Interrupt descriptor,
+ * level triggered and active high, as the transport holds its line up while
+ * the interrupt status is non-zero). Linux's virtio_mmio driver binds to
+ * these by itself, module or built in, without `virtio_mmio.device=`.
  */
 import type { GuestRam } from '../memory.js';
 import { writeResetVector } from './reset-vector.js';
-import { device, eisaId, integer, ioPort, irqNoFlags, name, pkg, resourceTemplate, scope } from './aml.js';
+import { device, eisaId, extendedInterrupt, integer, ioPort, irqNoFlags, memory32Fixed, name, pkg, resourceTemplate, scope, string } from './aml.js';
 import {
   ACPI_RSDP, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, ACPI_TABLES_END, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ, IOAPIC_BASE,
-  LAPIC_BASE, POWER_PORT, POWER_RESET, SERIAL_COM1_IRQ, SERIAL_COM1_PORT, SERIAL_PORT_COUNT,
+  LAPIC_BASE, POWER_PORT, POWER_RESET, SERIAL_COM1_IRQ, SERIAL_COM1_PORT, SERIAL_PORT_COUNT, type MmioSlot,
 } from '../layout.js';
+
+/** The ACPI id Linux's virtio_mmio driver matches (its ACPI match table), as microVMs on ACPI use it. */
+export const VIRTIO_MMIO_HID = 'LNRO0005';
 
 const OEM_ID = 'HANGAR';
 const OEM_TABLE_ID = 'HANGARVM';
@@ -81,9 +90,10 @@ function gasIo(dv: DataView, off: number, port: number): void {
  *   Scope (\_SB) {
  *     Device (COM1) { _HID PNP0501, _UID 1, _CRS { IO 0x3f8-0x3ff, IRQ 4 } }
  *     Device (KBD)  { _HID PNP0303, _CRS { IO 0x60, IO 0x64, IRQ 1 } }
+ *     Device (VR0n) { _HID "LNRO0005", _UID n, _CRS { Memory32Fixed base/size, Interrupt GSI } } per virtio slot
  *   }
  */
-export function dsdtAml(): Uint8Array {
+export function dsdtAml(virtioSlots: readonly MmioSlot[] = []): Uint8Array {
   const s5 = name('_S5', pkg([integer(ACPI_S5_SLEEP_TYPE), integer(0), integer(0), integer(0)]));
   const com1 = device('COM1', [
     name('_HID', eisaId('PNP0501')),
@@ -94,7 +104,12 @@ export function dsdtAml(): Uint8Array {
     name('_HID', eisaId('PNP0303')),
     name('_CRS', resourceTemplate([ioPort(I8042_DATA_PORT, I8042_DATA_PORT, 1, 1), ioPort(I8042_COMMAND_PORT, I8042_COMMAND_PORT, 1, 1), irqNoFlags([I8042_KBD_IRQ])])),
   ]);
-  const sb = scope('\\_SB', [com1, kbd]);
+  const virtio = virtioSlots.map((slot) => device(`VR${slot.index.toString(16).toUpperCase().padStart(2, '0')}`, [
+    name('_HID', string(VIRTIO_MMIO_HID)),
+    name('_UID', integer(slot.index)),
+    name('_CRS', resourceTemplate([memory32Fixed(slot.base, slot.size), extendedInterrupt([slot.irq], { level: true })])),
+  ]));
+  const sb = scope('\\_SB', [com1, kbd, ...virtio]);
   const out = new Uint8Array(s5.length + sb.length);
   out.set(s5, 0);
   out.set(sb, s5.length);
@@ -121,11 +136,11 @@ function fadt(dsdtAddr: number): Uint8Array {
 }
 
 /**
- * Writes the tables at ACPI_RSDP and returns the RSDP address (for boot_params.acpi_rsdp_addr).
+ * Writes the tables at ACPI_RSDP (the DSDT naming `virtioSlots`) and returns the RSDP address (for boot_params.acpi_rsdp_addr).
  * Also places the reset stub at the BIOS reset vector: with hardware-reduced ACPI, that is
  * where a Linux guest's default reboot ends up (see reset-vector.ts).
  */
-export function writeAcpiTables(mem: GuestRam, cpus: number): number {
+export function writeAcpiTables(mem: GuestRam, cpus: number, virtioSlots: readonly MmioSlot[] = []): number {
   writeResetVector(mem);
   let next = ACPI_RSDP + 64; // the RSDP is 36 bytes; keep tables 16-byte aligned after it
   const place = (t: Uint8Array): number => {
@@ -135,7 +150,7 @@ export function writeAcpiTables(mem: GuestRam, cpus: number): number {
     next = (addr + t.length + 15) & ~15;
     return addr;
   };
-  const dsdtAddr = place(sdt('DSDT', 2, dsdtAml()));
+  const dsdtAddr = place(sdt('DSDT', 2, dsdtAml(virtioSlots)));
   const fadtAddr = place(fadt(dsdtAddr));
   const madtAddr = place(madt(cpus));
   const xsdtBody = new Uint8Array(16);

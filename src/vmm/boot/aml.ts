@@ -151,6 +151,41 @@ export function device(n: string, terms: Uint8Array[]): Uint8Array {
 const RES_IRQ = 0x04; // small item, IRQ descriptor
 const RES_IO = 0x08; // small item, I/O port descriptor
 const RES_END = 0x0f; // small item, end tag
+const RES_MEMORY32_FIXED = 0x86; // large item, 32-bit fixed memory range
+const RES_EXTENDED_IRQ = 0x89; // large item, extended interrupt descriptor
+
+/** A large resource item: tag, 16-bit body length, body. */
+function largeItem(tag: number, body: number[]): Uint8Array {
+  return Uint8Array.from([tag, body.length & 0xff, body.length >> 8, ...body]);
+}
+
+const u32le = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];
+
+/** Memory32Fixed (ReadWrite, base, length): a fixed MMIO window below 4 GiB. */
+export function memory32Fixed(base: number, length: number, writable = true): Uint8Array {
+  for (const v of [base, length]) if (!Number.isInteger(v) || v < 0 || v > 0xffff_ffff) throw new RangeError(`Memory32Fixed value ${v} out of range`);
+  if (base + length > 0x1_0000_0000) throw new RangeError('Memory32Fixed range crosses 4 GiB');
+  return largeItem(RES_MEMORY32_FIXED, [writable ? 1 : 0, ...u32le(base), ...u32le(length)]);
+}
+
+export interface InterruptFlags {
+  /** Level triggered (true) or edge triggered (false). */
+  level: boolean;
+  activeLow?: boolean;
+  shared?: boolean;
+}
+
+/**
+ * Interrupt (ResourceConsumer, Level|Edge, ActiveHigh|ActiveLow, Exclusive|Shared) { gsis }:
+ * the extended interrupt descriptor, which names GSIs of any number and carries the trigger mode.
+ */
+export function extendedInterrupt(gsis: number[], flags: InterruptFlags): Uint8Array {
+  if (gsis.length === 0 || gsis.length > 255) throw new RangeError('an Interrupt descriptor holds 1 to 255 GSIs');
+  for (const g of gsis) if (!Number.isInteger(g) || g < 0 || g > 0xffff_ffff) throw new RangeError(`GSI ${g} out of range`);
+  // Bit 0 consumer, bit 1 edge (1) / level (0), bit 2 active low, bit 3 shared.
+  const f = 1 | (flags.level ? 0 : 2) | (flags.activeLow ? 4 : 0) | (flags.shared ? 8 : 0);
+  return largeItem(RES_EXTENDED_IRQ, [f, gsis.length, ...gsis.flatMap(u32le)]);
+}
 
 /** IO (Decode16, min, max, alignment, length): an I/O port range with 16-bit decoding. */
 export function ioPort(min: number, max: number, alignment: number, length: number): Uint8Array {
