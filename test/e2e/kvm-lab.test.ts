@@ -7,7 +7,8 @@
  * Two L1 boots in all, each shared by several checks: one runs a tiny job
  * (exit-code plumbing, /dev/kvm present), one runs both L2 scenarios —
  * 1 vCPU: shell prompt, commands answered, the console's and i8042's IRQs
- * from the DSDT, `poweroff` ends the VM through ACPI S5 (exit 0); 2 vCPUs:
+ * from the DSDT, a raw disk seen as /dev/vda through the DSDT's virtio-mmio
+ * device, `poweroff` ends the VM through ACPI S5 (exit 0); 2 vCPUs:
  * both CPUs up, Ctrl-Alt-Del through the control API makes the kernel
  * restart, and the reset ends the VM as a reboot (exit 3).
  *
@@ -84,6 +85,16 @@ describe('KVM lab: Linux on hangar-vmm', { skip }, () => {
     const ttyIrqs = /\d+: (\d+) IO-APIC 4-edge ttyS0/.exec(r.answers.interrupts!);
     assert.ok(ttyIrqs && Number(ttyIrqs[1]) > 0, `ttyS0 interrupts counted: ${r.answers.interrupts}`);
     assert.match(r.answers.interrupts!, /IO-APIC 1-edge i8042/);
+  });
+
+  test('1 vCPU: a raw disk given to hangar-vmm is /dev/vda in the guest, found through the DSDT (LNRO0005), once', () => {
+    const r = scenario('shell');
+    assert.equal(r.answers.vdaSize, String((4 * 1024 * 1024) / 512), 'a 4 MiB disk in 512-byte sectors');
+    assert.equal(r.answers.vdaHead, 'hangar-lab-vda-marker-0042');
+    // One platform device, named after its ACPI id: not a second one from the command line.
+    assert.deepEqual(r.answers.virtioMmio!.split(/\s+/), ['LNRO0005:00']);
+    const irq = /\d+: (\d+) IO-APIC 5-fasteoi virtio0/.exec(r.answers.virtioIrq!);
+    assert.ok(irq && Number(irq[1]) > 0, `virtio0 interrupts on GSI 5, level triggered: ${r.answers.virtioIrq}`);
   });
 
   test('1 vCPU: `poweroff` in the guest is a clean ACPI S5 power-off (exit 0)', () => {

@@ -9,7 +9,9 @@
  * Scenarios, one hangar-vmm process each (each costs a Node start and a
  * boot under TCG, so the checks are batched into two):
  *   shell   1 vCPU: shell prompt, commands answered, console and i8042 IRQs
- *           from the DSDT, `poweroff` → ACPI S5 → hangar-vmm exits 0
+ *           from the DSDT, a raw disk seen as /dev/vda (virtio-mmio found
+ *           through the DSDT's LNRO0005 device), `poweroff` → ACPI S5 →
+ *           hangar-vmm exits 0
  *   smp     2 vCPUs: both CPUs up (/proc/cpuinfo, smpboot), then Ctrl-Alt-Del
  *           through the control API (PUT /actions SendCtrlAltDel) → the kernel
  *           restarts → the reset ends the VM → exit 3 (reboot)
@@ -159,17 +161,37 @@ const labDrive = () => {
   return [{ drive_id: 'lab', path_on_host: LAB_DISK, is_root_device: false, is_read_only: false }];
 };
 
-const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step; drives?: () => unknown[] }> = {
-  /** 1 vCPU: the console works both ways, the DSDT's devices got their IRQs; `poweroff` ends the VM through ACPI S5. */
+/** A 4 MiB raw disk whose first bytes are VDA_MARKER, in the scenario's own folder (removed with it). */
+const VDA_MARKER = 'hangar-lab-vda-marker-0042';
+const VDA_BYTES = 4 * 1024 * 1024;
+const markedDrive = (dir: string) => {
+  const disk = path.join(dir, 'vda.img');
+  const bytes = Buffer.alloc(VDA_BYTES);
+  bytes.write(VDA_MARKER, 0, 'latin1');
+  fs.writeFileSync(disk, bytes);
+  return [{ drive_id: 'marked', path_on_host: disk, is_root_device: false, is_read_only: true }];
+};
+
+const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step; drives?: (dir: string) => unknown[] }> = {
+  /**
+   * 1 vCPU: the console works both ways, the DSDT's devices got their IRQs, the raw disk is
+   * /dev/vda (the image's init loads virtio_mmio with insmod, so only the DSDT can announce
+   * the device); `poweroff` ends the VM through ACPI S5.
+   */
   shell: {
     vcpus: 1,
     expectExit: 0,
+    drives: markedDrive,
     steps: async (g, r) => {
       r.answers.echo = await g.run('echo hangar-$((6 * 7))');
       r.answers.uname = await g.run('uname -r');
       r.answers.console = await g.run("dmesg | grep -E 'ttyS0|i8042|serio' | sed 's/^\\[[ 0-9.]*\\] //'");
       r.answers.interrupts = await g.run("grep -E 'ttyS|i8042' /proc/interrupts | tr -s ' '");
       r.answers.date = await g.run('date -u +%Y-%m-%dT%H:%M');
+      r.answers.vdaSize = await g.run('cat /sys/block/vda/size 2>&1');
+      r.answers.vdaHead = await g.run(`head -c ${VDA_MARKER.length} /dev/vda 2>&1`);
+      r.answers.virtioMmio = await g.run('ls /sys/bus/platform/drivers/virtio-mmio/ 2>&1 | grep -v -E "^(bind|unbind|uevent|module)$"');
+      r.answers.virtioIrq = await g.run("grep virtio /proc/interrupts | tr -s ' '");
       g.type('poweroff\n');
     },
   },
@@ -257,7 +279,7 @@ async function runScenario(name: string): Promise<ScenarioResult> {
   const r: ScenarioResult = { scenario: name, ok: false, vcpus: sc.vcpus, exitCode: null, ms: {}, answers: {}, consoleBytes: 0 };
   const g = new Guest();
   try {
-    await g.start(sc.vcpus, 256, sc.drives?.() ?? []);
+    await g.start(sc.vcpus, 256, sc.drives?.(g.dir) ?? []);
     r.ms.apiUp = g.elapsed();
     r.ms.banner = await g.waitFor('Hangar tiny image: user space is up', BOOT_TIMEOUT_MS);
     r.ms.prompt = await g.waitFor(PROMPT, STEP_TIMEOUT_MS);
