@@ -1,8 +1,8 @@
 /**
  * What a device factory gets from the VMM to add its devices: guest memory,
  * interrupt lines, the buses, and virtio-mmio slots (base address, size and
- * IRQ from layout.ts) whose `virtio_mmio.device=` fragment is appended to the
- * kernel command line automatically. Devices must be attached before the
+ * IRQ from layout.ts) that the DSDT describes to the guest automatically
+ * (an LNRO0005 device each). Devices must be attached before the
  * guest starts.
  */
 import type { GuestMemory, IrqLine, MmioDevice, PioDevice } from './device.js';
@@ -17,7 +17,7 @@ export interface DeviceHost {
   /**
    * Takes the next free virtio-mmio slot, lets `make` build the device with
    * the slot's IRQ line, registers it on the MMIO bus at the slot's base and
-   * adds `virtio_mmio.device=4K@0x<base>:<irq>` to the kernel command line.
+   * records the slot for the DSDT (an LNRO0005 device with its window and IRQ).
    */
   attachVirtioMmio<D extends MmioDevice>(make: (slot: MmioSlot, irq: IrqLine) => D): { device: D; slot: MmioSlot };
   addMmioDevice(base: number, size: number, device: MmioDevice): void;

@@ -4,8 +4,7 @@
  *
  * Devices take virtio-mmio slots through host.attachVirtioMmio in this
  * order: drives, then network interfaces, then the rng (when cfg.rng). The
- * host registers each on the MMIO bus and appends its `virtio_mmio.device=`
- * fragment to the command line.
+ * host registers each on the MMIO bus and describes it in the DSDT.
  *
  * Queue notifications arrive as MMIO exits on QUEUE_NOTIFY by default. With
  * `opts.ioeventfd` (or HANGAR_VIRTIO_IOEVENTFD=1) the factory also asks the
