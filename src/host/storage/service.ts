@@ -430,7 +430,14 @@ export class StorageService {
           const r = await this.onlineResize({ vm: a.vm, device: a.device, pool, volume: name, path: file, sizeBytes: size });
           if (r === 'resized') { online = true; break; }
         }
-        if (!online) await qemuImgResize(file, v.format, size);
+        if (!online) {
+          await qemuImgResize(file, v.format, size).catch((e: unknown) => {
+            if (e instanceof HangarError && /lock|another process/i.test(e.message)) {
+              throw new HangarError('INVALID_STATE', `volume ${pool}/${name} is held by a running VM that cannot grow it online; stop the VM and resize again`, { pool, volume: name });
+            }
+            throw e;
+          });
+        }
       } catch (e) {
         this.records.updateVolume(pool, name, { sizeBytes: v.sizeBytes });
         throw e;
