@@ -361,7 +361,10 @@ export class StorageService {
     }
     const job = this.busy.get(key(pool, name));
     if (job) throw new HangarError('INVALID_STATE', `volume ${pool}/${name} is busy (${job}); try again when it is done`, { pool, volume: name });
-    const dependents = this.records.listVolumes().filter((o) => o.backing === this.driverOf(this.requirePool(pool)).volumePath(name, v.format));
+    const file = this.driverOf(this.requirePool(pool)).volumePath(name, v.format);
+    let real = file;
+    try { real = fs.realpathSync(file); } catch { /* already gone: nothing can be based on it */ }
+    const dependents = this.records.listVolumes().filter((o) => o.backing === file || o.backing === real);
     if (dependents.length > 0) {
       throw new HangarError('INVALID_STATE', `volume ${pool}/${name} is the base of ${dependents.map((d) => `${d.pool}/${d.name}`).join(', ')}: delete those first`, { pool, volume: name });
     }
