@@ -231,6 +231,27 @@ test('pools: one at a given path; delete refused while it has volumes', async ()
   assert.equal(fs.existsSync(at), false);
 });
 
+test('an upload cut short by a daemon crash leaves nothing after the restart', async () => {
+  const begin = await d.request('POST', VOLS, { name: 'crashed', source: { type: 'upload', bytes: 4 * MiB } });
+  assert.equal(begin.status, 202);
+  // Half the bytes, then the daemon dies with the request still open.
+  const req = http.request({ socketPath: d.socket, method: 'PUT', path: `${VOLS}/crashed/content`, headers: { 'content-type': 'application/octet-stream', 'content-length': 4 * MiB } });
+  req.on('error', () => {});
+  req.write(Buffer.alloc(2 * MiB));
+  for (let i = 0; i < 200 && !fs.readdirSync(poolDir()).some((n) => n.startsWith('.crashed.')); i++) await new Promise((r) => setTimeout(r, 25));
+  assert.ok(fs.readdirSync(poolDir()).some((n) => n.startsWith('.crashed.')), 'the upload was being written');
+  await d.kill9();
+  req.destroy();
+  await d.restart();
+  assert.equal((await d.request('GET', `${VOLS}/crashed`)).status, 404);
+  assert.deepEqual(fs.readdirSync(poolDir()).filter((n) => n.startsWith('.') || n.includes('crashed')), []);
+  const op = (await d.request('GET', String(begin.headers.location))).body.metadata;
+  assert.equal(op.status, 'failure');
+  // The name is free again.
+  assert.equal((await d.request('POST', VOLS, { name: 'crashed', size: '1M' })).status, 201);
+  assert.equal((await d.request('DELETE', `${VOLS}/crashed`)).status, 200);
+});
+
 test('deleting volumes removes their files; a missing one is NOT_FOUND', async () => {
   for (const v of ['data', 'imported', 'uploaded', 'half']) assert.equal((await d.request('DELETE', `${VOLS}/${v}`)).status, 200);
   expectOk(await hangar('volume', 'delete', 'copy'), 'delete');
