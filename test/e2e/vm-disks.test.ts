@@ -188,6 +188,9 @@ test('hot-plug into the running VM, online resize, detach: the guest sees each; 
   assert.match(await con.run(`dd if=/dev/${dev} bs=512 skip=4 count=1 2>/dev/null`), /HANGAR-HOT-42/);
   assert.deepEqual((await disks('d1')).map((x) => x.name), ['root', 'data', 'hot']);
   assert.deepEqual((await d.request('GET', '/1.0/storage-pools/default/volumes/d1-hot')).body.metadata.usedBy, [{ vm: 'd1', device: 'hot', readOnly: false }]);
+  // The confined QEMU was lent the hot-plugged file (its own uid owns it while attached).
+  const hotPath = (await disks('d1')).find((x) => x.name === 'hot')!.path!;
+  assert.notEqual(fs.statSync(hotPath).uid, 0);
 
   // Grown through the storage API while attached: QEMU grows it and the guest is told.
   const grow = await d.request('PATCH', '/1.0/storage-pools/default/volumes/d1-hot', { size: '48M' });
@@ -204,6 +207,7 @@ test('hot-plug into the running VM, online resize, detach: the guest sees each; 
   assert.deepEqual(detached, { name: 'd1', disk: 'hot', volume: 'default/d1-hot' });
   await until(con, LIST_DISKS, /^(?![\s\S]*=hot=)[\s\S]*disk:vda=root=/);
   assert.deepEqual((await disks('d1')).map((x) => x.name), ['root', 'data']);
+  assert.equal(fs.statSync(hotPath).uid, 0, 'the unplugged file is given back');
   await con.close();
   // The volume stays, with what the guest wrote, and is free to use elsewhere.
   const vol = await d.request('GET', '/1.0/storage-pools/default/volumes/d1-hot');
