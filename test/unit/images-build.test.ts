@@ -122,6 +122,10 @@ test('POST /1.0/images/{name}/build runs as an operation that reports its stages
   const r = await request('POST', '/1.0/images/build-test/build', {});
   assert.equal(r.status, 202, JSON.stringify(r.body));
   const id = r.body.metadata.id as string;
+  // One build at a time: a second request while this one runs is refused, not queued.
+  const second = await request('POST', '/1.0/images/build-test/build', {});
+  assert.equal(second.status, 409, JSON.stringify(second.body));
+  assert.equal(second.body.error.code, 'INVALID_STATE');
   const stages = new Set<string>();
   for (;;) {
     const o = (await request('GET', `/1.0/operations/${id}`)).body.metadata;

@@ -8,15 +8,19 @@ import type { Image, ImageBuildRequest, Operation } from '../api/schemas.js';
 import type { OperationManager } from '../operations.js';
 import type { ImageProvider } from '../vms.js';
 
-export function startImageBuild(operations: OperationManager, images: ImageProvider, name: string, req: ImageBuildRequest): Operation {
+export async function startImageBuild(operations: OperationManager, images: ImageProvider, name: string, req: ImageBuildRequest): Promise<Operation> {
   const build = images.buildImage;
   if (!build) throw new HangarError('UNSUPPORTED', 'this daemon cannot build images');
-  const known = images.isBuiltIn?.(name);
-  if (known === false) throw new HangarError('NOT_FOUND', `no built-in image named "${name}"`, { image: name });
+  if (images.isBuiltIn && !images.isBuiltIn(name)) throw new HangarError('NOT_FOUND', `no built-in image named "${name}"`, { image: name });
+  // Refused up front rather than as a failed operation: the running build is the one to follow.
+  const listed = (await images.listImages()) as Array<{ name: string; status?: string }>;
+  if (listed.some((i) => i.name === name && i.status === 'building')) {
+    throw new HangarError('INVALID_STATE', `image ${name} is being built already`, { image: name });
+  }
   return operations.run(`Building image ${name}`, [], async (progress) => {
     await build(name, { ...(req.packages ? { packages: req.packages } : {}) }, (stage, percent) => progress({ stage, ...(percent !== undefined ? { percent } : {}) }));
-    const listed = (await images.listImages()).find((i) => i.name === name) as Image | undefined;
-    if (!listed) throw new HangarError('INTERNAL', `image ${name} was built but is not listed`);
-    return listed;
+    const found = ((await images.listImages()) as Image[]).find((i) => i.name === name);
+    if (!found) throw new HangarError('INTERNAL', `image ${name} was built but is not listed`);
+    return found;
   });
 }

@@ -107,7 +107,7 @@ async function makeEsp(i: AssembleInput, file: string): Promise<void> {
   }
   const volumeId = stableUuid(`${i.seed}/esp`).slice(0, 8);
   // -h: the partition's first sector, which syslinux's boot sector adds to find ldlinux.sys.
-  await runTool('mkfs.vfat', ['-F', '32', '-n', ESP_LABEL, '-i', volumeId, '-h', String(i.layout.espStart / SECTOR), '--invariant', '-C', file, String(i.layout.espSize / 1024)]);
+  await runTool('mkfs.vfat', ['-F', '32', '-n', ESP_LABEL, '-i', volumeId, '-h', String(i.layout.espStart / SECTOR), '-C', file, String(i.layout.espSize / 1024)]);
   const env = { MTOOLS_SKIP_CHECK: '1', SOURCE_DATE_EPOCH: String(i.sourceDateEpoch) };
   // mtools' syslinux installer writes the boot sector, ldlinux.sys and ldlinux.c32.
   await runTool('syslinux', ['--install', file], { env });
