@@ -123,7 +123,9 @@ test('root: ext4 labelled rootfs, cloud-ready, no host keys or machine id baked 
   assert.match(debugfs('stat /etc/machine-id'), /Size: 0\b/);
   assert.match(debugfs('cat /etc/fstab'), /^LABEL=rootfs\s+\/\s+ext4/m);
   assert.match(debugfs('cat /etc/fstab'), /^LABEL=ESP\s+\/boot\/efi\s+vfat/m);
-  assert.match(debugfs('cat /etc/cloud/cloud.cfg.d/90_hangar.cfg'), /datasource_list: \[ NoCloud, None \]/);
+  const cloudCfg = debugfs('cat /etc/cloud/cloud.cfg.d/90_hangar.cfg');
+  assert.match(cloudCfg, /datasource_list: \[ NoCloud, None \]/);
+  assert.match(cloudCfg, /^locale: C.UTF-8$/m, 'a locale that needs no generating');
   assert.match(debugfs('cat /etc/cloud/cloud.cfg'), /default_user:\s*\n\s*name: debian/);
   assert.match(debugfs('ls /etc/systemd/system/getty.target.wants'), /serial-getty@ttyS0\.service/);
   assert.doesNotMatch(debugfs('ls /etc/systemd/system/timers.target.wants'), /apt-daily/);

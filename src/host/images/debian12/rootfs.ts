@@ -110,6 +110,9 @@ cat > "$root/etc/cloud/cloud.cfg.d/90_hangar.cfg" <<'CLOUD'
 datasource_list: [ NoCloud, None ]
 # No DSA host key: OpenSSH 9 does not use it, and making it costs boot time under emulation.
 ssh_genkeytypes: [ rsa, ecdsa, ed25519 ]
+# C.UTF-8 is built into the C library; Debian's default (en_US.UTF-8) would have to be generated
+# first, and cloud-init's locale module fails on that (cloud-config.service failed).
+locale: C.UTF-8
 CLOUD
 
 # Serial console login (also started by systemd when console=ttyS0 is given).
