@@ -98,7 +98,7 @@ test('GPT: ESP first (legacy-BIOS-bootable), ext4 root second; gptmbr.bin in sec
 test('ESP: FAT labelled ESP with syslinux, systemd-boot and the same kernel and initrd', () => {
   assert.ok(espOffset > 0, 'the GPT test ran first');
   assert.match(sh('minfo', ['-i', `${raw}@@${espOffset}`, '::']), /disk label="ESP\s*"/);
-  const files = sh('mdir', ['-i', `${raw}@@${espOffset}`, '-/', '-b', '::/']).split('\n').map((l) => l.trim().replace(/^::/, '')).filter(Boolean);
+  const files = sh('mdir', ['-i', `${raw}@@${espOffset}`, '-/', '-b', '-a', '::/']).split('\n').map((l) => l.trim().replace(/^::/, '')).filter(Boolean);
   for (const f of ['/vmlinuz', '/initrd.img', '/ldlinux.sys', '/ldlinux.c32', '/syslinux.cfg', '/EFI/BOOT/BOOTX64.EFI', '/loader/loader.conf', '/loader/entries/linux.conf']) {
     assert.ok(files.includes(f), `${f} on the ESP (has: ${files.join(' ')})`);
   }
