@@ -128,6 +128,7 @@ test('root: ext4 labelled rootfs, cloud-ready, no host keys or machine id baked 
   assert.match(cloudCfg, /^locale: C.UTF-8$/m, 'a locale that needs no generating');
   assert.match(debugfs('cat /etc/cloud/cloud.cfg'), /default_user:\s*\n\s*name: debian/);
   assert.match(debugfs('ls /etc/systemd/system/getty.target.wants'), /serial-getty@ttyS0\.service/);
+  assert.match(debugfs('cat /etc/systemd/system.conf.d/hangar-device-timeout.conf'), /^DefaultDeviceTimeoutSec=600s$/m);
   assert.doesNotMatch(debugfs('ls /etc/systemd/system/timers.target.wants'), /apt-daily/);
   assert.match(debugfs('cat /etc/shadow'), /^root:\*:/m, 'root has no password');
   assert.match(debugfs('cat /etc/apt/sources.list'), /^deb http:\/\/deb\.debian\.org\/debian bookworm main/m);
