@@ -45,6 +45,10 @@ export interface ResolvedImage {
   sizeBytes?: number;
   /** The image's base disk (absolute path): VMs get a root volume made from it. */
   disk?: string;
+  /** How a disk image can boot: its kernel directly, or its disk by BIOS or UEFI firmware. */
+  boot?: Array<'kernel' | 'bios' | 'uefi'>;
+  /** The image runs cloud-init and reads a NoCloud (cidata) seed. */
+  cloudInit?: boolean;
 }
 
 /** The part of the image store the VM manager and the API use (src/host/images). */
@@ -55,6 +59,10 @@ export interface ImageProvider {
   importImage?(req: ImageImportRequest): Promise<Image>;
   /** Deletes an imported image; the caller checks that no VM uses it. */
   deleteImage?(name: string): void;
+  /** Builds (or rebuilds) a built-in image (absent: the API answers UNSUPPORTED). */
+  buildImage?(name: string, options: { packages?: string[] }, onProgress?: (stage: string, percent?: number) => void): Promise<ResolvedImage>;
+  /** Whether `name` is a built-in image (one buildImage can build). */
+  isBuiltIn?(name: string): boolean;
 }
 
 export type { EngineRegistry };
