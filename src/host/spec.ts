@@ -11,6 +11,7 @@ import { parseSize, formatSize } from '../common/sizes.js';
 import { isVmName, VM_NAME_RULE } from '../api/names.js';
 import type { EngineLimits, EngineName } from '../api/engine.js';
 import type { VmCreateRequest, VmSpec } from './api/schemas.js';
+import { cloudInitSpecFrom } from './cloudinit/index.js';
 
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CPUS = 1;
@@ -80,5 +81,6 @@ export function buildVmSpec(req: VmCreateRequest, ctx: SpecContext): VmSpec {
     throw new HangarError('INVALID_ARGUMENT', 'cmdline must not contain NUL or line breaks', { field: 'cmdline' });
   }
 
-  return { image: req.image, engine, cpus, memoryBytes, cmdline };
+  const cloudInit = cloudInitSpecFrom(req);
+  return { image: req.image, engine, cpus, memoryBytes, cmdline, ...(cloudInit ? { cloudInit } : {}) };
 }

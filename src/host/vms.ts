@@ -21,7 +21,7 @@ import { HangarError, toHangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { EngineCapabilities, EngineName, EngineVmConfig, VmExit, VmHandle } from '../engines/engine.js';
 import type { EngineRegistry } from '../engines/registry.js';
-import type { AdmissionBudget, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmStateName, VmStateRequest } from './api/schemas.js';
+import type { AdmissionBudget, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmExecRequest, VmExecResult, VmStateName, VmStateRequest } from './api/schemas.js';
 import type { EventType, Store, VmPatch, VmRecord } from './store.js';
 import type { EventBus } from './events.js';
 import type { OperationManager, ReportProgress } from './operations.js';
@@ -29,6 +29,8 @@ import { Admission, defaultSettings, hostResources, type AdmissionSettings, type
 import { buildVmSpec, DEFAULT_ENGINE, validateVmName } from './spec.js';
 import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './console-hub.js';
 import { consoleLogLimitFromEnv } from '../common/console-log/limits.js';
+import { attachGuestSide, fitCloudInitToImage } from './cloudinit/index.js';
+import { execInGuest } from './guest-exec.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
@@ -39,6 +41,8 @@ export interface ResolvedImage {
   /** Kernel argument through which the image's init takes the VM's name as its host name. */
   hostnameArg?: string;
   sizeBytes?: number;
+  /** The image runs cloud-init: its VMs get a NoCloud seed disk (src/host/cloudinit). */
+  cloudInit?: boolean;
 }
 
 /** The part of the image store the VM manager and the API use (src/host/images). */
@@ -303,10 +307,10 @@ export class VmManager {
     return this.d.operations.run(`${start ? 'Launching' : 'Creating'} VM ${name}`, [name], async (progress) => {
       try {
         progress({ stage: 'image' });
-        await this.ensureImage(spec.image, progress);
+        const image = await this.ensureImage(spec.image, progress);
         return await this.withLock(name, async () => {
           const rec: VmRecord = {
-            id: randomUUID(), name, spec, state: 'stopped', pid: null, accel: null,
+            id: randomUUID(), name, spec: fitCloudInitToImage(spec, image), state: 'stopped', pid: null, accel: null,
             startedAt: null, lastExit: null, createdAt: new Date().toISOString(),
           };
           this.d.store.transaction(() => {
@@ -417,6 +421,8 @@ export class VmManager {
       consoleLog: this.consoleLog(name),
       consoleLogLimit: consoleLogLimitFromEnv(),
     };
+    // The cloud-init seed (cloud images) and the guest agent channel.
+    await attachGuestSide(config, rec, image, caps);
     // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
     fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
     // Admission and the move to 'starting' happen in one synchronous step: 'starting' commits the
@@ -480,6 +486,16 @@ export class VmManager {
     const live = this.requireLive(name);
     await live.handle.resume();
     this.transition(name, 'running', { event: 'resumed' });
+  }
+
+  /** POST /1.0/vms/{name}/exec: a command run in the guest through its agent (guest-exec.ts). */
+  async exec(name: string, req: VmExecRequest): Promise<VmExecResult> {
+    const rec = this.d.store.requireVm(name);
+    const live = this.live.get(name);
+    if (!live || rec.state !== 'running') {
+      throw new HangarError('INVALID_STATE', `VM "${name}" is ${rec.state}: commands run in a running VM`, { name, state: rec.state });
+    }
+    return execInGuest(name, live.handle, req);
   }
 
   private requireLive(name: string): LiveVm {
