@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { registerConsoleCommand } from './commands/console.js';
 import { registerDaemonCommands } from './commands/daemon.js';
 import { registerEventsCommand } from './commands/events.js';
+import { registerExecCommands } from './commands/exec.js';
 import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerLogsCommand } from './commands/logs.js';
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerUpCommand(program);
   registerVmCommands(program);
   registerConsoleCommand(program);
+  registerExecCommands(program);
   registerLogsCommand(program);
   registerEventsCommand(program);
   registerOperationCommands(program);

@@ -10,6 +10,7 @@ import type { ApiClient } from '../client.js';
 import {
   checkVmName, clientFor, followOperation, formatFor, note, out, parseIntOption, printJson, vmPath, withJson,
 } from '../context.js';
+import { cloudInitFields, type CloudInitOptions } from '../cloud-init-files.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
 export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME'];
@@ -54,7 +55,7 @@ export function renderVm(vm: Vm): string {
   });
 }
 
-interface LaunchOpts {
+interface LaunchOpts extends CloudInitOptions {
   cpus?: number;
   memory?: string;
   engine?: EngineName;
@@ -122,10 +123,13 @@ export function registerVmCommands(program: Command): void {
       .option('--memory <size>', 'guest memory, e.g. 256M or 2G (default chosen by the daemon)')
       .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices([...ENGINE_NAMES]))
       .option('--cmdline <args>', 'extra kernel command-line arguments')
+      .option('--ssh-key <file>', 'cloud images: SSH public key file for the default user (repeatable; default ~/.ssh/id_*.pub)', (v: string, all: string[] = []) => [...all, v])
+      .option('--user-data <file>', 'cloud images: cloud-init user-data (#cloud-config, #! script or MIME multipart); replaces the default')
+      .option('--network-config <file>', 'cloud images: cloud-init network-config (version 1 or 2)')
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {
-    const body = launchRequest(image, name, o);
+    const body = { ...launchRequest(image, name, o), ...cloudInitFields(o) };
     const client = clientFor(cmd);
     const op = await client.call<Operation>('POST', '/1.0/vms', body);
     const verb = o.start ? 'Launching' : 'Creating';

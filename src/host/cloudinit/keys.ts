@@ -32,12 +32,27 @@ function bad(index: number, message: string): never {
   throw new HangarError('INVALID_ARGUMENT', `sshKeys[${index}]: ${message}`, { field: 'sshKeys', index });
 }
 
-/** The type string inside a key blob (uint32 big-endian length, then the name). */
+/**
+ * The type named inside a key blob, or null when the blob is not one: a
+ * blob is a sequence of length-prefixed strings (uint32 big-endian, then
+ * the bytes), the type first and at least one key field after it, and
+ * nothing left over (a truncated copy fails here).
+ */
 function blobType(blob: Buffer): string | null {
-  if (blob.length < 4) return null;
-  const n = blob.readUInt32BE(0);
-  if (n === 0 || n > 64 || blob.length < 4 + n) return null;
-  return blob.subarray(4, 4 + n).toString('latin1');
+  const fields: Buffer[] = [];
+  for (let at = 0; at < blob.length;) {
+    if (blob.length - at < 4) return null;
+    const n = blob.readUInt32BE(at);
+    if (n > blob.length - at - 4) return null;
+    fields.push(blob.subarray(at + 4, at + 4 + n));
+    at += 4 + n;
+  }
+  const [type, ...key] = fields;
+  if (!type || type.length === 0 || type.length > 64 || key.length === 0) return null;
+  const name = type.toString('latin1');
+  // An ed25519 key is exactly 32 bytes.
+  if (name === 'ssh-ed25519' && key[0]!.length !== 32) return null;
+  return name;
 }
 
 /**
