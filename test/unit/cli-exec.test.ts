@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FakeDaemon, asyncOp, errorEnv, operation, runHangar, sync, type RecordedRequest } from './cli-fake-daemon.js';
 import { ed25519PublicKeyLine } from '../helpers/ssh-keys.js';
+import { renderVm } from '../../src/cli/commands/vm.js';
 
 let fake: FakeDaemon;
 let home: string;
@@ -124,4 +125,14 @@ test('ssh: says there is no VM network yet and points to the console and exec', 
   assert.match(r.stderr, /hangar exec web -- CMD/);
   // Piped stdin: no terminal for the console.
   assert.equal(r.code, 7, r.stderr);
+});
+
+test('show: a cloud-init line with the keys\' comments, whose user-data, the network config', () => {
+  const vm = {
+    id: 'x', name: 'web', state: 'stopped' as const, createdAt: '2026-11-26T09:41:37.000Z',
+    spec: { image: 'debian-12', engine: 'qemu' as const, cpus: 1, memoryBytes: 1 << 30, cmdline: '', cloudInit: { sshKeys: [KEY1, KEY2], networkConfig: 'version: 2\n' } },
+    runtime: { pid: null, accel: null, startedAt: null, uptimeSeconds: null, lastExit: null },
+  };
+  assert.match(renderVm(vm), /^ {2}cloud-init: 2 SSH keys \(one@host, two@host\); default user-data; network-config$/m);
+  assert.match(renderVm({ ...vm, spec: { ...vm.spec, cloudInit: { sshKeys: [], userData: '#!/bin/sh\necho\n' } } }), /cloud-init: 0 SSH keys; own user-data \(#!\/bin\/sh\)$/m);
 });

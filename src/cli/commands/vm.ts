@@ -27,6 +27,16 @@ export function vmRow(vm: Vm): string[] {
   ];
 }
 
+/** `hangar show`'s cloud-init line: how many keys, whose user-data, whether a network config. */
+function cloudInitSummary(c: NonNullable<Vm['spec']['cloudInit']>): string {
+  const keys = c.sshKeys.map((k) => k.split(' ').slice(2).join(' ') || k.split(' ')[0]!);
+  return [
+    `${c.sshKeys.length} SSH key${c.sshKeys.length === 1 ? '' : 's'}${keys.length ? ` (${keys.join(', ')})` : ''}`,
+    c.userData !== undefined ? `own user-data (${c.userData.split('\n', 1)[0]})` : 'default user-data',
+    ...(c.networkConfig !== undefined ? ['network-config'] : []),
+  ].join('; ');
+}
+
 /** The readable block of `hangar show`. */
 export function renderVm(vm: Vm): string {
   const r = vm.runtime;
@@ -50,6 +60,7 @@ export function renderVm(vm: Vm): string {
       cpus: vm.spec.cpus,
       memory: formatSize(vm.spec.memoryBytes),
       cmdline: vm.spec.cmdline,
+      ...(vm.spec.cloudInit ? { 'cloud-init': cloudInitSummary(vm.spec.cloudInit) } : {}),
     },
     runtime,
   });
