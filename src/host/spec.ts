@@ -12,6 +12,7 @@ import { isVmName, VM_NAME_RULE } from '../api/names.js';
 import type { EngineLimits, EngineName } from '../api/engine.js';
 import type { VmCreateRequest, VmSpec } from './api/schemas.js';
 import { cloudInitSpecFrom } from './cloudinit/index.js';
+import { diskSize, planDisks, ROOT_DISK, specDisk } from './disks/plan.js';
 
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CPUS = 1;
@@ -81,6 +82,10 @@ export function buildVmSpec(req: VmCreateRequest, ctx: SpecContext): VmSpec {
     throw new HangarError('INVALID_ARGUMENT', 'cmdline must not contain NUL or line breaks', { field: 'cmdline' });
   }
 
+  // Disks besides the root disk: names, sizes and volumes checked here, storage at create (disks/).
+  const disks = planDisks(req.name, req.disks ?? [], [ROOT_DISK]).map(specDisk);
+  if (req.rootSize !== undefined) diskSize(req.rootSize, 'rootSize');
+
   const cloudInit = cloudInitSpecFrom(req);
-  return { image: req.image, engine, cpus, memoryBytes, cmdline, ...(cloudInit ? { cloudInit } : {}) };
+  return { image: req.image, engine, cpus, memoryBytes, cmdline, disks, ...(cloudInit ? { cloudInit } : {}) };
 }

@@ -130,7 +130,7 @@ test('ssh: says there is no VM network yet and points to the console and exec', 
 test('show: a cloud-init line with the keys\' comments, whose user-data, the network config', () => {
   const vm = {
     id: 'x', name: 'web', state: 'stopped' as const, createdAt: '2026-11-26T09:41:37.000Z',
-    spec: { image: 'debian-12', engine: 'qemu' as const, cpus: 1, memoryBytes: 1 << 30, cmdline: '', cloudInit: { sshKeys: [KEY1, KEY2], networkConfig: 'version: 2\n' } },
+    spec: { image: 'debian-12', engine: 'qemu' as const, cpus: 1, memoryBytes: 1 << 30, cmdline: '', disks: [], cloudInit: { sshKeys: [KEY1, KEY2], networkConfig: 'version: 2\n' } },
     runtime: { pid: null, accel: null, startedAt: null, uptimeSeconds: null, lastExit: null },
   };
   assert.match(renderVm(vm), /^ {2}cloud-init: 2 SSH keys \(one@host, two@host\); default user-data; network-config$/m);

@@ -11,6 +11,7 @@ import {
   checkVmName, clientFor, followOperation, formatFor, note, out, parseIntOption, printJson, vmPath, withJson,
 } from '../context.js';
 import { cloudInitFields, type CloudInitOptions } from '../cloud-init-files.js';
+import { launchDisks } from './disk.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
 export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME'];
@@ -61,6 +62,7 @@ export function renderVm(vm: Vm): string {
       memory: formatSize(vm.spec.memoryBytes),
       cmdline: vm.spec.cmdline,
       ...(vm.spec.cloudInit ? { 'cloud-init': cloudInitSummary(vm.spec.cloudInit) } : {}),
+      disks: (vm.spec.disks ?? []).length ? vm.spec.disks.map((d) => `${d.name}: ${d.volume}${d.readOnly ? ' (ro)' : ''}`).join(', ') : null,
     },
     runtime,
   });
@@ -71,13 +73,14 @@ interface LaunchOpts extends CloudInitOptions {
   memory?: string;
   engine?: EngineName;
   cmdline?: string;
+  disk?: string[];
   start: boolean;
   wait: boolean;
   json?: boolean;
 }
 
 /** Builds the POST /1.0/vms body from the command line, validating what can be checked locally. */
-export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start'>): VmCreateRequest {
+export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'disk'>): VmCreateRequest {
   checkVmName(name);
   if (!image.trim()) throw new HangarError('INVALID_ARGUMENT', 'IMAGE must not be empty');
   const body: VmCreateRequest = { name, image };
@@ -90,6 +93,7 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
   if (o.engine !== undefined) body.engine = o.engine;
   if (o.cmdline !== undefined) body.cmdline = o.cmdline;
   if (o.start === false) body.start = false;
+  if (o.disk?.length) Object.assign(body, launchDisks(o.disk));
   return body;
 }
 
@@ -137,6 +141,7 @@ export function registerVmCommands(program: Command): void {
       .option('--ssh-key <file>', 'cloud images: SSH public key file for the default user (repeatable; default ~/.ssh/id_*.pub)', (v: string, all: string[] = []) => [...all, v])
       .option('--user-data <file>', 'cloud images: cloud-init user-data (#cloud-config, #! script or MIME multipart); replaces the default')
       .option('--network-config <file>', 'cloud images: cloud-init network-config (version 1 or 2)')
+      .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {
