@@ -16,6 +16,7 @@ import {
   validateSshKey, validateSshKeys, validateUserData, MAX_SSH_KEYS, MAX_USER_DATA, SEED_DISK_ID, SEED_FILE,
 } from '../../src/host/cloudinit/index.js';
 import { buildVmSpec } from '../../src/host/spec.js';
+import { planDisks } from '../../src/host/disks/plan.js';
 import { QEMU_LIMITS } from '../../src/engines/qemu/limits.js';
 import type { EngineVmConfig } from '../../src/engines/engine.js';
 import { ed25519PublicKeyLine, sshBlob } from '../helpers/ssh-keys.js';
@@ -166,4 +167,8 @@ test('attachGuestSide: the seed as a read-only raw disk after the VM\'s disks fo
   const c3 = config();
   c3.disks.push({ id: 'cidata', path: '/x', format: 'raw' });
   await assert.rejects(attachGuestSide(c3, vm, { cloudInit: true }, { devices: [] }), /that name is the cloud-init seed's/);
+});
+
+test('the seed\'s disk name is reserved: a VM disk cannot be called cidata', () => {
+  refused(() => planDisks('vm1', [{ name: 'cidata', size: '1G' }]), /"cidata" is the name of the cloud-init seed disk/);
 });
