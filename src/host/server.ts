@@ -16,7 +16,7 @@ import type { WebSocket } from 'ws';
 import { HangarError, ERROR_STATUS, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import {
-  type Image as ImageT, ImageName, ImageImportRequest, VmName, VmCreateRequest, VmStateRequest, VmExecRequest, VmExecResult, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
+  type Image as ImageT, ImageName, ImageImportRequest, ImageBuildRequest, VmName, VmCreateRequest, VmStateRequest, VmExecRequest, VmExecResult, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
   VmDiskInfo, DiskAttachRequest,
 } from './api/schemas.js';
 import { DEVICE_ID_PATTERN } from '../api/names.js';
@@ -33,6 +33,7 @@ import { EngineCapabilities } from '../api/engine.js';
 import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
 import type { StorageService } from './storage/index.js';
+import { startImageBuild } from './images/build-op.js';
 
 export const API_VERSION = '1.0';
 
@@ -249,6 +250,9 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     const image = await ctx.images.importImage(req.body);
     return reply.code(201).send({ type: 'sync' as const, metadata: image });
   });
+
+  app.post('/1.0/images/:name/build', { schema: { summary: 'Build (or rebuild) a built-in image', params: ImageParams, body: Type.Optional(ImageBuildRequest), response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
+    asyncReply(reply, await startImageBuild(ctx.operations, ctx.images, req.params.name, req.body ?? {})));
 
   const uploads = imageUploads(ctx.operations);
   app.post('/1.0/images/uploads', { schema: { summary: 'Start an image upload (then PUT its parts)', body: ImageUploadRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>

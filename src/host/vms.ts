@@ -45,10 +45,10 @@ export interface ResolvedImage {
   /** Kernel argument through which the image's init takes the VM's name as its host name. */
   hostnameArg?: string;
   sizeBytes?: number;
-  /** The image runs cloud-init: its VMs get a NoCloud seed disk (src/host/cloudinit). */
-  cloudInit?: boolean;
-  /** The image's base disk (absolute path): VMs get a root volume made from it. */
+  /** Disk images (e.g. debian-12): the base disk, how it boots, whether it reads a cloud-init seed. */
   disk?: string;
+  boot?: Array<'kernel' | 'bios' | 'uefi'>;
+  cloudInit?: boolean;
 }
 
 /** The part of the image store the VM manager and the API use (src/host/images). */
@@ -59,6 +59,10 @@ export interface ImageProvider {
   importImage?(req: ImageImportRequest): Promise<Image>;
   /** Deletes an imported image; the caller checks that no VM uses it. */
   deleteImage?(name: string): void;
+  /** Builds (or rebuilds) a built-in image (absent: the API answers UNSUPPORTED). */
+  buildImage?(name: string, options: { packages?: string[] }, onProgress?: (stage: string, percent?: number) => void): Promise<ResolvedImage>;
+  /** Whether `name` is a built-in image (one buildImage can build). */
+  isBuiltIn?(name: string): boolean;
 }
 
 export type { EngineRegistry };

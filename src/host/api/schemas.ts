@@ -226,8 +226,25 @@ export const Image = Type.Object({
   /** Absent on an imported image without one: the engine's default command line applies. */
   cmdline: Type.Optional(Type.String()),
   importedAt: Type.Optional(Type.String()),
+  /** Base disk of a disk image (absolute path on the daemon's host): GPT with an ESP and an ext4 root labelled rootfs. */
+  disk: Type.Optional(Type.String()),
+  /** How the image can boot: its kernel directly, or its disk by BIOS or UEFI firmware. */
+  boot: Type.Optional(Type.Array(Type.Union([Type.Literal('kernel'), Type.Literal('bios'), Type.Literal('uefi')]))),
+  /** The image runs cloud-init and reads a NoCloud seed. */
+  cloudInit: Type.Optional(Type.Boolean()),
 });
 export type Image = Static<typeof Image>;
+
+/** POST /1.0/images/{name}/build: build (or rebuild) a built-in image. */
+export const ImageBuildRequest = Type.Object(
+  {
+    packages: Type.Optional(Type.Array(Type.String({ minLength: 3, maxLength: 200, pattern: '^[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?=[A-Za-z0-9.+~:-]+$' }), {
+      minItems: 1, maxItems: 10000, description: 'Install exactly these name=version packages (the lines of an earlier build\'s packages.txt)',
+    })),
+  },
+  { additionalProperties: false },
+);
+export type ImageBuildRequest = Static<typeof ImageBuildRequest>;
 
 /** POST /1.0/images: import a kernel (and initrd) from files on the daemon's host. */
 export const ImageImportRequest = Type.Object(
