@@ -7,6 +7,7 @@ import { registerConsoleCommand } from './commands/console.js';
 import { registerDiskCommands } from './commands/disk.js';
 import { registerDaemonCommands } from './commands/daemon.js';
 import { registerEventsCommand } from './commands/events.js';
+import { registerExecCommands } from './commands/exec.js';
 import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerLogsCommand } from './commands/logs.js';
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerVmCommands(program);
   registerDiskCommands(program);
   registerConsoleCommand(program);
+  registerExecCommands(program);
   registerLogsCommand(program);
   registerEventsCommand(program);
   registerOperationCommands(program);

@@ -16,7 +16,7 @@ import type { WebSocket } from 'ws';
 import { HangarError, ERROR_STATUS, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import {
-  type Image as ImageT, ImageName, ImageImportRequest, ImageBuildRequest, VmName, VmCreateRequest, VmStateRequest, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
+  type Image as ImageT, ImageName, ImageImportRequest, ImageBuildRequest, VmName, VmCreateRequest, VmStateRequest, VmExecRequest, VmExecResult, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
   VmDiskInfo, DiskAttachRequest,
 } from './api/schemas.js';
 import { DEVICE_ID_PATTERN } from '../api/names.js';
@@ -316,6 +316,9 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
 
   app.put('/1.0/vms/:name/state', { schema: { summary: 'Start, stop, restart, pause or resume a VM', params: NameParams, body: VmStateRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
     asyncReply(reply, ctx.vms.changeState(req.params.name, req.body)));
+
+  app.post('/1.0/vms/:name/exec', { schema: { summary: 'Run a command in the guest through its agent (waits for it)', params: NameParams, body: VmExecRequest, response: { 200: syncOf(VmExecResult), ...errors, 503: ErrorBody } } }, async (req) =>
+    ({ type: 'sync' as const, metadata: await ctx.vms.exec(req.params.name, req.body) }));
 
   app.get('/1.0/vms/:name/logs', { schema: { summary: 'Serial console log (text/plain)', params: NameParams, querystring: Type.Object({ tail: Type.Optional(Digits) }, { additionalProperties: false }) } }, async (req, reply) => {
     const tail = req.query.tail !== undefined ? Number(req.query.tail) : undefined;

@@ -21,7 +21,7 @@ import { HangarError, toHangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { EngineCapabilities, EngineName, EngineVmConfig, VmExit, VmHandle } from '../engines/engine.js';
 import type { EngineRegistry } from '../engines/registry.js';
-import type { AdmissionBudget, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmStateName, VmStateRequest } from './api/schemas.js';
+import type { AdmissionBudget, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmExecRequest, VmExecResult, VmStateName, VmStateRequest } from './api/schemas.js';
 import type { EventType, Store, VmPatch, VmRecord } from './store.js';
 import type { EventBus } from './events.js';
 import type { OperationManager, ReportProgress } from './operations.js';
@@ -29,6 +29,8 @@ import { Admission, defaultSettings, hostResources, type AdmissionSettings, type
 import { buildVmSpec, DEFAULT_ENGINE, validateVmName } from './spec.js';
 import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './console-hub.js';
 import { consoleLogLimitFromEnv } from '../common/console-log/limits.js';
+import { attachGuestSide, fitCloudInitToImage } from './cloudinit/index.js';
+import { execInGuest } from './guest-exec.js';
 import type { StorageService } from './storage/index.js';
 import { DiskService } from './disks/service.js';
 import { VmDiskOps } from './disks/vm-ops.js';
@@ -350,7 +352,7 @@ export class VmManager {
             disks = await svc.provision(name, all, spec.engine, (stage) => progress({ stage }));
           }
           const rec: VmRecord = {
-            id: randomUUID(), name, spec: { ...spec, disks }, state: 'stopped', pid: null, accel: null,
+            id: randomUUID(), name, spec: fitCloudInitToImage({ ...spec, disks }, image), state: 'stopped', pid: null, accel: null,
             startedAt: null, lastExit: null, createdAt: new Date().toISOString(),
           };
           try {
@@ -468,6 +470,8 @@ export class VmManager {
       consoleLog: this.consoleLog(name),
       consoleLogLimit: consoleLogLimitFromEnv(),
     };
+    // The cloud-init seed (cloud images) and the guest agent channel.
+    await attachGuestSide(config, rec, image, caps);
     // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
     fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
     // Admission and the move to 'starting' happen in one synchronous step: 'starting' commits the
@@ -531,6 +535,16 @@ export class VmManager {
     const live = this.requireLive(name);
     await live.handle.resume();
     this.transition(name, 'running', { event: 'resumed' });
+  }
+
+  /** POST /1.0/vms/{name}/exec: a command run in the guest through its agent (guest-exec.ts). */
+  async exec(name: string, req: VmExecRequest): Promise<VmExecResult> {
+    const rec = this.d.store.requireVm(name);
+    const live = this.live.get(name);
+    if (!live || rec.state !== 'running') {
+      throw new HangarError('INVALID_STATE', `VM "${name}" is ${rec.state}: commands run in a running VM`, { name, state: rec.state });
+    }
+    return execInGuest(name, live.handle, req);
   }
 
   private requireLive(name: string): LiveVm {

@@ -10,6 +10,7 @@ import type { ApiClient } from '../client.js';
 import {
   checkVmName, clientFor, followOperation, formatFor, note, out, parseIntOption, printJson, vmPath, withJson,
 } from '../context.js';
+import { cloudInitFields, type CloudInitOptions } from '../cloud-init-files.js';
 import { launchDisks } from './disk.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
@@ -25,6 +26,16 @@ export function vmRow(vm: Vm): string[] {
     formatSize(vm.spec.memoryBytes),
     vm.state === 'running' || vm.state === 'paused' ? formatDuration(vm.runtime.uptimeSeconds) : '-',
   ];
+}
+
+/** `hangar show`'s cloud-init line: how many keys, whose user-data, whether a network config. */
+function cloudInitSummary(c: NonNullable<Vm['spec']['cloudInit']>): string {
+  const keys = c.sshKeys.map((k) => k.split(' ').slice(2).join(' ') || k.split(' ')[0]!);
+  return [
+    `${c.sshKeys.length} SSH key${c.sshKeys.length === 1 ? '' : 's'}${keys.length ? ` (${keys.join(', ')})` : ''}`,
+    c.userData !== undefined ? `own user-data (${c.userData.split('\n', 1)[0]})` : 'default user-data',
+    ...(c.networkConfig !== undefined ? ['network-config'] : []),
+  ].join('; ');
 }
 
 /** The readable block of `hangar show`. */
@@ -50,13 +61,14 @@ export function renderVm(vm: Vm): string {
       cpus: vm.spec.cpus,
       memory: formatSize(vm.spec.memoryBytes),
       cmdline: vm.spec.cmdline,
+      ...(vm.spec.cloudInit ? { 'cloud-init': cloudInitSummary(vm.spec.cloudInit) } : {}),
       disks: (vm.spec.disks ?? []).length ? vm.spec.disks.map((d) => `${d.name}: ${d.volume}${d.readOnly ? ' (ro)' : ''}`).join(', ') : null,
     },
     runtime,
   });
 }
 
-interface LaunchOpts {
+interface LaunchOpts extends CloudInitOptions {
   cpus?: number;
   memory?: string;
   engine?: EngineName;
@@ -126,11 +138,14 @@ export function registerVmCommands(program: Command): void {
       .option('--memory <size>', 'guest memory, e.g. 256M or 2G (default chosen by the daemon)')
       .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices([...ENGINE_NAMES]))
       .option('--cmdline <args>', 'extra kernel command-line arguments')
+      .option('--ssh-key <file>', 'cloud images: SSH public key file for the default user (repeatable; default ~/.ssh/id_*.pub)', (v: string, all: string[] = []) => [...all, v])
+      .option('--user-data <file>', 'cloud images: cloud-init user-data (#cloud-config, #! script or MIME multipart); replaces the default')
+      .option('--network-config <file>', 'cloud images: cloud-init network-config (version 1 or 2)')
       .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {
-    const body = launchRequest(image, name, o);
+    const body = { ...launchRequest(image, name, o), ...cloudInitFields(o) };
     const client = clientFor(cmd);
     const op = await client.call<Operation>('POST', '/1.0/vms', body);
     const verb = o.start ? 'Launching' : 'Creating';

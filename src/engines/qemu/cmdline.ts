@@ -97,7 +97,8 @@ export function validateConfig(c: EngineVmConfig): void {
   if (c.boot.initrd !== undefined) checkPath('initrd', c.boot.initrd);
   if (c.boot.cmdline !== undefined && /[\0\n\r]/.test(c.boot.cmdline)) invalid('kernel command line contains a control character');
   const files = runFiles(c.runDir);
-  for (const s of [files.qmpSocket, files.consoleSocket]) {
+  if (c.guestAgent !== undefined) checkPath('guest agent socket', c.guestAgent.socket);
+  for (const s of [files.qmpSocket, files.consoleSocket, ...(c.guestAgent ? [c.guestAgent.socket] : [])]) {
     if (Buffer.byteLength(s) > MAX_SOCKET_PATH) invalid(`runDir is too long for a Unix socket path (${s})`);
   }
   const ids = new Set<string>();
@@ -120,6 +121,20 @@ export function validateConfig(c: EngineVmConfig): void {
     // Bit 0 of the first octet marks multicast, which a NIC cannot own.
     if (parseInt(n.mac.slice(0, 2), 16) & 1) invalid(`nic ${n.id}: mac "${n.mac}" is a multicast address`);
   }
+}
+
+/**
+ * The guest agent channel: a virtio-serial controller with one port named
+ * org.qemu.guest_agent.0 (the name qemu-ga's udev rule and systemd unit look
+ * for), backed by a Unix socket QEMU listens on. The daemon connects to it
+ * only to run exec; nothing on the port is ever needed to boot.
+ */
+export function guestAgentArgs(socket: string, bus: 'pci' | 'device'): string[] {
+  return [
+    '-device', `virtio-serial-${bus},id=vser0`,
+    '-chardev', `socket,id=qga,path=${optValue(socket)},server=on,wait=off`,
+    '-device', 'virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0',
+  ];
 }
 
 /** The argv (without the program name) for one VM. Throws INVALID_ARGUMENT on a bad config. */
@@ -170,6 +185,8 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
     args.push('-netdev', `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
     args.push('-device', `virtio-net-${bus},netdev=net-${n.id},id=dev-net-${n.id},mac=${n.mac.toLowerCase()}`);
   }
+
+  if (c.guestAgent !== undefined) args.push(...guestAgentArgs(c.guestAgent.socket, bus));
 
   // Serial console on a Unix socket (one client at a time); logfile keeps every
   // byte the guest writes, whether or not anybody is connected. It is the pipe

@@ -14,7 +14,7 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import type { KvmProbe } from '../../kvm/probe.js';
 import { ownProbe } from '../base/kvm.js';
-import type { Accel, DiskAttachment, Engine, EngineCapabilities, EngineVmConfig, ExitReason, VmExit, VmHandle } from '../engine.js';
+import type { Accel, DiskAttachment, Engine, EngineCapabilities, EngineVmConfig, ExitReason, GuestExecRequest, GuestExecResult, VmExit, VmHandle } from '../engine.js';
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { processAlive } from '../base/procfs.js';
@@ -26,6 +26,7 @@ import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
 import { diskNames, probeDiskIo, type DiskIoMode } from './disks.js';
 import { hotplugDisk, hotunplugDisk, resizeDiskOnline } from './hotplug.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
+import { GuestAgent } from './guest-agent.js';
 import { qemuBinary, qemuVersion } from './version.js';
 import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
@@ -78,8 +79,12 @@ class QemuVmHandle extends BaseVmHandle {
   private childExit: ChildExit | null = null;
   private deadSince: number | null = null;
 
-  constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null) {
+  /** The guest agent client, when the VM has a guest agent channel. */
+  private readonly agent: GuestAgent | null;
+
+  constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null, agentSocket?: string) {
     super(pid, identity, log, child, sandbox);
+    this.agent = agentSocket ? new GuestAgent({ socket: agentSocket }) : null;
     qmp.on('event', (ev: QmpEvent) => this.onEvent(ev));
     qmp.on('close', () => this.onQmpClosed());
     this.watchChild();
@@ -118,6 +123,7 @@ class QemuVmHandle extends BaseVmHandle {
 
   protected closeControl(): void {
     this.qmp.close();
+    this.agent?.close();
   }
 
   private done(): void {
@@ -145,6 +151,12 @@ class QemuVmHandle extends BaseVmHandle {
   async requestShutdown(): Promise<void> {
     // ACPI power button; the tiny image's acpid turns it into poweroff.
     await this.command('requestShutdown', 'system_powerdown');
+  }
+
+  async exec(req: GuestExecRequest): Promise<GuestExecResult> {
+    this.usable('exec');
+    if (!this.agent) throw new HangarError('AGENT_UNAVAILABLE', 'this VM was started without a guest agent channel');
+    return this.agent.exec(req);
   }
 
   async queryState(): Promise<'running' | 'paused'> {
@@ -241,7 +253,7 @@ export class QemuEngine implements Engine {
       name: 'qemu',
       available: version !== null,
       bootModes: ['kernel'],
-      devices: ['serial', 'virtio-blk', 'virtio-net'],
+      devices: ['serial', 'virtio-blk', 'virtio-net', 'guest-agent'],
       accelerators,
       // KVM only where it runs guest kernel mode natively; elsewhere TCG is faster and always works.
       defaultAccel: kvm.fullSystem ? 'kvm' : 'tcg',
@@ -266,6 +278,7 @@ export class QemuEngine implements Engine {
     removeStale(files.qmpSocket);
     removeStale(files.consoleSocket);
     removeStale(files.pidFile);
+    if (config.guestAgent) removeStale(config.guestAgent.socket);
 
     const sandbox = sandboxFor('qemu', config);
     let conlog: ConsoleLogPipe | null = null;
@@ -312,7 +325,7 @@ export class QemuEngine implements Engine {
       throw new HangarError('ENGINE_FAILED', `QEMU did not start: ${toHangarError(e).message}${why ? `: ${why}` : ''}`, { log: files.processLog });
     }
     log.info({ pid: child.pid }, 'qemu running');
-    return new QemuVmHandle(child.pid, qmp, files, qemuIdentity(config.runDir), log, child, sandbox);
+    return new QemuVmHandle(child.pid, qmp, files, qemuIdentity(config.runDir), log, child, sandbox, config.guestAgent?.socket);
   }
 
   /**
@@ -347,7 +360,7 @@ export class QemuEngine implements Engine {
     try {
       const qmp = await connectQmp(files.qmpSocket, { connectTimeoutMs: 5000, keepTrying: () => processAlive(pid) });
       log.info({ pid }, 'adopted qemu');
-      return new QemuVmHandle(pid, qmp, files, identity, log, null, loadVmSandbox(config.runDir));
+      return new QemuVmHandle(pid, qmp, files, identity, log, null, loadVmSandbox(config.runDir), config.guestAgent?.socket);
     } catch (e) {
       if (!processAlive(pid)) return null;
       throw new HangarError('ENGINE_FAILED', `QEMU pid ${pid} is running but its QMP socket does not answer: ${toHangarError(e).message}`);

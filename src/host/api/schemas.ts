@@ -14,6 +14,19 @@ export const SizeInput = Type.Union([Type.String({ maxLength: 32 }), Type.Intege
   description: 'A size: "512M", "2G", "1048576" (binary units, K = 1024) or a number of bytes',
 });
 
+/** cloud-init inputs of a create request (docs/cloud-init.md); used by images with cloudInit only. */
+const CloudInitFields = {
+  sshKeys: Type.Optional(Type.Array(Type.String({ maxLength: 8192 }), { maxItems: 32, description: 'SSH public key lines ("ssh-ed25519 AAAA... comment") for the image\'s default user' })),
+  userData: Type.Optional(Type.String({ maxLength: 262144, description: 'cloud-init user-data ("#cloud-config", "#!" script or MIME multipart); replaces Hangar\'s default' })),
+  networkConfig: Type.Optional(Type.String({ maxLength: 65536, description: 'cloud-init network-config (version 1 or 2)' })),
+};
+
+/** What a VM keeps of its cloud-init inputs (checked; keys normalised). */
+export const VmCloudInit = Type.Object({
+  sshKeys: Type.Array(Type.String()),
+  userData: Type.Optional(Type.String()),
+  networkConfig: Type.Optional(Type.String()),
+});
 /** A volume as the API names it: "pool/volume" (volumes.md); a bare "volume" means the default pool where allowed. */
 export const VolumeRef = Type.String({ minLength: 1, maxLength: 160, pattern: '^([^/\\s]+/)?[^/\\s]+$', description: '"pool/volume", or "volume" in the pool given by `pool` (default pool when none)' });
 /** virtio-blk serials are at most 20 bytes. */
@@ -71,6 +84,7 @@ export const VmCreateRequest = Type.Object(
     engine: Type.Optional(EngineName),
     cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Extra kernel command-line arguments' })),
     start: Type.Optional(Type.Boolean({ description: 'Start the VM once created (default true)' })),
+    ...CloudInitFields,
     rootSize: Type.Optional(SizeInput),
     disks: Type.Optional(Type.Array(DiskRequest, { maxItems: 16, description: 'Disks besides the root disk' })),
   },
@@ -111,6 +125,7 @@ export const VmSpec = Type.Object({
   cpus: Type.Integer(),
   memoryBytes: Type.Integer(),
   cmdline: Type.String(),
+  cloudInit: Type.Optional(VmCloudInit),
   disks: Type.Array(VmDisk, { description: 'Root disk (when the image has a base disk) first' }),
 });
 export type VmSpec = Static<typeof VmSpec>;
@@ -137,6 +152,29 @@ export const Vm = Type.Object({
   createdAt: Type.String(),
 });
 export type Vm = Static<typeof Vm>;
+
+/** POST /1.0/vms/{name}/exec: run a command in the guest through its agent. */
+export const VmExecRequest = Type.Object(
+  {
+    command: Type.Array(Type.String({ maxLength: 4096 }), { minItems: 1, maxItems: 1024, description: 'Program and arguments, e.g. ["df", "-h", "/"]; the program is looked up on the guest agent\'s PATH' }),
+    input: Type.Optional(Type.String({ maxLength: 699052, description: 'Standard input for the command (at most 512 KiB once decoded)' })),
+    encoding: Type.Optional(Type.Union([Type.Literal('utf8'), Type.Literal('base64')], { description: 'How input, stdout and stderr are written in JSON (default utf8; base64 keeps bytes exact)' })),
+    timeout: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600, description: 'Seconds the command may run (default 60); then it is killed in the guest and the answer is TIMEOUT' })),
+  },
+  { additionalProperties: false },
+);
+export type VmExecRequest = Static<typeof VmExecRequest>;
+
+export const VmExecResult = Type.Object({
+  exitCode: Type.Union([Type.Integer(), Type.Null()], { description: 'null when a signal ended the command' }),
+  signal: Type.Union([Type.Integer(), Type.Null()]),
+  stdout: Type.String(),
+  stderr: Type.String(),
+  encoding: Type.Union([Type.Literal('utf8'), Type.Literal('base64')]),
+  stdoutTruncated: Type.Boolean(),
+  stderrTruncated: Type.Boolean(),
+});
+export type VmExecResult = Static<typeof VmExecResult>;
 
 export const OperationStatus = Type.Union([
   Type.Literal('running'),
