@@ -10,12 +10,22 @@
  * reference timers, so it boots reliably however busy the host is, and its
  * ACPI power button makes `system_powerdown` work. Devices are virtio-pci on
  * q35 and virtio-mmio (found through ACPI) on microvm.
+ *
+ * Firmware boot (config.firmware, q35 only): no -kernel; SeaBIOS (QEMU's
+ * default) or OVMF as two pflash drives (shared code read-only, the VM's own
+ * variable store writable) runs the boot loader of the CD-ROM, then of the
+ * first disk (bootindex 0 and 1). The CD-ROM is an ide-cd on q35's built-in
+ * AHCI controller, read through a descriptor the engine opened (fd CDROM_FD),
+ * so a confined QEMU needs no access to the folder the ISO lives in.
+ * config.vnc adds a standard VGA card, a USB tablet (an absolute pointer, so
+ * a VNC client's cursor matches the guest's) and a VNC server on a Unix socket.
  */
 import path from 'node:path';
 import { HangarError } from '../../common/errors.js';
 import { DEVICE_ID_RULE, TAP_NAME_RULE, VM_NAME_RULE, isDeviceId, isMac, isTapName, isVmName } from '../../api/names.js';
 import type { EngineVmConfig } from '../engine.js';
 import type { VmProcessIdentity } from '../base/identity.js';
+import { OVMF_CODE_FILE, ovmfDir, vmVarsFile } from './firmware.js';
 
 export type QemuMachine = 'microvm' | 'q35';
 
@@ -40,9 +50,19 @@ export function runFiles(runDir: string): QemuRunFiles {
 /** The descriptor QEMU inherits for its console log (the writer's pipe), and the fd set it goes in. */
 export const CONSOLE_LOG_FD = 3;
 const CONSOLE_LOG_FDSET = 1;
+/** The descriptor QEMU inherits for the CD-ROM's ISO (opened read-only by the engine), and its fd set. */
+export const CDROM_FD = 4;
+const CDROM_FDSET = 2;
+
+/** Where a VM's VNC socket goes unless the daemon names another place. */
+export function vncSocketPath(runDir: string): string {
+  return path.join(runDir, 'vnc.sock');
+}
 
 export interface CmdlineOptions {
   machine?: QemuMachine;
+  /** OVMF's code volume for UEFI VMs (default <ovmfDir()>/OVMF_CODE_4M.fd). */
+  ovmfCode?: string;
 }
 
 const MiB = 1024 * 1024;
@@ -90,11 +110,19 @@ export function validateConfig(c: EngineVmConfig): void {
   if (c.accel !== 'kvm' && c.accel !== 'tcg') invalid(`accel must be kvm or tcg, got ${String(c.accel)}`);
   checkPath('runDir', c.runDir);
   checkPath('consoleLog', c.consoleLog);
-  checkPath('kernel', c.boot.kernel);
-  if (c.boot.initrd !== undefined) checkPath('initrd', c.boot.initrd);
-  if (c.boot.cmdline !== undefined && /[\0\n\r]/.test(c.boot.cmdline)) invalid('kernel command line contains a control character');
+  if (c.firmware !== undefined) {
+    if (c.firmware.kind !== 'bios' && c.firmware.kind !== 'uefi') invalid(`firmware must be bios or uefi, got ${String(c.firmware.kind)}`);
+    if (c.firmware.varsFile !== undefined) checkPath('UEFI variable store', c.firmware.varsFile);
+  } else {
+    if (c.boot === undefined) invalid('a VM needs a kernel to boot or firmware');
+    checkPath('kernel', c.boot.kernel);
+    if (c.boot.initrd !== undefined) checkPath('initrd', c.boot.initrd);
+    if (c.boot.cmdline !== undefined && /[\0\n\r]/.test(c.boot.cmdline)) invalid('kernel command line contains a control character');
+  }
+  if (c.cdrom !== undefined) checkPath('cdrom', c.cdrom);
   const files = runFiles(c.runDir);
-  for (const s of [files.qmpSocket, files.consoleSocket]) {
+  if (c.vnc !== undefined) checkPath('VNC socket', c.vnc.socket);
+  for (const s of [files.qmpSocket, files.consoleSocket, ...(c.vnc ? [c.vnc.socket] : [])]) {
     if (Buffer.byteLength(s) > MAX_SOCKET_PATH) invalid(`runDir is too long for a Unix socket path (${s})`);
   }
   const ids = new Set<string>();
@@ -122,6 +150,8 @@ export function validateConfig(c: EngineVmConfig): void {
 export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): string[] {
   validateConfig(c);
   const machine = opts.machine ?? 'q35';
+  // SeaBIOS/OVMF, the AHCI CD-ROM and the VGA card are q35's; microvm has none of them.
+  if (machine === 'microvm' && (c.firmware || c.cdrom !== undefined || c.vnc)) invalid('firmware boot, CD-ROMs and displays need machine q35');
   const files = runFiles(c.runDir);
   const bus = machine === 'microvm' ? 'device' : 'pci';
   const args: string[] = [];
@@ -147,21 +177,46 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   args.push('-smp', String(c.cpus));
   args.push('-m', `${Math.ceil(c.memoryBytes / MiB)}M`);
 
-  args.push('-kernel', c.boot.kernel);
-  if (c.boot.initrd !== undefined) args.push('-initrd', c.boot.initrd);
-  if (c.boot.cmdline !== undefined && c.boot.cmdline !== '') args.push('-append', c.boot.cmdline);
+  if (c.firmware) {
+    if (c.firmware.kind === 'uefi') {
+      const code = opts.ovmfCode ?? path.join(ovmfDir(), OVMF_CODE_FILE);
+      const vars = c.firmware.varsFile ?? vmVarsFile(c.runDir);
+      args.push('-drive', `if=pflash,unit=0,format=raw,readonly=on,file=${optValue(code)}`);
+      args.push('-drive', `if=pflash,unit=1,format=raw,file=${optValue(vars)}`);
+    }
+    // SeaBIOS is q35's own firmware: nothing to add for bios.
+  } else if (c.boot) {
+    args.push('-kernel', c.boot.kernel);
+    if (c.boot.initrd !== undefined) args.push('-initrd', c.boot.initrd);
+    if (c.boot.cmdline !== undefined && c.boot.cmdline !== '') args.push('-append', c.boot.cmdline);
+  }
 
-  for (const d of c.disks) {
+  if (c.cdrom !== undefined) {
+    args.push('-add-fd', `fd=${CDROM_FD},set=${CDROM_FDSET},opaque=cdrom`);
+    args.push('-drive', `if=none,id=cdrom,media=cdrom,readonly=on,format=raw,file=/dev/fdset/${CDROM_FDSET}`);
+    args.push('-device', `ide-cd,drive=cdrom,bus=ide.0,id=dev-cdrom${c.firmware ? ',bootindex=0' : ''}`);
+  }
+
+  for (const [i, d] of c.disks.entries()) {
     const drive = [`if=none`, `id=disk-${d.id}`, `file=${optValue(d.path)}`, `format=${d.format}`];
     if (d.readOnly) drive.push('readonly=on');
     args.push('-drive', drive.join(','));
     const dev = [`virtio-blk-${bus}`, `drive=disk-${d.id}`, `id=dev-disk-${d.id}`];
     if (d.serial !== undefined) dev.push(`serial=${d.serial}`);
+    // The firmware boots the first disk (the root disk) when the CD-ROM does not boot.
+    if (c.firmware && i === 0) dev.push('bootindex=1');
     args.push('-device', dev.join(','));
   }
   for (const n of c.nics) {
     args.push('-netdev', `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
     args.push('-device', `virtio-net-${bus},netdev=net-${n.id},id=dev-net-${n.id},mac=${n.mac.toLowerCase()}`);
+  }
+
+  if (c.vnc) {
+    args.push('-device', 'VGA,id=video');
+    args.push('-device', 'qemu-xhci,id=usb', '-device', 'usb-tablet,bus=usb.0,id=tablet');
+    // Only the socket's folder guards it (the runDir: root and the VM's own uid); no password, no TCP.
+    args.push('-vnc', `unix:${optValue(c.vnc.socket)}`);
   }
 
   // Serial console on a Unix socket (one client at a time); logfile keeps every
