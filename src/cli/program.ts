@@ -5,6 +5,7 @@
 import { Command } from 'commander';
 import { registerConsoleCommand } from './commands/console.js';
 import { registerDaemonCommands } from './commands/daemon.js';
+import { registerDisplayCommands } from './commands/display.js';
 import { registerEventsCommand } from './commands/events.js';
 import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerUpCommand(program);
   registerVmCommands(program);
   registerConsoleCommand(program);
+  registerDisplayCommands(program);
   registerLogsCommand(program);
   registerEventsCommand(program);
   registerOperationCommands(program);

@@ -4,7 +4,10 @@
 import { Option, type Command } from 'commander';
 import { formatSize, parseSize } from '../../common/sizes.js';
 import { HangarError } from '../../common/errors.js';
-import { ENGINE_NAMES, type EngineName } from '../../api/engine.js';
+import path from 'node:path';
+import { ENGINE_NAMES, type BootMode, type EngineName } from '../../api/engine.js';
+
+const BOOT_MODES: readonly BootMode[] = ['kernel', 'bios', 'uefi'];
 import type { Operation, Vm, VmCreateRequest, VmStateRequest } from '../../host/api/schemas.js';
 import type { ApiClient } from '../client.js';
 import {
@@ -49,7 +52,10 @@ export function renderVm(vm: Vm): string {
       cpus: vm.spec.cpus,
       memory: formatSize(vm.spec.memoryBytes),
       cmdline: vm.spec.cmdline,
+      ...(vm.spec.boot !== undefined ? { boot: vm.spec.boot } : {}),
+      ...(vm.spec.iso !== undefined ? { iso: vm.spec.iso } : {}),
     },
+    ...(vm.display ? { display: `vnc (hangar vnc ${vm.name})` } : {}),
     runtime,
   });
 }
@@ -59,13 +65,15 @@ interface LaunchOpts {
   memory?: string;
   engine?: EngineName;
   cmdline?: string;
+  boot?: BootMode;
+  iso?: string;
   start: boolean;
   wait: boolean;
   json?: boolean;
 }
 
 /** Builds the POST /1.0/vms body from the command line, validating what can be checked locally. */
-export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start'>): VmCreateRequest {
+export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'boot' | 'iso'>): VmCreateRequest {
   checkVmName(name);
   if (!image.trim()) throw new HangarError('INVALID_ARGUMENT', 'IMAGE must not be empty');
   const body: VmCreateRequest = { name, image };
@@ -77,6 +85,9 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
   }
   if (o.engine !== undefined) body.engine = o.engine;
   if (o.cmdline !== undefined) body.cmdline = o.cmdline;
+  if (o.boot !== undefined) body.boot = o.boot;
+  // A path on the daemon's host: a relative one is taken from here (meaningful with a local daemon).
+  if (o.iso !== undefined) body.iso = path.resolve(o.iso);
   if (o.start === false) body.start = false;
   return body;
 }
@@ -122,6 +133,8 @@ export function registerVmCommands(program: Command): void {
       .option('--memory <size>', 'guest memory, e.g. 256M or 2G (default chosen by the daemon)')
       .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices([...ENGINE_NAMES]))
       .option('--cmdline <args>', 'extra kernel command-line arguments')
+      .addOption(new Option('--boot <mode>', 'kernel (the image\'s kernel, headless), bios or uefi (firmware boots the ISO or the disk; with a display, see `hangar vnc`)').choices([...BOOT_MODES]))
+      .option('--iso <file>', "installer ISO to attach as a CD-ROM and boot first (a file in the daemon's import folder; implies --boot bios unless given)")
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {
@@ -132,7 +145,7 @@ export function registerVmCommands(program: Command): void {
     const final = await finishAsync(client, op, o.wait, Boolean(o.json), `${verb} ${name} from ${image}`, o.start ? `Launched ${name}` : `Created ${name} (stopped)`);
     if (!final) return;
     if (o.json) await printVmJson(client, name);
-    else if (o.start) note(`Reach it with: hangar console ${name}`);
+    else if (o.start) note(`Reach it with: hangar console ${name}${body.boot === 'bios' || body.boot === 'uefi' || body.iso !== undefined ? ` (serial) or hangar vnc ${name} (display)` : ''}`);
   });
 
   withJson(
