@@ -125,7 +125,8 @@ export function bootConfig(spec: Pick<VmSpec, 'boot' | 'iso'>, image: BootImage,
 
 /** What an image list entry (GET /1.0/images) tells about booting; undefined while the image is not built. */
 export function bootImageOf(entry: { name: string; status?: string; kernel?: string; disk?: string; boot?: BootMode[] } | undefined): BootImage | undefined {
-  if (!entry || (entry.status !== undefined && entry.status !== 'ready')) return undefined;
+  // Only a built image says what it brings; for any other the defaults apply and the start checks.
+  if (!entry || entry.status !== 'ready') return undefined;
   return {
     name: entry.name,
     ...(entry.kernel !== undefined ? { kernel: entry.kernel } : {}),
