@@ -31,6 +31,7 @@ import { EngineCapabilities } from '../api/engine.js';
 import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
 import { SCREENSHOT_TYPES } from './display.js';
+import type { StorageService } from './storage/index.js';
 
 export const API_VERSION = '1.0';
 
@@ -44,6 +45,8 @@ export interface ApiContext {
   images: ImageProvider;
   engines: EngineRegistry;
   log: Logger;
+  /** Storage pools and volumes; the storage routes are served when present. */
+  storage?: StorageService;
   /** SHA-256 fingerprint of the TCP listener's TLS certificate, when it serves TLS (shown by GET /1.0). */
   tlsFingerprint?: string;
 }
