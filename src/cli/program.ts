@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 import { registerConsoleCommand } from './commands/console.js';
+import { registerDiskCommands } from './commands/disk.js';
 import { registerDaemonCommands } from './commands/daemon.js';
 import { registerDisplayCommands } from './commands/display.js';
 import { registerEventsCommand } from './commands/events.js';
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
     );
   registerUpCommand(program);
   registerVmCommands(program);
+  registerDiskCommands(program);
   registerConsoleCommand(program);
   registerDisplayCommands(program);
   registerLogsCommand(program);

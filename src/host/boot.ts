@@ -43,7 +43,7 @@ export interface BootImage {
 export interface BootContext {
   engine: { name: EngineName; bootModes: BootMode[] };
   image: BootImage | undefined;
-  /** The request gives the VM disks of its own (a root disk to boot). */
+  /** The request gives the VM disks of its own (a root disk of a given size, or others). */
   hasDisks: boolean;
 }
 
@@ -86,7 +86,8 @@ export function resolveBoot(req: Pick<VmCreateRequest, 'boot' | 'iso'>, ctx: Boo
     if (img && img.kernel === undefined) throw new HangarError('INVALID_ARGUMENT', `image "${img.name}" brings no kernel: boot it with bios or uefi`, { field: 'boot' });
   } else {
     const imageDisk = img?.disk !== undefined;
-    if (req.iso === undefined && !imageDisk && !ctx.hasDisks) throw firmwareNeedsSomethingToBoot(boot);
+    // An image not built yet (undefined) may bring a disk: only a known lack is refused here.
+    if (req.iso === undefined && img !== undefined && !imageDisk && !ctx.hasDisks) throw firmwareNeedsSomethingToBoot(boot);
     // An image that lists its boot modes boots only those from its disk (an ISO brings its own loader).
     if (req.iso === undefined && img?.boot && !img.boot.includes(boot)) {
       throw new HangarError('INVALID_ARGUMENT', `image "${img.name}" does not boot with ${boot} (it boots: ${img.boot.join(', ')})`, { field: 'boot' });

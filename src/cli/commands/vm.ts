@@ -13,6 +13,7 @@ import type { ApiClient } from '../client.js';
 import {
   checkVmName, clientFor, followOperation, formatFor, note, out, parseIntOption, printJson, vmPath, withJson,
 } from '../context.js';
+import { launchDisks } from './disk.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
 export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME'];
@@ -52,6 +53,7 @@ export function renderVm(vm: Vm): string {
       cpus: vm.spec.cpus,
       memory: formatSize(vm.spec.memoryBytes),
       cmdline: vm.spec.cmdline,
+      disks: (vm.spec.disks ?? []).length ? vm.spec.disks.map((d) => `${d.name}: ${d.volume}${d.readOnly ? ' (ro)' : ''}`).join(', ') : null,
       ...(vm.spec.boot !== undefined ? { boot: vm.spec.boot } : {}),
       ...(vm.spec.iso !== undefined ? { iso: vm.spec.iso } : {}),
     },
@@ -67,13 +69,14 @@ interface LaunchOpts {
   cmdline?: string;
   boot?: BootMode;
   iso?: string;
+  disk?: string[];
   start: boolean;
   wait: boolean;
   json?: boolean;
 }
 
 /** Builds the POST /1.0/vms body from the command line, validating what can be checked locally. */
-export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'boot' | 'iso'>): VmCreateRequest {
+export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'boot' | 'iso' | 'disk'>): VmCreateRequest {
   checkVmName(name);
   if (!image.trim()) throw new HangarError('INVALID_ARGUMENT', 'IMAGE must not be empty');
   const body: VmCreateRequest = { name, image };
@@ -89,6 +92,7 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
   // A path on the daemon's host: a relative one is taken from here (meaningful with a local daemon).
   if (o.iso !== undefined) body.iso = path.resolve(o.iso);
   if (o.start === false) body.start = false;
+  if (o.disk?.length) Object.assign(body, launchDisks(o.disk));
   return body;
 }
 
@@ -135,6 +139,7 @@ export function registerVmCommands(program: Command): void {
       .option('--cmdline <args>', 'extra kernel command-line arguments')
       .addOption(new Option('--boot <mode>', 'kernel (the image\'s kernel, headless), bios or uefi (firmware boots the ISO or the disk; with a display, see `hangar vnc`)').choices([...BOOT_MODES]))
       .option('--iso <file>', "installer ISO to attach as a CD-ROM and boot first (a file in the daemon's import folder; implies --boot bios unless given)")
+      .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {
