@@ -34,6 +34,7 @@ import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
 import { SCREENSHOT_TYPES } from './display.js';
 import type { StorageService } from './storage/index.js';
+import { registerStorageRoutes } from './storage/routes.js';
 
 export const API_VERSION = '1.0';
 
@@ -101,7 +102,7 @@ function errorReply(reply: FastifyReply, code: ErrorCode, message: string, detai
   return reply.code(ERROR_STATUS[code]).type('application/json').send({ type: 'error', error });
 }
 
-function asyncReply(reply: FastifyReply, op: Operation): FastifyReply {
+export function asyncReply(reply: FastifyReply, op: Operation): FastifyReply {
   const url = `/${API_VERSION}/operations/${op.id}`;
   return reply.code(202).header('location', url).send({ type: 'async', operation: url, metadata: op });
 }
@@ -381,6 +382,8 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
       socket.resume();
     });
   });
+
+  if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));
