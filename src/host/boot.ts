@@ -9,10 +9,12 @@
  *   ISO, then of the root disk. These VMs get a display, served by VNC on a
  *   Unix socket in the VM's folder (display.ts).
  *
- * An ISO is read by the daemon, as root, so it may come only from the
- * daemon's import folders (the rules of images/policy.ts: inside a folder as
- * written and resolved, no symlink, a regular file), never from an arbitrary
- * path an API client names; and it must be an ISO 9660 image.
+ * An ISO is read by the daemon, as root, so it may come only from places
+ * Hangar governs, never from an arbitrary path an API client names: the
+ * daemon's import folders (an absolute path, by the rules of
+ * images/policy.ts: inside a folder as written and resolved, no symlink, a
+ * regular file), or a raw storage volume ("pool/volume", e.g. one imported
+ * or uploaded into a pool). Either way it must be an ISO 9660 image.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,6 +24,11 @@ import type { BootMode, EngineName } from '../api/engine.js';
 import type { EngineVmConfig } from '../engines/engine.js';
 import type { VmCreateRequest, VmDisplay, VmSpec } from './api/schemas.js';
 import { openImportSource } from './images/policy.js';
+import { parseVolumeRef } from '../api/storage-names.js';
+import type { StorageService } from './storage/index.js';
+
+/** What the ISO rules need of storage (absent: the daemon has none, only import folders serve). */
+export type IsoVolumes = Pick<StorageService, 'requireVolume' | 'volumePath'> | null | undefined;
 
 /** ISOs may be as large as a DVD image and more; the limit only guards against nonsense. */
 const MAX_ISO_BYTES = 2 ** 42;
@@ -45,6 +52,8 @@ export interface BootContext {
   image: BootImage | undefined;
   /** The request gives the VM disks of its own (a root disk of a given size, or others). */
   hasDisks: boolean;
+  /** Storage, for ISOs kept in volumes. */
+  volumes?: IsoVolumes;
 }
 
 /**
@@ -55,13 +64,44 @@ export interface BootContext {
 export function checkIso(iso: unknown): string {
   const src = openImportSource(iso, 'iso', MAX_ISO_BYTES);
   try {
-    if (!isIso9660(src.fd)) {
-      throw new HangarError('INVALID_ARGUMENT', `iso ${src.path} is not an ISO 9660 image (no "CD001" volume descriptor at byte 32769)`, { field: 'iso', path: src.path });
-    }
+    if (!isIso9660(src.fd)) throw notIso(src.path);
     return src.path;
   } finally {
     fs.closeSync(src.fd);
   }
+}
+
+function notIso(what: string): HangarError {
+  return new HangarError('INVALID_ARGUMENT', `iso ${what} is not an ISO 9660 image (no "CD001" volume descriptor at byte 32769)`, { field: 'iso', iso: what });
+}
+
+/**
+ * The file behind an ISO as a VM names it: an absolute path (import
+ * folders, checkIso) or "pool/volume" (a raw storage volume). Checked as
+ * ISO 9660 either way; the spec keeps the name, the engine gets the file.
+ */
+export function isoFile(iso: string, volumes: IsoVolumes): string {
+  if (iso.startsWith('/')) return checkIso(iso);
+  const ref = iso.includes('/') ? parseVolumeRef(iso) : null;
+  if (!ref) {
+    throw new HangarError('INVALID_ARGUMENT', `iso "${iso}" must be an absolute path inside the daemon's import folders or a storage volume "pool/volume"`, { field: 'iso' });
+  }
+  if (!volumes) throw new HangarError('UNSUPPORTED', 'this daemon has no storage: an ISO must come from its import folders', { field: 'iso' });
+  const vol = volumes.requireVolume(ref.pool, ref.volume);
+  if (vol.format !== 'raw') throw new HangarError('INVALID_ARGUMENT', `iso volume ${iso} is ${vol.format}: an ISO is a raw volume`, { field: 'iso' });
+  const file = volumes.volumePath(ref.pool, ref.volume);
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    throw new HangarError('UNAVAILABLE', `iso volume ${iso} cannot be read: ${(e as Error).message}`, { field: 'iso' });
+  }
+  try {
+    if (!fs.fstatSync(fd).isFile() || !isIso9660(fd)) throw notIso(`volume ${iso}`);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return file;
 }
 
 function firmwareNeedsSomethingToBoot(mode: BootMode): HangarError {
@@ -93,8 +133,8 @@ export function resolveBoot(req: Pick<VmCreateRequest, 'boot' | 'iso'>, ctx: Boo
       throw new HangarError('INVALID_ARGUMENT', `image "${img.name}" does not boot with ${boot} (it boots: ${img.boot.join(', ')})`, { field: 'boot' });
     }
   }
-  const iso = req.iso !== undefined ? checkIso(req.iso) : undefined;
-  return { boot, ...(iso !== undefined ? { iso } : {}) };
+  if (req.iso !== undefined) isoFile(req.iso, ctx.volumes);
+  return { boot, ...(req.iso !== undefined ? { iso: req.iso } : {}) };
 }
 
 /** The display a VM has (firmware-booted VMs), or null: headless. */
@@ -109,9 +149,9 @@ export function displayOf(spec: Pick<VmSpec, 'boot'>, vmDir: string): VmDisplay 
  * again: the import folders or the file may have changed since create), the
  * UEFI variable store and the VNC socket in the VM's folder.
  */
-export function bootConfig(spec: Pick<VmSpec, 'boot' | 'iso'>, image: BootImage, vmDir: string, cmdline: string | undefined): Pick<EngineVmConfig, 'boot' | 'firmware' | 'cdrom' | 'vnc'> {
+export function bootConfig(spec: Pick<VmSpec, 'boot' | 'iso'>, image: BootImage, vmDir: string, cmdline: string | undefined, volumes?: IsoVolumes): Pick<EngineVmConfig, 'boot' | 'firmware' | 'cdrom' | 'vnc'> {
   const mode = spec.boot ?? 'kernel';
-  const cdrom = spec.iso !== undefined ? checkIso(spec.iso) : undefined;
+  const cdrom = spec.iso !== undefined ? isoFile(spec.iso, volumes) : undefined;
   const withCdrom = cdrom !== undefined ? { cdrom } : {};
   if (mode === 'kernel') {
     if (image.kernel === undefined) throw new HangarError('INVALID_STATE', `image "${image.name}" brings no kernel to boot`);

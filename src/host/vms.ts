@@ -321,7 +321,7 @@ export class VmManager {
     const images = await this.d.images.listImages();
     const spec = buildVmSpec(req, { imageNames: images.map((i) => i.name), engine: caps });
     // How it boots (kernel, bios, uefi) and the ISO it boots from, checked against the engine and the image.
-    Object.assign(spec, resolveBoot(req, { engine: caps, image: bootImageOf(images.find((i) => i.name === req.image)), hasDisks: (req.disks?.length ?? 0) > 0 || req.rootSize !== undefined }));
+    Object.assign(spec, resolveBoot(req, { engine: caps, image: bootImageOf(images.find((i) => i.name === req.image)), hasDisks: (req.disks?.length ?? 0) > 0 || req.rootSize !== undefined, volumes: this.d.storage }));
     // Checked again after the awaits: a concurrent create may have taken the name meanwhile.
     taken();
     // Disks besides the root disk, checked against storage now; made in the operation.
@@ -460,7 +460,7 @@ export class VmManager {
       cpus: rec.spec.cpus,
       memoryBytes: rec.spec.memoryBytes,
       // The image's kernel, or firmware with the ISO, the UEFI variable store and the display (boot.ts).
-      ...bootConfig(rec.spec, image, runDir, cmdline),
+      ...bootConfig(rec.spec, image, runDir, cmdline, this.d.storage),
       disks: rec.spec.disks.length ? this.requireDisks().attachments(name, rec.spec.disks, rec.spec.engine) : [],
       nics: [],
       accel,

@@ -4,7 +4,8 @@
  * with OVMF. GRUB's menu shows on the serial log, the kernel it loads reaches
  * the tiny shell, the display (screendump through the API) is not blank,
  * `hangar vnc` says how to reach the VNC socket, and the UEFI variable store
- * lives in the VM's folder and goes with it. Then the refusals: an ISO
+ * lives in the VM's folder and goes with it. The UEFI VM boots the ISO from a
+ * storage volume it was imported into. Then the refusals: an ISO
  * outside the import folders, a file that is not an ISO, UEFI on a host
  * without OVMF, firmware with nothing to boot, a display for a headless VM.
  */
@@ -67,14 +68,14 @@ async function waitForLog(name: string, text: string, timeoutMs: number): Promis
 }
 
 /** Launches a VM from the ISO, proves GRUB → kernel → shell and a drawn display; returns the timings. */
-async function bootIso(name: string, boot: 'bios' | 'uefi'): Promise<{ loaderS: number; shellS: number }> {
+async function bootIso(name: string, boot: 'bios' | 'uefi', isoRef: string): Promise<{ loaderS: number; shellS: number }> {
   const t0 = Date.now();
-  const op = await waitOperation(d, await d.request('POST', '/1.0/vms', { name, image: 'tiny', memory: '256M', boot, iso }));
+  const op = await waitOperation(d, await d.request('POST', '/1.0/vms', { name, image: 'tiny', memory: '256M', boot, iso: isoRef }));
   assert.equal(op.status, 'success', JSON.stringify(op));
   const vm = (await d.request('GET', `/1.0/vms/${name}`)).body.metadata;
   assert.equal(vm.state, 'running');
   assert.equal(vm.spec.boot, boot);
-  assert.equal(vm.spec.iso, iso);
+  assert.equal(vm.spec.iso, isoRef);
   assert.deepEqual(vm.display, { type: 'vnc', socket: path.join(d.dataDir, 'vms', name, 'vnc.sock') });
 
   // The firmware ran the ISO's boot loader (its menu entry is on the serial line) ...
@@ -115,7 +116,7 @@ async function bootIso(name: string, boot: 'bios' | 'uefi'): Promise<{ loaderS: 
 }
 
 test('an ISO boots with SeaBIOS through the daemon: GRUB, kernel, shell, a display, hangar vnc', { timeout: 300_000 }, async (t) => {
-  const times = await bootIso('fw-bios', 'bios');
+  const times = await bootIso('fw-bios', 'bios', iso);
   t.diagnostic(`bios: GRUB on the serial line ${times.loaderS.toFixed(1)} s after the launch request, shell ${times.shellS.toFixed(1)} s`);
 
   const vnc = expectOk(await runHangar(['vnc', 'fw-bios'], { env: d.env }), 'hangar vnc');
@@ -132,8 +133,11 @@ test('an ISO boots with SeaBIOS through the daemon: GRUB, kernel, shell, a displ
   assert.equal(del.status, 'success', JSON.stringify(del));
 });
 
-test('an ISO boots with UEFI (OVMF) through the daemon; the VM keeps its own variable store', { timeout: 300_000 }, async (t) => {
-  const times = await bootIso('fw-uefi', 'uefi');
+test('an ISO kept in a storage volume boots with UEFI (OVMF) through the daemon; the VM keeps its own variable store', { timeout: 300_000 }, async (t) => {
+  // The ISO imported into the default pool as a raw volume, and booted from there.
+  const imp = await waitOperation(d, await d.request('POST', '/1.0/storage-pools/default/volumes', { name: 'hangar-test-iso', format: 'raw', source: { type: 'path', path: iso } }));
+  assert.equal(imp.status, 'success', JSON.stringify(imp));
+  const times = await bootIso('fw-uefi', 'uefi', 'default/hangar-test-iso');
   t.diagnostic(`uefi: GRUB on the serial line ${times.loaderS.toFixed(1)} s after the launch request, shell ${times.shellS.toFixed(1)} s`);
   const vmDir = path.join(d.dataDir, 'vms', 'fw-uefi');
   const vars = fs.statSync(path.join(vmDir, 'uefi-vars.fd'));
@@ -164,9 +168,20 @@ test('refusals: ISO outside the import folders, not an ISO, nothing to boot, no 
   let r = await create({ name: 'bad-iso', iso: fake });
   assert.equal(r.status, 400);
   assert.match(r.body.error.message, /is not an ISO 9660 image/);
-  // A relative path is refused too.
+  // A relative path is refused too; a volume must exist, be raw and hold an ISO.
   r = await create({ name: 'bad-iso', iso: 'hangar-test.iso' });
   assert.equal(r.status, 400);
+  assert.match(r.body.error.message, /absolute path inside the daemon's import folders or a storage volume/);
+  r = await create({ name: 'bad-iso', iso: 'default/no-such-volume' });
+  assert.equal(r.status, 404, JSON.stringify(r.body));
+  assert.equal((await d.request('POST', '/1.0/storage-pools/default/volumes', { name: 'q', format: 'qcow2', size: '1M' })).status, 201);
+  assert.equal((await d.request('POST', '/1.0/storage-pools/default/volumes', { name: 'blank', format: 'raw', size: '1M' })).status, 201);
+  r = await create({ name: 'bad-iso', iso: 'default/q' });
+  assert.equal(r.status, 400);
+  assert.match(r.body.error.message, /is qcow2: an ISO is a raw volume/);
+  r = await create({ name: 'bad-iso', iso: 'default/blank' });
+  assert.equal(r.status, 400);
+  assert.match(r.body.error.message, /volume default\/blank is not an ISO 9660 image/);
   // Firmware with neither an ISO nor a disk has nothing to boot.
   r = await create({ name: 'no-loader', boot: 'bios' });
   assert.equal(r.status, 400);

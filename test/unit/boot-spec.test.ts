@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bootConfig, bootImageOf, checkIso, displayOf, resolveBoot, type BootContext } from '../../src/host/boot.js';
+import { bootConfig, bootImageOf, checkIso, displayOf, isoFile, resolveBoot, type BootContext, type IsoVolumes } from '../../src/host/boot.js';
+import { HangarError } from '../../src/common/errors.js';
 import { configureImportPolicy } from '../../src/host/images/policy.js';
 import { isHangarError, type ErrorCode } from '../../src/common/errors.js';
 
@@ -82,4 +83,29 @@ test('image list entries: boot facts only from ready images', () => {
   assert.equal(bootImageOf(undefined), undefined);
   assert.equal(bootImageOf({ name: 'tiny', status: 'missing' }), undefined);
   assert.deepEqual(bootImageOf({ name: 'debian-12', status: 'ready', kernel: '/k', disk: '/d', boot: ['bios'] }), { name: 'debian-12', kernel: '/k', disk: '/d', boot: ['bios'] });
+});
+
+test('ISOs in storage volumes: "pool/volume", raw, holding an ISO 9660 image; the spec keeps the name, the engine gets the file', () => {
+  const files: Record<string, { format: 'raw' | 'qcow2'; file: string }> = {
+    'default/netinst': { format: 'raw', file: iso },
+    'default/q': { format: 'qcow2', file: iso },
+    'isos/text': { format: 'raw', file: path.join(importDir, 'text.iso') },
+  };
+  const volumes = {
+    requireVolume: (pool: string, name: string) => {
+      const v = files[`${pool}/${name}`];
+      if (!v) throw new HangarError('NOT_FOUND', `no volume "${name}" in pool "${pool}"`);
+      return { format: v.format } as ReturnType<NonNullable<IsoVolumes>['requireVolume']>;
+    },
+    volumePath: (pool: string, name?: string) => files[`${pool}/${name}`]!.file,
+  } as unknown as IsoVolumes;
+  assert.equal(isoFile('default/netinst', volumes), iso);
+  assert.deepEqual(resolveBoot({ iso: 'default/netinst' }, ctx({ volumes })), { boot: 'bios', iso: 'default/netinst' });
+  assert.deepEqual(bootConfig({ boot: 'bios', iso: 'default/netinst' }, tiny, '/v', undefined, volumes).cdrom, iso);
+  assert.throws(() => isoFile('default/missing', volumes), fails('NOT_FOUND', /no volume/));
+  assert.throws(() => isoFile('default/q', volumes), fails('INVALID_ARGUMENT', /is qcow2: an ISO is a raw volume/));
+  assert.throws(() => isoFile('isos/text', volumes), fails('INVALID_ARGUMENT', /volume isos\/text is not an ISO 9660 image/));
+  assert.throws(() => isoFile('netinst', volumes), fails('INVALID_ARGUMENT', /absolute path .* or a storage volume/));
+  assert.throws(() => isoFile('default/netinst', null), fails('UNSUPPORTED', /no storage/));
+  assert.throws(() => isoFile('../x/y', volumes), fails('INVALID_ARGUMENT', /or a storage volume/));
 });

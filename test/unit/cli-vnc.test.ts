@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { renderVncAdvice, vncAdvice } from '../../src/cli/commands/display.js';
-import { launchRequest } from '../../src/cli/commands/vm.js';
+import { isoArgument, launchRequest } from '../../src/cli/commands/vm.js';
 import { buildProgram } from '../../src/cli/program.js';
 
 test('vnc advice: a socat forward on the daemon host, an ssh -L tunnel from elsewhere, quoted when needed', () => {
@@ -27,4 +27,14 @@ test('launch: --boot and --iso go into the request; a relative ISO path is made 
   assert.ok(launch.options.some((o) => o.long === '--boot'));
   assert.ok(launch.options.some((o) => o.long === '--iso'));
   assert.ok(buildProgram().commands.some((c) => c.name() === 'vnc'));
+});
+
+test('--iso: absolute paths as given, "pool/volume" as a volume, other relative paths made absolute', () => {
+  assert.equal(isoArgument('/srv/x.iso'), '/srv/x.iso');
+  assert.equal(isoArgument('default/netinst'), 'default/netinst');
+  assert.equal(isoArgument('x.iso'), path.resolve('x.iso'));
+  assert.equal(isoArgument('./isos/x.iso'), path.resolve('isos/x.iso'));
+  assert.equal(isoArgument('a/b/c.iso'), path.resolve('a/b/c.iso'));
+  // A file that exists here wins over a volume name of the same shape.
+  assert.equal(isoArgument('test/unit'), path.resolve('test/unit'));
 });

@@ -4,6 +4,7 @@
 import { Option, type Command } from 'commander';
 import { formatSize, parseSize } from '../../common/sizes.js';
 import { HangarError } from '../../common/errors.js';
+import fs from 'node:fs';
 import path from 'node:path';
 import { ENGINE_NAMES, type BootMode, type EngineName } from '../../api/engine.js';
 
@@ -75,6 +76,17 @@ interface LaunchOpts {
   json?: boolean;
 }
 
+/**
+ * --iso: an absolute path on the daemon's host stays as it is; "pool/volume"
+ * (one slash, no leading dot, not a file here) names a storage volume; any
+ * other relative path is made absolute from here (meaningful with a local daemon).
+ */
+export function isoArgument(v: string): string {
+  if (v.startsWith('/')) return v;
+  if (/^[A-Za-z0-9][^/]*\/[A-Za-z0-9][^/]*$/.test(v) && !fs.existsSync(v)) return v;
+  return path.resolve(v);
+}
+
 /** Builds the POST /1.0/vms body from the command line, validating what can be checked locally. */
 export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'boot' | 'iso' | 'disk'>): VmCreateRequest {
   checkVmName(name);
@@ -89,8 +101,7 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
   if (o.engine !== undefined) body.engine = o.engine;
   if (o.cmdline !== undefined) body.cmdline = o.cmdline;
   if (o.boot !== undefined) body.boot = o.boot;
-  // A path on the daemon's host: a relative one is taken from here (meaningful with a local daemon).
-  if (o.iso !== undefined) body.iso = path.resolve(o.iso);
+  if (o.iso !== undefined) body.iso = isoArgument(o.iso);
   if (o.start === false) body.start = false;
   if (o.disk?.length) Object.assign(body, launchDisks(o.disk));
   return body;
@@ -138,7 +149,7 @@ export function registerVmCommands(program: Command): void {
       .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices([...ENGINE_NAMES]))
       .option('--cmdline <args>', 'extra kernel command-line arguments')
       .addOption(new Option('--boot <mode>', 'kernel (the image\'s kernel, headless), bios or uefi (firmware boots the ISO or the disk; with a display, see `hangar vnc`)').choices([...BOOT_MODES]))
-      .option('--iso <file>', "installer ISO to attach as a CD-ROM and boot first (a file in the daemon's import folder; implies --boot bios unless given)")
+      .option('--iso <file>', "installer ISO to attach as a CD-ROM and boot first: a file in the daemon's import folder, or a raw volume POOL/VOLUME (implies --boot bios unless given)")
       .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),

@@ -72,7 +72,7 @@ export const VmCreateRequest = Type.Object(
     cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Extra kernel command-line arguments' })),
     start: Type.Optional(Type.Boolean({ description: 'Start the VM once created (default true)' })),
     boot: Type.Optional(Type.Union([Type.Literal('kernel'), Type.Literal('bios'), Type.Literal('uefi')], { description: 'kernel: the image\'s kernel directly (headless); bios or uefi: firmware runs the boot loader of the ISO, then of the root disk, with a display (VNC). Default: bios with an ISO, else kernel' })),
-    iso: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: "An ISO 9660 image to attach as a read-only CD-ROM, booted first: an absolute path inside the daemon's import folders" })),
+    iso: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'An ISO 9660 image to attach as a read-only CD-ROM, booted first: an absolute path inside the daemon\'s import folders, or a raw storage volume "pool/volume"' })),
     rootSize: Type.Optional(SizeInput),
     disks: Type.Optional(Type.Array(DiskRequest, { maxItems: 16, description: 'Disks besides the root disk' })),
   },
