@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { registerConsoleCommand } from './commands/console.js';
 import { registerDiskCommands } from './commands/disk.js';
 import { registerDaemonCommands } from './commands/daemon.js';
+import { registerDisplayCommands } from './commands/display.js';
 import { registerEventsCommand } from './commands/events.js';
 import { registerExecCommands } from './commands/exec.js';
 import { registerHostCommands } from './commands/host.js';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerDiskCommands(program);
   registerConsoleCommand(program);
   registerExecCommands(program);
+  registerDisplayCommands(program);
   registerLogsCommand(program);
   registerEventsCommand(program);
   registerOperationCommands(program);

@@ -29,6 +29,22 @@ export interface DiskAttachment {
   backingFiles?: string[];
 }
 
+/**
+ * Boot through firmware: the guest's own boot loader, found on the CD-ROM or
+ * the disks in boot order. `bios` is SeaBIOS; `uefi` is OVMF with the VM's
+ * own variable store (`varsFile`, default <runDir>/uefi-vars.fd), which the
+ * engine makes from the empty template on first start.
+ */
+export interface FirmwareBoot {
+  kind: 'bios' | 'uefi';
+  varsFile?: string;
+}
+
+/** A graphical console served by VNC on a Unix socket (VMs booted by firmware). */
+export interface VncDisplay {
+  socket: string;
+}
+
 export interface NicAttachment {
   id: string;
   tap: string;
@@ -41,7 +57,14 @@ export interface EngineVmConfig {
   name: string;
   cpus: number;
   memoryBytes: number;
-  boot: KernelBoot;
+  /** Direct kernel boot; absent when `firmware` boots the VM. */
+  boot?: KernelBoot;
+  /** Firmware boot (ignores `boot`); absent: direct kernel boot. */
+  firmware?: FirmwareBoot;
+  /** An ISO image attached as a read-only CD-ROM, first in boot order. The daemon checked where it comes from. */
+  cdrom?: string;
+  /** A display (VGA) and a VNC server on this Unix socket; absent: headless. */
+  vnc?: VncDisplay;
   disks: DiskAttachment[];
   nics: NicAttachment[];
   accel: Accel;
@@ -87,6 +110,12 @@ export interface VmHandle {
   stats(): Promise<VmStats>;
   /** A fresh bidirectional stream to the serial console. Output flows while it is open. */
   openConsole(): Promise<Duplex>;
+  /**
+   * Writes what the VM's display shows to `file` (in the VM's runDir, where
+   * the VM process may create files), as PNG or PPM. Absent on engines
+   * without displays; INVALID_STATE for a VM that has none.
+   */
+  screendump?(file: string, format: 'png' | 'ppm'): Promise<void>;
   /** Called once when the VM process ends, with the reason. */
   onExit(listener: (exit: VmExit) => void): void;
   /** Drops control connections without touching the VM (daemon shutting down). */

@@ -33,6 +33,7 @@ import { EngineCapabilities } from '../api/engine.js';
 import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
 import { startImageBuild } from './images/build-op.js';
+import { SCREENSHOT_TYPES } from './display.js';
 import type { StorageService } from './storage/index.js';
 import { registerStorageRoutes } from './storage/routes.js';
 
@@ -323,6 +324,11 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   app.get('/1.0/vms/:name/logs', { schema: { summary: 'Serial console log (text/plain)', params: NameParams, querystring: Type.Object({ tail: Type.Optional(Digits) }, { additionalProperties: false }) } }, async (req, reply) => {
     const tail = req.query.tail !== undefined ? Number(req.query.tail) : undefined;
     return reply.type('text/plain; charset=utf-8').send(readConsoleTail(ctx.vms.consoleLogOf(req.params.name), tail));
+  });
+
+  app.get('/1.0/vms/:name/screenshot', { schema: { summary: "What a running VM's display shows (image/png, or image/x-portable-pixmap with format=ppm)", params: NameParams, querystring: Type.Object({ format: Type.Optional(Type.Union([Type.Literal('png'), Type.Literal('ppm')])) }, { additionalProperties: false }) } }, async (req, reply) => {
+    const format = req.query.format ?? 'png';
+    return reply.type(SCREENSHOT_TYPES[format]).send(await ctx.vms.screenshot(req.params.name, format));
   });
 
   app.get('/1.0/vms/:name/console', {

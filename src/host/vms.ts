@@ -31,6 +31,9 @@ import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './consol
 import { consoleLogLimitFromEnv } from '../common/console-log/limits.js';
 import { attachGuestSide, fitCloudInitToImage } from './cloudinit/index.js';
 import { execInGuest } from './guest-exec.js';
+import { bootConfig, bootImageOf, displayOf, resolveBoot } from './boot.js';
+import { connectVnc, takeScreenshot, type ScreenshotFormat } from './display.js';
+import type { Socket } from 'node:net';
 import type { StorageService } from './storage/index.js';
 import { DiskService } from './disks/service.js';
 import { VmDiskOps } from './disks/vm-ops.js';
@@ -213,6 +216,7 @@ export class VmManager {
         uptimeSeconds: running && r.startedAt ? Math.max(0, (Date.now() - Date.parse(r.startedAt)) / 1000) : null,
         lastExit: r.lastExit,
       },
+      display: displayOf(r.spec, this.runDir(r.name)),
       createdAt: r.createdAt,
     };
   }
@@ -324,7 +328,10 @@ export class VmManager {
     taken();
     const caps = await this.usableEngine(req.engine ?? DEFAULT_ENGINE);
     // The one check of the VM's size: against the limits of the engine that will run it.
-    const spec = buildVmSpec(req, { imageNames: await this.imageNames(), engine: caps });
+    const images = await this.d.images.listImages();
+    const spec = buildVmSpec(req, { imageNames: images.map((i) => i.name), engine: caps });
+    // How it boots (kernel, bios, uefi) and the ISO it boots from, checked against the engine and the image.
+    Object.assign(spec, resolveBoot(req, { engine: caps, image: bootImageOf(images.find((i) => i.name === req.image)), hasDisks: (req.disks?.length ?? 0) > 0 || req.rootSize !== undefined, volumes: this.d.storage }));
     // Checked again after the awaits: a concurrent create may have taken the name meanwhile.
     taken();
     // Disks besides the root disk, checked against storage now; made in the operation.
@@ -462,7 +469,8 @@ export class VmManager {
       name,
       cpus: rec.spec.cpus,
       memoryBytes: rec.spec.memoryBytes,
-      boot: { kernel: image.kernel, ...(image.initrd ? { initrd: image.initrd } : {}), ...(cmdline !== undefined ? { cmdline } : {}) },
+      // The image's kernel, or firmware with the ISO, the UEFI variable store and the display (boot.ts).
+      ...bootConfig(rec.spec, image, runDir, cmdline, this.d.storage),
       disks: rec.spec.disks.length ? this.requireDisks().attachments(name, rec.spec.disks, rec.spec.engine) : [],
       nics: [],
       accel,
@@ -695,6 +703,29 @@ export class VmManager {
       try { live.handle.detach(); } catch { /* already detached */ }
     }
     this.live.clear();
+  }
+
+  // --- display ---------------------------------------------------------------
+
+  /** What the display of a running VM shows (PNG or PPM bytes). */
+  async screenshot(name: string, format: ScreenshotFormat): Promise<Buffer> {
+    return takeScreenshot(this.requireDisplay(name).handle, this.runDir(name), format);
+  }
+
+  /** A stream to the VNC server of a running VM with a display (the seam for a browser console). */
+  async openDisplay(name: string): Promise<Socket> {
+    this.requireDisplay(name);
+    return connectVnc(displayOf(this.d.store.requireVm(name).spec, this.runDir(name))!.socket);
+  }
+
+  private requireDisplay(name: string): LiveVm {
+    const rec = this.d.store.requireVm(name);
+    if (!displayOf(rec.spec, this.runDir(name))) throw new HangarError('INVALID_STATE', `VM "${name}" has no display: it boots its kernel directly and is headless (use its serial console)`, { name });
+    const live = this.live.get(name);
+    if (!live || (rec.state !== 'running' && rec.state !== 'paused')) {
+      throw new HangarError('INVALID_STATE', `VM "${name}" is ${rec.state}: its display is available while it runs`, { name, state: rec.state });
+    }
+    return live;
   }
 
   // --- console ---------------------------------------------------------------

@@ -248,6 +248,10 @@ export class MicroEngine implements Engine {
   private async configureAndBoot(c: VmmClient, config: EngineVmConfig): Promise<void> {
     // Exact: the daemon admitted only sizes that are whole 2 MiB units (MICRO_LIMITS).
     await c.putMachineConfig({ vcpu_count: config.cpus, mem_size_mib: config.memoryBytes / 2 ** 20 });
+    // hangar-vmm boots kernels only (its capabilities say so; the daemon refuses other boot modes at create).
+    if (!config.boot || config.firmware || config.cdrom !== undefined || config.vnc) {
+      throw new HangarError('UNSUPPORTED', 'the micro engine boots a kernel directly: no firmware, CD-ROM or display');
+    }
     await c.putBootSource({
       kernel_image_path: config.boot.kernel,
       ...(config.boot.initrd ? { initrd_path: config.boot.initrd } : {}),
