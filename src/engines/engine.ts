@@ -7,6 +7,7 @@
 import type { Duplex } from 'node:stream';
 import type { Accel, EngineCapabilities, EngineName } from '../api/engine.js';
 import type { ConsoleLogLimit } from '../common/console-log/limits.js';
+import type { LiveSnapshotControl } from './snapshot-control.js';
 
 export type { Accel, BootMode, EngineCapabilities, EngineLimits, EngineName } from '../api/engine.js';
 
@@ -47,6 +48,8 @@ export interface EngineVmConfig {
   consoleLog: string;
   /** How big consoleLog may grow before it is rotated (default DEFAULT_CONSOLE_LOG_LIMIT: 2 files of 8 MiB). */
   consoleLogLimit?: ConsoleLogLimit;
+  /** Start from this internal snapshot (machine state and disks) instead of booting; see src/host/snapshots/. */
+  loadSnapshot?: string;
 }
 
 /** Why a VM process ended. */
@@ -85,6 +88,8 @@ export interface VmHandle {
   onExit(listener: (exit: VmExit) => void): void;
   /** Drops control connections without touching the VM (daemon shutting down). */
   detach(): void;
+  /** Snapshots through the running process; absent when the engine has none (capabilities().snapshots). */
+  readonly snapshots?: LiveSnapshotControl;
 }
 
 export interface Engine {

@@ -29,6 +29,7 @@ import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
 import { configureImportFromOptions, imageUploads } from './images/index.js';
 import { loadEngines, loadImages } from './wiring.js';
 import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
+import { createSnapshotManager } from './snapshots/index.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
   + '               [--import-dir DIR]... [--image-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
@@ -130,8 +131,11 @@ async function main(): Promise<void> {
   const host = new HostChecker({ engines, budget: () => vms.budget() });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
+  const snapshots = createSnapshotManager({ dataDir, store, events, operations, vms, log });
+  // Snapshot operations a crash cut short are settled once the VMs they touch have been re-adopted.
+  await snapshots.reconcile();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, log };
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, log, snapshots };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);

@@ -30,6 +30,8 @@ import type { HostChecker } from './hostcheck.js';
 import { EngineCapabilities } from '../api/engine.js';
 import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
+import { registerSnapshotRoutes } from './snapshots/routes.js';
+import type { SnapshotManager } from './snapshots/manager.js';
 
 export const API_VERSION = '1.0';
 
@@ -45,6 +47,8 @@ export interface ApiContext {
   log: Logger;
   /** SHA-256 fingerprint of the TCP listener's TLS certificate, when it serves TLS (shown by GET /1.0). */
   tlsFingerprint?: string;
+  /** Snapshots and copies (absent: those routes answer UNSUPPORTED). */
+  snapshots?: SnapshotManager;
 }
 
 export interface ServerOptions {
@@ -87,7 +91,7 @@ const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) 
 const Digits = Type.String({ pattern: '^[0-9]{1,9}$' });
 const Bool = Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')]);
 
-const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody, 504: ErrorBody };
+export const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody, 504: ErrorBody };
 
 function errorReply(reply: FastifyReply, code: ErrorCode, message: string, details?: unknown): FastifyReply {
   const error: Record<string, unknown> = { code, message };
@@ -95,7 +99,7 @@ function errorReply(reply: FastifyReply, code: ErrorCode, message: string, detai
   return reply.code(ERROR_STATUS[code]).type('application/json').send({ type: 'error', error });
 }
 
-function asyncReply(reply: FastifyReply, op: Operation): FastifyReply {
+export function asyncReply(reply: FastifyReply, op: Operation): FastifyReply {
   const url = `/${API_VERSION}/operations/${op.id}`;
   return reply.code(202).header('location', url).send({ type: 'async', operation: url, metadata: op });
 }
@@ -361,6 +365,8 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
       socket.resume();
     });
   });
+
+  registerSnapshotRoutes(app as unknown as FastifyInstance, ctx);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));

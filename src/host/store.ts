@@ -66,6 +66,25 @@ const MIGRATIONS: string[] = [
      reason TEXT
    );
    CREATE INDEX events_vm ON events(vm, seq);`,
+  // Snapshots (src/host/snapshots/store.ts): finished snapshots, and the intent of each snapshot
+  // operation under way, written before any disk is touched (reconciled at daemon start).
+  `CREATE TABLE snapshots (
+     vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     memory INTEGER NOT NULL,
+     vm_state TEXT NOT NULL,
+     vm_state_bytes INTEGER NOT NULL,
+     disks TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (vm_id, name)
+   );
+   CREATE TABLE snapshot_intents (
+     id TEXT PRIMARY KEY,
+     vm_id TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     detail TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -215,6 +234,11 @@ export class Store {
 
   close(): void {
     if (this.db.open) this.db.close();
+  }
+
+  /** The database, for the stores of other areas that keep tables in this file (snapshots). */
+  get sqlite(): Database.Database {
+    return this.db;
   }
 
   // --- VMs -----------------------------------------------------------------

@@ -24,6 +24,8 @@ import { QEMU_LIMITS } from './limits.js';
 import { startConsoleLogWriter, type ConsoleLogPipe } from '../console-log/writer.js';
 import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
+import { qemuSnapshotControl } from './snapshots.js';
+import type { LiveSnapshotControl } from '../snapshot-control.js';
 import { qemuBinary, qemuVersion } from './version.js';
 import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
@@ -75,9 +77,11 @@ class QemuVmHandle extends BaseVmHandle {
   private shutdownReason: string | null = null;
   private childExit: ChildExit | null = null;
   private deadSince: number | null = null;
+  readonly snapshots: LiveSnapshotControl;
 
   constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null) {
     super(pid, identity, log, child, sandbox);
+    this.snapshots = qemuSnapshotControl({ execute: (cmd, args, opts) => this.command('snapshot', cmd, args, opts) });
     qmp.on('event', (ev: QmpEvent) => this.onEvent(ev));
     qmp.on('close', () => this.onQmpClosed());
     this.watchChild();
@@ -127,9 +131,9 @@ class QemuVmHandle extends BaseVmHandle {
     this.finish(exit);
   }
 
-  private async command<T>(what: string, cmd: string, args?: Record<string, unknown>): Promise<T> {
+  private async command<T>(what: string, cmd: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T> {
     this.usable(what);
-    return this.qmp.execute<T>(cmd, args);
+    return this.qmp.execute<T>(cmd, args, opts);
   }
 
   async pause(): Promise<void> {
@@ -214,7 +218,7 @@ export class QemuEngine implements Engine {
       // KVM only where it runs guest kernel mode natively; elsewhere TCG is faster and always works.
       defaultAccel: kvm.fullSystem ? 'kvm' : 'tcg',
       limits: QEMU_LIMITS,
-      snapshots: false,
+      snapshots: true,
       migration: false,
     };
     if (version !== null) caps.version = version;
