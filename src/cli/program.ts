@@ -13,6 +13,7 @@ import { registerOperationCommands } from './commands/operation.js';
 import { registerRemoteCommands } from './commands/remote.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
+import { registerSnapshotCommands } from './commands/snapshot.js';
 
 export const CLI_VERSION = '0.1.0';
 
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
     );
   registerUpCommand(program);
   registerVmCommands(program);
+  registerSnapshotCommands(program);
   registerConsoleCommand(program);
   registerLogsCommand(program);
   registerEventsCommand(program);
