@@ -68,13 +68,13 @@ export const qemuImgTool: OfflineDiskTool = {
     return (i.snapshots ?? []).map((s) => ({ name: String(s.name ?? ''), vmStateBytes: Number(s['vm-state-size'] ?? 0) }));
   },
   async createSnapshot(file, name) {
-    await run(['snapshot', '-f', 'qcow2', '-c', name, file], `snapshot "${name}" of ${file}`);
+    await run(['snapshot', '-c', name, file], `snapshot "${name}" of ${file}`);
   },
   async applySnapshot(file, name) {
-    await run(['snapshot', '-f', 'qcow2', '-a', name, file], `restoring snapshot "${name}" of ${file}`);
+    await run(['snapshot', '-a', name, file], `restoring snapshot "${name}" of ${file}`);
   },
   async deleteSnapshot(file, name) {
-    await run(['snapshot', '-f', 'qcow2', '-d', name, file], `deleting snapshot "${name}" of ${file}`);
+    await run(['snapshot', '-d', name, file], `deleting snapshot "${name}" of ${file}`);
   },
   async backingOf(file, opts = {}) {
     const i = await info(file, opts.shared ?? false);
