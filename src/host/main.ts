@@ -30,6 +30,7 @@ import { configureImportFromOptions, imageUploads } from './images/index.js';
 import { loadEngines, loadImages } from './wiring.js';
 import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
 import { createSnapshotManager } from './snapshots/index.js';
+import { StorageService } from './storage/index.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
   + '               [--import-dir DIR]... [--image-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
@@ -124,6 +125,8 @@ async function main(): Promise<void> {
   if (failed > 0) log.warn({ count: failed }, 'operations left running by the previous daemon marked failed');
   operations.startPruning();
   const events = new EventBus(store);
+  const storage = new StorageService({ store, dataDir, log: log.child({ component: 'storage' }) });
+  storage.recover();
   const engines = loadEngines(log);
   const images = loadImages();
   void engines.kvm(); // warm the cache: the probe takes about half a second
@@ -135,7 +138,7 @@ async function main(): Promise<void> {
   // Snapshot operations a crash cut short are settled once the VMs they touch have been re-adopted.
   await snapshots.reconcile();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, log, snapshots };
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);

@@ -32,6 +32,7 @@ import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
 import { registerSnapshotRoutes } from './snapshots/routes.js';
 import type { SnapshotManager } from './snapshots/manager.js';
+import type { StorageService } from './storage/index.js';
 
 export const API_VERSION = '1.0';
 
@@ -45,6 +46,8 @@ export interface ApiContext {
   images: ImageProvider;
   engines: EngineRegistry;
   log: Logger;
+  /** Storage pools and volumes; the storage routes are served when present. */
+  storage?: StorageService;
   /** SHA-256 fingerprint of the TCP listener's TLS certificate, when it serves TLS (shown by GET /1.0). */
   tlsFingerprint?: string;
   /** Snapshots and copies (absent: those routes answer UNSUPPORTED). */

@@ -66,6 +66,37 @@ const MIGRATIONS: string[] = [
      reason TEXT
    );
    CREATE INDEX events_vm ON events(vm, seq);`,
+  // Storage pools, volumes and which VM uses which volume (src/host/storage/records.ts).
+  `CREATE TABLE pools (
+     name TEXT PRIMARY KEY,
+     driver TEXT NOT NULL,
+     path TEXT NOT NULL,
+     quota_bytes INTEGER NOT NULL,
+     config TEXT NOT NULL DEFAULT '{}',
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE volumes (
+     pool TEXT NOT NULL REFERENCES pools(name),
+     name TEXT NOT NULL,
+     format TEXT NOT NULL,
+     size_bytes INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     backing TEXT,
+     origin TEXT,
+     description TEXT,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (pool, name)
+   );
+   CREATE TABLE volume_attachments (
+     pool TEXT NOT NULL,
+     volume TEXT NOT NULL,
+     vm TEXT NOT NULL,
+     device TEXT NOT NULL,
+     read_only INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (pool, volume, vm, device),
+     FOREIGN KEY (pool, volume) REFERENCES volumes(pool, name)
+   );
+   CREATE INDEX volume_attachments_vm ON volume_attachments(vm);`,
   // Snapshots (src/host/snapshots/store.ts): finished snapshots, and the intent of each snapshot
   // operation under way, written before any disk is touched (reconciled at daemon start).
   `CREATE TABLE snapshots (
@@ -189,6 +220,11 @@ export class Store {
     }
   }
 
+  /** The database, for modules that keep tables of their own (storage/records.ts, snapshots/store.ts); they write inside transaction(). */
+  get sqlite(): Database.Database {
+    return this.db;
+  }
+
   schemaVersion(): number {
     return this.db.pragma('user_version', { simple: true }) as number;
   }
@@ -234,11 +270,6 @@ export class Store {
 
   close(): void {
     if (this.db.open) this.db.close();
-  }
-
-  /** The database, for the stores of other areas that keep tables in this file (snapshots). */
-  get sqlite(): Database.Database {
-    return this.db;
   }
 
   // --- VMs -----------------------------------------------------------------
