@@ -134,7 +134,7 @@ async function main(): Promise<void> {
   const host = new HostChecker({ engines, budget: () => vms.budget() });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
-  const snapshots = createSnapshotManager({ dataDir, store, events, operations, vms, log });
+  const snapshots = createSnapshotManager({ store, events, operations, vms, storage, log });
   // Snapshot operations a crash cut short are settled once the VMs they touch have been re-adopted.
   await snapshots.reconcile();
 

@@ -17,8 +17,8 @@ import { EventBus } from '../../src/host/events.js';
 import { OperationManager } from '../../src/host/operations.js';
 import { HangarError } from '../../src/common/errors.js';
 import { SnapshotManager, type VmAccess } from '../../src/host/snapshots/manager.js';
-import { specDiskSource } from '../../src/host/snapshots/disks.js';
-import { dataDirVolumes } from '../../src/host/snapshots/index.js';
+import { storageDiskSource } from '../../src/host/snapshots/disks.js';
+import { StorageService } from '../../src/host/storage/index.js';
 import { qemuImgTool } from '../../src/host/snapshots/offline.js';
 import { restoreRefusal } from '../../src/host/snapshots/rules.js';
 import type { Vm, VmSpec } from '../../src/host/api/schemas.js';
@@ -28,6 +28,7 @@ const log = pino({ level: 'silent' });
 interface Fixture {
   dir: string;
   store: Store;
+  storage: StorageService;
   ops: OperationManager;
   mgr: SnapshotManager;
   vm: VmRecord;
@@ -53,13 +54,16 @@ function tags(file: string): string[] {
   return (JSON.parse(qemuImg('info', '--output=json', '-f', 'qcow2', file)) as { snapshots?: Array<{ name: string }> }).snapshots?.map((s) => s.name) ?? [];
 }
 
-function fixture(t: { after(fn: () => void): void }, disks: Array<{ name: string; readOnly?: boolean }> = [{ name: 'root' }, { name: 'data' }]): Fixture {
+async function fixture(t: { after(fn: () => void): void }, disks: Array<{ name: string; readOnly?: boolean; format?: 'raw' | 'qcow2' }> = [{ name: 'root' }, { name: 'data' }]): Promise<Fixture> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-snap-'));
   const store = new Store(dir);
   t.after(() => { store.close(); fs.rmSync(dir, { recursive: true, force: true }); });
-  const pool = path.join(dir, 'storage', 'default');
-  fs.mkdirSync(pool, { recursive: true });
-  for (const d of disks) qemuImg('create', '-q', '-f', 'qcow2', path.join(pool, `vm1-${d.name}`), '16M');
+  const storage = new StorageService({ store, dataDir: dir });
+  storage.recover();
+  for (const d of disks) {
+    await storage.createVolume({ name: `vm1-${d.name}`, format: d.format ?? 'qcow2', sizeBytes: 16 * 1024 * 1024 });
+    storage.attach(`default/vm1-${d.name}`, { vm: 'vm1', device: d.name, readOnly: d.readOnly ?? false });
+  }
   const spec = {
     image: 'tiny', engine: 'qemu', cpus: 1, memoryBytes: 128 * 1024 ** 2, cmdline: '',
     disks: disks.map((d) => ({ name: d.name, volume: `default/vm1-${d.name}`, ...(d.readOnly ? { readOnly: true } : {}) })),
@@ -82,8 +86,8 @@ function fixture(t: { after(fn: () => void): void }, disks: Array<{ name: string
     toVm: (r) => ({ id: r.id, name: r.name, state: r.state, spec: r.spec, createdAt: r.createdAt } as unknown as Vm),
     checkCreate: () => undefined,
   };
-  const mgr = new SnapshotManager({ store, events, operations: ops, vms, disks: specDiskSource(dataDirVolumes(dir)), offline: qemuImgTool, log });
-  return { dir, store, ops, mgr, vm, file: (d) => path.join(pool, `vm1-${d}`) };
+  const mgr = new SnapshotManager({ store, events, operations: ops, vms, disks: storageDiskSource(storage), offline: qemuImgTool, log });
+  return { dir, store, storage, ops, mgr, vm, file: (d) => storage.volumePath('default', `vm1-${d}`) };
 }
 
 async function done(f: Fixture, op: { id: string }): Promise<any> {
@@ -93,7 +97,7 @@ async function done(f: Fixture, op: { id: string }): Promise<any> {
 }
 
 test('a disk snapshot of a stopped VM: every writable qcow2 disk gets it, restore brings the data back, delete removes it', async (t) => {
-  const f = fixture(t, [{ name: 'root' }, { name: 'data' }, { name: 'seed', readOnly: true }]);
+  const f = await fixture(t, [{ name: 'root' }, { name: 'data' }, { name: 'seed', readOnly: true }]);
   writeMarker(f.file('data'), 0x41);
   const s = await done(f, f.mgr.create('vm1', { name: 'before' }));
   assert.equal(s.name, 'before');
@@ -122,7 +126,7 @@ test('a disk snapshot of a stopped VM: every writable qcow2 disk gets it, restor
 });
 
 test('bad requests fail at once and change nothing', async (t) => {
-  const f = fixture(t);
+  const f = await fixture(t);
   await done(f, f.mgr.create('vm1', { name: 'one' }));
   assert.throws(() => f.mgr.create('vm1', { name: 'one' }), (e: unknown) => e instanceof HangarError && e.code === 'ALREADY_EXISTS');
   assert.throws(() => f.mgr.create('vm1', { name: '12' }), (e: unknown) => e instanceof HangarError && e.code === 'INVALID_ARGUMENT');
@@ -133,15 +137,13 @@ test('bad requests fail at once and change nothing', async (t) => {
 });
 
 test('a VM with a writable raw disk cannot be snapshotted', async (t) => {
-  const f = fixture(t);
-  fs.rmSync(f.file('data'));
-  qemuImg('create', '-q', '-f', 'raw', f.file('data'), '16M');
+  const f = await fixture(t, [{ name: 'root' }, { name: 'data', format: 'raw' }]);
   assert.throws(() => f.mgr.create('vm1', {}), (e: unknown) => e instanceof HangarError && e.code === 'UNSUPPORTED' && /raw/.test(e.message));
   assert.deepEqual(tags(f.file('root')), []);
 });
 
 test('restore is refused while it would lose unsaved data, unless forced', async (t) => {
-  const f = fixture(t);
+  const f = await fixture(t);
   writeMarker(f.file('data'), 0x41);
   await done(f, f.mgr.create('vm1', { name: 'a' }));
   // The VM ran after the snapshot: its last exit is later.
@@ -166,7 +168,7 @@ test('the refusal rule', () => {
 });
 
 test('copy from a snapshot and from the current disks: new volumes with the right data, the source untouched', async (t) => {
-  const f = fixture(t);
+  const f = await fixture(t);
   writeMarker(f.file('data'), 0x41);
   await done(f, f.mgr.create('vm1', { name: 'a' }));
   writeMarker(f.file('data'), 0x42);
@@ -177,19 +179,20 @@ test('copy from a snapshot and from the current disks: new volumes with the righ
   assert.equal(vm2.state, 'stopped');
   const disks2 = (vm2.spec as VmSpec & { disks: Array<{ name: string; volume: string }> }).disks;
   assert.deepEqual(disks2.map((d) => d.volume), ['default/vm2-root', 'default/vm2-data']);
-  const data2 = path.join(f.dir, 'storage', 'default', 'vm2-data');
+  const data2 = f.storage.volumePath('default', 'vm2-data');
+  assert.deepEqual(f.storage.requireVolume('default', 'vm2-data').attachments, [{ vm: 'vm2', device: 'data', readOnly: false }]);
   assert.ok(hasMarker(data2, 0x41), 'the copy has the snapshot\'s data');
   assert.deepEqual(tags(data2), [], 'the copy has none of the source\'s snapshots');
   assert.equal(fs.statSync(data2).mode & 0o777, 0o600);
 
   await done(f, f.mgr.copy('vm1', { name: 'vm3' }));
-  assert.ok(hasMarker(path.join(f.dir, 'storage', 'default', 'vm3-data'), 0x42), 'a copy of the current state has the current data');
+  assert.ok(hasMarker(f.storage.volumePath('default', 'vm3-data'), 0x42), 'a copy of the current state has the current data');
   assert.ok(hasMarker(f.file('data'), 0x42));
   assert.throws(() => f.mgr.copy('vm1', { name: 'vm3' }), (e: unknown) => e instanceof HangarError && e.code === 'ALREADY_EXISTS');
 });
 
 test('deleting a VM deletes its snapshot records', async (t) => {
-  const f = fixture(t);
+  const f = await fixture(t);
   await done(f, f.mgr.create('vm1', { name: 'a' }));
   assert.equal(f.mgr.snaps.list(f.vm.id).length, 1);
   f.store.deleteVm('vm1');
@@ -203,7 +206,7 @@ function diskRecs(f: Fixture, names = ['root', 'data']) {
 }
 
 test('an interrupted create is undone when some disk lacks the snapshot, kept when every disk has it', async (t) => {
-  const f = fixture(t);
+  const f = await fixture(t);
   // Crash after the first disk: undone.
   qemuImg('snapshot', '-c', 'half', f.file('root'));
   f.mgr.snaps.addIntent(f.vm.id, { kind: 'create', vm: 'vm1', snapshot: 'half', memory: false, vmState: 'stopped', disks: diskRecs(f), jobId: null, createdAt: new Date().toISOString() });
@@ -221,7 +224,7 @@ test('an interrupted create is undone when some disk lacks the snapshot, kept wh
 });
 
 test('an interrupted delete and an interrupted restore are finished', async (t) => {
-  const f = fixture(t);
+  const f = await fixture(t);
   writeMarker(f.file('root'), 0x41);
   writeMarker(f.file('data'), 0x41);
   await done(f, f.mgr.create('vm1', { name: 'a' }));
@@ -243,7 +246,7 @@ test('an interrupted delete and an interrupted restore are finished', async (t) 
 });
 
 test('an interrupted copy is undone: its files go, no VM is recorded', async (t) => {
-  const f = fixture(t);
+  const f = await fixture(t);
   const partial = path.join(f.dir, 'storage', 'default', 'vm9-root');
   qemuImg('create', '-q', '-f', 'qcow2', partial, '16M');
   f.mgr.snaps.addIntent(f.vm.id, { kind: 'copy', vm: 'vm1', snapshot: null, target: 'vm9', files: [partial, path.join(f.dir, 'storage', 'default', 'vm9-data')] });

@@ -10,8 +10,9 @@
  * A disk-only snapshot of a running VM uses a QMP `transaction` of
  * `blockdev-snapshot-internal-sync` actions: all disks in one atomic step.
  *
- * QEMU names block nodes itself (`#blockNNN`); a disk is found through its
- * BlockBackend, which cmdline.ts names `disk-<id>`.
+ * A disk is found by the name cmdline.ts gives it, `disk-<id>`: the node
+ * name of its format node (-blockdev), or the name of its BlockBackend
+ * (-drive, whose nodes QEMU names itself, `#blockNNN`).
  */
 import { HangarError } from '../../common/errors.js';
 import type { DiskSnapshotInfo, LiveSnapshotControl, LiveSnapshotTarget, SnapshotJobOutcome, SnapshotJobProgress } from '../snapshot-control.js';
@@ -40,7 +41,7 @@ interface QueryJobEntry {
   error?: string;
 }
 
-/** The BlockBackend name cmdline.ts gives a disk. */
+/** The name cmdline.ts gives a disk's format node (or BlockBackend). */
 export const backendName = (diskId: string): string => `disk-${diskId}`;
 
 /** How often a running job is looked at. */
@@ -54,26 +55,32 @@ async function queryBlock(qmp: QmpExecutor): Promise<QueryBlockEntry[]> {
   return (await qmp.execute<QueryBlockEntry[]>('query-block')) ?? [];
 }
 
-/** Node names of the given disks (QEMU's own names), in order; INVALID_STATE when one is missing. */
+/** The query-block entry of each disk, by disk id; INVALID_STATE when the process lacks one. */
+async function entries(qmp: QmpExecutor, disks: string[]): Promise<Map<string, QueryBlockEntry>> {
+  const all = await queryBlock(qmp);
+  const out = new Map<string, QueryBlockEntry>();
+  for (const id of disks) {
+    const name = backendName(id);
+    const e = all.find((b) => b.inserted?.['node-name'] === name) ?? all.find((b) => b.device === name);
+    if (!e?.inserted?.['node-name']) throw new HangarError('INVALID_STATE', `the VM process has no disk "${id}"`, { disk: id });
+    out.set(id, e);
+  }
+  return out;
+}
+
+/** Node names of the given disks, in order. */
 export async function nodeNames(qmp: QmpExecutor, disks: string[]): Promise<string[]> {
-  const byBackend = new Map<string, QueryBlockEntry>();
-  for (const b of await queryBlock(qmp)) if (b.device) byBackend.set(b.device, b);
-  return disks.map((id) => {
-    const node = byBackend.get(backendName(id))?.inserted?.['node-name'];
-    if (!node) throw new HangarError('INVALID_STATE', `the VM process has no disk "${id}"`, { disk: id });
-    return node;
-  });
+  const found = await entries(qmp, disks);
+  return disks.map((id) => found.get(id)!.inserted!['node-name']!);
 }
 
 export async function listDiskSnapshots(qmp: QmpExecutor, disks: string[]): Promise<Map<string, DiskSnapshotInfo[]>> {
-  const wanted = new Set(disks.map(backendName));
+  const found = await entries(qmp, disks);
   const out = new Map<string, DiskSnapshotInfo[]>();
-  for (const b of await queryBlock(qmp)) {
-    if (!b.device || !wanted.has(b.device)) continue;
+  for (const [id, b] of found) {
     const snaps = b.inserted?.image?.snapshots ?? [];
-    out.set(b.device.slice('disk-'.length), snaps.map((s) => ({ name: String(s.name ?? ''), vmStateBytes: Number(s['vm-state-size'] ?? 0) })));
+    out.set(id, snaps.map((x) => ({ name: String(x.name ?? ''), vmStateBytes: Number(x['vm-state-size'] ?? 0) })));
   }
-  for (const d of disks) if (!out.has(d)) throw new HangarError('INVALID_STATE', `the VM process has no disk "${d}"`, { disk: d });
   return out;
 }
 
@@ -135,8 +142,8 @@ export function qemuSnapshotControl(qmp: QmpExecutor): LiveSnapshotControl {
       await runJob(qmp, `delete of snapshot "${name}"`, 'snapshot-delete', { 'job-id': jobId, tag: name, devices });
     },
     async saveDisksOnly(name, disks) {
-      await nodeNames(qmp, disks); // a clear error for a disk the process does not have
-      const actions = disks.map((d) => ({ type: 'blockdev-snapshot-internal-sync', data: { device: backendName(d), name } }));
+      const nodes = await nodeNames(qmp, disks);
+      const actions = nodes.map((node) => ({ type: 'blockdev-snapshot-internal-sync', data: { device: node, name } }));
       await qmp.execute('transaction', { actions }, { timeoutMs: 120_000 });
     },
     list: (disks) => listDiskSnapshots(qmp, disks),

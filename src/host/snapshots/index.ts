@@ -2,45 +2,25 @@
  * Snapshots as the daemon assembles them (src/host/main.ts): the manager
  * over the VM manager, the VM disks' files and qemu-img.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Logger } from '../../common/log.js';
 import type { EventBus } from '../events.js';
 import type { OperationManager } from '../operations.js';
 import type { Store } from '../store.js';
-import { specDiskSource, type VolumeResolver } from './disks.js';
+import type { StorageService } from '../storage/index.js';
+import { storageDiskSource } from './disks.js';
 import { SnapshotManager, type VmAccess } from './manager.js';
 import { qemuImgTool } from './offline.js';
 
 export { SnapshotManager } from './manager.js';
 
 export interface SnapshotWiring {
-  dataDir: string;
   store: Store;
   events: EventBus;
   operations: OperationManager;
   vms: VmAccess;
   log: Logger;
-  /** Where volumes live (the storage area's resolver); files under <dataDir>/storage/<pool>/ by default. */
-  volumes?: VolumeResolver;
-}
-
-/** Volumes "pool/name" as files <dataDir>/storage/<pool>/<name>; qcow2 unless the file says otherwise. */
-export function dataDirVolumes(dataDir: string): VolumeResolver {
-  return {
-    fileOf(volume: string) {
-      const [pool, name] = volume.includes('/') ? volume.split('/', 2) as [string, string] : ['default', volume];
-      const file = path.join(dataDir, 'storage', pool, name);
-      let format: 'raw' | 'qcow2' = 'qcow2';
-      try {
-        const head = Buffer.alloc(4);
-        const fd = fs.openSync(file, 'r');
-        try { fs.readSync(fd, head, 0, 4, 0); } finally { fs.closeSync(fd); }
-        if (head.toString('latin1') !== 'QFI\xfb') format = 'raw';
-      } catch { /* not there (yet): a copy's target */ }
-      return { path: file, format };
-    },
-  };
+  /** Pools and volumes: where the VMs' disks are. */
+  storage: StorageService;
 }
 
 export function createSnapshotManager(w: SnapshotWiring): SnapshotManager {
@@ -49,7 +29,7 @@ export function createSnapshotManager(w: SnapshotWiring): SnapshotManager {
     events: w.events,
     operations: w.operations,
     vms: w.vms,
-    disks: specDiskSource(w.volumes ?? dataDirVolumes(w.dataDir)),
+    disks: storageDiskSource(w.storage),
     offline: qemuImgTool,
     log: w.log.child({ component: 'snapshots' }),
   });

@@ -47,12 +47,24 @@ export interface VmAccess {
   checkCreate(name: string, want: { cpus: number; memoryBytes: number }): void;
 }
 
-/** Where a VM's disks are, and where a copy's go (the VM-disk area, src/host/vmdisks, provides it). */
+/** A new volume claimed for a copy's disk: its file is written, then commit() or release(). */
+export interface CopyTarget {
+  volume: string;
+  path: string;
+  /** Makes the volume ready and the new VM's (call inside the transaction that records the VM). */
+  commit(): void;
+  /** Drops the claim (the copy failed). */
+  release(): void;
+}
+
+/** Where a VM's disks are, and where a copy's go (over the storage service: disks.ts). */
 export interface DiskSource {
   /** The VM's disks, root first, as files. */
   disksOf(rec: VmRecord): VmDiskFile[];
-  /** The volume and file a copy of `disk` gets in the new VM `vm`. */
-  copyTarget(vm: string, disk: VmDiskFile): { volume: string; path: string };
+  /** Claims the new volume a copy of `disk` gets in the new VM `vm`; `from` says what it is copied from. */
+  claimCopy(vm: string, disk: VmDiskFile, from: string): CopyTarget;
+  /** Records that the new VM `vm` uses the read-only `disk` too (inside the transaction that records the VM). */
+  shareReadOnly(vm: string, disk: VmDiskFile): void;
   /** The new VM's spec: the source's, with each copied disk on its new volume (disk name → volume). */
   copySpec(spec: VmSpec, volumes: Map<string, string>): VmSpec;
 }
@@ -394,9 +406,13 @@ export class SnapshotManager {
       if (src.state !== 'stopped' && src.state !== 'crashed') throw new HangarError('INVALID_STATE', `VM "${source}" is ${src.state}: copy a stopped VM`, { vm: source, state: src.state });
       writable = snapshotDisks(source, all);
     }
-    const plan = writable.map((x) => ({ disk: x, to: this.d.disks.copyTarget(target, x) }));
-    for (const p of plan) {
-      if (fs.existsSync(p.to.path)) throw new HangarError('ALREADY_EXISTS', `volume ${p.to.volume} already exists`, { volume: p.to.volume });
+    const from = (x: VmDiskFile): string => `${x.volume}${snapshot !== null ? `@${snapshot}` : ''}`;
+    const plan: Array<{ disk: VmDiskFile; to: CopyTarget }> = [];
+    try {
+      for (const x of writable) plan.push({ disk: x, to: this.d.disks.claimCopy(target, x, from(x)) });
+    } catch (e) {
+      for (const p of plan) p.to.release();
+      throw e;
     }
     const intent = this.snaps.addIntent(src.id, { kind: 'copy', vm: source, snapshot, target, files: plan.map((p) => p.to.path) });
     this.stepReached('copy:intent', progress);
@@ -412,6 +428,8 @@ export class SnapshotManager {
       };
       this.d.store.transaction(() => {
         this.d.store.insertVm(rec);
+        for (const p of plan) p.to.commit();
+        for (const x of all.filter((y) => y.readOnly)) this.d.disks.shareReadOnly(target, x);
         this.d.events.emit(target, 'created', `copy of ${snapshot !== null ? `${source}/${snapshot}` : source}`);
         this.snaps.removeIntent(intent.id);
       });
@@ -419,6 +437,7 @@ export class SnapshotManager {
       return this.d.vms.toVm(rec);
     } catch (e) {
       this.undoCopy(plan.map((p) => p.to.path));
+      for (const p of plan) p.to.release();
       this.snaps.removeIntent(intent.id);
       throw e;
     }
