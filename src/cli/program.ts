@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 import { registerConsoleCommand } from './commands/console.js';
+import { registerDiskCommands } from './commands/disk.js';
 import { registerDaemonCommands } from './commands/daemon.js';
 import { registerEventsCommand } from './commands/events.js';
 import { registerHostCommands } from './commands/host.js';
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   registerUpCommand(program);
   registerVmCommands(program);
   registerSnapshotCommands(program);
+  registerDiskCommands(program);
   registerConsoleCommand(program);
   registerLogsCommand(program);
   registerEventsCommand(program);

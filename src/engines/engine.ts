@@ -24,6 +24,8 @@ export interface DiskAttachment {
   format: 'raw' | 'qcow2';
   readOnly?: boolean;
   serial?: string;
+  /** Files below `path` in its qcow2 backing chain (an image's base disk): the VM reads them, never writes them. */
+  backingFiles?: string[];
 }
 
 export interface NicAttachment {
@@ -90,6 +92,12 @@ export interface VmHandle {
   detach(): void;
   /** Snapshots through the running process; absent when the engine has none (capabilities().snapshots). */
   readonly snapshots?: LiveSnapshotControl;
+  /** Hot-plugs a disk into the running guest (absent: the engine cannot; the VM must be stopped). */
+  attachDisk?(disk: DiskAttachment): Promise<void>;
+  /** Unplugs a disk: resolves once the guest has let it go and the engine has closed its file. */
+  detachDisk?(id: string): Promise<void>;
+  /** Tells the running VM that a disk's file has grown to `sizeBytes` (the guest sees the new capacity). */
+  resizeDisk?(id: string, sizeBytes: number): Promise<void>;
 }
 
 export interface Engine {

@@ -130,7 +130,7 @@ async function main(): Promise<void> {
   const engines = loadEngines(log);
   const images = loadImages();
   void engines.kvm(); // warm the cache: the probe takes about half a second
-  const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, log: log.child({ component: 'vms' }) });
+  const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, log: log.child({ component: 'vms' }) });
   const host = new HostChecker({ engines, budget: () => vms.budget() });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();

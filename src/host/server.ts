@@ -17,7 +17,9 @@ import { HangarError, ERROR_STATUS, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import {
   type Image as ImageT, ImageName, ImageImportRequest, VmName, VmCreateRequest, VmStateRequest, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
+  VmDiskInfo, DiskAttachRequest,
 } from './api/schemas.js';
+import { DEVICE_ID_PATTERN } from '../api/names.js';
 import { bearerMatches, AuthFailureLimiter } from './auth.js';
 import { imageUploads, importPolicy, usedImageBytes, type UploadPart } from './images/index.js';
 import type { Readable } from 'node:stream';
@@ -301,6 +303,15 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     const force = req.query.force === 'true' || req.query.force === '1';
     return asyncReply(reply, ctx.vms.delete(req.params.name, force));
   });
+
+  // A VM's disks (docs/api.md, "Disks"): attach and detach are operations (hot-plug on a running QEMU VM).
+  const DiskParams = Type.Object({ name: VmName, disk: Type.String({ pattern: DEVICE_ID_PATTERN }) });
+  app.get('/1.0/vms/:name/disks', { schema: { summary: "A VM's disks", params: NameParams, response: { 200: syncOf(Type.Array(VmDiskInfo)), ...errors } } }, async (req) =>
+    ({ type: 'sync' as const, metadata: ctx.vms.diskOps.list(req.params.name) }));
+  app.post('/1.0/vms/:name/disks', { schema: { summary: 'Attach a disk (a new volume or an existing one)', params: NameParams, body: DiskAttachRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
+    asyncReply(reply, ctx.vms.diskOps.attach(req.params.name, req.body)));
+  app.delete('/1.0/vms/:name/disks/:disk', { schema: { summary: 'Detach a disk (its volume is kept)', params: DiskParams, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
+    asyncReply(reply, ctx.vms.diskOps.detach(req.params.name, req.params.disk)));
 
   app.put('/1.0/vms/:name/state', { schema: { summary: 'Start, stop, restart, pause or resume a VM', params: NameParams, body: VmStateRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
     asyncReply(reply, ctx.vms.changeState(req.params.name, req.body)));

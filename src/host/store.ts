@@ -134,7 +134,8 @@ function vmFromRow(r: VmRow): VmRecord {
   return {
     id: r.id,
     name: r.name,
-    spec: JSON.parse(r.spec) as VmSpec,
+    // Records written before VMs had disks have none.
+    spec: { disks: [], ...(JSON.parse(r.spec) as Partial<VmSpec>) } as VmSpec,
     state: r.state as VmStateName,
     pid: r.pid,
     accel: r.accel as VmRecord['accel'],
@@ -316,6 +317,15 @@ export class Store {
         .prepare('UPDATE vms SET state = ?, pid = ?, accel = ?, started_at = ?, last_exit = ? WHERE name = ?')
         .run(next.state, next.pid, next.accel, next.startedAt, next.lastExit ? JSON.stringify(next.lastExit) : null, name);
       return next;
+    });
+  }
+
+  /** Replaces a VM's spec (its disks changed). */
+  setVmSpec(name: string, spec: VmSpec): VmRecord {
+    return this.transaction(() => {
+      const cur = this.requireVm(name);
+      this.db.prepare('UPDATE vms SET spec = ? WHERE name = ?').run(JSON.stringify(spec), name);
+      return { ...cur, spec };
     });
   }
 
