@@ -14,16 +14,7 @@ import type { VmRecord } from '../store.js';
 import type { CopyTarget, DiskSource } from './manager.js';
 import type { VmDiskFile } from './rules.js';
 
-/** A disk as a VM's spec names it. */
-interface SpecDisk {
-  name: string;
-  volume: string;
-  readOnly?: boolean;
-}
-
-function specDisks(spec: VmSpec): SpecDisk[] {
-  return ((spec as VmSpec & { disks?: SpecDisk[] }).disks ?? []);
-}
+const specDisks = (spec: VmSpec): VmSpec['disks'] => spec.disks ?? [];
 
 export function storageDiskSource(storage: StorageService): DiskSource {
   return {
@@ -55,7 +46,7 @@ export function storageDiskSource(storage: StorageService): DiskSource {
     },
     copySpec(spec: VmSpec, copied: Map<string, string>): VmSpec {
       const disks = specDisks(spec).map((d) => (copied.has(d.name) ? { ...d, volume: copied.get(d.name)! } : { ...d }));
-      return { ...spec, disks } as VmSpec;
+      return { ...spec, disks };
     },
   };
 }
