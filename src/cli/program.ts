@@ -12,6 +12,7 @@ import { registerImageCommands } from './commands/image.js';
 import { registerLogsCommand } from './commands/logs.js';
 import { registerOperationCommands } from './commands/operation.js';
 import { registerRemoteCommands } from './commands/remote.js';
+import { registerStorageCommands } from './commands/storage.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
 import { registerSnapshotCommands } from './commands/snapshot.js';
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   registerEventsCommand(program);
   registerOperationCommands(program);
   registerImageCommands(program);
+  registerStorageCommands(program);
   registerHostCommands(program);
   registerDaemonCommands(program);
   registerRemoteCommands(program);

@@ -18,6 +18,7 @@ import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { dataDir as defaultDataDir, projectRoot } from '../common/paths.js';
 import { HangarError } from '../common/errors.js';
+import { parseSize } from '../common/sizes.js';
 import { DEFAULT_EVENTS_KEEP, Store } from './store.js';
 import { OperationManager } from './operations.js';
 import { EventBus } from './events.js';
@@ -31,9 +32,10 @@ import { loadEngines, loadImages } from './wiring.js';
 import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
 import { createSnapshotManager } from './snapshots/index.js';
 import { StorageService } from './storage/index.js';
+import { volumeJobs } from './storage/routes.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
-  + '               [--import-dir DIR]... [--image-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
+  + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
 
 function parseEventsKeep(v: string | undefined): number {
   if (v === undefined) return DEFAULT_EVENTS_KEEP;
@@ -78,6 +80,7 @@ async function main(): Promise<void> {
       'insecure-http': { type: 'boolean' },
       'import-dir': { type: 'string', multiple: true },
       'image-quota': { type: 'string' },
+      'pool-quota': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -125,8 +128,13 @@ async function main(): Promise<void> {
   if (failed > 0) log.warn({ count: failed }, 'operations left running by the previous daemon marked failed');
   operations.startPruning();
   const events = new EventBus(store);
-  const storage = new StorageService({ store, dataDir, log: log.child({ component: 'storage' }) });
+  const storage = new StorageService({
+    store, dataDir, log: log.child({ component: 'storage' }),
+    ...(values['pool-quota'] !== undefined ? { defaultQuotaBytes: parseSize(values['pool-quota'], '--pool-quota') } : {}),
+  });
   storage.recover();
+  // --pool-quota: the default pool's quota (and that of pools created without one).
+  if (values['pool-quota'] !== undefined) storage.setPoolQuota('default', parseSize(values['pool-quota'], '--pool-quota'));
   const engines = loadEngines(log);
   const images = loadImages();
   void engines.kvm(); // warm the cache: the probe takes about half a second
@@ -171,6 +179,7 @@ async function main(): Promise<void> {
     vms.shutdown();
     operations.stopPruning();
     imageUploads(operations).abortAll('the daemon is stopping');
+    volumeJobs(storage, operations).abortAll('the daemon is stopping');
     await Promise.allSettled(servers.map(async (s) => {
       const closing = s.close();
       s.server.closeAllConnections();

@@ -35,6 +35,7 @@ import { deleteUnusedImage } from './image-delete.js';
 import { registerSnapshotRoutes } from './snapshots/routes.js';
 import type { SnapshotManager } from './snapshots/manager.js';
 import type { StorageService } from './storage/index.js';
+import { registerStorageRoutes } from './storage/routes.js';
 
 export const API_VERSION = '1.0';
 
@@ -381,6 +382,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   });
 
   registerSnapshotRoutes(app as unknown as FastifyInstance, ctx);
+  if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));

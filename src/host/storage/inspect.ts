@@ -50,6 +50,8 @@ export interface InspectOptions {
   /** Run qemu-img check on every qcow2 of the chain (default true). */
   check?: boolean;
   signal?: AbortSignal;
+  /** How messages name the image (default: its path), e.g. "the uploaded file". */
+  displayName?: string;
 }
 
 export interface InspectedLayer {
@@ -253,16 +255,17 @@ export async function inspectDiskImage(file: string, opts: InspectOptions): Prom
   }
   const roots = realRoots(opts.allowedRoots);
   const maxChain = opts.maxChainLength ?? 8;
-  const top = await inspectLayer(real, file, opts.format, true, roots, opts);
+  const shown = opts.displayName ?? file;
+  const top = await inspectLayer(real, shown, opts.format, true, roots, opts);
   const chain: InspectedLayer[] = [];
   const seen = new Set<string>([real]);
   let cur: LayerResult = top;
   while (cur.backing) {
     const next = cur.backing;
-    if (seen.has(next.path)) throw refuse('backing-loop', file, `its backing chain loops back to ${next.path}`);
-    if (chain.length >= maxChain) throw refuse('chain-too-long', file, `its backing chain is longer than ${maxChain} files`);
+    if (seen.has(next.path)) throw refuse('backing-loop', shown, `its backing chain loops back to ${next.path}`);
+    if (chain.length >= maxChain) throw refuse('chain-too-long', shown, `its backing chain is longer than ${maxChain} files`);
     seen.add(next.path);
-    cur = await inspectLayer(next.path, `${next.path} (in the backing chain of ${file})`, next.format, false, roots, opts);
+    cur = await inspectLayer(next.path, `${next.path} (in the backing chain of ${shown})`, next.format, false, roots, opts);
     chain.push({ path: cur.path, format: cur.format, virtualBytes: cur.virtualBytes, fileBytes: cur.fileBytes });
   }
   const out: DiskImageInspection = { path: top.path, format: top.format, virtualBytes: top.virtualBytes, fileBytes: top.fileBytes, chain };

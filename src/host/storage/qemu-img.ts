@@ -109,8 +109,14 @@ export function runQemuImg(args: string[], opts: RunOptions = {}): Promise<RunRe
           resolve({ stdout, stderr, exitCode });
           return;
         }
-        const message = readableQemuImgError(stderr || (child.signalCode ? `killed by ${child.signalCode}` : e.message));
-        reject(new HangarError(codeFor(message, opts.failCode ?? 'INTERNAL'), `qemu-img ${sub}: ${message}`, { exitCode, ...(child.signalCode ? { signal: child.signalCode } : {}) }));
+        // Killed from outside (OOM killer, an admin): not the request's fault, whatever it printed before.
+        const signal = child.signalCode ?? (exitCode > 128 ? `signal ${exitCode - 128}` : null);
+        if (signal) {
+          reject(new HangarError('INTERNAL', `qemu-img ${sub} was killed by ${signal === 'signal 9' ? 'SIGKILL' : signal} before it finished`, { exitCode, signal }));
+          return;
+        }
+        const message = readableQemuImgError(stderr || e.message);
+        reject(new HangarError(codeFor(message, opts.failCode ?? 'INTERNAL'), `qemu-img ${sub}: ${message}`, { exitCode }));
       },
     );
     const timer = setTimeout(() => {
