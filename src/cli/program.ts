@@ -17,6 +17,7 @@ import { registerRemoteCommands } from './commands/remote.js';
 import { registerStorageCommands } from './commands/storage.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
+import { registerSnapshotCommands } from './commands/snapshot.js';
 
 export const CLI_VERSION = '0.1.0';
 
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
     );
   registerUpCommand(program);
   registerVmCommands(program);
+  registerSnapshotCommands(program);
   registerDiskCommands(program);
   registerConsoleCommand(program);
   registerExecCommands(program);

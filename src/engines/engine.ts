@@ -8,6 +8,7 @@ import type { Duplex } from 'node:stream';
 import type { Accel, EngineCapabilities, EngineName } from '../api/engine.js';
 import type { ConsoleLogLimit } from '../common/console-log/limits.js';
 import type { GuestExecRequest, GuestExecResult } from './guest.js';
+import type { LiveSnapshotControl } from './snapshot-control.js';
 
 export type { GuestExecRequest, GuestExecResult } from './guest.js';
 export type { Accel, BootMode, EngineCapabilities, EngineLimits, EngineName } from '../api/engine.js';
@@ -76,6 +77,8 @@ export interface EngineVmConfig {
   consoleLogLimit?: ConsoleLogLimit;
   /** A guest agent channel (QEMU: virtio-serial port org.qemu.guest_agent.0) behind this Unix socket, for exec(). */
   guestAgent?: { socket: string };
+  /** Start from this internal snapshot (machine state and disks) instead of booting; see src/host/snapshots/. */
+  loadSnapshot?: string;
 }
 
 /** Why a VM process ended. */
@@ -125,6 +128,8 @@ export interface VmHandle {
    * had a guestAgent). AGENT_UNAVAILABLE when no agent answers.
    */
   exec?(req: GuestExecRequest): Promise<GuestExecResult>;
+  /** Snapshots through the running process; absent when the engine has none (capabilities().snapshots). */
+  readonly snapshots?: LiveSnapshotControl;
   /** Hot-plugs a disk into the running guest (absent: the engine cannot; the VM must be stopped). */
   attachDisk?(disk: DiskAttachment): Promise<void>;
   /** Unplugs a disk: resolves once the guest has let it go and the engine has closed its file. */

@@ -30,6 +30,7 @@ import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
 import { configureImportFromOptions, imageUploads } from './images/index.js';
 import { loadEngines, loadImages } from './wiring.js';
 import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
+import { createSnapshotManager } from './snapshots/index.js';
 import { StorageService } from './storage/index.js';
 import { volumeJobs } from './storage/routes.js';
 
@@ -141,8 +142,11 @@ async function main(): Promise<void> {
   const host = new HostChecker({ engines, budget: () => vms.budget() });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
+  const snapshots = createSnapshotManager({ store, events, operations, vms, storage, log });
+  // Snapshot operations a crash cut short are settled once the VMs they touch have been re-adopted.
+  await snapshots.reconcile();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log };
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);

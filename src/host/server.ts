@@ -34,6 +34,8 @@ import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
 import { startImageBuild } from './images/build-op.js';
 import { SCREENSHOT_TYPES } from './display.js';
+import { registerSnapshotRoutes } from './snapshots/routes.js';
+import type { SnapshotManager } from './snapshots/manager.js';
 import type { StorageService } from './storage/index.js';
 import { registerStorageRoutes } from './storage/routes.js';
 
@@ -53,6 +55,8 @@ export interface ApiContext {
   storage?: StorageService;
   /** SHA-256 fingerprint of the TCP listener's TLS certificate, when it serves TLS (shown by GET /1.0). */
   tlsFingerprint?: string;
+  /** Snapshots and copies (absent: those routes answer UNSUPPORTED). */
+  snapshots?: SnapshotManager;
 }
 
 export interface ServerOptions {
@@ -95,7 +99,7 @@ const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) 
 const Digits = Type.String({ pattern: '^[0-9]{1,9}$' });
 const Bool = Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')]);
 
-const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody, 504: ErrorBody };
+export const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody, 504: ErrorBody };
 
 function errorReply(reply: FastifyReply, code: ErrorCode, message: string, details?: unknown): FastifyReply {
   const error: Record<string, unknown> = { code, message };
@@ -390,6 +394,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     });
   });
 
+  registerSnapshotRoutes(app as unknown as FastifyInstance, ctx);
   if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>

@@ -97,6 +97,25 @@ const MIGRATIONS: string[] = [
      FOREIGN KEY (pool, volume) REFERENCES volumes(pool, name)
    );
    CREATE INDEX volume_attachments_vm ON volume_attachments(vm);`,
+  // Snapshots (src/host/snapshots/store.ts): finished snapshots, and the intent of each snapshot
+  // operation under way, written before any disk is touched (reconciled at daemon start).
+  `CREATE TABLE snapshots (
+     vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     memory INTEGER NOT NULL,
+     vm_state TEXT NOT NULL,
+     vm_state_bytes INTEGER NOT NULL,
+     disks TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (vm_id, name)
+   );
+   CREATE TABLE snapshot_intents (
+     id TEXT PRIMARY KEY,
+     vm_id TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     detail TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -202,7 +221,7 @@ export class Store {
     }
   }
 
-  /** The database, for modules that keep tables of their own (storage/records.ts); they write inside transaction(). */
+  /** The database, for modules that keep tables of their own (storage/records.ts, snapshots/store.ts); they write inside transaction(). */
   get sqlite(): Database.Database {
     return this.db;
   }

@@ -447,7 +447,7 @@ export class VmManager {
 
   // --- the steps, called under the VM's lock -------------------------------
 
-  private async doStart(name: string, progress?: ReportProgress): Promise<void> {
+  private async doStart(name: string, progress?: ReportProgress, loadSnapshot?: string): Promise<void> {
     const rec = this.d.store.requireVm(name);
     const engine = this.d.engines.get(rec.spec.engine);
     const caps = await this.usableEngine(rec.spec.engine);
@@ -477,6 +477,7 @@ export class VmManager {
       runDir,
       consoleLog: this.consoleLog(name),
       consoleLogLimit: consoleLogLimitFromEnv(),
+      ...(loadSnapshot !== undefined ? { loadSnapshot } : {}),
     };
     // The cloud-init seed (cloud images) and the guest agent channel.
     await attachGuestSide(config, rec, image, caps);
@@ -559,6 +560,38 @@ export class VmManager {
     const live = this.live.get(name);
     if (!live) throw new HangarError('INVALID_STATE', `VM "${name}" has no running process`, { name });
     return live;
+  }
+
+  // --- for snapshots (src/host/snapshots/manager.ts, VmAccess) --------------
+
+  /** Runs fn under the VM's lock, ordered with every other action on that VM. */
+  withVmLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.withLock(name, fn);
+  }
+
+  /** The VM's process, if this daemon holds one. */
+  liveHandle(name: string): VmHandle | null {
+    return this.live.get(name)?.handle ?? null;
+  }
+
+  /** Under the VM's lock: starts it, from an internal snapshot when `loadSnapshot` names one. */
+  startLocked(name: string, progress?: ReportProgress, loadSnapshot?: string): Promise<void> {
+    return this.doStart(name, progress, loadSnapshot);
+  }
+
+  /** Under the VM's lock: ends its process at once. */
+  killLocked(name: string): Promise<void> {
+    return this.doStop(name, true, 0);
+  }
+
+  /** Under the VM's lock: resumes a paused VM. */
+  resumeLocked(name: string): Promise<void> {
+    return this.doResume(name);
+  }
+
+  /** Throws when one more VM of this size may not be defined (a copy). */
+  checkCreate(name: string, want: { cpus: number; memoryBytes: number }): void {
+    this.admission.checkCreate(name, want);
   }
 
   // --- supervision ---------------------------------------------------------

@@ -123,6 +123,7 @@ export function validateConfig(c: EngineVmConfig): void {
     if (c.boot.cmdline !== undefined && /[\0\n\r]/.test(c.boot.cmdline)) invalid('kernel command line contains a control character');
   }
   if (c.cdrom !== undefined) checkPath('cdrom', c.cdrom);
+  if (c.loadSnapshot !== undefined && !/^[A-Za-z][A-Za-z0-9._-]{0,62}$/.test(c.loadSnapshot)) invalid(`snapshot name "${c.loadSnapshot}" is not valid`);
   const files = runFiles(c.runDir);
   if (c.guestAgent !== undefined) checkPath('guest agent socket', c.guestAgent.socket);
   if (c.vnc !== undefined) checkPath('VNC socket', c.vnc.socket);
@@ -257,6 +258,8 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   args.push('-chardev', qmpChardevArg(files));
   args.push('-mon', 'chardev=qmp,mode=control');
   args.push('-pidfile', files.pidFile);
+  // Restore an internal snapshot (RAM, devices, disks) and run on from there.
+  if (c.loadSnapshot !== undefined) args.push('-loadvm', c.loadSnapshot);
   // Once running, QEMU needs no new processes and no privilege changes.
   args.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
   args.push('-msg', 'timestamp=on');

@@ -30,6 +30,8 @@ import { diskNames, probeDiskIo, type DiskIoMode } from './disks.js';
 import { hotplugDisk, hotunplugDisk, resizeDiskOnline } from './hotplug.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
 import { GuestAgent } from './guest-agent.js';
+import { qemuSnapshotControl } from './snapshots.js';
+import type { LiveSnapshotControl } from '../snapshot-control.js';
 import { qemuBinary, qemuVersion } from './version.js';
 import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
@@ -81,6 +83,7 @@ class QemuVmHandle extends BaseVmHandle {
   private shutdownReason: string | null = null;
   private childExit: ChildExit | null = null;
   private deadSince: number | null = null;
+  readonly snapshots: LiveSnapshotControl;
 
   /** The guest agent client, when the VM has a guest agent channel. */
   private readonly agent: GuestAgent | null;
@@ -88,6 +91,7 @@ class QemuVmHandle extends BaseVmHandle {
   constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null, agentSocket?: string, private readonly hasDisplay = false) {
     super(pid, identity, log, child, sandbox);
     this.agent = agentSocket ? new GuestAgent({ socket: agentSocket }) : null;
+    this.snapshots = qemuSnapshotControl({ execute: (cmd, args, opts) => this.command('snapshot', cmd, args, opts) });
     qmp.on('event', (ev: QmpEvent) => this.onEvent(ev));
     qmp.on('close', () => this.onQmpClosed());
     this.watchChild();
@@ -138,9 +142,9 @@ class QemuVmHandle extends BaseVmHandle {
     this.finish(exit);
   }
 
-  private async command<T>(what: string, cmd: string, args?: Record<string, unknown>): Promise<T> {
+  private async command<T>(what: string, cmd: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T> {
     this.usable(what);
-    return this.qmp.execute<T>(cmd, args);
+    return this.qmp.execute<T>(cmd, args, opts);
   }
 
   async pause(): Promise<void> {
@@ -268,7 +272,7 @@ export class QemuEngine implements Engine {
       // KVM only where it runs guest kernel mode natively; elsewhere TCG is faster and always works.
       defaultAccel: kvm.fullSystem ? 'kvm' : 'tcg',
       limits: QEMU_LIMITS,
-      snapshots: false,
+      snapshots: true,
       migration: false,
     };
     if (version !== null) caps.version = version;

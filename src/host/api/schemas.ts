@@ -324,3 +324,6 @@ export const AsyncBody = Type.Object({
   operation: Type.String({ description: 'URL of the operation, also in the Location header' }),
   metadata: Operation,
 });
+
+// Snapshots and copies (src/host/snapshots/).
+export * from '../snapshots/schemas.js';
