@@ -9,6 +9,7 @@ import { registerEventsCommand } from './commands/events.js';
 import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerLogsCommand } from './commands/logs.js';
+import { registerNetworkCommands } from './commands/network.js';
 import { registerOperationCommands } from './commands/operation.js';
 import { registerRemoteCommands } from './commands/remote.js';
 import { registerUpCommand } from './commands/up.js';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerEventsCommand(program);
   registerOperationCommands(program);
   registerImageCommands(program);
+  registerNetworkCommands(program);
   registerHostCommands(program);
   registerDaemonCommands(program);
   registerRemoteCommands(program);

@@ -30,6 +30,9 @@ import type { HostChecker } from './hostcheck.js';
 import { EngineCapabilities } from '../api/engine.js';
 import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
+import { registerNetworkRoutes } from './network/routes.js';
+import type { NetworkManager } from './network/manager.js';
+import type { Store } from './store.js';
 
 export const API_VERSION = '1.0';
 
@@ -45,6 +48,8 @@ export interface ApiContext {
   log: Logger;
   /** SHA-256 fingerprint of the TCP listener's TLS certificate, when it serves TLS (shown by GET /1.0). */
   tlsFingerprint?: string;
+  /** Virtual networks and the store they read VMs from (absent: no /1.0/networks routes). */
+  networks?: { manager: NetworkManager; store: Store };
 }
 
 export interface ServerOptions {
@@ -361,6 +366,8 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
       socket.resume();
     });
   });
+
+  if (ctx.networks) await registerNetworkRoutes(app as unknown as FastifyInstance, ctx.networks.manager, ctx.networks.store);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));

@@ -66,6 +66,15 @@ const MIGRATIONS: string[] = [
      reason TEXT
    );
    CREATE INDEX events_vm ON events(vm, seq);`,
+  // Networks (src/host/network/records.ts): kind, subnet, the host link VMs' TAPs join.
+  `CREATE TABLE networks (
+     name TEXT PRIMARY KEY,
+     kind TEXT NOT NULL,
+     subnet TEXT,
+     bridge TEXT NOT NULL UNIQUE,
+     description TEXT NOT NULL DEFAULT '',
+     created_at TEXT NOT NULL
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -215,6 +224,16 @@ export class Store {
 
   close(): void {
     if (this.db.open) this.db.close();
+  }
+
+  /** The database itself, for modules that keep tables of their own (networks). */
+  get sqlite(): Database.Database {
+    return this.db;
+  }
+
+  /** Replaces a VM's spec (NICs added or removed while it is stopped). */
+  updateVmSpec(name: string, spec: VmSpec): void {
+    this.db.prepare('UPDATE vms SET spec = ? WHERE name = ?').run(JSON.stringify(spec), name);
   }
 
   // --- VMs -----------------------------------------------------------------

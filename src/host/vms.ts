@@ -29,6 +29,7 @@ import { Admission, defaultSettings, hostResources, type AdmissionSettings, type
 import { buildVmSpec, DEFAULT_ENGINE, validateVmName } from './spec.js';
 import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './console-hub.js';
 import { consoleLogLimitFromEnv } from '../common/console-log/limits.js';
+import type { NetworkManager } from './network/manager.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
@@ -65,6 +66,8 @@ export interface VmManagerDeps {
   admission?: AdmissionSettings;
   /** This host's memory and CPUs as admission sees them (the real host when absent; tests pin it). */
   hostResources?: HostResources;
+  /** Virtual networks (absent: VMs get no NICs). */
+  networks?: NetworkManager;
 }
 
 /** A VM process this daemon watches. */
@@ -184,6 +187,7 @@ export class VmManager {
         startedAt: r.startedAt,
         uptimeSeconds: running && r.startedAt ? Math.max(0, (Date.now() - Date.parse(r.startedAt)) / 1000) : null,
         lastExit: r.lastExit,
+        ...(this.d.networks && r.spec.nics?.length ? { nics: this.d.networks.nicStates(r) } : {}),
       },
       createdAt: r.createdAt,
     };
@@ -277,6 +281,12 @@ export class VmManager {
     });
   }
 
+  /** Images made for servers (cloud-init) join the default network unless told otherwise. */
+  private async joinsDefaultNetwork(image: string): Promise<boolean> {
+    const found = (await this.d.images.listImages()).find((i) => i.name === image) as { cloudInit?: boolean } | undefined;
+    return found?.cloudInit === true;
+  }
+
   async imageNames(): Promise<string[]> {
     return (await this.d.images.listImages()).map((i) => i.name);
   }
@@ -292,6 +302,12 @@ export class VmManager {
     const caps = await this.usableEngine(req.engine ?? DEFAULT_ENGINE);
     // The one check of the VM's size: against the limits of the engine that will run it.
     const spec = buildVmSpec(req, { imageNames: await this.imageNames(), engine: caps });
+    if (this.d.networks) {
+      const nics = await this.d.networks.planNics(name, req, await this.joinsDefaultNetwork(req.image));
+      if (nics.length) spec.nics = nics;
+    } else if (req.nics?.length || (req.network !== undefined && req.network !== 'none')) {
+      throw new HangarError('UNSUPPORTED', 'this daemon has no networks', { field: 'network' });
+    }
     // Checked again after the awaits: a concurrent create may have taken the name meanwhile.
     taken();
     const start = req.start ?? true;
@@ -381,6 +397,9 @@ export class VmManager {
           this.d.events.emit(name, 'deleted');
         });
         fs.rmSync(this.runDir(name), { recursive: true, force: true });
+        // Its DHCP reservations go with it.
+        const nets = (cur.spec.nics ?? []).map((n) => n.network);
+        if (nets.length) await this.d.networks?.refresh(nets);
         return { name };
       }));
   }
@@ -417,8 +436,6 @@ export class VmManager {
       consoleLog: this.consoleLog(name),
       consoleLogLimit: consoleLogLimitFromEnv(),
     };
-    // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
-    fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
     // Admission and the move to 'starting' happen in one synchronous step: 'starting' commits the
     // VM's memory and vCPUs, so a concurrent start sees them and cannot pass on the same headroom.
     this.admission.checkStart(name, { cpus: rec.spec.cpus, memoryBytes: rec.spec.memoryBytes });
@@ -426,8 +443,13 @@ export class VmManager {
     progress?.({ stage: 'starting' });
     let handle: VmHandle;
     try {
+      // Each NIC's TAP is made and put on its network's bridge before the engine attaches it.
+      if (this.d.networks) config.nics = await this.d.networks.attach(rec);
+      // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
+      fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
       handle = await engine.start(config);
     } catch (e) {
+      this.d.networks?.detach(rec);
       const err = toHangarError(e, 'ENGINE_FAILED');
       this.transition(name, 'stopped', { patch: { pid: null, startedAt: null, lastExit: { reason: START_FAILED, detail: err.message, at: new Date().toISOString() } } });
       this.d.log.warn({ vm: name, code: err.code, err: err.message }, 'VM failed to start');
@@ -523,6 +545,9 @@ export class VmManager {
     } catch (e) {
       this.d.log.error({ vm: name, err: String(e) }, 'could not record VM exit');
     }
+    // Its TAPs go with the process (a VM deleted meanwhile took them with it already).
+    const rec = this.d.store.getVm(name);
+    if (rec) this.d.networks?.detach(rec);
     this.d.log.info({ vm: name, reason: exit.reason, detail: exit.detail, asked: live.expectExit }, crashed ? 'VM crashed' : 'VM stopped');
   }
 

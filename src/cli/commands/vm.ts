@@ -10,9 +10,10 @@ import type { ApiClient } from '../client.js';
 import {
   checkVmName, clientFor, followOperation, formatFor, note, out, parseIntOption, printJson, vmPath, withJson,
 } from '../context.js';
+import { collectNetwork } from './network.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
-export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME'];
+export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME', 'IPV4'];
 
 export function vmRow(vm: Vm): string[] {
   return [
@@ -23,6 +24,8 @@ export function vmRow(vm: Vm): string[] {
     String(vm.spec.cpus),
     formatSize(vm.spec.memoryBytes),
     vm.state === 'running' || vm.state === 'paused' ? formatDuration(vm.runtime.uptimeSeconds) : '-',
+    // The first address DHCP leased to one of its NICs (`hangar show` has them all).
+    (vm.state === 'running' || vm.state === 'paused' ? vm.runtime.nics?.find((n) => n.ipv4)?.ipv4 : undefined) ?? '-',
   ];
 }
 
@@ -51,6 +54,7 @@ export function renderVm(vm: Vm): string {
       cmdline: vm.spec.cmdline,
     },
     runtime,
+    ...(r.nics?.length ? { nics: Object.fromEntries(r.nics.map((n) => [n.name, `${n.network} ${n.mac} ${n.tap} ${n.ipv4 ?? '(no lease)'}`])) } : {}),
   });
 }
 
@@ -59,13 +63,14 @@ interface LaunchOpts {
   memory?: string;
   engine?: EngineName;
   cmdline?: string;
+  network?: string[];
   start: boolean;
   wait: boolean;
   json?: boolean;
 }
 
 /** Builds the POST /1.0/vms body from the command line, validating what can be checked locally. */
-export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start'>): VmCreateRequest {
+export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'network'>): VmCreateRequest {
   checkVmName(name);
   if (!image.trim()) throw new HangarError('INVALID_ARGUMENT', 'IMAGE must not be empty');
   const body: VmCreateRequest = { name, image };
@@ -77,6 +82,12 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
   }
   if (o.engine !== undefined) body.engine = o.engine;
   if (o.cmdline !== undefined) body.cmdline = o.cmdline;
+  if (o.network !== undefined) {
+    // One --network: the daemon names the NIC; several: one NIC each, in order; `none` alone: no NIC.
+    if (o.network.length === 1) body.network = o.network[0]!;
+    else if (o.network.includes('none')) throw new HangarError('INVALID_ARGUMENT', '--network none cannot go with other networks');
+    else body.nics = o.network.map((network) => ({ network }));
+  }
   if (o.start === false) body.start = false;
   return body;
 }
@@ -122,6 +133,7 @@ export function registerVmCommands(program: Command): void {
       .option('--memory <size>', 'guest memory, e.g. 256M or 2G (default chosen by the daemon)')
       .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices([...ENGINE_NAMES]))
       .option('--cmdline <args>', 'extra kernel command-line arguments')
+      .option('--network <name>', 'network of a NIC (repeat for more NICs), or none (default: the default network for cloud images, none otherwise)', collectNetwork)
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {

@@ -43,7 +43,12 @@ const CONSOLE_LOG_FDSET = 1;
 
 export interface CmdlineOptions {
   machine?: QemuMachine;
+  /** Descriptors QEMU inherits for the NICs' TAPs, one per NIC in order (absent: QEMU opens each TAP by name). */
+  tapFds?: number[];
 }
+
+/** The first descriptor of the NICs' TAPs (after the console log's). */
+export const FIRST_TAP_FD = CONSOLE_LOG_FD + 1;
 
 const MiB = 1024 * 1024;
 /** sun_path holds 108 bytes including the terminating NUL. */
@@ -159,10 +164,11 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
     if (d.serial !== undefined) dev.push(`serial=${d.serial}`);
     args.push('-device', dev.join(','));
   }
-  for (const n of c.nics) {
-    args.push('-netdev', `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
+  c.nics.forEach((n, i) => {
+    const fd = opts.tapFds?.[i];
+    args.push('-netdev', fd !== undefined ? `tap,id=net-${n.id},fd=${fd}` : `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
     args.push('-device', `virtio-net-${bus},netdev=net-${n.id},id=dev-net-${n.id},mac=${n.mac.toLowerCase()}`);
-  }
+  });
 
   // Serial console on a Unix socket (one client at a time); logfile keeps every
   // byte the guest writes, whether or not anybody is connected. It is the pipe

@@ -19,7 +19,8 @@ import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { processAlive } from '../base/procfs.js';
 import { spawnVmProcess } from '../base/spawn.js';
-import { buildQemuArgs, qemuIdentity, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
+import { openTapFd } from '../base/tap.js';
+import { FIRST_TAP_FD, buildQemuArgs, qemuIdentity, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
 import { QEMU_LIMITS } from './limits.js';
 import { startConsoleLogWriter, type ConsoleLogPipe } from '../console-log/writer.js';
 import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
@@ -223,7 +224,9 @@ export class QemuEngine implements Engine {
   }
 
   async start(config: EngineVmConfig): Promise<VmHandle> {
-    const args = buildQemuArgs(config, { machine: this.machine });
+    // A confined QEMU cannot open /dev/net/tun: it inherits each TAP, opened here, after the console log's fd.
+    const tapFds = config.nics.map((_, i) => FIRST_TAP_FD + i);
+    const args = buildQemuArgs(config, { machine: this.machine, ...(tapFds.length ? { tapFds } : {}) });
     const files = runFiles(config.runDir);
     const log = this.log.child({ vm: config.name });
     fs.mkdirSync(config.runDir, { recursive: true });
@@ -236,10 +239,12 @@ export class QemuEngine implements Engine {
     let conlog: ConsoleLogPipe | null = null;
     let child: ChildProcess;
     const writerErr = fs.openSync(files.processLog, 'a', 0o600);
+    const taps: number[] = [];
     try {
+      for (const n of config.nics) taps.push(openTapFd(n.tap, true));
       conlog = startConsoleLogWriter(config.consoleLog, config.consoleLogLimit ?? DEFAULT_CONSOLE_LOG_LIMIT, config.runDir, writerErr);
       // QEMU inherits the pipe's write end as fd 3 (-add-fd): its serial log goes to the writer.
-      child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog, sandbox, inheritFds: [conlog.writeFd] });
+      child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog, sandbox, inheritFds: [conlog.writeFd, ...taps] });
     } catch (e) {
       sandbox?.cleanup();
       throw e;
@@ -247,6 +252,7 @@ export class QemuEngine implements Engine {
       // QEMU holds the only write end from here on: the writer ends when QEMU does.
       conlog?.closeWriteEnd();
       fs.closeSync(writerErr);
+      for (const fd of taps) fs.closeSync(fd);
     }
     // The child stays referenced while a handle watches it (so its exit is
     // always delivered); detach() unrefs it. It outlives us either way.

@@ -6,6 +6,8 @@
 import { Type, type Static } from 'typebox';
 import { VmName, ImageName } from '../../api/names.js';
 import { Accel, EngineName } from '../../api/engine.js';
+import { VmNic, VmNicRequest, VmNicState } from '../network/schemas.js';
+export * from '../network/schemas.js';
 
 export { VmName, ImageName, Accel, EngineName };
 
@@ -24,6 +26,8 @@ export const VmCreateRequest = Type.Object(
     engine: Type.Optional(EngineName),
     cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Extra kernel command-line arguments' })),
     start: Type.Optional(Type.Boolean({ description: 'Start the VM once created (default true)' })),
+    network: Type.Optional(Type.String({ maxLength: 64, description: 'Network of the VM\'s one NIC (eth0), or "none"; ignored when nics is given' })),
+    nics: Type.Optional(Type.Array(VmNicRequest, { maxItems: 8, description: 'NICs, in order (eth0, eth1, ...)' })),
   },
   { additionalProperties: false },
 );
@@ -62,6 +66,7 @@ export const VmSpec = Type.Object({
   cpus: Type.Integer(),
   memoryBytes: Type.Integer(),
   cmdline: Type.String(),
+  nics: Type.Optional(Type.Array(VmNic)),
 });
 export type VmSpec = Static<typeof VmSpec>;
 
@@ -76,6 +81,7 @@ export const VmRuntime = Type.Object({
   ]),
   rssBytes: Type.Optional(Type.Integer()),
   cpuSeconds: Type.Optional(Type.Number()),
+  nics: Type.Optional(Type.Array(VmNicState)),
 });
 
 export const Vm = Type.Object({

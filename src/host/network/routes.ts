@@ -1,0 +1,50 @@
+/**
+ * API routes of networks and of VMs' NICs (docs/api.md, "Networks").
+ * Network changes take well under a second (a bridge, a dnsmasq start, one
+ * nft transaction), so they answer synchronously.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { ErrorBody, VmName, syncOf } from '../api/schemas.js';
+import { DeviceId } from '../../api/names.js';
+import type { NetworkManager } from './manager.js';
+import type { Store } from '../store.js';
+import { Network, NetworkCreateRequest, NetworkName, NetworkUpdateRequest, VmNic, VmNicRequest, VmNicState } from './schemas.js';
+
+const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody, 503: ErrorBody };
+
+export async function registerNetworkRoutes(app: FastifyInstance, networks: NetworkManager, store: Store): Promise<void> {
+  const r = app.withTypeProvider<TypeBoxTypeProvider>();
+  const Params = Type.Object({ name: NetworkName });
+  const VmParams = Type.Object({ name: VmName });
+  const NicParams = Type.Object({ name: VmName, nic: DeviceId });
+
+  r.get('/1.0/networks', { schema: { summary: 'Networks', response: { 200: syncOf(Type.Array(Network)) } } }, async () =>
+    ({ type: 'sync' as const, metadata: networks.list() }));
+
+  r.post('/1.0/networks', { schema: { summary: 'Create a network (nat, isolated or bridged)', body: NetworkCreateRequest, response: { 201: syncOf(Network), ...errors } } }, async (req, reply) =>
+    reply.code(201).send({ type: 'sync' as const, metadata: await networks.create(req.body) }));
+
+  r.get('/1.0/networks/:name', { schema: { summary: 'One network (default: created on first use)', params: Params, response: { 200: syncOf(Network), ...errors } } }, async (req) =>
+    ({ type: 'sync' as const, metadata: await networks.show(req.params.name) }));
+
+  r.patch('/1.0/networks/:name', { schema: { summary: 'Change a network\'s description, or its subnet while no NIC uses it', params: Params, body: NetworkUpdateRequest, response: { 200: syncOf(Network), ...errors } } }, async (req) =>
+    ({ type: 'sync' as const, metadata: await networks.update(req.params.name, req.body) }));
+
+  r.delete('/1.0/networks/:name', { schema: { summary: 'Delete a network (refused while NICs use it)', params: Params, response: { 200: syncOf(Type.Object({ name: Type.String() })), ...errors } } }, async (req) => {
+    await networks.delete(req.params.name);
+    return { type: 'sync' as const, metadata: { name: req.params.name } };
+  });
+
+  r.get('/1.0/vms/:name/nics', { schema: { summary: 'A VM\'s NICs with their TAPs and leased addresses', params: VmParams, response: { 200: syncOf(Type.Array(VmNicState)), ...errors } } }, async (req) =>
+    ({ type: 'sync' as const, metadata: networks.nicStates(store.requireVm(req.params.name)) }));
+
+  r.post('/1.0/vms/:name/nics', { schema: { summary: 'Add a NIC to a stopped VM', params: VmParams, body: VmNicRequest, response: { 201: syncOf(VmNic), ...errors } } }, async (req, reply) =>
+    reply.code(201).send({ type: 'sync' as const, metadata: await networks.addNic(req.params.name, req.body) }));
+
+  r.delete('/1.0/vms/:name/nics/:nic', { schema: { summary: 'Remove a NIC from a stopped VM', params: NicParams, response: { 200: syncOf(Type.Object({ name: Type.String() })), ...errors } } }, async (req) => {
+    await networks.removeNic(req.params.name, req.params.nic);
+    return { type: 'sync' as const, metadata: { name: req.params.nic } };
+  });
+}
