@@ -148,17 +148,23 @@ export async function startDnsmasq(files: DnsmasqFiles): Promise<number> {
   throw new HangarError('UNAVAILABLE', `dnsmasq started but wrote no pid file (${files.pid})`);
 }
 
-/** Stops our dnsmasq for these files, if one runs; waits until it is gone. */
+/** Stops our dnsmasq for these files, if one runs; waits until the process is gone (its sockets with it). */
 export async function stopDnsmasq(files: DnsmasqFiles): Promise<boolean> {
   const pid = findDnsmasq(files);
   if (pid === null) return false;
+  // dnsmasq removes its pid file before it exits: watch the process, not the file.
+  const ours = (): boolean => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(`--conf-file=${files.conf}`);
+    } catch {
+      return false;
+    }
+  };
   try { process.kill(pid, 'SIGTERM'); } catch { return false; }
-  for (let i = 0; i < 250; i++) {
-    if (findDnsmasq(files) !== pid) break;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  if (findDnsmasq(files) === pid) {
+  for (let i = 0; i < 250 && ours(); i++) await new Promise((r) => setTimeout(r, 20));
+  if (ours()) {
     try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    for (let i = 0; i < 100 && ours(); i++) await new Promise((r) => setTimeout(r, 20));
   }
   fs.rmSync(files.pid, { force: true });
   return true;

@@ -71,10 +71,11 @@ export function getLink(name: string): LinkInfo | null {
   return listLinks().find((l) => l.name === name) ?? null;
 }
 
-/** Creates a bridge marked as ours, with the address given, and brings it up. Idempotent for our own. */
-export function ensureBridge(name: string, alias: string, address: string | null): void {
+/** Creates a bridge marked as ours, with the address given, and brings it up. Idempotent for our own; true when it was created. */
+export function ensureBridge(name: string, alias: string, address: string | null): boolean {
   let link = getLink(name);
   if (link && link.alias !== alias) throw new HangarError('ALREADY_EXISTS', `host link ${name} exists and is not Hangar's`, { link: name });
+  const created = !link;
   if (!link) {
     // A fixed MAC: otherwise a bridge takes the lowest of its ports' and changes it as TAPs come and go,
     // and guests' ARP caches would point at an address that no longer answers.
@@ -88,6 +89,7 @@ export function ensureBridge(name: string, alias: string, address: string | null
     if (!have.includes(address)) ip(['addr', 'add', address, 'dev', name]);
   }
   if (!link?.up) ip(['link', 'set', 'dev', name, 'up']);
+  return created;
 }
 
 /** IPv4 addresses of a link as "a.b.c.d/p". */

@@ -242,14 +242,15 @@ export class NetworkManager {
     const subnet = parseCidr(rec.subnet!)!;
     const dir = this.dir(rec.name);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    ensureBridge(rec.bridge, this.alias, `${formatIpv4(gatewayOf(subnet))}/${subnet.prefix}`);
+    const fresh = ensureBridge(rec.bridge, this.alias, `${formatIpv4(gatewayOf(subnet))}/${subnet.prefix}`);
     if (rec.kind === 'nat') enableIpv4Forwarding();
     const files = dnsmasqFiles(dir);
     const conf = renderDnsmasqConfig({ dir, bridge: rec.bridge, subnet, routed: rec.kind === 'nat', reservations: this.reservations(rec.name) });
     let old = '';
     try { old = fs.readFileSync(files.conf, 'utf8'); } catch { /* first time */ }
     const pid = findDnsmasq(files);
-    if (pid !== null && old === conf) return;
+    // A dnsmasq that served a bridge since recreated holds sockets bound to the old link: restarted.
+    if (pid !== null && old === conf && !fresh) return;
     if (pid !== null) await stopDnsmasq(files);
     if (old !== conf) {
       // A lease for an address outside a changed subnet would only confuse dnsmasq.
