@@ -23,6 +23,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { startDaemon, waitOperation, ConsoleSession, type TestDaemon } from '../helpers/daemon.js';
 import { runHangar, expectOk } from '../helpers/cli.js';
 import { TINY_PROMPT } from '../../src/host/images/tiny.js';
+import { buildGuest, guestTestsUnavailable } from '../helpers/vmm.js';
 
 const isRoot = process.getuid?.() === 0;
 const haveTools = ['/usr/sbin/dnsmasq', '/usr/sbin/nft', '/usr/bin/busybox'].every((f) => fs.existsSync(f));
@@ -88,13 +89,29 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+const microSkip = guestTestsUnavailable();
+let microGuest: string | null = null;
+
+/** UDP datagrams from a client namespace to `addr`:7777, each awaited; then "quit". How many came back intact. */
+function udpEcho(ns: string, addr: string, count: number): number {
+  const script = `
+    const s = require('dgram').createSocket('udp4'); let n = 0, i = 0, timer;
+    const next = () => { if (i === ${count}) { s.send('quit', 7777, '${addr}', () => { console.log(n); s.close(); }); return; }
+      const b = Buffer.from('hangar-' + (i++)); timer = setTimeout(next, 2000); s.once('message', (m) => { clearTimeout(timer); if (m.equals(b)) n++; next(); }); s.send(b, 7777, '${addr}'); };
+    s.bind(0, next);`;
+  const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '-e', script], { encoding: 'utf8', timeout: 60_000 });
+  return Number(r.stdout.trim());
+}
+
 before(async () => {
   if (skip) return;
+  if (!microSkip) microGuest = buildGuest('virtio-net');
   fs.writeFileSync(UDHCPC_SCRIPT, '#!/bin/sh\n[ "$1" = bound ] && busybox ip addr add "$ip/$mask" dev "$interface"\nexit 0\n', { mode: 0o755 });
   run('ip', ['netns', 'add', NS]);
   namespaces.push(NS);
   inNs(NS, 'ip', 'link', 'set', 'lo', 'up');
-  d = await startDaemon({ netns: NS });
+  // The ring-3 virtio-net guest for the micro engine is imported from its build folder.
+  d = await startDaemon({ netns: NS, args: ['--import-dir', path.dirname(microGuest ?? work)] });
 });
 
 after(async () => {
@@ -161,6 +178,19 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   assert.equal(lookup(LAN_CLIENT, 'n1', lan.gateway), vmIp, 'VMs resolve each other by name');
   assert.equal(lookup(LAN_CLIENT, 'n1.hangar', lan.gateway), vmIp);
   assert.ok(pings(LAN_CLIENT, vmIp!), 'same network: reachable');
+
+  // --- a micro-engine VM (the ring-3 virtio-net echo guest, fixed address) on the same network ----
+  if (!microSkip) {
+    await api('POST', '/1.0/images', { name: 'vnet-echo', kernel: microGuest });
+    const parts = lan.gateway.split('.').map(Number);
+    const echoIp = `${parts[0]}.${parts[1]}.${parts[2]}.250`;
+    const hex = `0x${parts.slice(0, 3).concat(250).map((b: number) => b.toString(16).padStart(2, '0')).join('')}`;
+    const mop = await waitOperation(d!, await d!.request('POST', '/1.0/vms', { name: 'm1', image: 'vnet-echo', engine: 'micro', memory: '64M', network: 'lan', cmdline: `vnet.ip=${hex}` }));
+    assert.equal(mop.status, 'success', JSON.stringify(mop.error));
+    assert.equal(udpEcho(LAN_CLIENT, echoIp, 5), 5, 'the micro VM echoes through its TAP on the bridge');
+    const gone = await waitOperation(d!, await d!.request('DELETE', '/1.0/vms/m1?force=true'));
+    assert.equal(gone.status, 'success');
+  }
 
   // --- the isolated network reaches neither the VM nor lan's gateway ------------------------
   plugClient(ISO_CLIENT, `hgtv${tag}b`, iso.bridge);

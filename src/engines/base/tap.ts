@@ -23,7 +23,8 @@ export function openTapFd(name: string, vnetHdr: boolean): number {
   if (!isTapName(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a valid interface name (${TAP_NAME_RULE})`);
   let fd: number;
   try {
-    fd = fs.openSync('/dev/net/tun', fs.constants.O_RDWR);
+    // Non-blocking, as both VMMs read it (QEMU would set it itself; hangar-vmm relies on it).
+    fd = fs.openSync('/dev/net/tun', fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
   } catch (e) {
     throw new HangarError('UNAVAILABLE', `cannot open /dev/net/tun: ${(e as Error).message}`);
   }
