@@ -66,7 +66,7 @@ const MIGRATIONS: string[] = [
      reason TEXT
    );
    CREATE INDEX events_vm ON events(vm, seq);`,
-  // Networks (src/host/network/records.ts): kind, subnet, the host link VMs' TAPs join.
+  // Networks (src/host/network/records.ts): kind, subnet, the host link VMs' TAPs join; port forwards.
   `CREATE TABLE networks (
      name TEXT PRIMARY KEY,
      kind TEXT NOT NULL,
@@ -74,6 +74,16 @@ const MIGRATIONS: string[] = [
      bridge TEXT NOT NULL UNIQUE,
      description TEXT NOT NULL DEFAULT '',
      created_at TEXT NOT NULL
+   );
+   CREATE TABLE port_forwards (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     vm TEXT NOT NULL,
+     proto TEXT NOT NULL,
+     address TEXT NOT NULL,
+     host_port INTEGER NOT NULL,
+     guest_port INTEGER NOT NULL,
+     created_at TEXT NOT NULL,
+     UNIQUE (proto, address, host_port)
    );`,
 ];
 

@@ -397,9 +397,8 @@ export class VmManager {
           this.d.events.emit(name, 'deleted');
         });
         fs.rmSync(this.runDir(name), { recursive: true, force: true });
-        // Its DHCP reservations go with it.
-        const nets = (cur.spec.nics ?? []).map((n) => n.network);
-        if (nets.length) await this.d.networks?.refresh(nets);
+        // Its DHCP reservations and port forwards go with it.
+        await this.d.networks?.forgetVm(name, (cur.spec.nics ?? []).map((n) => n.network));
         return { name };
       }));
   }

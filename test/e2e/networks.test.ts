@@ -179,6 +179,15 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   assert.equal(lookup(LAN_CLIENT, 'n1.hangar', lan.gateway), vmIp);
   assert.ok(pings(LAN_CLIENT, vmIp!), 'same network: reachable');
 
+  // --- a port forward on the daemon's loopback reaches a web server in the guest ---------------
+  await con.run('mkdir -p /tmp/www && echo hangar-forward-ok > /tmp/www/index.html && httpd -p 80 -h /tmp/www');
+  const fwd = expectOk(await runHangar(['forward', 'add', 'n1', '8080:80', '--address', '127.0.0.1', '--json'], { env: d!.env }), 'forward add');
+  assert.equal(JSON.parse(fwd.stdout).guestAddress, vmIp, 'the forward pins the address the VM holds');
+  // node's http client in the daemon's namespace (busybox wget crashes on this kind of host).
+  const fetchPage = () => tryInNs(NS, process.execPath, '-e',
+    "require('http').get('http://127.0.0.1:8080/', { timeout: 10000 }, (r) => r.pipe(process.stdout)).on('error', (e) => { console.error(e.message); process.exit(1); })").stdout;
+  assert.equal(fetchPage().trim(), 'hangar-forward-ok');
+
   // --- a micro-engine VM (the ring-3 virtio-net echo guest, fixed address) on the same network ----
   if (!microSkip) {
     await api('POST', '/1.0/images', { name: 'vnet-echo', kernel: microGuest });
@@ -216,6 +225,7 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   dnsmasqPids.add(isoAfter.status.dnsmasqPid);
   assert.equal((await api('GET', '/1.0/vms/n1')).state, 'running');
   assert.ok(pings(LAN_CLIENT, vmIp!), 'reachable after the restart');
+  assert.equal(fetchPage().trim(), 'hangar-forward-ok', 'the forward survives a daemon restart');
   await con.close();
 
   // --- delete leaves nothing --------------------------------------------------------------
@@ -232,4 +242,5 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   assert.equal(tryInNs(NS, 'nft', 'list', 'table', 'inet', 'hangar').status, 1, 'no nft table left');
   for (const pid of dnsmasqPids) assert.ok(!pidAlive(pid), `dnsmasq ${pid} is gone`);
   assert.deepEqual(fs.readdirSync(path.join(d!.dataDir, 'networks')), [], 'no network files left');
+  assert.deepEqual(await api('GET', '/1.0/forwards'), [], 'the VM\'s forwards went with it');
 });

@@ -90,3 +90,18 @@ test('leases: IPv4 lines of dnsmasq\'s lease file', () => {
     { expires: 1795994473, mac: '02:00:00:00:00:01', ipv4: '10.77.1.64', hostname: null },
   ]);
 });
+
+test('firewall: port forwards DNAT from outside and from the host, loopback answers only', () => {
+  const t = renderFirewall(
+    [{ kind: 'nat', bridge: 'hgb-a', subnet: cidr('10.77.0.0/24') }],
+    [{ proto: 'tcp', address: '127.0.0.1', hostPort: 8080, guestAddress: '10.77.0.5', guestPort: 80 },
+      { proto: 'udp', address: '0.0.0.0', hostPort: 5353, guestAddress: '10.77.0.6', guestPort: 53 }],
+  )!;
+  const chainOf = (name: string) => t.slice(t.indexOf(`chain ${name}`), t.indexOf('}', t.indexOf(`chain ${name}`)));
+  assert.ok(chainOf('prerouting').includes('iifname != "hgb-a" ip daddr 127.0.0.1 tcp dport 8080 dnat ip to 10.77.0.5:80'));
+  assert.ok(chainOf('output').includes('ip daddr 127.0.0.1 tcp dport 8080 dnat ip to 10.77.0.5:80'));
+  assert.ok(chainOf('output').includes('fib daddr type local udp dport 5353 dnat ip to 10.77.0.6:53'));
+  assert.ok(chainOf('postrouting').includes('oifname "hgb-a" ip saddr 127.0.0.0/8 masquerade'));
+  assert.ok(chainOf('input').includes('iifname "hgb-a" ip daddr 127.0.0.0/8 ct direction original drop'));
+  assert.ok(chainOf('forward').includes('oifname "hgb-a" ct status dnat accept'));
+});

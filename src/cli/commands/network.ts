@@ -5,7 +5,7 @@
 import { Option, type Command } from 'commander';
 import { HangarError } from '../../common/errors.js';
 import { isMac } from '../../api/names.js';
-import type { Network, NetworkCreateRequest, NetworkUpdateRequest, VmNic, VmNicRequest, VmNicState } from '../../host/api/schemas.js';
+import type { Network, NetworkCreateRequest, NetworkUpdateRequest, PortForward, PortForwardRequest, VmNic, VmNicRequest, VmNicState } from '../../host/api/schemas.js';
 import { NETWORK_NAME_RULE, isNetworkName } from '../../host/network/schemas.js';
 import { checkVmName, clientFor, formatFor, out, printJson, vmPath, withJson } from '../context.js';
 import { formatTime, renderKeyValues, renderRows } from '../output.js';
@@ -42,6 +42,20 @@ export function renderNetwork(n: Network): string {
     'used by': n.usedBy.join(', ') || null,
     status: { bridge: n.status.bridge ? 'up' : 'missing', dnsmasq: n.kind === 'bridged' ? 'n/a' : n.status.dnsmasqPid !== null ? `pid ${n.status.dnsmasqPid}` : 'not running' },
   });
+}
+
+export const FORWARD_HEADERS = ['ID', 'VM', 'PROTO', 'HOST', 'GUEST'];
+
+export function forwardRow(f: PortForward): string[] {
+  return [String(f.id), f.vm, f.proto, `${f.address}:${f.hostPort}`, `${f.guestAddress ?? '?'}:${f.guestPort}`];
+}
+
+/** "8080:80" → ports; a bad one is INVALID_ARGUMENT before any request. */
+export function parsePorts(s: string): { hostPort: number; guestPort: number } {
+  const m = /^(\d{1,5}):(\d{1,5})$/.exec(s);
+  const ok = (n: number): boolean => n >= 1 && n <= 65535;
+  if (!m || !ok(Number(m[1])) || !ok(Number(m[2]))) throw new HangarError('INVALID_ARGUMENT', `ports must be HOSTPORT:GUESTPORT with ports 1-65535, got "${s}"`);
+  return { hostPort: Number(m[1]), guestPort: Number(m[2]) };
 }
 
 export const NIC_HEADERS = ['NAME', 'NETWORK', 'MAC', 'TAP', 'IPV4'];
@@ -119,6 +133,43 @@ export function registerNetworkCommands(program: Command): void {
       await clientFor(cmd).call('DELETE', netPath(checkNetworkName(name)));
       if (o.json) return printJson({ name, deleted: true });
       out(`Deleted network ${name}\n`);
+    },
+  );
+
+  const forward = program.command('forward').description("publish a VM's ports on host addresses (nat networks)");
+
+  withJson(
+    forward
+      .command('add')
+      .description('forward HOSTPORT on the host (every address, loopback included, unless --address) to GUESTPORT of the VM')
+      .argument('<vm>', 'VM name')
+      .argument('<ports>', 'HOSTPORT:GUESTPORT, e.g. 8080:80')
+      .addOption(new Option('--proto <proto>', 'protocol').choices(['tcp', 'udp']).default('tcp'))
+      .option('--address <ipv4>', 'host address to publish on, e.g. 127.0.0.1 (default: all)'),
+  ).action(async (vm: string, ports: string, o: { proto: 'tcp' | 'udp'; address?: string; json?: boolean }, cmd: Command) => {
+    checkVmName(vm);
+    const body: PortForwardRequest = { ...parsePorts(ports), proto: o.proto };
+    if (o.address !== undefined) body.address = o.address;
+    const f = await clientFor(cmd).call<PortForward>('POST', vmPath(vm, '/forwards'), body);
+    if (o.json) return printJson(f);
+    out(`Forwarding ${f.proto} ${f.address}:${f.hostPort} to ${vm} (${f.guestAddress ?? '?'}):${f.guestPort}\n`);
+  });
+
+  withJson(forward.command('list').alias('ls').description('list port forwards (of one VM, or all)').argument('[vm]', 'VM name').option('--format <format>', 'table, json or csv', 'table')).action(
+    async (vm: string | undefined, _o: unknown, cmd: Command) => {
+      const format = formatFor(cmd);
+      const list = await clientFor(cmd).get<PortForward[]>(vm !== undefined ? vmPath(checkVmName(vm), '/forwards') : '/1.0/forwards');
+      if (format === 'json') return printJson(list);
+      out(renderRows(format, FORWARD_HEADERS, list.map(forwardRow)));
+    },
+  );
+
+  withJson(forward.command('remove').alias('rm').description('remove a port forward').argument('<vm>', 'VM name').argument('<id>', 'forward id (see `hangar forward list`)')).action(
+    async (vm: string, id: string, o: { json?: boolean }, cmd: Command) => {
+      if (!/^\d{1,9}$/.test(id)) throw new HangarError('INVALID_ARGUMENT', `forward id must be a number, got "${id}"`);
+      await clientFor(cmd).call('DELETE', vmPath(checkVmName(vm), `/forwards/${id}`));
+      if (o.json) return printJson({ vm, id: Number(id), removed: true });
+      out(`Removed port forward ${id} of ${vm}\n`);
     },
   );
 

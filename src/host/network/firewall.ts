@@ -28,11 +28,20 @@ export interface FirewallNetwork {
   subnet: Subnet;
 }
 
+/** A published guest port: connections to address:hostPort (0.0.0.0: any local address) go to guest:guestPort. */
+export interface FirewallForward {
+  proto: 'tcp' | 'udp';
+  address: string;
+  hostPort: number;
+  guestAddress: string;
+  guestPort: number;
+}
+
 const q = (s: string): string => `"${s}"`;
 const set = (items: string[]): string => (items.length === 1 ? items[0]! : `{ ${items.join(', ')} }`);
 
-/** The `inet hangar` table for these networks (pure). Null when there is nothing to filter. */
-export function renderFirewall(nets: FirewallNetwork[]): string | null {
+/** The `inet hangar` table for these networks and forwards (pure). Null when there is nothing to filter. */
+export function renderFirewall(nets: FirewallNetwork[], forwards: FirewallForward[] = []): string | null {
   if (nets.length === 0) return null;
   const bridges = nets.map((n) => q(n.bridge));
   const input: string[] = [];
@@ -45,6 +54,10 @@ export function renderFirewall(nets: FirewallNetwork[]): string | null {
     forward.push(`iifname ${br} oifname ${br} accept`);
     const gw = formatIpv4(gatewayOf(n.subnet));
     const others = nets.filter((o) => o !== n).map((o) => formatIpv4(gatewayOf(o.subnet)));
+    // Loopback addresses are routable on the bridge (route_localnet, for forwards published on
+    // 127.0.0.1): a VM must not use that to reach the host's own loopback services.
+    // Answers to a forward used from loopback come back here with loopback addresses: only those pass.
+    input.push(`iifname ${br} ip daddr 127.0.0.0/8 ct direction original drop`, `iifname ${br} ip saddr 127.0.0.0/8 ct direction original drop`);
     // The host's address on another network is not a way into it.
     if (others.length) input.push(`iifname ${br} ip daddr ${set(others)} drop`);
     if (n.kind === 'isolated') {
@@ -65,12 +78,22 @@ export function renderFirewall(nets: FirewallNetwork[]): string | null {
     forward.push(`oifname ${br} ct status dnat accept`);
     forward.push(`oifname ${br} drop`);
     postrouting.push(`ip saddr ${formatCidr(n.subnet)} ip daddr != ${formatCidr(n.subnet)} oifname != ${set(bridges)} masquerade`);
+    // A forward used from the host's loopback leaves with 127.0.0.1 as source: the guest could not answer that.
+    postrouting.push(`oifname ${br} ip saddr 127.0.0.0/8 masquerade`);
+  }
+  // Published ports: from outside (not from Hangar's own bridges: networks stay apart) and from the host itself.
+  const dnat: string[] = [];
+  for (const f of forwards) {
+    const dst = f.address === '0.0.0.0' ? 'fib daddr type local' : `ip daddr ${f.address}`;
+    dnat.push(`${dst} ${f.proto} dport ${f.hostPort} dnat ip to ${f.guestAddress}:${f.guestPort}`);
   }
   const chain = (name: string, hook: string, rules: string[]): string =>
     `  chain ${name} {\n    type ${hook}; policy accept;\n${rules.map((r) => `    ${r}\n`).join('')}  }\n`;
   return `table inet ${NFT_TABLE} {\n`
     + chain('input', 'filter hook input priority filter', input)
     + chain('forward', 'filter hook forward priority filter', forward)
+    + chain('prerouting', 'nat hook prerouting priority dstnat', dnat.map((r) => `iifname != ${set(bridges)} ${r}`))
+    + chain('output', 'nat hook output priority -100', dnat)
     + chain('postrouting', 'nat hook postrouting priority srcnat', postrouting)
     + '}\n';
 }
@@ -90,12 +113,12 @@ function nft(args: string[]): Promise<string> {
   });
 }
 
-/** Applies the table for these networks (removes it when there are none). */
-export async function applyFirewall(nets: FirewallNetwork[]): Promise<void> {
+/** Applies the table for these networks and forwards (removes it when there are no networks). */
+export async function applyFirewall(nets: FirewallNetwork[], forwards: FirewallForward[] = []): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-nft-'));
   try {
     const file = path.join(dir, 'hangar.nft');
-    fs.writeFileSync(file, replaceScript(renderFirewall(nets)), { mode: 0o600 });
+    fs.writeFileSync(file, replaceScript(renderFirewall(nets, forwards)), { mode: 0o600 });
     await nft(['-f', file]);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

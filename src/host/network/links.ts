@@ -164,6 +164,16 @@ export function usedSubnets(): Subnet[] {
   return found;
 }
 
+/** Port forwards published on 127.0.0.1 are routed out of this bridge: loopback addresses may be (the firewall stops VMs using it). */
+export function enableRouteLocalnet(bridge: string): void {
+  const f = `/proc/sys/net/ipv4/conf/${bridge}/route_localnet`;
+  try {
+    if (fs.readFileSync(f, 'utf8').trim() !== '1') fs.writeFileSync(f, '1\n');
+  } catch (e) {
+    throw new HangarError('UNAVAILABLE', `cannot set route_localnet on ${bridge}: ${(e as Error).message}`);
+  }
+}
+
 /** NAT networks route between the bridge and the uplink: IPv4 forwarding on, in this namespace. */
 export function enableIpv4Forwarding(): void {
   const f = '/proc/sys/net/ipv4/ip_forward';

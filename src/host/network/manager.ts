@@ -15,7 +15,7 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import type { NicAttachment } from '../../engines/engine.js';
 import type { Store, VmRecord } from '../store.js';
-import type { Network, NetworkCreateRequest, NetworkUpdateRequest, VmNic, VmNicRequest, VmNicState } from './schemas.js';
+import type { Network, NetworkCreateRequest, NetworkUpdateRequest, PortForward, PortForwardRequest, VmNic, VmNicRequest, VmNicState } from './schemas.js';
 import { DEFAULT_NETWORK, NETWORK_NAME_RULE, NO_NETWORK, isNetworkName } from './schemas.js';
 import { isDeviceId } from '../../api/names.js';
 import {
@@ -23,11 +23,11 @@ import {
   newBridgeName, overlaps, parseCidr, parseIpv4, pickFreeSubnet, tapNameFor, type Subnet,
 } from './addressing.js';
 import {
-  addressesOf, deleteOwnLink, enableIpv4Forwarding, ensureBridge, ensureTap, getLink, listLinks, ownerAlias, reattachTap, usedSubnets,
+  addressesOf, deleteOwnLink, enableIpv4Forwarding, enableRouteLocalnet, ensureBridge, ensureTap, getLink, listLinks, ownerAlias, reattachTap, usedSubnets,
 } from './links.js';
 import { dnsmasqFiles, findDnsmasq, readLeases, renderDnsmasqConfig, startDnsmasq, stopDnsmasq, type DhcpReservation } from './dnsmasq.js';
-import { applyFirewall, firewallPresent, type FirewallNetwork } from './firewall.js';
-import { NetworkRecords, type NetworkRecord } from './records.js';
+import { applyFirewall, firewallPresent, type FirewallForward, type FirewallNetwork } from './firewall.js';
+import { ForwardRecords, NetworkRecords, type ForwardRecord, type NetworkRecord } from './records.js';
 
 export interface NetworkManagerDeps {
   dataDir: string;
@@ -42,11 +42,13 @@ export const MAX_NICS = 8;
 
 export class NetworkManager {
   private readonly records: NetworkRecords;
+  private readonly forwards: ForwardRecords;
   private readonly alias: string;
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly d: NetworkManagerDeps) {
     this.records = new NetworkRecords(d.store.sqlite);
+    this.forwards = new ForwardRecords(d.store.sqlite);
     this.alias = ownerAlias(d.dataDir);
   }
 
@@ -243,7 +245,10 @@ export class NetworkManager {
     const dir = this.dir(rec.name);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const fresh = ensureBridge(rec.bridge, this.alias, `${formatIpv4(gatewayOf(subnet))}/${subnet.prefix}`);
-    if (rec.kind === 'nat') enableIpv4Forwarding();
+    if (rec.kind === 'nat') {
+      enableIpv4Forwarding();
+      enableRouteLocalnet(rec.bridge);
+    }
     const files = dnsmasqFiles(dir);
     const conf = renderDnsmasqConfig({ dir, bridge: rec.bridge, subnet, routed: rec.kind === 'nat', reservations: this.reservations(rec.name) });
     let old = '';
@@ -272,7 +277,100 @@ export class NetworkManager {
     const nets: FirewallNetwork[] = this.records.list()
       .filter((r): r is NetworkRecord & { kind: 'nat' | 'isolated' } => r.kind !== 'bridged')
       .map((r) => ({ kind: r.kind, bridge: r.bridge, subnet: parseCidr(r.subnet!)! }));
-    return applyFirewall(nets);
+    const fw: FirewallForward[] = [];
+    for (const f of this.forwards.list()) {
+      const guestAddress = this.forwardTarget(f.vm);
+      if (guestAddress) fw.push({ proto: f.proto, address: f.address, hostPort: f.hostPort, guestPort: f.guestPort, guestAddress });
+    }
+    return applyFirewall(nets, fw);
+  }
+
+  // --- port forwards -----------------------------------------------------------
+
+  /** The NIC a VM's forwards go to: its first on a nat network. */
+  private forwardNic(vm: VmRecord): VmNic | null {
+    return (vm.spec.nics ?? []).find((n) => this.records.get(n.network)?.kind === 'nat') ?? null;
+  }
+
+  /** The guest address of a VM's forwards: the reservation of its forward NIC. */
+  private forwardTarget(vmName: string): string | null {
+    const vm = this.d.store.getVm(vmName);
+    return vm ? this.forwardNic(vm)?.ipv4 ?? null : null;
+  }
+
+  private toForward(f: ForwardRecord): PortForward {
+    return { ...f, guestAddress: this.forwardTarget(f.vm) };
+  }
+
+  listForwards(vm?: string): PortForward[] {
+    if (vm !== undefined) this.d.store.requireVm(vm);
+    return this.forwards.list(vm).map((f) => this.toForward(f));
+  }
+
+  /**
+   * Publishes a guest port. The VM's NIC on a nat network gets a reserved
+   * address if it had none (the one it holds now, else a free one), so the
+   * forward keeps pointing at the VM across restarts.
+   */
+  addForward(vmName: string, req: PortForwardRequest): Promise<PortForward> {
+    return this.serial(async () => {
+      const vm = this.d.store.requireVm(vmName);
+      const nic = this.forwardNic(vm);
+      if (!nic) throw new HangarError('INVALID_STATE', `VM "${vmName}" has no NIC on a nat network: only those can be reached through a forward`, { name: vmName });
+      const proto = req.proto ?? 'tcp';
+      const address = req.address ?? '0.0.0.0';
+      if (parseIpv4(address) === null) throw new HangarError('INVALID_ARGUMENT', `address ${address} is not an IPv4 address`, { field: 'address' });
+      const clash = this.forwards.list().find((f) => f.proto === proto && f.hostPort === req.hostPort && (f.address === address || f.address === '0.0.0.0' || address === '0.0.0.0'));
+      if (clash) throw new HangarError('ALREADY_EXISTS', `${proto} port ${req.hostPort} on ${clash.address} is already forwarded to VM "${clash.vm}"`, { field: 'hostPort' });
+      const net = this.records.require(nic.network);
+      let pinned = false;
+      if (!nic.ipv4) {
+        const ipv4 = this.freeAddress(net, nic.mac);
+        nic.ipv4 = ipv4;
+        this.d.store.transaction(() => {
+          const cur = this.d.store.requireVm(vmName);
+          this.d.store.updateVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).map((n) => (n.name === nic.name ? { ...n, ipv4 } : n)) });
+        });
+        pinned = true;
+      }
+      const rec = this.forwards.insert({ vm: vmName, proto, address, hostPort: req.hostPort, guestPort: req.guestPort, createdAt: new Date().toISOString() });
+      try {
+        if (pinned) await this.realise(net);
+        await this.applyFirewall();
+      } catch (e) {
+        this.forwards.delete(rec.id);
+        await this.applyFirewall().catch(() => undefined);
+        throw e;
+      }
+      this.d.log.info({ vm: vmName, ...req }, 'port forward added');
+      return this.toForward(rec);
+    });
+  }
+
+  /** The address DHCP gave this MAC, else the first host address nobody reserved or leased. */
+  private freeAddress(net: NetworkRecord, mac: string): string {
+    const leases = readLeases(dnsmasqFiles(this.dir(net.name)));
+    const mine = leases.find((l) => l.mac === mac.toLowerCase());
+    const reserved = new Set(this.d.store.listVms().flatMap((v) => v.spec.nics ?? []).filter((n) => n.network === net.name && n.ipv4).map((n) => n.ipv4!));
+    if (mine && !reserved.has(mine.ipv4)) return mine.ipv4;
+    const taken = new Set([...reserved, ...leases.map((l) => l.ipv4)]);
+    const range = dhcpRange(parseCidr(net.subnet!)!);
+    for (let ip = range.first; ip <= range.last; ip++) if (!taken.has(formatIpv4(ip))) return formatIpv4(ip);
+    throw new HangarError('RESOURCE_EXHAUSTED', `network "${net.name}" has no free address left`);
+  }
+
+  removeForward(vmName: string, id: number): Promise<void> {
+    return this.serial(async () => {
+      if (!this.forwards.list(vmName).some((f) => f.id === id)) throw new HangarError('NOT_FOUND', `VM "${vmName}" has no port forward ${id}`, { id });
+      this.forwards.delete(id);
+      await this.applyFirewall();
+    });
+  }
+
+  /** A VM was deleted: its forwards and DHCP reservations go. */
+  async forgetVm(vmName: string, networks: string[]): Promise<void> {
+    const had = this.forwards.deleteForVm(vmName);
+    if (networks.length || had) await this.refresh(networks);
   }
 
   /** A network's reservations changed (a VM or NIC came or went): dnsmasq gets the new ones. */
@@ -282,6 +380,8 @@ export class NetworkManager {
         const rec = this.records.get(name);
         if (rec) await this.realise(rec);
       }
+      // Forwards follow the reservations they point at.
+      await this.applyFirewall();
     });
   }
 

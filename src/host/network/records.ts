@@ -64,3 +64,45 @@ export class NetworkRecords {
     this.db.prepare('DELETE FROM networks WHERE name = ?').run(name);
   }
 }
+
+export interface ForwardRecord {
+  id: number;
+  vm: string;
+  proto: 'tcp' | 'udp';
+  /** 0.0.0.0: every address of the host. */
+  address: string;
+  hostPort: number;
+  guestPort: number;
+  createdAt: string;
+}
+
+interface ForwardRow { id: number; vm: string; proto: string; address: string; host_port: number; guest_port: number; created_at: string }
+
+const forwardFromRow = (r: ForwardRow): ForwardRecord => ({
+  id: r.id, vm: r.vm, proto: r.proto as 'tcp' | 'udp', address: r.address, hostPort: r.host_port, guestPort: r.guest_port, createdAt: r.created_at,
+});
+
+export class ForwardRecords {
+  constructor(private readonly db: Database.Database) {}
+
+  list(vm?: string): ForwardRecord[] {
+    const rows = vm === undefined
+      ? this.db.prepare('SELECT * FROM port_forwards ORDER BY id').all()
+      : this.db.prepare('SELECT * FROM port_forwards WHERE vm = ? ORDER BY id').all(vm);
+    return (rows as ForwardRow[]).map(forwardFromRow);
+  }
+
+  insert(f: Omit<ForwardRecord, 'id'>): ForwardRecord {
+    const info = this.db.prepare('INSERT INTO port_forwards (vm, proto, address, host_port, guest_port, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(f.vm, f.proto, f.address, f.hostPort, f.guestPort, f.createdAt);
+    return { ...f, id: Number(info.lastInsertRowid) };
+  }
+
+  delete(id: number): boolean {
+    return this.db.prepare('DELETE FROM port_forwards WHERE id = ?').run(id).changes > 0;
+  }
+
+  deleteForVm(vm: string): number {
+    return this.db.prepare('DELETE FROM port_forwards WHERE vm = ?').run(vm).changes;
+  }
+}

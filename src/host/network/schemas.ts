@@ -101,3 +101,28 @@ export const VmNicState = Type.Object({
   ipv4: Type.Union([Ipv4, Type.Null()]),
 });
 export type VmNicState = Static<typeof VmNicState>;
+
+/** POST /1.0/vms/{name}/forwards: publish a guest port on a host address. */
+export const PortForwardRequest = Type.Object(
+  {
+    hostPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+    guestPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+    proto: Type.Optional(Type.Union([Type.Literal('tcp'), Type.Literal('udp')])),
+    address: Type.Optional(Type.String({ pattern: '^(\\d{1,3})(\\.\\d{1,3}){3}$', description: 'Host address to publish on (default 0.0.0.0: every address of the host, loopback included)' })),
+  },
+  { additionalProperties: false },
+);
+export type PortForwardRequest = Static<typeof PortForwardRequest>;
+
+export const PortForward = Type.Object({
+  id: Type.Integer(),
+  vm: VmName,
+  proto: Type.Union([Type.Literal('tcp'), Type.Literal('udp')]),
+  address: Type.String(),
+  hostPort: Type.Integer(),
+  guestPort: Type.Integer(),
+  /** The guest address connections go to: its NIC's reservation on a nat network. */
+  guestAddress: Type.Union([Type.String(), Type.Null()]),
+  createdAt: Type.String(),
+});
+export type PortForward = Static<typeof PortForward>;
