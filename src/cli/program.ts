@@ -12,6 +12,7 @@ import { registerExecCommands } from './commands/exec.js';
 import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerLogsCommand } from './commands/logs.js';
+import { registerNetworkCommands } from './commands/network.js';
 import { registerOperationCommands } from './commands/operation.js';
 import { registerRemoteCommands } from './commands/remote.js';
 import { registerStorageCommands } from './commands/storage.js';
@@ -45,6 +46,7 @@ export function buildProgram(): Command {
   registerOperationCommands(program);
   registerImageCommands(program);
   registerStorageCommands(program);
+  registerNetworkCommands(program);
   registerHostCommands(program);
   registerDaemonCommands(program);
   registerRemoteCommands(program);

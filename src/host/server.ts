@@ -38,6 +38,9 @@ import { registerSnapshotRoutes } from './snapshots/routes.js';
 import type { SnapshotManager } from './snapshots/manager.js';
 import type { StorageService } from './storage/index.js';
 import { registerStorageRoutes } from './storage/routes.js';
+import { registerNetworkRoutes } from './network/routes.js';
+import type { NetworkManager } from './network/manager.js';
+import type { Store } from './store.js';
 
 export const API_VERSION = '1.0';
 
@@ -57,6 +60,8 @@ export interface ApiContext {
   tlsFingerprint?: string;
   /** Snapshots and copies (absent: those routes answer UNSUPPORTED). */
   snapshots?: SnapshotManager;
+  /** Virtual networks and the store they read VMs from (absent: no /1.0/networks routes). */
+  networks?: { manager: NetworkManager; store: Store };
 }
 
 export interface ServerOptions {
@@ -396,6 +401,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
 
   registerSnapshotRoutes(app as unknown as FastifyInstance, ctx);
   if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
+  if (ctx.networks) await registerNetworkRoutes(app as unknown as FastifyInstance, ctx.networks.manager, ctx.networks.store);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));

@@ -38,6 +38,7 @@ import type { StorageService } from './storage/index.js';
 import { DiskService } from './disks/service.js';
 import { VmDiskOps } from './disks/vm-ops.js';
 import { diskSize, planDisks, ROOT_DISK } from './disks/plan.js';
+import type { NetworkManager } from './network/manager.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
@@ -86,6 +87,8 @@ export interface VmManagerDeps {
   hostResources?: HostResources;
   /** Storage pools and volumes (absent: VMs cannot have disks). */
   storage?: StorageService;
+  /** Virtual networks (absent: VMs get no NICs). */
+  networks?: NetworkManager;
 }
 
 /** A VM process this daemon watches. */
@@ -215,6 +218,7 @@ export class VmManager {
         startedAt: r.startedAt,
         uptimeSeconds: running && r.startedAt ? Math.max(0, (Date.now() - Date.parse(r.startedAt)) / 1000) : null,
         lastExit: r.lastExit,
+        ...(this.d.networks && r.spec.nics?.length ? { nics: this.d.networks.nicStates(r) } : {}),
       },
       display: displayOf(r.spec, this.runDir(r.name)),
       createdAt: r.createdAt,
@@ -314,6 +318,12 @@ export class VmManager {
     });
   }
 
+  /** Images made for servers (cloud-init) join the default network unless told otherwise. */
+  private async joinsDefaultNetwork(image: string): Promise<boolean> {
+    const found = (await this.d.images.listImages()).find((i) => i.name === image) as { cloudInit?: boolean } | undefined;
+    return found?.cloudInit === true;
+  }
+
   async imageNames(): Promise<string[]> {
     return (await this.d.images.listImages()).map((i) => i.name);
   }
@@ -332,6 +342,12 @@ export class VmManager {
     const spec = buildVmSpec(req, { imageNames: images.map((i) => i.name), engine: caps });
     // How it boots (kernel, bios, uefi) and the ISO it boots from, checked against the engine and the image.
     Object.assign(spec, resolveBoot(req, { engine: caps, image: bootImageOf(images.find((i) => i.name === req.image)), hasDisks: (req.disks?.length ?? 0) > 0 || req.rootSize !== undefined, volumes: this.d.storage }));
+    if (this.d.networks) {
+      const nics = await this.d.networks.planNics(name, req, await this.joinsDefaultNetwork(req.image));
+      if (nics.length) spec.nics = nics;
+    } else if (req.nics?.length || (req.network !== undefined && req.network !== 'none')) {
+      throw new HangarError('UNSUPPORTED', 'this daemon has no networks', { field: 'network' });
+    }
     // Checked again after the awaits: a concurrent create may have taken the name meanwhile.
     taken();
     // Disks besides the root disk, checked against storage now; made in the operation.
@@ -441,6 +457,8 @@ export class VmManager {
           this.d.events.emit(name, 'deleted');
         });
         fs.rmSync(this.runDir(name), { recursive: true, force: true });
+        // Its DHCP reservations and port forwards go with it.
+        await this.d.networks?.forgetVm(name, (cur.spec.nics ?? []).map((n) => n.network));
         return { name };
       }));
   }
@@ -481,8 +499,6 @@ export class VmManager {
     };
     // The cloud-init seed (cloud images) and the guest agent channel.
     await attachGuestSide(config, rec, image, caps);
-    // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
-    fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
     // Admission and the move to 'starting' happen in one synchronous step: 'starting' commits the
     // VM's memory and vCPUs, so a concurrent start sees them and cannot pass on the same headroom.
     this.admission.checkStart(name, { cpus: rec.spec.cpus, memoryBytes: rec.spec.memoryBytes });
@@ -490,8 +506,13 @@ export class VmManager {
     progress?.({ stage: 'starting' });
     let handle: VmHandle;
     try {
+      // Each NIC's TAP is made and put on its network's bridge before the engine attaches it.
+      if (this.d.networks) config.nics = await this.d.networks.attach(rec);
+      // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
+      fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
       handle = await engine.start(config);
     } catch (e) {
+      this.d.networks?.detach(rec);
       const err = toHangarError(e, 'ENGINE_FAILED');
       this.transition(name, 'stopped', { patch: { pid: null, startedAt: null, lastExit: { reason: START_FAILED, detail: err.message, at: new Date().toISOString() } } });
       this.d.log.warn({ vm: name, code: err.code, err: err.message }, 'VM failed to start');
@@ -629,6 +650,9 @@ export class VmManager {
     } catch (e) {
       this.d.log.error({ vm: name, err: String(e) }, 'could not record VM exit');
     }
+    // Its TAPs go with the process (a VM deleted meanwhile took them with it already).
+    const rec = this.d.store.getVm(name);
+    if (rec) this.d.networks?.detach(rec);
     this.d.log.info({ vm: name, reason: exit.reason, detail: exit.detail, asked: live.expectExit }, crashed ? 'VM crashed' : 'VM stopped');
   }
 

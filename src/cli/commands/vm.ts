@@ -16,9 +16,10 @@ import {
 } from '../context.js';
 import { cloudInitFields, type CloudInitOptions } from '../cloud-init-files.js';
 import { launchDisks } from './disk.js';
+import { collectNetwork } from './network.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
-export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME'];
+export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME', 'IPV4'];
 
 export function vmRow(vm: Vm): string[] {
   return [
@@ -29,6 +30,8 @@ export function vmRow(vm: Vm): string[] {
     String(vm.spec.cpus),
     formatSize(vm.spec.memoryBytes),
     vm.state === 'running' || vm.state === 'paused' ? formatDuration(vm.runtime.uptimeSeconds) : '-',
+    // The first address DHCP leased to one of its NICs (`hangar show` has them all).
+    (vm.state === 'running' || vm.state === 'paused' ? vm.runtime.nics?.find((n) => n.ipv4)?.ipv4 : undefined) ?? '-',
   ];
 }
 
@@ -72,6 +75,7 @@ export function renderVm(vm: Vm): string {
     },
     ...(vm.display ? { display: `vnc (hangar vnc ${vm.name})` } : {}),
     runtime,
+    ...(r.nics?.length ? { nics: Object.fromEntries(r.nics.map((n) => [n.name, `${n.network} ${n.mac} ${n.tap} ${n.ipv4 ?? '(no lease)'}`])) } : {}),
   });
 }
 
@@ -83,6 +87,7 @@ interface LaunchOpts extends CloudInitOptions {
   boot?: BootMode;
   iso?: string;
   disk?: string[];
+  network?: string[];
   start: boolean;
   wait: boolean;
   json?: boolean;
@@ -100,7 +105,7 @@ export function isoArgument(v: string): string {
 }
 
 /** Builds the POST /1.0/vms body from the command line, validating what can be checked locally. */
-export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'boot' | 'iso' | 'disk'>): VmCreateRequest {
+export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'boot' | 'iso' | 'disk' | 'network'>): VmCreateRequest {
   checkVmName(name);
   if (!image.trim()) throw new HangarError('INVALID_ARGUMENT', 'IMAGE must not be empty');
   const body: VmCreateRequest = { name, image };
@@ -114,6 +119,12 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
   if (o.cmdline !== undefined) body.cmdline = o.cmdline;
   if (o.boot !== undefined) body.boot = o.boot;
   if (o.iso !== undefined) body.iso = isoArgument(o.iso);
+  if (o.network !== undefined) {
+    // One --network: the daemon names the NIC; several: one NIC each, in order; `none` alone: no NIC.
+    if (o.network.length === 1) body.network = o.network[0]!;
+    else if (o.network.includes('none')) throw new HangarError('INVALID_ARGUMENT', '--network none cannot go with other networks');
+    else body.nics = o.network.map((network) => ({ network }));
+  }
   if (o.start === false) body.start = false;
   if (o.disk?.length) Object.assign(body, launchDisks(o.disk));
   return body;
@@ -166,6 +177,7 @@ export function registerVmCommands(program: Command): void {
       .addOption(new Option('--boot <mode>', 'kernel (the image\'s kernel, headless), bios or uefi (firmware boots the ISO or the disk; with a display, see `hangar vnc`)').choices([...BOOT_MODES]))
       .option('--iso <file>', "installer ISO to attach as a CD-ROM and boot first: a file in the daemon's import folder, or a raw volume POOL/VOLUME (implies --boot bios unless given)")
       .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
+      .option('--network <name>', 'network of a NIC (repeat for more NICs), or none (default: the default network for cloud images, none otherwise)', collectNetwork)
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {

@@ -21,6 +21,7 @@ import type { Engine, EngineCapabilities, EngineVmConfig, VmExit, VmHandle } fro
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { spawnVmProcess } from '../base/spawn.js';
+import { openTapFd } from '../base/tap.js';
 import type { KvmProbe } from '../../kvm/probe.js';
 import { ownProbe } from '../base/kvm.js';
 import { MICRO_LIMITS } from './limits.js';
@@ -214,17 +215,23 @@ export class MicroEngine implements Engine {
 
     const sandbox = sandboxFor('micro', config);
     // A confined hangar-vmm cannot open /dev/kvm: it inherits the daemon's descriptor as fd 3.
+    // Nor /dev/net/tun: each NIC's TAP, opened here, follows (--tap-fd NAME=FD).
     const args = sandbox ? [...this.args(config, files), '--kvm-fd', '3'] : this.args(config, files);
+    const firstTap = sandbox ? 4 : 3;
+    config.nics.forEach((n, i) => args.push('--tap-fd', `${n.tap}=${firstTap + i}`));
     let kvm: number | null = null;
+    const taps: number[] = [];
     let child: ChildProcess;
     try {
       if (sandbox) kvm = fs.openSync('/dev/kvm', fs.constants.O_RDWR);
-      child = spawnVmProcess({ command: process.execPath, args, logFile: files.processLog, sandbox, inheritFds: kvm !== null ? [kvm] : [] });
+      for (const n of config.nics) taps.push(openTapFd(n.tap, false));
+      child = spawnVmProcess({ command: process.execPath, args, logFile: files.processLog, sandbox, inheritFds: [...(kvm !== null ? [kvm] : []), ...taps] });
     } catch (e) {
       sandbox?.cleanup();
       throw e;
     } finally {
       if (kvm !== null) fs.closeSync(kvm);
+      for (const fd of taps) fs.closeSync(fd);
     }
     const pid = child.pid;
     if (pid === undefined) { sandbox?.cleanup(); throw new HangarError('ENGINE_FAILED', 'hangar-vmm could not be started'); }

@@ -66,7 +66,12 @@ export interface CmdlineOptions {
   ovmfCode?: string;
   /** Per disk id: whether its file takes O_DIRECT (the engine probes it); absent: 'buffered', which works everywhere. */
   diskIo?: Record<string, DiskIoMode>;
+  /** Descriptors QEMU inherits for the NICs' TAPs, one per NIC in order (absent: QEMU opens each TAP by name). */
+  tapFds?: number[];
 }
+
+/** The first descriptor of the NICs' TAPs (after the console log's). */
+export const FIRST_TAP_FD = CONSOLE_LOG_FD + 1;
 
 const MiB = 1024 * 1024;
 /** sun_path holds 108 bytes including the terminating NUL. */
@@ -231,10 +236,11 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
     if (c.firmware && i === 0) dev.bootindex = 1;
     args.push('-device', deviceOption(dev));
   });
-  for (const n of c.nics) {
-    args.push('-netdev', `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
+  c.nics.forEach((n, i) => {
+    const fd = opts.tapFds?.[i];
+    args.push('-netdev', fd !== undefined ? `tap,id=net-${n.id},fd=${fd}` : `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
     args.push('-device', `virtio-net-${bus},netdev=net-${n.id},id=dev-net-${n.id},mac=${n.mac.toLowerCase()}`);
-  }
+  });
 
   if (c.guestAgent !== undefined) args.push(...guestAgentArgs(c.guestAgent.socket, bus));
   if (c.vnc) {

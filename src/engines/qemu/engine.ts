@@ -19,7 +19,8 @@ import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { processAlive } from '../base/procfs.js';
 import { spawnVmProcess } from '../base/spawn.js';
-import { buildQemuArgs, qemuIdentity, runFiles, CDROM_FD, type QemuMachine, type QemuRunFiles } from './cmdline.js';
+import { openTapFd } from '../base/tap.js';
+import { buildQemuArgs, qemuIdentity, runFiles, CDROM_FD, FIRST_TAP_FD, type QemuMachine, type QemuRunFiles } from './cmdline.js';
 import { ensureVarsFile, findOvmf, requireOvmf, vmVarsFile } from './firmware.js';
 import { openCdrom } from './cdrom.js';
 import { screendump } from './screendump.js';
@@ -287,7 +288,11 @@ export class QemuEngine implements Engine {
     // O_DIRECT where each disk's filesystem takes it (disks.ts explains the choice).
     const diskIo: Record<string, DiskIoMode> = {};
     for (const d of config.disks) diskIo[d.id] = probeDiskIo(d.path);
-    const args = buildQemuArgs(config, { machine: this.machine, diskIo, ...(ovmf ? { ovmfCode: ovmf.code } : {}) });
+    // A confined QEMU cannot open /dev/net/tun: it inherits each TAP, opened here, after the console log's
+    // descriptor and the ISO's (when there is one).
+    const firstTapFd = FIRST_TAP_FD + (config.cdrom !== undefined ? 1 : 0);
+    const tapFds = config.nics.map((_, i) => firstTapFd + i);
+    const args = buildQemuArgs(config, { machine: this.machine, diskIo, ...(ovmf ? { ovmfCode: ovmf.code } : {}), ...(tapFds.length ? { tapFds } : {}) });
     const files = runFiles(config.runDir);
     const log = this.log.child({ vm: config.name });
     fs.mkdirSync(config.runDir, { recursive: true });
@@ -305,11 +310,13 @@ export class QemuEngine implements Engine {
     let conlog: ConsoleLogPipe | null = null;
     let child: ChildProcess;
     const writerErr = fs.openSync(files.processLog, 'a', 0o600);
+    const taps: number[] = [];
     try {
       sandbox = sandboxFor('qemu', config);
+      for (const n of config.nics) taps.push(openTapFd(n.tap, true));
       conlog = startConsoleLogWriter(config.consoleLog, config.consoleLogLimit ?? DEFAULT_CONSOLE_LOG_LIMIT, config.runDir, writerErr);
-      // QEMU inherits the pipe's write end as fd 3 (-add-fd): its serial log goes to the writer; the ISO comes next, as fd 4.
-      const inheritFds = cdromFd !== null ? [conlog.writeFd, cdromFd] : [conlog.writeFd];
+      // QEMU inherits the pipe's write end as fd 3 (-add-fd): its serial log goes to the writer; the ISO comes next, as fd 4, then the TAPs.
+      const inheritFds = cdromFd !== null ? [conlog.writeFd, cdromFd, ...taps] : [conlog.writeFd, ...taps];
       if (cdromFd !== null && inheritFds.indexOf(cdromFd) + 3 !== CDROM_FD) throw new HangarError('INTERNAL', 'the CD-ROM descriptor is not where the argv says');
       child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog, sandbox, inheritFds });
     } catch (e) {
@@ -320,6 +327,7 @@ export class QemuEngine implements Engine {
       conlog?.closeWriteEnd();
       fs.closeSync(writerErr);
       if (cdromFd !== null) fs.closeSync(cdromFd);
+      for (const fd of taps) fs.closeSync(fd);
     }
     // The child stays referenced while a handle watches it (so its exit is
     // always delivered); detach() unrefs it. It outlives us either way.

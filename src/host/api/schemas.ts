@@ -6,6 +6,8 @@
 import { Type, type Static } from 'typebox';
 import { VmName, ImageName, DeviceId, DEVICE_ID_PATTERN } from '../../api/names.js';
 import { Accel, BootMode, EngineName } from '../../api/engine.js';
+import { VmNic, VmNicRequest, VmNicState } from '../network/schemas.js';
+export * from '../network/schemas.js';
 
 export { VmName, ImageName, Accel, BootMode, EngineName };
 
@@ -89,6 +91,8 @@ export const VmCreateRequest = Type.Object(
     iso: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'An ISO 9660 image to attach as a read-only CD-ROM, booted first: an absolute path inside the daemon\'s import folders, or a raw storage volume "pool/volume"' })),
     rootSize: Type.Optional(SizeInput),
     disks: Type.Optional(Type.Array(DiskRequest, { maxItems: 16, description: 'Disks besides the root disk' })),
+    network: Type.Optional(Type.String({ maxLength: 64, description: 'Network of the VM\'s one NIC (eth0), or "none"; ignored when nics is given' })),
+    nics: Type.Optional(Type.Array(VmNicRequest, { maxItems: 8, description: 'NICs, in order (eth0, eth1, ...)' })),
   },
   { additionalProperties: false },
 );
@@ -133,6 +137,7 @@ export const VmSpec = Type.Object({
   boot: Type.Optional(BootMode),
   /** The installer ISO attached as a CD-ROM (absolute path on the daemon's host). */
   iso: Type.Optional(Type.String()),
+  nics: Type.Optional(Type.Array(VmNic)),
 });
 export type VmSpec = Static<typeof VmSpec>;
 
@@ -154,6 +159,7 @@ export const VmRuntime = Type.Object({
   ]),
   rssBytes: Type.Optional(Type.Integer()),
   cpuSeconds: Type.Optional(Type.Number()),
+  nics: Type.Optional(Type.Array(VmNicState)),
 });
 
 export const Vm = Type.Object({
