@@ -1,0 +1,104 @@
+/*
+ * A guest that keeps working across a snapshot and restore, for
+ * test/e2e/vmm-snapshot.test.ts. Every CPU counts in ring 3; CPU 0 also,
+ * when a virtio-blk device is present, runs one write → read-back round
+ * per step (interrupt-driven completion, so the irqchip's state matters):
+ * round r writes sector r % 64 with a pattern of r, reads it back, and reads
+ * sector (r-1) % 64 to check it still holds round r-1's pattern (written
+ * before the snapshot, for the first round after a restore). Each step
+ * prints one line:
+ *
+ *   snap: step=<n> cpus=<k> c0=<count> c1=<count> blk=<rounds>
+ *
+ * and any mismatch ends the VM as crashed ("snap: BAD ..."). It never ends
+ * by itself.
+ */
+#include "virtio-drv.h"
+
+#define T_IN 0
+#define T_OUT 1
+#define SECTORS 64
+
+struct req_hdr {
+  u32 type;
+  u32 reserved;
+  u64 sector;
+};
+
+static volatile u64 counts[32];
+static struct vio_dev dev;
+static struct vq q;
+static struct req_hdr *hdr;
+static volatile u8 *status;
+static u8 *wbuf, *rbuf;
+static volatile u32 irq_seen;
+
+static void on_irq(int irq) {
+  (void)irq;
+  u32 s = hg_mmio_read32(dev.base + VIO_INTERRUPT_STATUS);
+  hg_mmio_write32(dev.base + VIO_INTERRUPT_ACK, s);
+  irq_seen++;
+}
+
+/* One 512-byte request, completed by interrupt. */
+static u8 blk_io(u32 type, u64 sector, u8 *buf) {
+  hdr->type = type;
+  hdr->reserved = 0;
+  hdr->sector = sector;
+  *status = 0xee;
+  vq_set_desc(&q, 0, (u64)hdr, sizeof *hdr, VQ_F_NEXT, 1);
+  vq_set_desc(&q, 1, (u64)buf, 512, (u16)((type == T_OUT ? 0 : VQ_F_WRITE) | VQ_F_NEXT), 2);
+  vq_set_desc(&q, 2, (u64)status, 1, VQ_F_WRITE, 0);
+  u32 seen = irq_seen;
+  vq_publish(&q, 0);
+  vq_notify(&q);
+  while (!vq_has_used(&q)) {
+    hg_wait_change(&irq_seen, seen);
+    seen = irq_seen;
+  }
+  (void)vq_take(&q);
+  return *status;
+}
+
+static void pattern(u8 *b, u64 round) {
+  for (u32 i = 0; i < 512; i++) b[i] = (u8)(round * 7 + i * 13 + (round >> 8));
+}
+
+static void blk_round(u64 r) {
+  pattern(wbuf, r);
+  u8 st = blk_io(T_OUT, r % SECTORS, wbuf);
+  if (st != 0) hg_panic("snap: BAD write round=%lu status=%d\n", r, st);
+  st = blk_io(T_IN, r % SECTORS, rbuf);
+  if (st != 0 || memcmp(rbuf, wbuf, 512) != 0) hg_panic("snap: BAD readback round=%lu status=%d\n", r, st);
+  if (r > 0) {
+    st = blk_io(T_IN, (r - 1) % SECTORS, rbuf);
+    pattern(wbuf, r - 1);
+    if (st != 0 || memcmp(rbuf, wbuf, 512) != 0) hg_panic("snap: BAD previous round=%lu status=%d\n", r - 1, st);
+  }
+}
+
+void guest_ap_main(int cpu) {
+  for (;;) counts[cpu]++;
+}
+
+void guest_main(void) {
+  int cpus = hg_cpu_count();
+  bool blk = vio_find(&dev, VIO_ID_BLOCK, 0) == 0;
+  if (blk) {
+    if (vio_begin(&dev, VIO_F_VERSION_1) != 0) hg_panic("snap: BAD features\n");
+    vq_setup(&dev, &q, 0, 16);
+    vio_driver_ok(&dev);
+    hdr = hg_alloc(sizeof *hdr, 16);
+    status = hg_alloc(1, 1);
+    wbuf = hg_alloc(512, 512);
+    rbuf = hg_alloc(512, 512);
+    hg_irq_register(dev.irq, on_irq);
+  }
+  hg_printf("snap: start cpus=%d blk=%d\n", cpus, blk ? 1 : 0);
+  u64 rounds = 0;
+  for (u64 step = 0;; step++) {
+    for (u32 i = 0; i < (1u << 22); i++) counts[0]++;
+    if (blk) blk_round(rounds++);
+    hg_printf("snap: step=%lu cpus=%d c0=%lu c1=%lu blk=%lu\n", step, cpus, counts[0], cpus > 1 ? counts[1] : 0, rounds);
+  }
+}
