@@ -36,6 +36,9 @@ export class VmmController {
   /** When PUT /snapshot/load was received, and when the restored machine was ready (monotonic ns). */
   snapshotLoadNs?: bigint;
   snapshotLoadedNs?: bigint;
+  /** Within a load: modules and logger ready, machine rebuilt (vCPU threads not started yet). */
+  private snapshotModulesNs?: bigint;
+  private snapshotRestoredNs?: bigint;
   /** The last snapshot written, for GET /metrics. */
   lastSnapshot?: SnapshotCreateResult & { snapshot_path: string; mem_file_path: string };
   /** Something was configured through the API or config file (a snapshot load is then refused). */
@@ -151,7 +154,9 @@ export class VmmController {
     try {
       const log = await this.logger();
       const { restoreMachine } = await import('./snapshot/restore.js');
+      this.snapshotModulesNs = process.hrtime.bigint();
       const { machine: m, manifest } = await restoreMachine({ snapshotPath: body.snapshot_path, memFilePath: body.mem_file_path }, log, (b) => this.console.write(b));
+      this.snapshotRestoredNs = process.hrtime.bigint();
       this.machine = m;
       this.machineConfig = { vcpu_count: manifest.machine.vcpus, mem_size_mib: manifest.machine.mem_bytes / 2 ** 20, conservative_cpuid: manifest.machine.conservative_cpuid };
       for (const d of m.cfg.drives ?? []) this.drives.set(d.drive_id, d);
@@ -205,6 +210,8 @@ export class VmmController {
         first_guest_exit: ns(first?.exitNs),
         first_console_byte: ns(this.machine?.firstOutputNs),
         snapshot_load: ns(this.snapshotLoadNs),
+        snapshot_modules_ready: ns(this.snapshotModulesNs),
+        snapshot_restored: ns(this.snapshotRestoredNs),
         snapshot_loaded: ns(this.snapshotLoadedNs),
       },
       ...(this.lastSnapshot ? { last_snapshot: this.lastSnapshot } : {}),
