@@ -249,7 +249,8 @@ export function kvmGroups(): number[] {
  * confinement is off. Kernel, initrd and read-only disks are read; writable
  * disks and the console log are lent to the VM's uid.
  */
-export function sandboxFor(engine: 'qemu' | 'micro', config: EngineVmConfig): VmSandbox | null {
+/** `extraReadFiles`: files this run reads besides the config's (a snapshot being restored). */
+export function sandboxFor(engine: 'qemu' | 'micro', config: EngineVmConfig, extraReadFiles: string[] = []): VmSandbox | null {
   if (!sandboxEnabled()) return null;
   const ro = config.disks.filter((d) => d.readOnly).map((d) => d.path);
   const rw = config.disks.filter((d) => !d.readOnly).map((d) => d.path);
@@ -266,7 +267,7 @@ export function sandboxFor(engine: 'qemu' | 'micro', config: EngineVmConfig): Vm
     runDir: config.runDir,
     cpus: config.cpus,
     memoryBytes: config.memoryBytes,
-    readFiles: [config.boot.kernel, ...(config.boot.initrd ? [config.boot.initrd] : []), ...ro],
+    readFiles: [config.boot.kernel, ...(config.boot.initrd ? [config.boot.initrd] : []), ...ro, ...extraReadFiles],
     writeFiles: [...rw, config.consoleLog, ...rotated],
     // QEMU opens /dev/kvm itself; hangar-vmm gets it as an inherited descriptor.
     ...(engine === 'qemu' && config.accel === 'kvm' ? { extraGroups: kvmGroups() } : {}),

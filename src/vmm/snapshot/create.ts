@@ -113,8 +113,11 @@ export function createSnapshot(m: Machine, paths: SnapshotPaths): SnapshotCreate
     return { snapshotBytes: file.length, memDataBytes: mem.dataBytes, memUntouchedBytes: mem.untouchedBytes, stateMs: t1 - t0, memoryMs: t2 - t1, totalMs: t3 - t0 };
   } catch (e) {
     for (const f of [memTmp, snapTmp]) { try { fs.unlinkSync(f); } catch { /* not there */ } }
-    const err = e as NodeJS.ErrnoException;
     if (e instanceof HangarError) throw e;
-    throw new HangarError(err.code === 'ENOSPC' ? 'RESOURCE_EXHAUSTED' : 'INTERNAL', `writing the snapshot failed: ${err.message}`);
+    const err = e as NodeJS.ErrnoException;
+    // The client's paths, the host's disk: never a 500 for what the host refused.
+    const code = ['ENOSPC', 'EDQUOT', 'EFBIG'].includes(err.code ?? '') ? 'RESOURCE_EXHAUSTED'
+      : ['EACCES', 'EPERM', 'EROFS', 'EISDIR', 'ENOTDIR', 'ENAMETOOLONG', 'ENOENT'].includes(err.code ?? '') ? 'INVALID_ARGUMENT' : 'UNAVAILABLE';
+    throw new HangarError(code, `writing the snapshot failed: ${err.message}`);
   }
 }
