@@ -57,7 +57,7 @@ async function once(elf: string, memMib: number, touch: boolean, dir: string): P
     await put(a.apiSock, '/machine-config', { vcpu_count: 1, mem_size_mib: memMib });
     await put(a.apiSock, '/boot-source', { kernel_image_path: elf, boot_args: `console=ttyS0${touch ? ' snap.touch=1' : ''}` });
     await put(a.apiSock, '/actions', { action_type: 'InstanceStart' });
-    await con.waitFor(/snap: step=2 /, 300_000);
+    await con.waitFor(/snap: step=2 /, 300_000).catch((e: Error) => { throw new Error(`${e.message}\nhangar-vmm: ${a.stderr()}`); });
     await put(a.apiSock, '/actions', { action_type: 'Pause' });
     const t0 = performance.now();
     await put(a.apiSock, '/snapshot/create', { snapshot_path: snap, mem_file_path: mem });
