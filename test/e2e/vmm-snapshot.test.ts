@@ -68,6 +68,11 @@ test('a counter guest snapshotted in one hangar-vmm continues from its value in 
   assert.equal(running.status, 409, JSON.stringify(running.body));
   assert.equal(fs.existsSync(snap), false);
   await put(a.p, '/actions', { action_type: 'Pause' });
+  const nowhere = await api(a.p.apiSock, 'PUT', '/snapshot/create', { snapshot_path: path.join(dir, 'no', 'snap'), mem_file_path: mem });
+  assert.equal(nowhere.status, 404, JSON.stringify(nowhere.body));
+  const same = await api(a.p.apiSock, 'PUT', '/snapshot/create', { snapshot_path: mem, mem_file_path: mem });
+  assert.equal(same.status, 400, JSON.stringify(same.body));
+  assert.equal(fs.existsSync(mem), false, 'a refused snapshot writes nothing');
   await put(a.p, '/snapshot/create', { snapshot_path: snap, mem_file_path: mem });
   const before = a.con.text;
   const last = ticks(before).at(-1)!;

@@ -43,10 +43,10 @@ export interface SnapshotCreateResult {
 function checkPaths(p: SnapshotPaths): void {
   if (path.resolve(p.snapshotPath) === path.resolve(p.memFilePath)) throw new HangarError('INVALID_ARGUMENT', 'snapshot_path and mem_file_path must be different files');
   for (const f of [p.snapshotPath, p.memFilePath]) {
-    let st: fs.Stats;
-    try { st = fs.statSync(path.dirname(f)); } catch { throw new HangarError('NOT_FOUND', `folder of ${f} does not exist`); }
-    if (!st.isDirectory()) throw new HangarError('INVALID_ARGUMENT', `${path.dirname(f)} is not a folder`);
-    try { if (fs.statSync(f).isDirectory()) throw new HangarError('INVALID_ARGUMENT', `${f} is a folder`); } catch (e) { if (e instanceof HangarError) throw e; }
+    const folder = fs.statSync(path.dirname(f), { throwIfNoEntry: false });
+    if (!folder) throw new HangarError('NOT_FOUND', `folder of ${f} does not exist`);
+    if (!folder.isDirectory()) throw new HangarError('INVALID_ARGUMENT', `${path.dirname(f)} is not a folder`);
+    if (fs.statSync(f, { throwIfNoEntry: false })?.isDirectory()) throw new HangarError('INVALID_ARGUMENT', `${f} is a folder`);
   }
 }
 
