@@ -10,6 +10,7 @@ import type { ApiClient } from '../client.js';
 import {
   checkVmName, clientFor, followOperation, formatFor, note, out, parseIntOption, printJson, vmPath, withJson,
 } from '../context.js';
+import { launchDisks } from './disk.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
 export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME'];
@@ -49,6 +50,7 @@ export function renderVm(vm: Vm): string {
       cpus: vm.spec.cpus,
       memory: formatSize(vm.spec.memoryBytes),
       cmdline: vm.spec.cmdline,
+      disks: (vm.spec.disks ?? []).length ? vm.spec.disks.map((d) => `${d.name}: ${d.volume}${d.readOnly ? ' (ro)' : ''}`).join(', ') : null,
     },
     runtime,
   });
@@ -59,13 +61,14 @@ interface LaunchOpts {
   memory?: string;
   engine?: EngineName;
   cmdline?: string;
+  disk?: string[];
   start: boolean;
   wait: boolean;
   json?: boolean;
 }
 
 /** Builds the POST /1.0/vms body from the command line, validating what can be checked locally. */
-export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start'>): VmCreateRequest {
+export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'disk'>): VmCreateRequest {
   checkVmName(name);
   if (!image.trim()) throw new HangarError('INVALID_ARGUMENT', 'IMAGE must not be empty');
   const body: VmCreateRequest = { name, image };
@@ -78,6 +81,7 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
   if (o.engine !== undefined) body.engine = o.engine;
   if (o.cmdline !== undefined) body.cmdline = o.cmdline;
   if (o.start === false) body.start = false;
+  if (o.disk?.length) Object.assign(body, launchDisks(o.disk));
   return body;
 }
 
@@ -122,6 +126,7 @@ export function registerVmCommands(program: Command): void {
       .option('--memory <size>', 'guest memory, e.g. 256M or 2G (default chosen by the daemon)')
       .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices([...ENGINE_NAMES]))
       .option('--cmdline <args>', 'extra kernel command-line arguments')
+      .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {

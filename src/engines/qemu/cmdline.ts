@@ -16,6 +16,7 @@ import { HangarError } from '../../common/errors.js';
 import { DEVICE_ID_RULE, TAP_NAME_RULE, VM_NAME_RULE, isDeviceId, isMac, isTapName, isVmName } from '../../api/names.js';
 import type { EngineVmConfig } from '../engine.js';
 import type { VmProcessIdentity } from '../base/identity.js';
+import { blockdevNodes, deviceOption, diskDevice, diskPortCount, diskPortName, MAX_DISK_PORTS, type DiskIoMode } from './disks.js';
 
 export type QemuMachine = 'microvm' | 'q35';
 
@@ -43,6 +44,8 @@ const CONSOLE_LOG_FDSET = 1;
 
 export interface CmdlineOptions {
   machine?: QemuMachine;
+  /** Per disk id: whether its file takes O_DIRECT (the engine probes it); absent: 'buffered', which works everywhere. */
+  diskIo?: Record<string, DiskIoMode>;
 }
 
 const MiB = 1024 * 1024;
@@ -98,6 +101,7 @@ export function validateConfig(c: EngineVmConfig): void {
     if (Buffer.byteLength(s) > MAX_SOCKET_PATH) invalid(`runDir is too long for a Unix socket path (${s})`);
   }
   const ids = new Set<string>();
+  if (c.disks.length > MAX_DISK_PORTS) invalid(`at most ${MAX_DISK_PORTS} disks, got ${c.disks.length}`);
   for (const d of c.disks) {
     if (!isDeviceId(d.id)) invalid(`disk id "${d.id}" must be ${DEVICE_ID_RULE}`);
     if (ids.has(`d:${d.id}`)) invalid(`disk id "${d.id}" is used twice`);
@@ -151,14 +155,17 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   if (c.boot.initrd !== undefined) args.push('-initrd', c.boot.initrd);
   if (c.boot.cmdline !== undefined && c.boot.cmdline !== '') args.push('-append', c.boot.cmdline);
 
-  for (const d of c.disks) {
-    const drive = [`if=none`, `id=disk-${d.id}`, `file=${optValue(d.path)}`, `format=${d.format}`];
-    if (d.readOnly) drive.push('readonly=on');
-    args.push('-drive', drive.join(','));
-    const dev = [`virtio-blk-${bus}`, `drive=disk-${d.id}`, `id=dev-disk-${d.id}`];
-    if (d.serial !== undefined) dev.push(`serial=${d.serial}`);
-    args.push('-device', dev.join(','));
+  // Disks: two block nodes each (file, format) and a virtio-blk device; on q35 each
+  // sits behind a PCIe root port of its own, with spare ports for hot-plug (disks.ts).
+  if (bus === 'pci') {
+    for (let i = 1; i <= diskPortCount(c.disks.length); i++) {
+      args.push('-device', `pcie-root-port,id=${diskPortName(i)},chassis=${i}`);
+    }
   }
+  c.disks.forEach((d, i) => {
+    for (const node of blockdevNodes(d, opts.diskIo?.[d.id] ?? 'buffered')) args.push('-blockdev', JSON.stringify(node));
+    args.push('-device', deviceOption(diskDevice(d, bus, bus === 'pci' ? diskPortName(i + 1) : undefined)));
+  });
   for (const n of c.nics) {
     args.push('-netdev', `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
     args.push('-device', `virtio-net-${bus},netdev=net-${n.id},id=dev-net-${n.id},mac=${n.mac.toLowerCase()}`);
