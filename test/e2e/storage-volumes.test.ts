@@ -143,11 +143,18 @@ test('import from the import folder and by upload, clone with a format change, e
   const out = path.join(work, 'copy.out');
   expectOk(await hangar('volume', 'export', 'copy', out), 'export');
   assert.ok(fs.readFileSync(out).equals(disk), 'the copy, exported, is the disk that went in');
-  for (const vol of ['imported', 'uploaded']) {
-    const r = await raw('GET', `${VOLS}/${vol}/content?format=raw`);
-    assert.equal(r.status, 200);
-    assert.ok(r.body.equals(disk), `${vol} exported as raw is the disk that went in`);
-  }
+  // qcow2 → raw: the CLI has the conversion done as an operation first, then downloads it.
+  const out2 = path.join(work, 'uploaded.raw');
+  const conv2 = expectOk(await hangar('volume', 'export', 'uploaded', out2, '--format', 'raw'), 'export converting');
+  assert.match(conv2.stderr, /Converting default\/uploaded to raw/);
+  assert.ok(fs.readFileSync(out2).equals(disk), 'uploaded, exported as raw, is the disk that went in');
+  // The same through the API: an export operation whose result is downloaded once.
+  const prepared = await waitOperation(d, await d.request('POST', `${VOLS}/imported/exports`, { format: 'raw' }));
+  assert.equal(prepared.status, 'success', JSON.stringify(prepared.error));
+  assert.deepEqual([prepared.result.bytes, prepared.result.format], [8 * MiB, 'raw']);
+  assert.ok((await raw('GET', prepared.result.url)).body.equals(disk), 'imported, exported as raw, is the disk that went in');
+  assert.equal((await raw('GET', prepared.result.url)).status, 404, 'an export is downloaded once');
+  assert.ok((await raw('GET', `${VOLS}/imported/content?format=raw`)).body.equals(disk), 'GET content converts too');
   // A raw upload kept as qcow2: converted on the way in.
   const conv = await upload('converted', disk, 'qcow2');
   assert.equal(conv.status, 'success', JSON.stringify(conv.error));

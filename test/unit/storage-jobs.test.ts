@@ -149,3 +149,26 @@ test('a copy reports qemu-img progress and keeps the source busy meanwhile', asy
   assert.ok(seen.length >= 2 && seen[0] === 0 && seen.at(-1) === 100, `progress went 0 → 100: ${seen.join(',')}`);
   storage.deleteVolume('default', 'src');
 });
+
+test('a converted export waits hidden in the pool until taken once, and is removed when discarded or at shutdown', async () => {
+  await storage.createVolume({ name: 'ex', sizeBytes: 4 * MiB });
+  const op = jobs.startExport('default', 'ex', 'raw');
+  const done = await finished(op.id);
+  assert.equal(done.status, 'success', JSON.stringify(done.error));
+  const r = done.result as { id: string; url: string; bytes: number; format: string };
+  assert.deepEqual([r.bytes, r.format], [4 * MiB, 'raw']);
+  assert.equal(poolFiles().filter((n) => n.startsWith('.export-ex.raw.')).length, 1);
+  const taken = jobs.takeExport('default', 'ex', r.id);
+  assert.equal(fs.statSync(taken.file).size, 4 * MiB);
+  assert.throws(() => jobs.takeExport('default', 'ex', r.id), (e: HangarError) => e.code === 'NOT_FOUND');
+  taken.cleanup();
+  assert.deepEqual(poolFiles(), ['ex.qcow2']);
+
+  const second = (await finished(jobs.startExport('default', 'ex', 'raw').id)).result as { id: string };
+  assert.throws(() => jobs.takeExport('other', 'ex', second.id), (e: HangarError) => e.code === 'NOT_FOUND', 'an export belongs to its volume');
+  await finished(jobs.startExport('default', 'ex', 'raw').id);
+  jobs.discardExport('default', 'ex', second.id);
+  assert.equal(poolFiles().length, 2, 'one left waiting');
+  jobs.abortAll('the daemon is stopping');
+  assert.deepEqual(poolFiles(), ['ex.qcow2']);
+});

@@ -267,13 +267,25 @@ export function registerStorageCommands(program: Command): void {
     if (o.format !== undefined && o.format !== 'raw' && o.format !== 'qcow2') throw new HangarError('INVALID_ARGUMENT', `--format must be raw or qcow2, got "${o.format}"`);
     if (fs.existsSync(file)) throw new HangarError('ALREADY_EXISTS', `${file} already exists`);
     const client = clientFor(cmd);
-    const progress = o.json ? undefined : new ProgressReporter(`Exporting ${r.pool}/${r.volume}`);
+    // A conversion (another format, or flattening an overlay) runs as an operation with its own progress first.
+    const v = await client.get<Volume>(volumePath(r));
+    let url = volumePath(r, '/content');
+    if ((o.format !== undefined && o.format !== v.format) || v.backing !== undefined) {
+      const op = await client.call<Operation>('POST', volumePath(r, '/exports'), o.format !== undefined ? { format: o.format } : {});
+      const done = await followOperation(client, op, { label: `Converting ${r.pool}/${r.volume} to ${o.format ?? v.format}`, quiet: Boolean(o.json) });
+      url = (done.result as { url: string }).url;
+    }
+    const progress = o.json ? undefined : new ProgressReporter(`Downloading ${r.pool}/${r.volume}`);
     progress?.start();
     let res;
     try {
-      res = await client.download(volumePath(r, o.format ? `/content?format=${o.format}` : '/content'), file, (got, total) => {
+      res = await client.download(url, file, (got, total) => {
         progress?.update({ description: '', progress: { stage: 'downloading', ...(total > 0 ? { percent: (got / total) * 100 } : {}) } });
       });
+    } catch (e) {
+      // A converted export not downloaded is given back at once rather than after its hour.
+      if (url !== volumePath(r, '/content')) await client.raw('DELETE', url).catch(() => {});
+      throw e;
     } finally {
       progress?.stop();
     }

@@ -11,6 +11,7 @@
  * no half volume is ever visible under a volume's name.
  */
 import fs from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { formatSize } from '../../common/sizes.js';
@@ -60,6 +61,7 @@ function inUse(e: unknown, what: string): HangarError {
 
 export class VolumeJobs {
   private readonly uploads = new Map<string, PendingUpload>();
+  private readonly exports = new Map<string, PreparedExport>();
   private readonly idleMs: number;
   private readonly maxUploads: number;
 
@@ -267,6 +269,7 @@ export class VolumeJobs {
   /** Fails every upload in progress (daemon shutdown). */
   abortAll(reason: string): void {
     for (const u of [...this.uploads.values()]) this.fail(u, new HangarError('UNAVAILABLE', reason));
+    for (const [id, e] of [...this.exports]) this.discardExport(e.pool, e.name, id);
   }
 
   isUploading(pool: string, name: string): boolean {
@@ -297,7 +300,7 @@ export class VolumeJobs {
    * the format asked for, otherwise a standalone copy in that format made
    * first (removed once sent). Refused while a running VM writes to it.
    */
-  async prepareExport(pool: string, name: string, format?: DiskFormat): Promise<{ file: string; bytes: number; format: DiskFormat; cleanup: () => void }> {
+  async prepareExport(pool: string, name: string, format?: DiskFormat, onProgress?: (percent: number) => void): Promise<{ file: string; bytes: number; format: DiskFormat; cleanup: () => void }> {
     const v = this.storage.requireVolume(pool, name);
     const file = this.storage.volumePath(pool, name);
     const want = format ?? v.format;
@@ -309,7 +312,7 @@ export class VolumeJobs {
     const driver = this.storage.driverOf(this.storage.requirePool(pool));
     const work = driver.workPath(`export-${name}`, want);
     try {
-      await this.storage.withBusy(pool, name, 'being exported', () => qemuImgConvert(file, work, { srcFormat: v.format, dstFormat: want }))
+      await this.storage.withBusy(pool, name, 'being exported', () => qemuImgConvert(file, work, { srcFormat: v.format, dstFormat: want, ...(onProgress ? { onProgress } : {}) }))
         .catch((e: unknown) => { throw inUse(e, `volume ${pool}/${name}`); });
       fs.chmodSync(work, 0o600);
       return { file: work, bytes: fs.statSync(work).size, format: want, cleanup: () => driver.discardWork(work) };
@@ -318,6 +321,53 @@ export class VolumeJobs {
       throw e;
     }
   }
+
+  /**
+   * An export that needs a conversion, as an operation with progress: the
+   * converted file waits in the pool (hidden) until it is downloaded once
+   * from the URL in the operation's result, or for `EXPORT_KEEP_MS`.
+   */
+  startExport(pool: string, name: string, format?: DiskFormat): Operation {
+    const v = this.storage.requireVolume(pool, name);
+    const want = format ?? v.format;
+    if (this.exports.size >= this.maxUploads) throw new HangarError('RESOURCE_EXHAUSTED', `${this.exports.size} exports are waiting to be downloaded; download or discard one first`);
+    const id = randomUUID();
+    return this.operations.run(`Export volume ${pool}/${name} as ${want}`, [], async (report) => {
+      report({ stage: 'converting', percent: 0 });
+      const out = await this.prepareExport(pool, name, want, (p) => report({ stage: 'converting', percent: p }));
+      const expires = setTimeout(() => this.discardExport(pool, name, id), EXPORT_KEEP_MS);
+      expires.unref();
+      this.exports.set(id, { pool, name, ...out, expires });
+      return { id, url: `/1.0/storage-pools/${encodeURIComponent(pool)}/volumes/${encodeURIComponent(name)}/exports/${id}`, bytes: out.bytes, format: out.format };
+    });
+  }
+
+  /** Hands a prepared export over for one download; the caller streams it and calls cleanup. */
+  takeExport(pool: string, name: string, id: string): { file: string; bytes: number; format: DiskFormat; cleanup: () => void } {
+    const e = this.exports.get(id);
+    if (!e || e.pool !== pool || e.name !== name) throw new HangarError('NOT_FOUND', `no export ${id} of volume ${pool}/${name} is waiting (each is downloaded once)`, { id });
+    this.exports.delete(id);
+    clearTimeout(e.expires);
+    return { file: e.file, bytes: e.bytes, format: e.format, cleanup: e.cleanup };
+  }
+
+  /** Forgets a prepared export and removes its file. */
+  discardExport(pool: string, name: string, id: string): void {
+    this.takeExport(pool, name, id).cleanup();
+  }
+}
+
+/** How long a converted export waits for its download. */
+export const EXPORT_KEEP_MS = 3600_000;
+
+interface PreparedExport {
+  pool: string;
+  name: string;
+  file: string;
+  bytes: number;
+  format: DiskFormat;
+  cleanup: () => void;
+  expires: NodeJS.Timeout;
 }
 
 function key(pool: string, name: string): string {

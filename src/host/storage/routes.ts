@@ -6,9 +6,12 @@
  *   GET/POST          /1.0/storage-pools/{pool}/volumes
  *   GET/PATCH/DELETE  /1.0/storage-pools/{pool}/volumes/{volume}
  *   GET/PUT           /1.0/storage-pools/{pool}/volumes/{volume}/content
+ *   POST              /1.0/storage-pools/{pool}/volumes/{volume}/exports
+ *   GET/DELETE        /1.0/storage-pools/{pool}/volumes/{volume}/exports/{id}
  *
  * Quick changes answer at once (sync); copying, importing and uploading
- * answer 202 with an operation that reports progress.
+ * answer 202 with an operation that reports progress (so does an export
+ * that needs converting; GET .../content converts before its first byte).
  */
 import fs from 'node:fs';
 import type { Readable } from 'node:stream';
@@ -68,6 +71,18 @@ export async function registerStorageRoutes(
   const app = server.withTypeProvider<TypeBoxTypeProvider>();
   const { storage } = ctx;
   const jobs = volumeJobs(storage, ctx.operations);
+  /** Streams an image file as a download; `cleanup` runs once the file is closed. */
+  const send = (reply: FastifyReply, volume: string, out: { file: string; bytes: number; format: string; cleanup: () => void }): FastifyReply => {
+    const stream = fs.createReadStream(out.file);
+    stream.once('close', out.cleanup);
+    return reply
+      .type('application/octet-stream')
+      .header('content-length', String(out.bytes))
+      .header('content-disposition', `attachment; filename="${volume}.${out.format}"`)
+      .header('x-hangar-format', out.format)
+      .send(stream);
+  };
+
 
   app.get('/1.0/storage-pools', { schema: { summary: 'Storage pools', response: { 200: syncOf(Type.Array(StoragePool)) } } }, async () =>
     ({ type: 'sync' as const, metadata: storage.listPools().map((p) => presentPool(storage, p)) }));
@@ -137,15 +152,20 @@ export async function registerStorageRoutes(
     schema: { summary: "A volume's image file (application/octet-stream), converted when another format is asked for", params: VolumeParams, querystring: Type.Object({ format: Type.Optional(DiskFormatSchema) }, { additionalProperties: false }) },
   }, async (req, reply) => {
     const { pool, volume } = req.params;
-    const out = await jobs.prepareExport(pool, volume, req.query.format);
-    const stream = fs.createReadStream(out.file);
-    stream.once('close', out.cleanup);
-    return reply
-      .type('application/octet-stream')
-      .header('content-length', String(out.bytes))
-      .header('content-disposition', `attachment; filename="${volume}.${out.format}"`)
-      .header('x-hangar-format', out.format)
-      .send(stream);
+    return send(reply, volume, await jobs.prepareExport(pool, volume, req.query.format));
+  });
+
+  const ExportParams = Type.Object({ pool: PoolName, volume: VolumeName, id: Type.String({ pattern: '^[0-9a-f-]{36}$' }) });
+  app.post('/1.0/storage-pools/:pool/volumes/:volume/exports', {
+    schema: { summary: 'Convert a volume for download, as an operation with progress; its result names the URL to GET once', params: VolumeParams, body: Type.Object({ format: Type.Optional(DiskFormatSchema) }, { additionalProperties: false }), response: { 202: AsyncBody, ...errors } },
+  }, async (req, reply) => asyncReply(reply, jobs.startExport(req.params.pool, req.params.volume, req.body.format)));
+
+  app.get('/1.0/storage-pools/:pool/volumes/:volume/exports/:id', { schema: { summary: 'Download a prepared export (once)', params: ExportParams } }, async (req, reply) =>
+    send(reply, req.params.volume, jobs.takeExport(req.params.pool, req.params.volume, req.params.id)));
+
+  app.delete('/1.0/storage-pools/:pool/volumes/:volume/exports/:id', { schema: { summary: 'Discard a prepared export', params: ExportParams, response: { 200: syncOf(Type.Object({ id: Type.String() })), ...errors } } }, async (req) => {
+    jobs.discardExport(req.params.pool, req.params.volume, req.params.id);
+    return { type: 'sync' as const, metadata: { id: req.params.id } };
   });
 
   // The bytes of an upload arrive as a stream, never buffered whole.

@@ -191,6 +191,9 @@ export class StorageService {
     const dir = req.path === undefined ? path.join(this.storageRoot(), req.name) : this.checkPoolPath(req.path);
     if (req.path === undefined) fs.mkdirSync(this.storageRoot(), { recursive: true, mode: 0o700 });
     const existed = fs.existsSync(dir);
+    if (req.path === undefined && existed && fs.readdirSync(dir).length > 0) {
+      throw new HangarError('INVALID_STATE', `${dir} already holds files; move them away or give the pool another name`, { pool: req.name });
+    }
     // A folder Hangar made goes with the pool; one the admin gave stays.
     const pool: PoolRecord = { name: req.name, driver, path: dir, quotaBytes: req.quotaBytes ?? this.defaultQuota, config: { createdFolder: !existed }, createdAt: new Date().toISOString() };
     this.driverOf(pool).prepare();
