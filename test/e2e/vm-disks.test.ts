@@ -42,8 +42,7 @@ const sharedImages = process.env.HANGAR_IMAGE_DIR ?? path.join(projectRoot(), '.
  * An image dir of our own: tiny's kernel and initramfs, plus a base disk
  * (qcow2, 64 MiB) with a marker at its start, so tiny gets a root disk.
  */
-function makeImageDir(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-vmdisks-img-'));
+function makeImageDir(dir: string): void {
   const tiny = path.join(dir, 'tiny');
   fs.mkdirSync(tiny);
   for (const f of ['vmlinuz', 'initrd.img']) fs.copyFileSync(path.join(sharedImages, 'tiny', f), path.join(tiny, f));
@@ -59,13 +58,13 @@ function makeImageDir(): string {
   fs.rmSync(raw);
   fs.writeFileSync(path.join(tiny, 'image.json'), JSON.stringify({ ...meta, disk: 'disk.qcow2' }));
   baseSha = sha(base);
-  return dir;
 }
 
 const sha = (file: string): string => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
 before(async () => {
-  imageDir = makeImageDir();
+  imageDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-vmdisks-img-'));
+  makeImageDir(imageDir);
   d = await startDaemon({ env: { HANGAR_IMAGE_DIR: imageDir } });
   d.env.HANGAR_IMAGE_DIR = imageDir;
 });
