@@ -42,8 +42,7 @@ const sharedImages = process.env.HANGAR_IMAGE_DIR ?? path.join(projectRoot(), '.
  * An image dir of our own: tiny's kernel and initramfs, plus a base disk
  * (qcow2, 64 MiB) with a marker at its start, so tiny gets a root disk.
  */
-function makeImageDir(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-vmdisks-img-'));
+function makeImageDir(dir: string): void {
   const tiny = path.join(dir, 'tiny');
   fs.mkdirSync(tiny);
   for (const f of ['vmlinuz', 'initrd.img']) fs.copyFileSync(path.join(sharedImages, 'tiny', f), path.join(tiny, f));
@@ -59,13 +58,13 @@ function makeImageDir(): string {
   fs.rmSync(raw);
   fs.writeFileSync(path.join(tiny, 'image.json'), JSON.stringify({ ...meta, disk: 'disk.qcow2' }));
   baseSha = sha(base);
-  return dir;
 }
 
 const sha = (file: string): string => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
 before(async () => {
-  imageDir = makeImageDir();
+  imageDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-vmdisks-img-'));
+  makeImageDir(imageDir);
   d = await startDaemon({ env: { HANGAR_IMAGE_DIR: imageDir } });
   d.env.HANGAR_IMAGE_DIR = imageDir;
 });
@@ -301,4 +300,17 @@ test('VM delete removes its own root volume and keeps its data volumes', async (
   // Free again: another VM may take it.
   await op('POST', '/1.0/vms', { name: 'd3', image: 'tiny', start: false, disks: [{ name: 'old', volume: 'd1-data' }] });
   assert.deepEqual((await disks('d3')).map((x) => [x.name, x.volume]), [['root', 'default/d3-root'], ['old', 'default/d1-data']]);
+
+  // The CLI on a stopped VM: attach changes the spec (the next start uses it), detach keeps the volume.
+  expectOk(await runHangar(['disk', 'attach', 'd3', 'extra=8M,ro'], { env: d.env, timeoutMs: 60_000 }), 'disk attach');
+  const listed = JSON.parse(expectOk(await runHangar(['disk', 'list', 'd3', '--json'], { env: d.env }), 'disk list').stdout) as Array<{ name: string; volume: string; readOnly: boolean; sizeBytes: number }>;
+  assert.deepEqual(listed.map((x) => [x.name, x.volume, x.readOnly, x.sizeBytes]), [
+    ['root', 'default/d3-root', false, BASE_BYTES], ['old', 'default/d1-data', false, 32 * MiB], ['extra', 'default/d3-extra', true, 8 * MiB],
+  ]);
+  assert.match(expectOk(await runHangar(['disk', 'list', 'd3'], { env: d.env }), 'disk list').stdout, /^extra +default\/d3-extra +8M +qcow2 +ro +extra$/m);
+  expectOk(await runHangar(['disk', 'detach', 'd3', 'extra'], { env: d.env, timeoutMs: 60_000 }), 'disk detach');
+  assert.deepEqual((await disks('d3')).map((x) => x.name), ['root', 'old']);
+  const gone = await runHangar(['disk', 'detach', 'd3', 'extra'], { env: d.env });
+  assert.equal(gone.code, 3, gone.stderr);
+  assert.equal((await d.request('GET', '/1.0/storage-pools/default/volumes/d3-extra')).status, 200, 'the volume stays');
 });

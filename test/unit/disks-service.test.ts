@@ -120,3 +120,13 @@ test('VM delete: its own root volume goes, data volumes stay and are free again'
   assert.equal(fs.existsSync(data!.path), true);
   assert.deepEqual(storage.requireVolume('default', 'w-data').attachments, []);
 });
+
+test('a volume taken between the check and the attach is refused, and nothing is left behind', async () => {
+  await storage.createVolume({ name: 'shared', format: 'qcow2', sizeBytes: MiB });
+  const plans = planDisks('late', [{ name: 'mine', size: '1M' }, { volume: 'shared' }]);
+  disks.check('late', plans, 'qemu');
+  await disks.provision('early', planDisks('early', [{ volume: 'shared' }]), 'qemu');
+  await assert.rejects(disks.provision('late', plans, 'qemu'), isCode('INVALID_STATE', /already attached to VM early/));
+  assert.equal(storage.getVolume('default', 'late-mine'), null);
+  assert.deepEqual(storage.requireVolume('default', 'shared').attachments.map((a) => a.vm), ['early']);
+});

@@ -149,6 +149,12 @@ export class DiskService {
           await this.make(vm, p, engine);
           made.push(p);
         }
+        if (!p.create) {
+          // Checked again right before the attach (no await in between): another request may have taken it since check().
+          const r = ref(p.volume);
+          const users = this.storage.getVolume(r.pool, r.name)?.attachments ?? [];
+          if (users.length > 0) throw new HangarError('INVALID_STATE', `disk ${p.name}: volume ${p.volume} is already attached to VM ${users[0]!.vm}`, { disk: p.name, volume: p.volume });
+        }
         this.storage.attach(p.volume, { vm, device: p.name, readOnly: p.readOnly ?? false });
         attached.push(p);
       }
