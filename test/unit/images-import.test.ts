@@ -428,10 +428,10 @@ test('command line: the image\'s wins; an image without one gets the engine defa
     await launch('b', 'plain', 'micro', 'extra=1');
     await launch('c', 'own', 'micro', 'extra=2');
     await launch('d', 'plain', 'qemu');
-    assert.deepEqual(micro.configs.map((c) => c.boot.cmdline), [DEFAULT_BOOT_ARGS, `${DEFAULT_BOOT_ARGS} extra=1`, 'console=ttyS0 mine extra=2']);
-    assert.equal(qemu.configs[0]!.boot.cmdline, undefined);
+    assert.deepEqual(micro.configs.map((c) => c.boot?.cmdline), [DEFAULT_BOOT_ARGS, `${DEFAULT_BOOT_ARGS} extra=1`, 'console=ttyS0 mine extra=2']);
+    assert.equal(qemu.configs[0]!.boot?.cmdline, undefined);
     assert.equal(micro.configs[0]!.accel, 'kvm');
-    assert.equal(micro.configs[0]!.boot.initrd, undefined);
+    assert.equal(micro.configs[0]!.boot?.initrd, undefined);
   } finally {
     await api.close();
   }
