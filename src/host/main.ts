@@ -24,6 +24,7 @@ import { OperationManager } from './operations.js';
 import { EventBus } from './events.js';
 import { HostChecker } from './hostcheck.js';
 import { VmManager } from './vms.js';
+import { NetworkManager } from './network/manager.js';
 import { buildServer, type ApiContext } from './server.js';
 import { listenUnix, parseListen, prepareTcpListener } from './listen.js';
 import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
@@ -138,15 +139,18 @@ async function main(): Promise<void> {
   const engines = loadEngines(log);
   const images = loadImages();
   void engines.kvm(); // warm the cache: the probe takes about half a second
-  const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, log: log.child({ component: 'vms' }) });
+  const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }) });
+  const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, networks, log: log.child({ component: 'vms' }) });
   const host = new HostChecker({ engines, budget: () => vms.budget() });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
+  // After the VMs: which of them still run decides which TAPs stay.
+  await networks.reconcile();
   const snapshots = createSnapshotManager({ store, events, operations, vms, storage, log });
   // Snapshot operations a crash cut short are settled once the VMs they touch have been re-adopted.
   await snapshots.reconcile();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots };
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store } };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);

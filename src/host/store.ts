@@ -116,6 +116,25 @@ const MIGRATIONS: string[] = [
      detail TEXT NOT NULL,
      created_at TEXT NOT NULL
    );`,
+  // Networks (src/host/network/records.ts): kind, subnet, the host link VMs' TAPs join; port forwards.
+  `CREATE TABLE networks (
+     name TEXT PRIMARY KEY,
+     kind TEXT NOT NULL,
+     subnet TEXT,
+     bridge TEXT NOT NULL UNIQUE,
+     description TEXT NOT NULL DEFAULT '',
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE port_forwards (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     vm TEXT NOT NULL,
+     proto TEXT NOT NULL,
+     address TEXT NOT NULL,
+     host_port INTEGER NOT NULL,
+     guest_port INTEGER NOT NULL,
+     created_at TEXT NOT NULL,
+     UNIQUE (proto, address, host_port)
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -221,7 +240,7 @@ export class Store {
     }
   }
 
-  /** The database, for modules that keep tables of their own (storage/records.ts, snapshots/store.ts); they write inside transaction(). */
+  /** The database, for modules that keep tables of their own (storage/records.ts, snapshots/store.ts, network/records.ts); they write inside transaction(). */
   get sqlite(): Database.Database {
     return this.db;
   }
@@ -271,6 +290,11 @@ export class Store {
 
   close(): void {
     if (this.db.open) this.db.close();
+  }
+
+  /** Replaces a VM's spec (NICs added or removed while it is stopped). */
+  updateVmSpec(name: string, spec: VmSpec): void {
+    this.db.prepare('UPDATE vms SET spec = ? WHERE name = ?').run(JSON.stringify(spec), name);
   }
 
   // --- VMs -----------------------------------------------------------------
