@@ -50,7 +50,7 @@ async function main(): Promise<void> {
       loadvm.push((await timed(d, 'POST', `/1.0/vms/bench/snapshots/m${i}/restore`, { force: true })).ms);
       await timed(d, 'PUT', '/1.0/vms/bench/state', { action: 'stop', force: true });
     }
-    rows.push(['restore it into the stopped VM (QEMU started with `-loadvm`, to running)', fmt(median(loadvm))]);
+    rows.push(['restore it into the stopped VM (QEMU started paused, `snapshot-load` job, then running)', fmt(median(loadvm))]);
 
     const diskCreate: number[] = [];
     const diskRestore: number[] = [];

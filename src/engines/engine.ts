@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import type { Accel, EngineCapabilities, EngineName } from '../api/engine.js';
 import type { ConsoleLogLimit } from '../common/console-log/limits.js';
 import type { GuestExecRequest, GuestExecResult } from './guest.js';
-import type { LiveSnapshotControl } from './snapshot-control.js';
+import type { LiveSnapshotControl, StartSnapshot } from './snapshot-control.js';
 
 export type { GuestExecRequest, GuestExecResult } from './guest.js';
 export type { Accel, BootMode, EngineCapabilities, EngineLimits, EngineName } from '../api/engine.js';
@@ -78,7 +78,7 @@ export interface EngineVmConfig {
   /** A guest agent channel (QEMU: virtio-serial port org.qemu.guest_agent.0) behind this Unix socket, for exec(). */
   guestAgent?: { socket: string };
   /** Start from this internal snapshot (machine state and disks) instead of booting; see src/host/snapshots/. */
-  loadSnapshot?: string;
+  loadSnapshot?: StartSnapshot;
 }
 
 /** Why a VM process ended. */

@@ -34,6 +34,14 @@ export interface SnapshotJobOutcome {
   error?: string;
 }
 
+/** A start from a memory snapshot: its name and the disks it covers (EngineVmConfig.loadSnapshot). */
+export interface StartSnapshot extends LiveSnapshotTarget {
+  name: string;
+}
+
+/** The id of the load job of a start from a snapshot (a restarted daemon looks for it). */
+export const startJobId = (snapshot: string): string => `hangar-start-${snapshot}`;
+
 export type SnapshotJobProgress = (percent: number) => void;
 
 export interface LiveSnapshotControl {

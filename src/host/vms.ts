@@ -19,6 +19,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { HangarError, toHangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
+import type { StartSnapshot } from '../engines/snapshot-control.js';
 import type { EngineCapabilities, EngineName, EngineVmConfig, VmExit, VmHandle } from '../engines/engine.js';
 import type { EngineRegistry } from '../engines/registry.js';
 import type { AdmissionBudget, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmExecRequest, VmExecResult, VmStateName, VmStateRequest } from './api/schemas.js';
@@ -465,7 +466,7 @@ export class VmManager {
 
   // --- the steps, called under the VM's lock -------------------------------
 
-  private async doStart(name: string, progress?: ReportProgress, loadSnapshot?: string): Promise<void> {
+  private async doStart(name: string, progress?: ReportProgress, loadSnapshot?: StartSnapshot): Promise<void> {
     const rec = this.d.store.requireVm(name);
     const engine = this.d.engines.get(rec.spec.engine);
     const caps = await this.usableEngine(rec.spec.engine);
@@ -596,7 +597,7 @@ export class VmManager {
   }
 
   /** Under the VM's lock: starts it, from an internal snapshot when `loadSnapshot` names one. */
-  startLocked(name: string, progress?: ReportProgress, loadSnapshot?: string): Promise<void> {
+  startLocked(name: string, progress?: ReportProgress, loadSnapshot?: StartSnapshot): Promise<void> {
     return this.doStart(name, progress, loadSnapshot);
   }
 

@@ -40,14 +40,13 @@ after(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function config(loadSnapshot?: string): EngineVmConfig {
+function config(): EngineVmConfig {
   const runDir = path.join(tmp, 'vm');
   return {
     id: 'id-snap', name: 'snap', cpus: 1, memoryBytes: 256 * 1024 * 1024,
     boot: { kernel: image.kernel, initrd: image.initrd, cmdline: image.cmdline },
     disks: [{ id: 'data', path: dataDisk, format: 'qcow2' }],
     nics: [], accel: 'tcg', runDir, consoleLog: path.join(runDir, 'console.log'),
-    ...(loadSnapshot ? { loadSnapshot } : {}),
   };
 }
 

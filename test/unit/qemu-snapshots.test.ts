@@ -62,13 +62,12 @@ test('a disk-only snapshot of a running VM is one transaction over every disk', 
   ] });
 });
 
-test('a start from a snapshot adds -loadvm; a bad name is refused', () => {
+test('a start from a snapshot starts QEMU paused (-S) for the load; a bad name is refused', () => {
   const c: EngineVmConfig = {
     id: 'x', name: 'vm', cpus: 1, memoryBytes: 256 * 2 ** 20, boot: { kernel: '/k' }, disks: [], nics: [], accel: 'tcg',
     runDir: '/run/x', consoleLog: '/run/x/console.log',
   };
-  assert.equal(buildQemuArgs(c).includes('-loadvm'), false);
-  const args = buildQemuArgs({ ...c, loadSnapshot: 'mem1' });
-  assert.equal(args[args.indexOf('-loadvm') + 1], 'mem1');
-  assert.throws(() => buildQemuArgs({ ...c, loadSnapshot: '1,x' }), /snapshot name/);
+  assert.equal(buildQemuArgs(c).includes('-S'), false);
+  assert.equal(buildQemuArgs({ ...c, loadSnapshot: { name: 'mem1', disks: ['data'], vmstateDisk: 'data' } }).includes('-S'), true);
+  assert.throws(() => buildQemuArgs({ ...c, loadSnapshot: { name: '1,x', disks: ['data'], vmstateDisk: 'data' } }), /snapshot name/);
 });

@@ -128,7 +128,7 @@ export function validateConfig(c: EngineVmConfig): void {
     if (c.boot.cmdline !== undefined && /[\0\n\r]/.test(c.boot.cmdline)) invalid('kernel command line contains a control character');
   }
   if (c.cdrom !== undefined) checkPath('cdrom', c.cdrom);
-  if (c.loadSnapshot !== undefined && !/^[A-Za-z][A-Za-z0-9._-]{0,62}$/.test(c.loadSnapshot)) invalid(`snapshot name "${c.loadSnapshot}" is not valid`);
+  if (c.loadSnapshot !== undefined && !/^[A-Za-z][A-Za-z0-9._-]{0,62}$/.test(c.loadSnapshot.name)) invalid(`snapshot name "${c.loadSnapshot.name}" is not valid`);
   const files = runFiles(c.runDir);
   if (c.guestAgent !== undefined) checkPath('guest agent socket', c.guestAgent.socket);
   if (c.vnc !== undefined) checkPath('VNC socket', c.vnc.socket);
@@ -264,8 +264,10 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   args.push('-chardev', qmpChardevArg(files));
   args.push('-mon', 'chardev=qmp,mode=control');
   args.push('-pidfile', files.pidFile);
-  // Restore an internal snapshot (RAM, devices, disks) and run on from there.
-  if (c.loadSnapshot !== undefined) args.push('-loadvm', c.loadSnapshot);
+  // A start from an internal snapshot: QEMU waits (-S) until start() has loaded it over QMP
+  // (snapshot-load names its disks; -loadvm would insist that every writable drive, the UEFI
+  // variable store included, holds snapshots) and then lets it run on from there.
+  if (c.loadSnapshot !== undefined) args.push('-S');
   // Once running, QEMU needs no new processes and no privilege changes.
   args.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
   args.push('-msg', 'timestamp=on');

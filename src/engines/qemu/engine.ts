@@ -32,7 +32,7 @@ import { hotplugDisk, hotunplugDisk, resizeDiskOnline } from './hotplug.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
 import { GuestAgent } from './guest-agent.js';
 import { qemuSnapshotControl } from './snapshots.js';
-import type { LiveSnapshotControl } from '../snapshot-control.js';
+import { startJobId, type LiveSnapshotControl } from '../snapshot-control.js';
 import { qemuBinary, qemuVersion } from './version.js';
 import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
@@ -339,6 +339,11 @@ export class QemuEngine implements Engine {
     let qmp: QmpClient | null = null;
     try {
       qmp = await connectQmp(files.qmpSocket, { connectTimeoutMs: this.startTimeoutMs, keepTrying: running });
+      if (config.loadSnapshot) {
+        const { name, ...target } = config.loadSnapshot;
+        await qemuSnapshotControl(qmp).load(name, target, startJobId(name));
+        await qmp.execute('cont');
+      }
       const st = await qmp.execute<{ running?: boolean; status?: string }>('query-status');
       if (!st?.running) throw new HangarError('ENGINE_FAILED', `QEMU started but the VM is ${st?.status ?? 'not running'}`);
       if (child.pid === undefined) throw new HangarError('ENGINE_FAILED', 'QEMU has no pid');

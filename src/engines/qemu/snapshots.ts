@@ -126,7 +126,18 @@ async function targetNodes(qmp: QmpExecutor, t: LiveSnapshotTarget): Promise<{ v
   return { vmstate: devices[t.disks.indexOf(t.vmstateDisk)]!, devices };
 }
 
-export function qemuSnapshotControl(qmp: QmpExecutor): LiveSnapshotControl {
+/**
+ * How long one QMP command of a snapshot may go unanswered. QEMU runs a save
+ * or load in its main loop, which also answers QMP: under load a command
+ * (even the one that starts the job, or query-jobs) can wait for the whole
+ * save. A dead QEMU closes the socket, which fails every command at once.
+ */
+export const SNAPSHOT_COMMAND_TIMEOUT_MS = 10 * 60 * 1000;
+
+export function qemuSnapshotControl(peer: QmpExecutor): LiveSnapshotControl {
+  const qmp: QmpExecutor = {
+    execute: (command, args, opts) => peer.execute(command, args, { timeoutMs: opts?.timeoutMs ?? SNAPSHOT_COMMAND_TIMEOUT_MS }),
+  };
   return {
     async save(name, target, jobId, onProgress) {
       const { vmstate, devices } = await targetNodes(qmp, target);
@@ -144,7 +155,7 @@ export function qemuSnapshotControl(qmp: QmpExecutor): LiveSnapshotControl {
     async saveDisksOnly(name, disks) {
       const nodes = await nodeNames(qmp, disks);
       const actions = nodes.map((node) => ({ type: 'blockdev-snapshot-internal-sync', data: { device: node, name } }));
-      await qmp.execute('transaction', { actions }, { timeoutMs: 120_000 });
+      await qmp.execute('transaction', { actions });
     },
     list: (disks) => listDiskSnapshots(qmp, disks),
     finishJob: (jobId, timeoutMs) => finishJob(qmp, jobId, timeoutMs),

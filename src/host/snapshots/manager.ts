@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import type { VmHandle } from '../../engines/engine.js';
-import type { LiveSnapshotControl } from '../../engines/snapshot-control.js';
+import { startJobId, type LiveSnapshotControl, type StartSnapshot } from '../../engines/snapshot-control.js';
 import type { Operation, Vm, VmSpec } from '../api/schemas.js';
 import type { EventBus } from '../events.js';
 import type { OperationManager, ReportProgress } from '../operations.js';
@@ -37,7 +37,7 @@ export interface VmAccess {
   /** The VM's process if this daemon holds one. */
   liveHandle(name: string): VmHandle | null;
   /** Under the lock: starts the VM; from an internal snapshot when `loadSnapshot` names one. */
-  startLocked(name: string, progress?: ReportProgress, loadSnapshot?: string): Promise<void>;
+  startLocked(name: string, progress?: ReportProgress, loadSnapshot?: StartSnapshot): Promise<void>;
   /** Under the lock: ends the VM's process at once. */
   killLocked(name: string): Promise<void>;
   /** Under the lock: resumes a paused VM. */
@@ -316,7 +316,9 @@ export class SnapshotManager {
     if (current !== held) throw new HangarError('INVALID_STATE', `VM "${vm}"'s disks changed since snapshot "${name}" was taken`, { vm, snapshot: name });
     const live = this.liveOf(rec);
     const wasPaused = rec.state === 'paused';
-    const detail: IntentDetail = { kind: 'restore', vm, snapshot: name, memory: snap.memory, disks: snap.disks, jobId: snap.memory && live ? jobId() : null };
+    // The load job's id: a restarted daemon waits for it (a stopped VM's start loads with a known id).
+    const loadJob = snap.memory ? (live ? jobId() : startJobId(name)) : null;
+    const detail: IntentDetail = { kind: 'restore', vm, snapshot: name, memory: snap.memory, disks: snap.disks, jobId: loadJob };
     const intent = this.snaps.addIntent(rec.id, detail);
     this.stepReached('restore:intent', progress);
     try {
@@ -327,8 +329,9 @@ export class SnapshotManager {
         // The snapshot was of a running guest: it runs on from there.
         if (wasPaused) await this.d.vms.resumeLocked(vm);
       } else if (snap.memory) {
-        // QEMU starts from the snapshot (-loadvm): disks, RAM and devices as they were.
-        await this.d.vms.startLocked(vm, progress, name);
+        // QEMU starts paused, loads the snapshot (disks, RAM, devices as they were) and runs on.
+        const ids = snap.disks.map((x) => x.name);
+        await this.d.vms.startLocked(vm, progress, { name, disks: ids, vmstateDisk: ids[0]! });
         this.stepReached('restore:started', progress);
       } else {
         if (live) {
