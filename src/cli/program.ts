@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 import { registerConsoleCommand } from './commands/console.js';
+import { registerDiskCommands } from './commands/disk.js';
 import { registerDaemonCommands } from './commands/daemon.js';
 import { registerEventsCommand } from './commands/events.js';
 import { registerHostCommands } from './commands/host.js';
@@ -12,6 +13,7 @@ import { registerLogsCommand } from './commands/logs.js';
 import { registerNetworkCommands } from './commands/network.js';
 import { registerOperationCommands } from './commands/operation.js';
 import { registerRemoteCommands } from './commands/remote.js';
+import { registerStorageCommands } from './commands/storage.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
 
@@ -31,12 +33,14 @@ export function buildProgram(): Command {
     );
   registerUpCommand(program);
   registerVmCommands(program);
+  registerDiskCommands(program);
   registerConsoleCommand(program);
   registerLogsCommand(program);
   registerEventsCommand(program);
   registerOperationCommands(program);
   registerImageCommands(program);
   registerNetworkCommands(program);
+  registerStorageCommands(program);
   registerHostCommands(program);
   registerDaemonCommands(program);
   registerRemoteCommands(program);

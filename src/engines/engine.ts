@@ -23,6 +23,8 @@ export interface DiskAttachment {
   format: 'raw' | 'qcow2';
   readOnly?: boolean;
   serial?: string;
+  /** Files below `path` in its qcow2 backing chain (an image's base disk): the VM reads them, never writes them. */
+  backingFiles?: string[];
 }
 
 export interface NicAttachment {
@@ -85,6 +87,12 @@ export interface VmHandle {
   onExit(listener: (exit: VmExit) => void): void;
   /** Drops control connections without touching the VM (daemon shutting down). */
   detach(): void;
+  /** Hot-plugs a disk into the running guest (absent: the engine cannot; the VM must be stopped). */
+  attachDisk?(disk: DiskAttachment): Promise<void>;
+  /** Unplugs a disk: resolves once the guest has let it go and the engine has closed its file. */
+  detachDisk?(id: string): Promise<void>;
+  /** Tells the running VM that a disk's file has grown to `sizeBytes` (the guest sees the new capacity). */
+  resizeDisk?(id: string, sizeBytes: number): Promise<void>;
 }
 
 export interface Engine {

@@ -17,7 +17,9 @@ import { HangarError, ERROR_STATUS, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import {
   type Image as ImageT, ImageName, ImageImportRequest, VmName, VmCreateRequest, VmStateRequest, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
+  VmDiskInfo, DiskAttachRequest,
 } from './api/schemas.js';
+import { DEVICE_ID_PATTERN } from '../api/names.js';
 import { bearerMatches, AuthFailureLimiter } from './auth.js';
 import { imageUploads, importPolicy, usedImageBytes, type UploadPart } from './images/index.js';
 import type { Readable } from 'node:stream';
@@ -33,6 +35,8 @@ import { deleteUnusedImage } from './image-delete.js';
 import { registerNetworkRoutes } from './network/routes.js';
 import type { NetworkManager } from './network/manager.js';
 import type { Store } from './store.js';
+import type { StorageService } from './storage/index.js';
+import { registerStorageRoutes } from './storage/routes.js';
 
 export const API_VERSION = '1.0';
 
@@ -46,6 +50,8 @@ export interface ApiContext {
   images: ImageProvider;
   engines: EngineRegistry;
   log: Logger;
+  /** Storage pools and volumes; the storage routes are served when present. */
+  storage?: StorageService;
   /** SHA-256 fingerprint of the TCP listener's TLS certificate, when it serves TLS (shown by GET /1.0). */
   tlsFingerprint?: string;
   /** Virtual networks and the store they read VMs from (absent: no /1.0/networks routes). */
@@ -100,7 +106,7 @@ function errorReply(reply: FastifyReply, code: ErrorCode, message: string, detai
   return reply.code(ERROR_STATUS[code]).type('application/json').send({ type: 'error', error });
 }
 
-function asyncReply(reply: FastifyReply, op: Operation): FastifyReply {
+export function asyncReply(reply: FastifyReply, op: Operation): FastifyReply {
   const url = `/${API_VERSION}/operations/${op.id}`;
   return reply.code(202).header('location', url).send({ type: 'async', operation: url, metadata: op });
 }
@@ -300,6 +306,15 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     return asyncReply(reply, ctx.vms.delete(req.params.name, force));
   });
 
+  // A VM's disks (docs/api.md, "Disks"): attach and detach are operations (hot-plug on a running QEMU VM).
+  const DiskParams = Type.Object({ name: VmName, disk: Type.String({ pattern: DEVICE_ID_PATTERN }) });
+  app.get('/1.0/vms/:name/disks', { schema: { summary: "A VM's disks", params: NameParams, response: { 200: syncOf(Type.Array(VmDiskInfo)), ...errors } } }, async (req) =>
+    ({ type: 'sync' as const, metadata: ctx.vms.diskOps.list(req.params.name) }));
+  app.post('/1.0/vms/:name/disks', { schema: { summary: 'Attach a disk (a new volume or an existing one)', params: NameParams, body: DiskAttachRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
+    asyncReply(reply, ctx.vms.diskOps.attach(req.params.name, req.body)));
+  app.delete('/1.0/vms/:name/disks/:disk', { schema: { summary: 'Detach a disk (its volume is kept)', params: DiskParams, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
+    asyncReply(reply, ctx.vms.diskOps.detach(req.params.name, req.params.disk)));
+
   app.put('/1.0/vms/:name/state', { schema: { summary: 'Start, stop, restart, pause or resume a VM', params: NameParams, body: VmStateRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
     asyncReply(reply, ctx.vms.changeState(req.params.name, req.body)));
 
@@ -368,6 +383,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   });
 
   if (ctx.networks) await registerNetworkRoutes(app as unknown as FastifyInstance, ctx.networks.manager, ctx.networks.store);
+  if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));

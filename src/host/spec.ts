@@ -11,6 +11,7 @@ import { parseSize, formatSize } from '../common/sizes.js';
 import { isVmName, VM_NAME_RULE } from '../api/names.js';
 import type { EngineLimits, EngineName } from '../api/engine.js';
 import type { VmCreateRequest, VmSpec } from './api/schemas.js';
+import { diskSize, planDisks, ROOT_DISK, specDisk } from './disks/plan.js';
 
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CPUS = 1;
@@ -80,5 +81,9 @@ export function buildVmSpec(req: VmCreateRequest, ctx: SpecContext): VmSpec {
     throw new HangarError('INVALID_ARGUMENT', 'cmdline must not contain NUL or line breaks', { field: 'cmdline' });
   }
 
-  return { image: req.image, engine, cpus, memoryBytes, cmdline };
+  // Disks besides the root disk: names, sizes and volumes checked here, storage at create (disks/).
+  const disks = planDisks(req.name, req.disks ?? [], [ROOT_DISK]).map(specDisk);
+  if (req.rootSize !== undefined) diskSize(req.rootSize, 'rootSize');
+
+  return { image: req.image, engine, cpus, memoryBytes, cmdline, disks };
 }

@@ -66,6 +66,36 @@ const MIGRATIONS: string[] = [
      reason TEXT
    );
    CREATE INDEX events_vm ON events(vm, seq);`,
+  `CREATE TABLE pools (
+     name TEXT PRIMARY KEY,
+     driver TEXT NOT NULL,
+     path TEXT NOT NULL,
+     quota_bytes INTEGER NOT NULL,
+     config TEXT NOT NULL DEFAULT '{}',
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE volumes (
+     pool TEXT NOT NULL REFERENCES pools(name),
+     name TEXT NOT NULL,
+     format TEXT NOT NULL,
+     size_bytes INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     backing TEXT,
+     origin TEXT,
+     description TEXT,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (pool, name)
+   );
+   CREATE TABLE volume_attachments (
+     pool TEXT NOT NULL,
+     volume TEXT NOT NULL,
+     vm TEXT NOT NULL,
+     device TEXT NOT NULL,
+     read_only INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (pool, volume, vm, device),
+     FOREIGN KEY (pool, volume) REFERENCES volumes(pool, name)
+   );
+   CREATE INDEX volume_attachments_vm ON volume_attachments(vm);`,
   // Networks (src/host/network/records.ts): kind, subnet, the host link VMs' TAPs join; port forwards.
   `CREATE TABLE networks (
      name TEXT PRIMARY KEY,
@@ -85,6 +115,7 @@ const MIGRATIONS: string[] = [
      created_at TEXT NOT NULL,
      UNIQUE (proto, address, host_port)
    );`,
+  // Storage pools, volumes and which VM uses which volume (src/host/storage/records.ts).
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -103,7 +134,8 @@ function vmFromRow(r: VmRow): VmRecord {
   return {
     id: r.id,
     name: r.name,
-    spec: JSON.parse(r.spec) as VmSpec,
+    // Records written before VMs had disks have none.
+    spec: { disks: [], ...(JSON.parse(r.spec) as Partial<VmSpec>) } as VmSpec,
     state: r.state as VmStateName,
     pid: r.pid,
     accel: r.accel as VmRecord['accel'],
@@ -189,6 +221,11 @@ export class Store {
     }
   }
 
+  /** The database, for modules that keep tables of their own (storage/records.ts); they write inside transaction(). */
+  get sqlite(): Database.Database {
+    return this.db;
+  }
+
   schemaVersion(): number {
     return this.db.pragma('user_version', { simple: true }) as number;
   }
@@ -234,11 +271,6 @@ export class Store {
 
   close(): void {
     if (this.db.open) this.db.close();
-  }
-
-  /** The database itself, for modules that keep tables of their own (networks). */
-  get sqlite(): Database.Database {
-    return this.db;
   }
 
   /** Replaces a VM's spec (NICs added or removed while it is stopped). */
@@ -290,6 +322,15 @@ export class Store {
         .prepare('UPDATE vms SET state = ?, pid = ?, accel = ?, started_at = ?, last_exit = ? WHERE name = ?')
         .run(next.state, next.pid, next.accel, next.startedAt, next.lastExit ? JSON.stringify(next.lastExit) : null, name);
       return next;
+    });
+  }
+
+  /** Replaces a VM's spec (its disks changed). */
+  setVmSpec(name: string, spec: VmSpec): VmRecord {
+    return this.transaction(() => {
+      const cur = this.requireVm(name);
+      this.db.prepare('UPDATE vms SET spec = ? WHERE name = ?').run(JSON.stringify(spec), name);
+      return { ...cur, spec };
     });
   }
 

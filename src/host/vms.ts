@@ -30,6 +30,10 @@ import { buildVmSpec, DEFAULT_ENGINE, validateVmName } from './spec.js';
 import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './console-hub.js';
 import { consoleLogLimitFromEnv } from '../common/console-log/limits.js';
 import type { NetworkManager } from './network/manager.js';
+import type { StorageService } from './storage/index.js';
+import { DiskService } from './disks/service.js';
+import { VmDiskOps } from './disks/vm-ops.js';
+import { diskSize, planDisks, ROOT_DISK } from './disks/plan.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
@@ -40,6 +44,8 @@ export interface ResolvedImage {
   /** Kernel argument through which the image's init takes the VM's name as its host name. */
   hostnameArg?: string;
   sizeBytes?: number;
+  /** The image's base disk (absolute path): VMs get a root volume made from it. */
+  disk?: string;
 }
 
 /** The part of the image store the VM manager and the API use (src/host/images). */
@@ -68,6 +74,8 @@ export interface VmManagerDeps {
   hostResources?: HostResources;
   /** Virtual networks (absent: VMs get no NICs). */
   networks?: NetworkManager;
+  /** Storage pools and volumes (absent: VMs cannot have disks). */
+  storage?: StorageService;
 }
 
 /** A VM process this daemon watches. */
@@ -141,6 +149,9 @@ export class VmManager {
   private readonly imageBuilds = new Map<string, Promise<ResolvedImage>>();
   private shuttingDown = false;
   readonly admission: Admission;
+  /** Disks of VMs (null without storage); attach/detach/list live in disks/vm-ops.ts. */
+  readonly disks: DiskService | null;
+  readonly diskOps: VmDiskOps;
 
   constructor(private readonly d: VmManagerDeps) {
     const host = d.hostResources ?? hostResources();
@@ -150,6 +161,13 @@ export class VmManager {
       committed: () => this.committed(),
       defined: () => this.d.store.listVms().length + this.pending.size,
     });
+    this.disks = d.storage ? new DiskService(d.storage, d.log) : null;
+    this.diskOps = new VmDiskOps({
+      store: d.store, operations: d.operations, disks: this.disks, log: d.log,
+      withLock: (name, fn) => this.withLock(name, fn),
+      handleOf: (name) => this.live.get(name)?.handle ?? null,
+    });
+    d.storage?.setOnlineResizeHook((req) => this.diskOps.resizeOnline(req.vm, req.device, req.sizeBytes));
   }
 
   // --- paths ---------------------------------------------------------------
@@ -241,6 +259,11 @@ export class VmManager {
     return run;
   }
 
+  private requireDisks(): DiskService {
+    if (!this.disks) throw new HangarError('UNSUPPORTED', 'this daemon has no storage: VMs cannot have disks', { field: 'disks' });
+    return this.disks;
+  }
+
   /** The engine's capabilities; UNSUPPORTED when it cannot run VMs on this host. */
   private async usableEngine(name: EngineName): Promise<EngineCapabilities> {
     const caps = await this.d.engines.get(name).capabilities();
@@ -310,6 +333,10 @@ export class VmManager {
     }
     // Checked again after the awaits: a concurrent create may have taken the name meanwhile.
     taken();
+    // Disks besides the root disk, checked against storage now; made in the operation.
+    const plans = planDisks(name, req.disks ?? [], [ROOT_DISK]);
+    const rootSize = req.rootSize !== undefined ? diskSize(req.rootSize, 'rootSize') : undefined;
+    if (plans.length > 0) this.requireDisks().check(name, plans, spec.engine);
     const start = req.start ?? true;
     const want = { cpus: spec.cpus, memoryBytes: spec.memoryBytes };
     this.admission.checkCreate(name, want);
@@ -319,16 +346,30 @@ export class VmManager {
     return this.d.operations.run(`${start ? 'Launching' : 'Creating'} VM ${name}`, [name], async (progress) => {
       try {
         progress({ stage: 'image' });
-        await this.ensureImage(spec.image, progress);
+        const image = await this.ensureImage(spec.image, progress);
         return await this.withLock(name, async () => {
+          // The root disk (from the image's base disk) first, then the others; undone if the VM is not recorded.
+          const root = image.disk || rootSize !== undefined ? this.requireDisks().rootPlan(name, image, rootSize) : null;
+          const all = root ? [root, ...plans] : plans;
+          let disks = spec.disks;
+          if (all.length > 0) {
+            const svc = this.requireDisks();
+            svc.check(name, all, spec.engine);
+            disks = await svc.provision(name, all, spec.engine, (stage) => progress({ stage }));
+          }
           const rec: VmRecord = {
-            id: randomUUID(), name, spec, state: 'stopped', pid: null, accel: null,
+            id: randomUUID(), name, spec: { ...spec, disks }, state: 'stopped', pid: null, accel: null,
             startedAt: null, lastExit: null, createdAt: new Date().toISOString(),
           };
-          this.d.store.transaction(() => {
-            this.d.store.insertVm(rec);
-            this.d.events.emit(name, 'created');
-          });
+          try {
+            this.d.store.transaction(() => {
+              this.d.store.insertVm(rec);
+              this.d.events.emit(name, 'created');
+            });
+          } catch (e) {
+            this.disks?.undo(name, all.filter((p) => p.create), all);
+            throw e;
+          }
           this.pending.delete(name);
           if (start) await this.doStart(name, progress);
           return this.toVm(this.d.store.requireVm(name));
@@ -392,6 +433,8 @@ export class VmManager {
           if (!force) throw new HangarError('INVALID_STATE', `VM "${name}" is ${cur.state}: stop it first or delete with force`, { name, state: cur.state });
           if (this.live.has(name)) await this.doStop(name, true, 0);
         }
+        // Its own root volume goes; other volumes are detached and kept (disks/service.ts).
+        if (cur.spec.disks.length) this.requireDisks().releaseForDelete(name, cur.spec.disks);
         this.d.store.transaction(() => {
           this.d.store.deleteVm(name);
           this.d.events.emit(name, 'deleted');
@@ -428,7 +471,7 @@ export class VmManager {
       cpus: rec.spec.cpus,
       memoryBytes: rec.spec.memoryBytes,
       boot: { kernel: image.kernel, ...(image.initrd ? { initrd: image.initrd } : {}), ...(cmdline !== undefined ? { cmdline } : {}) },
-      disks: [],
+      disks: rec.spec.disks.length ? this.requireDisks().attachments(name, rec.spec.disks, rec.spec.engine) : [],
       nics: [],
       accel,
       runDir,

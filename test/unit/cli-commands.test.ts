@@ -11,7 +11,7 @@ const vm = {
   id: 'vm-1',
   name: 'web1',
   state: 'running',
-  spec: { image: 'tiny', engine: 'qemu', cpus: 2, memoryBytes: 268435456, cmdline: '' },
+  spec: { image: 'tiny', engine: 'qemu', cpus: 2, memoryBytes: 268435456, cmdline: '', disks: [] },
   runtime: { pid: 4242, accel: 'tcg', startedAt: '2026-11-26T09:00:00.000Z', uptimeSeconds: 61, lastExit: null },
   createdAt: '2026-11-26T08:59:58.000Z',
 };

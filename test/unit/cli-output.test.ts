@@ -23,7 +23,7 @@ const vm: Vm = {
   id: 'vm-1',
   name: 'web1',
   state: 'running',
-  spec: { image: 'tiny', engine: 'qemu', cpus: 2, memoryBytes: 256 * 1024 * 1024, cmdline: 'console=ttyS0' },
+  spec: { image: 'tiny', engine: 'qemu', cpus: 2, memoryBytes: 256 * 1024 * 1024, cmdline: 'console=ttyS0', disks: [] },
   runtime: { pid: 4242, accel: 'tcg', startedAt: '2026-11-26T09:00:00.000Z', uptimeSeconds: 3725, lastExit: null },
   createdAt: '2026-11-26T08:59:58.123Z',
 };

@@ -81,10 +81,14 @@ test('disks and nics become virtio-mmio devices on microvm and virtio-pci on q35
     nics: [{ id: 'eth0', tap: 'hg-web0', mac: '52:54:00:AB:cd:01' }],
   });
   const a = buildQemuArgs(c, { machine: 'microvm' });
-  assert.deepEqual(valuesOf(a, '-drive'), [
-    'if=none,id=disk-root,file=/pool/web-root.qcow2,format=qcow2',
-    'if=none,id=disk-seed,file=/pool/seed,,1.img,format=raw,readonly=on',
+  const nodes = valuesOf(a, '-blockdev').map((j) => JSON.parse(j) as Record<string, unknown>);
+  assert.deepEqual(nodes.map((n) => [n.driver, n['node-name'], n['read-only']]), [
+    ['file', 'file-root', false], ['qcow2', 'disk-root', false],
+    ['file', 'file-seed', true], ['raw', 'disk-seed', true],
   ]);
+  // JSON, not QEMU's comma syntax: a comma in a path needs no escaping.
+  assert.equal(nodes[2]!.filename, '/pool/seed,1.img');
+  assert.equal(nodes[1]!.file, 'file-root');
   assert.deepEqual(valuesOf(a, '-netdev'), ['tap,id=net-eth0,ifname=hg-web0,script=no,downscript=no']);
   assert.deepEqual(valuesOf(a, '-device'), [
     'virtio-blk-device,drive=disk-root,id=dev-disk-root,serial=hangar-root',
@@ -93,7 +97,36 @@ test('disks and nics become virtio-mmio devices on microvm and virtio-pci on q35
   ]);
   const q = buildQemuArgs(c);
   assert.equal(valueOf(q, '-machine'), 'q35');
-  assert.ok(valuesOf(q, '-device').every((d) => d.startsWith('virtio-blk-pci') || d.startsWith('virtio-net-pci')));
+  // Each disk behind a PCIe root port of its own, and spare ports for hot-plug.
+  const devices = valuesOf(q, '-device');
+  assert.deepEqual(devices.filter((d) => d.startsWith('pcie-root-port')), [1, 2, 3, 4, 5, 6].map((i) => `pcie-root-port,id=disk-port${i},chassis=${i}`));
+  assert.deepEqual(devices.filter((d) => d.startsWith('virtio-blk')), [
+    'virtio-blk-pci,drive=disk-root,id=dev-disk-root,bus=disk-port1,serial=hangar-root',
+    'virtio-blk-pci,drive=disk-seed,id=dev-disk-seed,bus=disk-port2',
+  ]);
+  assert.ok(devices.every((d) => /^(pcie-root-port|virtio-blk-pci|virtio-net-pci),/.test(d)));
+});
+
+test('disk cache and I/O: flushes always honoured; O_DIRECT + native AIO where the file takes it, else writeback + threads', () => {
+  const c = config({ disks: [{ id: 'a', path: '/p/a', format: 'raw' }, { id: 'b', path: '/p/b', format: 'qcow2' }] });
+  const nodes = valuesOf(buildQemuArgs(c, { diskIo: { a: 'direct', b: 'buffered' } }), '-blockdev').map((j) => JSON.parse(j) as Record<string, any>);
+  const [fa, da, fb, db] = nodes;
+  assert.equal(fa.aio, 'native');
+  assert.deepEqual(fa.cache, { direct: true, 'no-flush': false });
+  assert.deepEqual(da.cache, { direct: true, 'no-flush': false });
+  assert.equal(fb.aio, 'threads');
+  assert.deepEqual(fb.cache, { direct: false, 'no-flush': false });
+  for (const n of nodes) assert.equal(n.discard, 'unmap');
+  assert.equal(da['detect-zeroes'], 'unmap');
+  assert.equal(db['detect-zeroes'], 'unmap');
+  // Nothing said: the mode that works on every filesystem.
+  const dflt = JSON.parse(valuesOf(buildQemuArgs(c), '-blockdev')[0]!) as Record<string, any>;
+  assert.equal(dflt.aio, 'threads');
+  assert.equal(dflt.cache.direct, false);
+});
+
+test('no -drive: every disk is a -blockdev pair', () => {
+  assert.deepEqual(valuesOf(buildQemuArgs(config({ disks: [{ id: 'a', path: '/p/a', format: 'raw' }] })), '-drive'), []);
 });
 
 test('commas in option values are doubled', () => {

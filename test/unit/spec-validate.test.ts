@@ -18,7 +18,7 @@ const code = (fn: () => unknown): string => error(fn).code;
 const onMicro = (r: Partial<VmCreateRequest>): VmCreateRequest => ({ name: 'a', image: 'tiny', engine: 'micro', ...r });
 
 test('defaults: qemu engine, 1 cpu, 256M, empty cmdline', () => {
-  assert.deepEqual(buildVmSpec({ name: 'a', image: 'tiny' }, qemu), { image: 'tiny', engine: 'qemu', cpus: 1, memoryBytes: 256 * 1024 ** 2, cmdline: '' });
+  assert.deepEqual(buildVmSpec({ name: 'a', image: 'tiny' }, qemu), { image: 'tiny', engine: 'qemu', cpus: 1, memoryBytes: 256 * 1024 ** 2, cmdline: '', disks: [] });
 });
 
 test('sizes are parsed strictly', () => {

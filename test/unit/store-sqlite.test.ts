@@ -14,7 +14,7 @@ function tmp(): string {
 function vm(name: string): VmRecord {
   return {
     id: `id-${name}`, name, state: 'stopped', pid: null, accel: null, startedAt: null, lastExit: null,
-    spec: { image: 'tiny', engine: 'qemu', cpus: 1, memoryBytes: 128 * 1024 ** 2, cmdline: '' },
+    spec: { image: 'tiny', engine: 'qemu', cpus: 1, memoryBytes: 128 * 1024 ** 2, cmdline: '', disks: [] },
     createdAt: new Date().toISOString(),
   };
 }

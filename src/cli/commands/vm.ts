@@ -11,6 +11,7 @@ import {
   checkVmName, clientFor, followOperation, formatFor, note, out, parseIntOption, printJson, vmPath, withJson,
 } from '../context.js';
 import { collectNetwork } from './network.js';
+import { launchDisks } from './disk.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
 export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME', 'IPV4'];
@@ -52,6 +53,7 @@ export function renderVm(vm: Vm): string {
       cpus: vm.spec.cpus,
       memory: formatSize(vm.spec.memoryBytes),
       cmdline: vm.spec.cmdline,
+      disks: (vm.spec.disks ?? []).length ? vm.spec.disks.map((d) => `${d.name}: ${d.volume}${d.readOnly ? ' (ro)' : ''}`).join(', ') : null,
     },
     runtime,
     ...(r.nics?.length ? { nics: Object.fromEntries(r.nics.map((n) => [n.name, `${n.network} ${n.mac} ${n.tap} ${n.ipv4 ?? '(no lease)'}`])) } : {}),
@@ -64,13 +66,14 @@ interface LaunchOpts {
   engine?: EngineName;
   cmdline?: string;
   network?: string[];
+  disk?: string[];
   start: boolean;
   wait: boolean;
   json?: boolean;
 }
 
 /** Builds the POST /1.0/vms body from the command line, validating what can be checked locally. */
-export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'network'>): VmCreateRequest {
+export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'network' | 'disk'>): VmCreateRequest {
   checkVmName(name);
   if (!image.trim()) throw new HangarError('INVALID_ARGUMENT', 'IMAGE must not be empty');
   const body: VmCreateRequest = { name, image };
@@ -89,6 +92,7 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
     else body.nics = o.network.map((network) => ({ network }));
   }
   if (o.start === false) body.start = false;
+  if (o.disk?.length) Object.assign(body, launchDisks(o.disk));
   return body;
 }
 
@@ -134,6 +138,7 @@ export function registerVmCommands(program: Command): void {
       .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices([...ENGINE_NAMES]))
       .option('--cmdline <args>', 'extra kernel command-line arguments')
       .option('--network <name>', 'network of a NIC (repeat for more NICs), or none (default: the default network for cloud images, none otherwise)', collectNetwork)
+      .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {

@@ -16,6 +16,7 @@ import { HangarError } from '../../common/errors.js';
 import { DEVICE_ID_RULE, TAP_NAME_RULE, VM_NAME_RULE, isDeviceId, isMac, isTapName, isVmName } from '../../api/names.js';
 import type { EngineVmConfig } from '../engine.js';
 import type { VmProcessIdentity } from '../base/identity.js';
+import { blockdevNodes, deviceOption, diskDevice, diskPortCount, diskPortName, MAX_DISK_PORTS, type DiskIoMode } from './disks.js';
 
 export type QemuMachine = 'microvm' | 'q35';
 
@@ -45,6 +46,8 @@ export interface CmdlineOptions {
   machine?: QemuMachine;
   /** Descriptors QEMU inherits for the NICs' TAPs, one per NIC in order (absent: QEMU opens each TAP by name). */
   tapFds?: number[];
+  /** Per disk id: whether its file takes O_DIRECT (the engine probes it); absent: 'buffered', which works everywhere. */
+  diskIo?: Record<string, DiskIoMode>;
 }
 
 /** The first descriptor of the NICs' TAPs (after the console log's). */
@@ -103,6 +106,7 @@ export function validateConfig(c: EngineVmConfig): void {
     if (Buffer.byteLength(s) > MAX_SOCKET_PATH) invalid(`runDir is too long for a Unix socket path (${s})`);
   }
   const ids = new Set<string>();
+  if (c.disks.length > MAX_DISK_PORTS) invalid(`at most ${MAX_DISK_PORTS} disks, got ${c.disks.length}`);
   for (const d of c.disks) {
     if (!isDeviceId(d.id)) invalid(`disk id "${d.id}" must be ${DEVICE_ID_RULE}`);
     if (ids.has(`d:${d.id}`)) invalid(`disk id "${d.id}" is used twice`);
@@ -156,14 +160,17 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   if (c.boot.initrd !== undefined) args.push('-initrd', c.boot.initrd);
   if (c.boot.cmdline !== undefined && c.boot.cmdline !== '') args.push('-append', c.boot.cmdline);
 
-  for (const d of c.disks) {
-    const drive = [`if=none`, `id=disk-${d.id}`, `file=${optValue(d.path)}`, `format=${d.format}`];
-    if (d.readOnly) drive.push('readonly=on');
-    args.push('-drive', drive.join(','));
-    const dev = [`virtio-blk-${bus}`, `drive=disk-${d.id}`, `id=dev-disk-${d.id}`];
-    if (d.serial !== undefined) dev.push(`serial=${d.serial}`);
-    args.push('-device', dev.join(','));
+  // Disks: two block nodes each (file, format) and a virtio-blk device; on q35 each
+  // sits behind a PCIe root port of its own, with spare ports for hot-plug (disks.ts).
+  if (bus === 'pci') {
+    for (let i = 1; i <= diskPortCount(c.disks.length); i++) {
+      args.push('-device', `pcie-root-port,id=${diskPortName(i)},chassis=${i}`);
+    }
   }
+  c.disks.forEach((d, i) => {
+    for (const node of blockdevNodes(d, opts.diskIo?.[d.id] ?? 'buffered')) args.push('-blockdev', JSON.stringify(node));
+    args.push('-device', deviceOption(diskDevice(d, bus, bus === 'pci' ? diskPortName(i + 1) : undefined)));
+  });
   c.nics.forEach((n, i) => {
     const fd = opts.tapFds?.[i];
     args.push('-netdev', fd !== undefined ? `tap,id=net-${n.id},fd=${fd}` : `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);

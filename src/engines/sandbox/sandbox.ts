@@ -90,6 +90,10 @@ export interface VmSandbox {
   /** The exit as the engine saw it, corrected when the memory limit killed the VM. */
   explain(exit: VmExit, killRequested: boolean): VmExit;
   cleanup(): void;
+  /** Lets the running VM read `readFiles` and lends it `writeFiles` (a hot-plugged disk); cleanup() gives them back. */
+  grant(readFiles: string[], writeFiles: string[]): void;
+  /** Gives files lent for the run back to their owners now (an unplugged disk). */
+  revoke(files: string[]): void;
 }
 
 const RECORD_FILE = 'sandbox.json';
@@ -162,6 +166,30 @@ class Sandbox implements VmSandbox {
     return { ...exit, reason: 'crashed', detail: `killed by the kernel: memory limit of ${mib} MiB exceeded` };
   }
 
+  grant(readFiles: string[], writeFiles: string[]): void {
+    const r = this.record;
+    const ctx = accessContext(vmGroupGid(), r.uid, r.runDir);
+    for (const f of readFiles) grantRead(f, ctx);
+    for (const f of writeFiles) {
+      if (r.lent.some((l) => l.path === f)) continue;
+      const rec = lend(f, r.uid, ctx);
+      if (rec) r.lent.push(rec);
+    }
+    this.save();
+  }
+
+  revoke(files: string[]): void {
+    const r = this.record;
+    const back = r.lent.filter((l) => files.includes(l.path));
+    giveBack(back);
+    r.lent = r.lent.filter((l) => !files.includes(l.path));
+    this.save();
+  }
+
+  private save(): void {
+    fs.writeFileSync(path.join(this.record.runDir, RECORD_FILE), JSON.stringify(this.record, null, 2), { mode: 0o600 });
+  }
+
   cleanup(): void {
     // Once: a second call could release a uid another VM has claimed meanwhile.
     if (this.cleaned) return;
@@ -173,6 +201,11 @@ class Sandbox implements VmSandbox {
     releaseUid(r.uid, r.runDir);
     try { fs.unlinkSync(path.join(r.runDir, RECORD_FILE)); } catch { /* gone */ }
   }
+}
+
+/** The daemon re-permissions folders only inside its data directory (above vms/<name>) and image directory. */
+function accessContext(groupGid: number, uid: number, runDir: string): AccessContext {
+  return { groupGid, vmGid: uid, trees: [path.dirname(path.dirname(runDir)), imageDir()] };
 }
 
 /**
@@ -190,8 +223,7 @@ export function prepareVmSandbox(req: SandboxRequest): VmSandbox {
   const lent: OwnerRecord[] = [];
   let cgroup: CgroupSet | null = null;
   try {
-    // The daemon re-permissions folders only inside its data directory (above vms/<name>) and image directory.
-    const ctx: AccessContext = { groupGid, vmGid: uid, trees: [path.dirname(path.dirname(req.runDir)), imageDir()] };
+    const ctx = accessContext(groupGid, uid, req.runDir);
     prepareRunDir(req.runDir, ctx);
     for (const f of req.readFiles) grantRead(f, ctx);
     for (const f of req.writeFiles) {
@@ -251,7 +283,8 @@ export function kvmGroups(): number[] {
  */
 export function sandboxFor(engine: 'qemu' | 'micro', config: EngineVmConfig): VmSandbox | null {
   if (!sandboxEnabled()) return null;
-  const ro = config.disks.filter((d) => d.readOnly).map((d) => d.path);
+  // Backing files of overlays (an image's base disk) are read, never written, whatever the disk is.
+  const ro = [...config.disks.filter((d) => d.readOnly).map((d) => d.path), ...config.disks.flatMap((d) => d.backingFiles ?? [])];
   const rw = config.disks.filter((d) => !d.readOnly).map((d) => d.path);
   // Rotated console logs beside the log are the VM's to rename and replace too.
   let rotated: string[] = [];

@@ -4,7 +4,7 @@
  * the CLI, and the OpenAPI document served at /openapi.json.
  */
 import { Type, type Static } from 'typebox';
-import { VmName, ImageName } from '../../api/names.js';
+import { VmName, ImageName, DeviceId, DEVICE_ID_PATTERN } from '../../api/names.js';
 import { Accel, EngineName } from '../../api/engine.js';
 import { VmNic, VmNicRequest, VmNicState } from '../network/schemas.js';
 export * from '../network/schemas.js';
@@ -15,6 +15,53 @@ export { VmName, ImageName, Accel, EngineName };
 export const SizeInput = Type.Union([Type.String({ maxLength: 32 }), Type.Integer({ minimum: 0 })], {
   description: 'A size: "512M", "2G", "1048576" (binary units, K = 1024) or a number of bytes',
 });
+
+/** A volume as the API names it: "pool/volume" (volumes.md); a bare "volume" means the default pool where allowed. */
+export const VolumeRef = Type.String({ minLength: 1, maxLength: 160, pattern: '^([^/\\s]+/)?[^/\\s]+$', description: '"pool/volume", or "volume" in the pool given by `pool` (default pool when none)' });
+/** virtio-blk serials are at most 20 bytes. */
+export const DiskSerial = Type.String({ pattern: '^[A-Za-z0-9_.-]{1,20}$', description: 'Serial the guest sees (1-20 letters, digits, "_", "." or "-"; default: the disk\'s name when it fits)' });
+
+/** A disk to give a VM: a new volume of `size`, or an existing `volume`. */
+export const DiskRequest = Type.Object(
+  {
+    name: Type.Optional(Type.String({ pattern: DEVICE_ID_PATTERN, description: 'Device name in the VM (default disk1, disk2, ...); "root" is the root disk' })),
+    size: Type.Optional(SizeInput),
+    volume: Type.Optional(VolumeRef),
+    pool: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[^/\\s]+$', description: 'Pool of a new volume, or of `volume` when it names no pool (default "default")' })),
+    readOnly: Type.Optional(Type.Boolean({ description: 'The guest cannot write it' })),
+    serial: Type.Optional(DiskSerial),
+  },
+  { additionalProperties: false, description: 'Exactly one of size (a new volume "<pool>/<vm>-<name>") and volume (an existing one, attached to no other VM)' },
+);
+export type DiskRequest = Static<typeof DiskRequest>;
+
+/** A disk of a VM as its spec records it (root disk first). */
+export const VmDisk = Type.Object({
+  name: DeviceId,
+  volume: Type.String({ description: '"pool/volume"' }),
+  readOnly: Type.Optional(Type.Boolean()),
+  serial: Type.Optional(Type.String()),
+  /** The VM's own root volume (made from the image's base disk): deleted with the VM. */
+  owned: Type.Optional(Type.Boolean()),
+});
+export type VmDisk = Static<typeof VmDisk>;
+
+/** A disk of a VM as GET /1.0/vms/{name}/disks shows it. */
+export const VmDiskInfo = Type.Object({
+  name: DeviceId,
+  volume: Type.String(),
+  readOnly: Type.Boolean(),
+  serial: Type.Optional(Type.String()),
+  owned: Type.Boolean(),
+  format: Type.Optional(Type.Union([Type.Literal('raw'), Type.Literal('qcow2')])),
+  sizeBytes: Type.Optional(Type.Integer({ description: 'Virtual size the guest sees' })),
+  path: Type.Optional(Type.String({ description: 'The file on the host' })),
+});
+export type VmDiskInfo = Static<typeof VmDiskInfo>;
+
+/** POST /1.0/vms/{name}/disks: attach (hot-plugged when the VM runs on QEMU). */
+export const DiskAttachRequest = DiskRequest;
+export type DiskAttachRequest = DiskRequest;
 
 /** POST /1.0/vms */
 export const VmCreateRequest = Type.Object(
@@ -28,6 +75,8 @@ export const VmCreateRequest = Type.Object(
     start: Type.Optional(Type.Boolean({ description: 'Start the VM once created (default true)' })),
     network: Type.Optional(Type.String({ maxLength: 64, description: 'Network of the VM\'s one NIC (eth0), or "none"; ignored when nics is given' })),
     nics: Type.Optional(Type.Array(VmNicRequest, { maxItems: 8, description: 'NICs, in order (eth0, eth1, ...)' })),
+    rootSize: Type.Optional(SizeInput),
+    disks: Type.Optional(Type.Array(DiskRequest, { maxItems: 16, description: 'Disks besides the root disk' })),
   },
   { additionalProperties: false },
 );
@@ -67,6 +116,7 @@ export const VmSpec = Type.Object({
   memoryBytes: Type.Integer(),
   cmdline: Type.String(),
   nics: Type.Optional(Type.Array(VmNic)),
+  disks: Type.Array(VmDisk, { description: 'Root disk (when the image has a base disk) first' }),
 });
 export type VmSpec = Static<typeof VmSpec>;
 
