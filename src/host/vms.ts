@@ -304,12 +304,6 @@ export class VmManager {
     });
   }
 
-  /** Images made for servers (cloud-init) join the default network unless told otherwise. */
-  private async joinsDefaultNetwork(image: string): Promise<boolean> {
-    const found = (await this.d.images.listImages()).find((i) => i.name === image) as { cloudInit?: boolean } | undefined;
-    return found?.cloudInit === true;
-  }
-
   async imageNames(): Promise<string[]> {
     return (await this.d.images.listImages()).map((i) => i.name);
   }
@@ -326,7 +320,9 @@ export class VmManager {
     // The one check of the VM's size: against the limits of the engine that will run it.
     const spec = buildVmSpec(req, { imageNames: await this.imageNames(), engine: caps });
     if (this.d.networks) {
-      const nics = await this.d.networks.planNics(name, req, await this.joinsDefaultNetwork(req.image));
+      // No NIC unless asked for: a daemon must never make bridges or start DHCP servers in a
+      // namespace nobody asked it to network (an e2e test on the host's own namespace, say).
+      const nics = await this.d.networks.planNics(name, req, false);
       if (nics.length) spec.nics = nics;
     } else if (req.nics?.length || (req.network !== undefined && req.network !== 'none')) {
       throw new HangarError('UNSUPPORTED', 'this daemon has no networks', { field: 'network' });

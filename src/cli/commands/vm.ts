@@ -137,7 +137,7 @@ export function registerVmCommands(program: Command): void {
       .option('--memory <size>', 'guest memory, e.g. 256M or 2G (default chosen by the daemon)')
       .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices([...ENGINE_NAMES]))
       .option('--cmdline <args>', 'extra kernel command-line arguments')
-      .option('--network <name>', 'network of a NIC (repeat for more NICs), or none (default: the default network for cloud images, none otherwise)', collectNetwork)
+      .option('--network <name>', 'network of a NIC (repeat for more NICs; `default` is created on first use), or none (the default)', collectNetwork)
       .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
