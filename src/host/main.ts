@@ -31,6 +31,7 @@ import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
 import { configureImportFromOptions, imageUploads } from './images/index.js';
 import { loadEngines, loadImages } from './wiring.js';
 import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
+import { createSnapshotManager } from './snapshots/index.js';
 import { StorageService } from './storage/index.js';
 import { volumeJobs } from './storage/routes.js';
 
@@ -145,8 +146,11 @@ async function main(): Promise<void> {
   await vms.recover();
   // After the VMs: which of them still run decides which TAPs stay.
   await networks.reconcile();
+  const snapshots = createSnapshotManager({ store, events, operations, vms, storage, log });
+  // Snapshot operations a crash cut short are settled once the VMs they touch have been re-adopted.
+  await snapshots.reconcile();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, networks: { manager: networks, store } };
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store } };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);

@@ -66,6 +66,7 @@ const MIGRATIONS: string[] = [
      reason TEXT
    );
    CREATE INDEX events_vm ON events(vm, seq);`,
+  // Storage pools, volumes and which VM uses which volume (src/host/storage/records.ts).
   `CREATE TABLE pools (
      name TEXT PRIMARY KEY,
      driver TEXT NOT NULL,
@@ -96,6 +97,25 @@ const MIGRATIONS: string[] = [
      FOREIGN KEY (pool, volume) REFERENCES volumes(pool, name)
    );
    CREATE INDEX volume_attachments_vm ON volume_attachments(vm);`,
+  // Snapshots (src/host/snapshots/store.ts): finished snapshots, and the intent of each snapshot
+  // operation under way, written before any disk is touched (reconciled at daemon start).
+  `CREATE TABLE snapshots (
+     vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     memory INTEGER NOT NULL,
+     vm_state TEXT NOT NULL,
+     vm_state_bytes INTEGER NOT NULL,
+     disks TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (vm_id, name)
+   );
+   CREATE TABLE snapshot_intents (
+     id TEXT PRIMARY KEY,
+     vm_id TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     detail TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );`,
   // Networks (src/host/network/records.ts): kind, subnet, the host link VMs' TAPs join; port forwards.
   `CREATE TABLE networks (
      name TEXT PRIMARY KEY,
@@ -115,7 +135,6 @@ const MIGRATIONS: string[] = [
      created_at TEXT NOT NULL,
      UNIQUE (proto, address, host_port)
    );`,
-  // Storage pools, volumes and which VM uses which volume (src/host/storage/records.ts).
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -221,7 +240,7 @@ export class Store {
     }
   }
 
-  /** The database, for modules that keep tables of their own (storage/records.ts); they write inside transaction(). */
+  /** The database, for modules that keep tables of their own (storage/records.ts, snapshots/store.ts, network/records.ts); they write inside transaction(). */
   get sqlite(): Database.Database {
     return this.db;
   }
@@ -271,11 +290,6 @@ export class Store {
 
   close(): void {
     if (this.db.open) this.db.close();
-  }
-
-  /** Replaces a VM's spec (NICs added or removed while it is stopped). */
-  updateVmSpec(name: string, spec: VmSpec): void {
-    this.db.prepare('UPDATE vms SET spec = ? WHERE name = ?').run(JSON.stringify(spec), name);
   }
 
   // --- VMs -----------------------------------------------------------------

@@ -161,7 +161,7 @@ async function main(): Promise<void> {
 }
 
 /**
- * Loads what configuring and InstanceStart will need — the body validators, the logger,
+ * Loads what configuring and InstanceStart (or a snapshot load) will need — the body validators, the logger,
  * the machine model, and one vCPU thread with
  * its own modules loaded (prewarmVcpuThread in vcpu-thread.ts) — while the client is still configuring the VM,
  * after the first API answer so that answer does not wait for it. This takes them off the
@@ -173,6 +173,8 @@ function preload(loadLogger: () => Promise<Logger>): void {
   import('./vcpu-thread.js').then((m) => m.prewarmVcpuThread()).catch(() => {});
   loadLogger().catch(() => {});
   import('./builder.js').catch(() => {});
+  // A client may load a snapshot instead of starting: its restore path too (small; the rest is builder's).
+  import('./snapshot/restore.js').catch(() => {});
 }
 
 void main();

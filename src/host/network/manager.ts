@@ -340,7 +340,7 @@ export class NetworkManager {
         nic.ipv4 = ipv4;
         this.d.store.transaction(() => {
           const cur = this.d.store.requireVm(vmName);
-          this.d.store.updateVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).map((n) => (n.name === nic.name ? { ...n, ipv4 } : n)) });
+          this.d.store.setVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).map((n) => (n.name === nic.name ? { ...n, ipv4 } : n)) });
         });
         pinned = true;
       }
@@ -516,7 +516,7 @@ export class NetworkManager {
     this.d.store.transaction(() => {
       const cur = this.d.store.requireVm(vmName);
       requireStopped(cur);
-      this.d.store.updateVmSpec(vmName, { ...cur.spec, nics: [...(cur.spec.nics ?? []), nic] });
+      this.d.store.setVmSpec(vmName, { ...cur.spec, nics: [...(cur.spec.nics ?? []), nic] });
     });
     await this.refresh([nic.network]);
     return nic;
@@ -531,7 +531,7 @@ export class NetworkManager {
       const nic = (cur.spec.nics ?? []).find((n) => n.name === nicName);
       if (!nic) throw new HangarError('NOT_FOUND', `VM "${vmName}" has no NIC named ${nicName}`, { nic: nicName });
       network = nic.network;
-      this.d.store.updateVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).filter((n) => n.name !== nicName) });
+      this.d.store.setVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).filter((n) => n.name !== nicName) });
     });
     await this.refresh([network]);
   }
