@@ -292,11 +292,6 @@ export class Store {
     if (this.db.open) this.db.close();
   }
 
-  /** Replaces a VM's spec (NICs added or removed while it is stopped). */
-  updateVmSpec(name: string, spec: VmSpec): void {
-    this.db.prepare('UPDATE vms SET spec = ? WHERE name = ?').run(JSON.stringify(spec), name);
-  }
-
   // --- VMs -----------------------------------------------------------------
 
   insertVm(vm: VmRecord): void {

@@ -319,12 +319,6 @@ export class VmManager {
     });
   }
 
-  /** Images made for servers (cloud-init) join the default network unless told otherwise. */
-  private async joinsDefaultNetwork(image: string): Promise<boolean> {
-    const found = (await this.d.images.listImages()).find((i) => i.name === image) as { cloudInit?: boolean } | undefined;
-    return found?.cloudInit === true;
-  }
-
   async imageNames(): Promise<string[]> {
     return (await this.d.images.listImages()).map((i) => i.name);
   }
@@ -344,7 +338,9 @@ export class VmManager {
     // How it boots (kernel, bios, uefi) and the ISO it boots from, checked against the engine and the image.
     Object.assign(spec, resolveBoot(req, { engine: caps, image: bootImageOf(images.find((i) => i.name === req.image)), hasDisks: (req.disks?.length ?? 0) > 0 || req.rootSize !== undefined, volumes: this.d.storage }));
     if (this.d.networks) {
-      const nics = await this.d.networks.planNics(name, req, await this.joinsDefaultNetwork(req.image));
+      // No NIC unless asked for: a daemon must never make bridges or start DHCP servers in a
+      // namespace nobody asked it to network (an e2e test on the host's own namespace, say).
+      const nics = await this.d.networks.planNics(name, req, false);
       if (nics.length) spec.nics = nics;
     } else if (req.nics?.length || (req.network !== undefined && req.network !== 'none')) {
       throw new HangarError('UNSUPPORTED', 'this daemon has no networks', { field: 'network' });

@@ -188,6 +188,14 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
     "require('http').get('http://127.0.0.1:8080/', { timeout: 10000 }, (r) => r.pipe(process.stdout)).on('error', (e) => { console.error(e.message); process.exit(1); })").stdout;
   assert.equal(fetchPage().trim(), 'hangar-forward-ok');
 
+  // --- anti-spoofing: the forward reserved the VM's address; another source address or MAC is dropped ----
+  const spoofIp = `${lan.gateway.split('.').slice(0, 3).join('.')}.250`;
+  let out = await con.run(`ip addr add ${spoofIp}/24 dev eth0; ping -c 1 -W 3 -I ${spoofIp} ${lan.gateway}; ip addr del ${spoofIp}/24 dev eth0`, 30_000);
+  assert.match(out, /0 packets received/, 'a forged source address is dropped');
+  out = await con.run(`ip link set eth0 address 0a:68:67:de:ad:01 && ping -c 1 -W 3 ${lan.gateway}; ip link set eth0 address ${nic.mac}`, 30_000);
+  assert.match(out, /0 packets received/, 'a forged MAC is dropped');
+  assert.match(await con.run(`ping -c 1 -W 5 ${lan.gateway}`, 30_000), /1 packets received/, 'its own traffic still passes');
+
   // --- a micro-engine VM (the ring-3 virtio-net echo guest, fixed address) on the same network ----
   if (!microSkip) {
     await api('POST', '/1.0/images', { name: 'vnet-echo', kernel: microGuest });

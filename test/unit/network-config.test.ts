@@ -9,7 +9,7 @@ import {
   checkSubnet, dhcpRange, formatCidr, formatIpv4, isLocalUnicastMac, macFor, overlaps, parseCidr, pickFreeSubnet, tapNameFor,
 } from '../../src/host/network/addressing.js';
 import { parseLeases, renderDnsmasqConfig } from '../../src/host/network/dnsmasq.js';
-import { renderFirewall, replaceScript } from '../../src/host/network/firewall.js';
+import { renderFirewall, renderPortFilter, replaceScript } from '../../src/host/network/firewall.js';
 import { isTapName } from '../../src/api/names.js';
 
 const cidr = (s: string) => parseCidr(s)!;
@@ -66,7 +66,7 @@ test('dnsmasq: bound to its bridge, domain hangar, reservations inline, no route
 
 test('firewall: one table, replaced atomically; networks kept apart; NAT only for nat networks', () => {
   assert.equal(renderFirewall([]), null);
-  assert.equal(replaceScript(null), 'table inet hangar {}\ndelete table inet hangar\n');
+  assert.equal(replaceScript(null), 'table inet hangar {}\ndelete table inet hangar\ntable bridge hangar {}\ndelete table bridge hangar\n');
   const t = renderFirewall([
     { kind: 'nat', bridge: 'hgb-a', subnet: cidr('10.77.0.0/24') },
     { kind: 'isolated', bridge: 'hgb-b', subnet: cidr('10.77.1.0/24') },
@@ -104,4 +104,15 @@ test('firewall: port forwards DNAT from outside and from the host, loopback answ
   assert.ok(chainOf('postrouting').includes('oifname "hgb-a" ip saddr 127.0.0.0/8 masquerade'));
   assert.ok(chainOf('input').includes('iifname "hgb-a" ip daddr 127.0.0.0/8 ct direction original drop'));
   assert.ok(chainOf('forward').includes('oifname "hgb-a" ct status dnat accept'));
+});
+
+test('anti-spoofing: per TAP, its own MAC and addresses only, no DHCP server, no router advertisements', () => {
+  assert.equal(renderPortFilter([]), null);
+  const t = renderPortFilter([{ tap: 'hgt-1', mac: '0a:68:67:00:00:01', ipv4: '10.77.0.5' }, { tap: 'hgt-2', mac: '0a:68:67:00:00:02' }])!;
+  assert.match(t, /^table bridge hangar \{\n  chain prerouting \{\n    type filter hook prerouting priority filter; policy accept;/);
+  for (const r of ['iifname "hgt-1" ether saddr != 0a:68:67:00:00:01 drop', 'iifname "hgt-1" ether type arp arp saddr ether != 0a:68:67:00:00:01 drop',
+    'iifname "hgt-1" ether type ip ip saddr != { 0.0.0.0, 10.77.0.5 } drop', 'iifname "hgt-1" ether type arp arp saddr ip != { 0.0.0.0, 10.77.0.5 } drop',
+    'iifname "hgt-1" ether type ip udp sport 67 drop', 'iifname "hgt-2" ether type ip6 icmpv6 type nd-router-advert drop']) assert.ok(t.includes(r), r);
+  // A bridged network's NIC: its MAC is checked, addresses are the LAN's business.
+  assert.ok(!t.includes('iifname "hgt-2" ether type ip ip saddr'));
 });

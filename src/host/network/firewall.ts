@@ -37,6 +37,14 @@ export interface FirewallForward {
   guestPort: number;
 }
 
+/** A VM's TAP: frames it sends must carry its own MAC and an address it may use; it may not serve DHCP. */
+export interface FirewallPort {
+  tap: string;
+  mac: string;
+  /** Source addresses it may use: its reservation, else its network's subnet; absent (bridged networks): not checked. */
+  ipv4?: string;
+}
+
 const q = (s: string): string => `"${s}"`;
 const set = (items: string[]): string => (items.length === 1 ? items[0]! : `{ ${items.join(', ')} }`);
 
@@ -98,10 +106,35 @@ export function renderFirewall(nets: FirewallNetwork[], forwards: FirewallForwar
     + '}\n';
 }
 
-/** The nft script that replaces our table in one transaction (or removes it when `table` is null). */
-export function replaceScript(table: string | null): string {
-  const head = `table inet ${NFT_TABLE} {}\ndelete table inet ${NFT_TABLE}\n`;
-  return table === null ? head : head + table;
+/**
+ * The `bridge hangar` table (pure): anti-spoofing per TAP, on frames as they
+ * enter the bridge (whether they go to another VM or to the host). Null
+ * when no VM runs with a NIC.
+ */
+export function renderPortFilter(ports: FirewallPort[]): string | null {
+  if (ports.length === 0) return null;
+  const rules: string[] = [];
+  for (const p of ports) {
+    const t = q(p.tap);
+    rules.push(`iifname ${t} ether saddr != ${p.mac} drop`);
+    rules.push(`iifname ${t} ether type arp arp saddr ether != ${p.mac} drop`);
+    if (p.ipv4) {
+      // 0.0.0.0: a DHCP client before it has an address.
+      rules.push(`iifname ${t} ether type ip ip saddr != { 0.0.0.0, ${p.ipv4} } drop`);
+      rules.push(`iifname ${t} ether type arp arp saddr ip != { 0.0.0.0, ${p.ipv4} } drop`);
+    }
+    // No DHCP or DHCPv6 server, no router advertisements from a VM.
+    rules.push(`iifname ${t} ether type ip udp sport 67 drop`);
+    rules.push(`iifname ${t} ether type ip6 udp sport 547 drop`);
+    rules.push(`iifname ${t} ether type ip6 icmpv6 type nd-router-advert drop`);
+  }
+  return `table bridge ${NFT_TABLE} {\n  chain prerouting {\n    type filter hook prerouting priority filter; policy accept;\n${rules.map((r) => `    ${r}\n`).join('')}  }\n}\n`;
+}
+
+/** The nft script that replaces our tables in one transaction (removing those that are null). */
+export function replaceScript(table: string | null, ports: string | null = null): string {
+  const head = `table inet ${NFT_TABLE} {}\ndelete table inet ${NFT_TABLE}\ntable bridge ${NFT_TABLE} {}\ndelete table bridge ${NFT_TABLE}\n`;
+  return head + (table ?? '') + (ports ?? '');
 }
 
 function nft(args: string[]): Promise<string> {
@@ -114,20 +147,20 @@ function nft(args: string[]): Promise<string> {
 }
 
 /** Applies the table for these networks and forwards (removes it when there are no networks). */
-export async function applyFirewall(nets: FirewallNetwork[], forwards: FirewallForward[] = []): Promise<void> {
+export async function applyFirewall(nets: FirewallNetwork[], forwards: FirewallForward[] = [], ports: FirewallPort[] = []): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-nft-'));
   try {
     const file = path.join(dir, 'hangar.nft');
-    fs.writeFileSync(file, replaceScript(renderFirewall(nets, forwards)), { mode: 0o600 });
+    fs.writeFileSync(file, replaceScript(renderFirewall(nets, forwards), renderPortFilter(ports)), { mode: 0o600 });
     await nft(['-f', file]);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
-/** Whether our table exists in this namespace. */
+/** Whether one of our tables exists in this namespace. */
 export async function firewallPresent(): Promise<boolean> {
-  const out = await nft(['-j', 'list', 'tables', 'inet']);
+  const out = await nft(['-j', 'list', 'tables']);
   const parsed = JSON.parse(out) as { nftables: Array<{ table?: { family: string; name: string } }> };
-  return parsed.nftables.some((e) => e.table?.family === 'inet' && e.table.name === NFT_TABLE);
+  return parsed.nftables.some((e) => (e.table?.family === 'inet' || e.table?.family === 'bridge') && e.table.name === NFT_TABLE);
 }

@@ -26,7 +26,7 @@ import {
   addressesOf, deleteOwnLink, enableIpv4Forwarding, enableRouteLocalnet, ensureBridge, ensureTap, getLink, listLinks, ownerAlias, reattachTap, usedSubnets,
 } from './links.js';
 import { dnsmasqFiles, findDnsmasq, readLeases, renderDnsmasqConfig, startDnsmasq, stopDnsmasq, type DhcpReservation } from './dnsmasq.js';
-import { applyFirewall, firewallPresent, type FirewallForward, type FirewallNetwork } from './firewall.js';
+import { applyFirewall, firewallPresent, type FirewallForward, type FirewallNetwork, type FirewallPort } from './firewall.js';
 import { ForwardRecords, NetworkRecords, type ForwardRecord, type NetworkRecord } from './records.js';
 
 export interface NetworkManagerDeps {
@@ -282,7 +282,18 @@ export class NetworkManager {
       const guestAddress = this.forwardTarget(f.vm);
       if (guestAddress) fw.push({ proto: f.proto, address: f.address, hostPort: f.hostPort, guestPort: f.guestPort, guestAddress });
     }
-    return applyFirewall(nets, fw);
+    // Every TAP of a VM that has (or is about to have) a process.
+    const ports: FirewallPort[] = [];
+    for (const vm of this.d.store.listVms()) {
+      if (!LIVE_STATES.has(vm.state)) continue;
+      for (const n of vm.spec.nics ?? []) {
+        const net = this.records.get(n.network);
+        if (!net) continue;
+        const ipv4 = n.ipv4 ?? net.subnet ?? undefined;
+        ports.push({ tap: tapNameFor(vm.id, n.name), mac: n.mac.toLowerCase(), ...(net.kind !== 'bridged' && ipv4 ? { ipv4 } : {}) });
+      }
+    }
+    return applyFirewall(nets, fw, ports);
   }
 
   // --- port forwards -----------------------------------------------------------
@@ -329,7 +340,7 @@ export class NetworkManager {
         nic.ipv4 = ipv4;
         this.d.store.transaction(() => {
           const cur = this.d.store.requireVm(vmName);
-          this.d.store.updateVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).map((n) => (n.name === nic.name ? { ...n, ipv4 } : n)) });
+          this.d.store.setVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).map((n) => (n.name === nic.name ? { ...n, ipv4 } : n)) });
         });
         pinned = true;
       }
@@ -470,6 +481,8 @@ export class NetworkManager {
           ensureTap(tap, this.alias, net.bridge);
           out.push({ id: n.name, tap, mac: n.mac });
         }
+        // Its TAPs' anti-spoofing rules are in place before the guest can send a frame.
+        await this.applyFirewall();
       } catch (e) {
         for (const a of out) deleteOwnLink(a.tap, this.alias);
         throw e;
@@ -487,6 +500,10 @@ export class NetworkManager {
         this.d.log.warn({ vm: vm.name, nic: n.name, err: toHangarError(e).message }, 'could not remove a TAP');
       }
     }
+    // Its TAPs' rules go too (later: a rule naming a TAP that no longer exists matches nothing meanwhile).
+    if (vm.spec.nics?.length) {
+      void this.serial(() => this.applyFirewall()).catch((e: unknown) => this.d.log.warn({ err: toHangarError(e).message }, 'could not update the firewall'));
+    }
   }
 
   /** Adds a NIC to a stopped VM. */
@@ -499,7 +516,7 @@ export class NetworkManager {
     this.d.store.transaction(() => {
       const cur = this.d.store.requireVm(vmName);
       requireStopped(cur);
-      this.d.store.updateVmSpec(vmName, { ...cur.spec, nics: [...(cur.spec.nics ?? []), nic] });
+      this.d.store.setVmSpec(vmName, { ...cur.spec, nics: [...(cur.spec.nics ?? []), nic] });
     });
     await this.refresh([nic.network]);
     return nic;
@@ -514,7 +531,7 @@ export class NetworkManager {
       const nic = (cur.spec.nics ?? []).find((n) => n.name === nicName);
       if (!nic) throw new HangarError('NOT_FOUND', `VM "${vmName}" has no NIC named ${nicName}`, { nic: nicName });
       network = nic.network;
-      this.d.store.updateVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).filter((n) => n.name !== nicName) });
+      this.d.store.setVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).filter((n) => n.name !== nicName) });
     });
     await this.refresh([network]);
   }
@@ -536,7 +553,7 @@ export class NetworkManager {
       }
       try {
         // With no network, nft is asked only whether a table of ours is left (a daemon without networks may lack nft rights).
-        if (recs.some((r) => r.kind !== 'bridged') || (await firewallPresent())) await this.applyFirewall();
+        if (recs.length > 0 || (await firewallPresent())) await this.applyFirewall();
       } catch (e) {
         this.d.log[recs.length ? 'error' : 'debug']({ err: toHangarError(e).message }, 'could not apply the firewall');
       }
