@@ -101,6 +101,19 @@ test('a counter guest snapshotted in one hangar-vmm continues from its value in 
   const all = ticks(before + b.con.text);
   assert.deepEqual(all, all.map((_, i) => i), `ticks continue without a gap or a restart: ${all.slice(-8).join(',')}`);
   assert.ok(ticks(b.con.text)[0]! <= last + 2, 'the first tick after restore follows the last before it (a line may be split between the two)');
+
+  // A restored VM (its memory a private mapping of the memory file) snapshotted again, over the
+  // very files it runs from, and restored in a third process: still one unbroken count.
+  await put(b.p, '/actions', { action_type: 'Pause' });
+  await put(b.p, '/snapshot/create', { snapshot_path: snap, mem_file_path: mem });
+  const second = b.con.text;
+  await b.p.cleanup();
+  const c = await vmm();
+  await put(c.p, '/snapshot/load', { snapshot_path: snap, mem_file_path: mem, resume_vm: true });
+  const resumedAt = ticks(second).at(-1)!;
+  await c.con.waitFor(`tick ${resumedAt + 2}\n`);
+  const chain = ticks(before + second + c.con.text);
+  assert.deepEqual(chain, chain.map((_, i) => i), 'three processes, one count');
 });
 
 test('2 vCPUs in the middle of interrupt-driven virtio-blk I/O keep working after restore', { skip }, async () => {
