@@ -21,6 +21,7 @@ import type { Engine, EngineCapabilities, EngineVmConfig, VmExit, VmHandle } fro
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { spawnVmProcess } from '../base/spawn.js';
+import { openTapFd } from '../base/tap.js';
 import type { KvmProbe } from '../../kvm/probe.js';
 import { ownProbe } from '../base/kvm.js';
 import { MICRO_LIMITS } from './limits.js';
@@ -260,17 +261,23 @@ export class MicroEngine implements Engine {
 
     const sandbox = sandboxFor('micro', config, extraReadFiles);
     // A confined hangar-vmm cannot open /dev/kvm: it inherits the daemon's descriptor as fd 3.
+    // Nor /dev/net/tun: each NIC's TAP, opened here, follows (--tap-fd NAME=FD).
     const args = sandbox ? [...this.args(config, files), '--kvm-fd', '3'] : this.args(config, files);
+    const firstTap = sandbox ? 4 : 3;
+    config.nics.forEach((n, i) => args.push('--tap-fd', `${n.tap}=${firstTap + i}`));
     let kvm: number | null = null;
+    const taps: number[] = [];
     let child: ChildProcess;
     try {
       if (sandbox) kvm = fs.openSync('/dev/kvm', fs.constants.O_RDWR);
-      child = spawnVmProcess({ command: process.execPath, args, logFile: files.processLog, sandbox, inheritFds: kvm !== null ? [kvm] : [] });
+      for (const n of config.nics) taps.push(openTapFd(n.tap, false));
+      child = spawnVmProcess({ command: process.execPath, args, logFile: files.processLog, sandbox, inheritFds: [...(kvm !== null ? [kvm] : []), ...taps] });
     } catch (e) {
       sandbox?.cleanup();
       throw e;
     } finally {
       if (kvm !== null) fs.closeSync(kvm);
+      for (const fd of taps) fs.closeSync(fd);
     }
     const pid = child.pid;
     if (pid === undefined) { sandbox?.cleanup(); throw new HangarError('ENGINE_FAILED', 'hangar-vmm could not be started'); }
@@ -294,6 +301,10 @@ export class MicroEngine implements Engine {
   private async configureAndBoot(c: VmmClient, config: EngineVmConfig): Promise<void> {
     // Exact: the daemon admitted only sizes that are whole 2 MiB units (MICRO_LIMITS).
     await c.putMachineConfig({ vcpu_count: config.cpus, mem_size_mib: config.memoryBytes / 2 ** 20 });
+    // hangar-vmm boots kernels only (its capabilities say so; the daemon refuses other boot modes at create).
+    if (!config.boot || config.firmware || config.cdrom !== undefined || config.vnc) {
+      throw new HangarError('UNSUPPORTED', 'the micro engine boots a kernel directly: no firmware, CD-ROM or display');
+    }
     await c.putBootSource({
       kernel_image_path: config.boot.kernel,
       ...(config.boot.initrd ? { initrd_path: config.boot.initrd } : {}),
