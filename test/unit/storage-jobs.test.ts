@@ -36,7 +36,7 @@ beforeEach(() => {
   store = new Store(dir);
   operations = new OperationManager(store);
   storage = new StorageService({ store, dataDir: dir, defaultQuotaBytes: 256 * MiB });
-  jobs = new VolumeJobs(storage, operations, { present: (v) => ({ name: v.name, format: v.format, sizeBytes: v.sizeBytes }), uploadIdleMs: 200 });
+  jobs = new VolumeJobs(storage, operations, { present: (v) => ({ name: v.name, format: v.format, sizeBytes: v.sizeBytes }), uploadIdleMs: 2000 });
 });
 
 afterEach(async () => {
