@@ -20,7 +20,7 @@ import type { EngineVmConfig, VmHandle } from '../../src/engines/engine.js';
 import { QemuEngine } from '../../src/engines/qemu/engine.js';
 import { processAlive, processArgs } from '../../src/engines/base/procfs.js';
 import { probeKvm } from '../../src/kvm/probe.js';
-import { readPicture, isBlank } from '../helpers/framebuffer.js';
+import { readPicture, isBlank, litPixels } from '../helpers/framebuffer.js';
 
 const imageDir = process.env.HANGAR_IMAGE_DIR ?? path.join(projectRoot(), '.cache', 'images');
 const base = path.join(imageDir, 'debian-12', 'disk.qcow2');
@@ -88,7 +88,8 @@ async function bootDisk(kind: 'bios' | 'uefi'): Promise<Record<keyof typeof MARK
     // The display shows something (the firmware's or the kernel's text).
     const shot = path.join(runDir, 'screen.ppm');
     await h.screendump!(shot, 'ppm');
-    assert.ok(!isBlank(readPicture(fs.readFileSync(shot))), `${kind}: the display is blank`);
+    const pic = readPicture(fs.readFileSync(shot));
+    assert.ok(!isBlank(pic) && litPixels(pic) > 2000, `${kind}: the display is blank`);
     if (kind === 'uefi') assert.ok(fs.existsSync(path.join(runDir, 'uefi-vars.fd')), 'the VM has its own variable store');
   } finally {
     await h.kill();
