@@ -61,7 +61,7 @@ done
 [ -f "$ROOT/dist/src/vmm/main.js" ] || die "the project is not built: run npx tsc -p tsconfig.json first"
 if [ ! -f "$IMAGES/tiny/vmlinuz" ]; then
   say "building the tiny guest image into $IMAGES"
-  HANGAR_IMAGE_DIR="$IMAGES" node "$ROOT/scripts/build-images.mjs" >&2
+  HANGAR_IMAGE_DIR="$IMAGES" HANGAR_TEST_IMAGES=tiny node "$ROOT/scripts/build-images.mjs" >&2
 fi
 mkdir -p "$CACHE"
 started=$SECONDS

@@ -15,7 +15,7 @@ export const EXIT = {
   NOT_FOUND: 3,
   /** The request conflicts with the current state (ALREADY_EXISTS, INVALID_STATE). */
   CONFLICT: 4,
-  /** The daemon cannot be reached or is not ready (UNAVAILABLE). */
+  /** The daemon cannot be reached or is not ready (UNAVAILABLE), or no guest agent answers (AGENT_UNAVAILABLE). */
   UNAVAILABLE: 5,
   /** Something did not finish in time (TIMEOUT), e.g. `console --until` never matched. */
   TIMEOUT: 6,
@@ -36,6 +36,7 @@ export function exitCodeFor(code: ErrorCode): number {
     case 'INVALID_STATE':
       return EXIT.CONFLICT;
     case 'UNAVAILABLE':
+    case 'AGENT_UNAVAILABLE':
       return EXIT.UNAVAILABLE;
     case 'TIMEOUT':
       return EXIT.TIMEOUT;

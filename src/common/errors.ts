@@ -16,6 +16,8 @@ export const ERROR_STATUS = {
   ENGINE_FAILED: 500,
   INTERNAL: 500,
   UNAVAILABLE: 503,
+  /** No guest agent answers in the VM (none installed, not started yet): `hangar exec` cannot reach it. */
+  AGENT_UNAVAILABLE: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -7,7 +7,10 @@
 import type { Duplex } from 'node:stream';
 import type { Accel, EngineCapabilities, EngineName } from '../api/engine.js';
 import type { ConsoleLogLimit } from '../common/console-log/limits.js';
+import type { GuestExecRequest, GuestExecResult } from './guest.js';
+import type { LiveSnapshotControl } from './snapshot-control.js';
 
+export type { GuestExecRequest, GuestExecResult } from './guest.js';
 export type { Accel, BootMode, EngineCapabilities, EngineLimits, EngineName } from '../api/engine.js';
 
 /** Direct kernel boot. */
@@ -72,6 +75,10 @@ export interface EngineVmConfig {
   consoleLog: string;
   /** How big consoleLog may grow before it is rotated (default DEFAULT_CONSOLE_LOG_LIMIT: 2 files of 8 MiB). */
   consoleLogLimit?: ConsoleLogLimit;
+  /** A guest agent channel (QEMU: virtio-serial port org.qemu.guest_agent.0) behind this Unix socket, for exec(). */
+  guestAgent?: { socket: string };
+  /** Start from this internal snapshot (machine state and disks) instead of booting; see src/host/snapshots/. */
+  loadSnapshot?: string;
 }
 
 /** Why a VM process ended. */
@@ -116,6 +123,13 @@ export interface VmHandle {
   onExit(listener: (exit: VmExit) => void): void;
   /** Drops control connections without touching the VM (daemon shutting down). */
   detach(): void;
+  /**
+   * Runs a command in the guest through its agent (present when the config
+   * had a guestAgent). AGENT_UNAVAILABLE when no agent answers.
+   */
+  exec?(req: GuestExecRequest): Promise<GuestExecResult>;
+  /** Snapshots through the running process; absent when the engine has none (capabilities().snapshots). */
+  readonly snapshots?: LiveSnapshotControl;
   /** Hot-plugs a disk into the running guest (absent: the engine cannot; the VM must be stopped). */
   attachDisk?(disk: DiskAttachment): Promise<void>;
   /** Unplugs a disk: resolves once the guest has let it go and the engine has closed its file. */

@@ -24,12 +24,14 @@ import { OperationManager } from './operations.js';
 import { EventBus } from './events.js';
 import { HostChecker } from './hostcheck.js';
 import { VmManager } from './vms.js';
+import { NetworkManager } from './network/manager.js';
 import { buildServer, type ApiContext } from './server.js';
 import { listenUnix, parseListen, prepareTcpListener } from './listen.js';
 import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
 import { configureImportFromOptions, imageUploads } from './images/index.js';
 import { loadEngines, loadImages } from './wiring.js';
 import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
+import { createSnapshotManager } from './snapshots/index.js';
 import { StorageService } from './storage/index.js';
 import { volumeJobs } from './storage/routes.js';
 
@@ -137,12 +139,18 @@ async function main(): Promise<void> {
   const engines = loadEngines(log);
   const images = loadImages();
   void engines.kvm(); // warm the cache: the probe takes about half a second
-  const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, log: log.child({ component: 'vms' }) });
+  const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }) });
+  const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, networks, log: log.child({ component: 'vms' }) });
   const host = new HostChecker({ engines, budget: () => vms.budget() });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
+  // After the VMs: which of them still run decides which TAPs stay.
+  await networks.reconcile();
+  const snapshots = createSnapshotManager({ store, events, operations, vms, storage, log });
+  // Snapshot operations a crash cut short are settled once the VMs they touch have been re-adopted.
+  await snapshots.reconcile();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log };
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store } };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);

@@ -16,7 +16,7 @@ import type { WebSocket } from 'ws';
 import { HangarError, ERROR_STATUS, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import {
-  type Image as ImageT, ImageName, ImageImportRequest, VmName, VmCreateRequest, VmStateRequest, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
+  type Image as ImageT, ImageName, ImageImportRequest, ImageBuildRequest, VmName, VmCreateRequest, VmStateRequest, VmExecRequest, VmExecResult, Vm, Operation, LifecycleEvent, Image, HostCheck, ErrorBody, AsyncBody, syncOf,
   VmDiskInfo, DiskAttachRequest,
 } from './api/schemas.js';
 import { DEVICE_ID_PATTERN } from '../api/names.js';
@@ -32,9 +32,15 @@ import type { HostChecker } from './hostcheck.js';
 import { EngineCapabilities } from '../api/engine.js';
 import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
+import { startImageBuild } from './images/build-op.js';
 import { SCREENSHOT_TYPES } from './display.js';
+import { registerSnapshotRoutes } from './snapshots/routes.js';
+import type { SnapshotManager } from './snapshots/manager.js';
 import type { StorageService } from './storage/index.js';
 import { registerStorageRoutes } from './storage/routes.js';
+import { registerNetworkRoutes } from './network/routes.js';
+import type { NetworkManager } from './network/manager.js';
+import type { Store } from './store.js';
 
 export const API_VERSION = '1.0';
 
@@ -52,6 +58,10 @@ export interface ApiContext {
   storage?: StorageService;
   /** SHA-256 fingerprint of the TCP listener's TLS certificate, when it serves TLS (shown by GET /1.0). */
   tlsFingerprint?: string;
+  /** Snapshots and copies (absent: those routes answer UNSUPPORTED). */
+  snapshots?: SnapshotManager;
+  /** Virtual networks and the store they read VMs from (absent: no /1.0/networks routes). */
+  networks?: { manager: NetworkManager; store: Store };
 }
 
 export interface ServerOptions {
@@ -94,7 +104,7 @@ const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) 
 const Digits = Type.String({ pattern: '^[0-9]{1,9}$' });
 const Bool = Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')]);
 
-const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody, 504: ErrorBody };
+export const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody, 504: ErrorBody };
 
 function errorReply(reply: FastifyReply, code: ErrorCode, message: string, details?: unknown): FastifyReply {
   const error: Record<string, unknown> = { code, message };
@@ -252,6 +262,9 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     return reply.code(201).send({ type: 'sync' as const, metadata: image });
   });
 
+  app.post('/1.0/images/:name/build', { schema: { summary: 'Build (or rebuild) a built-in image', params: ImageParams, body: Type.Optional(ImageBuildRequest), response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
+    asyncReply(reply, await startImageBuild(ctx.operations, ctx.images, req.params.name, req.body ?? {})));
+
   const uploads = imageUploads(ctx.operations);
   app.post('/1.0/images/uploads', { schema: { summary: 'Start an image upload (then PUT its parts)', body: ImageUploadRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
     asyncReply(reply, uploads.begin(req.body)));
@@ -313,6 +326,9 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
 
   app.put('/1.0/vms/:name/state', { schema: { summary: 'Start, stop, restart, pause or resume a VM', params: NameParams, body: VmStateRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
     asyncReply(reply, ctx.vms.changeState(req.params.name, req.body)));
+
+  app.post('/1.0/vms/:name/exec', { schema: { summary: 'Run a command in the guest through its agent (waits for it)', params: NameParams, body: VmExecRequest, response: { 200: syncOf(VmExecResult), ...errors, 503: ErrorBody } } }, async (req) =>
+    ({ type: 'sync' as const, metadata: await ctx.vms.exec(req.params.name, req.body) }));
 
   app.get('/1.0/vms/:name/logs', { schema: { summary: 'Serial console log (text/plain)', params: NameParams, querystring: Type.Object({ tail: Type.Optional(Digits) }, { additionalProperties: false }) } }, async (req, reply) => {
     const tail = req.query.tail !== undefined ? Number(req.query.tail) : undefined;
@@ -383,7 +399,9 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     });
   });
 
+  registerSnapshotRoutes(app as unknown as FastifyInstance, ctx);
   if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
+  if (ctx.networks) await registerNetworkRoutes(app as unknown as FastifyInstance, ctx.networks.manager, ctx.networks.store);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));

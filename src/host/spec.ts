@@ -11,6 +11,7 @@ import { parseSize, formatSize } from '../common/sizes.js';
 import { isVmName, VM_NAME_RULE } from '../api/names.js';
 import type { EngineLimits, EngineName } from '../api/engine.js';
 import type { VmCreateRequest, VmSpec } from './api/schemas.js';
+import { cloudInitSpecFrom } from './cloudinit/index.js';
 import { diskSize, planDisks, ROOT_DISK, specDisk } from './disks/plan.js';
 
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
@@ -85,5 +86,6 @@ export function buildVmSpec(req: VmCreateRequest, ctx: SpecContext): VmSpec {
   const disks = planDisks(req.name, req.disks ?? [], [ROOT_DISK]).map(specDisk);
   if (req.rootSize !== undefined) diskSize(req.rootSize, 'rootSize');
 
-  return { image: req.image, engine, cpus, memoryBytes, cmdline, disks };
+  const cloudInit = cloudInitSpecFrom(req);
+  return { image: req.image, engine, cpus, memoryBytes, cmdline, disks, ...(cloudInit ? { cloudInit } : {}) };
 }

@@ -21,7 +21,7 @@ import { HangarError, toHangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { EngineCapabilities, EngineName, EngineVmConfig, VmExit, VmHandle } from '../engines/engine.js';
 import type { EngineRegistry } from '../engines/registry.js';
-import type { AdmissionBudget, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmStateName, VmStateRequest } from './api/schemas.js';
+import type { AdmissionBudget, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmExecRequest, VmExecResult, VmStateName, VmStateRequest } from './api/schemas.js';
 import type { EventType, Store, VmPatch, VmRecord } from './store.js';
 import type { EventBus } from './events.js';
 import type { OperationManager, ReportProgress } from './operations.js';
@@ -29,6 +29,8 @@ import { Admission, defaultSettings, hostResources, type AdmissionSettings, type
 import { buildVmSpec, DEFAULT_ENGINE, validateVmName } from './spec.js';
 import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './console-hub.js';
 import { consoleLogLimitFromEnv } from '../common/console-log/limits.js';
+import { attachGuestSide, fitCloudInitToImage } from './cloudinit/index.js';
+import { execInGuest } from './guest-exec.js';
 import { bootConfig, bootImageOf, displayOf, resolveBoot } from './boot.js';
 import { connectVnc, takeScreenshot, type ScreenshotFormat } from './display.js';
 import type { Socket } from 'node:net';
@@ -36,6 +38,7 @@ import type { StorageService } from './storage/index.js';
 import { DiskService } from './disks/service.js';
 import { VmDiskOps } from './disks/vm-ops.js';
 import { diskSize, planDisks, ROOT_DISK } from './disks/plan.js';
+import type { NetworkManager } from './network/manager.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
@@ -48,6 +51,10 @@ export interface ResolvedImage {
   sizeBytes?: number;
   /** The image's base disk (absolute path): VMs get a root volume made from it. */
   disk?: string;
+  /** How a disk image can boot: its kernel directly, or its disk by BIOS or UEFI firmware. */
+  boot?: Array<'kernel' | 'bios' | 'uefi'>;
+  /** The image runs cloud-init and reads a NoCloud (cidata) seed. */
+  cloudInit?: boolean;
 }
 
 /** The part of the image store the VM manager and the API use (src/host/images). */
@@ -58,6 +65,10 @@ export interface ImageProvider {
   importImage?(req: ImageImportRequest): Promise<Image>;
   /** Deletes an imported image; the caller checks that no VM uses it. */
   deleteImage?(name: string): void;
+  /** Builds (or rebuilds) a built-in image (absent: the API answers UNSUPPORTED). */
+  buildImage?(name: string, options: { packages?: string[] }, onProgress?: (stage: string, percent?: number) => void): Promise<ResolvedImage>;
+  /** Whether `name` is a built-in image (one buildImage can build). */
+  isBuiltIn?(name: string): boolean;
 }
 
 export type { EngineRegistry };
@@ -76,6 +87,8 @@ export interface VmManagerDeps {
   hostResources?: HostResources;
   /** Storage pools and volumes (absent: VMs cannot have disks). */
   storage?: StorageService;
+  /** Virtual networks (absent: VMs get no NICs). */
+  networks?: NetworkManager;
 }
 
 /** A VM process this daemon watches. */
@@ -205,6 +218,7 @@ export class VmManager {
         startedAt: r.startedAt,
         uptimeSeconds: running && r.startedAt ? Math.max(0, (Date.now() - Date.parse(r.startedAt)) / 1000) : null,
         lastExit: r.lastExit,
+        ...(this.d.networks && r.spec.nics?.length ? { nics: this.d.networks.nicStates(r) } : {}),
       },
       display: displayOf(r.spec, this.runDir(r.name)),
       createdAt: r.createdAt,
@@ -304,6 +318,12 @@ export class VmManager {
     });
   }
 
+  /** Images made for servers (cloud-init) join the default network unless told otherwise. */
+  private async joinsDefaultNetwork(image: string): Promise<boolean> {
+    const found = (await this.d.images.listImages()).find((i) => i.name === image) as { cloudInit?: boolean } | undefined;
+    return found?.cloudInit === true;
+  }
+
   async imageNames(): Promise<string[]> {
     return (await this.d.images.listImages()).map((i) => i.name);
   }
@@ -322,6 +342,12 @@ export class VmManager {
     const spec = buildVmSpec(req, { imageNames: images.map((i) => i.name), engine: caps });
     // How it boots (kernel, bios, uefi) and the ISO it boots from, checked against the engine and the image.
     Object.assign(spec, resolveBoot(req, { engine: caps, image: bootImageOf(images.find((i) => i.name === req.image)), hasDisks: (req.disks?.length ?? 0) > 0 || req.rootSize !== undefined, volumes: this.d.storage }));
+    if (this.d.networks) {
+      const nics = await this.d.networks.planNics(name, req, await this.joinsDefaultNetwork(req.image));
+      if (nics.length) spec.nics = nics;
+    } else if (req.nics?.length || (req.network !== undefined && req.network !== 'none')) {
+      throw new HangarError('UNSUPPORTED', 'this daemon has no networks', { field: 'network' });
+    }
     // Checked again after the awaits: a concurrent create may have taken the name meanwhile.
     taken();
     // Disks besides the root disk, checked against storage now; made in the operation.
@@ -349,7 +375,7 @@ export class VmManager {
             disks = await svc.provision(name, all, spec.engine, (stage) => progress({ stage }));
           }
           const rec: VmRecord = {
-            id: randomUUID(), name, spec: { ...spec, disks }, state: 'stopped', pid: null, accel: null,
+            id: randomUUID(), name, spec: fitCloudInitToImage({ ...spec, disks }, image), state: 'stopped', pid: null, accel: null,
             startedAt: null, lastExit: null, createdAt: new Date().toISOString(),
           };
           try {
@@ -431,13 +457,15 @@ export class VmManager {
           this.d.events.emit(name, 'deleted');
         });
         fs.rmSync(this.runDir(name), { recursive: true, force: true });
+        // Its DHCP reservations and port forwards go with it.
+        await this.d.networks?.forgetVm(name, (cur.spec.nics ?? []).map((n) => n.network));
         return { name };
       }));
   }
 
   // --- the steps, called under the VM's lock -------------------------------
 
-  private async doStart(name: string, progress?: ReportProgress): Promise<void> {
+  private async doStart(name: string, progress?: ReportProgress, loadSnapshot?: string): Promise<void> {
     const rec = this.d.store.requireVm(name);
     const engine = this.d.engines.get(rec.spec.engine);
     const caps = await this.usableEngine(rec.spec.engine);
@@ -467,9 +495,10 @@ export class VmManager {
       runDir,
       consoleLog: this.consoleLog(name),
       consoleLogLimit: consoleLogLimitFromEnv(),
+      ...(loadSnapshot !== undefined ? { loadSnapshot } : {}),
     };
-    // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
-    fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
+    // The cloud-init seed (cloud images) and the guest agent channel.
+    await attachGuestSide(config, rec, image, caps);
     // Admission and the move to 'starting' happen in one synchronous step: 'starting' commits the
     // VM's memory and vCPUs, so a concurrent start sees them and cannot pass on the same headroom.
     this.admission.checkStart(name, { cpus: rec.spec.cpus, memoryBytes: rec.spec.memoryBytes });
@@ -477,8 +506,13 @@ export class VmManager {
     progress?.({ stage: 'starting' });
     let handle: VmHandle;
     try {
+      // Each NIC's TAP is made and put on its network's bridge before the engine attaches it.
+      if (this.d.networks) config.nics = await this.d.networks.attach(rec);
+      // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
+      fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
       handle = await engine.start(config);
     } catch (e) {
+      this.d.networks?.detach(rec);
       const err = toHangarError(e, 'ENGINE_FAILED');
       this.transition(name, 'stopped', { patch: { pid: null, startedAt: null, lastExit: { reason: START_FAILED, detail: err.message, at: new Date().toISOString() } } });
       this.d.log.warn({ vm: name, code: err.code, err: err.message }, 'VM failed to start');
@@ -533,10 +567,52 @@ export class VmManager {
     this.transition(name, 'running', { event: 'resumed' });
   }
 
+  /** POST /1.0/vms/{name}/exec: a command run in the guest through its agent (guest-exec.ts). */
+  async exec(name: string, req: VmExecRequest): Promise<VmExecResult> {
+    const rec = this.d.store.requireVm(name);
+    const live = this.live.get(name);
+    if (!live || rec.state !== 'running') {
+      throw new HangarError('INVALID_STATE', `VM "${name}" is ${rec.state}: commands run in a running VM`, { name, state: rec.state });
+    }
+    return execInGuest(name, live.handle, req);
+  }
+
   private requireLive(name: string): LiveVm {
     const live = this.live.get(name);
     if (!live) throw new HangarError('INVALID_STATE', `VM "${name}" has no running process`, { name });
     return live;
+  }
+
+  // --- for snapshots (src/host/snapshots/manager.ts, VmAccess) --------------
+
+  /** Runs fn under the VM's lock, ordered with every other action on that VM. */
+  withVmLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.withLock(name, fn);
+  }
+
+  /** The VM's process, if this daemon holds one. */
+  liveHandle(name: string): VmHandle | null {
+    return this.live.get(name)?.handle ?? null;
+  }
+
+  /** Under the VM's lock: starts it, from an internal snapshot when `loadSnapshot` names one. */
+  startLocked(name: string, progress?: ReportProgress, loadSnapshot?: string): Promise<void> {
+    return this.doStart(name, progress, loadSnapshot);
+  }
+
+  /** Under the VM's lock: ends its process at once. */
+  killLocked(name: string): Promise<void> {
+    return this.doStop(name, true, 0);
+  }
+
+  /** Under the VM's lock: resumes a paused VM. */
+  resumeLocked(name: string): Promise<void> {
+    return this.doResume(name);
+  }
+
+  /** Throws when one more VM of this size may not be defined (a copy). */
+  checkCreate(name: string, want: { cpus: number; memoryBytes: number }): void {
+    this.admission.checkCreate(name, want);
   }
 
   // --- supervision ---------------------------------------------------------
@@ -574,6 +650,9 @@ export class VmManager {
     } catch (e) {
       this.d.log.error({ vm: name, err: String(e) }, 'could not record VM exit');
     }
+    // Its TAPs go with the process (a VM deleted meanwhile took them with it already).
+    const rec = this.d.store.getVm(name);
+    if (rec) this.d.networks?.detach(rec);
     this.d.log.info({ vm: name, reason: exit.reason, detail: exit.detail, asked: live.expectExit }, crashed ? 'VM crashed' : 'VM stopped');
   }
 

@@ -42,8 +42,8 @@ function raw(method: string, urlPath: string, body?: Buffer): Promise<{ status: 
 const VOLS = '/1.0/storage-pools/default/volumes';
 
 /** Uploads `data` as a new volume through the API; resolves with the finished operation. */
-async function upload(name: string, data: Buffer): Promise<any> {
-  const begin = await d.request('POST', VOLS, { name, source: { type: 'upload', bytes: data.length } });
+async function upload(name: string, data: Buffer, format?: string): Promise<any> {
+  const begin = await d.request('POST', VOLS, { name, source: { type: 'upload', bytes: data.length }, ...(format ? { format } : {}) });
   assert.equal(begin.status, 202, JSON.stringify(begin.body));
   await raw('PUT', `${VOLS}/${name}/content`, data);
   return waitOperation(d, begin);
@@ -95,6 +95,13 @@ test('the default pool exists on first use with the configured quota', async () 
   assert.deepEqual(r.body.metadata.map((p: any) => [p.name, p.driver, p.path, p.quotaBytes]), [['default', 'dir', poolDir(), 256 * MiB]]);
 });
 
+test('/openapi.json documents the storage routes', async () => {
+  const doc = (await d.request('GET', '/openapi.json')).body;
+  for (const [p, m] of [['/1.0/storage-pools', 'get'], ['/1.0/storage-pools', 'post'], ['/1.0/storage-pools/{pool}', 'delete'], ['/1.0/storage-pools/{pool}/volumes', 'post'], ['/1.0/storage-pools/{pool}/volumes/{volume}', 'patch'], ['/1.0/storage-pools/{pool}/volumes/{volume}/content', 'put']] as const) {
+    assert.ok(doc.paths[p]?.[m], `${m.toUpperCase()} ${p} documented`);
+  }
+});
+
 test('create, resize (grow only) and the quota', async () => {
   const v = await json('volume', 'create', 'data', '--size', '64M');
   assert.deepEqual([v.pool, v.name, v.format, v.sizeBytes], ['default', 'data', 'qcow2', 64 * MiB]);
@@ -141,6 +148,12 @@ test('import from the import folder and by upload, clone with a format change, e
     assert.equal(r.status, 200);
     assert.ok(r.body.equals(disk), `${vol} exported as raw is the disk that went in`);
   }
+  // A raw upload kept as qcow2: converted on the way in.
+  const conv = await upload('converted', disk, 'qcow2');
+  assert.equal(conv.status, 'success', JSON.stringify(conv.error));
+  assert.deepEqual([conv.result.format, conv.result.sizeBytes], ['qcow2', 8 * MiB]);
+  assert.ok((await raw('GET', `${VOLS}/converted/content?format=raw`)).body.equals(disk));
+  assert.equal((await d.request('DELETE', `${VOLS}/converted`)).status, 200);
   // As it is: the volume's own qcow2 file.
   assert.equal((await raw('GET', `${VOLS}/imported/content`)).body.readUInt32BE(0), 0x514649fb);
   const again = await hangar('volume', 'export', 'copy', out);
@@ -216,6 +229,27 @@ test('pools: one at a given path; delete refused while it has volumes', async ()
   assert.equal((await d.request('DELETE', '/1.0/storage-pools/fast/volumes/scratch')).status, 200);
   assert.equal((await d.request('DELETE', '/1.0/storage-pools/fast')).status, 200);
   assert.equal(fs.existsSync(at), false);
+});
+
+test('an upload cut short by a daemon crash leaves nothing after the restart', async () => {
+  const begin = await d.request('POST', VOLS, { name: 'crashed', source: { type: 'upload', bytes: 4 * MiB } });
+  assert.equal(begin.status, 202);
+  // Half the bytes, then the daemon dies with the request still open.
+  const req = http.request({ socketPath: d.socket, method: 'PUT', path: `${VOLS}/crashed/content`, headers: { 'content-type': 'application/octet-stream', 'content-length': 4 * MiB } });
+  req.on('error', () => {});
+  req.write(Buffer.alloc(2 * MiB));
+  for (let i = 0; i < 200 && !fs.readdirSync(poolDir()).some((n) => n.startsWith('.crashed.')); i++) await new Promise((r) => setTimeout(r, 25));
+  assert.ok(fs.readdirSync(poolDir()).some((n) => n.startsWith('.crashed.')), 'the upload was being written');
+  await d.kill9();
+  req.destroy();
+  await d.restart();
+  assert.equal((await d.request('GET', `${VOLS}/crashed`)).status, 404);
+  assert.deepEqual(fs.readdirSync(poolDir()).filter((n) => n.startsWith('.') || n.includes('crashed')), []);
+  const op = (await d.request('GET', String(begin.headers.location))).body.metadata;
+  assert.equal(op.status, 'failure');
+  // The name is free again.
+  assert.equal((await d.request('POST', VOLS, { name: 'crashed', size: '1M' })).status, 201);
+  assert.equal((await d.request('DELETE', `${VOLS}/crashed`)).status, 200);
 });
 
 test('deleting volumes removes their files; a missing one is NOT_FOUND', async () => {

@@ -187,6 +187,10 @@ test('hot-plug into the running VM, online resize, detach: the guest sees each; 
   await con.run(`echo HANGAR-HOT-$((6*7)) | dd of=/dev/${dev} bs=512 seek=4 conv=fsync 2>/dev/null`);
   assert.match(await con.run(`dd if=/dev/${dev} bs=512 skip=4 count=1 2>/dev/null`), /HANGAR-HOT-42/);
   assert.deepEqual((await disks('d1')).map((x) => x.name), ['root', 'data', 'hot']);
+  assert.deepEqual((await d.request('GET', '/1.0/storage-pools/default/volumes/d1-hot')).body.metadata.usedBy, [{ vm: 'd1', device: 'hot', readOnly: false }]);
+  // The confined QEMU was lent the hot-plugged file (its own uid owns it while attached).
+  const hotPath = (await disks('d1')).find((x) => x.name === 'hot')!.path!;
+  assert.notEqual(fs.statSync(hotPath).uid, 0);
 
   // Grown through the storage API while attached: QEMU grows it and the guest is told.
   const grow = await d.request('PATCH', '/1.0/storage-pools/default/volumes/d1-hot', { size: '48M' });
@@ -203,12 +207,13 @@ test('hot-plug into the running VM, online resize, detach: the guest sees each; 
   assert.deepEqual(detached, { name: 'd1', disk: 'hot', volume: 'default/d1-hot' });
   await until(con, LIST_DISKS, /^(?![\s\S]*=hot=)[\s\S]*disk:vda=root=/);
   assert.deepEqual((await disks('d1')).map((x) => x.name), ['root', 'data']);
+  assert.equal(fs.statSync(hotPath).uid, 0, 'the unplugged file is given back');
   await con.close();
   // The volume stays, with what the guest wrote, and is free to use elsewhere.
   const vol = await d.request('GET', '/1.0/storage-pools/default/volumes/d1-hot');
   assert.equal(vol.status, 200);
   assert.equal(vol.body.metadata.sizeBytes, 48 * MiB);
-  assert.deepEqual(vol.body.metadata.attachments ?? [], []);
+  assert.deepEqual(vol.body.metadata.usedBy, []);
 
   // Detaching what is not there, or the root disk, is refused at once.
   assert.equal((await d.request('DELETE', '/1.0/vms/d1/disks/hot')).status, 404);
@@ -292,7 +297,7 @@ test('VM delete removes its own root volume and keeps its data volumes', async (
   assert.equal(fs.existsSync(list[1]!.path!), true, 'the data volume stays');
   const vol = await d.request('GET', '/1.0/storage-pools/default/volumes/d1-data');
   assert.equal(vol.status, 200);
-  assert.deepEqual(vol.body.metadata.attachments ?? [], []);
+  assert.deepEqual(vol.body.metadata.usedBy, []);
   // Free again: another VM may take it.
   await op('POST', '/1.0/vms', { name: 'd3', image: 'tiny', start: false, disks: [{ name: 'old', volume: 'd1-data' }] });
   assert.deepEqual((await disks('d3')).map((x) => [x.name, x.volume]), [['root', 'default/d3-root'], ['old', 'default/d1-data']]);

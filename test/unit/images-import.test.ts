@@ -375,7 +375,7 @@ test('API: import, list, get, delete (refused while a VM uses it); schema and fi
     assert.equal(created.body.metadata.name, 'guest');
     assert.equal((await call(api.app, 'GET', '/1.0/images/guest')).body.metadata.origin, 'imported');
     assert.equal((await call(api.app, 'GET', '/1.0/images/nope')).status, 404);
-    assert.deepEqual((await call(api.app, 'GET', '/1.0/images')).body.metadata.map((i: { name: string }) => i.name), ['tiny', 'guest']);
+    assert.deepEqual((await call(api.app, 'GET', '/1.0/images')).body.metadata.map((i: { name: string }) => i.name), ['tiny', 'debian-12', 'guest']);
 
     const cases: Array<[unknown, number, string]> = [
       [{ name: 'guest', kernel }, 409, 'ALREADY_EXISTS'],

@@ -157,3 +157,18 @@ test('bad configs are INVALID_ARGUMENT before anything runs', () => {
     assert.throws(() => buildQemuArgs(config(over)), (e: unknown) => isHangarError(e) && e.code === 'INVALID_ARGUMENT', what);
   }
 });
+
+test('guest agent: a virtio-serial controller and the org.qemu.guest_agent.0 port on a socket; none without guestAgent', () => {
+  const socket = '/run/hangar/vms/web/qga.sock';
+  const a = buildQemuArgs(config({ guestAgent: { socket } }));
+  const devices = valuesOf(a, '-device');
+  assert.ok(devices.includes('virtio-serial-pci,id=vser0'), devices.join(' '));
+  assert.ok(devices.includes('virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0'));
+  assert.ok(valuesOf(a, '-chardev').includes(`socket,id=qga,path=${socket},server=on,wait=off`));
+  assert.ok(valuesOf(buildQemuArgs(config({ guestAgent: { socket } }), { machine: 'microvm' }), '-device').includes('virtio-serial-device,id=vser0'));
+  const none = buildQemuArgs(config());
+  assert.ok(!valuesOf(none, '-device').some((d) => d.startsWith('virtio-serial')));
+  assert.ok(!valuesOf(none, '-chardev').some((d) => d.includes('id=qga')));
+  assert.throws(() => buildQemuArgs(config({ guestAgent: { socket: 'qga.sock' } })), /guest agent socket must be an absolute path/);
+  assert.throws(() => buildQemuArgs(config({ guestAgent: { socket: `/${'x'.repeat(120)}/qga.sock` } })), /too long for a Unix socket path/);
+});

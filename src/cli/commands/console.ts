@@ -154,7 +154,7 @@ export function runScripted(ws: WebSocket, input: NodeJS.ReadableStream, o: Scri
 }
 
 /** The interactive session: raw terminal, Ctrl-] to leave. Resolves with how it ended. */
-function runInteractive(ws: WebSocket, name: string): Promise<'detached' | 'closed'> {
+export function runInteractive(ws: WebSocket, name: string): Promise<'detached' | 'closed'> {
   const stdin = process.stdin;
   return new Promise((resolve, reject) => {
     const wasRaw = stdin.isRaw;

@@ -12,7 +12,7 @@ import { isImageName, IMAGE_NAME_RULE } from '../../api/names.js';
 import { formatSize } from '../../common/sizes.js';
 import type { Image, ImageImportRequest, Operation } from '../../host/api/schemas.js';
 import { errorFromResponse, type ApiClient } from '../client.js';
-import { clientFor, formatFor, out, printJson, withJson } from '../context.js';
+import { clientFor, followOperation, formatFor, out, printJson, withJson } from '../context.js';
 import { ProgressReporter } from '../progress.js';
 
 function checkImageName(name: string): string {
@@ -102,6 +102,22 @@ export function importRequest(name: string, o: ImportOptions, cwd = process.cwd(
 }
 import { renderRows } from '../output.js';
 
+/** A packages.txt as the build request wants it: name=version lines, comments and blanks dropped. */
+export function readPackageList(file: string): string[] {
+  const text = fs.readFileSync(localFile(file, 'package list').path, 'utf8');
+  const lines: string[] = [];
+  for (const [n, raw] of text.split('\n').entries()) {
+    const line = raw.replace(/#.*/, '').trim();
+    if (!line) continue;
+    if (!/^[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?=[A-Za-z0-9.+~:-]+$/.test(line)) {
+      throw new HangarError('INVALID_ARGUMENT', `${file} line ${n + 1}: "${line.slice(0, 80)}" is not name=version`);
+    }
+    lines.push(line);
+  }
+  if (lines.length === 0) throw new HangarError('INVALID_ARGUMENT', `${file} lists no packages`);
+  return lines;
+}
+
 export const IMAGE_HEADERS = ['NAME', 'STATUS', 'SIZE', 'DESCRIPTION'];
 
 export function imageRow(i: Image): string[] {
@@ -136,6 +152,28 @@ export function registerImageCommands(program: Command): void {
       : await uploadImage(client, name, o, Boolean(o.json));
     if (o.json) return printJson(img);
     out(`Imported image ${img.name} (${img.sizeBytes !== undefined ? formatSize(img.sizeBytes) : '?'})\n`);
+  });
+
+  withJson(
+    image
+      .command('build')
+      .description('build a built-in image now (again, if it is built: the new build replaces the old one when it is complete)')
+      .argument('<name>', 'built-in image name, e.g. debian-12')
+      .option('--packages <file>', "install exactly these name=version packages: an earlier build's packages.txt")
+      .option('--no-wait', 'print the operation id and return at once'),
+  ).action(async (name: string, o: { packages?: string; wait: boolean; json?: boolean }, cmd: Command) => {
+    checkImageName(name);
+    const body = o.packages !== undefined ? { packages: readPackageList(o.packages) } : {};
+    const client = clientFor(cmd);
+    const op = await client.call<Operation>('POST', `/1.0/images/${encodeURIComponent(name)}/build`, body);
+    if (!o.wait) {
+      if (o.json) return printJson(op);
+      return out(`${op.id}\n`);
+    }
+    const final = await followOperation(client, op, { label: `Building image ${name}`, quiet: Boolean(o.json) });
+    const img = final.result as Image;
+    if (o.json) return printJson(img);
+    out(`Built image ${img.name} (${img.sizeBytes !== undefined ? formatSize(img.sizeBytes) : '?'})\n`);
   });
 
   withJson(image.command('delete').alias('rm').description('delete an imported image (refused while a VM uses it)').argument('<name>', 'image name')).action(

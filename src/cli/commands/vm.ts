@@ -14,10 +14,12 @@ import type { ApiClient } from '../client.js';
 import {
   checkVmName, clientFor, followOperation, formatFor, note, out, parseIntOption, printJson, vmPath, withJson,
 } from '../context.js';
+import { cloudInitFields, type CloudInitOptions } from '../cloud-init-files.js';
 import { launchDisks } from './disk.js';
+import { collectNetwork } from './network.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
-export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME'];
+export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME', 'IPV4'];
 
 export function vmRow(vm: Vm): string[] {
   return [
@@ -28,7 +30,19 @@ export function vmRow(vm: Vm): string[] {
     String(vm.spec.cpus),
     formatSize(vm.spec.memoryBytes),
     vm.state === 'running' || vm.state === 'paused' ? formatDuration(vm.runtime.uptimeSeconds) : '-',
+    // The first address DHCP leased to one of its NICs (`hangar show` has them all).
+    (vm.state === 'running' || vm.state === 'paused' ? vm.runtime.nics?.find((n) => n.ipv4)?.ipv4 : undefined) ?? '-',
   ];
+}
+
+/** `hangar show`'s cloud-init line: how many keys, whose user-data, whether a network config. */
+function cloudInitSummary(c: NonNullable<Vm['spec']['cloudInit']>): string {
+  const keys = c.sshKeys.map((k) => k.split(' ').slice(2).join(' ') || k.split(' ')[0]!);
+  return [
+    `${c.sshKeys.length} SSH key${c.sshKeys.length === 1 ? '' : 's'}${keys.length ? ` (${keys.join(', ')})` : ''}`,
+    c.userData !== undefined ? `own user-data (${c.userData.split('\n', 1)[0]})` : 'default user-data',
+    ...(c.networkConfig !== undefined ? ['network-config'] : []),
+  ].join('; ');
 }
 
 /** The readable block of `hangar show`. */
@@ -54,16 +68,18 @@ export function renderVm(vm: Vm): string {
       cpus: vm.spec.cpus,
       memory: formatSize(vm.spec.memoryBytes),
       cmdline: vm.spec.cmdline,
+      ...(vm.spec.cloudInit ? { 'cloud-init': cloudInitSummary(vm.spec.cloudInit) } : {}),
       disks: (vm.spec.disks ?? []).length ? vm.spec.disks.map((d) => `${d.name}: ${d.volume}${d.readOnly ? ' (ro)' : ''}`).join(', ') : null,
       ...(vm.spec.boot !== undefined ? { boot: vm.spec.boot } : {}),
       ...(vm.spec.iso !== undefined ? { iso: vm.spec.iso } : {}),
     },
     ...(vm.display ? { display: `vnc (hangar vnc ${vm.name})` } : {}),
     runtime,
+    ...(r.nics?.length ? { nics: Object.fromEntries(r.nics.map((n) => [n.name, `${n.network} ${n.mac} ${n.tap} ${n.ipv4 ?? '(no lease)'}`])) } : {}),
   });
 }
 
-interface LaunchOpts {
+interface LaunchOpts extends CloudInitOptions {
   cpus?: number;
   memory?: string;
   engine?: EngineName;
@@ -71,6 +87,7 @@ interface LaunchOpts {
   boot?: BootMode;
   iso?: string;
   disk?: string[];
+  network?: string[];
   start: boolean;
   wait: boolean;
   json?: boolean;
@@ -88,7 +105,7 @@ export function isoArgument(v: string): string {
 }
 
 /** Builds the POST /1.0/vms body from the command line, validating what can be checked locally. */
-export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'boot' | 'iso' | 'disk'>): VmCreateRequest {
+export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'boot' | 'iso' | 'disk' | 'network'>): VmCreateRequest {
   checkVmName(name);
   if (!image.trim()) throw new HangarError('INVALID_ARGUMENT', 'IMAGE must not be empty');
   const body: VmCreateRequest = { name, image };
@@ -102,6 +119,12 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
   if (o.cmdline !== undefined) body.cmdline = o.cmdline;
   if (o.boot !== undefined) body.boot = o.boot;
   if (o.iso !== undefined) body.iso = isoArgument(o.iso);
+  if (o.network !== undefined) {
+    // One --network: the daemon names the NIC; several: one NIC each, in order; `none` alone: no NIC.
+    if (o.network.length === 1) body.network = o.network[0]!;
+    else if (o.network.includes('none')) throw new HangarError('INVALID_ARGUMENT', '--network none cannot go with other networks');
+    else body.nics = o.network.map((network) => ({ network }));
+  }
   if (o.start === false) body.start = false;
   if (o.disk?.length) Object.assign(body, launchDisks(o.disk));
   return body;
@@ -148,13 +171,17 @@ export function registerVmCommands(program: Command): void {
       .option('--memory <size>', 'guest memory, e.g. 256M or 2G (default chosen by the daemon)')
       .addOption(new Option('--engine <engine>', 'engine that runs the VM').choices([...ENGINE_NAMES]))
       .option('--cmdline <args>', 'extra kernel command-line arguments')
+      .option('--ssh-key <file>', 'cloud images: SSH public key file for the default user (repeatable; default ~/.ssh/id_*.pub)', (v: string, all: string[] = []) => [...all, v])
+      .option('--user-data <file>', 'cloud images: cloud-init user-data (#cloud-config, #! script or MIME multipart); replaces the default')
+      .option('--network-config <file>', 'cloud images: cloud-init network-config (version 1 or 2)')
       .addOption(new Option('--boot <mode>', 'kernel (the image\'s kernel, headless), bios or uefi (firmware boots the ISO or the disk; with a display, see `hangar vnc`)').choices([...BOOT_MODES]))
       .option('--iso <file>', "installer ISO to attach as a CD-ROM and boot first: a file in the daemon's import folder, or a raw volume POOL/VOLUME (implies --boot bios unless given)")
       .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
+      .option('--network <name>', 'network of a NIC (repeat for more NICs), or none (default: the default network for cloud images, none otherwise)', collectNetwork)
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {
-    const body = launchRequest(image, name, o);
+    const body = { ...launchRequest(image, name, o), ...cloudInitFields(o) };
     const client = clientFor(cmd);
     const op = await client.call<Operation>('POST', '/1.0/vms', body);
     const verb = o.start ? 'Launching' : 'Creating';

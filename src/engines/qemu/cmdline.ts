@@ -66,7 +66,12 @@ export interface CmdlineOptions {
   ovmfCode?: string;
   /** Per disk id: whether its file takes O_DIRECT (the engine probes it); absent: 'buffered', which works everywhere. */
   diskIo?: Record<string, DiskIoMode>;
+  /** Descriptors QEMU inherits for the NICs' TAPs, one per NIC in order (absent: QEMU opens each TAP by name). */
+  tapFds?: number[];
 }
+
+/** The first descriptor of the NICs' TAPs (after the console log's). */
+export const FIRST_TAP_FD = CONSOLE_LOG_FD + 1;
 
 const MiB = 1024 * 1024;
 /** sun_path holds 108 bytes including the terminating NUL. */
@@ -123,9 +128,11 @@ export function validateConfig(c: EngineVmConfig): void {
     if (c.boot.cmdline !== undefined && /[\0\n\r]/.test(c.boot.cmdline)) invalid('kernel command line contains a control character');
   }
   if (c.cdrom !== undefined) checkPath('cdrom', c.cdrom);
+  if (c.loadSnapshot !== undefined && !/^[A-Za-z][A-Za-z0-9._-]{0,62}$/.test(c.loadSnapshot)) invalid(`snapshot name "${c.loadSnapshot}" is not valid`);
   const files = runFiles(c.runDir);
+  if (c.guestAgent !== undefined) checkPath('guest agent socket', c.guestAgent.socket);
   if (c.vnc !== undefined) checkPath('VNC socket', c.vnc.socket);
-  for (const s of [files.qmpSocket, files.consoleSocket, ...(c.vnc ? [c.vnc.socket] : [])]) {
+  for (const s of [files.qmpSocket, files.consoleSocket, ...(c.guestAgent ? [c.guestAgent.socket] : []), ...(c.vnc ? [c.vnc.socket] : [])]) {
     if (Buffer.byteLength(s) > MAX_SOCKET_PATH) invalid(`runDir is too long for a Unix socket path (${s})`);
   }
   const ids = new Set<string>();
@@ -148,6 +155,20 @@ export function validateConfig(c: EngineVmConfig): void {
     // Bit 0 of the first octet marks multicast, which a NIC cannot own.
     if (parseInt(n.mac.slice(0, 2), 16) & 1) invalid(`nic ${n.id}: mac "${n.mac}" is a multicast address`);
   }
+}
+
+/**
+ * The guest agent channel: a virtio-serial controller with one port named
+ * org.qemu.guest_agent.0 (the name qemu-ga's udev rule and systemd unit look
+ * for), backed by a Unix socket QEMU listens on. The daemon connects to it
+ * only to run exec; nothing on the port is ever needed to boot.
+ */
+export function guestAgentArgs(socket: string, bus: 'pci' | 'device'): string[] {
+  return [
+    '-device', `virtio-serial-${bus},id=vser0`,
+    '-chardev', `socket,id=qga,path=${optValue(socket)},server=on,wait=off`,
+    '-device', 'virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0',
+  ];
 }
 
 /** The argv (without the program name) for one VM. Throws INVALID_ARGUMENT on a bad config. */
@@ -215,11 +236,13 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
     if (c.firmware && i === 0) dev.bootindex = 1;
     args.push('-device', deviceOption(dev));
   });
-  for (const n of c.nics) {
-    args.push('-netdev', `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
+  c.nics.forEach((n, i) => {
+    const fd = opts.tapFds?.[i];
+    args.push('-netdev', fd !== undefined ? `tap,id=net-${n.id},fd=${fd}` : `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
     args.push('-device', `virtio-net-${bus},netdev=net-${n.id},id=dev-net-${n.id},mac=${n.mac.toLowerCase()}`);
-  }
+  });
 
+  if (c.guestAgent !== undefined) args.push(...guestAgentArgs(c.guestAgent.socket, bus));
   if (c.vnc) {
     args.push('-device', 'VGA,id=video');
     args.push('-device', 'qemu-xhci,id=usb', '-device', 'usb-tablet,bus=usb.0,id=tablet');
@@ -241,6 +264,8 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   args.push('-chardev', qmpChardevArg(files));
   args.push('-mon', 'chardev=qmp,mode=control');
   args.push('-pidfile', files.pidFile);
+  // Restore an internal snapshot (RAM, devices, disks) and run on from there.
+  if (c.loadSnapshot !== undefined) args.push('-loadvm', c.loadSnapshot);
   // Once running, QEMU needs no new processes and no privilege changes.
   args.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
   args.push('-msg', 'timestamp=on');

@@ -14,12 +14,13 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import type { KvmProbe } from '../../kvm/probe.js';
 import { ownProbe } from '../base/kvm.js';
-import type { Accel, DiskAttachment, Engine, EngineCapabilities, EngineVmConfig, ExitReason, VmExit, VmHandle } from '../engine.js';
+import type { Accel, DiskAttachment, Engine, EngineCapabilities, EngineVmConfig, ExitReason, GuestExecRequest, GuestExecResult, VmExit, VmHandle } from '../engine.js';
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { processAlive } from '../base/procfs.js';
 import { spawnVmProcess } from '../base/spawn.js';
-import { buildQemuArgs, qemuIdentity, runFiles, CDROM_FD, type QemuMachine, type QemuRunFiles } from './cmdline.js';
+import { openTapFd } from '../base/tap.js';
+import { buildQemuArgs, qemuIdentity, runFiles, CDROM_FD, FIRST_TAP_FD, type QemuMachine, type QemuRunFiles } from './cmdline.js';
 import { ensureVarsFile, findOvmf, requireOvmf, vmVarsFile } from './firmware.js';
 import { openCdrom } from './cdrom.js';
 import { screendump } from './screendump.js';
@@ -29,6 +30,9 @@ import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
 import { diskNames, probeDiskIo, type DiskIoMode } from './disks.js';
 import { hotplugDisk, hotunplugDisk, resizeDiskOnline } from './hotplug.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
+import { GuestAgent } from './guest-agent.js';
+import { qemuSnapshotControl } from './snapshots.js';
+import type { LiveSnapshotControl } from '../snapshot-control.js';
 import { qemuBinary, qemuVersion } from './version.js';
 import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
@@ -80,9 +84,15 @@ class QemuVmHandle extends BaseVmHandle {
   private shutdownReason: string | null = null;
   private childExit: ChildExit | null = null;
   private deadSince: number | null = null;
+  readonly snapshots: LiveSnapshotControl;
 
-  constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null, private readonly hasDisplay = false) {
+  /** The guest agent client, when the VM has a guest agent channel. */
+  private readonly agent: GuestAgent | null;
+
+  constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null, agentSocket?: string, private readonly hasDisplay = false) {
     super(pid, identity, log, child, sandbox);
+    this.agent = agentSocket ? new GuestAgent({ socket: agentSocket }) : null;
+    this.snapshots = qemuSnapshotControl({ execute: (cmd, args, opts) => this.command('snapshot', cmd, args, opts) });
     qmp.on('event', (ev: QmpEvent) => this.onEvent(ev));
     qmp.on('close', () => this.onQmpClosed());
     this.watchChild();
@@ -121,6 +131,7 @@ class QemuVmHandle extends BaseVmHandle {
 
   protected closeControl(): void {
     this.qmp.close();
+    this.agent?.close();
   }
 
   private done(): void {
@@ -132,9 +143,9 @@ class QemuVmHandle extends BaseVmHandle {
     this.finish(exit);
   }
 
-  private async command<T>(what: string, cmd: string, args?: Record<string, unknown>): Promise<T> {
+  private async command<T>(what: string, cmd: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T> {
     this.usable(what);
-    return this.qmp.execute<T>(cmd, args);
+    return this.qmp.execute<T>(cmd, args, opts);
   }
 
   async pause(): Promise<void> {
@@ -148,6 +159,12 @@ class QemuVmHandle extends BaseVmHandle {
   async requestShutdown(): Promise<void> {
     // ACPI power button; the tiny image's acpid turns it into poweroff.
     await this.command('requestShutdown', 'system_powerdown');
+  }
+
+  async exec(req: GuestExecRequest): Promise<GuestExecResult> {
+    this.usable('exec');
+    if (!this.agent) throw new HangarError('AGENT_UNAVAILABLE', 'this VM was started without a guest agent channel');
+    return this.agent.exec(req);
   }
 
   async queryState(): Promise<'running' | 'paused'> {
@@ -251,12 +268,12 @@ export class QemuEngine implements Engine {
       available: version !== null,
       // UEFI only where OVMF is installed; SeaBIOS comes with QEMU.
       bootModes: findOvmf() ? ['kernel', 'bios', 'uefi'] : ['kernel', 'bios'],
-      devices: ['serial', 'virtio-blk', 'virtio-net', 'cdrom', 'vga', 'vnc'],
+      devices: ['serial', 'virtio-blk', 'virtio-net', 'guest-agent', 'cdrom', 'vga', 'vnc'],
       accelerators,
       // KVM only where it runs guest kernel mode natively; elsewhere TCG is faster and always works.
       defaultAccel: kvm.fullSystem ? 'kvm' : 'tcg',
       limits: QEMU_LIMITS,
-      snapshots: false,
+      snapshots: true,
       migration: false,
     };
     if (version !== null) caps.version = version;
@@ -271,7 +288,11 @@ export class QemuEngine implements Engine {
     // O_DIRECT where each disk's filesystem takes it (disks.ts explains the choice).
     const diskIo: Record<string, DiskIoMode> = {};
     for (const d of config.disks) diskIo[d.id] = probeDiskIo(d.path);
-    const args = buildQemuArgs(config, { machine: this.machine, diskIo, ...(ovmf ? { ovmfCode: ovmf.code } : {}) });
+    // A confined QEMU cannot open /dev/net/tun: it inherits each TAP, opened here, after the console log's
+    // descriptor and the ISO's (when there is one).
+    const firstTapFd = FIRST_TAP_FD + (config.cdrom !== undefined ? 1 : 0);
+    const tapFds = config.nics.map((_, i) => firstTapFd + i);
+    const args = buildQemuArgs(config, { machine: this.machine, diskIo, ...(ovmf ? { ovmfCode: ovmf.code } : {}), ...(tapFds.length ? { tapFds } : {}) });
     const files = runFiles(config.runDir);
     const log = this.log.child({ vm: config.name });
     fs.mkdirSync(config.runDir, { recursive: true });
@@ -279,6 +300,7 @@ export class QemuEngine implements Engine {
     removeStale(files.qmpSocket);
     removeStale(files.consoleSocket);
     removeStale(files.pidFile);
+    if (config.guestAgent) removeStale(config.guestAgent.socket);
     if (config.vnc) removeStale(config.vnc.socket);
     if (ovmf && config.firmware?.varsFile) ensureVarsFile(config.firmware.varsFile, ovmf);
     // Opened here, as the daemon: QEMU reads the ISO through this descriptor (fd CDROM_FD).
@@ -288,11 +310,13 @@ export class QemuEngine implements Engine {
     let conlog: ConsoleLogPipe | null = null;
     let child: ChildProcess;
     const writerErr = fs.openSync(files.processLog, 'a', 0o600);
+    const taps: number[] = [];
     try {
       sandbox = sandboxFor('qemu', config);
+      for (const n of config.nics) taps.push(openTapFd(n.tap, true));
       conlog = startConsoleLogWriter(config.consoleLog, config.consoleLogLimit ?? DEFAULT_CONSOLE_LOG_LIMIT, config.runDir, writerErr);
-      // QEMU inherits the pipe's write end as fd 3 (-add-fd): its serial log goes to the writer; the ISO comes next, as fd 4.
-      const inheritFds = cdromFd !== null ? [conlog.writeFd, cdromFd] : [conlog.writeFd];
+      // QEMU inherits the pipe's write end as fd 3 (-add-fd): its serial log goes to the writer; the ISO comes next, as fd 4, then the TAPs.
+      const inheritFds = cdromFd !== null ? [conlog.writeFd, cdromFd, ...taps] : [conlog.writeFd, ...taps];
       if (cdromFd !== null && inheritFds.indexOf(cdromFd) + 3 !== CDROM_FD) throw new HangarError('INTERNAL', 'the CD-ROM descriptor is not where the argv says');
       child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog, sandbox, inheritFds });
     } catch (e) {
@@ -303,6 +327,7 @@ export class QemuEngine implements Engine {
       conlog?.closeWriteEnd();
       fs.closeSync(writerErr);
       if (cdromFd !== null) fs.closeSync(cdromFd);
+      for (const fd of taps) fs.closeSync(fd);
     }
     // The child stays referenced while a handle watches it (so its exit is
     // always delivered); detach() unrefs it. It outlives us either way.
@@ -333,7 +358,7 @@ export class QemuEngine implements Engine {
       throw new HangarError('ENGINE_FAILED', `QEMU did not start: ${toHangarError(e).message}${why ? `: ${why}` : ''}`, { log: files.processLog });
     }
     log.info({ pid: child.pid }, 'qemu running');
-    return new QemuVmHandle(child.pid, qmp, files, qemuIdentity(config.runDir), log, child, sandbox, config.vnc !== undefined);
+    return new QemuVmHandle(child.pid, qmp, files, qemuIdentity(config.runDir), log, child, sandbox, config.guestAgent?.socket, config.vnc !== undefined);
   }
 
   /**
@@ -368,7 +393,7 @@ export class QemuEngine implements Engine {
     try {
       const qmp = await connectQmp(files.qmpSocket, { connectTimeoutMs: 5000, keepTrying: () => processAlive(pid) });
       log.info({ pid }, 'adopted qemu');
-      return new QemuVmHandle(pid, qmp, files, identity, log, null, loadVmSandbox(config.runDir), config.vnc !== undefined);
+      return new QemuVmHandle(pid, qmp, files, identity, log, null, loadVmSandbox(config.runDir), config.guestAgent?.socket, config.vnc !== undefined);
     } catch (e) {
       if (!processAlive(pid)) return null;
       throw new HangarError('ENGINE_FAILED', `QEMU pid ${pid} is running but its QMP socket does not answer: ${toHangarError(e).message}`);

@@ -6,6 +6,8 @@
 import { Type, type Static } from 'typebox';
 import { VmName, ImageName, DeviceId, DEVICE_ID_PATTERN } from '../../api/names.js';
 import { Accel, BootMode, EngineName } from '../../api/engine.js';
+import { VmNic, VmNicRequest, VmNicState } from '../network/schemas.js';
+export * from '../network/schemas.js';
 
 export { VmName, ImageName, Accel, BootMode, EngineName };
 
@@ -14,6 +16,19 @@ export const SizeInput = Type.Union([Type.String({ maxLength: 32 }), Type.Intege
   description: 'A size: "512M", "2G", "1048576" (binary units, K = 1024) or a number of bytes',
 });
 
+/** cloud-init inputs of a create request (docs/cloud-init.md); used by images with cloudInit only. */
+const CloudInitFields = {
+  sshKeys: Type.Optional(Type.Array(Type.String({ maxLength: 8192 }), { maxItems: 32, description: 'SSH public key lines ("ssh-ed25519 AAAA... comment") for the image\'s default user' })),
+  userData: Type.Optional(Type.String({ maxLength: 262144, description: 'cloud-init user-data ("#cloud-config", "#!" script or MIME multipart); replaces Hangar\'s default' })),
+  networkConfig: Type.Optional(Type.String({ maxLength: 65536, description: 'cloud-init network-config (version 1 or 2)' })),
+};
+
+/** What a VM keeps of its cloud-init inputs (checked; keys normalised). */
+export const VmCloudInit = Type.Object({
+  sshKeys: Type.Array(Type.String()),
+  userData: Type.Optional(Type.String()),
+  networkConfig: Type.Optional(Type.String()),
+});
 /** A volume as the API names it: "pool/volume" (volumes.md); a bare "volume" means the default pool where allowed. */
 export const VolumeRef = Type.String({ minLength: 1, maxLength: 160, pattern: '^([^/\\s]+/)?[^/\\s]+$', description: '"pool/volume", or "volume" in the pool given by `pool` (default pool when none)' });
 /** virtio-blk serials are at most 20 bytes. */
@@ -71,10 +86,13 @@ export const VmCreateRequest = Type.Object(
     engine: Type.Optional(EngineName),
     cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Extra kernel command-line arguments' })),
     start: Type.Optional(Type.Boolean({ description: 'Start the VM once created (default true)' })),
+    ...CloudInitFields,
     boot: Type.Optional(Type.Union([Type.Literal('kernel'), Type.Literal('bios'), Type.Literal('uefi')], { description: 'kernel: the image\'s kernel directly (headless); bios or uefi: firmware runs the boot loader of the ISO, then of the root disk, with a display (VNC). Default: bios with an ISO, else kernel' })),
     iso: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'An ISO 9660 image to attach as a read-only CD-ROM, booted first: an absolute path inside the daemon\'s import folders, or a raw storage volume "pool/volume"' })),
     rootSize: Type.Optional(SizeInput),
     disks: Type.Optional(Type.Array(DiskRequest, { maxItems: 16, description: 'Disks besides the root disk' })),
+    network: Type.Optional(Type.String({ maxLength: 64, description: 'Network of the VM\'s one NIC (eth0), or "none"; ignored when nics is given' })),
+    nics: Type.Optional(Type.Array(VmNicRequest, { maxItems: 8, description: 'NICs, in order (eth0, eth1, ...)' })),
   },
   { additionalProperties: false },
 );
@@ -113,11 +131,13 @@ export const VmSpec = Type.Object({
   cpus: Type.Integer(),
   memoryBytes: Type.Integer(),
   cmdline: Type.String(),
+  cloudInit: Type.Optional(VmCloudInit),
   disks: Type.Array(VmDisk, { description: 'Root disk (when the image has a base disk) first' }),
   /** How the VM boots (absent on VMs made before boot modes: kernel). */
   boot: Type.Optional(BootMode),
   /** The installer ISO attached as a CD-ROM (absolute path on the daemon's host). */
   iso: Type.Optional(Type.String()),
+  nics: Type.Optional(Type.Array(VmNic)),
 });
 export type VmSpec = Static<typeof VmSpec>;
 
@@ -139,6 +159,7 @@ export const VmRuntime = Type.Object({
   ]),
   rssBytes: Type.Optional(Type.Integer()),
   cpuSeconds: Type.Optional(Type.Number()),
+  nics: Type.Optional(Type.Array(VmNicState)),
 });
 
 export const Vm = Type.Object({
@@ -152,6 +173,29 @@ export const Vm = Type.Object({
   createdAt: Type.String(),
 });
 export type Vm = Static<typeof Vm>;
+
+/** POST /1.0/vms/{name}/exec: run a command in the guest through its agent. */
+export const VmExecRequest = Type.Object(
+  {
+    command: Type.Array(Type.String({ maxLength: 4096 }), { minItems: 1, maxItems: 1024, description: 'Program and arguments, e.g. ["df", "-h", "/"]; the program is looked up on the guest agent\'s PATH' }),
+    input: Type.Optional(Type.String({ maxLength: 699052, description: 'Standard input for the command (at most 512 KiB once decoded)' })),
+    encoding: Type.Optional(Type.Union([Type.Literal('utf8'), Type.Literal('base64')], { description: 'How input, stdout and stderr are written in JSON (default utf8; base64 keeps bytes exact)' })),
+    timeout: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600, description: 'Seconds the command may run (default 60); then it is killed in the guest and the answer is TIMEOUT' })),
+  },
+  { additionalProperties: false },
+);
+export type VmExecRequest = Static<typeof VmExecRequest>;
+
+export const VmExecResult = Type.Object({
+  exitCode: Type.Union([Type.Integer(), Type.Null()], { description: 'null when a signal ended the command' }),
+  signal: Type.Union([Type.Integer(), Type.Null()]),
+  stdout: Type.String(),
+  stderr: Type.String(),
+  encoding: Type.Union([Type.Literal('utf8'), Type.Literal('base64')]),
+  stdoutTruncated: Type.Boolean(),
+  stderrTruncated: Type.Boolean(),
+});
+export type VmExecResult = Static<typeof VmExecResult>;
 
 export const OperationStatus = Type.Union([
   Type.Literal('running'),
@@ -203,8 +247,25 @@ export const Image = Type.Object({
   /** Absent on an imported image without one: the engine's default command line applies. */
   cmdline: Type.Optional(Type.String()),
   importedAt: Type.Optional(Type.String()),
+  /** Base disk of a disk image (absolute path on the daemon's host): GPT with an ESP and an ext4 root labelled rootfs. */
+  disk: Type.Optional(Type.String()),
+  /** How the image can boot: its kernel directly, or its disk by BIOS or UEFI firmware. */
+  boot: Type.Optional(Type.Array(Type.Union([Type.Literal('kernel'), Type.Literal('bios'), Type.Literal('uefi')]))),
+  /** The image runs cloud-init and reads a NoCloud seed. */
+  cloudInit: Type.Optional(Type.Boolean()),
 });
 export type Image = Static<typeof Image>;
+
+/** POST /1.0/images/{name}/build: build (or rebuild) a built-in image. */
+export const ImageBuildRequest = Type.Object(
+  {
+    packages: Type.Optional(Type.Array(Type.String({ minLength: 3, maxLength: 200, pattern: '^[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?=[A-Za-z0-9.+~:-]+$' }), {
+      minItems: 1, maxItems: 10000, description: 'Install exactly these name=version packages (the lines of an earlier build\'s packages.txt)',
+    })),
+  },
+  { additionalProperties: false },
+);
+export type ImageBuildRequest = Static<typeof ImageBuildRequest>;
 
 /** POST /1.0/images: import a kernel (and initrd) from files on the daemon's host. */
 export const ImageImportRequest = Type.Object(
@@ -269,3 +330,6 @@ export const AsyncBody = Type.Object({
   operation: Type.String({ description: 'URL of the operation, also in the Location header' }),
   metadata: Operation,
 });
+
+// Snapshots and copies (src/host/snapshots/).
+export * from '../snapshots/schemas.js';

@@ -10,6 +10,7 @@ import { HangarError } from '../../common/errors.js';
 import { formatSize, parseSize } from '../../common/sizes.js';
 import { DEVICE_ID_RULE, isDeviceId } from '../../api/names.js';
 import type { DiskRequest, VmDisk } from '../api/schemas.js';
+import { SEED_DISK_ID } from '../cloudinit/index.js';
 
 export const DEFAULT_POOL = 'default';
 /** Disks one VM may have, root disk included (QEMU gets a PCIe root port per disk, plus spares). */
@@ -71,6 +72,7 @@ export function planDisks(vm: string, requests: readonly DiskRequest[], taken: r
     }
     if (!isDeviceId(name)) invalid(`${field}: disk name "${name}" must be ${DEVICE_ID_RULE}`, { field });
     if (name === ROOT_DISK) invalid(`${field}: "root" is the root disk's name; the root disk comes from the image (size it with rootSize)`, { field });
+    if (name === SEED_DISK_ID) invalid(`${field}: "${SEED_DISK_ID}" is the name of the cloud-init seed disk`, { field });
     if (names.has(name)) invalid(`${field}: disk name "${name}" is used twice`, { field, disk: name });
     names.add(name);
     if ((r.size === undefined) === (r.volume === undefined)) invalid(`${field}: give either size (a new volume) or volume (an existing one)`, { field });

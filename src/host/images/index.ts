@@ -14,6 +14,7 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { imageDir } from '../../common/paths.js';
 import type { Image } from '../api/schemas.js';
 import { buildTiny, TINY_CMDLINE, TINY_DESCRIPTION, TINY_HOSTNAME_ARG } from './tiny.js';
+import { buildDebian12, DEBIAN12_CMDLINE, DEBIAN12_DESCRIPTION, type Debian12Options } from './debian12/index.js';
 import { deleteLocalImage, getLocalImage, importLocalImage, listLocalImages, removeFolders, type ImportRequest, type LocalImage } from './local.js';
 import { ImageUploads } from './upload.js';
 import type { OperationManager } from '../operations.js';
@@ -35,18 +36,52 @@ export interface ReadyImage {
   /** Kernel argument the image's init reads to set its host name (the daemon passes the VM's name). */
   hostnameArg?: string;
   sizeBytes: number;
+  /** Absolute path of the image's base disk (qcow2: GPT, ESP + ext4 root labelled rootfs), for disk images. */
+  disk?: string;
+  /** How the image can boot: its kernel directly, or its disk by BIOS or UEFI firmware. */
+  boot?: BootMethod[];
+  /** The image runs cloud-init and reads a NoCloud (`cidata`) seed. */
+  cloudInit?: boolean;
+}
+
+export type BootMethod = 'kernel' | 'bios' | 'uefi';
+
+/** Options of one build (POST /1.0/images/{name}/build); recipes ignore what they do not support. */
+export interface BuildOptions {
+  /** Exact `name=version` packages to install (a rebuild from a recorded packages.txt). */
+  packages?: string[];
+  /** Test hook passed to the recipe: fail after a stage. */
+  failAfter?: string;
 }
 
 interface Recipe {
   description: string;
   cmdline: string;
   hostnameArg?: string;
-  build(workDir: string, outDir: string, onProgress: ProgressFn): Promise<Record<string, unknown>>;
+  build(workDir: string, outDir: string, onProgress: ProgressFn, options: BuildOptions): Promise<Record<string, unknown>>;
 }
 
 const RECIPES: Record<string, Recipe> = {
   tiny: { description: TINY_DESCRIPTION, cmdline: TINY_CMDLINE, hostnameArg: TINY_HOSTNAME_ARG, build: async (w, o, p) => ({ ...(await buildTiny(w, o, p)) }) },
+  'debian-12': {
+    description: DEBIAN12_DESCRIPTION,
+    cmdline: DEBIAN12_CMDLINE,
+    build: async (w, o, p, opts) => ({
+      ...(await buildDebian12(w, o, p, {
+        ...(opts.packages ? { pinned: opts.packages } : {}),
+        ...(opts.failAfter ? { failAfter: opts.failAfter as Debian12Options['failAfter'] } : {}),
+        ...(process.env.HANGAR_DEBIAN_MIRROR ? { mirror: process.env.HANGAR_DEBIAN_MIRROR } : {}),
+        ...(process.env.HANGAR_DEBIAN_SECURITY_MIRROR ? { securityMirror: process.env.HANGAR_DEBIAN_SECURITY_MIRROR } : {}),
+      })),
+    }),
+  },
 };
+
+/** Test hook: extra recipes (e.g. a cheap one whose build can be watched or made to fail). */
+export function registerTestRecipe(name: string, recipe: Recipe): void {
+  RECIPES[name] = recipe;
+}
+export type { Recipe as ImageRecipe };
 
 /** How long a process waits for another one's build before giving up. */
 const WAIT_FOR_OTHER_BUILD_MS = 10 * 60_000;
@@ -74,11 +109,20 @@ function imagePaths(name: string) {
 function readReady(name: string): ReadyImage | null {
   const p = imagePaths(name);
   try {
-    const meta = JSON.parse(fs.readFileSync(p.meta, 'utf8')) as { cmdline?: unknown };
-    const sizeBytes = fs.statSync(p.kernel).size + fs.statSync(p.initrd).size;
+    const meta = JSON.parse(fs.readFileSync(p.meta, 'utf8')) as { cmdline?: unknown; disk?: unknown; boot?: unknown; cloudInit?: unknown };
+    let sizeBytes = fs.statSync(p.kernel).size + fs.statSync(p.initrd).size;
     const recipe = recipeFor(name);
     const cmdline = typeof meta.cmdline === 'string' ? meta.cmdline : recipe.cmdline;
-    return { name, kernel: p.kernel, initrd: p.initrd, cmdline, ...(recipe.hostnameArg ? { hostnameArg: recipe.hostnameArg } : {}), sizeBytes };
+    const extra: Pick<ReadyImage, 'disk' | 'boot' | 'cloudInit'> = {};
+    if (typeof meta.disk === 'string') {
+      // A file name inside the image folder, never a path elsewhere.
+      if (path.basename(meta.disk) !== meta.disk) return null;
+      extra.disk = path.join(p.dir, meta.disk);
+      sizeBytes += fs.statSync(extra.disk).size;
+    }
+    if (Array.isArray(meta.boot)) extra.boot = meta.boot.filter((b): b is BootMethod => b === 'kernel' || b === 'bios' || b === 'uefi');
+    if (meta.cloudInit === true) extra.cloudInit = true;
+    return { name, kernel: p.kernel, initrd: p.initrd, cmdline, ...(recipe.hostnameArg ? { hostnameArg: recipe.hostnameArg } : {}), sizeBytes, ...extra };
   } catch {
     return null;
   }
@@ -132,7 +176,7 @@ function tryLock(lock: string): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function build(name: string, recipe: Recipe, onProgress: ProgressFn): Promise<ReadyImage> {
+async function build(name: string, recipe: Recipe, onProgress: ProgressFn, options: BuildOptions = {}, replace = false): Promise<ReadyImage> {
   const p = imagePaths(name);
   fs.mkdirSync(imageDir(), { recursive: true });
   const deadline = Date.now() + WAIT_FOR_OTHER_BUILD_MS;
@@ -140,18 +184,23 @@ async function build(name: string, recipe: Recipe, onProgress: ProgressFn): Prom
     onProgress('waiting for another build');
     if (Date.now() > deadline) throw new HangarError('TIMEOUT', `image ${name}: another process has been building it for too long`, { lock: p.lock });
     await sleep(250);
-    const done = readReady(name);
+    const done = replace ? null : readReady(name);
     if (done) return done;
   }
   const work = fs.mkdtempSync(path.join(imageDir(), `.build-${name}-`));
   try {
-    const ready = readReady(name); // someone finished while we waited for the lock
+    const ready = replace ? null : readReady(name); // someone finished while we waited for the lock
     if (ready) return ready;
     const out = path.join(work, 'out');
-    const info = await recipe.build(path.join(work, 'work'), out, onProgress);
+    const info = await recipe.build(path.join(work, 'work'), out, onProgress, options);
     fs.writeFileSync(path.join(out, 'image.json'), JSON.stringify({ name, cmdline: recipe.cmdline, builtAt: new Date().toISOString(), ...info }, null, 2) + '\n');
-    // A leftover folder without image.json is an interrupted install: replace it.
-    fs.rmSync(p.dir, { recursive: true, force: true });
+    if (fs.existsSync(p.dir)) {
+      // Swapped in with two renames, so the image is whole at every moment but the
+      // instant between them; VMs running from the old disk keep their open file.
+      // (A leftover folder without image.json, an interrupted install, goes the same way.)
+      const old = path.join(work, 'old');
+      fs.renameSync(p.dir, old);
+    }
     fs.renameSync(out, p.dir);
     const result = readReady(name);
     if (!result) throw new HangarError('INTERNAL', `image ${name} was built but cannot be read back`);
@@ -184,6 +233,22 @@ export async function ensureImage(name: string, onProgress: ProgressFn = () => {
   return job;
 }
 
+/**
+ * Builds a built-in image now, even if it is already built (then the new
+ * build replaces the old one only once it is complete). Shares the lock with
+ * ensureImage, so a concurrent first-use build is waited for, not duplicated.
+ */
+export async function buildImage(name: string, options: BuildOptions = {}, onProgress: ProgressFn = () => {}): Promise<ReadyImage> {
+  if (!isBuiltIn(name)) {
+    if (getLocalImage(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is an imported image: only built-in images are built`, { image: name });
+  }
+  const recipe = recipeFor(name);
+  if (inFlight.has(name)) throw new HangarError('INVALID_STATE', `image ${name} is being built already`, { image: name });
+  const job = build(name, recipe, onProgress, options, true).finally(() => inFlight.delete(name));
+  inFlight.set(name, job);
+  return job;
+}
+
 function readyLocal(i: LocalImage): ReadyImage {
   return { name: i.name, kernel: i.kernel, ...(i.initrd ? { initrd: i.initrd } : {}), ...(i.cmdline !== undefined ? { cmdline: i.cmdline } : {}), sizeBytes: i.sizeBytes };
 }
@@ -200,7 +265,11 @@ export function listImages(): Image[] {
   const builtIn = Object.entries(RECIPES).map(([name, recipe]): Image => {
     const ready = readReady(name);
     if (ready) {
-      return { name, description: recipe.description, status: 'ready', origin: 'built-in', sizeBytes: ready.sizeBytes, kernel: ready.kernel, ...(ready.initrd ? { initrd: ready.initrd } : {}), ...(ready.cmdline !== undefined ? { cmdline: ready.cmdline } : {}) };
+      return {
+        name, description: recipe.description, status: 'ready', origin: 'built-in', sizeBytes: ready.sizeBytes, kernel: ready.kernel,
+        ...(ready.initrd ? { initrd: ready.initrd } : {}), ...(ready.cmdline !== undefined ? { cmdline: ready.cmdline } : {}),
+        ...(ready.disk ? { disk: ready.disk } : {}), ...(ready.boot ? { boot: ready.boot } : {}), ...(ready.cloudInit ? { cloudInit: true } : {}),
+      };
     }
     const building = inFlight.has(name) || lockHolder(imagePaths(name).lock) !== null;
     return { name, description: recipe.description, status: building ? 'building' : 'missing', origin: 'built-in' };
@@ -235,7 +304,7 @@ export function imageNames(): string[] {
   return Object.keys(RECIPES);
 }
 
-function isBuiltIn(name: string): boolean {
+export function isBuiltIn(name: string): boolean {
   return Object.prototype.hasOwnProperty.call(RECIPES, name);
 }
 

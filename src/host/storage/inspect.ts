@@ -127,7 +127,7 @@ interface Opened {
   size: number;
 }
 
-function openLayer(real: string, shown: string, roots: string[] | null): Opened {
+function openLayer(real: string, shown: string, roots: string[] | null, outsideReason: InspectRefusal = 'backing-outside-roots'): Opened {
   let fd: number;
   try {
     fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
@@ -142,7 +142,7 @@ function openLayer(real: string, shown: string, roots: string[] | null): Opened 
     if (roots) {
       // What was opened, as the kernel sees it: a folder swapped for a symlink after realpath is caught here.
       const opened = fs.readlinkSync(`/proc/self/fd/${fd}`);
-      if (!roots.some((r) => inside(r, opened))) throw refuse('backing-outside-roots', shown, `${opened} lies outside Hangar's storage folders`);
+      if (!roots.some((r) => inside(r, opened))) throw refuse(outsideReason, shown, `${opened} lies outside Hangar's storage folders`);
     }
     return { fd, size: st.size };
   } catch (e) {
@@ -182,7 +182,7 @@ async function inspectLayer(real: string, shown: string, expected: DiskFormat | 
       if (h.incompatible & QCOW2_INCOMPAT.dataFile || h.dataFileName !== undefined) {
         if (h.dataFileName === undefined) throw refuse('data-file-missing', shown, 'needs an external data file but does not name one');
         layer.dataFile = resolveNamed('data-file', h.dataFileName, real, roots);
-        const dfd = openLayer(layer.dataFile, layer.dataFile, roots);
+        const dfd = openLayer(layer.dataFile, layer.dataFile, roots, 'data-file-outside-roots');
         fs.closeSync(dfd.fd);
       }
       if (h.backingName !== undefined) {

@@ -1,0 +1,80 @@
+/**
+ * `hangar exec NAME -- CMD ARGS...`: runs a command in a running VM through
+ * its guest agent (POST /1.0/vms/{name}/exec). Its stdout and stderr go to
+ * ours, byte for byte, and its exit status becomes ours (128 + N when
+ * signal N ended it), so scripts can use it like a local command.
+ *
+ * `hangar ssh NAME`: VMs have no network yet, so it says so and opens the
+ * serial console instead.
+ */
+import type { Command } from 'commander';
+import { HangarError } from '../../common/errors.js';
+import type { VmExecRequest, VmExecResult } from '../../host/api/schemas.js';
+import { checkVmName, clientFor, note, parseIntOption, printJson, vmPath, withJson } from '../context.js';
+import { openConsole, runInteractive } from './console.js';
+
+/** The daemon's limit on stdin for a command. */
+const MAX_INPUT = 512 * 1024;
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of process.stdin as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > MAX_INPUT) throw new HangarError('INVALID_ARGUMENT', `--stdin: more than ${MAX_INPUT} bytes of input; copy large files another way`);
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** The exit status a shell would show for this result. */
+export function exitStatusOf(r: Pick<VmExecResult, 'exitCode' | 'signal'>): number {
+  if (r.exitCode !== null) return r.exitCode & 0xff;
+  return r.signal !== null ? 128 + r.signal : 1;
+}
+
+export function registerExecCommands(program: Command): void {
+  withJson(
+    program
+      .command('exec')
+      .description('run a command in a running VM through its guest agent: hangar exec NAME -- CMD ARGS...')
+      .argument('<name>', 'VM name')
+      .argument('<command...>', 'program and arguments (put -- before them)')
+      .option('-i, --stdin', 'send our standard input to the command (at most 512 KiB)')
+      .option('--timeout <seconds>', 'seconds the command may run before it is killed (default 60)', parseIntOption('--timeout', 1, 3600)),
+  ).action(async (name: string, command: string[], o: { json?: boolean; stdin?: boolean; timeout?: number }, cmd: Command) => {
+    checkVmName(name);
+    const body: VmExecRequest = { command, encoding: 'base64' };
+    if (o.stdin) body.input = (await readStdin()).toString('base64');
+    if (o.timeout !== undefined) body.timeout = o.timeout;
+    const r = await clientFor(cmd).call<VmExecResult>('POST', vmPath(name, '/exec'), body);
+    const stdout = Buffer.from(r.stdout, 'base64');
+    const stderr = Buffer.from(r.stderr, 'base64');
+    if (o.json) {
+      // Text when it is text; base64 otherwise, so JSON never carries mangled bytes.
+      const text = (b: Buffer): boolean => !b.includes(0) && Buffer.from(b.toString('utf8'), 'utf8').equals(b);
+      const enc = text(stdout) && text(stderr) ? 'utf8' : 'base64';
+      printJson({ vm: name, command, exitCode: r.exitCode, signal: r.signal, encoding: enc, stdout: stdout.toString(enc), stderr: stderr.toString(enc), stdoutTruncated: r.stdoutTruncated, stderrTruncated: r.stderrTruncated });
+    } else {
+      await new Promise<void>((res) => process.stdout.write(stdout, () => res()));
+      await new Promise<void>((res) => process.stderr.write(stderr, () => res()));
+      if (r.stdoutTruncated || r.stderrTruncated) note(`hangar exec: the command's ${r.stdoutTruncated ? 'stdout' : 'stderr'} was cut at the size Hangar returns (8 MiB)`);
+    }
+    process.exitCode = exitStatusOf(r);
+  });
+
+  program
+    .command('ssh')
+    .description('log in to a VM (no VM network yet: opens its serial console instead)')
+    .argument('<name>', 'VM name')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      checkVmName(name);
+      note(`hangar ssh: VMs have no network yet, so SSH cannot reach ${name}. Opening its serial console instead: log in as the image's user (Ctrl-] detaches).\nFor a single command, use: hangar exec ${name} -- CMD ARGS...`);
+      if (!process.stdin.isTTY) {
+        throw new HangarError('UNSUPPORTED', `the console fallback needs a terminal; pipe into \`hangar console ${name}\` or use \`hangar exec ${name} -- CMD\``);
+      }
+      const ws = await openConsole(clientFor(cmd), name);
+      const how = await runInteractive(ws, name);
+      note(how === 'detached' ? `\r\nDetached from ${name}.` : `\r\nConsole of ${name} closed (the VM stopped).`);
+    });
+}
