@@ -110,3 +110,13 @@ export function colourCount(p: Picture, cap = 1 << 16): number {
 export function isBlank(p: Picture): boolean {
   return colourCount(p, 2) < 2;
 }
+
+/** How many pixels differ from the most common colour (the background): a cursor is a few dozen, a line of text thousands. */
+export function litPixels(p: Picture): number {
+  const counts = new Map<number, number>();
+  for (let i = 0; i < p.rgb.length; i += 3) {
+    const c = (p.rgb[i]! << 16) | (p.rgb[i + 1]! << 8) | p.rgb[i + 2]!;
+    counts.set(c, (counts.get(c) ?? 0) + 1);
+  }
+  return p.width * p.height - Math.max(...counts.values());
+}

@@ -29,7 +29,9 @@ export function buildTestIso(image: { kernel: string; initrd?: string }, outFile
       'set gfxpayload=keep',
       'set timeout=1',
       `menuentry '${GRUB_ENTRY} (tiny)' {`,
-      '  linux /boot/vmlinuz console=tty0 console=ttyS0 panic=-1 loglevel=4',
+      // The kernel's whole log on both consoles: the display then holds text whatever the firmware left there
+      // (under OVMF the kernel's framebuffer console starts from a cleared screen).
+      '  linux /boot/vmlinuz console=tty0 console=ttyS0 panic=-1',
       ...(image.initrd ? ['  initrd /boot/initrd.img'] : []),
       '}',
       '',

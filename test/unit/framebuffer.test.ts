@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import zlib from 'node:zlib';
-import { colourCount, isBlank, readPicture } from '../helpers/framebuffer.js';
+import { colourCount, isBlank, litPixels, readPicture } from '../helpers/framebuffer.js';
 
 function ppm(w: number, h: number, px: (x: number, y: number) => [number, number, number]): Buffer {
   const body = Buffer.alloc(w * h * 3);
@@ -66,4 +66,9 @@ test('PNG: every row filter, RGB and RGBA, decodes to the same pixels as PPM', (
   assert.equal(isBlank(flat), true);
   assert.equal(colourCount(flat), 1);
   assert.throws(() => readPicture(Buffer.from('GIF89a....')), /not a PPM/);
+});
+
+test('lit pixels: those off the background colour', () => {
+  assert.equal(litPixels(readPicture(ppm(10, 10, (x, y) => (x < 2 && y < 3 ? [200, 200, 200] : [0, 0, 0])))), 6);
+  assert.equal(litPixels(readPicture(ppm(4, 4, () => [9, 9, 9]))), 0);
 });
