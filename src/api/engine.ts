@@ -11,8 +11,12 @@ export const ENGINE_NAMES: readonly EngineName[] = ['qemu', 'micro'];
 export const Accel = Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]);
 export type Accel = Static<typeof Accel>;
 
-/** Ways a VM can boot. */
-export const BootMode = Type.Union([Type.Literal('kernel'), Type.Literal('disk')]);
+/**
+ * Ways a VM can boot: `kernel` (the daemon hands the engine the image's
+ * kernel and initrd), `bios` (SeaBIOS runs the boot loader on the VM's
+ * CD-ROM or disk) or `uefi` (OVMF does, with the VM's own variable store).
+ */
+export const BootMode = Type.Union([Type.Literal('kernel'), Type.Literal('bios'), Type.Literal('uefi')]);
 export type BootMode = Static<typeof BootMode>;
 
 /**

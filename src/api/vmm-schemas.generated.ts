@@ -346,5 +346,64 @@ export const VMM_SCHEMA_JSON = {
       }
     },
     "additionalProperties": false
+  },
+  "snapshotCreate": {
+    "type": "object",
+    "required": [
+      "snapshot_path",
+      "mem_file_path"
+    ],
+    "properties": {
+      "snapshot_path": {
+        "type": "string",
+        "minLength": 2,
+        "maxLength": 4096,
+        "pattern": "^/[^\\x00]+$",
+        "description": "an absolute path on the host (at most 4096 bytes)"
+      },
+      "mem_file_path": {
+        "type": "string",
+        "minLength": 2,
+        "maxLength": 4096,
+        "pattern": "^/[^\\x00]+$",
+        "description": "an absolute path on the host (at most 4096 bytes)"
+      },
+      "snapshot_type": {
+        "type": "string",
+        "const": "Full",
+        "description": "Full (every snapshot holds all of guest memory)"
+      }
+    },
+    "additionalProperties": false,
+    "description": "Write a snapshot of the paused VM: its state to snapshot_path, guest memory to mem_file_path (both replaced only once complete)"
+  },
+  "snapshotLoad": {
+    "type": "object",
+    "required": [
+      "snapshot_path",
+      "mem_file_path"
+    ],
+    "properties": {
+      "snapshot_path": {
+        "type": "string",
+        "minLength": 2,
+        "maxLength": 4096,
+        "pattern": "^/[^\\x00]+$",
+        "description": "an absolute path on the host (at most 4096 bytes)"
+      },
+      "mem_file_path": {
+        "type": "string",
+        "minLength": 2,
+        "maxLength": 4096,
+        "pattern": "^/[^\\x00]+$",
+        "description": "an absolute path on the host (at most 4096 bytes)"
+      },
+      "resume_vm": {
+        "type": "boolean",
+        "description": "true or false (run the VM once loaded; default false: it stays Paused until Resume)"
+      }
+    },
+    "additionalProperties": false,
+    "description": "Restore a snapshot into this hangar-vmm before anything was configured; guest memory is mapped from mem_file_path privately and read as the guest touches it"
   }
 } as const;

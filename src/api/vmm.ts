@@ -70,6 +70,20 @@ export const VmmVmStatePatch = Type.Object({
 }, { additionalProperties: false });
 export type VmmVmStatePatch = Static<typeof VmmVmStatePatch>;
 
+export const VmmSnapshotCreate = Type.Object({
+  snapshot_path: HostPath,
+  mem_file_path: HostPath,
+  snapshot_type: Type.Optional(Type.Literal('Full', { description: 'Full (every snapshot holds all of guest memory)' })),
+}, { additionalProperties: false, description: 'Write a snapshot of the paused VM: its state to snapshot_path, guest memory to mem_file_path (both replaced only once complete)' });
+export type VmmSnapshotCreate = Static<typeof VmmSnapshotCreate>;
+
+export const VmmSnapshotLoad = Type.Object({
+  snapshot_path: HostPath,
+  mem_file_path: HostPath,
+  resume_vm: Type.Optional(Flag('run the VM once loaded; default false: it stays Paused until Resume')),
+}, { additionalProperties: false, description: 'Restore a snapshot into this hangar-vmm before anything was configured; guest memory is mapped from mem_file_path privately and read as the guest touches it' });
+export type VmmSnapshotLoad = Static<typeof VmmSnapshotLoad>;
+
 export const VmmState = Type.Union([Type.Literal('Not started'), Type.Literal('Running'), Type.Literal('Paused'), Type.Literal('Stopped')]);
 export type VmmState = Static<typeof VmmState>;
 
@@ -125,6 +139,8 @@ const ROUTES: Route[] = [
   { method: 'put', path: '/network-interfaces/{iface_id}', summary: 'Add or replace a NIC (before InstanceStart)', body: VmmNetworkInterface, params: ['iface_id'] },
   { method: 'put', path: '/entropy', summary: 'Add a virtio-rng device (before InstanceStart)', body: VmmEntropy },
   { method: 'put', path: '/actions', summary: 'InstanceStart, Pause, Resume, SendCtrlAltDel or Stop', body: VmmAction },
+  { method: 'put', path: '/snapshot/create', summary: 'Snapshot the paused VM to two files (only while Paused)', body: VmmSnapshotCreate },
+  { method: 'put', path: '/snapshot/load', summary: 'Restore a snapshot (only before anything is configured or started)', body: VmmSnapshotLoad },
   { method: 'get', path: '/openapi.json', summary: 'This document', answer: Type.Object({}, { additionalProperties: true }) },
 ];
 
@@ -159,6 +175,8 @@ export const VMM_BODY_SCHEMAS = {
   action: VmmAction,
   vmStatePatch: VmmVmStatePatch,
   configFile: VmmConfigFile,
+  snapshotCreate: VmmSnapshotCreate,
+  snapshotLoad: VmmSnapshotLoad,
 } as const;
 
 /** The text of src/api/vmm-schemas.generated.ts for the schemas above (scripts/gen-vmm-schemas.mjs). */

@@ -153,6 +153,48 @@ export class ApiClient {
     });
   }
 
+  /**
+   * Streams a GET answer into `file` (volume export): written under a hidden
+   * name beside it and renamed when complete, so a cut-off download leaves no
+   * file behind. `onBytes` hears received and total (Content-Length) bytes.
+   */
+  async download(path: string, file: string, onBytes?: (received: number, total: number) => void): Promise<{ bytes: number; headers: http.IncomingHttpHeaders }> {
+    const headers: Record<string, string> = { accept: 'application/octet-stream' };
+    if (this.endpoint.token) headers.authorization = `Bearer ${this.endpoint.token}`;
+    const ep = this.endpoint;
+    const conn = await this.connectOptions();
+    const part = `${file}.part-${process.pid}`;
+    return new Promise((resolve, reject) => {
+      const onRes = (res: http.IncomingMessage) => {
+        if ((res.statusCode ?? 0) >= 400) {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => reject(errorFromResponse({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) })));
+          return;
+        }
+        const total = Number(res.headers['content-length'] ?? 0);
+        let received = 0;
+        const output = fs.createWriteStream(part, { flags: 'wx', mode: 0o600 });
+        const fail = (e: Error) => { output.destroy(); fs.rmSync(part, { force: true }); reject(e instanceof HangarError ? e : new HangarError('UNAVAILABLE', `download of ${path} failed: ${e.message}`)); };
+        res.on('data', (c: Buffer) => { received += c.length; onBytes?.(received, total); });
+        res.on('aborted', () => fail(new Error('the daemon ended the download early')));
+        res.on('error', fail);
+        output.on('error', (e) => { res.destroy(); fail(new HangarError('INVALID_ARGUMENT', `cannot write ${file}: ${e.message}`)); });
+        output.on('finish', () => {
+          if (total > 0 && received !== total) { fail(new Error(`got ${received} of ${total} bytes`)); return; }
+          fs.renameSync(part, file);
+          resolve({ bytes: received, headers: res.headers });
+        });
+        res.pipe(output);
+      };
+      const req = ep.remote
+        ? (new URL(path, ep.remote).protocol === 'https:' ? https : http).request(new URL(path, ep.remote), { method: 'GET', headers, ...(conn as object) }, onRes)
+        : http.request({ socketPath: ep.socket, path, method: 'GET', headers }, onRes);
+      req.on('error', (e: NodeJS.ErrnoException) => reject(e instanceof HangarError ? e : this.unreachable(e)));
+      req.end();
+    });
+  }
+
   private async exchange(method: string, path: string, headers: Record<string, string | number>, timeoutMs: number, send: (req: http.ClientRequest) => void): Promise<RawResponse> {
     if (this.endpoint.token) headers.authorization = `Bearer ${this.endpoint.token}`;
     const ep = this.endpoint;

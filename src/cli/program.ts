@@ -6,15 +6,19 @@ import { Command } from 'commander';
 import { registerConsoleCommand } from './commands/console.js';
 import { registerDiskCommands } from './commands/disk.js';
 import { registerDaemonCommands } from './commands/daemon.js';
+import { registerDisplayCommands } from './commands/display.js';
 import { registerEventsCommand } from './commands/events.js';
 import { registerExecCommands } from './commands/exec.js';
 import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerLogsCommand } from './commands/logs.js';
+import { registerNetworkCommands } from './commands/network.js';
 import { registerOperationCommands } from './commands/operation.js';
 import { registerRemoteCommands } from './commands/remote.js';
+import { registerStorageCommands } from './commands/storage.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
+import { registerSnapshotCommands } from './commands/snapshot.js';
 
 export const CLI_VERSION = '0.1.0';
 
@@ -32,13 +36,17 @@ export function buildProgram(): Command {
     );
   registerUpCommand(program);
   registerVmCommands(program);
+  registerSnapshotCommands(program);
   registerDiskCommands(program);
   registerConsoleCommand(program);
   registerExecCommands(program);
+  registerDisplayCommands(program);
   registerLogsCommand(program);
   registerEventsCommand(program);
   registerOperationCommands(program);
   registerImageCommands(program);
+  registerStorageCommands(program);
+  registerNetworkCommands(program);
   registerHostCommands(program);
   registerDaemonCommands(program);
   registerRemoteCommands(program);

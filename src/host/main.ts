@@ -18,21 +18,25 @@ import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { dataDir as defaultDataDir, projectRoot } from '../common/paths.js';
 import { HangarError } from '../common/errors.js';
+import { parseSize } from '../common/sizes.js';
 import { DEFAULT_EVENTS_KEEP, Store } from './store.js';
 import { OperationManager } from './operations.js';
 import { EventBus } from './events.js';
 import { HostChecker } from './hostcheck.js';
 import { VmManager } from './vms.js';
+import { NetworkManager } from './network/manager.js';
 import { buildServer, type ApiContext } from './server.js';
 import { listenUnix, parseListen, prepareTcpListener } from './listen.js';
 import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
 import { configureImportFromOptions, imageUploads } from './images/index.js';
 import { loadEngines, loadImages } from './wiring.js';
 import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
+import { createSnapshotManager } from './snapshots/index.js';
 import { StorageService } from './storage/index.js';
+import { volumeJobs } from './storage/routes.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
-  + '               [--import-dir DIR]... [--image-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
+  + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
 
 function parseEventsKeep(v: string | undefined): number {
   if (v === undefined) return DEFAULT_EVENTS_KEEP;
@@ -77,6 +81,7 @@ async function main(): Promise<void> {
       'insecure-http': { type: 'boolean' },
       'import-dir': { type: 'string', multiple: true },
       'image-quota': { type: 'string' },
+      'pool-quota': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -124,17 +129,28 @@ async function main(): Promise<void> {
   if (failed > 0) log.warn({ count: failed }, 'operations left running by the previous daemon marked failed');
   operations.startPruning();
   const events = new EventBus(store);
-  const storage = new StorageService({ store, dataDir, log: log.child({ component: 'storage' }) });
+  const storage = new StorageService({
+    store, dataDir, log: log.child({ component: 'storage' }),
+    ...(values['pool-quota'] !== undefined ? { defaultQuotaBytes: parseSize(values['pool-quota'], '--pool-quota') } : {}),
+  });
   storage.recover();
+  // --pool-quota: the default pool's quota (and that of pools created without one).
+  if (values['pool-quota'] !== undefined) storage.setPoolQuota('default', parseSize(values['pool-quota'], '--pool-quota'));
   const engines = loadEngines(log);
   const images = loadImages();
   void engines.kvm(); // warm the cache: the probe takes about half a second
-  const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, log: log.child({ component: 'vms' }) });
+  const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }) });
+  const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, networks, log: log.child({ component: 'vms' }) });
   const host = new HostChecker({ engines, budget: () => vms.budget() });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
+  // After the VMs: which of them still run decides which TAPs stay.
+  await networks.reconcile();
+  const snapshots = createSnapshotManager({ store, events, operations, vms, storage, log });
+  // Snapshot operations a crash cut short are settled once the VMs they touch have been re-adopted.
+  await snapshots.reconcile();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log };
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store } };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);
@@ -167,6 +183,7 @@ async function main(): Promise<void> {
     vms.shutdown();
     operations.stopPruning();
     imageUploads(operations).abortAll('the daemon is stopping');
+    volumeJobs(storage, operations).abortAll('the daemon is stopping');
     await Promise.allSettled(servers.map(async (s) => {
       const closing = s.close();
       s.server.closeAllConnections();

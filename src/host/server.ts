@@ -32,8 +32,15 @@ import type { HostChecker } from './hostcheck.js';
 import { EngineCapabilities } from '../api/engine.js';
 import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
-import type { StorageService } from './storage/index.js';
 import { startImageBuild } from './images/build-op.js';
+import { SCREENSHOT_TYPES } from './display.js';
+import { registerSnapshotRoutes } from './snapshots/routes.js';
+import type { SnapshotManager } from './snapshots/manager.js';
+import type { StorageService } from './storage/index.js';
+import { registerStorageRoutes } from './storage/routes.js';
+import { registerNetworkRoutes } from './network/routes.js';
+import type { NetworkManager } from './network/manager.js';
+import type { Store } from './store.js';
 
 export const API_VERSION = '1.0';
 
@@ -51,6 +58,10 @@ export interface ApiContext {
   storage?: StorageService;
   /** SHA-256 fingerprint of the TCP listener's TLS certificate, when it serves TLS (shown by GET /1.0). */
   tlsFingerprint?: string;
+  /** Snapshots and copies (absent: those routes answer UNSUPPORTED). */
+  snapshots?: SnapshotManager;
+  /** Virtual networks and the store they read VMs from (absent: no /1.0/networks routes). */
+  networks?: { manager: NetworkManager; store: Store };
 }
 
 export interface ServerOptions {
@@ -93,7 +104,7 @@ const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) 
 const Digits = Type.String({ pattern: '^[0-9]{1,9}$' });
 const Bool = Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')]);
 
-const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody, 504: ErrorBody };
+export const errors = { 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 500: ErrorBody, 504: ErrorBody };
 
 function errorReply(reply: FastifyReply, code: ErrorCode, message: string, details?: unknown): FastifyReply {
   const error: Record<string, unknown> = { code, message };
@@ -101,7 +112,7 @@ function errorReply(reply: FastifyReply, code: ErrorCode, message: string, detai
   return reply.code(ERROR_STATUS[code]).type('application/json').send({ type: 'error', error });
 }
 
-function asyncReply(reply: FastifyReply, op: Operation): FastifyReply {
+export function asyncReply(reply: FastifyReply, op: Operation): FastifyReply {
   const url = `/${API_VERSION}/operations/${op.id}`;
   return reply.code(202).header('location', url).send({ type: 'async', operation: url, metadata: op });
 }
@@ -324,6 +335,11 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     return reply.type('text/plain; charset=utf-8').send(readConsoleTail(ctx.vms.consoleLogOf(req.params.name), tail));
   });
 
+  app.get('/1.0/vms/:name/screenshot', { schema: { summary: "What a running VM's display shows (image/png, or image/x-portable-pixmap with format=ppm)", params: NameParams, querystring: Type.Object({ format: Type.Optional(Type.Union([Type.Literal('png'), Type.Literal('ppm')])) }, { additionalProperties: false }) } }, async (req, reply) => {
+    const format = req.query.format ?? 'png';
+    return reply.type(SCREENSHOT_TYPES[format]).send(await ctx.vms.screenshot(req.params.name, format));
+  });
+
   app.get('/1.0/vms/:name/console', {
     websocket: true,
     schema: { params: NameParams },
@@ -382,6 +398,10 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
       socket.resume();
     });
   });
+
+  registerSnapshotRoutes(app as unknown as FastifyInstance, ctx);
+  if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
+  if (ctx.networks) await registerNetworkRoutes(app as unknown as FastifyInstance, ctx.networks.manager, ctx.networks.store);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));

@@ -97,6 +97,44 @@ const MIGRATIONS: string[] = [
      FOREIGN KEY (pool, volume) REFERENCES volumes(pool, name)
    );
    CREATE INDEX volume_attachments_vm ON volume_attachments(vm);`,
+  // Snapshots (src/host/snapshots/store.ts): finished snapshots, and the intent of each snapshot
+  // operation under way, written before any disk is touched (reconciled at daemon start).
+  `CREATE TABLE snapshots (
+     vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     memory INTEGER NOT NULL,
+     vm_state TEXT NOT NULL,
+     vm_state_bytes INTEGER NOT NULL,
+     disks TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (vm_id, name)
+   );
+   CREATE TABLE snapshot_intents (
+     id TEXT PRIMARY KEY,
+     vm_id TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     detail TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );`,
+  // Networks (src/host/network/records.ts): kind, subnet, the host link VMs' TAPs join; port forwards.
+  `CREATE TABLE networks (
+     name TEXT PRIMARY KEY,
+     kind TEXT NOT NULL,
+     subnet TEXT,
+     bridge TEXT NOT NULL UNIQUE,
+     description TEXT NOT NULL DEFAULT '',
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE port_forwards (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     vm TEXT NOT NULL,
+     proto TEXT NOT NULL,
+     address TEXT NOT NULL,
+     host_port INTEGER NOT NULL,
+     guest_port INTEGER NOT NULL,
+     created_at TEXT NOT NULL,
+     UNIQUE (proto, address, host_port)
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -202,7 +240,7 @@ export class Store {
     }
   }
 
-  /** The database, for modules that keep tables of their own (storage/records.ts); they write inside transaction(). */
+  /** The database, for modules that keep tables of their own (storage/records.ts, snapshots/store.ts, network/records.ts); they write inside transaction(). */
   get sqlite(): Database.Database {
     return this.db;
   }
@@ -252,6 +290,11 @@ export class Store {
 
   close(): void {
     if (this.db.open) this.db.close();
+  }
+
+  /** Replaces a VM's spec (NICs added or removed while it is stopped). */
+  updateVmSpec(name: string, spec: VmSpec): void {
+    this.db.prepare('UPDATE vms SET spec = ? WHERE name = ?').run(JSON.stringify(spec), name);
   }
 
   // --- VMs -----------------------------------------------------------------

@@ -31,10 +31,14 @@ import { ConsoleHub, type ConsoleClient, type ConsoleConnection } from './consol
 import { consoleLogLimitFromEnv } from '../common/console-log/limits.js';
 import { attachGuestSide, fitCloudInitToImage } from './cloudinit/index.js';
 import { execInGuest } from './guest-exec.js';
+import { bootConfig, bootImageOf, displayOf, resolveBoot } from './boot.js';
+import { connectVnc, takeScreenshot, type ScreenshotFormat } from './display.js';
+import type { Socket } from 'node:net';
 import type { StorageService } from './storage/index.js';
 import { DiskService } from './disks/service.js';
 import { VmDiskOps } from './disks/vm-ops.js';
 import { diskSize, planDisks, ROOT_DISK } from './disks/plan.js';
+import type { NetworkManager } from './network/manager.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
@@ -45,9 +49,11 @@ export interface ResolvedImage {
   /** Kernel argument through which the image's init takes the VM's name as its host name. */
   hostnameArg?: string;
   sizeBytes?: number;
-  /** Disk images (e.g. debian-12): the base disk, how it boots, whether it reads a cloud-init seed. */
+  /** The image's base disk (absolute path): VMs get a root volume made from it. */
   disk?: string;
+  /** How a disk image can boot: its kernel directly, or its disk by BIOS or UEFI firmware. */
   boot?: Array<'kernel' | 'bios' | 'uefi'>;
+  /** The image runs cloud-init and reads a NoCloud (cidata) seed. */
   cloudInit?: boolean;
 }
 
@@ -81,6 +87,8 @@ export interface VmManagerDeps {
   hostResources?: HostResources;
   /** Storage pools and volumes (absent: VMs cannot have disks). */
   storage?: StorageService;
+  /** Virtual networks (absent: VMs get no NICs). */
+  networks?: NetworkManager;
 }
 
 /** A VM process this daemon watches. */
@@ -210,7 +218,9 @@ export class VmManager {
         startedAt: r.startedAt,
         uptimeSeconds: running && r.startedAt ? Math.max(0, (Date.now() - Date.parse(r.startedAt)) / 1000) : null,
         lastExit: r.lastExit,
+        ...(this.d.networks && r.spec.nics?.length ? { nics: this.d.networks.nicStates(r) } : {}),
       },
+      display: displayOf(r.spec, this.runDir(r.name)),
       createdAt: r.createdAt,
     };
   }
@@ -308,6 +318,12 @@ export class VmManager {
     });
   }
 
+  /** Images made for servers (cloud-init) join the default network unless told otherwise. */
+  private async joinsDefaultNetwork(image: string): Promise<boolean> {
+    const found = (await this.d.images.listImages()).find((i) => i.name === image) as { cloudInit?: boolean } | undefined;
+    return found?.cloudInit === true;
+  }
+
   async imageNames(): Promise<string[]> {
     return (await this.d.images.listImages()).map((i) => i.name);
   }
@@ -322,7 +338,16 @@ export class VmManager {
     taken();
     const caps = await this.usableEngine(req.engine ?? DEFAULT_ENGINE);
     // The one check of the VM's size: against the limits of the engine that will run it.
-    const spec = buildVmSpec(req, { imageNames: await this.imageNames(), engine: caps });
+    const images = await this.d.images.listImages();
+    const spec = buildVmSpec(req, { imageNames: images.map((i) => i.name), engine: caps });
+    // How it boots (kernel, bios, uefi) and the ISO it boots from, checked against the engine and the image.
+    Object.assign(spec, resolveBoot(req, { engine: caps, image: bootImageOf(images.find((i) => i.name === req.image)), hasDisks: (req.disks?.length ?? 0) > 0 || req.rootSize !== undefined, volumes: this.d.storage }));
+    if (this.d.networks) {
+      const nics = await this.d.networks.planNics(name, req, await this.joinsDefaultNetwork(req.image));
+      if (nics.length) spec.nics = nics;
+    } else if (req.nics?.length || (req.network !== undefined && req.network !== 'none')) {
+      throw new HangarError('UNSUPPORTED', 'this daemon has no networks', { field: 'network' });
+    }
     // Checked again after the awaits: a concurrent create may have taken the name meanwhile.
     taken();
     // Disks besides the root disk, checked against storage now; made in the operation.
@@ -432,13 +457,15 @@ export class VmManager {
           this.d.events.emit(name, 'deleted');
         });
         fs.rmSync(this.runDir(name), { recursive: true, force: true });
+        // Its DHCP reservations and port forwards go with it.
+        await this.d.networks?.forgetVm(name, (cur.spec.nics ?? []).map((n) => n.network));
         return { name };
       }));
   }
 
   // --- the steps, called under the VM's lock -------------------------------
 
-  private async doStart(name: string, progress?: ReportProgress): Promise<void> {
+  private async doStart(name: string, progress?: ReportProgress, loadSnapshot?: string): Promise<void> {
     const rec = this.d.store.requireVm(name);
     const engine = this.d.engines.get(rec.spec.engine);
     const caps = await this.usableEngine(rec.spec.engine);
@@ -460,18 +487,18 @@ export class VmManager {
       name,
       cpus: rec.spec.cpus,
       memoryBytes: rec.spec.memoryBytes,
-      boot: { kernel: image.kernel, ...(image.initrd ? { initrd: image.initrd } : {}), ...(cmdline !== undefined ? { cmdline } : {}) },
+      // The image's kernel, or firmware with the ISO, the UEFI variable store and the display (boot.ts).
+      ...bootConfig(rec.spec, image, runDir, cmdline, this.d.storage),
       disks: rec.spec.disks.length ? this.requireDisks().attachments(name, rec.spec.disks, rec.spec.engine) : [],
       nics: [],
       accel,
       runDir,
       consoleLog: this.consoleLog(name),
       consoleLogLimit: consoleLogLimitFromEnv(),
+      ...(loadSnapshot !== undefined ? { loadSnapshot } : {}),
     };
     // The cloud-init seed (cloud images) and the guest agent channel.
     await attachGuestSide(config, rec, image, caps);
-    // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
-    fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
     // Admission and the move to 'starting' happen in one synchronous step: 'starting' commits the
     // VM's memory and vCPUs, so a concurrent start sees them and cannot pass on the same headroom.
     this.admission.checkStart(name, { cpus: rec.spec.cpus, memoryBytes: rec.spec.memoryBytes });
@@ -479,8 +506,13 @@ export class VmManager {
     progress?.({ stage: 'starting' });
     let handle: VmHandle;
     try {
+      // Each NIC's TAP is made and put on its network's bridge before the engine attaches it.
+      if (this.d.networks) config.nics = await this.d.networks.attach(rec);
+      // Kept next to the VM so a restarted daemon can re-adopt it with the same config.
+      fs.writeFileSync(this.configFile(name), JSON.stringify(config, null, 2), { mode: 0o600 });
       handle = await engine.start(config);
     } catch (e) {
+      this.d.networks?.detach(rec);
       const err = toHangarError(e, 'ENGINE_FAILED');
       this.transition(name, 'stopped', { patch: { pid: null, startedAt: null, lastExit: { reason: START_FAILED, detail: err.message, at: new Date().toISOString() } } });
       this.d.log.warn({ vm: name, code: err.code, err: err.message }, 'VM failed to start');
@@ -551,6 +583,38 @@ export class VmManager {
     return live;
   }
 
+  // --- for snapshots (src/host/snapshots/manager.ts, VmAccess) --------------
+
+  /** Runs fn under the VM's lock, ordered with every other action on that VM. */
+  withVmLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.withLock(name, fn);
+  }
+
+  /** The VM's process, if this daemon holds one. */
+  liveHandle(name: string): VmHandle | null {
+    return this.live.get(name)?.handle ?? null;
+  }
+
+  /** Under the VM's lock: starts it, from an internal snapshot when `loadSnapshot` names one. */
+  startLocked(name: string, progress?: ReportProgress, loadSnapshot?: string): Promise<void> {
+    return this.doStart(name, progress, loadSnapshot);
+  }
+
+  /** Under the VM's lock: ends its process at once. */
+  killLocked(name: string): Promise<void> {
+    return this.doStop(name, true, 0);
+  }
+
+  /** Under the VM's lock: resumes a paused VM. */
+  resumeLocked(name: string): Promise<void> {
+    return this.doResume(name);
+  }
+
+  /** Throws when one more VM of this size may not be defined (a copy). */
+  checkCreate(name: string, want: { cpus: number; memoryBytes: number }): void {
+    this.admission.checkCreate(name, want);
+  }
+
   // --- supervision ---------------------------------------------------------
 
   /** Starts listening for the process's exit; the store is updated only after armExit. */
@@ -586,6 +650,9 @@ export class VmManager {
     } catch (e) {
       this.d.log.error({ vm: name, err: String(e) }, 'could not record VM exit');
     }
+    // Its TAPs go with the process (a VM deleted meanwhile took them with it already).
+    const rec = this.d.store.getVm(name);
+    if (rec) this.d.networks?.detach(rec);
     this.d.log.info({ vm: name, reason: exit.reason, detail: exit.detail, asked: live.expectExit }, crashed ? 'VM crashed' : 'VM stopped');
   }
 
@@ -693,6 +760,29 @@ export class VmManager {
       try { live.handle.detach(); } catch { /* already detached */ }
     }
     this.live.clear();
+  }
+
+  // --- display ---------------------------------------------------------------
+
+  /** What the display of a running VM shows (PNG or PPM bytes). */
+  async screenshot(name: string, format: ScreenshotFormat): Promise<Buffer> {
+    return takeScreenshot(this.requireDisplay(name).handle, this.runDir(name), format);
+  }
+
+  /** A stream to the VNC server of a running VM with a display (the seam for a browser console). */
+  async openDisplay(name: string): Promise<Socket> {
+    this.requireDisplay(name);
+    return connectVnc(displayOf(this.d.store.requireVm(name).spec, this.runDir(name))!.socket);
+  }
+
+  private requireDisplay(name: string): LiveVm {
+    const rec = this.d.store.requireVm(name);
+    if (!displayOf(rec.spec, this.runDir(name))) throw new HangarError('INVALID_STATE', `VM "${name}" has no display: it boots its kernel directly and is headless (use its serial console)`, { name });
+    const live = this.live.get(name);
+    if (!live || (rec.state !== 'running' && rec.state !== 'paused')) {
+      throw new HangarError('INVALID_STATE', `VM "${name}" is ${rec.state}: its display is available while it runs`, { name, state: rec.state });
+    }
+    return live;
   }
 
   // --- console ---------------------------------------------------------------

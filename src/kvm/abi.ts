@@ -37,6 +37,14 @@ export const SIZE = {
   lapic_state: 1024,
   fpu: 416,
   mp_state: 4,
+  msr_list: 4,
+  xsave: 4096,
+  xcrs: 392,
+  vcpu_events: 64,
+  debugregs: 128,
+  irqchip: 520,
+  pit_state2: 112,
+  clock_data: 48,
 } as const;
 
 export const IOCTL = {
@@ -67,6 +75,29 @@ export const IOCTL = {
   SET_LAPIC: iow(0x8f, SIZE.lapic_state),
   GET_FPU: ior(0x8c, SIZE.fpu),
   SET_FPU: iow(0x8d, SIZE.fpu),
+  // Saving and restoring a VM (src/vmm/snapshot/).
+  GET_MSR_INDEX_LIST: iowr(0x02, SIZE.msr_list),
+  GET_MSRS: iowr(0x88, SIZE.msrs),
+  GET_CPUID2: iowr(0x91, SIZE.cpuid2),
+  GET_IRQCHIP: iowr(0x62, SIZE.irqchip),
+  // Declared _IOR in <linux/kvm.h>, although it writes.
+  SET_IRQCHIP: ior(0x63, SIZE.irqchip),
+  SET_CLOCK: iow(0x7b, SIZE.clock_data),
+  GET_CLOCK: ior(0x7c, SIZE.clock_data),
+  GET_PIT2: ior(0x9f, SIZE.pit_state2),
+  SET_PIT2: iow(0xa0, SIZE.pit_state2),
+  GET_VCPU_EVENTS: ior(0x9f, SIZE.vcpu_events),
+  SET_VCPU_EVENTS: iow(0xa0, SIZE.vcpu_events),
+  GET_DEBUGREGS: ior(0xa1, SIZE.debugregs),
+  SET_DEBUGREGS: iow(0xa2, SIZE.debugregs),
+  SET_TSC_KHZ: io(0xa2),
+  GET_TSC_KHZ: io(0xa3),
+  GET_XSAVE: ior(0xa4, SIZE.xsave),
+  SET_XSAVE: iow(0xa5, SIZE.xsave),
+  GET_XSAVE2: ior(0xcf, SIZE.xsave),
+  GET_XCRS: ior(0xa6, SIZE.xcrs),
+  SET_XCRS: iow(0xa7, SIZE.xcrs),
+  KVMCLOCK_CTRL: io(0xad),
 } as const;
 
 /** KVM_CHECK_EXTENSION capability numbers Hangar asks about. */
@@ -84,7 +115,19 @@ export const CAP = {
   IRQFD: 32,
   IMMEDIATE_EXIT: 136,
   MAX_VCPUS: 66,
+  ADJUST_CLOCK: 39,
+  VCPU_EVENTS: 41,
+  DEBUGREGS: 50,
+  XSAVE: 55,
+  XCRS: 56,
+  TSC_CONTROL: 60,
+  GET_TSC_KHZ: 61,
+  KVMCLOCK_CTRL: 76,
+  XSAVE2: 208,
 } as const;
+
+/** kvm_irqchip.chip_id values: the two 8259 PICs and the IOAPIC. */
+export const IRQCHIP_ID = { PIC_MASTER: 0, PIC_SLAVE: 1, IOAPIC: 2 } as const;
 
 /** kvm_run.exit_reason values. */
 export const EXIT = {

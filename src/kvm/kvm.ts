@@ -55,6 +55,22 @@ export class Kvm {
     throw new KvmError('KVM_GET_SUPPORTED_CPUID', 7);
   }
 
+  /** The MSRs KVM saves and restores for a vCPU (KVM_GET_MSR_INDEX_LIST). */
+  msrIndexList(): number[] {
+    for (let n = 256; n <= 16384; n *= 2) {
+      const buf = Buffer.alloc(SIZE.msr_list + 4 * n);
+      buf.writeUInt32LE(n, 0);
+      const r = libc.ioctlPtr(this.fd, IOCTL.GET_MSR_INDEX_LIST, buf);
+      if (r < 0) {
+        if (errno() === 7 /* E2BIG */) continue;
+        check('KVM_GET_MSR_INDEX_LIST', r);
+      }
+      const count = Math.min(n, buf.readUInt32LE(0));
+      return Array.from({ length: count }, (_, i) => buf.readUInt32LE(SIZE.msr_list + 4 * i));
+    }
+    throw new KvmError('KVM_GET_MSR_INDEX_LIST', 7);
+  }
+
   createVm(): Vm {
     const fd = check('KVM_CREATE_VM', libc.ioctlScalar(this.fd, IOCTL.CREATE_VM, 0));
     return new Vm(this, fd);
@@ -75,7 +91,7 @@ export interface CpuidEntry {
   edx: number;
 }
 
-function decodeCpuid(buf: Buffer): CpuidEntry[] {
+export function decodeCpuid(buf: Buffer): CpuidEntry[] {
   const n = buf.readUInt32LE(0);
   const out: CpuidEntry[] = [];
   for (let i = 0; i < n; i++) {
@@ -93,7 +109,7 @@ function decodeCpuid(buf: Buffer): CpuidEntry[] {
   return out;
 }
 
-function encodeCpuid(entries: CpuidEntry[]): Buffer {
+export function encodeCpuid(entries: CpuidEntry[]): Buffer {
   const buf = Buffer.alloc(SIZE.cpuid2 + entries.length * SIZE.cpuid_entry2);
   buf.writeUInt32LE(entries.length, 0);
   entries.forEach((e, i) => {
@@ -178,6 +194,26 @@ export class Vm {
     check('KVM_IOEVENTFD', libc.ioctlPtr(this.fd, IOCTL.IOEVENTFD, b));
   }
 
+  /** One in-kernel irqchip's state (IRQCHIP_ID: PIC master, PIC slave, IOAPIC) as struct kvm_irqchip. */
+  getIrqchip(chipId: number): Buffer {
+    const b = Buffer.alloc(SIZE.irqchip);
+    b.writeUInt32LE(chipId, 0);
+    check('KVM_GET_IRQCHIP', libc.ioctlPtr(this.fd, IOCTL.GET_IRQCHIP, b));
+    return b;
+  }
+
+  setIrqchip(b: Buffer): void {
+    check('KVM_SET_IRQCHIP', libc.ioctlPtr(this.fd, IOCTL.SET_IRQCHIP, b));
+  }
+
+  /** The in-kernel PIT's state (struct kvm_pit_state2). */
+  getPit2(): Buffer { return getStruct(this.fd, 'KVM_GET_PIT2', IOCTL.GET_PIT2, SIZE.pit_state2); }
+  setPit2(b: Buffer): void { check('KVM_SET_PIT2', libc.ioctlPtr(this.fd, IOCTL.SET_PIT2, b)); }
+
+  /** kvmclock's time base (struct kvm_clock_data). */
+  getClock(): Buffer { return getStruct(this.fd, 'KVM_GET_CLOCK', IOCTL.GET_CLOCK, SIZE.clock_data); }
+  setClock(b: Buffer): void { check('KVM_SET_CLOCK', libc.ioctlPtr(this.fd, IOCTL.SET_CLOCK, b)); }
+
   createVcpu(id: number): Vcpu {
     const fd = check('KVM_CREATE_VCPU', libc.ioctlScalar(this.fd, IOCTL.CREATE_VCPU, id));
     const size = this.kvm.vcpuMmapSize();
@@ -189,6 +225,13 @@ export class Vm {
   close(): void {
     libc.close(this.fd);
   }
+}
+
+/** A struct read by one ioctl into a fresh buffer of `size` bytes. */
+function getStruct(fd: number, what: string, req: number, size: number): Buffer {
+  const b = Buffer.alloc(size);
+  check(what, libc.ioctlPtr(fd, req, b));
+  return b;
 }
 
 export type Regs = Record<RegName, bigint>;
@@ -256,6 +299,13 @@ export class Vcpu {
     return r;
   }
 
+  /** struct kvm_regs as it is, for snapshots. */
+  getRegsRaw(): Buffer { return getStruct(this.fd, 'KVM_GET_REGS', IOCTL.GET_REGS, SIZE.regs); }
+  setRegsRaw(b: Buffer): void { check('KVM_SET_REGS', libc.ioctlPtr(this.fd, IOCTL.SET_REGS, b)); }
+  /** struct kvm_sregs as it is, for snapshots. */
+  getSregsRaw(): Buffer { return getStruct(this.fd, 'KVM_GET_SREGS', IOCTL.GET_SREGS, SIZE.sregs); }
+  setSregsRaw(b: Buffer): void { check('KVM_SET_SREGS', libc.ioctlPtr(this.fd, IOCTL.SET_SREGS, b)); }
+
   setRegs(r: Partial<Regs>): void {
     const b = Buffer.alloc(SIZE.regs);
     REGS.forEach((n, i) => b.writeBigUInt64LE(r[n] ?? (n === 'rflags' ? 2n : 0n), i * 8));
@@ -308,6 +358,70 @@ export class Vcpu {
 
   setLapic(b: Buffer): void {
     check('KVM_SET_LAPIC', libc.ioctlPtr(this.fd, IOCTL.SET_LAPIC, b));
+  }
+
+  /** Reads the given MSRs; an MSR KVM refuses is left out of the answer (the rest are still read). */
+  getMsrs(indices: number[]): Array<{ index: number; data: bigint }> {
+    const out: Array<{ index: number; data: bigint }> = [];
+    let rest = indices;
+    while (rest.length > 0) {
+      const b = Buffer.alloc(SIZE.msrs + rest.length * SIZE.msr_entry);
+      b.writeUInt32LE(rest.length, 0);
+      rest.forEach((idx, i) => b.writeUInt32LE(idx >>> 0, SIZE.msrs + i * SIZE.msr_entry));
+      const n = check('KVM_GET_MSRS', libc.ioctlPtr(this.fd, IOCTL.GET_MSRS, b));
+      for (let i = 0; i < n; i++) out.push({ index: rest[i]!, data: b.readBigUInt64LE(SIZE.msrs + i * SIZE.msr_entry + 8) });
+      // KVM stops at the first MSR it cannot read: skip that one and carry on after it.
+      rest = rest.slice(n + 1);
+    }
+    return out;
+  }
+
+  /** The CPUID table this vCPU was given (KVM_GET_CPUID2). */
+  getCpuid(): CpuidEntry[] {
+    for (let n = 64; n <= 4096; n *= 2) {
+      const buf = Buffer.alloc(SIZE.cpuid2 + n * SIZE.cpuid_entry2);
+      buf.writeUInt32LE(n, 0);
+      const r = libc.ioctlPtr(this.fd, IOCTL.GET_CPUID2, buf);
+      if (r < 0) {
+        if (errno() === 7 /* E2BIG */) continue;
+        check('KVM_GET_CPUID2', r);
+      }
+      return decodeCpuid(buf);
+    }
+    throw new KvmError('KVM_GET_CPUID2', 7);
+  }
+
+  /** x87/SSE state (struct kvm_fpu); XSAVE supersedes it where the host has it. */
+  getFpu(): Buffer { return getStruct(this.fd, 'KVM_GET_FPU', IOCTL.GET_FPU, SIZE.fpu); }
+  setFpu(b: Buffer): void { check('KVM_SET_FPU', libc.ioctlPtr(this.fd, IOCTL.SET_FPU, b)); }
+
+  /** The XSAVE area: 4 KiB, or `size` bytes through KVM_GET_XSAVE2 when KVM_CAP_XSAVE2 says it is larger. */
+  getXsave(size: number = SIZE.xsave): Buffer {
+    return size > SIZE.xsave ? getStruct(this.fd, 'KVM_GET_XSAVE2', IOCTL.GET_XSAVE2, size) : getStruct(this.fd, 'KVM_GET_XSAVE', IOCTL.GET_XSAVE, SIZE.xsave);
+  }
+  setXsave(b: Buffer): void { check('KVM_SET_XSAVE', libc.ioctlPtr(this.fd, IOCTL.SET_XSAVE, b)); }
+
+  /** Extended control registers (XCR0), struct kvm_xcrs. */
+  getXcrs(): Buffer { return getStruct(this.fd, 'KVM_GET_XCRS', IOCTL.GET_XCRS, SIZE.xcrs); }
+  setXcrs(b: Buffer): void { check('KVM_SET_XCRS', libc.ioctlPtr(this.fd, IOCTL.SET_XCRS, b)); }
+
+  /** Pending exceptions, interrupts, NMIs and SMIs (struct kvm_vcpu_events). */
+  getVcpuEvents(): Buffer { return getStruct(this.fd, 'KVM_GET_VCPU_EVENTS', IOCTL.GET_VCPU_EVENTS, SIZE.vcpu_events); }
+  setVcpuEvents(b: Buffer): void { check('KVM_SET_VCPU_EVENTS', libc.ioctlPtr(this.fd, IOCTL.SET_VCPU_EVENTS, b)); }
+
+  /** Debug registers DR0-3, DR6, DR7 (struct kvm_debugregs). */
+  getDebugRegs(): Buffer { return getStruct(this.fd, 'KVM_GET_DEBUGREGS', IOCTL.GET_DEBUGREGS, SIZE.debugregs); }
+  setDebugRegs(b: Buffer): void { check('KVM_SET_DEBUGREGS', libc.ioctlPtr(this.fd, IOCTL.SET_DEBUGREGS, b)); }
+
+  /** The guest TSC frequency in kHz, or 0 where KVM cannot say. */
+  tscKhz(): number {
+    const r = libc.ioctlScalar(this.fd, IOCTL.GET_TSC_KHZ, 0);
+    return r < 0 ? 0 : r;
+  }
+
+  /** Tells a kvmclock guest it was paused, so its soft-lockup watchdog does not fire; false where unsupported. */
+  kvmclockPaused(): boolean {
+    return libc.ioctlScalar(this.fd, IOCTL.KVMCLOCK_CTRL, 0) === 0;
   }
 
   /** KVM_MP_STATE_*: 0 runnable, 1 uninitialized (waits for INIT/SIPI), 3 halted. */

@@ -67,6 +67,8 @@ export const VMM_SYSCALLS: readonly string[] = [
   // file and socket I/O on descriptors: disks, TAP, console log, control and console sockets
   'read', 'write', 'readv', 'writev', 'pread64', 'pwrite64', 'preadv', 'pwritev', 'close', 'fstat', 'newfstatat', 'statx',
   'lseek', 'fcntl', 'ioctl', 'fsync', 'fdatasync', 'fallocate',
+  // a snapshot's memory file is sized (sparse) with ftruncate (src/vmm/snapshot/memory-file.ts)
+  'ftruncate',
   'accept4', 'recvfrom', 'sendto', 'recvmsg', 'sendmsg', 'shutdown', 'getsockopt', 'setsockopt', 'getsockname', 'getpeername',
   // files it still opens by itself: the exit record, a reopened console log; Node's lazy module loads
   'openat', 'unlink', 'rename', 'readlink', 'getdents64',

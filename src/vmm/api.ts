@@ -9,6 +9,8 @@
  *   PUT  /entropy                   {}  (adds a virtio-rng device)
  *   PUT  /actions                   {action_type: InstanceStart|Pause|Resume|SendCtrlAltDel|Stop}
  *   PATCH /vm                       {state: Paused|Resumed}
+ *   PUT  /snapshot/create           {snapshot_path, mem_file_path}  (while Paused)
+ *   PUT  /snapshot/load             {snapshot_path, mem_file_path, resume_vm?}  (before anything else)
  *   GET  /vm                        {state, vcpu_count, mem_size_mib, ...}
  *   GET  /metrics                   counters of vCPUs, buses and devices
  *   GET  /                          {app_name, id, state, vmm_version}
@@ -88,9 +90,11 @@ export async function route(ctl: VmmController, method: string, url: string, bod
     if (method === 'PUT' && (m = /^\/network-interfaces\/([^/]+)$/.exec(path))) { ctl.putNet(v.parseNet(body, pathParam(m[1]!))); return { status: 204 }; }
     if (method === 'PUT' && path === '/entropy') { v.parseEntropy(body); ctl.setEntropy(true); return { status: 204 }; }
     if (method === 'PUT' && path === '/actions') { await ctl.action(v.parseAction(body)); return { status: 204 }; }
+    if (method === 'PUT' && path === '/snapshot/create') { await ctl.createSnapshot(v.parseSnapshotCreate(body)); return { status: 204 }; }
+    if (method === 'PUT' && path === '/snapshot/load') { await ctl.loadSnapshot(v.parseSnapshotLoad(body)); return { status: 204 }; }
     if (method === 'PATCH' && path === '/vm') { await ctl.action(v.parseVmStatePatch(body) === 'Paused' ? 'Pause' : 'Resume'); return { status: 204 }; }
   }
-  const known = ['/', '/vm', '/metrics', '/machine-config', '/boot-source', '/actions', '/entropy', '/openapi.json'].includes(path) || /^\/(drives|network-interfaces)\/[^/]+$/.test(path);
+  const known = ['/', '/vm', '/metrics', '/machine-config', '/boot-source', '/actions', '/entropy', '/openapi.json', '/snapshot/create', '/snapshot/load'].includes(path) || /^\/(drives|network-interfaces)\/[^/]+$/.test(path);
   if (known) return { status: 405, body: { fault_message: `${method} is not allowed on ${path}`, code: 'INVALID_ARGUMENT' } };
   throw new HangarError('NOT_FOUND', `no such resource: ${path}`);
 }

@@ -21,7 +21,7 @@ import { Machine, type MachineConfig } from './machine.js';
 import { GuestRam } from './memory.js';
 
 /** The limits hangar-vmm enforces whatever the caller checked before. */
-function checkLimits(cfg: MachineConfig): void {
+export function checkLimits(cfg: Pick<MachineConfig, 'vcpus' | 'memBytes'>): void {
   if (!Number.isInteger(cfg.vcpus) || cfg.vcpus < 1 || cfg.vcpus > L.MAX_VCPUS) throw new HangarError('INVALID_ARGUMENT', `vcpu count must be 1..${L.MAX_VCPUS}, got ${cfg.vcpus}`);
   if (!Number.isInteger(cfg.memBytes) || cfg.memBytes < L.MIN_RAM || cfg.memBytes > L.MAX_RAM || cfg.memBytes % (2 * 1024 * 1024) !== 0) {
     throw new HangarError('INVALID_ARGUMENT', `memory must be a multiple of 2 MiB between ${L.MIN_RAM / 2 ** 20} MiB and ${L.MAX_RAM / 2 ** 20} MiB, got ${cfg.memBytes} bytes`);
@@ -29,7 +29,7 @@ function checkLimits(cfg: MachineConfig): void {
 }
 
 /** A KVM VM with what every Hangar microVM has in the kernel: irqchip, PIT, TSS and identity map. */
-function createVm(kvm: Kvm, vcpus: number): Vm {
+export function createVm(kvm: Kvm, vcpus: number): Vm {
   const vm = kvm.createVm();
   try {
     const maxVcpus = vm.checkExtension(CAP.MAX_VCPUS) || vm.checkExtension(CAP.NR_VCPUS) || 1;

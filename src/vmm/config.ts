@@ -6,7 +6,7 @@
  * the rule ("machine-config: "vcpu_count" must be a whole number from 1 to 32").
  */
 import type {
-  VmmAction, VmmBootSource, VmmConfigFile, VmmDrive, VmmMachineConfig, VmmNetworkInterface, VmmVmStatePatch, VmmActionType,
+  VmmAction, VmmBootSource, VmmConfigFile, VmmDrive, VmmMachineConfig, VmmNetworkInterface, VmmVmStatePatch, VmmActionType, VmmSnapshotCreate, VmmSnapshotLoad,
 } from '../api/vmm.js';
 import { VMM_SCHEMA_JSON } from '../api/vmm-schemas.generated.js';
 import { HangarError } from '../common/errors.js';
@@ -90,4 +90,14 @@ export function parseVmStatePatch(v: unknown): 'Paused' | 'Resumed' {
 export function parseConfigFile(v: unknown): VmmConfigFile {
   check(SCHEMAS.configFile, v, 'config');
   return v as VmmConfigFile;
+}
+
+export function parseSnapshotCreate(v: unknown): VmmSnapshotCreate {
+  check(SCHEMAS.snapshotCreate, v, 'snapshot/create');
+  return v as VmmSnapshotCreate;
+}
+
+export function parseSnapshotLoad(v: unknown): VmmSnapshotLoad {
+  check(SCHEMAS.snapshotLoad, v, 'snapshot/load');
+  return v as VmmSnapshotLoad;
 }

@@ -6,10 +6,12 @@
  */
 import { HangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
+import type { VmmSnapshotCreate, VmmSnapshotLoad } from '../api/vmm.js';
 import type { BootSourceBody, MachineConfigBody } from './config.js';
 import type { ConsoleHub } from './console.js';
 import type { DriveConfig, NetConfig } from './devices/host.js';
 import type { Machine, MachineExit } from './machine.js';
+import type { SnapshotCreateResult } from './snapshot/create.js';
 
 export const VMM_VERSION = '0.1.0';
 /**
@@ -31,6 +33,16 @@ export class VmmController {
   readonly processStartNs = process.hrtime.bigint();
   /** When InstanceStart was received (monotonic ns). */
   instanceStartNs?: bigint;
+  /** When PUT /snapshot/load was received, and when the restored machine was ready (monotonic ns). */
+  snapshotLoadNs?: bigint;
+  snapshotLoadedNs?: bigint;
+  /** Within a load: modules and logger ready, machine rebuilt (vCPU threads not started yet). */
+  private snapshotModulesNs?: bigint;
+  private snapshotRestoredNs?: bigint;
+  /** The last snapshot written, for GET /metrics. */
+  lastSnapshot?: SnapshotCreateResult & { snapshot_path: string; mem_file_path: string };
+  /** Something was configured through the API or config file (a snapshot load is then refused). */
+  private configured = false;
 
   private log?: Logger;
   /** Called once the machine runs, before InstanceStart answers; a throw fails the start. */
@@ -58,11 +70,11 @@ export class VmmController {
     if (this.machine || this.starting) throw new HangarError('INVALID_STATE', 'the VM has started; configuration can no longer change');
   }
 
-  setMachineConfig(c: MachineConfigBody): void { this.mustBeConfigurable(); this.machineConfig = c; }
-  setBootSource(b: BootSourceBody): void { this.mustBeConfigurable(); this.bootSource = b; }
-  putDrive(d: DriveConfig): void { this.mustBeConfigurable(); this.drives.set(d.drive_id, d); }
-  putNet(n: NetConfig): void { this.mustBeConfigurable(); this.nets.set(n.iface_id, n); }
-  setEntropy(on: boolean): void { this.mustBeConfigurable(); this.entropy = on; }
+  setMachineConfig(c: MachineConfigBody): void { this.mustBeConfigurable(); this.machineConfig = c; this.configured = true; }
+  setBootSource(b: BootSourceBody): void { this.mustBeConfigurable(); this.bootSource = b; this.configured = true; }
+  putDrive(d: DriveConfig): void { this.mustBeConfigurable(); this.drives.set(d.drive_id, d); this.configured = true; }
+  putNet(n: NetConfig): void { this.mustBeConfigurable(); this.nets.set(n.iface_id, n); this.configured = true; }
+  setEntropy(on: boolean): void { this.mustBeConfigurable(); this.entropy = on; this.configured = true; }
 
   get state(): 'Not started' | 'Running' | 'Paused' | 'Stopped' {
     if (!this.machine) return 'Not started';
@@ -120,6 +132,46 @@ export class VmmController {
     }
   }
 
+  /** PUT /snapshot/create: writes the paused VM's state and memory (src/vmm/snapshot/create.ts). */
+  async createSnapshot(body: VmmSnapshotCreate): Promise<void> {
+    const m = this.machine;
+    if (!m || m.state !== 'Paused') throw new HangarError('INVALID_STATE', `snapshot/create: the VM must be Paused; it is ${this.state}`);
+    const { createSnapshot } = await import('./snapshot/create.js');
+    const r = createSnapshot(m, { snapshotPath: body.snapshot_path, memFilePath: body.mem_file_path });
+    this.lastSnapshot = { ...r, snapshot_path: body.snapshot_path, mem_file_path: body.mem_file_path };
+    (await this.logger()).info({ ...this.lastSnapshot }, 'snapshot written');
+  }
+
+  /**
+   * PUT /snapshot/load: rebuilds the machine of a snapshot in this fresh process
+   * (src/vmm/snapshot/restore.ts) instead of InstanceStart. It stays Paused unless resume_vm.
+   */
+  async loadSnapshot(body: VmmSnapshotLoad): Promise<void> {
+    this.mustBeConfigurable();
+    if (this.configured) throw new HangarError('INVALID_STATE', 'snapshot/load: only a hangar-vmm with nothing configured can load a snapshot (the snapshot says what the machine is)');
+    this.starting = true;
+    this.snapshotLoadNs = process.hrtime.bigint();
+    try {
+      const log = await this.logger();
+      const { restoreMachine } = await import('./snapshot/restore.js');
+      this.snapshotModulesNs = process.hrtime.bigint();
+      const { machine: m, manifest } = await restoreMachine({ snapshotPath: body.snapshot_path, memFilePath: body.mem_file_path }, log, (b) => this.console.write(b));
+      this.snapshotRestoredNs = process.hrtime.bigint();
+      this.machine = m;
+      this.machineConfig = { vcpu_count: manifest.machine.vcpus, mem_size_mib: manifest.machine.mem_bytes / 2 ** 20, conservative_cpuid: manifest.machine.conservative_cpuid };
+      for (const d of m.cfg.drives ?? []) this.drives.set(d.drive_id, d);
+      for (const n of m.cfg.nets ?? []) this.nets.set(n.iface_id, n);
+      this.entropy = m.cfg.rng ?? false;
+      void m.exited.then((e) => { for (const f of this.exitListeners) f(e); });
+      await m.start({ paused: body.resume_vm !== true });
+      this.snapshotLoadedNs = process.hrtime.bigint();
+      await this.onRunning?.();
+      log.info({ snapshot: body.snapshot_path, state: m.state }, 'VM restored from snapshot');
+    } finally {
+      this.starting = false;
+    }
+  }
+
   instanceInfo(): Record<string, unknown> {
     return { app_name: 'hangar-vmm', id: this.id, state: this.state, vmm_version: VMM_VERSION };
   }
@@ -157,7 +209,12 @@ export class VmmController {
         first_vcpu_entry: ns(first?.entryNs),
         first_guest_exit: ns(first?.exitNs),
         first_console_byte: ns(this.machine?.firstOutputNs),
+        snapshot_load: ns(this.snapshotLoadNs),
+        snapshot_modules_ready: ns(this.snapshotModulesNs),
+        snapshot_restored: ns(this.snapshotRestoredNs),
+        snapshot_loaded: ns(this.snapshotLoadedNs),
       },
+      ...(this.lastSnapshot ? { last_snapshot: this.lastSnapshot } : {}),
       console_bytes: this.console.bytesOut,
       ...(this.machine ? { vm: this.machine.metrics() } : {}),
     };

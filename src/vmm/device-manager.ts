@@ -25,7 +25,7 @@ import { KvmIrqLine } from './irq.js';
 import * as L from './layout.js';
 import type { MachineExit } from './machine.js';
 import type { GuestRam } from './memory.js';
-import { createVirtioDevices, type VirtioSet } from './virtio/index.js';
+import { createVirtioDevices, type PlacedVirtioDevice, type VirtioSet } from './virtio/index.js';
 
 export class DeviceManager implements DeviceHost {
   readonly mmio: MmioBus;
@@ -116,6 +116,11 @@ export class DeviceManager implements DeviceHost {
     this.virtio = createVirtioDevices(this, cfg);
   }
 
+  /** The virtio devices in slot order (drives, NICs, rng), for snapshots. */
+  virtioDevices(): PlacedVirtioDevice[] {
+    return [...(this.virtio?.devices ?? [])];
+  }
+
   /** The virtio-mmio slots in use, in slot order, for the DSDT. */
   virtioSlots(): L.MmioSlot[] {
     return [...this.virtioSlotsInUse];
@@ -162,6 +167,7 @@ export class DeviceManager implements DeviceHost {
 export interface LegacyDevices {
   serial: Serial;
   i8042: I8042;
+  rtc: CmosRtc;
 }
 
 /**
@@ -178,7 +184,8 @@ export function registerLegacyDevices(dm: DeviceManager, on: { consoleOutput(byt
       : what === 'reset' ? { reason: 'reboot', detail: 'guest reset (power port)' }
         : { reason: 'crashed', detail: 'guest panicked (power port)' })));
   dm.addPioDevice(L.POST_PORT, 1, new PostPort());
-  dm.addPioDevice(RTC_PORT, RTC_PORT_COUNT, new CmosRtc());
+  const rtc = new CmosRtc();
+  dm.addPioDevice(RTC_PORT, RTC_PORT_COUNT, rtc);
   dm.addPioDevice(L.ACPI_SLEEP_CONTROL_PORT, 2, new AcpiSleepRegisters(() => on.end({ reason: 'poweroff', detail: 'guest powered off (ACPI S5)' })));
-  return { serial, i8042 };
+  return { serial, i8042, rtc };
 }

@@ -90,15 +90,29 @@ export class Machine extends EventEmitter {
     if (this.firstOutputNs === undefined) this.firstOutputNs = process.hrtime.bigint();
   }
 
-  /** Starts every vCPU thread; resolves when all are running. */
-  async start(): Promise<void> {
+  /**
+   * Starts every vCPU thread; resolves when all are running — or, with `paused` (a VM restored
+   * from a snapshot and not resumed yet), when all are ready and held: the VM is then Paused
+   * and resume() lets it run.
+   */
+  async start(opts: { paused?: boolean } = {}): Promise<void> {
     if (this.state !== 'NotStarted') throw new HangarError('INVALID_STATE', `cannot start a VM that is ${this.state}`);
     this.devices.seal();
     await this.vcpus.start({ serialFast: this.legacy.serial.fastPath() });
+    if (opts.paused) {
+      this.state = 'Paused';
+      this.emit('state', this.state);
+      return;
+    }
     this.state = 'Running';
     this.runStartNs = process.hrtime.bigint();
     this.vcpus.release();
     this.emit('state', this.state);
+  }
+
+  /** The fixed port-I/O devices whose state a snapshot carries. */
+  legacyDevices(): LegacyDevices {
+    return this.legacy;
   }
 
   async pause(): Promise<void> {
@@ -113,6 +127,7 @@ export class Machine extends EventEmitter {
   async resume(): Promise<void> {
     if (this.state === 'Running') return;
     if (this.state !== 'Paused') throw new HangarError('INVALID_STATE', `cannot resume a VM that is ${this.state}`);
+    this.runStartNs ??= process.hrtime.bigint();
     this.vcpus.release();
     this.state = 'Running';
     this.emit('state', this.state);

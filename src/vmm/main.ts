@@ -21,15 +21,28 @@ import { VmmController } from './controller.js';
 import { exitCodeFor, VMM_EXIT, type VmmExitRecord } from './exit-codes.js';
 import type { MachineExit } from './machine.js';
 import { setInheritedKvmFd } from '../kvm/inherited-fd.js';
+import { setInheritedTap } from './virtio/tap.js';
 import { seccompModeFromEnv, type SeccompMode } from '../kvm/seccomp-mode.js';
 
 const USAGE = `usage: hangar-vmm (--api-sock PATH | --config FILE) [--console stdio|none] [--console-sock PATH]
                   [--console-log PATH [--console-log-size BYTES] [--console-log-files N]] [--exit-file PATH] [--id ID] [--log-level LEVEL]
-                  [--kvm-fd N] [--no-seccomp]`;
+                  [--kvm-fd N] [--tap-fd NAME=FD]... [--no-seccomp]`;
 
 function usage(msg: string): never {
   process.stderr.write(`hangar-vmm: ${msg}\n${USAGE}\n`);
   process.exit(VMM_EXIT.USAGE);
+}
+
+/** --tap-fd NAME=FD: an inherited descriptor attached to TAP NAME (a /dev/net/tun descriptor, character device 10:200). */
+function tapFdArg(v: string): void {
+  const m = /^([A-Za-z0-9_.-]{1,15})=([0-9]{1,4})$/.exec(v);
+  if (!m) usage('--tap-fd wants NAME=FD');
+  const fd = Number(m[2]);
+  if (fd < 3) usage('--tap-fd: the descriptor must be 3 or more');
+  let st: fs.Stats;
+  try { st = fs.fstatSync(fd); } catch { usage(`--tap-fd ${v}: no such open descriptor`); }
+  if (!st.isCharacterDevice() || st.rdev !== (10 << 8 | 200)) usage(`--tap-fd ${v}: not a TAP descriptor`);
+  try { setInheritedTap(m[1]!, fd); } catch (e) { usage((e as Error).message); }
 }
 
 /** --kvm-fd: must be an open descriptor of /dev/kvm (character device 10:232). */
@@ -58,6 +71,7 @@ async function main(): Promise<void> {
         id: { type: 'string' },
         'log-level': { type: 'string' },
         'kvm-fd': { type: 'string' },
+        'tap-fd': { type: 'string', multiple: true },
         'no-seccomp': { type: 'boolean' },
         help: { type: 'boolean' },
       },
@@ -79,6 +93,7 @@ async function main(): Promise<void> {
   const hub = new ConsoleHub();
   const ctl = new VmmController(id, loadLogger, hub);
   if (args['kvm-fd'] !== undefined) setInheritedKvmFd(kvmFdArg(args['kvm-fd']));
+  for (const t of args['tap-fd'] ?? []) tapFdArg(t);
   // The seccomp filter goes on once the vCPU threads run (src/kvm/seccomp.ts); HANGAR_VMM_SECCOMP=0 or --no-seccomp: off.
   let seccomp: SeccompMode = 'off';
   try { if (!args['no-seccomp']) seccomp = seccompModeFromEnv(); } catch (e) { usage((e as Error).message); }
@@ -146,7 +161,7 @@ async function main(): Promise<void> {
 }
 
 /**
- * Loads what configuring and InstanceStart will need — the body validators, the logger,
+ * Loads what configuring and InstanceStart (or a snapshot load) will need — the body validators, the logger,
  * the machine model, and one vCPU thread with
  * its own modules loaded (prewarmVcpuThread in vcpu-thread.ts) — while the client is still configuring the VM,
  * after the first API answer so that answer does not wait for it. This takes them off the
@@ -158,6 +173,8 @@ function preload(loadLogger: () => Promise<Logger>): void {
   import('./vcpu-thread.js').then((m) => m.prewarmVcpuThread()).catch(() => {});
   loadLogger().catch(() => {});
   import('./builder.js').catch(() => {});
+  // A client may load a snapshot instead of starting: its restore path too (small; the rest is builder's).
+  import('./snapshot/restore.js').catch(() => {});
 }
 
 void main();

@@ -1,7 +1,10 @@
 /**
- * Guest RAM: one anonymous mapping registered with KVM as memory slot 0 at
- * guest-physical 0, and a bounds-checked GuestMemory view of it for device
- * models and loaders. Every access checks [gpa, gpa+len) against the size,
+ * Guest RAM: one mapping registered with KVM as memory slot 0 at
+ * guest-physical 0 — anonymous for a booted VM, a private (copy-on-write)
+ * mapping of a snapshot's memory file for a restored one, so restoring
+ * reads nothing up front: pages come from the file as the guest touches
+ * them — and a bounds-checked GuestMemory view of it for device models and
+ * loaders. Every access checks [gpa, gpa+len) against the size,
  * because addresses come from the guest and are hostile.
  */
 import { GuestMemoryError, type GuestMemory } from './devices/device.js';
@@ -13,7 +16,11 @@ export class GuestRam implements GuestMemory {
   private readonly dv: DataView;
   private readonly sizeBig: bigint;
 
-  private constructor(readonly hostAddr: number, readonly size: number) {
+  /**
+   * 'anonymous': a page never touched is zero. 'file': a page never touched holds the file's
+   * bytes (a restored VM), so only reading it tells what is in it.
+   */
+  private constructor(readonly hostAddr: number, readonly size: number, readonly backing: 'anonymous' | 'file' = 'anonymous') {
     this.bytes = new Uint8Array(viewOf(hostAddr, size));
     this.dv = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     this.sizeBig = BigInt(size);
@@ -24,6 +31,17 @@ export class GuestRam implements GuestMemory {
     const addr = mapResult(libc.mmap(0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
     if (addr === null) throw new KvmError(`mmap guest RAM (${size} bytes)`, errno(), 'RESOURCE_EXHAUSTED');
     return new GuestRam(addr, size);
+  }
+
+  /**
+   * Maps `size` bytes of the open file `fd` from `offset` (page aligned) privately: reads come
+   * from the file as pages are first touched, writes stay in this process (copy on write), the
+   * file never changes. The caller may close `fd` afterwards.
+   */
+  static mapPrivateFile(fd: number, offset: number, size: number): GuestRam {
+    const addr = mapResult(libc.mmap(0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, offset));
+    if (addr === null) throw new KvmError(`mmap guest memory file (${size} bytes)`, errno(), 'RESOURCE_EXHAUSTED');
+    return new GuestRam(addr, size, 'file');
   }
 
   /**

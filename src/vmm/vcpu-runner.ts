@@ -75,6 +75,11 @@ export class VcpuRunner {
     this.slots.push(slot);
   }
 
+  /** The vCPUs in index order (their state is read and written for snapshots while every thread is parked). */
+  vcpuList(): Vcpu[] {
+    return this.slots.map((s) => s.vcpu);
+  }
+
   get count(): number {
     return this.slots.length;
   }

@@ -83,12 +83,25 @@ function describeCrash(): Partial<Extract<WorkerMessage, { t: 'exit' }>> {
   }
 }
 
+/**
+ * A port-I/O or MMIO exit is finished by KVM only on the next KVM_RUN (an IN or an MMIO
+ * read gets its value into the guest's register then). Before this vCPU parks for a pause,
+ * enter once with immediate_exit set: KVM completes what is pending and returns EINTR
+ * without running the guest, so a snapshot taken now holds finished instructions only.
+ */
+function completePendingExit(): void {
+  run.immediateExit = true;
+  vcpu.run();
+  run.immediateExit = false;
+}
+
 function loop(): void {
   for (;;) {
     const cmd = Atomics.load(ctl, CTL_CMD);
     if (cmd === CMD_STOP) { finish('stopped', 'stopped by the VMM'); return; }
     if (cmd === CMD_HOLD) { Atomics.wait(ctl, CTL_CMD, CMD_HOLD); continue; }
     if (cmd === CMD_PAUSE) {
+      completePendingExit();
       post({ t: 'paused', index: data.index });
       while (Atomics.load(ctl, CTL_CMD) === CMD_PAUSE) Atomics.wait(ctl, CTL_CMD, CMD_PAUSE);
       if (Atomics.load(ctl, CTL_CMD) === CMD_RUN) post({ t: 'resumed', index: data.index });

@@ -20,7 +20,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { startDaemon, waitOperation, ConsoleSession, type TestDaemon } from '../helpers/daemon.js';
 import { runHangar, expectOk } from '../helpers/cli.js';
@@ -49,7 +49,9 @@ function makeImageDir(): string {
   for (const f of ['vmlinuz', 'initrd.img']) fs.copyFileSync(path.join(sharedImages, 'tiny', f), path.join(tiny, f));
   const meta = JSON.parse(fs.readFileSync(path.join(sharedImages, 'tiny', 'image.json'), 'utf8')) as Record<string, unknown>;
   const raw = path.join(dir, 'base.raw');
+  // 8 MiB of data the base really holds (a copy per VM would cost that much each), then zeros.
   const buf = Buffer.alloc(BASE_BYTES);
+  randomFillSync(buf, 0, 8 * MiB);
   buf.write(BASE_MARK, 0);
   fs.writeFileSync(raw, buf);
   base = path.join(tiny, 'disk.qcow2');
@@ -169,4 +171,134 @@ test('launch with a data disk: root overlay + data volume; guest writes survive 
   assert.notEqual(asVm(`printf x | dd of=${base} conv=notrunc 2>/dev/null`), 0, 'the VM uid cannot write the base');
   assert.equal(fs.statSync(base).uid, 0);
   assert.equal(sha(base), baseSha);
+});
+
+/** Each virtio disk the guest has, as "name=serial=sectors". */
+const LIST_DISKS = 'for b in /sys/block/vd*; do echo "disk:$(basename $b)=$(cat $b/serial)=$(cat $b/size)"; done';
+
+test('hot-plug into the running VM, online resize, detach: the guest sees each; the volume outlives the detach', async () => {
+  const con = await ConsoleSession.open(d, 'd1');
+  await con.waitForPrompt(TINY_PROMPT);
+  const attached = await op('POST', '/1.0/vms/d1/disks', { name: 'hot', size: '16M' });
+  assert.equal(attached.volume, 'default/d1-hot');
+  assert.equal(attached.format, 'qcow2');
+  const seen = await until(con, LIST_DISKS, new RegExp(`disk:(vd[a-z])=hot=${16 * MiB / 512}`));
+  const dev = /disk:(vd[a-z])=hot=/.exec(seen)![1]!;
+  await con.run(`echo HANGAR-HOT-$((6*7)) | dd of=/dev/${dev} bs=512 seek=4 conv=fsync 2>/dev/null`);
+  assert.match(await con.run(`dd if=/dev/${dev} bs=512 skip=4 count=1 2>/dev/null`), /HANGAR-HOT-42/);
+  assert.deepEqual((await disks('d1')).map((x) => x.name), ['root', 'data', 'hot']);
+  assert.deepEqual((await d.request('GET', '/1.0/storage-pools/default/volumes/d1-hot')).body.metadata.usedBy, [{ vm: 'd1', device: 'hot', readOnly: false }]);
+  // The confined QEMU was lent the hot-plugged file (its own uid owns it while attached).
+  const hotPath = (await disks('d1')).find((x) => x.name === 'hot')!.path!;
+  assert.notEqual(fs.statSync(hotPath).uid, 0);
+
+  // Grown through the storage API while attached: QEMU grows it and the guest is told.
+  const grow = await d.request('PATCH', '/1.0/storage-pools/default/volumes/d1-hot', { size: '48M' });
+  assert.equal(grow.status, 200, JSON.stringify(grow.body));
+  await until(con, LIST_DISKS, new RegExp(`disk:${dev}=hot=${48 * MiB / 512}\\b`));
+  assert.equal((await disks('d1')).find((x) => x.name === 'hot')!.sizeBytes, 48 * MiB);
+
+  // An attached volume cannot be deleted.
+  const del = await d.request('DELETE', '/1.0/storage-pools/default/volumes/d1-hot');
+  assert.equal(del.status, 409, JSON.stringify(del.body));
+  assert.match(del.body.error.message, /VM d1/);
+
+  const detached = await op('DELETE', '/1.0/vms/d1/disks/hot');
+  assert.deepEqual(detached, { name: 'd1', disk: 'hot', volume: 'default/d1-hot' });
+  await until(con, LIST_DISKS, /^(?![\s\S]*=hot=)[\s\S]*disk:vda=root=/);
+  assert.deepEqual((await disks('d1')).map((x) => x.name), ['root', 'data']);
+  assert.equal(fs.statSync(hotPath).uid, 0, 'the unplugged file is given back');
+  await con.close();
+  // The volume stays, with what the guest wrote, and is free to use elsewhere.
+  const vol = await d.request('GET', '/1.0/storage-pools/default/volumes/d1-hot');
+  assert.equal(vol.status, 200);
+  assert.equal(vol.body.metadata.sizeBytes, 48 * MiB);
+  assert.deepEqual(vol.body.metadata.usedBy, []);
+
+  // Detaching what is not there, or the root disk, is refused at once.
+  assert.equal((await d.request('DELETE', '/1.0/vms/d1/disks/hot')).status, 404);
+  const root = await d.request('DELETE', '/1.0/vms/d1/disks/root');
+  assert.equal(root.status, 409);
+  assert.match(root.body.error.message, /root disk/);
+  // A volume attached to one VM cannot be attached to another.
+  const twice = await d.request('POST', '/1.0/vms', { name: 'd2', image: 'tiny', start: false, disks: [{ volume: 'default/d1-data' }] });
+  assert.equal(twice.status, 409, JSON.stringify(twice.body));
+  assert.match(twice.body.error.message, /already attached to VM d1/);
+});
+
+test('10 VMs from one image with a base disk: each root disk is a thin overlay of it', async (t) => {
+  const names = Array.from({ length: 10 }, (_, i) => `ov${i}`);
+  for (const name of names) await op('POST', '/1.0/vms', { name, image: 'tiny', start: false });
+  let total = 0;
+  const files: string[] = [];
+  for (const name of names) {
+    const [root] = await disks(name);
+    assert.equal(root!.volume, `default/${name}-root`);
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', root!.path!], { encoding: 'utf8' }));
+    assert.equal(info['full-backing-filename'], base);
+    assert.equal(info['virtual-size'], BASE_BYTES);
+    const used = fs.statSync(root!.path!).blocks * 512;
+    total += used;
+    files.push(root!.path!);
+  }
+  const baseUsed = fs.statSync(base).blocks * 512;
+  t.diagnostic(`10 root overlays take ${total} bytes on the host (${Math.round(total / 1024)} KiB, ${Math.round(total / 10 / 1024)} KiB each); the base disk takes ${baseUsed} bytes for ${BASE_BYTES} virtual`);
+  assert.ok(baseUsed >= 8 * MiB, `the base holds its 8 MiB of data (${baseUsed})`);
+  assert.ok(total < 10 * MiB, `10 overlays take ${total} bytes`);
+  assert.ok(total < baseUsed, 'all 10 overlays together take less than one copy of the base');
+  // A VM's delete removes its own root volume.
+  for (const name of names) await op('DELETE', `/1.0/vms/${name}`);
+  for (const f of files) assert.equal(fs.existsSync(f), false, `${f} was removed with its VM`);
+});
+
+test('micro engine: a ring-3 guest reads and writes a raw volume the daemon attached; qcow2 volumes are refused', { skip: kvmUsable ? false : 'needs a usable /dev/kvm' }, async () => {
+  const elf = buildGuest('virtio-blk');
+  expectOk(await runHangar(['image', 'import', 'vblk', '--kernel', elf], { env: d.env, timeoutMs: 60_000 }), 'image import');
+  await op('POST', '/1.0/vms', { name: 'm1', image: 'vblk', engine: 'micro', memory: '128M', cmdline: 'vblk.wsector=100 vblk.seed=7', start: false, disks: [{ name: 'data', size: '4M' }] });
+  const [data] = await disks('m1');
+  assert.equal(data!.format, 'raw');
+  // Known content first, so the guest's read can be checked.
+  const content = Buffer.alloc(4 * MiB);
+  for (let i = 0; i < content.length; i++) content[i] = (i * 7 + (i >> 9)) & 0xff;
+  fs.writeFileSync(data!.path!, content);
+  await op('PUT', '/1.0/vms/m1/state', { action: 'start' });
+  const log = path.join(d.dataDir, 'vms', 'm1', 'console.log');
+  const end = Date.now() + 30_000;
+  while (Date.now() < end && !(fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('vblk: done'))) await new Promise((r) => setTimeout(r, 200));
+  const out = fs.readFileSync(log, 'utf8');
+  assert.match(out, /vblk: done/);
+  assert.match(out, new RegExp(`vblk: capacity=${4 * MiB / 512} ro=0`));
+  assert.match(out, /vblk: id=data\r?\n/, 'the serial is the disk name');
+  const { fnv1a64 } = await import('../helpers/vmm.js');
+  assert.match(out, new RegExp(`vblk: read-hash=${fnv1a64(content)}\\b`));
+  assert.match(out, /vblk: write status=0 flush status=0/);
+  const after = fs.readFileSync(data!.path!);
+  const pat = Buffer.alloc(8192);
+  for (let i = 0; i < pat.length; i++) pat[i] = (i * 31 + 7) & 0xff;
+  assert.ok(after.subarray(100 * 512, 100 * 512 + 8192).equals(pat), 'the guest\'s write landed in the volume');
+
+  // Stopped: a qcow2 volume (QEMU's default format) cannot be a micro VM's disk.
+  await op('PUT', '/1.0/vms/m1/state', { action: 'stop', force: true }).catch(() => {});
+  const q = await d.request('POST', '/1.0/vms/m1/disks', { volume: 'default/d1-hot' });
+  assert.equal(q.status, 422, JSON.stringify(q.body));
+  assert.equal(q.body.error.code, 'UNSUPPORTED');
+  assert.match(q.body.error.message, /raw volumes only/);
+
+  // An image VMs use cannot be deleted; the message names them.
+  const del = await d.request('DELETE', '/1.0/images/vblk');
+  assert.equal(del.status, 409);
+  assert.match(del.body.error.message, /used by VM m1/);
+});
+
+test('VM delete removes its own root volume and keeps its data volumes', async () => {
+  const list = await disks('d1');
+  await op('DELETE', '/1.0/vms/d1?force=true');
+  assert.equal(fs.existsSync(list[0]!.path!), false, 'the root volume went with the VM');
+  assert.equal(fs.existsSync(list[1]!.path!), true, 'the data volume stays');
+  const vol = await d.request('GET', '/1.0/storage-pools/default/volumes/d1-data');
+  assert.equal(vol.status, 200);
+  assert.deepEqual(vol.body.metadata.usedBy, []);
+  // Free again: another VM may take it.
+  await op('POST', '/1.0/vms', { name: 'd3', image: 'tiny', start: false, disks: [{ name: 'old', volume: 'd1-data' }] });
+  assert.deepEqual((await disks('d3')).map((x) => [x.name, x.volume]), [['root', 'default/d3-root'], ['old', 'default/d1-data']]);
 });

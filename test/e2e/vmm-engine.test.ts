@@ -148,7 +148,7 @@ test('adopt() reconnects to a running VM after the first engine detached; exit s
 
 test('start fails cleanly on a missing kernel, leaving no process', { skip }, async () => {
   const cfg = vmConfig('d');
-  cfg.boot.kernel = '/nonexistent/kernel';
+  cfg.boot!.kernel = '/nonexistent/kernel';
   await assert.rejects(new MicroEngine().start(cfg), (e: Error & { code?: string }) => e.code === 'NOT_FOUND' && /nonexistent/.test(e.message));
   const left = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
     try { return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(cfg.runDir); } catch { return false; }

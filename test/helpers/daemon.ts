@@ -44,6 +44,12 @@ export interface StartDaemonOptions {
   args?: string[];
   /** Extra environment for the daemon. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Run the daemon (and so its VMs, bridges, dnsmasqs) in this network namespace, made by the
+   * test with `ip netns add`. nsenter switches only the network namespace (not `ip netns exec`,
+   * whose fresh /sys has no cgroup hierarchy for the VMs' confinement).
+   */
+  netns?: string;
 }
 
 /** Sends one request over a Unix socket. Exported for tests that need raw bodies. */
@@ -136,7 +142,10 @@ export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDa
   const launch = async (): Promise<void> => {
     const errFile = path.join(dataDir, 'hangard.stderr');
     const errFd = fs.openSync(errFile, 'a');
-    const c = spawn(process.execPath, [main, '--data-dir', dataDir, '--socket', socket, ...(opts.args ?? [])], {
+    const argv = [main, '--data-dir', dataDir, '--socket', socket, ...(opts.args ?? [])];
+    // nsenter execs node in place: the pid the test holds is the daemon's.
+    const [cmd, args] = opts.netns ? ['nsenter', [`--net=/run/netns/${opts.netns}`, process.execPath, ...argv]] : [process.execPath, argv];
+    const c = spawn(cmd, args, {
       cwd: root,
       env: { ...process.env, ...env, ...opts.env },
       stdio: ['ignore', errFd, errFd],

@@ -168,7 +168,7 @@ test('launch: 202 with Location, operation succeeds, VM running with the config 
   assert.equal(h.config.consoleLog, path.join(dir, 'vms', 'a', 'console.log'));
   assert.equal(h.config.accel, 'tcg', 'no full-system KVM here, so TCG');
   assert.equal(h.config.memoryBytes, 128 * 1024 * 1024);
-  assert.equal(h.config.boot.cmdline, 'console=ttyS0');
+  assert.equal(h.config.boot?.cmdline, 'console=ttyS0');
   const vm = (await call('GET', '/1.0/vms/a')).body.metadata;
   assert.equal(vm.runtime.pid, h.pid);
   assert.equal(vm.runtime.rssBytes, 1234);

@@ -111,11 +111,11 @@ test('bad input fails before any request, with exit code 2', async () => {
 test('list prints the table, --json the API objects, --format csv', async () => {
   const t = await run(['list']);
   assert.equal(t.code, 0, t.stderr);
-  assert.match(t.stdout, /^NAME\s+STATE\s+ENGINE\s+ACCEL\s+CPUS\s+MEMORY\s+UPTIME\nweb1\s+running\s+qemu\s+tcg\s+2\s+256M\s+1m01s\n$/);
+  assert.match(t.stdout, /^NAME\s+STATE\s+ENGINE\s+ACCEL\s+CPUS\s+MEMORY\s+UPTIME\s+IPV4\nweb1\s+running\s+qemu\s+tcg\s+2\s+256M\s+1m01s\s+-\n$/);
   const j = await run(['ls', '--json']);
   assert.deepEqual(JSON.parse(j.stdout), [vm]);
   const c = await run(['list', '--format', 'csv']);
-  assert.equal(c.stdout, 'NAME,STATE,ENGINE,ACCEL,CPUS,MEMORY,UPTIME\nweb1,running,qemu,tcg,2,256M,1m01s\n');
+  assert.equal(c.stdout, 'NAME,STATE,ENGINE,ACCEL,CPUS,MEMORY,UPTIME,IPV4\nweb1,running,qemu,tcg,2,256M,1m01s,-\n');
 });
 
 test('show prints readable text or JSON', async () => {

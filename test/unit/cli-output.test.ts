@@ -39,17 +39,17 @@ test('durations read like an uptime column', () => {
 });
 
 test('a VM row shows sizes the way --memory takes them', () => {
-  assert.deepEqual(vmRow(vm), ['web1', 'running', 'qemu', 'tcg', '2', '256M', '1h02m']);
+  assert.deepEqual(vmRow(vm), ['web1', 'running', 'qemu', 'tcg', '2', '256M', '1h02m', '-']);
   const stopped: Vm = { ...vm, state: 'stopped', runtime: { ...vm.runtime, pid: null, accel: null, uptimeSeconds: null } };
-  assert.deepEqual(vmRow(stopped), ['web1', 'stopped', 'qemu', '-', '2', '256M', '-']);
+  assert.deepEqual(vmRow(stopped), ['web1', 'stopped', 'qemu', '-', '2', '256M', '-', '-']);
   assert.deepEqual(vmRow({ ...vm, spec: { ...vm.spec, memoryBytes: 1536 * 1024 * 1024 } })[5], '1536M');
 });
 
 test('tables align columns, have no borders and no trailing blanks', () => {
-  const t = renderTable(LIST_HEADERS, [vmRow(vm), ['db-primary', 'stopped', 'micro', '-', '1', '1G', '-']]);
+  const t = renderTable(LIST_HEADERS, [vmRow(vm), ['db-primary', 'stopped', 'micro', '-', '1', '1G', '-', '-']]);
   const lines = t.trimEnd().split('\n');
   assert.equal(lines.length, 3);
-  assert.match(lines[0]!, /^NAME\s+STATE\s+ENGINE\s+ACCEL\s+CPUS\s+MEMORY\s+UPTIME$/);
+  assert.match(lines[0]!, /^NAME\s+STATE\s+ENGINE\s+ACCEL\s+CPUS\s+MEMORY\s+UPTIME\s+IPV4$/);
   // STATE starts at the same column on every line
   const col = lines[0]!.indexOf('STATE');
   assert.equal(lines[1]!.indexOf('running'), col);

@@ -98,7 +98,7 @@ test('GPT: ESP first (legacy-BIOS-bootable), ext4 root second; gptmbr.bin in sec
 test('ESP: FAT labelled ESP with syslinux, systemd-boot and the same kernel and initrd', () => {
   assert.ok(espOffset > 0, 'the GPT test ran first');
   assert.match(sh('minfo', ['-i', `${raw}@@${espOffset}`, '::']), /disk label="ESP\s*"/);
-  const files = sh('mdir', ['-i', `${raw}@@${espOffset}`, '-/', '-b', '::/']).split('\n').map((l) => l.trim().replace(/^::/, '')).filter(Boolean);
+  const files = sh('mdir', ['-i', `${raw}@@${espOffset}`, '-/', '-b', '-a', '::/']).split('\n').map((l) => l.trim().replace(/^::/, '')).filter(Boolean);
   for (const f of ['/vmlinuz', '/initrd.img', '/ldlinux.sys', '/ldlinux.c32', '/syslinux.cfg', '/EFI/BOOT/BOOTX64.EFI', '/loader/loader.conf', '/loader/entries/linux.conf']) {
     assert.ok(files.includes(f), `${f} on the ESP (has: ${files.join(' ')})`);
   }
@@ -128,6 +128,7 @@ test('root: ext4 labelled rootfs, cloud-ready, no host keys or machine id baked 
   assert.match(cloudCfg, /^locale: C.UTF-8$/m, 'a locale that needs no generating');
   assert.match(debugfs('cat /etc/cloud/cloud.cfg'), /default_user:\s*\n\s*name: debian/);
   assert.match(debugfs('ls /etc/systemd/system/getty.target.wants'), /serial-getty@ttyS0\.service/);
+  assert.match(debugfs('cat /etc/systemd/system.conf.d/hangar-device-timeout.conf'), /^DefaultDeviceTimeoutSec=600s$/m);
   assert.doesNotMatch(debugfs('ls /etc/systemd/system/timers.target.wants'), /apt-daily/);
   assert.match(debugfs('cat /etc/shadow'), /^root:\*:/m, 'root has no password');
   assert.match(debugfs('cat /etc/apt/sources.list'), /^deb http:\/\/deb\.debian\.org\/debian bookworm main/m);

@@ -375,7 +375,7 @@ test('API: import, list, get, delete (refused while a VM uses it); schema and fi
     assert.equal(created.body.metadata.name, 'guest');
     assert.equal((await call(api.app, 'GET', '/1.0/images/guest')).body.metadata.origin, 'imported');
     assert.equal((await call(api.app, 'GET', '/1.0/images/nope')).status, 404);
-    assert.deepEqual((await call(api.app, 'GET', '/1.0/images')).body.metadata.map((i: { name: string }) => i.name), ['tiny', 'guest']);
+    assert.deepEqual((await call(api.app, 'GET', '/1.0/images')).body.metadata.map((i: { name: string }) => i.name), ['tiny', 'debian-12', 'guest']);
 
     const cases: Array<[unknown, number, string]> = [
       [{ name: 'guest', kernel }, 409, 'ALREADY_EXISTS'],
@@ -428,10 +428,10 @@ test('command line: the image\'s wins; an image without one gets the engine defa
     await launch('b', 'plain', 'micro', 'extra=1');
     await launch('c', 'own', 'micro', 'extra=2');
     await launch('d', 'plain', 'qemu');
-    assert.deepEqual(micro.configs.map((c) => c.boot.cmdline), [DEFAULT_BOOT_ARGS, `${DEFAULT_BOOT_ARGS} extra=1`, 'console=ttyS0 mine extra=2']);
-    assert.equal(qemu.configs[0]!.boot.cmdline, undefined);
+    assert.deepEqual(micro.configs.map((c) => c.boot?.cmdline), [DEFAULT_BOOT_ARGS, `${DEFAULT_BOOT_ARGS} extra=1`, 'console=ttyS0 mine extra=2']);
+    assert.equal(qemu.configs[0]!.boot?.cmdline, undefined);
     assert.equal(micro.configs[0]!.accel, 'kvm');
-    assert.equal(micro.configs[0]!.boot.initrd, undefined);
+    assert.equal(micro.configs[0]!.boot?.initrd, undefined);
   } finally {
     await api.close();
   }

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { CAP, EXIT, IOCTL, IOEVENTFD, IRQFD, MEM_REGION, RUN, SEGMENT, SIZE, SREGS, CPUID_ENTRY } from '../../src/kvm/abi.js';
+import { CAP, EXIT, IRQCHIP_ID, IOCTL, IOEVENTFD, IRQFD, MEM_REGION, RUN, SEGMENT, SIZE, SREGS, CPUID_ENTRY } from '../../src/kvm/abi.js';
 
 const C_SOURCE = String.raw`
 #include <stdio.h>
@@ -29,6 +29,18 @@ int main(void) {
   P("ioctl.SET_MSRS", KVM_SET_MSRS); P("ioctl.SET_CPUID2", KVM_SET_CPUID2); P("ioctl.GET_MP_STATE", KVM_GET_MP_STATE);
   P("ioctl.SET_MP_STATE", KVM_SET_MP_STATE); P("ioctl.GET_LAPIC", KVM_GET_LAPIC); P("ioctl.SET_LAPIC", KVM_SET_LAPIC);
   P("ioctl.GET_FPU", KVM_GET_FPU); P("ioctl.SET_FPU", KVM_SET_FPU);
+  P("ioctl.GET_MSR_INDEX_LIST", KVM_GET_MSR_INDEX_LIST); P("ioctl.GET_MSRS", KVM_GET_MSRS); P("ioctl.GET_CPUID2", KVM_GET_CPUID2);
+  P("ioctl.GET_IRQCHIP", KVM_GET_IRQCHIP); P("ioctl.SET_IRQCHIP", KVM_SET_IRQCHIP); P("ioctl.SET_CLOCK", KVM_SET_CLOCK);
+  P("ioctl.GET_CLOCK", KVM_GET_CLOCK); P("ioctl.GET_PIT2", KVM_GET_PIT2); P("ioctl.SET_PIT2", KVM_SET_PIT2);
+  P("ioctl.GET_VCPU_EVENTS", KVM_GET_VCPU_EVENTS); P("ioctl.SET_VCPU_EVENTS", KVM_SET_VCPU_EVENTS);
+  P("ioctl.GET_DEBUGREGS", KVM_GET_DEBUGREGS); P("ioctl.SET_DEBUGREGS", KVM_SET_DEBUGREGS);
+  P("ioctl.SET_TSC_KHZ", KVM_SET_TSC_KHZ); P("ioctl.GET_TSC_KHZ", KVM_GET_TSC_KHZ);
+  P("ioctl.GET_XSAVE", KVM_GET_XSAVE); P("ioctl.SET_XSAVE", KVM_SET_XSAVE); P("ioctl.GET_XCRS", KVM_GET_XCRS); P("ioctl.GET_XSAVE2", KVM_GET_XSAVE2);
+  P("ioctl.SET_XCRS", KVM_SET_XCRS); P("ioctl.KVMCLOCK_CTRL", KVM_KVMCLOCK_CTRL);
+  P("size.msr_list", sizeof(struct kvm_msr_list)); P("size.xsave", sizeof(struct kvm_xsave)); P("size.xcrs", sizeof(struct kvm_xcrs));
+  P("size.vcpu_events", sizeof(struct kvm_vcpu_events)); P("size.debugregs", sizeof(struct kvm_debugregs));
+  P("size.irqchip", sizeof(struct kvm_irqchip)); P("size.pit_state2", sizeof(struct kvm_pit_state2));
+  P("size.clock_data", sizeof(struct kvm_clock_data));
   P("size.userspace_memory_region", sizeof(struct kvm_userspace_memory_region)); P("size.regs", sizeof(struct kvm_regs));
   P("size.sregs", sizeof(struct kvm_sregs)); P("size.segment", sizeof(struct kvm_segment)); P("size.dtable", sizeof(struct kvm_dtable));
   P("size.cpuid2", sizeof(struct kvm_cpuid2)); P("size.cpuid_entry2", sizeof(struct kvm_cpuid_entry2));
@@ -64,6 +76,11 @@ int main(void) {
   P("cap.NR_VCPUS", KVM_CAP_NR_VCPUS); P("cap.MAX_VCPUS", KVM_CAP_MAX_VCPUS); P("cap.PIT2", KVM_CAP_PIT2); P("cap.IRQFD", KVM_CAP_IRQFD);
   P("cap.IOEVENTFD", KVM_CAP_IOEVENTFD); P("cap.SET_IDENTITY_MAP_ADDR", KVM_CAP_SET_IDENTITY_MAP_ADDR);
   P("cap.IMMEDIATE_EXIT", KVM_CAP_IMMEDIATE_EXIT); P("cap.NR_MEMSLOTS", KVM_CAP_NR_MEMSLOTS);
+  P("cap.ADJUST_CLOCK", KVM_CAP_ADJUST_CLOCK); P("cap.VCPU_EVENTS", KVM_CAP_VCPU_EVENTS); P("cap.DEBUGREGS", KVM_CAP_DEBUGREGS);
+  P("cap.XSAVE", KVM_CAP_XSAVE); P("cap.XCRS", KVM_CAP_XCRS); P("cap.TSC_CONTROL", KVM_CAP_TSC_CONTROL);
+  P("cap.GET_TSC_KHZ", KVM_CAP_GET_TSC_KHZ); P("cap.KVMCLOCK_CTRL", KVM_CAP_KVMCLOCK_CTRL); P("cap.XSAVE2", KVM_CAP_XSAVE2);
+  P("cap.HLT", KVM_CAP_HLT); P("cap.EXT_CPUID", KVM_CAP_EXT_CPUID);
+  P("irqchip.PIC_MASTER", KVM_IRQCHIP_PIC_MASTER); P("irqchip.PIC_SLAVE", KVM_IRQCHIP_PIC_SLAVE); P("irqchip.IOAPIC", KVM_IRQCHIP_IOAPIC);
   return 0;
 }
 `;
@@ -120,7 +137,8 @@ test('sregs, segment, cpuid, memory region, irqfd and ioeventfd offsets match', 
 
 test('exit reasons and capability numbers match', () => {
   for (const k of ['IO', 'HLT', 'MMIO', 'SHUTDOWN', 'FAIL_ENTRY', 'INTR', 'INTERNAL_ERROR', 'SYSTEM_EVENT'] as const) assert.equal(EXIT[k], get(`exit.${k}`), k);
-  for (const k of ['IRQCHIP', 'USER_MEMORY', 'SET_TSS_ADDR', 'NR_VCPUS', 'MAX_VCPUS', 'PIT2', 'IRQFD', 'IOEVENTFD', 'SET_IDENTITY_MAP_ADDR', 'IMMEDIATE_EXIT', 'NR_MEMSLOTS'] as const) {
+  for (const k of Object.keys(CAP) as Array<keyof typeof CAP>) {
     assert.equal(CAP[k], get(`cap.${k}`), `KVM_CAP_${k}`);
   }
+  for (const [k, v] of Object.entries(IRQCHIP_ID)) assert.equal(v, get(`irqchip.${k}`), `KVM_IRQCHIP_${k}`);
 });

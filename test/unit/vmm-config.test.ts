@@ -107,7 +107,7 @@ test('one schema per body: validation messages quote its rule, and GET /openapi.
   assert.deepEqual(bodyOf('/machine-config', 'put'), JSON.parse(JSON.stringify(VmmMachineConfig)));
   assert.deepEqual(bodyOf('/drives/{drive_id}', 'put'), JSON.parse(JSON.stringify(VmmDrive)));
   assert.deepEqual(bodyOf('/network-interfaces/{iface_id}', 'put'), JSON.parse(JSON.stringify(VmmNetworkInterface)));
-  for (const p of ['/', '/vm', '/metrics', '/boot-source', '/entropy', '/actions']) assert.ok(doc.paths[p], `${p} documented`);
+  for (const p of ['/', '/vm', '/metrics', '/boot-source', '/entropy', '/actions', '/snapshot/create', '/snapshot/load']) assert.ok(doc.paths[p], `${p} documented`);
 });
 
 test('the drive-id rule is one rule: the API and the virtio factory refuse the same ids', async () => {
@@ -145,6 +145,8 @@ test('the VMM checks bodies against the TypeBox schemas: generated JSON equals t
     action: { action_type: 'Pause' },
     vmStatePatch: { state: 'Resumed' },
     configFile: { 'machine-config': { vcpu_count: 1, mem_size_mib: 64 }, 'boot-source': { kernel_image_path: '/k' }, drives: [{ drive_id: 'a', path_on_host: '/a' }], 'network-interfaces': [], entropy: {} },
+    snapshotCreate: { snapshot_path: '/s', mem_file_path: '/m', snapshot_type: 'Full' },
+    snapshotLoad: { snapshot_path: '/s', mem_file_path: '/m', resume_vm: true },
   };
   let agreed = 0, valid = 0;
   for (const [name, schema] of Object.entries(api.VMM_BODY_SCHEMAS)) {

@@ -4,7 +4,11 @@
 import { Option, type Command } from 'commander';
 import { formatSize, parseSize } from '../../common/sizes.js';
 import { HangarError } from '../../common/errors.js';
-import { ENGINE_NAMES, type EngineName } from '../../api/engine.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ENGINE_NAMES, type BootMode, type EngineName } from '../../api/engine.js';
+
+const BOOT_MODES: readonly BootMode[] = ['kernel', 'bios', 'uefi'];
 import type { Operation, Vm, VmCreateRequest, VmStateRequest } from '../../host/api/schemas.js';
 import type { ApiClient } from '../client.js';
 import {
@@ -12,9 +16,10 @@ import {
 } from '../context.js';
 import { cloudInitFields, type CloudInitOptions } from '../cloud-init-files.js';
 import { launchDisks } from './disk.js';
+import { collectNetwork } from './network.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
-export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME'];
+export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME', 'IPV4'];
 
 export function vmRow(vm: Vm): string[] {
   return [
@@ -25,6 +30,8 @@ export function vmRow(vm: Vm): string[] {
     String(vm.spec.cpus),
     formatSize(vm.spec.memoryBytes),
     vm.state === 'running' || vm.state === 'paused' ? formatDuration(vm.runtime.uptimeSeconds) : '-',
+    // The first address DHCP leased to one of its NICs (`hangar show` has them all).
+    (vm.state === 'running' || vm.state === 'paused' ? vm.runtime.nics?.find((n) => n.ipv4)?.ipv4 : undefined) ?? '-',
   ];
 }
 
@@ -63,8 +70,12 @@ export function renderVm(vm: Vm): string {
       cmdline: vm.spec.cmdline,
       ...(vm.spec.cloudInit ? { 'cloud-init': cloudInitSummary(vm.spec.cloudInit) } : {}),
       disks: (vm.spec.disks ?? []).length ? vm.spec.disks.map((d) => `${d.name}: ${d.volume}${d.readOnly ? ' (ro)' : ''}`).join(', ') : null,
+      ...(vm.spec.boot !== undefined ? { boot: vm.spec.boot } : {}),
+      ...(vm.spec.iso !== undefined ? { iso: vm.spec.iso } : {}),
     },
+    ...(vm.display ? { display: `vnc (hangar vnc ${vm.name})` } : {}),
     runtime,
+    ...(r.nics?.length ? { nics: Object.fromEntries(r.nics.map((n) => [n.name, `${n.network} ${n.mac} ${n.tap} ${n.ipv4 ?? '(no lease)'}`])) } : {}),
   });
 }
 
@@ -73,14 +84,28 @@ interface LaunchOpts extends CloudInitOptions {
   memory?: string;
   engine?: EngineName;
   cmdline?: string;
+  boot?: BootMode;
+  iso?: string;
   disk?: string[];
+  network?: string[];
   start: boolean;
   wait: boolean;
   json?: boolean;
 }
 
+/**
+ * --iso: an absolute path on the daemon's host stays as it is; "pool/volume"
+ * (one slash, no leading dot, not a file here) names a storage volume; any
+ * other relative path is made absolute from here (meaningful with a local daemon).
+ */
+export function isoArgument(v: string): string {
+  if (v.startsWith('/')) return v;
+  if (/^[A-Za-z0-9][^/]*\/[A-Za-z0-9][^/]*$/.test(v) && !fs.existsSync(v)) return v;
+  return path.resolve(v);
+}
+
 /** Builds the POST /1.0/vms body from the command line, validating what can be checked locally. */
-export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'disk'>): VmCreateRequest {
+export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, 'cpus' | 'memory' | 'engine' | 'cmdline' | 'start' | 'boot' | 'iso' | 'disk' | 'network'>): VmCreateRequest {
   checkVmName(name);
   if (!image.trim()) throw new HangarError('INVALID_ARGUMENT', 'IMAGE must not be empty');
   const body: VmCreateRequest = { name, image };
@@ -92,6 +117,14 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
   }
   if (o.engine !== undefined) body.engine = o.engine;
   if (o.cmdline !== undefined) body.cmdline = o.cmdline;
+  if (o.boot !== undefined) body.boot = o.boot;
+  if (o.iso !== undefined) body.iso = isoArgument(o.iso);
+  if (o.network !== undefined) {
+    // One --network: the daemon names the NIC; several: one NIC each, in order; `none` alone: no NIC.
+    if (o.network.length === 1) body.network = o.network[0]!;
+    else if (o.network.includes('none')) throw new HangarError('INVALID_ARGUMENT', '--network none cannot go with other networks');
+    else body.nics = o.network.map((network) => ({ network }));
+  }
   if (o.start === false) body.start = false;
   if (o.disk?.length) Object.assign(body, launchDisks(o.disk));
   return body;
@@ -141,7 +174,10 @@ export function registerVmCommands(program: Command): void {
       .option('--ssh-key <file>', 'cloud images: SSH public key file for the default user (repeatable; default ~/.ssh/id_*.pub)', (v: string, all: string[] = []) => [...all, v])
       .option('--user-data <file>', 'cloud images: cloud-init user-data (#cloud-config, #! script or MIME multipart); replaces the default')
       .option('--network-config <file>', 'cloud images: cloud-init network-config (version 1 or 2)')
+      .addOption(new Option('--boot <mode>', 'kernel (the image\'s kernel, headless), bios or uefi (firmware boots the ISO or the disk; with a display, see `hangar vnc`)').choices([...BOOT_MODES]))
+      .option('--iso <file>', "installer ISO to attach as a CD-ROM and boot first: a file in the daemon's import folder, or a raw volume POOL/VOLUME (implies --boot bios unless given)")
       .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
+      .option('--network <name>', 'network of a NIC (repeat for more NICs), or none (default: the default network for cloud images, none otherwise)', collectNetwork)
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {
@@ -152,7 +188,7 @@ export function registerVmCommands(program: Command): void {
     const final = await finishAsync(client, op, o.wait, Boolean(o.json), `${verb} ${name} from ${image}`, o.start ? `Launched ${name}` : `Created ${name} (stopped)`);
     if (!final) return;
     if (o.json) await printVmJson(client, name);
-    else if (o.start) note(`Reach it with: hangar console ${name}`);
+    else if (o.start) note(`Reach it with: hangar console ${name}${body.boot === 'bios' || body.boot === 'uefi' || body.iso !== undefined ? ` (serial) or hangar vnc ${name} (display)` : ''}`);
   });
 
   withJson(

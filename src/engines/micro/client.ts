@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import type {
-  VmmActionType, VmmBootSource, VmmDrive, VmmInstanceInfo, VmmMachineConfig, VmmNetworkInterface, VmmVmInfo,
+  VmmActionType, VmmBootSource, VmmDrive, VmmInstanceInfo, VmmMachineConfig, VmmNetworkInterface, VmmSnapshotCreate, VmmSnapshotLoad, VmmVmInfo,
 } from '../../api/vmm.js';
 import { HangarError, type ErrorCode, ERROR_STATUS } from '../../common/errors.js';
 
@@ -51,4 +51,6 @@ export class VmmClient {
   async putEntropy(): Promise<void> { await this.put('/entropy', {}); }
   async action(actionType: VmmActionType): Promise<void> { await this.put('/actions', { action_type: actionType }); }
   async patchVmState(state: 'Paused' | 'Resumed'): Promise<void> { await this.request('PATCH', '/vm', { state }); }
+  async snapshotCreate(body: VmmSnapshotCreate): Promise<void> { await this.put('/snapshot/create', body); }
+  async snapshotLoad(body: VmmSnapshotLoad): Promise<void> { await this.put('/snapshot/load', body); }
 }

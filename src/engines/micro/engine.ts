@@ -21,6 +21,7 @@ import type { Engine, EngineCapabilities, EngineVmConfig, VmExit, VmHandle } fro
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { spawnVmProcess } from '../base/spawn.js';
+import { openTapFd } from '../base/tap.js';
 import type { KvmProbe } from '../../kvm/probe.js';
 import { ownProbe } from '../base/kvm.js';
 import { MICRO_LIMITS } from './limits.js';
@@ -102,7 +103,7 @@ function removeStale(p: string): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-class MicroVmHandle extends BaseVmHandle {
+export class MicroVmHandle extends BaseVmHandle {
   readonly engine = 'micro' as const;
   private readonly client: VmmClient;
 
@@ -133,6 +134,26 @@ class MicroVmHandle extends BaseVmHandle {
     this.finish(exit);
   }
 
+  /**
+   * Writes a snapshot of this VM (hangar-vmm's PUT /snapshot/create): pauses it if it runs,
+   * and resumes it afterwards unless `leavePaused`. The files must be where the hangar-vmm
+   * process may write (a confined one: inside its runDir).
+   */
+  async snapshot(files: MicroSnapshotFiles, opts: { leavePaused?: boolean } = {}): Promise<void> {
+    this.usable('snapshot');
+    const wasRunning = (await this.queryState()) === 'running';
+    if (wasRunning) await this.client.action('Pause');
+    try {
+      // Writing guest memory takes as long as the memory in use (docs/vmm.md): no 10 s client timeout.
+      await new VmmClient(this.files.apiSocket, SNAPSHOT_TIMEOUT_MS).snapshotCreate({ snapshot_path: files.snapshotPath, mem_file_path: files.memFilePath });
+      // A confined VMM wrote them as its own uid: the daemon takes them, so this VM cannot change
+      // them any more and another VM's sandbox can be granted read access (sandboxFor) to restore them.
+      if (process.getuid?.() === 0) for (const f of [files.snapshotPath, files.memFilePath]) fs.chownSync(f, 0, 0);
+    } finally {
+      if (wasRunning && !opts.leavePaused) await this.client.action('Resume');
+    }
+  }
+
   async pause(): Promise<void> { this.usable('pause'); await this.client.action('Pause'); }
   async resume(): Promise<void> { this.usable('resume'); await this.client.action('Resume'); }
   async requestShutdown(): Promise<void> { this.usable('requestShutdown'); await this.client.action('SendCtrlAltDel'); }
@@ -153,6 +174,15 @@ class MicroVmHandle extends BaseVmHandle {
     });
   }
 }
+
+/** A hangar-vmm snapshot: its state file and its memory file. */
+export interface MicroSnapshotFiles {
+  snapshotPath: string;
+  memFilePath: string;
+}
+
+/** A snapshot of a VM with all its memory in use is written at the host's disk speed. */
+const SNAPSHOT_TIMEOUT_MS = 10 * 60_000;
 
 export class MicroEngine implements Engine {
   readonly name = 'micro' as const;
@@ -201,7 +231,24 @@ export class MicroEngine implements Engine {
       '--console-log', config.consoleLog, ...consoleLogArgs(config.consoleLogLimit ?? DEFAULT_CONSOLE_LOG_LIMIT), '--exit-file', files.exitFile];
   }
 
-  async start(config: EngineVmConfig): Promise<VmHandle> {
+  async start(config: EngineVmConfig): Promise<MicroVmHandle> {
+    return this.launch(config, (c) => this.configureAndBoot(c, config));
+  }
+
+  /**
+   * Starts a fresh hangar-vmm for `config` (its runDir, sockets, sandbox) and loads the snapshot
+   * into it instead of booting: the VM runs on where the snapshot was taken (or stays paused with
+   * `paused`). The snapshot says what the machine is (vCPUs, memory, drives at their paths, TAP
+   * names); `config` gives the process its place.
+   */
+  async restore(config: EngineVmConfig, files: MicroSnapshotFiles, opts: { paused?: boolean } = {}): Promise<MicroVmHandle> {
+    return this.launch(config, (c) => new VmmClient(c.socketPath, SNAPSHOT_TIMEOUT_MS).snapshotLoad({
+      snapshot_path: files.snapshotPath, mem_file_path: files.memFilePath, resume_vm: !opts.paused,
+    }), [files.snapshotPath, files.memFilePath]);
+  }
+
+  /** Spawns hangar-vmm for `config` (confined when the sandbox is on, with `extraReadFiles` readable), then `init` configures it. */
+  private async launch(config: EngineVmConfig, init: (c: VmmClient) => Promise<void>, extraReadFiles: string[] = []): Promise<MicroVmHandle> {
     if (config.accel !== 'kvm') throw new HangarError('UNSUPPORTED', 'the micro engine runs on KVM only (accel "kvm")');
     for (const d of config.disks) {
       if (d.format !== 'raw') throw new HangarError('UNSUPPORTED', `disk ${d.id}: the micro engine supports raw disks only, not ${d.format}`);
@@ -212,19 +259,25 @@ export class MicroEngine implements Engine {
     fs.mkdirSync(config.runDir, { recursive: true });
     for (const p of [files.apiSocket, files.consoleSocket, files.exitFile, files.pidFile]) removeStale(p);
 
-    const sandbox = sandboxFor('micro', config);
+    const sandbox = sandboxFor('micro', config, extraReadFiles);
     // A confined hangar-vmm cannot open /dev/kvm: it inherits the daemon's descriptor as fd 3.
+    // Nor /dev/net/tun: each NIC's TAP, opened here, follows (--tap-fd NAME=FD).
     const args = sandbox ? [...this.args(config, files), '--kvm-fd', '3'] : this.args(config, files);
+    const firstTap = sandbox ? 4 : 3;
+    config.nics.forEach((n, i) => args.push('--tap-fd', `${n.tap}=${firstTap + i}`));
     let kvm: number | null = null;
+    const taps: number[] = [];
     let child: ChildProcess;
     try {
       if (sandbox) kvm = fs.openSync('/dev/kvm', fs.constants.O_RDWR);
-      child = spawnVmProcess({ command: process.execPath, args, logFile: files.processLog, sandbox, inheritFds: kvm !== null ? [kvm] : [] });
+      for (const n of config.nics) taps.push(openTapFd(n.tap, false));
+      child = spawnVmProcess({ command: process.execPath, args, logFile: files.processLog, sandbox, inheritFds: [...(kvm !== null ? [kvm] : []), ...taps] });
     } catch (e) {
       sandbox?.cleanup();
       throw e;
     } finally {
       if (kvm !== null) fs.closeSync(kvm);
+      for (const fd of taps) fs.closeSync(fd);
     }
     const pid = child.pid;
     if (pid === undefined) { sandbox?.cleanup(); throw new HangarError('ENGINE_FAILED', 'hangar-vmm could not be started'); }
@@ -233,7 +286,7 @@ export class MicroEngine implements Engine {
     const handle = new MicroVmHandle(pid, files, microIdentity(config.runDir), log, child, sandbox);
     try {
       await this.waitForApi(files, child);
-      await this.configureAndBoot(new VmmClient(files.apiSocket), config);
+      await init(new VmmClient(files.apiSocket));
     } catch (e) {
       await handle.kill().catch(() => {});
       const tail = (() => { try { return fs.readFileSync(files.processLog, 'utf8').slice(-1000); } catch { return ''; } })();
@@ -248,6 +301,10 @@ export class MicroEngine implements Engine {
   private async configureAndBoot(c: VmmClient, config: EngineVmConfig): Promise<void> {
     // Exact: the daemon admitted only sizes that are whole 2 MiB units (MICRO_LIMITS).
     await c.putMachineConfig({ vcpu_count: config.cpus, mem_size_mib: config.memoryBytes / 2 ** 20 });
+    // hangar-vmm boots kernels only (its capabilities say so; the daemon refuses other boot modes at create).
+    if (!config.boot || config.firmware || config.cdrom !== undefined || config.vnc) {
+      throw new HangarError('UNSUPPORTED', 'the micro engine boots a kernel directly: no firmware, CD-ROM or display');
+    }
     await c.putBootSource({
       kernel_image_path: config.boot.kernel,
       ...(config.boot.initrd ? { initrd_path: config.boot.initrd } : {}),
@@ -287,7 +344,7 @@ export class MicroEngine implements Engine {
     return killed;
   }
 
-  async adopt(config: EngineVmConfig, pid: number): Promise<VmHandle | null> {
+  async adopt(config: EngineVmConfig, pid: number): Promise<MicroVmHandle | null> {
     const files = microRunFiles(config.runDir);
     const identity = microIdentity(config.runDir);
     // The same check findProcess makes: still our hangar-vmm for this VM, not a recycled pid.

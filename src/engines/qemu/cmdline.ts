@@ -10,12 +10,22 @@
  * reference timers, so it boots reliably however busy the host is, and its
  * ACPI power button makes `system_powerdown` work. Devices are virtio-pci on
  * q35 and virtio-mmio (found through ACPI) on microvm.
+ *
+ * Firmware boot (config.firmware, q35 only): no -kernel; SeaBIOS (QEMU's
+ * default) or OVMF as two pflash drives (shared code read-only, the VM's own
+ * variable store writable) runs the boot loader of the CD-ROM, then of the
+ * first disk (bootindex 0 and 1). The CD-ROM is an ide-cd on q35's built-in
+ * AHCI controller, read through a descriptor the engine opened (fd CDROM_FD),
+ * so a confined QEMU needs no access to the folder the ISO lives in.
+ * config.vnc adds a standard VGA card, a USB tablet (an absolute pointer, so
+ * a VNC client's cursor matches the guest's) and a VNC server on a Unix socket.
  */
 import path from 'node:path';
 import { HangarError } from '../../common/errors.js';
 import { DEVICE_ID_RULE, TAP_NAME_RULE, VM_NAME_RULE, isDeviceId, isMac, isTapName, isVmName } from '../../api/names.js';
 import type { EngineVmConfig } from '../engine.js';
 import type { VmProcessIdentity } from '../base/identity.js';
+import { OVMF_CODE_FILE, ovmfDir, vmVarsFile } from './firmware.js';
 import { blockdevNodes, deviceOption, diskDevice, diskPortCount, diskPortName, MAX_DISK_PORTS, type DiskIoMode } from './disks.js';
 
 export type QemuMachine = 'microvm' | 'q35';
@@ -41,12 +51,27 @@ export function runFiles(runDir: string): QemuRunFiles {
 /** The descriptor QEMU inherits for its console log (the writer's pipe), and the fd set it goes in. */
 export const CONSOLE_LOG_FD = 3;
 const CONSOLE_LOG_FDSET = 1;
+/** The descriptor QEMU inherits for the CD-ROM's ISO (opened read-only by the engine), and its fd set. */
+export const CDROM_FD = 4;
+const CDROM_FDSET = 2;
+
+/** Where a VM's VNC socket goes unless the daemon names another place. */
+export function vncSocketPath(runDir: string): string {
+  return path.join(runDir, 'vnc.sock');
+}
 
 export interface CmdlineOptions {
   machine?: QemuMachine;
+  /** OVMF's code volume for UEFI VMs (default <ovmfDir()>/OVMF_CODE_4M.fd). */
+  ovmfCode?: string;
   /** Per disk id: whether its file takes O_DIRECT (the engine probes it); absent: 'buffered', which works everywhere. */
   diskIo?: Record<string, DiskIoMode>;
+  /** Descriptors QEMU inherits for the NICs' TAPs, one per NIC in order (absent: QEMU opens each TAP by name). */
+  tapFds?: number[];
 }
+
+/** The first descriptor of the NICs' TAPs (after the console log's). */
+export const FIRST_TAP_FD = CONSOLE_LOG_FD + 1;
 
 const MiB = 1024 * 1024;
 /** sun_path holds 108 bytes including the terminating NUL. */
@@ -93,12 +118,21 @@ export function validateConfig(c: EngineVmConfig): void {
   if (c.accel !== 'kvm' && c.accel !== 'tcg') invalid(`accel must be kvm or tcg, got ${String(c.accel)}`);
   checkPath('runDir', c.runDir);
   checkPath('consoleLog', c.consoleLog);
-  checkPath('kernel', c.boot.kernel);
-  if (c.boot.initrd !== undefined) checkPath('initrd', c.boot.initrd);
-  if (c.boot.cmdline !== undefined && /[\0\n\r]/.test(c.boot.cmdline)) invalid('kernel command line contains a control character');
+  if (c.firmware !== undefined) {
+    if (c.firmware.kind !== 'bios' && c.firmware.kind !== 'uefi') invalid(`firmware must be bios or uefi, got ${String(c.firmware.kind)}`);
+    if (c.firmware.varsFile !== undefined) checkPath('UEFI variable store', c.firmware.varsFile);
+  } else {
+    if (c.boot === undefined) invalid('a VM needs a kernel to boot or firmware');
+    checkPath('kernel', c.boot.kernel);
+    if (c.boot.initrd !== undefined) checkPath('initrd', c.boot.initrd);
+    if (c.boot.cmdline !== undefined && /[\0\n\r]/.test(c.boot.cmdline)) invalid('kernel command line contains a control character');
+  }
+  if (c.cdrom !== undefined) checkPath('cdrom', c.cdrom);
+  if (c.loadSnapshot !== undefined && !/^[A-Za-z][A-Za-z0-9._-]{0,62}$/.test(c.loadSnapshot)) invalid(`snapshot name "${c.loadSnapshot}" is not valid`);
   const files = runFiles(c.runDir);
   if (c.guestAgent !== undefined) checkPath('guest agent socket', c.guestAgent.socket);
-  for (const s of [files.qmpSocket, files.consoleSocket, ...(c.guestAgent ? [c.guestAgent.socket] : [])]) {
+  if (c.vnc !== undefined) checkPath('VNC socket', c.vnc.socket);
+  for (const s of [files.qmpSocket, files.consoleSocket, ...(c.guestAgent ? [c.guestAgent.socket] : []), ...(c.vnc ? [c.vnc.socket] : [])]) {
     if (Buffer.byteLength(s) > MAX_SOCKET_PATH) invalid(`runDir is too long for a Unix socket path (${s})`);
   }
   const ids = new Set<string>();
@@ -141,6 +175,8 @@ export function guestAgentArgs(socket: string, bus: 'pci' | 'device'): string[] 
 export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): string[] {
   validateConfig(c);
   const machine = opts.machine ?? 'q35';
+  // SeaBIOS/OVMF, the AHCI CD-ROM and the VGA card are q35's; microvm has none of them.
+  if (machine === 'microvm' && (c.firmware || c.cdrom !== undefined || c.vnc)) invalid('firmware boot, CD-ROMs and displays need machine q35');
   const files = runFiles(c.runDir);
   const bus = machine === 'microvm' ? 'device' : 'pci';
   const args: string[] = [];
@@ -166,9 +202,25 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   args.push('-smp', String(c.cpus));
   args.push('-m', `${Math.ceil(c.memoryBytes / MiB)}M`);
 
-  args.push('-kernel', c.boot.kernel);
-  if (c.boot.initrd !== undefined) args.push('-initrd', c.boot.initrd);
-  if (c.boot.cmdline !== undefined && c.boot.cmdline !== '') args.push('-append', c.boot.cmdline);
+  if (c.firmware) {
+    if (c.firmware.kind === 'uefi') {
+      const code = opts.ovmfCode ?? path.join(ovmfDir(), OVMF_CODE_FILE);
+      const vars = c.firmware.varsFile ?? vmVarsFile(c.runDir);
+      args.push('-drive', `if=pflash,unit=0,format=raw,readonly=on,file=${optValue(code)}`);
+      args.push('-drive', `if=pflash,unit=1,format=raw,file=${optValue(vars)}`);
+    }
+    // SeaBIOS is q35's own firmware: nothing to add for bios.
+  } else if (c.boot) {
+    args.push('-kernel', c.boot.kernel);
+    if (c.boot.initrd !== undefined) args.push('-initrd', c.boot.initrd);
+    if (c.boot.cmdline !== undefined && c.boot.cmdline !== '') args.push('-append', c.boot.cmdline);
+  }
+
+  if (c.cdrom !== undefined) {
+    args.push('-add-fd', `fd=${CDROM_FD},set=${CDROM_FDSET},opaque=cdrom`);
+    args.push('-drive', `if=none,id=cdrom,media=cdrom,readonly=on,format=raw,file=/dev/fdset/${CDROM_FDSET}`);
+    args.push('-device', `ide-cd,drive=cdrom,bus=ide.0,id=dev-cdrom${c.firmware ? ',bootindex=0' : ''}`);
+  }
 
   // Disks: two block nodes each (file, format) and a virtio-blk device; on q35 each
   // sits behind a PCIe root port of its own, with spare ports for hot-plug (disks.ts).
@@ -179,14 +231,24 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   }
   c.disks.forEach((d, i) => {
     for (const node of blockdevNodes(d, opts.diskIo?.[d.id] ?? 'buffered')) args.push('-blockdev', JSON.stringify(node));
-    args.push('-device', deviceOption(diskDevice(d, bus, bus === 'pci' ? diskPortName(i + 1) : undefined)));
+    const dev = diskDevice(d, bus, bus === 'pci' ? diskPortName(i + 1) : undefined);
+    // The firmware boots the first disk (the root disk) when the CD-ROM does not boot.
+    if (c.firmware && i === 0) dev.bootindex = 1;
+    args.push('-device', deviceOption(dev));
   });
-  for (const n of c.nics) {
-    args.push('-netdev', `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
+  c.nics.forEach((n, i) => {
+    const fd = opts.tapFds?.[i];
+    args.push('-netdev', fd !== undefined ? `tap,id=net-${n.id},fd=${fd}` : `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
     args.push('-device', `virtio-net-${bus},netdev=net-${n.id},id=dev-net-${n.id},mac=${n.mac.toLowerCase()}`);
-  }
+  });
 
   if (c.guestAgent !== undefined) args.push(...guestAgentArgs(c.guestAgent.socket, bus));
+  if (c.vnc) {
+    args.push('-device', 'VGA,id=video');
+    args.push('-device', 'qemu-xhci,id=usb', '-device', 'usb-tablet,bus=usb.0,id=tablet');
+    // Only the socket's folder guards it (the runDir: root and the VM's own uid); no password, no TCP.
+    args.push('-vnc', `unix:${optValue(c.vnc.socket)}`);
+  }
 
   // Serial console on a Unix socket (one client at a time); logfile keeps every
   // byte the guest writes, whether or not anybody is connected. It is the pipe
@@ -202,6 +264,8 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   args.push('-chardev', qmpChardevArg(files));
   args.push('-mon', 'chardev=qmp,mode=control');
   args.push('-pidfile', files.pidFile);
+  // Restore an internal snapshot (RAM, devices, disks) and run on from there.
+  if (c.loadSnapshot !== undefined) args.push('-loadvm', c.loadSnapshot);
   // Once running, QEMU needs no new processes and no privilege changes.
   args.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
   args.push('-msg', 'timestamp=on');

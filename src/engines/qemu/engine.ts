@@ -19,7 +19,11 @@ import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { processAlive } from '../base/procfs.js';
 import { spawnVmProcess } from '../base/spawn.js';
-import { buildQemuArgs, qemuIdentity, runFiles, type QemuMachine, type QemuRunFiles } from './cmdline.js';
+import { openTapFd } from '../base/tap.js';
+import { buildQemuArgs, qemuIdentity, runFiles, CDROM_FD, FIRST_TAP_FD, type QemuMachine, type QemuRunFiles } from './cmdline.js';
+import { ensureVarsFile, findOvmf, requireOvmf, vmVarsFile } from './firmware.js';
+import { openCdrom } from './cdrom.js';
+import { screendump } from './screendump.js';
 import { QEMU_LIMITS } from './limits.js';
 import { startConsoleLogWriter, type ConsoleLogPipe } from '../console-log/writer.js';
 import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
@@ -27,6 +31,8 @@ import { diskNames, probeDiskIo, type DiskIoMode } from './disks.js';
 import { hotplugDisk, hotunplugDisk, resizeDiskOnline } from './hotplug.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
 import { GuestAgent } from './guest-agent.js';
+import { qemuSnapshotControl } from './snapshots.js';
+import type { LiveSnapshotControl } from '../snapshot-control.js';
 import { qemuBinary, qemuVersion } from './version.js';
 import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
@@ -78,13 +84,15 @@ class QemuVmHandle extends BaseVmHandle {
   private shutdownReason: string | null = null;
   private childExit: ChildExit | null = null;
   private deadSince: number | null = null;
+  readonly snapshots: LiveSnapshotControl;
 
   /** The guest agent client, when the VM has a guest agent channel. */
   private readonly agent: GuestAgent | null;
 
-  constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null, agentSocket?: string) {
+  constructor(pid: number, private readonly qmp: QmpClient, private readonly files: QemuRunFiles, identity: VmProcessIdentity, log: Logger, child: ChildProcess | null, sandbox: VmSandbox | null = null, agentSocket?: string, private readonly hasDisplay = false) {
     super(pid, identity, log, child, sandbox);
     this.agent = agentSocket ? new GuestAgent({ socket: agentSocket }) : null;
+    this.snapshots = qemuSnapshotControl({ execute: (cmd, args, opts) => this.command('snapshot', cmd, args, opts) });
     qmp.on('event', (ev: QmpEvent) => this.onEvent(ev));
     qmp.on('close', () => this.onQmpClosed());
     this.watchChild();
@@ -135,9 +143,9 @@ class QemuVmHandle extends BaseVmHandle {
     this.finish(exit);
   }
 
-  private async command<T>(what: string, cmd: string, args?: Record<string, unknown>): Promise<T> {
+  private async command<T>(what: string, cmd: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T> {
     this.usable(what);
-    return this.qmp.execute<T>(cmd, args);
+    return this.qmp.execute<T>(cmd, args, opts);
   }
 
   async pause(): Promise<void> {
@@ -162,6 +170,12 @@ class QemuVmHandle extends BaseVmHandle {
   async queryState(): Promise<'running' | 'paused'> {
     const st = await this.command<{ running?: boolean; status?: string }>('queryState', 'query-status');
     return st?.running ? 'running' : 'paused';
+  }
+
+  async screendump(file: string, format: 'png' | 'ppm'): Promise<void> {
+    this.usable('screendump');
+    if (!this.hasDisplay) throw new HangarError('INVALID_STATE', 'this VM has no display (it boots its kernel directly and is headless)');
+    await screendump(this.qmp, file, format);
   }
 
   async attachDisk(disk: DiskAttachment): Promise<void> {
@@ -252,13 +266,14 @@ export class QemuEngine implements Engine {
     const caps: EngineCapabilities = {
       name: 'qemu',
       available: version !== null,
-      bootModes: ['kernel'],
-      devices: ['serial', 'virtio-blk', 'virtio-net', 'guest-agent'],
+      // UEFI only where OVMF is installed; SeaBIOS comes with QEMU.
+      bootModes: findOvmf() ? ['kernel', 'bios', 'uefi'] : ['kernel', 'bios'],
+      devices: ['serial', 'virtio-blk', 'virtio-net', 'guest-agent', 'cdrom', 'vga', 'vnc'],
       accelerators,
       // KVM only where it runs guest kernel mode natively; elsewhere TCG is faster and always works.
       defaultAccel: kvm.fullSystem ? 'kvm' : 'tcg',
       limits: QEMU_LIMITS,
-      snapshots: false,
+      snapshots: true,
       migration: false,
     };
     if (version !== null) caps.version = version;
@@ -267,10 +282,17 @@ export class QemuEngine implements Engine {
   }
 
   async start(config: EngineVmConfig): Promise<VmHandle> {
+    // A UEFI VM's variable store is named explicitly from here on (the sandbox lends it to the VM's uid).
+    if (config.firmware?.kind === 'uefi') config = { ...config, firmware: { ...config.firmware, varsFile: config.firmware.varsFile ?? vmVarsFile(config.runDir) } };
+    const ovmf = config.firmware?.kind === 'uefi' ? requireOvmf() : null;
     // O_DIRECT where each disk's filesystem takes it (disks.ts explains the choice).
     const diskIo: Record<string, DiskIoMode> = {};
     for (const d of config.disks) diskIo[d.id] = probeDiskIo(d.path);
-    const args = buildQemuArgs(config, { machine: this.machine, diskIo });
+    // A confined QEMU cannot open /dev/net/tun: it inherits each TAP, opened here, after the console log's
+    // descriptor and the ISO's (when there is one).
+    const firstTapFd = FIRST_TAP_FD + (config.cdrom !== undefined ? 1 : 0);
+    const tapFds = config.nics.map((_, i) => firstTapFd + i);
+    const args = buildQemuArgs(config, { machine: this.machine, diskIo, ...(ovmf ? { ovmfCode: ovmf.code } : {}), ...(tapFds.length ? { tapFds } : {}) });
     const files = runFiles(config.runDir);
     const log = this.log.child({ vm: config.name });
     fs.mkdirSync(config.runDir, { recursive: true });
@@ -279,15 +301,24 @@ export class QemuEngine implements Engine {
     removeStale(files.consoleSocket);
     removeStale(files.pidFile);
     if (config.guestAgent) removeStale(config.guestAgent.socket);
+    if (config.vnc) removeStale(config.vnc.socket);
+    if (ovmf && config.firmware?.varsFile) ensureVarsFile(config.firmware.varsFile, ovmf);
+    // Opened here, as the daemon: QEMU reads the ISO through this descriptor (fd CDROM_FD).
+    const cdromFd = config.cdrom !== undefined ? openCdrom(config.cdrom) : null;
 
-    const sandbox = sandboxFor('qemu', config);
+    let sandbox: VmSandbox | null = null;
     let conlog: ConsoleLogPipe | null = null;
     let child: ChildProcess;
     const writerErr = fs.openSync(files.processLog, 'a', 0o600);
+    const taps: number[] = [];
     try {
+      sandbox = sandboxFor('qemu', config);
+      for (const n of config.nics) taps.push(openTapFd(n.tap, true));
       conlog = startConsoleLogWriter(config.consoleLog, config.consoleLogLimit ?? DEFAULT_CONSOLE_LOG_LIMIT, config.runDir, writerErr);
-      // QEMU inherits the pipe's write end as fd 3 (-add-fd): its serial log goes to the writer.
-      child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog, sandbox, inheritFds: [conlog.writeFd] });
+      // QEMU inherits the pipe's write end as fd 3 (-add-fd): its serial log goes to the writer; the ISO comes next, as fd 4, then the TAPs.
+      const inheritFds = cdromFd !== null ? [conlog.writeFd, cdromFd, ...taps] : [conlog.writeFd, ...taps];
+      if (cdromFd !== null && inheritFds.indexOf(cdromFd) + 3 !== CDROM_FD) throw new HangarError('INTERNAL', 'the CD-ROM descriptor is not where the argv says');
+      child = spawnVmProcess({ command: qemuBinary(), args, logFile: files.processLog, sandbox, inheritFds });
     } catch (e) {
       sandbox?.cleanup();
       throw e;
@@ -295,6 +326,8 @@ export class QemuEngine implements Engine {
       // QEMU holds the only write end from here on: the writer ends when QEMU does.
       conlog?.closeWriteEnd();
       fs.closeSync(writerErr);
+      if (cdromFd !== null) fs.closeSync(cdromFd);
+      for (const fd of taps) fs.closeSync(fd);
     }
     // The child stays referenced while a handle watches it (so its exit is
     // always delivered); detach() unrefs it. It outlives us either way.
@@ -325,7 +358,7 @@ export class QemuEngine implements Engine {
       throw new HangarError('ENGINE_FAILED', `QEMU did not start: ${toHangarError(e).message}${why ? `: ${why}` : ''}`, { log: files.processLog });
     }
     log.info({ pid: child.pid }, 'qemu running');
-    return new QemuVmHandle(child.pid, qmp, files, qemuIdentity(config.runDir), log, child, sandbox, config.guestAgent?.socket);
+    return new QemuVmHandle(child.pid, qmp, files, qemuIdentity(config.runDir), log, child, sandbox, config.guestAgent?.socket, config.vnc !== undefined);
   }
 
   /**
@@ -360,7 +393,7 @@ export class QemuEngine implements Engine {
     try {
       const qmp = await connectQmp(files.qmpSocket, { connectTimeoutMs: 5000, keepTrying: () => processAlive(pid) });
       log.info({ pid }, 'adopted qemu');
-      return new QemuVmHandle(pid, qmp, files, identity, log, null, loadVmSandbox(config.runDir), config.guestAgent?.socket);
+      return new QemuVmHandle(pid, qmp, files, identity, log, null, loadVmSandbox(config.runDir), config.guestAgent?.socket, config.vnc !== undefined);
     } catch (e) {
       if (!processAlive(pid)) return null;
       throw new HangarError('ENGINE_FAILED', `QEMU pid ${pid} is running but its QMP socket does not answer: ${toHangarError(e).message}`);

@@ -279,9 +279,10 @@ export function kvmGroups(): number[] {
 /**
  * The engines' entry point: the sandbox for this VM config, or null when
  * confinement is off. Kernel, initrd and read-only disks are read; writable
- * disks and the console log are lent to the VM's uid.
+ * disks, the console log and a UEFI variable store are lent to the VM's uid.
  */
-export function sandboxFor(engine: 'qemu' | 'micro', config: EngineVmConfig): VmSandbox | null {
+/** `extraReadFiles`: files this run reads besides the config's (a snapshot being restored). */
+export function sandboxFor(engine: 'qemu' | 'micro', config: EngineVmConfig, extraReadFiles: string[] = []): VmSandbox | null {
   if (!sandboxEnabled()) return null;
   // Backing files of overlays (an image's base disk) are read, never written, whatever the disk is.
   const ro = [...config.disks.filter((d) => d.readOnly).map((d) => d.path), ...config.disks.flatMap((d) => d.backingFiles ?? [])];
@@ -299,8 +300,10 @@ export function sandboxFor(engine: 'qemu' | 'micro', config: EngineVmConfig): Vm
     runDir: config.runDir,
     cpus: config.cpus,
     memoryBytes: config.memoryBytes,
-    readFiles: [config.boot.kernel, ...(config.boot.initrd ? [config.boot.initrd] : []), ...ro],
-    writeFiles: [...rw, config.consoleLog, ...rotated],
+    // A firmware-booted VM reads no kernel; its CD-ROM comes as a descriptor the engine opened.
+    readFiles: [...(config.boot && !config.firmware ? [config.boot.kernel, ...(config.boot.initrd ? [config.boot.initrd] : [])] : []), ...ro, ...extraReadFiles],
+    // A UEFI VM writes its own variable store (boot entries the guest saves).
+    writeFiles: [...rw, config.consoleLog, ...rotated, ...(config.firmware?.varsFile ? [config.firmware.varsFile] : [])],
     // QEMU opens /dev/kvm itself; hangar-vmm gets it as an inherited descriptor.
     ...(engine === 'qemu' && config.accel === 'kvm' ? { extraGroups: kvmGroups() } : {}),
   });

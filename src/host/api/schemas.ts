@@ -5,9 +5,11 @@
  */
 import { Type, type Static } from 'typebox';
 import { VmName, ImageName, DeviceId, DEVICE_ID_PATTERN } from '../../api/names.js';
-import { Accel, EngineName } from '../../api/engine.js';
+import { Accel, BootMode, EngineName } from '../../api/engine.js';
+import { VmNic, VmNicRequest, VmNicState } from '../network/schemas.js';
+export * from '../network/schemas.js';
 
-export { VmName, ImageName, Accel, EngineName };
+export { VmName, ImageName, Accel, BootMode, EngineName };
 
 /** Sizes are given as strings such as "512M" or "2G" (binary units) or as a number of bytes. */
 export const SizeInput = Type.Union([Type.String({ maxLength: 32 }), Type.Integer({ minimum: 0 })], {
@@ -85,8 +87,12 @@ export const VmCreateRequest = Type.Object(
     cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Extra kernel command-line arguments' })),
     start: Type.Optional(Type.Boolean({ description: 'Start the VM once created (default true)' })),
     ...CloudInitFields,
+    boot: Type.Optional(Type.Union([Type.Literal('kernel'), Type.Literal('bios'), Type.Literal('uefi')], { description: 'kernel: the image\'s kernel directly (headless); bios or uefi: firmware runs the boot loader of the ISO, then of the root disk, with a display (VNC). Default: bios with an ISO, else kernel' })),
+    iso: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'An ISO 9660 image to attach as a read-only CD-ROM, booted first: an absolute path inside the daemon\'s import folders, or a raw storage volume "pool/volume"' })),
     rootSize: Type.Optional(SizeInput),
     disks: Type.Optional(Type.Array(DiskRequest, { maxItems: 16, description: 'Disks besides the root disk' })),
+    network: Type.Optional(Type.String({ maxLength: 64, description: 'Network of the VM\'s one NIC (eth0), or "none"; ignored when nics is given' })),
+    nics: Type.Optional(Type.Array(VmNicRequest, { maxItems: 8, description: 'NICs, in order (eth0, eth1, ...)' })),
   },
   { additionalProperties: false },
 );
@@ -127,8 +133,20 @@ export const VmSpec = Type.Object({
   cmdline: Type.String(),
   cloudInit: Type.Optional(VmCloudInit),
   disks: Type.Array(VmDisk, { description: 'Root disk (when the image has a base disk) first' }),
+  /** How the VM boots (absent on VMs made before boot modes: kernel). */
+  boot: Type.Optional(BootMode),
+  /** The installer ISO attached as a CD-ROM (absolute path on the daemon's host). */
+  iso: Type.Optional(Type.String()),
+  nics: Type.Optional(Type.Array(VmNic)),
 });
 export type VmSpec = Static<typeof VmSpec>;
+
+/** A VM's graphical console: VNC on a Unix socket on the daemon's host (see `hangar vnc`). */
+export const VmDisplay = Type.Object({
+  type: Type.Literal('vnc'),
+  socket: Type.String({ description: 'Unix socket of the VNC server, readable by root (the daemon) only; it exists while the VM runs' }),
+});
+export type VmDisplay = Static<typeof VmDisplay>;
 
 export const VmRuntime = Type.Object({
   pid: Type.Union([Type.Integer(), Type.Null()]),
@@ -141,6 +159,7 @@ export const VmRuntime = Type.Object({
   ]),
   rssBytes: Type.Optional(Type.Integer()),
   cpuSeconds: Type.Optional(Type.Number()),
+  nics: Type.Optional(Type.Array(VmNicState)),
 });
 
 export const Vm = Type.Object({
@@ -149,6 +168,8 @@ export const Vm = Type.Object({
   state: VmStateName,
   spec: VmSpec,
   runtime: VmRuntime,
+  /** The VM's display (VMs booted by firmware); null: headless, the serial console only. */
+  display: Type.Optional(Type.Union([VmDisplay, Type.Null()])),
   createdAt: Type.String(),
 });
 export type Vm = Static<typeof Vm>;
@@ -309,3 +330,6 @@ export const AsyncBody = Type.Object({
   operation: Type.String({ description: 'URL of the operation, also in the Location header' }),
   metadata: Operation,
 });
+
+// Snapshots and copies (src/host/snapshots/).
+export * from '../snapshots/schemas.js';

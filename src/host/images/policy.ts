@@ -104,7 +104,7 @@ function outside(field: string, p: string): HangarError {
  * Opens a file for a path import under the rules above; the caller closes fd.
  * `maxBytes`: larger files are refused.
  */
-export function openImportSource(p: unknown, field: 'kernel' | 'initrd', maxBytes: number): Source {
+export function openImportSource(p: unknown, field: string, maxBytes: number): Source {
   if (typeof p !== 'string' || p.length === 0 || p.length > 4096 || p.includes('\0')) {
     throw new HangarError('INVALID_ARGUMENT', `${field} must be a path`, { field });
   }

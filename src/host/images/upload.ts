@@ -261,7 +261,8 @@ function checkHead(part: UploadPart, head: Buffer): void {
   else checkInitrdHead(head, 'upload');
 }
 
-async function writeAll(fh: fs.promises.FileHandle, buf: Buffer): Promise<void> {
+/** Writes all of `buf` (a short write is continued). Volume uploads use it too. */
+export async function writeAll(fh: fs.promises.FileHandle, buf: Buffer): Promise<void> {
   let off = 0;
   while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
 }

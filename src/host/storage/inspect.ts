@@ -50,6 +50,8 @@ export interface InspectOptions {
   /** Run qemu-img check on every qcow2 of the chain (default true). */
   check?: boolean;
   signal?: AbortSignal;
+  /** How messages name the image (default: its path), e.g. "the uploaded file". */
+  displayName?: string;
 }
 
 export interface InspectedLayer {
@@ -125,7 +127,7 @@ interface Opened {
   size: number;
 }
 
-function openLayer(real: string, shown: string, roots: string[] | null): Opened {
+function openLayer(real: string, shown: string, roots: string[] | null, outsideReason: InspectRefusal = 'backing-outside-roots'): Opened {
   let fd: number;
   try {
     fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
@@ -140,7 +142,7 @@ function openLayer(real: string, shown: string, roots: string[] | null): Opened 
     if (roots) {
       // What was opened, as the kernel sees it: a folder swapped for a symlink after realpath is caught here.
       const opened = fs.readlinkSync(`/proc/self/fd/${fd}`);
-      if (!roots.some((r) => inside(r, opened))) throw refuse('backing-outside-roots', shown, `${opened} lies outside Hangar's storage folders`);
+      if (!roots.some((r) => inside(r, opened))) throw refuse(outsideReason, shown, `${opened} lies outside Hangar's storage folders`);
     }
     return { fd, size: st.size };
   } catch (e) {
@@ -180,7 +182,7 @@ async function inspectLayer(real: string, shown: string, expected: DiskFormat | 
       if (h.incompatible & QCOW2_INCOMPAT.dataFile || h.dataFileName !== undefined) {
         if (h.dataFileName === undefined) throw refuse('data-file-missing', shown, 'needs an external data file but does not name one');
         layer.dataFile = resolveNamed('data-file', h.dataFileName, real, roots);
-        const dfd = openLayer(layer.dataFile, layer.dataFile, roots);
+        const dfd = openLayer(layer.dataFile, layer.dataFile, roots, 'data-file-outside-roots');
         fs.closeSync(dfd.fd);
       }
       if (h.backingName !== undefined) {
@@ -253,16 +255,17 @@ export async function inspectDiskImage(file: string, opts: InspectOptions): Prom
   }
   const roots = realRoots(opts.allowedRoots);
   const maxChain = opts.maxChainLength ?? 8;
-  const top = await inspectLayer(real, file, opts.format, true, roots, opts);
+  const shown = opts.displayName ?? file;
+  const top = await inspectLayer(real, shown, opts.format, true, roots, opts);
   const chain: InspectedLayer[] = [];
   const seen = new Set<string>([real]);
   let cur: LayerResult = top;
   while (cur.backing) {
     const next = cur.backing;
-    if (seen.has(next.path)) throw refuse('backing-loop', file, `its backing chain loops back to ${next.path}`);
-    if (chain.length >= maxChain) throw refuse('chain-too-long', file, `its backing chain is longer than ${maxChain} files`);
+    if (seen.has(next.path)) throw refuse('backing-loop', shown, `its backing chain loops back to ${next.path}`);
+    if (chain.length >= maxChain) throw refuse('chain-too-long', shown, `its backing chain is longer than ${maxChain} files`);
     seen.add(next.path);
-    cur = await inspectLayer(next.path, `${next.path} (in the backing chain of ${file})`, next.format, false, roots, opts);
+    cur = await inspectLayer(next.path, `${next.path} (in the backing chain of ${shown})`, next.format, false, roots, opts);
     chain.push({ path: cur.path, format: cur.format, virtualBytes: cur.virtualBytes, fileBytes: cur.fileBytes });
   }
   const out: DiskImageInspection = { path: top.path, format: top.format, virtualBytes: top.virtualBytes, fileBytes: top.fileBytes, chain };

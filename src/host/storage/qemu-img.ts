@@ -109,8 +109,14 @@ export function runQemuImg(args: string[], opts: RunOptions = {}): Promise<RunRe
           resolve({ stdout, stderr, exitCode });
           return;
         }
-        const message = readableQemuImgError(stderr || (child.signalCode ? `killed by ${child.signalCode}` : e.message));
-        reject(new HangarError(codeFor(message, opts.failCode ?? 'INTERNAL'), `qemu-img ${sub}: ${message}`, { exitCode, ...(child.signalCode ? { signal: child.signalCode } : {}) }));
+        // Killed from outside (OOM killer, an admin): not the request's fault, whatever it printed before.
+        const signal = child.signalCode ?? (exitCode > 128 ? `signal ${exitCode - 128}` : null);
+        if (signal) {
+          reject(new HangarError('INTERNAL', `qemu-img ${sub} was killed by ${signal === 'signal 9' ? 'SIGKILL' : signal} before it finished`, { exitCode, signal }));
+          return;
+        }
+        const message = readableQemuImgError(stderr || e.message);
+        reject(new HangarError(codeFor(message, opts.failCode ?? 'INTERNAL'), `qemu-img ${sub}: ${message}`, { exitCode }));
       },
     );
     const timer = setTimeout(() => {
@@ -378,7 +384,9 @@ const SNAPSHOT_FLAG: Record<SnapshotAction, string> = { create: '-c', apply: '-a
 /** `qemu-img snapshot -c|-a|-d NAME` on a qcow2 image that no running VM holds. */
 export async function qemuImgSnapshot(file: string, action: SnapshotAction, name: string): Promise<void> {
   if (name.length === 0 || name.length > 128 || /[\0\n]/.test(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a usable snapshot name`);
-  await runQemuImg(['snapshot', '-q', '-f', 'qcow2', SNAPSHOT_FLAG[action], name, file], { failCode: 'INVALID_ARGUMENT' });
+  // `qemu-img snapshot` has no -f (QEMU 7.2): the format is pinned through --image-opts instead (never probed).
+  const opts = `driver=qcow2,file.filename=${file.replace(/,/g, ',,')}`;
+  await runQemuImg(['snapshot', '-q', SNAPSHOT_FLAG[action], name, '--image-opts', opts], { failCode: 'INVALID_ARGUMENT' });
 }
 
 /** The internal snapshots of a qcow2 image (`snapshot -l` has no JSON; info has the same list). */

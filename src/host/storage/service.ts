@@ -361,7 +361,10 @@ export class StorageService {
     }
     const job = this.busy.get(key(pool, name));
     if (job) throw new HangarError('INVALID_STATE', `volume ${pool}/${name} is busy (${job}); try again when it is done`, { pool, volume: name });
-    const dependents = this.records.listVolumes().filter((o) => o.backing === this.driverOf(this.requirePool(pool)).volumePath(name, v.format));
+    const file = this.driverOf(this.requirePool(pool)).volumePath(name, v.format);
+    let real = file;
+    try { real = fs.realpathSync(file); } catch { /* already gone: nothing can be based on it */ }
+    const dependents = this.records.listVolumes().filter((o) => o.backing === file || o.backing === real);
     if (dependents.length > 0) {
       throw new HangarError('INVALID_STATE', `volume ${pool}/${name} is the base of ${dependents.map((d) => `${d.pool}/${d.name}`).join(', ')}: delete those first`, { pool, volume: name });
     }
@@ -430,7 +433,14 @@ export class StorageService {
           const r = await this.onlineResize({ vm: a.vm, device: a.device, pool, volume: name, path: file, sizeBytes: size });
           if (r === 'resized') { online = true; break; }
         }
-        if (!online) await qemuImgResize(file, v.format, size);
+        if (!online) {
+          await qemuImgResize(file, v.format, size).catch((e: unknown) => {
+            if (e instanceof HangarError && /lock|another process/i.test(e.message)) {
+              throw new HangarError('INVALID_STATE', `volume ${pool}/${name} is held by a running VM that cannot grow it online; stop the VM and resize again`, { pool, volume: name });
+            }
+            throw e;
+          });
+        }
       } catch (e) {
         this.records.updateVolume(pool, name, { sizeBytes: v.sizeBytes });
         throw e;

@@ -5,6 +5,7 @@
  * sees a controller with its self-test passing and a keyboard port.
  */
 import type { DeviceMetrics, IrqLine, PioDevice } from './device.js';
+import { bytes, int, obj, onlyKeys, stateError } from '../snapshot/check.js';
 
 const STATUS_OBF = 0x01, STATUS_SYS = 0x04, STATUS_CMD = 0x08;
 const CMD_READ_CTR = 0x20, CMD_WRITE_CTR = 0x60, CMD_SELF_TEST = 0xaa, CMD_KBD_TEST = 0xab;
@@ -39,6 +40,21 @@ export class I8042 implements PioDevice {
   sendCtrlAltDel(): void {
     for (const b of CTRL_ALT_DEL) this.queue(b);
     this.notify();
+  }
+
+  /** A copy of the controller's state, for a snapshot. */
+  saveState(): I8042State {
+    return { ...this.state, out: [...this.state.out] };
+  }
+
+  /** Puts the controller in a snapshot's state (checked: the file is untrusted). No interrupt is raised: one owed was saved in the irqchip. */
+  restoreState(v: unknown): void {
+    const w = 'device i8042';
+    const o = obj(v, w);
+    onlyKeys(o, ['ctr', 'status', 'pendingCommand', 'out'], w);
+    const pending = o.pendingCommand === null ? null : int(o.pendingCommand, 0, 0xff, `${w} pendingCommand`);
+    if (pending !== null && pending !== CMD_WRITE_CTR && pending !== CMD_WRITE_OUTPUT) throw stateError(`${w} pendingCommand`, `0x${pending.toString(16)} is not a command that takes a data byte`);
+    this.state = { ctr: int(o.ctr, 0, 0xff, `${w} ctr`), status: int(o.status, 0, 0xff, `${w} status`), pendingCommand: pending, out: bytes(o.out, I8042_OUTPUT_MAX, `${w} out`) };
   }
 
   /** Offset 0 is port 0x60 (data), offset 4 is port 0x64 (status/command). */

@@ -22,6 +22,7 @@
  * clock invalid: a nonsense date is refused and the clock keeps its time.
  */
 import type { DeviceMetrics, PioDevice } from './device.js';
+import { bytes, int, obj, onlyKeys } from '../snapshot/check.js';
 
 export const RTC_PORT = 0x70;
 export const RTC_PORT_COUNT = 2;
@@ -76,7 +77,7 @@ const fromBcd = (v: number) => (v >> 4) * 10 + (v & 0x0f);
 
 export class CmosRtc implements PioDevice {
   readonly name = 'rtc';
-  readonly state: RtcState;
+  state: RtcState;
   private reads = 0;
   private writes = 0;
 
@@ -97,6 +98,29 @@ export class CmosRtc implements PioDevice {
       if (offset + i === 0) this.state.index = v & 0x7f; // bit 7 gates NMIs on a PC: nothing to gate here
       else if (offset + i === 1) this.writeData(v);
     }
+  }
+
+  /**
+   * A copy of the clock's state, for a snapshot. The guest's clock is kept as an offset from the
+   * host's, so a restored guest reads the wall-clock time of the moment it runs again, as a
+   * machine that was switched off would.
+   */
+  saveState(): RtcState {
+    return { ...this.state, ram: [...this.state.ram] };
+  }
+
+  /** Puts the clock in a snapshot's state (checked: the file is untrusted). */
+  restoreState(v: unknown): void {
+    const w = 'device rtc';
+    const o = obj(v, w);
+    onlyKeys(o, ['index', 'ram', 'offsetMs', 'frozenMs'], w);
+    // Within Date's range (±8.64e15 ms) with the host's time added, so every register reads a valid date.
+    const LIMIT = 8e15;
+    this.state = {
+      index: int(o.index, 0, 0x7f, `${w} index`), ram: bytes(o.ram, CMOS_BYTES, `${w} ram`, true),
+      offsetMs: int(o.offsetMs, -LIMIT, LIMIT, `${w} offsetMs`),
+      frozenMs: o.frozenMs === null ? null : int(o.frozenMs, -LIMIT, LIMIT, `${w} frozenMs`),
+    };
   }
 
   /** The guest's time now, in ms since the epoch (UTC). */

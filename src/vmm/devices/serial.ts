@@ -11,6 +11,7 @@
  */
 import type { DeviceMetrics, IrqLine, PioDevice } from './device.js';
 import { SerialFastPathHost } from './serial-fast.js';
+import { bool, bytes, int, obj, onlyKeys } from '../snapshot/check.js';
 
 const RBR_THR = 0, IER = 1, IIR_FCR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7;
 const IER_RDI = 0x01, IER_THRI = 0x02, IER_RLSI = 0x04, IER_MSI = 0x08;
@@ -84,6 +85,26 @@ export class Serial implements PioDevice {
   pioWrite(offset: number, data: Uint8Array): void {
     this.fast.drain();
     this.writeReg(offset, data[0] ?? 0);
+    this.syncFastPath();
+    this.updateIrq();
+  }
+
+  /** A copy of the UART's registers and receive queue, for a snapshot (drains the fast path first). */
+  saveState(): SerialState {
+    this.fast.drain();
+    return { ...this.state, rx: [...this.state.rx] };
+  }
+
+  /** Puts the UART in a snapshot's state (checked field by field: the file is untrusted), then drives its IRQ line to match. */
+  restoreState(v: unknown): void {
+    const w = `device ${this.name}`;
+    const o = obj(v, w);
+    onlyKeys(o, ['ier', 'lcr', 'mcr', 'scr', 'dll', 'dlm', 'fifoEnabled', 'threPending', 'rx', 'msrDelta'], w);
+    this.state = {
+      ier: int(o.ier, 0, 0x0f, `${w} ier`), lcr: int(o.lcr, 0, 0xff, `${w} lcr`), mcr: int(o.mcr, 0, 0x1f, `${w} mcr`), scr: int(o.scr, 0, 0xff, `${w} scr`),
+      dll: int(o.dll, 0, 0xff, `${w} dll`), dlm: int(o.dlm, 0, 0xff, `${w} dlm`), fifoEnabled: bool(o.fifoEnabled, `${w} fifoEnabled`),
+      threPending: bool(o.threPending, `${w} threPending`), rx: bytes(o.rx, RX_QUEUE_MAX, `${w} rx`), msrDelta: int(o.msrDelta, 0, 0x0f, `${w} msrDelta`),
+    };
     this.syncFastPath();
     this.updateIrq();
   }

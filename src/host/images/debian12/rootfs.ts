@@ -16,6 +16,9 @@
  * - apt's daily timers are off: at boot they would download package lists and
  *   run dpkg under emulation, minutes of CPU that delay everything else, and
  *   reach out to the internet from tests; the user can turn them on;
+ * - systemd waits 600 s instead of 90 s for devices: under TCG on a busy host
+ *   udev's coldplug can take longer than 90 s, and the serial getty (which
+ *   waits for /dev/ttyS0) then fails, leaving no login prompt;
  * - systemd-timesyncd is not installed for the same reason (and the guest
  *   clock comes from the host's RTC and kvm-clock anyway);
  * - the initramfs has the virtio drivers (MODULES=most plus an explicit list)
@@ -132,6 +135,13 @@ ExecStartPre=
 ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 UNIT
+
+# Under emulation on a busy host udev can take minutes to announce devices (it
+# coldplugs everything on a slow vCPU). systemd's default 90 s device timeout then
+# fails the units waiting for one, e.g. the serial getty on ttyS0: no login prompt
+# at all. Waiting longer costs nothing when devices come quickly.
+mkdir -p "$root/etc/systemd/system.conf.d"
+printf '# Hangar: see src/host/images/debian12/rootfs.ts\n[Manager]\nDefaultDeviceTimeoutSec=600s\n' > "$root/etc/systemd/system.conf.d/hangar-device-timeout.conf"
 
 # Each VM gets its own machine id on first boot.
 : > "$root/etc/machine-id"

@@ -1,0 +1,133 @@
+/**
+ * Hangar's firewall: one nftables table, `inet hangar`, rendered whole from
+ * the recorded networks and swapped in atomically (`nft -f` of
+ * "create-if-missing, delete, define" is one transaction: the old rules
+ * hold until the new ones are in). Hangar never lists, flushes or changes
+ * any other table; the host's own rules keep working beside ours.
+ *
+ * What the rules do (docs/networking.md, "Firewalling"):
+ * - nat networks: traffic from the subnet to anywhere but Hangar's bridges
+ *   is forwarded and masqueraded; only answers (and port forwards) come back in;
+ * - isolated networks: nothing is forwarded in or out; VMs reach the host
+ *   only for DHCP, DNS and ping of their gateway;
+ * - different networks never reach each other: not routed through the
+ *   host, nor through the host's address on the other network.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { HangarError } from '../../common/errors.js';
+import { formatCidr, formatIpv4, gatewayOf, type Subnet } from './addressing.js';
+
+export const NFT_TABLE = 'hangar';
+
+export interface FirewallNetwork {
+  kind: 'nat' | 'isolated';
+  bridge: string;
+  subnet: Subnet;
+}
+
+/** A published guest port: connections to address:hostPort (0.0.0.0: any local address) go to guest:guestPort. */
+export interface FirewallForward {
+  proto: 'tcp' | 'udp';
+  address: string;
+  hostPort: number;
+  guestAddress: string;
+  guestPort: number;
+}
+
+const q = (s: string): string => `"${s}"`;
+const set = (items: string[]): string => (items.length === 1 ? items[0]! : `{ ${items.join(', ')} }`);
+
+/** The `inet hangar` table for these networks and forwards (pure). Null when there is nothing to filter. */
+export function renderFirewall(nets: FirewallNetwork[], forwards: FirewallForward[] = []): string | null {
+  if (nets.length === 0) return null;
+  const bridges = nets.map((n) => q(n.bridge));
+  const input: string[] = [];
+  const forward: string[] = [];
+  const postrouting: string[] = [];
+  for (const n of nets) {
+    const br = q(n.bridge);
+    // Within one network traffic is bridged, not routed; where br_netfilter hands bridged
+    // frames to the IP hooks (a Docker host), it shows up here with the bridge on both sides.
+    forward.push(`iifname ${br} oifname ${br} accept`);
+    const gw = formatIpv4(gatewayOf(n.subnet));
+    const others = nets.filter((o) => o !== n).map((o) => formatIpv4(gatewayOf(o.subnet)));
+    // Loopback addresses are routable on the bridge (route_localnet, for forwards published on
+    // 127.0.0.1): a VM must not use that to reach the host's own loopback services.
+    // Answers to a forward used from loopback come back here with loopback addresses: only those pass.
+    input.push(`iifname ${br} ip daddr 127.0.0.0/8 ct direction original drop`, `iifname ${br} ip saddr 127.0.0.0/8 ct direction original drop`);
+    // The host's address on another network is not a way into it.
+    if (others.length) input.push(`iifname ${br} ip daddr ${set(others)} drop`);
+    if (n.kind === 'isolated') {
+      input.push(`iifname ${br} udp dport { 53, 67 } accept`);
+      input.push(`iifname ${br} tcp dport 53 ip daddr ${gw} accept`);
+      input.push(`iifname ${br} icmp type echo-request ip daddr ${gw} accept`);
+      input.push(`iifname ${br} drop`);
+      forward.push(`iifname ${br} drop`, `oifname ${br} drop`);
+    }
+  }
+  // Between two of Hangar's networks nothing is routed.
+  forward.push(`iifname ${set(bridges)} oifname ${set(bridges)} drop`);
+  for (const n of nets.filter((x) => x.kind === 'nat')) {
+    const br = q(n.bridge);
+    forward.push(`iifname ${br} ip saddr ${formatCidr(n.subnet)} accept`);
+    forward.push(`iifname ${br} drop`);
+    forward.push(`oifname ${br} ct state established,related accept`);
+    forward.push(`oifname ${br} ct status dnat accept`);
+    forward.push(`oifname ${br} drop`);
+    postrouting.push(`ip saddr ${formatCidr(n.subnet)} ip daddr != ${formatCidr(n.subnet)} oifname != ${set(bridges)} masquerade`);
+    // A forward used from the host's loopback leaves with 127.0.0.1 as source: the guest could not answer that.
+    postrouting.push(`oifname ${br} ip saddr 127.0.0.0/8 masquerade`);
+  }
+  // Published ports: from outside (not from Hangar's own bridges: networks stay apart) and from the host itself.
+  const dnat: string[] = [];
+  for (const f of forwards) {
+    const dst = f.address === '0.0.0.0' ? 'fib daddr type local' : `ip daddr ${f.address}`;
+    dnat.push(`${dst} ${f.proto} dport ${f.hostPort} dnat ip to ${f.guestAddress}:${f.guestPort}`);
+  }
+  const chain = (name: string, hook: string, rules: string[]): string =>
+    `  chain ${name} {\n    type ${hook}; policy accept;\n${rules.map((r) => `    ${r}\n`).join('')}  }\n`;
+  return `table inet ${NFT_TABLE} {\n`
+    + chain('input', 'filter hook input priority filter', input)
+    + chain('forward', 'filter hook forward priority filter', forward)
+    + chain('prerouting', 'nat hook prerouting priority dstnat', dnat.map((r) => `iifname != ${set(bridges)} ${r}`))
+    + chain('output', 'nat hook output priority -100', dnat)
+    + chain('postrouting', 'nat hook postrouting priority srcnat', postrouting)
+    + '}\n';
+}
+
+/** The nft script that replaces our table in one transaction (or removes it when `table` is null). */
+export function replaceScript(table: string | null): string {
+  const head = `table inet ${NFT_TABLE} {}\ndelete table inet ${NFT_TABLE}\n`;
+  return table === null ? head : head + table;
+}
+
+function nft(args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('nft', args, { timeout: 10_000 }, (err, stdout, stderr) => {
+      if (err) reject(new HangarError('UNAVAILABLE', `nft ${args.join(' ')}: ${(stderr || err.message).trim()}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** Applies the table for these networks and forwards (removes it when there are no networks). */
+export async function applyFirewall(nets: FirewallNetwork[], forwards: FirewallForward[] = []): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-nft-'));
+  try {
+    const file = path.join(dir, 'hangar.nft');
+    fs.writeFileSync(file, replaceScript(renderFirewall(nets, forwards)), { mode: 0o600 });
+    await nft(['-f', file]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Whether our table exists in this namespace. */
+export async function firewallPresent(): Promise<boolean> {
+  const out = await nft(['-j', 'list', 'tables', 'inet']);
+  const parsed = JSON.parse(out) as { nftables: Array<{ table?: { family: string; name: string } }> };
+  return parsed.nftables.some((e) => e.table?.family === 'inet' && e.table.name === NFT_TABLE);
+}

@@ -1,0 +1,107 @@
+/**
+ * The pure parts of networking: subnet choice against what the host uses,
+ * MACs and link names, dnsmasq's configuration, the nftables table, leases.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { isHangarError } from '../../src/common/errors.js';
+import {
+  checkSubnet, dhcpRange, formatCidr, formatIpv4, isLocalUnicastMac, macFor, overlaps, parseCidr, pickFreeSubnet, tapNameFor,
+} from '../../src/host/network/addressing.js';
+import { parseLeases, renderDnsmasqConfig } from '../../src/host/network/dnsmasq.js';
+import { renderFirewall, replaceScript } from '../../src/host/network/firewall.js';
+import { isTapName } from '../../src/api/names.js';
+
+const cidr = (s: string) => parseCidr(s)!;
+
+test('a new network gets the first private /24 nothing on the host overlaps', () => {
+  assert.equal(formatCidr(pickFreeSubnet([])), '10.77.0.0/24');
+  // The default route overlaps everything and does not count; a /16 covering 10.77 does.
+  assert.equal(formatCidr(pickFreeSubnet([cidr('0.0.0.0/0'), cidr('10.77.0.0/24'), cidr('10.77.1.0/24')])), '10.77.2.0/24');
+  assert.equal(formatCidr(pickFreeSubnet([cidr('10.77.0.0/16')])), '10.78.0.0/24');
+  assert.equal(formatCidr(pickFreeSubnet([cidr('10.0.0.0/8')])), '172.16.0.0/24');
+  // A host route inside a candidate makes it taken.
+  assert.equal(formatCidr(pickFreeSubnet([cidr('10.77.0.9/32')])), '10.77.1.0/24');
+});
+
+test('subnets a user gives are checked', () => {
+  assert.equal(formatCidr(checkSubnet('192.168.50.0/24')), '192.168.50.0/24');
+  for (const bad of ['10.1.2.3/24', '8.8.8.0/24', '10.0.0.0/8', '10.0.0.0/30', 'x', '10.0.0.0']) {
+    assert.throws(() => checkSubnet(bad), (e: unknown) => isHangarError(e) && e.code === 'INVALID_ARGUMENT', bad);
+  }
+  assert.ok(overlaps(cidr('10.0.0.0/16'), cidr('10.0.5.0/24')));
+  assert.ok(!overlaps(cidr('10.0.0.0/24'), cidr('10.0.1.0/24')));
+  const r = dhcpRange(cidr('10.77.3.0/24'));
+  assert.equal(`${formatIpv4(r.first)}-${formatIpv4(r.last)}`, '10.77.3.2-10.77.3.254');
+});
+
+test('MACs are locally administered unicast; TAP names fit IFNAMSIZ and are stable', () => {
+  const a = macFor('vm/eth0');
+  assert.match(a, /^0a:68:67(:[0-9a-f]{2}){3}$/);
+  assert.ok(isLocalUnicastMac(a));
+  assert.notEqual(macFor('vm/eth0', 1), a);
+  assert.ok(isLocalUnicastMac('52:54:00:00:00:01'));
+  assert.ok(!isLocalUnicastMac('00:11:22:33:44:55'));
+  assert.ok(!isLocalUnicastMac('03:00:00:00:00:01'));
+  const t = tapNameFor('id-1', 'eth0');
+  assert.equal(t, tapNameFor('id-1', 'eth0'));
+  assert.notEqual(t, tapNameFor('id-1', 'eth1'));
+  assert.ok(t.length <= 15 && isTapName(t));
+});
+
+test('dnsmasq: bound to its bridge, domain hangar, reservations inline, no route on isolated networks', () => {
+  const conf = renderDnsmasqConfig({
+    dir: '/d/networks/n1', bridge: 'hgb-1', subnet: cidr('10.77.4.0/24'), routed: true,
+    reservations: [{ mac: '0A:68:67:00:00:01', name: 'web1', ipv4: '10.77.4.10' }, { mac: '0a:68:67:00:00:02', name: 'db' }],
+  });
+  const lines = conf.split('\n');
+  for (const l of ['interface=hgb-1', 'bind-dynamic', 'listen-address=10.77.4.1', 'domain=hangar', 'local=/hangar/',
+    'dhcp-range=10.77.4.2,10.77.4.254,255.255.255.0,1h', 'dhcp-option=option:router,10.77.4.1',
+    'dhcp-host=0a:68:67:00:00:01,10.77.4.10,web1', 'dhcp-host=0a:68:67:00:00:02,db', 'dhcp-leasefile=/d/networks/n1/leases']) {
+    assert.ok(lines.includes(l), l);
+  }
+  const iso = renderDnsmasqConfig({ dir: '/d', bridge: 'hgb-2', subnet: cidr('10.77.5.0/24'), routed: false, reservations: [] }).split('\n');
+  assert.ok(iso.includes('dhcp-option=option:router') && iso.includes('no-resolv'));
+});
+
+test('firewall: one table, replaced atomically; networks kept apart; NAT only for nat networks', () => {
+  assert.equal(renderFirewall([]), null);
+  assert.equal(replaceScript(null), 'table inet hangar {}\ndelete table inet hangar\n');
+  const t = renderFirewall([
+    { kind: 'nat', bridge: 'hgb-a', subnet: cidr('10.77.0.0/24') },
+    { kind: 'isolated', bridge: 'hgb-b', subnet: cidr('10.77.1.0/24') },
+  ])!;
+  assert.match(t, /^table inet hangar \{/);
+  assert.ok(t.includes('iifname { "hgb-a", "hgb-b" } oifname { "hgb-a", "hgb-b" } drop'));
+  assert.ok(t.includes('iifname "hgb-a" ip daddr 10.77.1.1 drop'));
+  assert.ok(t.includes('iifname "hgb-b" ip daddr 10.77.0.1 drop'));
+  assert.ok(t.includes('ip saddr 10.77.0.0/24 ip daddr != 10.77.0.0/24 oifname != { "hgb-a", "hgb-b" } masquerade'));
+  assert.ok(!t.includes('10.77.1.0/24 ip daddr != 10.77.1.0/24'));
+  assert.ok(t.includes('iifname "hgb-b" drop') && t.includes('oifname "hgb-b" drop'));
+  // Same-bridge traffic (br_netfilter) is accepted before any drop.
+  const forward = t.slice(t.indexOf('chain forward'), t.indexOf('chain postrouting'));
+  assert.ok(forward.indexOf('iifname "hgb-b" oifname "hgb-b" accept') < forward.indexOf('iifname "hgb-b" drop'));
+});
+
+test('leases: IPv4 lines of dnsmasq\'s lease file', () => {
+  const l = parseLeases('1795994472 0A:68:67:27:13:6b 10.77.1.63 vm1 01:0a:68:67:27:13:6b\n1795994473 02:00:00:00:00:01 10.77.1.64 * *\nduid 00:01\n');
+  assert.deepEqual(l, [
+    { expires: 1795994472, mac: '0a:68:67:27:13:6b', ipv4: '10.77.1.63', hostname: 'vm1' },
+    { expires: 1795994473, mac: '02:00:00:00:00:01', ipv4: '10.77.1.64', hostname: null },
+  ]);
+});
+
+test('firewall: port forwards DNAT from outside and from the host, loopback answers only', () => {
+  const t = renderFirewall(
+    [{ kind: 'nat', bridge: 'hgb-a', subnet: cidr('10.77.0.0/24') }],
+    [{ proto: 'tcp', address: '127.0.0.1', hostPort: 8080, guestAddress: '10.77.0.5', guestPort: 80 },
+      { proto: 'udp', address: '0.0.0.0', hostPort: 5353, guestAddress: '10.77.0.6', guestPort: 53 }],
+  )!;
+  const chainOf = (name: string) => t.slice(t.indexOf(`chain ${name}`), t.indexOf('}', t.indexOf(`chain ${name}`)));
+  assert.ok(chainOf('prerouting').includes('iifname != "hgb-a" ip daddr 127.0.0.1 tcp dport 8080 dnat ip to 10.77.0.5:80'));
+  assert.ok(chainOf('output').includes('ip daddr 127.0.0.1 tcp dport 8080 dnat ip to 10.77.0.5:80'));
+  assert.ok(chainOf('output').includes('fib daddr type local udp dport 5353 dnat ip to 10.77.0.6:53'));
+  assert.ok(chainOf('postrouting').includes('oifname "hgb-a" ip saddr 127.0.0.0/8 masquerade'));
+  assert.ok(chainOf('input').includes('iifname "hgb-a" ip daddr 127.0.0.0/8 ct direction original drop'));
+  assert.ok(chainOf('forward').includes('oifname "hgb-a" ct status dnat accept'));
+});
