@@ -129,7 +129,9 @@ test('root: ext4 labelled rootfs, cloud-ready, no host keys or machine id baked 
   assert.match(debugfs('cat /etc/cloud/cloud.cfg'), /default_user:\s*\n\s*name: debian/);
   assert.match(debugfs('ls /etc/systemd/system/getty.target.wants'), /serial-getty@ttyS0\.service/);
   assert.match(debugfs('cat /etc/systemd/system.conf.d/hangar-device-timeout.conf'), /^DefaultDeviceTimeoutSec=600s$/m);
-  assert.doesNotMatch(debugfs('ls /etc/systemd/system/timers.target.wants'), /apt-daily/);
+  assert.doesNotMatch(debugfs('ls /etc/systemd/system/timers.target.wants'), /apt-daily|e2scrub/);
+  assert.doesNotMatch(debugfs('ls /etc/systemd/system/multi-user.target.wants'), /e2scrub_reap/);
+  assert.match(debugfs('ls /etc/systemd/system/multi-user.target.wants'), /ssh\.service/);
   assert.match(debugfs('cat /etc/shadow'), /^root:\*:/m, 'root has no password');
   assert.match(debugfs('cat /etc/apt/sources.list'), /^deb http:\/\/deb\.debian\.org\/debian bookworm main/m);
   assert.match(debugfs('stat /usr/bin/growpart'), /Type: regular/);

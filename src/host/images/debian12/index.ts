@@ -66,21 +66,6 @@ const DISK_STAGE_PERCENT: Record<string, number> = {
   'converting the disk to qcow2': 90,
 };
 
-/** Reads a packages.txt: one `name=version` a line; # comments and blank lines ignored. */
-export function parsePackageList(text: string): string[] {
-  const out: string[] = [];
-  for (const [n, raw] of text.split('\n').entries()) {
-    const line = raw.replace(/#.*/, '').trim();
-    if (!line) continue;
-    if (!/^[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?=[A-Za-z0-9.+~:-]+$/.test(line)) {
-      throw new HangarError('INVALID_ARGUMENT', `package list line ${n + 1}: "${line.slice(0, 80)}" is not name=version`);
-    }
-    out.push(line);
-  }
-  if (out.length === 0) throw new HangarError('INVALID_ARGUMENT', 'the package list is empty');
-  return out;
-}
-
 function defaultEpoch(): number {
   const env = process.env.SOURCE_DATE_EPOCH;
   if (env !== undefined && /^\d+$/.test(env)) return Number(env);
