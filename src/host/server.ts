@@ -263,7 +263,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   });
 
   app.post('/1.0/images/:name/build', { schema: { summary: 'Build (or rebuild) a built-in image', params: ImageParams, body: Type.Optional(ImageBuildRequest), response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>
-    asyncReply(reply, await startImageBuild(ctx.operations, ctx.images, req.params.name, req.body ?? {})));
+    asyncReply(reply, await startImageBuild(ctx.operations, ctx.images, req.params.name, req.body ?? {}, (image) => ctx.vms.imageUsers(image))));
 
   const uploads = imageUploads(ctx.operations);
   app.post('/1.0/images/uploads', { schema: { summary: 'Start an image upload (then PUT its parts)', body: ImageUploadRequest, response: { 202: AsyncBody, ...errors } } }, async (req, reply) =>

@@ -8,7 +8,13 @@ import type { Image, ImageBuildRequest, Operation } from '../api/schemas.js';
 import type { OperationManager } from '../operations.js';
 import type { ImageProvider } from '../vms.js';
 
-export async function startImageBuild(operations: OperationManager, images: ImageProvider, name: string, req: ImageBuildRequest): Promise<Operation> {
+/**
+ * `usersOf` names the VMs made from an image. A built image with a base disk
+ * is not rebuilt while VMs use it: their root volumes are qcow2 overlays of
+ * that very file, and a new base under an old overlay corrupts the guest's
+ * filesystem at its next start.
+ */
+export async function startImageBuild(operations: OperationManager, images: ImageProvider, name: string, req: ImageBuildRequest, usersOf: (image: string) => string[] = () => []): Promise<Operation> {
   const build = images.buildImage;
   if (!build) throw new HangarError('UNSUPPORTED', 'this daemon cannot build images');
   if (images.isBuiltIn && !images.isBuiltIn(name)) throw new HangarError('NOT_FOUND', `no built-in image named "${name}"`, { image: name });
@@ -16,6 +22,11 @@ export async function startImageBuild(operations: OperationManager, images: Imag
   const listed = (await images.listImages()) as Array<{ name: string; status?: string }>;
   if (listed.some((i) => i.name === name && i.status === 'building')) {
     throw new HangarError('INVALID_STATE', `image ${name} is being built already`, { image: name });
+  }
+  const built = (listed as Array<{ name: string; status?: string; disk?: string }>).find((i) => i.name === name && i.status === 'ready');
+  const users = built?.disk ? usersOf(name) : [];
+  if (users.length > 0) {
+    throw new HangarError('INVALID_STATE', `image ${name} is the base disk of VM${users.length > 1 ? 's' : ''} ${users.join(', ')}: a rebuild would replace the file their root disks are overlays of; delete ${users.length > 1 ? 'them' : 'it'} first`, { image: name, vms: users });
   }
   return operations.run(`Building image ${name}`, [], async (progress) => {
     await build(name, { ...(req.packages ? { packages: req.packages } : {}) }, (stage, percent) => progress({ stage, ...(percent !== undefined ? { percent } : {}) }));
