@@ -94,7 +94,7 @@ test('/openapi.json is an OpenAPI 3 document listing the routes', async () => {
   }
   const body = doc.paths['/1.0/vms'].post.requestBody.content['application/json'].schema;
   assert.equal(body.additionalProperties, false);
-  assert.deepEqual(Object.keys(body.properties).sort(), ['boot', 'cmdline', 'cpus', 'engine', 'image', 'iso', 'memory', 'name', 'start']);
+  assert.deepEqual(Object.keys(body.properties).sort(), ['boot', 'cmdline', 'cpus', 'disks', 'engine', 'image', 'iso', 'memory', 'name', 'network', 'networkConfig', 'nics', 'rootSize', 'sshKeys', 'start', 'userData']);
   assert.ok(doc.paths['/1.0/vms'].post.responses['202']);
 });
 
