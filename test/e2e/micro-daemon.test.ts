@@ -94,7 +94,7 @@ test('image import: an ELF test guest becomes an image; bad imports are refused'
   assert.deepEqual(fs.readFileSync(imp.kernel), fs.readFileSync(elf));
 
   const list = JSON.parse(ok(await hangar(['image', 'list', '--json']), 'image list').stdout) as Array<{ name: string; origin?: string }>;
-  assert.deepEqual(list.map((i) => [i.name, i.origin]), [['tiny', 'built-in'], ['echo', 'imported']]);
+  assert.deepEqual(list.map((i) => [i.name, i.origin]), [['tiny', 'built-in'], ['debian-12', 'built-in'], ['echo', 'imported']]);
   assert.match(ok(await hangar(['image', 'list']), 'image list').stdout, /^echo +ready +\S+ +echo guest$/m);
 
   const again = await hangar(['image', 'import', 'echo', '--kernel', elf]);
@@ -207,7 +207,7 @@ test('an image in use cannot be deleted; deleting the VM frees it', { skip }, as
   const gone = JSON.parse(ok(await hangar(['image', 'delete', 'echo', '--json']), 'image delete').stdout);
   assert.deepEqual(gone, { name: 'echo', deleted: true });
   const list = JSON.parse(ok(await hangar(['image', 'list', '--json']), 'image list').stdout) as Array<{ name: string }>;
-  assert.deepEqual(list.map((i) => i.name), ['tiny']);
+  assert.deepEqual(list.map((i) => i.name), ['tiny', 'debian-12']);
   assert.deepEqual(fs.readdirSync(path.join(d.dataDir, 'local-images')), []);
   const launch = await hangar(['launch', 'echo', 'm2', '--engine', 'micro']);
   assert.equal(launch.code, 3);
