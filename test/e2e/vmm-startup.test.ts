@@ -24,7 +24,7 @@ test('metrics record InstanceStart and the first guest instruction, in order', {
   const vmm = await startVmm();
   try {
     let m = (await api(vmm.apiSock, 'GET', '/metrics')).body as Metrics;
-    assert.deepEqual(m.timing_ms, { instance_start: null, run_start: null, first_vcpu_entry: null, first_guest_exit: null, first_console_byte: null });
+    assert.deepEqual(m.timing_ms, { instance_start: null, run_start: null, first_vcpu_entry: null, first_guest_exit: null, first_console_byte: null, snapshot_load: null, snapshot_modules_ready: null, snapshot_restored: null, snapshot_loaded: null });
 
     const con = await ConsoleClient.connect(vmm.consoleSock);
     await bootGuest(vmm, firstInsnElf);
