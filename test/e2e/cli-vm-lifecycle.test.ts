@@ -105,7 +105,7 @@ test('a VM through its whole life, driven by the CLI', async (t) => {
     assert.ok(typeof vm.runtime.pid === 'number' && vm.runtime.pid > 0);
     const table = ok(await hangar(['ls']), 'ls').stdout;
     assert.match(table, /^NAME\s+STATE\s+ENGINE\s+ACCEL\s+CPUS\s+MEMORY\s+UPTIME\s+IPV4$/m);
-    assert.match(table, new RegExp(`^${NAME}\\s+running\\s+qemu\\s+(kvm|tcg)\\s+2\\s+256M\\s+\\S+$`, 'm'));
+    assert.match(table, new RegExp(`^${NAME}\\s+running\\s+qemu\\s+(kvm|tcg)\\s+2\\s+256M\\s+\\S+\\s+\\S+$`, 'm'));
   });
 
   await t.test('show prints spec and runtime', async () => {
