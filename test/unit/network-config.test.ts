@@ -8,7 +8,9 @@ import { isHangarError } from '../../src/common/errors.js';
 import {
   checkSubnet, dhcpRange, formatCidr, formatIpv4, isLocalUnicastMac, macFor, overlaps, parseCidr, pickFreeSubnet, tapNameFor,
 } from '../../src/host/network/addressing.js';
-import { parseLeases, renderDnsmasqConfig } from '../../src/host/network/dnsmasq.js';
+import { parseLeases, processHoldsResources, renderDnsmasqConfig } from '../../src/host/network/dnsmasq.js';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import { renderFirewall, renderPortFilter, replaceScript } from '../../src/host/network/firewall.js';
 import { isTapName } from '../../src/api/names.js';
 
@@ -115,4 +117,21 @@ test('anti-spoofing: per TAP, its own MAC and addresses only, no DHCP server, no
     'iifname "hgt-1" ether type ip udp sport 67 drop', 'iifname "hgt-2" ether type ip6 icmpv6 type nd-router-advert drop']) assert.ok(t.includes(r), r);
   // A bridged network's NIC: its MAC is checked, addresses are the LAN's business.
   assert.ok(!t.includes('iifname "hgt-2" ether type ip ip saddr'));
+});
+
+test('dnsmasq stop: a process holds its sockets until it is a zombie or gone, not merely once its command line is empty', async () => {
+  // `sleep 0.3` becomes a zombie under `sleep 30`, which never reaps it.
+  const parent = spawn('sh', ['-c', 'sleep 0.3 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    const pid = Number(await new Promise<string>((resolve) => parent.stdout!.once('data', (b: Buffer) => resolve(b.toString()))));
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!;
+    assert.equal(processHoldsResources(pid, start), true, 'running');
+    assert.equal(processHoldsResources(pid, String(Number(start) + 1)), false, 'another process that reused the pid is not ours');
+    for (let i = 0; i < 100 && processHoldsResources(pid, start); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.match(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'), /\) Z /, 'the child is a zombie now');
+    assert.equal(processHoldsResources(pid, start), false, 'a zombie has closed its files');
+  } finally {
+    parent.kill('SIGKILL');
+  }
 });

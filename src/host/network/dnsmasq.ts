@@ -132,14 +132,26 @@ export function dnsmasqBinary(): string {
   throw new HangarError('UNAVAILABLE', 'dnsmasq is not installed (Debian package dnsmasq-base): networks with DHCP need it');
 }
 
-/** Starts dnsmasq on a written conf file; resolves once it has daemonized (its pid file exists). */
+/**
+ * Starts dnsmasq on a written conf file; resolves once it has daemonized (its pid file exists).
+ * A bind refused with "Address already in use" is retried for a moment: a dnsmasq that
+ * served the same address may still be tearing down its sockets.
+ */
 export async function startDnsmasq(files: DnsmasqFiles): Promise<number> {
   for (const f of [files.pid]) fs.rmSync(f, { force: true });
   // The lease file must exist; dnsmasq (root at this point) opens and keeps it.
   fs.closeSync(fs.openSync(files.leases, 'a', 0o644));
   // dnsmasq forks into the background itself and its first process exits once it is set up,
   // with a non-zero status and the reason on stderr when it cannot start.
-  await run(dnsmasqBinary(), [`--conf-file=${files.conf}`]);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await run(dnsmasqBinary(), [`--conf-file=${files.conf}`]);
+      break;
+    } catch (e) {
+      if (attempt >= 20 || !(e instanceof HangarError) || !e.message.includes('Address already in use')) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
   for (let i = 0; i < 100; i++) {
     const pid = findDnsmasq(files);
     if (pid !== null) return pid;
@@ -148,24 +160,42 @@ export async function startDnsmasq(files: DnsmasqFiles): Promise<number> {
   throw new HangarError('UNAVAILABLE', `dnsmasq started but wrote no pid file (${files.pid})`);
 }
 
+/** The start time (clock ticks since boot) and state letter of a process, or null once it no longer exists. */
+function procStat(pid: number): { start: string; state: string } | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { state: rest[0]!, start: rest[19]! };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether the process that had this start time still holds its resources. The kernel drops
+ * a process's memory (so /proc/<pid>/cmdline reads empty) before it closes its files, so an
+ * empty command line does not mean its sockets are gone; a zombie (or no process) does.
+ */
+export function processHoldsResources(pid: number, start: string): boolean {
+  const s = procStat(pid);
+  return s !== null && s.start === start && s.state !== 'Z' && s.state !== 'X';
+}
+
 /** Stops our dnsmasq for these files, if one runs; waits until the process is gone (its sockets with it). */
 export async function stopDnsmasq(files: DnsmasqFiles): Promise<boolean> {
   const pid = findDnsmasq(files);
   if (pid === null) return false;
-  // dnsmasq removes its pid file before it exits: watch the process, not the file.
-  const ours = (): boolean => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(`--conf-file=${files.conf}`);
-    } catch {
-      return false;
-    }
-  };
+  const start = procStat(pid)?.start;
+  if (start === undefined) return false;
+  const alive = (): boolean => processHoldsResources(pid, start);
   try { process.kill(pid, 'SIGTERM'); } catch { return false; }
-  for (let i = 0; i < 250 && ours(); i++) await new Promise((r) => setTimeout(r, 20));
-  if (ours()) {
+  for (let i = 0; i < 250 && alive(); i++) await new Promise((r) => setTimeout(r, 20));
+  if (alive()) {
     try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-    for (let i = 0; i < 100 && ours(); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 20));
   }
+  // dnsmasq removes its pid file before it exits; one left by a killed dnsmasq goes too.
   fs.rmSync(files.pid, { force: true });
   return true;
 }
