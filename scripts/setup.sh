@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages Hangar uses at run time and in its tests.
-DEBS=(qemu-system-x86 qemu-utils busybox-static lz4 cpio gcc make libc6-dev iproute2 linux-libc-dev openssl util-linux passwd e2fsprogs mmdebstrap mtools dosfstools syslinux syslinux-common systemd-boot-efi fdisk dnsmasq-base nftables ovmf grub-pc-bin grub-efi-amd64-bin xorriso)
+DEBS=(qemu-system-x86 qemu-utils busybox-static lz4 cpio gcc make libc6-dev iproute2 linux-libc-dev openssl util-linux passwd e2fsprogs mmdebstrap mtools dosfstools syslinux syslinux-common systemd-boot-efi fdisk dnsmasq-base nftables ovmf grub-pc-bin grub-efi-amd64-bin xorriso chromium)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
