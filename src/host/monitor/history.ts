@@ -7,6 +7,9 @@
  * batches of PRUNE_BATCH rows found through the (res, t) index, and reads
  * return at most MAX_POINTS rows. So a tick costs the same however much
  * history has piled up (bench/monitor-bench.ts measures it).
+ *
+ * Buckets are `t - t % width`, not `(t / width) * width`: better-sqlite3
+ * binds JS numbers as REALs, and `/` on a REAL does not truncate.
  */
 import type Database from 'better-sqlite3';
 import type { Store } from '../store.js';
@@ -79,9 +82,9 @@ function prepare(db: Database.Database) {
     insertVm: db.prepare(`INSERT OR REPLACE INTO metrics_vm (vm_id, res, t, ${VM_COLUMNS}) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     insertHost: db.prepare(`INSERT OR REPLACE INTO metrics_host (res, t, ${HOST_COLUMNS}) VALUES (0, ?, ?, ?, ?, ?, ?, ?)`),
     foldVm: db.prepare(`INSERT OR REPLACE INTO metrics_vm (vm_id, res, t, ${VM_COLUMNS})
-      SELECT vm_id, @res, (t / @w) * @w AS b, ${VM_FOLD} FROM metrics_vm WHERE res = 0 AND t >= @from AND t < @to GROUP BY vm_id, b`),
+      SELECT vm_id, @res, (t - t % @w) AS b, ${VM_FOLD} FROM metrics_vm WHERE res = 0 AND t >= @from AND t < @to GROUP BY vm_id, b`),
     foldHost: db.prepare(`INSERT OR REPLACE INTO metrics_host (res, t, ${HOST_COLUMNS})
-      SELECT @res, (t / @w) * @w AS b, ${HOST_FOLD} FROM metrics_host WHERE res = 0 AND t >= @from AND t < @to GROUP BY b`),
+      SELECT @res, (t - t % @w) AS b, ${HOST_FOLD} FROM metrics_host WHERE res = 0 AND t >= @from AND t < @to GROUP BY b`),
     lastFoldVm: db.prepare('SELECT MAX(t) AS t FROM metrics_vm WHERE res = ?'),
     lastFoldHost: db.prepare('SELECT MAX(t) AS t FROM metrics_host WHERE res = ?'),
     firstRawVm: db.prepare('SELECT MIN(t) AS t FROM metrics_vm WHERE res = 0'),
@@ -89,11 +92,11 @@ function prepare(db: Database.Database) {
     pruneVm: db.prepare('DELETE FROM metrics_vm WHERE rowid IN (SELECT rowid FROM metrics_vm WHERE res = ? AND t < ? LIMIT ?)'),
     pruneHost: db.prepare('DELETE FROM metrics_host WHERE rowid IN (SELECT rowid FROM metrics_host WHERE res = ? AND t < ? LIMIT ?)'),
     forgetVm: db.prepare('DELETE FROM metrics_vm WHERE rowid IN (SELECT rowid FROM metrics_vm WHERE vm_id = ? LIMIT ?)'),
-    readVm: db.prepare(`SELECT (t / @step) * @step AS b, AVG(cpu_percent) AS cpu_percent, MAX(cpu_seconds) AS cpu_seconds, AVG(memory_bytes) AS memory_bytes,
+    readVm: db.prepare(`SELECT (t - t % @step) AS b, AVG(cpu_percent) AS cpu_percent, MAX(cpu_seconds) AS cpu_seconds, AVG(memory_bytes) AS memory_bytes,
         AVG(pss_bytes) AS pss_bytes, AVG(guest_memory_used_bytes) AS guest_memory_used_bytes, AVG(guest_memory_total_bytes) AS guest_memory_total_bytes,
         MAX(disk_read_bytes) AS disk_read_bytes, MAX(disk_write_bytes) AS disk_write_bytes, MAX(net_rx_bytes) AS net_rx_bytes, MAX(net_tx_bytes) AS net_tx_bytes
       FROM metrics_vm WHERE vm_id = @vm AND res = @res AND t >= @since GROUP BY b ORDER BY b LIMIT ${MAX_POINTS + 1}`),
-    readHost: db.prepare(`SELECT (t / @step) * @step AS b, AVG(cpu_percent) AS cpu_percent, AVG(memory_used_bytes) AS memory_used_bytes, MAX(memory_total_bytes) AS memory_total_bytes,
+    readHost: db.prepare(`SELECT (t - t % @step) AS b, AVG(cpu_percent) AS cpu_percent, AVG(memory_used_bytes) AS memory_used_bytes, MAX(memory_total_bytes) AS memory_total_bytes,
         AVG(load1) AS load1, AVG(data_used_bytes) AS data_used_bytes, MAX(data_total_bytes) AS data_total_bytes
       FROM metrics_host WHERE res = @res AND t >= @since GROUP BY b ORDER BY b LIMIT ${MAX_POINTS + 1}`),
     countVm: db.prepare('SELECT COUNT(*) AS n FROM metrics_vm'),
