@@ -138,3 +138,27 @@ test('the strict parser rejects what Prometheus would', () => {
   assert.throws(() => parsePrometheusText('# TYPE a gauge\na 1'), /newline/);
   assert.equal(parsePrometheusText('# HELP a x\n# TYPE a gauge\na{b="q\\"z"} 1.5e3\n').get('a')!.samples[0]!.labels.b, 'q"z');
 });
+
+test('docs/grafana-dashboard.json and docs/monitoring.md name only metrics /metrics exposes, and the dashboard is complete', async () => {
+  const root = fakeRoot();
+  const dir = path.join(root, 'data');
+  const store = new Store(dir);
+  try {
+    const events = new EventBus(store);
+    const sampler = new Sampler({ store, liveHandle: () => null, budget, dataDir: dir, history: new MetricsHistory(store, DEFAULT_MONITOR_SETTINGS), alerts: new AlertManager(store, events), settings: DEFAULT_MONITOR_SETTINGS, log: pino({ level: 'silent' }) });
+    const registry = createMetricsRegistry({ sampler, alerts: new AlertManager(store, events), budget });
+    const exposed = new Set((await registry.getMetricsAsJSON()).map((m) => m.name));
+    const dashboardText = fs.readFileSync(path.join(projectRoot(), 'docs/grafana-dashboard.json'), 'utf8');
+    const dashboard = JSON.parse(dashboardText) as { panels: Array<{ type: string; targets?: Array<{ expr: string }> }>; templating: { list: Array<{ name: string }> } };
+    const named = (text: string) => new Set([...text.matchAll(/\bhangar_[a-z0-9_]+/g)].map((m) => m[0]));
+    for (const n of named(dashboardText)) assert.ok(exposed.has(n), `the dashboard queries ${n}, which /metrics does not expose`);
+    const docs = fs.readFileSync(path.join(projectRoot(), 'docs/monitoring.md'), 'utf8');
+    for (const n of named(docs)) assert.ok(exposed.has(n), `docs/monitoring.md names ${n}, which /metrics does not expose`);
+    for (const n of exposed) assert.ok(named(docs).has(n), `docs/monitoring.md does not document ${n}`);
+    assert.deepEqual(dashboard.templating.list.map((v) => v.name), ['datasource', 'host', 'vm']);
+    for (const p of dashboard.panels.filter((x) => x.type !== 'row')) assert.ok(p.targets && p.targets.length > 0 && p.targets.every((t) => t.expr.includes('hangar_')));
+  } finally {
+    store.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
