@@ -19,6 +19,7 @@ import { registerStorageCommands } from './commands/storage.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
 import { registerSnapshotCommands } from './commands/snapshot.js';
+import { registerMonitorCommands } from './commands/monitor.js';
 
 export const CLI_VERSION = '0.1.0';
 
@@ -48,6 +49,7 @@ export function buildProgram(): Command {
   registerStorageCommands(program);
   registerNetworkCommands(program);
   registerHostCommands(program);
+  registerMonitorCommands(program);
   registerDaemonCommands(program);
   registerRemoteCommands(program);
   return program;

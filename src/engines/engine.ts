@@ -98,6 +98,22 @@ export interface VmStats {
   state: 'running' | 'paused';
 }
 
+/** Block I/O counters of one disk, cumulative since the VM process started. */
+export interface DiskCounters {
+  id: string;
+  readBytes: number;
+  writeBytes: number;
+  readOps: number;
+  writeOps: number;
+}
+
+/** What the VM process itself counts, for monitoring (src/host/monitor). */
+export interface DeviceCounters {
+  disks: DiskCounters[];
+  /** Memory as the guest reports it (balloon statistics); null when the VM has no way to tell. */
+  guestMemory: { totalBytes: number; usedBytes: number } | null;
+}
+
 /** A running VM process, started or re-adopted. */
 export interface VmHandle {
   readonly pid: number;
@@ -111,6 +127,8 @@ export interface VmHandle {
   /** Current run state as the VM process reports it. */
   queryState(): Promise<'running' | 'paused'>;
   stats(): Promise<VmStats>;
+  /** Disk I/O and guest-reported memory, as the VM process counts them (absent: the engine exposes none). */
+  deviceCounters?(): Promise<DeviceCounters>;
   /** A fresh bidirectional stream to the serial console. Output flows while it is open. */
   openConsole(): Promise<Duplex>;
   /**

@@ -3,9 +3,10 @@
  * hangard: the Hangar host daemon.
  *
  *   hangard [--data-dir D] [--socket S] [--listen HOST:PORT] [--log-level L] [--events-keep N]
- *           [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]
+ *           [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R] [--sample-interval S]
  *
- * The admission flags override <data-dir>/hangard.json (docs/api.md, "Admission").
+ * The admission flags override <data-dir>/hangard.json (docs/api.md, "Admission"), as
+ * --sample-interval does its "monitoring" object (docs/monitoring.md).
  * Serves the API on a Unix socket (mode 0600) and, with --listen, on TCP
  * behind a bearer token. VMs run as their own processes: stopping or killing
  * the daemon leaves them running, and the next daemon re-adopts them.
@@ -34,9 +35,11 @@ import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
 import { createSnapshotManager } from './snapshots/index.js';
 import { StorageService } from './storage/index.js';
 import { volumeJobs } from './storage/routes.js';
+import { createMonitor, loadMonitorSettings } from './monitor/index.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
-  + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
+  + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]\n'
+  + '               [--sample-interval SECONDS]';
 
 function parseEventsKeep(v: string | undefined): number {
   if (v === undefined) return DEFAULT_EVENTS_KEEP;
@@ -82,6 +85,7 @@ async function main(): Promise<void> {
       'import-dir': { type: 'string', multiple: true },
       'image-quota': { type: 'string' },
       'pool-quota': { type: 'string' },
+      'sample-interval': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -107,6 +111,7 @@ async function main(): Promise<void> {
   const tcpListener = listen ? prepareTcpListener(dataDir, { ...listen, insecureHttp: values['insecure-http'] === true }) : null;
   // A bad setting stops the daemon before it serves anything.
   const admission = loadAdmissionSettings(dataDir, admissionFlags);
+  const monitorSettings = loadMonitorSettings(dataDir, { ...(values['sample-interval'] !== undefined ? { sampleInterval: values['sample-interval'] } : {}) });
 
   const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: pino.destination({ dest: path.join(dataDir, 'hangard.log'), sync: false, mkdir: true }) }];
   if (process.stderr.isTTY) streams.push({ level: level as pino.Level, stream: pino.destination(2) });
@@ -150,7 +155,10 @@ async function main(): Promise<void> {
   // Snapshot operations a crash cut short are settled once the VMs they touch have been re-adopted.
   await snapshots.reconcile();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store } };
+  const monitor = createMonitor({ store, events, vms, dataDir, settings: monitorSettings, log: log.child({ component: 'monitor' }) });
+  monitor.start();
+
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store }, monitor: { monitor, store } };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);
@@ -180,6 +188,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'shutting down; VMs keep running');
     // Whatever hangs below (a client that will not let go), the daemon still ends.
     setTimeout(() => { log.warn('shutdown took too long; exiting'); log.flush(); process.exit(0); }, 5000);
+    await monitor.stop();
     vms.shutdown();
     operations.stopPruning();
     imageUploads(operations).abortAll('the daemon is stopping');

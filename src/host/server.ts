@@ -41,6 +41,7 @@ import { registerStorageRoutes } from './storage/routes.js';
 import { registerNetworkRoutes } from './network/routes.js';
 import type { NetworkManager } from './network/manager.js';
 import type { Store } from './store.js';
+import { registerMonitorRoutes, type Monitor } from './monitor/index.js';
 
 export const API_VERSION = '1.0';
 
@@ -62,6 +63,8 @@ export interface ApiContext {
   snapshots?: SnapshotManager;
   /** Virtual networks and the store they read VMs from (absent: no /1.0/networks routes). */
   networks?: { manager: NetworkManager; store: Store };
+  /** Monitoring: metrics history, alerts, /metrics (absent: no monitoring routes). */
+  monitor?: { monitor: Monitor; store: Store };
 }
 
 export interface ServerOptions {
@@ -402,6 +405,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   registerSnapshotRoutes(app as unknown as FastifyInstance, ctx);
   if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
   if (ctx.networks) await registerNetworkRoutes(app as unknown as FastifyInstance, ctx.networks.manager, ctx.networks.store);
+  if (ctx.monitor) await registerMonitorRoutes(app as unknown as FastifyInstance, ctx.monitor.monitor, ctx.monitor.store);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));

@@ -14,7 +14,7 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import type { KvmProbe } from '../../kvm/probe.js';
 import { ownProbe } from '../base/kvm.js';
-import type { Accel, DiskAttachment, Engine, EngineCapabilities, EngineVmConfig, ExitReason, GuestExecRequest, GuestExecResult, VmExit, VmHandle } from '../engine.js';
+import type { Accel, DeviceCounters, DiskAttachment, Engine, EngineCapabilities, EngineVmConfig, ExitReason, GuestExecRequest, GuestExecResult, VmExit, VmHandle } from '../engine.js';
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { processAlive } from '../base/procfs.js';
@@ -30,6 +30,7 @@ import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
 import { diskNames, probeDiskIo, type DiskIoMode } from './disks.js';
 import { hotplugDisk, hotunplugDisk, resizeDiskOnline } from './hotplug.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
+import { QemuDeviceCounters } from './device-counters.js';
 import { GuestAgent } from './guest-agent.js';
 import { qemuSnapshotControl } from './snapshots.js';
 import { startJobId, type LiveSnapshotControl } from '../snapshot-control.js';
@@ -165,6 +166,15 @@ class QemuVmHandle extends BaseVmHandle {
     this.usable('exec');
     if (!this.agent) throw new HangarError('AGENT_UNAVAILABLE', 'this VM was started without a guest agent channel');
     return this.agent.exec(req);
+  }
+
+  private counters: QemuDeviceCounters | null = null;
+
+  /** Disk I/O and guest memory for the daemon's sampler (src/host/monitor). */
+  async deviceCounters(): Promise<DeviceCounters> {
+    this.usable('deviceCounters');
+    this.counters ??= new QemuDeviceCounters((cmd, args, opts) => this.qmp.execute(cmd, args, opts));
+    return this.counters.read();
   }
 
   async queryState(): Promise<'running' | 'paused'> {

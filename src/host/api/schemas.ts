@@ -225,6 +225,8 @@ export const EventType = Type.Union([
   Type.Literal('stopped'),
   Type.Literal('crashed'),
   Type.Literal('deleted'),
+  // Monitoring: an alert raised or cleared (src/host/monitor/alerts.ts); vm is "" for a host alert.
+  Type.Literal('alert'),
 ]);
 export const LifecycleEvent = Type.Object({
   seq: Type.Integer(),
@@ -333,3 +335,4 @@ export const AsyncBody = Type.Object({
 
 // Snapshots and copies (src/host/snapshots/).
 export * from '../snapshots/schemas.js';
+export * from '../monitor/schemas.js';
