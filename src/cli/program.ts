@@ -19,6 +19,7 @@ import { registerStorageCommands } from './commands/storage.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
 import { registerSnapshotCommands } from './commands/snapshot.js';
+import { registerUiCommand } from './commands/ui.js';
 
 export const CLI_VERSION = '0.1.0';
 
@@ -50,5 +51,6 @@ export function buildProgram(): Command {
   registerHostCommands(program);
   registerDaemonCommands(program);
   registerRemoteCommands(program);
+  registerUiCommand(program);
   return program;
 }
