@@ -44,7 +44,7 @@ export function SerialConsole({ vm }: { vm: string }) {
   return (
     <section className="console">
       <p className="muted" role="status">Serial console: <span data-testid="console-status">{status}</span> (keys go to the guest while the terminal has focus; Tab moves on only outside it)</p>
-      <div ref={box} className="terminal" data-testid="terminal" />
+      <div ref={box} className="term-box" data-testid="terminal" />
     </section>
   );
 }

@@ -19,8 +19,8 @@ function actionsFor(state: string): Action[] {
 }
 
 const ASK: Partial<Record<Action, (vm: string, state: string) => Omit<ConfirmRequest, 'onConfirm'>>> = {
-  stop: (vm) => ({ title: `Stop ${vm}?`, body: `The guest is asked to shut down; after 30 s it is powered off.`, confirm: 'Stop' }),
-  restart: (vm) => ({ title: `Restart ${vm}?`, body: 'The guest shuts down and boots again.', confirm: 'Restart' }),
+  stop: (vm) => ({ title: `Stop ${vm}?`, body: `The guest is asked to shut down; after 30 s it is powered off.`, confirm: 'Stop', option: 'Force: power off at once' }),
+  restart: (vm) => ({ title: `Restart ${vm}?`, body: 'The guest shuts down and boots again.', confirm: 'Restart', option: 'Force: power off at once' }),
   delete: (vm, state) => ({ title: `Delete ${vm}?`, body: `The VM and its own disks are removed for good${state === 'stopped' ? '' : ' (it is stopped first)'}.`, confirm: 'Delete', danger: true }),
 };
 
@@ -28,15 +28,15 @@ export function VmActions({ vm, onDone, compact }: { vm: Vm; onDone?: (action: A
   const [confirm, setConfirm] = useState<ConfirmRequest | null>(null);
   const [op, setOp] = useState<Operation | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
-  const run = (a: Action): void => {
+  const run = (a: Action, force = false): void => {
     setError(null);
     const path = `/1.0/vms/${encodeURIComponent(vm.name)}`;
-    const p = a === 'delete' ? act('DELETE', `${path}?force=true`, undefined, setOp) : act('PUT', `${path}/state`, { action: a }, setOp);
+    const p = a === 'delete' ? act('DELETE', `${path}?force=true`, undefined, setOp) : act('PUT', `${path}/state`, { action: a, ...(force ? { force } : {}) }, setOp);
     p.then(() => { setOp(null); onDone?.(a); }, (e: unknown) => { setOp(null); setError(asApiError(e)); });
   };
   const click = (a: Action): void => {
     const ask = ASK[a];
-    if (ask) setConfirm({ ...ask(vm.name, vm.state), onConfirm: () => run(a) });
+    if (ask) setConfirm({ ...ask(vm.name, vm.state), onConfirm: (force) => run(a, force) });
     else run(a);
   };
   return (
