@@ -265,3 +265,15 @@ test('WebSockets on the TCP listener need a valid, unused ticket (or the token i
   const t = (await ticket())[1]!;
   assert.equal((await httpGet(`${origin}/1.0/vms`, { 'sec-websocket-protocol': t })).status, 401);
 });
+
+test('hangar ui against a daemon without a TCP listener says how to get one', async () => {
+  const bare = await startDaemon();
+  try {
+    const r = await runHangar(['ui'], { env: bare.env });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /the web UI is served on the daemon's TCP listener, and this daemon has none/);
+    assert.match(r.stderr, /hangar daemon stop && hangar daemon start --listen 127\.0\.0\.1:8443 --insecure-http/);
+  } finally {
+    await bare.cleanup();
+  }
+});

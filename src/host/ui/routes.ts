@@ -26,8 +26,9 @@ const LoginResult = Type.Object({ token: Type.String({ description: 'The API tok
 const Ticket = Type.Object({ ticket: Type.String(), expiresAt: Type.Integer(), protocols: Type.Array(Type.String(), { description: 'Subprotocols to offer when opening the WebSocket' }) });
 const errors = { 400: ErrorBody, 401: ErrorBody, 409: ErrorBody, 503: ErrorBody };
 
-export const NO_LISTENER_ADVICE = 'the web UI is served on the daemon\'s TCP listener, and this daemon has none: restart it with one, e.g. '
-  + '`hangard --listen 127.0.0.1:8443 --insecure-http` (plain HTTP on loopback) or `hangard --listen 0.0.0.0:8443` (TLS, self-signed)';
+export const NO_LISTENER_ADVICE = 'the web UI is served on the daemon\'s TCP listener, and this daemon has none. Restart it with one (running VMs keep running): '
+  + '`hangar daemon stop && hangar daemon start --listen 127.0.0.1:8443 --insecure-http` for this machine only (plain HTTP on loopback), '
+  + 'or `--listen 0.0.0.0:8443` for TLS with the daemon\'s self-signed certificate (hangard takes the same --listen and --insecure-http)';
 
 export function registerUiRoutes(app: FastifyInstance, ui: UiService, vms: VmManager, limiter: AuthFailureLimiter | null): void {
   app.post('/1.0/ui/login-links', { schema: { summary: 'A one-time login link for the web UI (hangar ui)', response: { 200: syncOf(LoginLink), ...errors } } }, async () => {
