@@ -93,6 +93,14 @@ async function ticket(): Promise<string[]> {
   return (JSON.parse(r) as { metadata: { protocols: string[] } }).metadata.protocols;
 }
 
+/** HANGAR_UI_SCREENSHOTS=DIR: each page is saved there as PNG (how docs/web-ui/ is made). */
+const SHOTS = process.env.HANGAR_UI_SCREENSHOTS;
+async function shot(name: string): Promise<void> {
+  if (!SHOTS) return;
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`) });
+}
+
 async function loginLink(): Promise<string> {
   const r = expectOk(await runHangar(['ui', '--json'], { env: d.env }), 'hangar ui --json');
   const j = JSON.parse(r.stdout) as { url: string; loginUrl: string };
@@ -100,14 +108,14 @@ async function loginLink(): Promise<string> {
   return j.loginUrl;
 }
 
-test('hangar ui: the one-time link logs the browser in once, and no secret stays in the address', async () => {
+test('hangar ui: the one-time link logs the browser in once, and no secret stays in the address', async (t) => {
   const human = expectOk(await runHangar(['ui'], { env: d.env }), 'hangar ui');
   assert.match(human.stdout, new RegExp(`Hangar web UI: ${origin}/ui/`));
   assert.match(human.stdout, /#login=[0-9a-f]{64}/);
 
   const link = await loginLink();
   assert.match(link, /^http:\/\/127\.0\.0\.1:\d+\/ui\/#login=[0-9a-f]{64}$/);
-  const context = await browser!.newContext();
+  const context = await browser!.newContext({ viewport: { width: 1200, height: 800 } });
   page = await context.newPage();
   page.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) violations.push(m.text()); });
   page.on('pageerror', (e) => violations.push(`page error: ${e.message}`));
@@ -118,6 +126,11 @@ test('hangar ui: the one-time link logs the browser in once, and no secret stays
   assert.equal(await page.evaluate('sessionStorage.getItem("hangar.token")'), token);
   // The events WebSocket (ticket-authenticated) is up.
   await page.getByTestId('live').filter({ hasText: 'live' }).waitFor();
+  // Measured, not asserted (docs/benchmarks.md): bytes of the first load and the time until the UI is up.
+  const load = JSON.parse(await page.evaluate(`JSON.stringify({ ms: performance.now(), bytes: performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')).reduce((n, e) => n + e.transferSize, 0) })`) as string) as { ms: number; bytes: number };
+  t.diagnostic(`first load: ${load.bytes} bytes transferred, UI up and events live after ${Math.round(load.ms)} ms`);
+  await page.locator('.gauge').first().waitFor();
+  await shot('dashboard');
 
   // The same link a second time, in a fresh browser context: refused, with the API's words.
   const other = await browser!.newPage();
@@ -156,6 +169,7 @@ test('the VM list shows the tiny QEMU VM; the wizard creates one', async () => {
   await row.locator('[data-state="running"]').waitFor();
   assert.match(await row.innerText(), /qemu/);
   assert.match(await row.innerText(), /128 MiB/);
+  await shot('vms');
 
   await page.getByRole('link', { name: 'Create VM' }).click();
   await page.getByLabel('Image').selectOption('tiny');
@@ -165,6 +179,7 @@ test('the VM list shows the tiny QEMU VM; the wizard creates one', async () => {
   await page.getByLabel('vCPUs').fill('2');
   await page.getByRole('button', { name: 'Next' }).click();
   await page.getByLabel('Start it now').uncheck();
+  await shot('create');
   await page.getByRole('button', { name: 'Create' }).click();
   await page.waitForURL(/#\/vms\/two$/);
   await page.locator('h1 [data-state="stopped"]').waitFor();
@@ -190,7 +205,7 @@ test('an API error is shown as the API words it', async () => {
   assert.equal(await alert.locator('.error-code').innerText(), 'ALREADY_EXISTS');
 });
 
-test('the serial console in xterm.js shows the guest prompt and the answer to a typed command', async () => {
+test('the serial console in xterm.js shows the guest prompt and the answer to a typed command', async (t) => {
   await page.goto(`${origin}/ui/#/vms/one/console`);
   await page.getByTestId('console-status').filter({ hasText: 'connected' }).waitFor();
   const rows = page.locator('.xterm-rows');
@@ -204,6 +219,20 @@ test('the serial console in xterm.js shows the guest prompt and the answer to a 
   await page.keyboard.type('echo web-$((6*7))-ok');
   await page.keyboard.press('Enter');
   await rows.filter({ hasText: 'web-42-ok' }).waitFor({ timeout: 30_000 });
+  await shot('console');
+  // Keystroke → echo through the web console, measured (not asserted): a key, then its echo on screen.
+  const echoes: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const before = (await rows.innerText()).split('Z').length;
+    const t0 = Date.now();
+    await page.keyboard.type('Z');
+    // Read from here, not by a function run in the page: the page's CSP forbids eval, which waitForFunction needs.
+    while ((await rows.innerText()).split('Z').length <= before) { /* poll the screen */ }
+    echoes.push(Date.now() - t0);
+  }
+  await page.keyboard.press('Enter');
+  echoes.sort((a, b) => a - b);
+  t.diagnostic(`keystroke to echo through the web console: median ${echoes[2]} ms (min ${echoes[0]}, max ${echoes[4]})`);
 });
 
 test('noVNC draws the VM display', async () => {
@@ -225,6 +254,7 @@ test('noVNC draws the VM display', async () => {
     if (colours < 2) await page.waitForTimeout(500);
   }
   assert.ok(colours >= 2, `the noVNC canvas is blank (${colours} colour)`);
+  await shot('display');
 });
 
 test('state changes show up live through the events WebSocket; stop asks first', async () => {
@@ -264,6 +294,21 @@ test('WebSockets on the TCP listener need a valid, unused ticket (or the token i
   // A ticket opens WebSockets only, never plain requests.
   const t = (await ticket())[1]!;
   assert.equal((await httpGet(`${origin}/1.0/vms`, { 'sec-websocket-protocol': t })).status, 401);
+});
+
+test('screenshots of the other pages (only with HANGAR_UI_SCREENSHOTS)', { skip: !SHOTS }, async () => {
+  for (const [route, name] of [['vms/one', 'vm-overview'], ['vms/one/activity', 'vm-activity'], ['images', 'images'], ['storage', 'storage']] as const) {
+    await page.goto(`${origin}/ui/#/${route}`);
+    await page.locator('main h1').waitFor();
+    await page.waitForTimeout(500);
+    await shot(name);
+  }
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.goto(`${origin}/ui/#/vms`);
+  await page.locator('tr[data-vm="one"]').waitFor();
+  await shot('vms-dark');
+  await page.setViewportSize({ width: 390, height: 800 });
+  await shot('vms-narrow');
 });
 
 test('hangar ui against a daemon without a TCP listener says how to get one', async () => {

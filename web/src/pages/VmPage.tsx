@@ -1,20 +1,23 @@
 // One VM: overview and actions, consoles, charts, disks, NICs, snapshots, activity; kept current by its events.
+import { lazy, Suspense } from 'react';
 import { get } from '../api';
 import { useEvents } from '../events';
 import { go, href } from '../router';
 import type { Vm } from '../types';
 import { useApi } from '../useApi';
 import { ErrorBanner } from '../components/ErrorBanner';
-import { SerialConsole } from '../components/SerialConsole';
 import { StateBadge } from '../components/StateBadge';
 import { VmActions } from '../components/VmActions';
-import { VncConsole } from '../components/VncConsole';
 import { VmActivity } from '../components/vm/VmActivity';
 import { VmDisks } from '../components/vm/VmDisks';
 import { VmMetrics } from '../components/vm/VmMetrics';
 import { VmNics } from '../components/vm/VmNics';
 import { VmOverview } from '../components/vm/VmOverview';
 import { VmSnapshots } from '../components/vm/VmSnapshots';
+
+// The consoles (xterm.js, noVNC) are most of the UI's code: loaded when first opened.
+const SerialConsole = lazy(() => import('../components/SerialConsole').then((m) => ({ default: m.SerialConsole })));
+const VncConsole = lazy(() => import('../components/VncConsole').then((m) => ({ default: m.VncConsole })));
 
 const TABS = ['overview', 'console', 'display', 'charts', 'disks', 'nics', 'snapshots', 'activity'] as const;
 type Tab = (typeof TABS)[number];
@@ -38,8 +41,10 @@ export function VmPage({ name, tab }: { name: string; tab: string | undefined })
         ))}
       </nav>
       {v && current === 'overview' && <VmOverview vm={v} />}
+      <Suspense fallback={<p className="muted">Loading…</p>}>
       {v && current === 'console' && (live ? <SerialConsole key={`${name}-${v.runtime.startedAt}`} vm={name} /> : <p className="muted">The console is available while the VM runs.</p>)}
       {v && current === 'display' && (live && v.display ? <VncConsole key={`${name}-${v.runtime.startedAt}`} vm={name} /> : <p className="muted">The display is available while the VM runs.</p>)}
+      </Suspense>
       {current === 'charts' && <VmMetrics vm={name} />}
       {current === 'disks' && <VmDisks vm={name} />}
       {v && current === 'nics' && <VmNics vm={v} />}
