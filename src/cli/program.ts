@@ -20,6 +20,7 @@ import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
 import { registerSnapshotCommands } from './commands/snapshot.js';
 import { registerMonitorCommands } from './commands/monitor.js';
+import { registerUiCommand } from './commands/ui.js';
 
 export const CLI_VERSION = '0.1.0';
 
@@ -52,5 +53,6 @@ export function buildProgram(): Command {
   registerMonitorCommands(program);
   registerDaemonCommands(program);
   registerRemoteCommands(program);
+  registerUiCommand(program);
   return program;
 }

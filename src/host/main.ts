@@ -36,6 +36,7 @@ import { createSnapshotManager } from './snapshots/index.js';
 import { StorageService } from './storage/index.js';
 import { volumeJobs } from './storage/routes.js';
 import { createMonitor, loadMonitorSettings } from './monitor/index.js';
+import { UiService } from './ui/index.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
   + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]\n'
@@ -158,7 +159,10 @@ async function main(): Promise<void> {
   const monitor = createMonitor({ store, events, vms, dataDir, settings: monitorSettings, log: log.child({ component: 'monitor' }) });
   monitor.start();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store }, monitor: { monitor, store } };
+  // The web UI (docs/web-ui.md): a browser reaches it on the TCP listener, with that listener's token.
+  const ui = new UiService();
+  if (tcpListener) ui.token = tcpListener.token;
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store }, monitor: { monitor, store }, ui };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);
@@ -168,6 +172,7 @@ async function main(): Promise<void> {
     const tcp = await tcpListener.listen(ctx);
     servers.push(tcp.server);
     tcpAddress = tcp.address;
+    ui.listener = { address: tcp.address, tls: tcpListener.tls };
   }
   // Every socket either listener accepted, so shutdown can end the ones that linger.
   const sockets = new Set<import('node:net').Socket>();
