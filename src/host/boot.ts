@@ -111,11 +111,12 @@ function firmwareNeedsSomethingToBoot(mode: BootMode): HangarError {
 /**
  * The boot mode and ISO of a new VM. Default boot: `bios` when an ISO is
  * given (it is there to be booted), else `kernel` when the image brings a
- * kernel, else `bios`.
+ * kernel, else the firmware the image names (bios when it names none).
  */
 export function resolveBoot(req: Pick<VmCreateRequest, 'boot' | 'iso'>, ctx: BootContext): Pick<VmSpec, 'boot' | 'iso'> {
   const img = ctx.image;
-  const boot: BootMode = req.boot ?? (req.iso !== undefined ? 'bios' : img?.kernel !== undefined || img === undefined ? 'kernel' : 'bios');
+  // An image without a kernel (an imported disk image) boots with the firmware it names first.
+  const boot: BootMode = req.boot ?? (req.iso !== undefined ? 'bios' : img?.kernel !== undefined || img === undefined ? 'kernel' : img.boot?.find((b) => b !== 'kernel') ?? 'bios');
   if (!ctx.engine.bootModes.includes(boot)) {
     if (boot === 'uefi' && ctx.engine.name === 'qemu') {
       throw new HangarError('UNSUPPORTED', 'boot uefi needs OVMF, which this host does not have: install the Debian package "ovmf"', { field: 'boot', engine: ctx.engine.name });

@@ -22,7 +22,7 @@ import type { Logger } from '../common/log.js';
 import type { StartSnapshot } from '../engines/snapshot-control.js';
 import type { EngineCapabilities, EngineName, EngineVmConfig, VmExit, VmHandle } from '../engines/engine.js';
 import type { EngineRegistry } from '../engines/registry.js';
-import type { AdmissionBudget, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmExecRequest, VmExecResult, VmStateName, VmStateRequest } from './api/schemas.js';
+import type { AdmissionBudget, DiskImageImportRequest, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmExecRequest, VmExecResult, VmStateName, VmStateRequest } from './api/schemas.js';
 import type { EventType, Store, VmPatch, VmRecord } from './store.js';
 import type { EventBus } from './events.js';
 import type { OperationManager, ReportProgress } from './operations.js';
@@ -44,7 +44,8 @@ import type { NetworkManager } from './network/manager.js';
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
   name: string;
-  kernel: string;
+  /** Absent for an imported disk image, which boots by firmware from its own disk. */
+  kernel?: string;
   initrd?: string;
   cmdline?: string;
   /** Kernel argument through which the image's init takes the VM's name as its host name. */
@@ -63,7 +64,9 @@ export interface ImageProvider {
   listImages(): Promise<Array<{ name: string }>> | Array<{ name: string }>;
   ensureImage(name: string, onProgress?: (stage: string, percent?: number) => void): Promise<ResolvedImage>;
   /** Imports an image from files on the host (absent: the API answers UNSUPPORTED). */
-  importImage?(req: ImageImportRequest): Promise<Image>;
+  importImage?(req: ImageImportRequest & { kernel: string }): Promise<Image>;
+  /** Checks a disk image import from the import folders; `run` copies it in (absent: the API answers UNSUPPORTED). */
+  prepareDiskImport?(req: DiskImageImportRequest): Promise<{ run: (report: (p: { stage: string; percent?: number }) => void) => Promise<Image> }>;
   /** Deletes an imported image; the caller checks that no VM uses it. */
   deleteImage?(name: string): void;
   /** Builds (or rebuilds) a built-in image (absent: the API answers UNSUPPORTED). */
