@@ -150,7 +150,7 @@ export function displayOf(spec: Pick<VmSpec, 'boot'>, vmDir: string): VmDisplay 
  * again: the import folders or the file may have changed since create), the
  * UEFI variable store and the VNC socket in the VM's folder.
  */
-export function bootConfig(spec: Pick<VmSpec, 'boot' | 'iso'>, image: BootImage, vmDir: string, cmdline: string | undefined, volumes?: IsoVolumes): Pick<EngineVmConfig, 'boot' | 'firmware' | 'cdrom' | 'vnc'> {
+export function bootConfig(spec: Pick<VmSpec, 'boot' | 'iso'>, image: BootImage, vmDir: string, cmdline: string | undefined, volumes?: IsoVolumes): Pick<EngineVmConfig, 'boot' | 'firmware' | 'cdrom' | 'cdromDrive' | 'vnc'> {
   const mode = spec.boot ?? 'kernel';
   const cdrom = spec.iso !== undefined ? isoFile(spec.iso, volumes) : undefined;
   const withCdrom = cdrom !== undefined ? { cdrom } : {};
@@ -161,7 +161,8 @@ export function bootConfig(spec: Pick<VmSpec, 'boot' | 'iso'>, image: BootImage,
   return {
     firmware: { kind: mode, ...(mode === 'uefi' ? { varsFile: path.join(vmDir, UEFI_VARS_NAME) } : {}) },
     vnc: { socket: path.join(vmDir, VNC_SOCKET_NAME) },
-    ...withCdrom,
+    // Without an ISO, an empty drive: `hangar iso insert` can then put one in while the VM runs.
+    ...(cdrom !== undefined ? withCdrom : { cdromDrive: true }),
   };
 }
 

@@ -36,6 +36,7 @@ import { startImageBuild } from './images/build-op.js';
 import { startDiskImageImport } from './images/disk-import-op.js';
 import { SCREENSHOT_TYPES } from './display.js';
 import { registerSnapshotRoutes } from './snapshots/routes.js';
+import { registerIsoRoutes } from './iso-routes.js';
 import type { SnapshotManager } from './snapshots/manager.js';
 import type { StorageService } from './storage/index.js';
 import { registerStorageRoutes } from './storage/routes.js';
@@ -408,6 +409,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   });
 
   registerSnapshotRoutes(app as unknown as FastifyInstance, ctx);
+  registerIsoRoutes(app as unknown as FastifyInstance, ctx);
   if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
   if (ctx.networks) await registerNetworkRoutes(app as unknown as FastifyInstance, ctx.networks.manager, ctx.networks.store);
 

@@ -38,6 +38,7 @@ import type { Socket } from 'node:net';
 import type { StorageService } from './storage/index.js';
 import { DiskService } from './disks/service.js';
 import { VmDiskOps } from './disks/vm-ops.js';
+import { attachIsoVolume, detachIsoVolume, VmIsoOps } from './iso-media.js';
 import { diskSize, planDisks, ROOT_DISK } from './disks/plan.js';
 import type { NetworkManager } from './network/manager.js';
 
@@ -169,6 +170,8 @@ export class VmManager {
   /** Disks of VMs (null without storage); attach/detach/list live in disks/vm-ops.ts. */
   readonly disks: DiskService | null;
   readonly diskOps: VmDiskOps;
+  /** ISO insert/eject (iso-media.ts). */
+  readonly isoOps: VmIsoOps;
 
   constructor(private readonly d: VmManagerDeps) {
     const host = d.hostResources ?? hostResources();
@@ -185,6 +188,11 @@ export class VmManager {
       handleOf: (name) => this.live.get(name)?.handle ?? null,
     });
     d.storage?.setOnlineResizeHook((req) => this.diskOps.resizeOnline(req.vm, req.device, req.sizeBytes));
+    this.isoOps = new VmIsoOps({
+      store: d.store, storage: d.storage, log: d.log,
+      withLock: (name, fn) => this.withLock(name, fn),
+      handleOf: (name) => this.live.get(name)?.handle ?? null,
+    });
   }
 
   // --- paths ---------------------------------------------------------------
@@ -381,6 +389,8 @@ export class VmManager {
           try {
             this.d.store.transaction(() => {
               this.d.store.insertVm(rec);
+              // An ISO volume is in use while the VM has it (iso-media.ts).
+              attachIsoVolume(this.d.storage, name, rec.spec.iso);
               this.d.events.emit(name, 'created');
             });
           } catch (e) {
@@ -453,6 +463,7 @@ export class VmManager {
         // Its own root volume goes; other volumes are detached and kept (disks/service.ts).
         if (cur.spec.disks.length) this.requireDisks().releaseForDelete(name, cur.spec.disks);
         this.d.store.transaction(() => {
+          detachIsoVolume(this.d.storage, name, cur.spec.iso);
           this.d.store.deleteVm(name);
           this.d.events.emit(name, 'deleted');
         });
