@@ -11,6 +11,7 @@ import { registerEventsCommand } from './commands/events.js';
 import { registerExecCommands } from './commands/exec.js';
 import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
+import { registerIsoCommands } from './commands/iso.js';
 import { registerLogsCommand } from './commands/logs.js';
 import { registerNetworkCommands } from './commands/network.js';
 import { registerOperationCommands } from './commands/operation.js';
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
   registerConsoleCommand(program);
   registerExecCommands(program);
   registerDisplayCommands(program);
+  registerIsoCommands(program);
   registerLogsCommand(program);
   registerEventsCommand(program);
   registerOperationCommands(program);

@@ -64,6 +64,8 @@ export interface EngineVmConfig {
   firmware?: FirmwareBoot;
   /** An ISO image attached as a read-only CD-ROM, first in boot order. The daemon checked where it comes from. */
   cdrom?: string;
+  /** A CD-ROM drive even without `cdrom`: empty, so media can be inserted while the VM runs (VmHandle.changeMedium). */
+  cdromDrive?: boolean;
   /** A display (VGA) and a VNC server on this Unix socket; absent: headless. */
   vnc?: VncDisplay;
   disks: DiskAttachment[];
@@ -148,6 +150,10 @@ export interface VmHandle {
   exec?(req: GuestExecRequest): Promise<GuestExecResult>;
   /** Snapshots through the running process; absent when the engine has none (capabilities().snapshots). */
   readonly snapshots?: LiveSnapshotControl;
+  /** Puts an ISO into the VM's CD-ROM drive (null: ejects it) while it runs; absent: the engine cannot. */
+  changeMedium?(file: string | null): Promise<void>;
+  /** What the running VM's CD-ROM drive holds as the engine sees it: null without a drive. */
+  cdromMedium?(): Promise<{ inserted: boolean; file: string | null; trayOpen: boolean } | null>;
   /** Hot-plugs a disk into the running guest (absent: the engine cannot; the VM must be stopped). */
   attachDisk?(disk: DiskAttachment): Promise<void>;
   /** Unplugs a disk: resolves once the guest has let it go and the engine has closed its file. */

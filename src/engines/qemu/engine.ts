@@ -29,6 +29,7 @@ import { startConsoleLogWriter, type ConsoleLogPipe } from '../console-log/write
 import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
 import { diskNames, probeDiskIo, type DiskIoMode } from './disks.js';
 import { hotplugDisk, hotunplugDisk, resizeDiskOnline } from './hotplug.js';
+import { ejectMedium, insertMedium, queryMedium } from './media.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
 import { QemuDeviceCounters } from './device-counters.js';
 import { GuestAgent } from './guest-agent.js';
@@ -186,6 +187,19 @@ class QemuVmHandle extends BaseVmHandle {
     this.usable('screendump');
     if (!this.hasDisplay) throw new HangarError('INVALID_STATE', 'this VM has no display (it boots its kernel directly and is headless)');
     await screendump(this.qmp, file, format);
+  }
+
+  async changeMedium(file: string | null): Promise<void> {
+    this.usable('changeMedium');
+    if (file === null) return ejectMedium(this.qmp);
+    // The confined QEMU opens the new ISO itself: let it read the file first.
+    this.sandbox?.grant([file], []);
+    await insertMedium(this.qmp, file);
+  }
+
+  async cdromMedium(): Promise<{ inserted: boolean; file: string | null; trayOpen: boolean } | null> {
+    this.usable('cdromMedium');
+    return queryMedium(this.qmp);
   }
 
   async attachDisk(disk: DiskAttachment): Promise<void> {
