@@ -134,6 +134,10 @@ export interface VmHandle {
   attachDisk?(disk: DiskAttachment): Promise<void>;
   /** Unplugs a disk: resolves once the guest has let it go and the engine has closed its file. */
   detachDisk?(id: string): Promise<void>;
+  /** Hot-plugs a NIC (its TAP exists and is on its bridge) into the running guest (absent: the engine cannot). */
+  attachNic?(nic: NicAttachment): Promise<void>;
+  /** Unplugs a NIC: resolves once the guest has let it go and the engine has closed its TAP. */
+  detachNic?(id: string): Promise<void>;
   /** Tells the running VM that a disk's file has grown to `sizeBytes` (the guest sees the new capacity). */
   resizeDisk?(id: string, sizeBytes: number): Promise<void>;
 }

@@ -141,6 +141,7 @@ async function main(): Promise<void> {
   void engines.kvm(); // warm the cache: the probe takes about half a second
   const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }) });
   const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, networks, log: log.child({ component: 'vms' }) });
+  networks.useVms({ withLock: (name, fn) => vms.withVmLock(name, fn), handleOf: (name) => vms.liveHandle(name) });
   const host = new HostChecker({ engines, budget: () => vms.budget() });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();

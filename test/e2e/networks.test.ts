@@ -7,7 +7,9 @@
  *   Hangar's nft table in the daemon's namespace;
  * - a fake VM (busybox udhcpc on a veth) gets a lease and resolves names;
  * - a real QEMU VM (tiny image) with a NIC gets a lease that `hangar list`
- *   shows, pings its gateway, and is resolvable by name;
+ *   shows, pings its gateway, and is resolvable by name; a second NIC
+ *   hot-plugged into it shows up as eth1 and gets a lease, and unplugged
+ *   takes its TAP with it;
  * - a client on the isolated network reaches neither that VM nor the other
  *   network's gateway, even with a route;
  * - a daemon SIGKILL does not cut the VM off, and the restarted daemon
@@ -103,6 +105,17 @@ function udpEcho(ns: string, addr: string, count: number): number {
   return Number(r.stdout.trim());
 }
 
+/** Runs `cmd` in the guest until its output matches (a hot-plug takes the guest a moment); returns the last output. */
+async function untilGuest(con: ConsoleSession, cmd: string, re: RegExp): Promise<string> {
+  let out = '';
+  for (let i = 0; i < 30; i++) {
+    out = await con.run(cmd, 30_000);
+    if (re.test(out)) return out;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  return out;
+}
+
 before(async () => {
   if (skip) return;
   if (!microSkip) microGuest = buildGuest('virtio-net');
@@ -195,6 +208,21 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   out = await con.run(`ip link set eth0 address 0a:68:67:de:ad:01 && ping -c 1 -W 3 ${lan.gateway}; ip link set eth0 address ${nic.mac}`, 30_000);
   assert.match(out, /0 packets received/, 'a forged MAC is dropped');
   assert.match(await con.run(`ping -c 1 -W 5 ${lan.gateway}`, 30_000), /1 packets received/, 'its own traffic still passes');
+
+  // --- a NIC hot-plugged into the running VM: the guest sees eth1 and gets a lease; unplugged, its TAP goes ----
+  const plugged = JSON.parse(expectOk(await runHangar(['nic', 'add', 'n1', 'lan', '--json'], { env: d!.env }), 'nic add (running)').stdout);
+  assert.equal(plugged.name, 'eth1');
+  const tap1 = (await api('GET', '/1.0/vms/n1')).runtime.nics[1].tap;
+  assert.equal(links(NS).find((l) => l.ifname === tap1)?.master, lan.bridge, 'the new TAP is on the bridge');
+  assert.match(await untilGuest(con, 'cat /sys/class/net/eth1/address', new RegExp(plugged.mac)), new RegExp(plugged.mac), 'the guest sees eth1');
+  const got1 = await con.run('ip link set eth1 up; udhcpc -i eth1 -n -q -t 15 -T 1 -s /tmp/u.sh', 60_000);
+  const eth1Ip = /lease of (\S+) obtained/.exec(got1)?.[1];
+  assert.ok(eth1Ip && eth1Ip !== vmIp, `eth1 got no lease of its own: ${got1}`);
+  assert.equal((await api('GET', '/1.0/vms/n1')).runtime.nics[1].ipv4, eth1Ip);
+  expectOk(await runHangar(['nic', 'remove', 'n1', 'eth1'], { env: d!.env }), 'nic remove (running)');
+  assert.doesNotMatch(await untilGuest(con, 'ls /sys/class/net', /^(?![\s\S]*eth1)/), /eth1/, 'eth1 is gone from the guest');
+  assert.ok(!links(NS).some((l) => l.ifname === tap1), 'its TAP is gone');
+  assert.equal((await api('GET', '/1.0/vms/n1')).spec.nics.length, 1);
 
   // --- a micro-engine VM (the ring-3 virtio-net echo guest, fixed address) on the same network ----
   if (!microSkip) {

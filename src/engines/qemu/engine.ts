@@ -14,7 +14,7 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import type { KvmProbe } from '../../kvm/probe.js';
 import { ownProbe } from '../base/kvm.js';
-import type { Accel, DiskAttachment, Engine, EngineCapabilities, EngineVmConfig, ExitReason, GuestExecRequest, GuestExecResult, VmExit, VmHandle } from '../engine.js';
+import type { Accel, DiskAttachment, Engine, NicAttachment, EngineCapabilities, EngineVmConfig, ExitReason, GuestExecRequest, GuestExecResult, VmExit, VmHandle } from '../engine.js';
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { processAlive } from '../base/procfs.js';
@@ -29,6 +29,7 @@ import { startConsoleLogWriter, type ConsoleLogPipe } from '../console-log/write
 import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
 import { diskNames, probeDiskIo, type DiskIoMode } from './disks.js';
 import { hotplugDisk, hotunplugDisk, resizeDiskOnline } from './hotplug.js';
+import { hotplugNic, hotunplugNic } from './nic-hotplug.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
 import { GuestAgent } from './guest-agent.js';
 import { qemuSnapshotControl } from './snapshots.js';
@@ -195,6 +196,22 @@ class QemuVmHandle extends BaseVmHandle {
     const file = await this.diskFile(id);
     await hotunplugDisk(this.qmp, id);
     if (file !== null) this.sandbox?.revoke([file]);
+  }
+
+  async attachNic(nic: NicAttachment): Promise<void> {
+    this.usable('attachNic');
+    // Opened here (the daemon may; the confined QEMU may not), lent to QEMU, and our copy closed.
+    const fd = openTapFd(nic.tap, true);
+    try {
+      await hotplugNic(this.qmp, nic, fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  async detachNic(id: string): Promise<void> {
+    this.usable('detachNic');
+    await hotunplugNic(this.qmp, id);
   }
 
   async resizeDisk(id: string, sizeBytes: number): Promise<void> {

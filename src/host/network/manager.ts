@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
-import type { NicAttachment } from '../../engines/engine.js';
+import type { NicAttachment, VmHandle } from '../../engines/engine.js';
 import type { Store, VmRecord } from '../store.js';
 import type { Network, NetworkCreateRequest, NetworkUpdateRequest, PortForward, PortForwardRequest, VmNic, VmNicRequest, VmNicState } from './schemas.js';
 import { DEFAULT_NETWORK, NETWORK_NAME_RULE, NO_NETWORK, isNetworkName } from './schemas.js';
@@ -40,11 +40,18 @@ const LIVE_STATES = new Set(['starting', 'running', 'paused', 'stopping']);
 
 export const MAX_NICS = 8;
 
+/** What the network manager needs of the daemon's VMs to change NICs of a running one. */
+export interface NetworkVmAccess {
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  handleOf(name: string): VmHandle | null;
+}
+
 export class NetworkManager {
   private readonly records: NetworkRecords;
   private readonly forwards: ForwardRecords;
   private readonly alias: string;
   private chain: Promise<unknown> = Promise.resolve();
+  private vms: NetworkVmAccess | null = null;
 
   constructor(private readonly d: NetworkManagerDeps) {
     this.records = new NetworkRecords(d.store.sqlite);
@@ -506,34 +513,95 @@ export class NetworkManager {
     }
   }
 
-  /** Adds a NIC to a stopped VM. */
-  async addNic(vmName: string, req: VmNicRequest): Promise<VmNic> {
-    const vm = this.d.store.requireVm(vmName);
-    requireStopped(vm);
-    const nics = vm.spec.nics ?? [];
-    if (nics.length >= MAX_NICS) throw new HangarError('RESOURCE_EXHAUSTED', `VM "${vmName}" has ${MAX_NICS} NICs already`);
-    const nic = await this.planNic(vmName, nics, req);
-    this.d.store.transaction(() => {
-      const cur = this.d.store.requireVm(vmName);
-      requireStopped(cur);
-      this.d.store.setVmSpec(vmName, { ...cur.spec, nics: [...(cur.spec.nics ?? []), nic] });
-    });
-    await this.refresh([nic.network]);
-    return nic;
+  /** The daemon's VMs: their locks and running processes (for NICs plugged in and out while they run). */
+  useVms(access: NetworkVmAccess): void {
+    this.vms = access;
   }
 
-  /** Removes a NIC from a stopped VM. */
-  async removeNic(vmName: string, nicName: string): Promise<void> {
-    let network = '';
+  private onVm<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.vms ? this.vms.withLock(name, fn) : fn();
+  }
+
+  /**
+   * The process to plug a NIC into or out of, null when the VM is stopped;
+   * refuses states where the NICs cannot change and engines that cannot hot-plug.
+   */
+  private hotTarget(vm: VmRecord, what: 'add' | 'remove'): VmHandle | null {
+    if (vm.state === 'stopped' || vm.state === 'crashed') return null;
+    const handle = vm.state === 'running' ? this.vms?.handleOf(vm.name) ?? null : null;
+    if (!handle) {
+      throw new HangarError('INVALID_STATE', `cannot ${what} a NIC while VM "${vm.name}" is ${vm.state}${vm.state === 'paused' ? ': resume it first (the guest takes part in hot-plug)' : ''}`, { name: vm.name, state: vm.state });
+    }
+    if (!(what === 'add' ? handle.attachNic : handle.detachNic)) {
+      throw new HangarError('UNSUPPORTED', `engine ${vm.spec.engine} cannot ${what} NICs while the VM runs: stop VM "${vm.name}" first`, { name: vm.name, engine: vm.spec.engine });
+    }
+    return handle;
+  }
+
+  private setNics(vmName: string, change: (nics: VmNic[]) => VmNic[]): void {
     this.d.store.transaction(() => {
       const cur = this.d.store.requireVm(vmName);
-      requireStopped(cur);
-      const nic = (cur.spec.nics ?? []).find((n) => n.name === nicName);
-      if (!nic) throw new HangarError('NOT_FOUND', `VM "${vmName}" has no NIC named ${nicName}`, { nic: nicName });
-      network = nic.network;
-      this.d.store.setVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).filter((n) => n.name !== nicName) });
+      this.d.store.setVmSpec(vmName, { ...cur.spec, nics: change(cur.spec.nics ?? []) });
     });
-    await this.refresh([network]);
+  }
+
+  /**
+   * Adds a NIC: to a stopped VM's spec, or also plugged into a running QEMU
+   * VM at once (its TAP made, on the bridge, under the anti-spoofing rules,
+   * before the guest sees the device). A failed hot-plug leaves the VM as it was.
+   */
+  addNic(vmName: string, req: VmNicRequest): Promise<VmNic> {
+    return this.onVm(vmName, async () => {
+      const vm = this.d.store.requireVm(vmName);
+      const handle = this.hotTarget(vm, 'add');
+      const nics = vm.spec.nics ?? [];
+      if (nics.length >= MAX_NICS) throw new HangarError('RESOURCE_EXHAUSTED', `VM "${vmName}" has ${MAX_NICS} NICs already`);
+      const nic = await this.planNic(vmName, nics, req);
+      this.setNics(vmName, (cur) => [...cur, nic]);
+      if (!handle) {
+        await this.refresh([nic.network]);
+        return nic;
+      }
+      const tap = tapNameFor(vm.id, nic.name);
+      try {
+        await this.serial(async () => {
+          const net = this.records.require(nic.network);
+          await this.realise(net);
+          if (net.kind === 'bridged' && !getLink(net.bridge)) throw new HangarError('UNAVAILABLE', `the parent bridge ${net.bridge} of network "${net.name}" does not exist`, { network: net.name });
+          ensureTap(tap, this.alias, net.bridge);
+          await this.applyFirewall();
+        });
+        await handle.attachNic!({ id: nic.name, tap, mac: nic.mac });
+      } catch (e) {
+        try { deleteOwnLink(tap, this.alias); } catch { /* reconcile removes it later */ }
+        this.setNics(vmName, (cur) => cur.filter((n) => n.name !== nic.name));
+        await this.refresh([nic.network]).catch(() => undefined);
+        throw e;
+      }
+      this.d.log.info({ vm: vmName, nic: nic.name, network: nic.network, tap }, 'NIC plugged in');
+      return nic;
+    });
+  }
+
+  /** Removes a NIC: from a stopped VM's spec, or unplugged from a running QEMU VM first (its TAP then goes). */
+  removeNic(vmName: string, nicName: string): Promise<void> {
+    return this.onVm(vmName, async () => {
+      const vm = this.d.store.requireVm(vmName);
+      const nic = (vm.spec.nics ?? []).find((n) => n.name === nicName);
+      if (!nic) throw new HangarError('NOT_FOUND', `VM "${vmName}" has no NIC named ${nicName}`, { nic: nicName });
+      const handle = this.hotTarget(vm, 'remove');
+      if (handle) {
+        await handle.detachNic!(nicName);
+        try {
+          deleteOwnLink(tapNameFor(vm.id, nicName), this.alias);
+        } catch (e) {
+          this.d.log.warn({ vm: vmName, nic: nicName, err: toHangarError(e).message }, 'could not remove a TAP');
+        }
+        this.d.log.info({ vm: vmName, nic: nicName }, 'NIC unplugged');
+      }
+      this.setNics(vmName, (cur) => cur.filter((n) => n.name !== nicName));
+      await this.refresh([nic.network]);
+    });
   }
 
   // --- recovery --------------------------------------------------------------
@@ -587,12 +655,6 @@ export class NetworkManager {
         this.d.log.info({ network: name }, 'removed the files of a network that is gone');
       }
     });
-  }
-}
-
-function requireStopped(vm: VmRecord): void {
-  if (vm.state !== 'stopped' && vm.state !== 'crashed') {
-    throw new HangarError('INVALID_STATE', `VM "${vm.name}" is ${vm.state}: NICs are added and removed while it is stopped`, { name: vm.name, state: vm.state });
   }
 }
 
