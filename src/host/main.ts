@@ -4,6 +4,7 @@
  *
  *   hangard [--data-dir D] [--socket S] [--listen HOST:PORT] [--log-level L] [--events-keep N]
  *           [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]
+ *           [--default-network NAME|none]
  *
  * The admission flags override <data-dir>/hangard.json (docs/api.md, "Admission").
  * Serves the API on a Unix socket (mode 0600) and, with --listen, on TCP
@@ -25,6 +26,7 @@ import { EventBus } from './events.js';
 import { HostChecker } from './hostcheck.js';
 import { VmManager } from './vms.js';
 import { NetworkManager } from './network/manager.js';
+import { NO_NETWORK, isNetworkName } from './network/schemas.js';
 import { buildServer, type ApiContext } from './server.js';
 import { listenUnix, parseListen, prepareTcpListener } from './listen.js';
 import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
@@ -36,7 +38,16 @@ import { StorageService } from './storage/index.js';
 import { volumeJobs } from './storage/routes.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
-  + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
+  + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]\n'
+  + '               [--default-network NAME|none]';
+
+/** --default-network: the network cloud images' VMs join when none is named (none: no NIC). */
+function defaultNetworkOption(v: string | undefined): { defaultNetwork?: string | null } {
+  if (v === undefined) return {};
+  if (v === NO_NETWORK) return { defaultNetwork: null };
+  if (!isNetworkName(v)) throw new HangarError('INVALID_ARGUMENT', `--default-network wants a network name or "none", got "${v}"`);
+  return { defaultNetwork: v };
+}
 
 function parseEventsKeep(v: string | undefined): number {
   if (v === undefined) return DEFAULT_EVENTS_KEEP;
@@ -82,6 +93,7 @@ async function main(): Promise<void> {
       'import-dir': { type: 'string', multiple: true },
       'image-quota': { type: 'string' },
       'pool-quota': { type: 'string' },
+      'default-network': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -139,7 +151,7 @@ async function main(): Promise<void> {
   const engines = loadEngines(log);
   const images = loadImages();
   void engines.kvm(); // warm the cache: the probe takes about half a second
-  const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }) });
+  const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }), ...defaultNetworkOption(values['default-network']) });
   const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, networks, log: log.child({ component: 'vms' }) });
   networks.useVms({ withLock: (name, fn) => vms.withVmLock(name, fn), handleOf: (name) => vms.liveHandle(name) });
   const host = new HostChecker({ engines, budget: () => vms.budget() });

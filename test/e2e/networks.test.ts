@@ -14,6 +14,7 @@
  *   network's gateway, even with a route;
  * - a daemon SIGKILL does not cut the VM off, and the restarted daemon
  *   recreates a bridge that went missing;
+ * - a cloud image's VM (debian-12) joins `default` when it names no network;
  * - deleting the VM and the networks leaves no links, table, dnsmasq or files.
  */
 import { test, before, after } from 'node:test';
@@ -263,6 +264,23 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   assert.ok(pings(LAN_CLIENT, vmIp!), 'reachable after the restart');
   assert.equal(fetchPage().trim(), 'hangar-forward-ok', 'the forward survives a daemon restart');
   await con.close();
+
+  // --- a cloud image's VM joins `default` when it names no network (this daemon runs in our namespace) ---
+  if ((await d!.request('GET', '/1.0/images/debian-12')).status === 200) {
+    const create = async (body: Record<string, unknown>) => {
+      const o = await waitOperation(d!, await d!.request('POST', '/1.0/vms', { start: false, memory: '256M', ...body }));
+      assert.equal(o.status, 'success', JSON.stringify(o.error));
+      return ((await api('GET', `/1.0/vms/${body.name}`)).spec.nics ?? []).map((n: { network: string }) => n.network);
+    };
+    assert.deepEqual(await create({ name: 'c1', image: 'debian-12' }), ['default'], 'a cloud image gets the default network');
+    assert.deepEqual(await create({ name: 'c2', image: 'debian-12', network: 'none' }), [], '--network none still means none');
+    assert.deepEqual(await create({ name: 't2', image: 'tiny' }), [], 'an image without cloud-init gets no NIC');
+    const def = await api('GET', '/1.0/networks/default');
+    assert.equal(def.kind, 'nat');
+    dnsmasqPids.add(def.status.dnsmasqPid);
+    for (const vm of ['c1', 'c2', 't2']) assert.equal((await waitOperation(d!, await d!.request('DELETE', `/1.0/vms/${vm}`))).status, 'success');
+    await api('DELETE', '/1.0/networks/default');
+  }
 
   // --- delete leaves nothing --------------------------------------------------------------
   const del = await waitOperation(d!, await d!.request('DELETE', '/1.0/vms/n1?force=true'));

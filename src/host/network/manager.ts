@@ -33,6 +33,12 @@ export interface NetworkManagerDeps {
   dataDir: string;
   store: Store;
   log: Logger;
+  /**
+   * The network a cloud image's VM joins when its create request names none
+   * (`hangard --default-network`): absent means `default` (made on first
+   * use), null means none.
+   */
+  defaultNetwork?: string | null;
 }
 
 /** VM states in which a VM has a process, hence TAPs. */
@@ -413,16 +419,18 @@ export class NetworkManager {
 
   /**
    * The NICs of a new VM: `nics` when given, else one eth0 on `network`
-   * (`none`: no NIC), else one on `default` when `defaultNetwork`.
-   * Networks must exist (`default` is created on first use); MACs are
-   * chosen (stable, unique on this host) where not given.
+   * (`none`: no NIC), else, for a cloud image (`cloudImage`), one on the
+   * daemon's default network unless that is off. Networks must exist
+   * (`default` is created on first use); MACs are chosen (stable, unique on
+   * this host) where not given.
    */
-  async planNics(vmName: string, req: { network?: string; nics?: VmNicRequest[] }, defaultNetwork: boolean): Promise<VmNic[]> {
+  async planNics(vmName: string, req: { network?: string; nics?: VmNicRequest[] }, cloudImage: boolean): Promise<VmNic[]> {
     let wanted: VmNicRequest[];
+    const fallback = this.d.defaultNetwork === undefined ? DEFAULT_NETWORK : this.d.defaultNetwork;
     if (req.nics !== undefined) wanted = req.nics;
     else if (req.network === NO_NETWORK) wanted = [];
     else if (req.network !== undefined) wanted = [{ network: req.network }];
-    else wanted = defaultNetwork ? [{ network: DEFAULT_NETWORK }] : [];
+    else wanted = cloudImage && fallback !== null ? [{ network: fallback }] : [];
     if (wanted.length > MAX_NICS) throw new HangarError('INVALID_ARGUMENT', `a VM has at most ${MAX_NICS} NICs`, { field: 'nics' });
     const nics: VmNic[] = [];
     for (const w of wanted) nics.push(await this.planNic(vmName, nics, w));
