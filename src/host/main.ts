@@ -27,6 +27,7 @@ import { HostChecker } from './hostcheck.js';
 import { VmManager } from './vms.js';
 import { NetworkManager } from './network/manager.js';
 import { NO_NETWORK, isNetworkName } from './network/schemas.js';
+import { networkModes } from './network/modes.js';
 import { buildServer, type ApiContext } from './server.js';
 import { listenUnix, parseListen, prepareTcpListener } from './listen.js';
 import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
@@ -154,7 +155,7 @@ async function main(): Promise<void> {
   const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }), ...defaultNetworkOption(values['default-network']) });
   const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, networks, log: log.child({ component: 'vms' }) });
   networks.useVms({ withLock: (name, fn) => vms.withVmLock(name, fn), handleOf: (name) => vms.liveHandle(name) });
-  const host = new HostChecker({ engines, budget: () => vms.budget() });
+  const host = new HostChecker({ engines, budget: () => vms.budget(), networkModes });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
   // After the VMs: which of them still run decides which TAPs stay.

@@ -106,6 +106,12 @@ function udpEcho(ns: string, addr: string, count: number): number {
   return Number(r.stdout.trim());
 }
 
+/** GET http://127.0.0.1:PORT/ in the daemon's namespace with node's http client (busybox wget crashes on this kind of host). */
+function fetchLoopback(port: number): string {
+  return tryInNs(NS, process.execPath, '-e',
+    `require('http').get('http://127.0.0.1:${port}/', { timeout: 10000 }, (r) => r.pipe(process.stdout)).on('error', (e) => { console.error(e.message); process.exit(1); })`).stdout;
+}
+
 /** Runs `cmd` in the guest until its output matches (a hot-plug takes the guest a moment); returns the last output. */
 async function untilGuest(con: ConsoleSession, cmd: string, re: RegExp): Promise<string> {
   let out = '';
@@ -197,9 +203,7 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   await con.run('mkdir -p /tmp/www && echo hangar-forward-ok > /tmp/www/index.html && httpd -p 80 -h /tmp/www');
   const fwd = expectOk(await runHangar(['forward', 'add', 'n1', '8080:80', '--address', '127.0.0.1', '--json'], { env: d!.env }), 'forward add');
   assert.equal(JSON.parse(fwd.stdout).guestAddress, vmIp, 'the forward pins the address the VM holds');
-  // node's http client in the daemon's namespace (busybox wget crashes on this kind of host).
-  const fetchPage = () => tryInNs(NS, process.execPath, '-e',
-    "require('http').get('http://127.0.0.1:8080/', { timeout: 10000 }, (r) => r.pipe(process.stdout)).on('error', (e) => { console.error(e.message); process.exit(1); })").stdout;
+  const fetchPage = () => fetchLoopback(8080);
   assert.equal(fetchPage().trim(), 'hangar-forward-ok');
 
   // --- anti-spoofing: the forward reserved the VM's address; another source address or MAC is dropped ----
@@ -297,4 +301,33 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   for (const pid of dnsmasqPids) assert.ok(!pidAlive(pid), `dnsmasq ${pid} is gone`);
   assert.deepEqual(fs.readdirSync(path.join(d!.dataDir, 'networks')), [], 'no network files left');
   assert.deepEqual(await api('GET', '/1.0/forwards'), [], 'the VM\'s forwards went with it');
+});
+
+test('user-mode networking: no TAP, forwards on 127.0.0.1 are QEMU hostfwd (given at start, added and removed live)', { skip, timeout: 150_000 }, async () => {
+  const op = await waitOperation(d!, await d!.request('POST', '/1.0/vms', { name: 'u1', image: 'tiny', memory: '128M', network: 'user', start: false }));
+  assert.equal(op.status, 'success', JSON.stringify(op.error));
+  assert.equal((await api('GET', '/1.0/vms/u1')).spec.nics[0].network, 'user');
+  assert.equal((await d!.request('POST', '/1.0/vms/u1/forwards', { hostPort: 80, guestPort: 80 })).status, 400, 'QEMU cannot listen below 1024');
+  // Recorded while stopped: QEMU gets it at start.
+  expectOk(await runHangar(['forward', 'add', 'u1', '18080:80', '--address', '127.0.0.1'], { env: d!.env }), 'forward add (stopped)');
+  assert.equal((await waitOperation(d!, await d!.request('PUT', '/1.0/vms/u1/state', { action: 'start' }))).status, 'success');
+  assert.deepEqual(links(NS).filter((l) => l.ifname.startsWith('hgt-')).map((l) => l.ifname), [], 'a user-mode NIC has no TAP');
+  const con = await ConsoleSession.open(d!, 'u1');
+  try {
+    await con.waitForPrompt(TINY_PROMPT);
+    await con.run(`printf '#!/bin/sh\\n[ "$1" = bound ] && ip addr add $ip/$mask dev $interface\\nexit 0\\n' > /tmp/u.sh; chmod +x /tmp/u.sh`);
+    const got = await con.run('ip link set eth0 up; udhcpc -i eth0 -n -q -t 15 -T 1 -s /tmp/u.sh', 60_000);
+    assert.match(got, /lease of 10\.0\.2\.15 obtained/, `QEMU's DHCP: ${got}`);
+    await con.run('mkdir -p /tmp/www && echo hangar-user-ok > /tmp/www/index.html && httpd -p 80 -h /tmp/www');
+    assert.equal(fetchLoopback(18080).trim(), 'hangar-user-ok', 'the forward given at start reaches the guest');
+    // Added while it runs (hostfwd_add), then removed (hostfwd_remove).
+    const live = JSON.parse(expectOk(await runHangar(['forward', 'add', 'u1', '18081:80', '--address', '127.0.0.1', '--json'], { env: d!.env }), 'forward add (running)').stdout);
+    assert.equal(fetchLoopback(18081).trim(), 'hangar-user-ok', 'a forward added live works');
+    await api('DELETE', `/1.0/vms/u1/forwards/${live.id}`);
+    assert.equal(fetchLoopback(18081).trim(), '', 'a removed forward no longer answers');
+  } finally {
+    await con.close();
+  }
+  assert.equal((await waitOperation(d!, await d!.request('DELETE', '/1.0/vms/u1?force=true'))).status, 'success');
+  assert.deepEqual(await api('GET', '/1.0/forwards'), []);
 });

@@ -61,7 +61,7 @@ export function parsePorts(s: string): { hostPort: number; guestPort: number } {
 export const NIC_HEADERS = ['NAME', 'NETWORK', 'MAC', 'TAP', 'IPV4'];
 
 export function nicRow(n: VmNicState): string[] {
-  return [n.name, n.network, n.mac, n.tap, n.ipv4 ?? '-'];
+  return [n.name, n.network, n.mac, n.tap || '-', n.ipv4 ?? '-'];
 }
 
 /** `--network` on `launch`: a name, or `none`; repeated for more NICs. */

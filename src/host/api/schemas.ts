@@ -313,6 +313,8 @@ export const HostCheck = Type.Object({
   memory: Type.Object({ totalBytes: Type.Integer(), availableBytes: Type.Integer(), allocatedBytes: Type.Integer() }),
   defaultAccel: Accel,
   budget: AdmissionBudget,
+  /** Network modes this host offers the daemon (docs/networking.md, "Without privileges"). */
+  networks: Type.Optional(Type.Array(Type.Object({ mode: Type.String(), available: Type.Boolean(), detail: Type.String() }))),
   advice: Type.Array(Type.String()),
 });
 export type HostCheck = Static<typeof HostCheck>;
