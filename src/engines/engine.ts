@@ -48,8 +48,24 @@ export interface VncDisplay {
 
 export interface NicAttachment {
   id: string;
+  /** The host TAP the daemon made (empty for a user-mode NIC). */
   tap: string;
   mac: string;
+  /** QEMU user-mode networking instead of a TAP (no bridge; outbound through QEMU; forwards are hostfwd). */
+  user?: UserNetwork;
+}
+
+/** A host port QEMU's user-mode network forwards to the guest (hostfwd). */
+export interface HostForward {
+  proto: 'tcp' | 'udp';
+  /** Host address to listen on (0.0.0.0: every address). */
+  address: string;
+  hostPort: number;
+  guestPort: number;
+}
+
+export interface UserNetwork {
+  forwards: HostForward[];
 }
 
 /** Everything an engine needs to start one VM; the daemon validated it and prepared every path. */
@@ -158,6 +174,13 @@ export interface VmHandle {
   attachDisk?(disk: DiskAttachment): Promise<void>;
   /** Unplugs a disk: resolves once the guest has let it go and the engine has closed its file. */
   detachDisk?(id: string): Promise<void>;
+  /** Hot-plugs a NIC (its TAP exists and is on its bridge) into the running guest (absent: the engine cannot). */
+  attachNic?(nic: NicAttachment): Promise<void>;
+  /** Unplugs a NIC: resolves once the guest has let it go and the engine has closed its TAP. */
+  detachNic?(id: string): Promise<void>;
+  /** Adds a host port forward to a running VM's user-mode NIC (absent: the engine has no user-mode networking). */
+  addHostForward?(nicId: string, fwd: HostForward): Promise<void>;
+  removeHostForward?(nicId: string, fwd: HostForward): Promise<void>;
   /** Tells the running VM that a disk's file has grown to `sizeBytes` (the guest sees the new capacity). */
   resizeDisk?(id: string, sizeBytes: number): Promise<void>;
 }
