@@ -156,7 +156,7 @@ export class MicroVmHandle extends BaseVmHandle {
 
   async pause(): Promise<void> { this.usable('pause'); await this.client.action('Pause'); }
   async resume(): Promise<void> { this.usable('resume'); await this.client.action('Resume'); }
-  async requestShutdown(): Promise<void> { this.usable('requestShutdown'); await this.client.action('SendCtrlAltDel'); }
+  async requestShutdown(): Promise<void> { this.usable('requestShutdown'); await this.client.action('RequestShutdown'); }
 
   async queryState(): Promise<'running' | 'paused'> {
     this.usable('queryState');
