@@ -207,8 +207,8 @@ EOF
 #  overlay.cpio  appended to the tiny image's initramfs: the extra modules and /lab-init, which a
 #                guest runs with rdinit=/lab-init: it loads every module and, given
 #                hangar.root=DEV, mounts that ext4 disk and switches root to it;
-#  root.ext4     that disk: busybox and an /init much like the tiny image's (a shell on the
-#                console, acpid for the power button), prompt "lab# ".
+#  root.ext4     that disk: busybox, with busybox init as PID 1 (a shell on the console,
+#                acpid for the power button), prompt "lab# ".
 build_l2() {
   local out=$1 bbdeb=$2
   [ -n "$out" ] && [ -d "$out" ] && [ -f "$bbdeb" ] || die "build_l2: bad arguments"
@@ -262,35 +262,32 @@ LABINIT
   mv "$rs/bb/bin/busybox" "$rs/bin/busybox" && rm -rf "$rs/bb"
   local a
   for a in $("$rs/bin/busybox" --list); do [ -e "$rs/bin/$a" ] || ln -s busybox "$rs/bin/$a"; done
-  cat > "$rs/init" <<'ROOTINIT'
+  # PID 1 is busybox init: its children start with default signal handling (a shell started
+  # with & by a script would ignore SIGINT for good, and Ctrl-C would do nothing), it handles
+  # poweroff/reboot (SIGUSR2/SIGTERM) and Ctrl-Alt-Del (it sets kernel.ctrl-alt-del to 0).
+  ln -s bin/busybox "$rs/init"
+  cat > "$rs/etc/inittab" <<'INITTAB'
+::sysinit:/etc/rc.lab
+::respawn:/bin/cttyhack /bin/sh -l
+::ctrlaltdel:/bin/busybox reboot
+::shutdown:/bin/sync
+INITTAB
+  cat > "$rs/etc/rc.lab" <<'RCLAB'
 #!/bin/sh
-# PID 1 on the lab's root disk (lab-init moved /dev, /proc and /sys here). Like the tiny
-# image's init: a shell on the console, acpid for the power button, poweroff and reboot as
-# signals to PID 1. It must never return.
+# lab-init moved /dev, /proc and /sys here already.
 export PATH=/sbin:/bin
-mountpoint -q /proc || mount -t proc proc /proc
-mountpoint -q /sys || mount -t sysfs sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
+grep -q ' /proc ' /proc/mounts 2>/dev/null || mount -t proc proc /proc
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 hostname lab
 ip link set lo up 2>/dev/null
-acpid -f -c /etc/acpi &
+acpid -c /etc/acpi
 echo "Hangar lab root: user space is up ($(grep ' / ' /proc/mounts | cut -d' ' -f1-4), uptime $(cut -d' ' -f1 /proc/uptime)s)"
-trap 'sync; /bin/busybox reboot -f' TERM
-trap 'sync; /bin/busybox poweroff -f' USR2
-trap 'sync; /bin/busybox poweroff -f' USR1
-export HOME=/root PS1='lab# '
-cd /root
-while :; do
-  setsid cttyhack sh &
-  wait $!
-  echo "lab: shell ended, starting a new one"
-done
-ROOTINIT
-  chmod 755 "$rs/init"
-  printf '#!/bin/sh\necho "lab: power button pressed, powering off" > /dev/console\nsync\nexec /bin/busybox poweroff -f\n' > "$rs/etc/acpi/PWRF/00000080"
+RCLAB
+  chmod 755 "$rs/etc/rc.lab"
+  printf "export PS1='lab# ' HOME=/root\ncd /root\n" > "$rs/etc/profile"
+  printf '#!/bin/sh\necho "lab: power button pressed, powering off" > /dev/console\nexec /bin/busybox poweroff\n' > "$rs/etc/acpi/PWRF/00000080"
   chmod 755 "$rs/etc/acpi/PWRF/00000080"
   printf 'root:x:0:0:root:/root:/bin/sh\n' > "$rs/etc/passwd"
   printf '127.0.0.1 localhost\n' > "$rs/etc/hosts"

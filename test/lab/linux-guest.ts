@@ -343,8 +343,8 @@ const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step
   /**
    * 2 vCPUs, a new hangar-vmm on the root disk `shell` wrote: its files are there. Both CPUs
    * come up; then Ctrl-Alt-Del through the control API: scancodes on the i8042, IRQ 1 (from
-   * the DSDT), and the kernel's default for Ctrl-Alt-Del (kernel.ctrl-alt-del = 1) restarts at
-   * once → the reset ends the VM, exit 3.
+   * the DSDT); busybox init (which set kernel.ctrl-alt-del to 0) gets SIGINT and reboots →
+   * the reset ends the VM, exit 3.
    */
   smp: {
     vcpus: 2,
