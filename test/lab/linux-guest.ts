@@ -171,11 +171,20 @@ class Guest {
   }
 
   /** Types one command line and returns what it printed (between two markers the typed line itself does not contain). */
+  /**
+   * Where the console should show the shell's next prompt (set after each command): typing
+   * before the prompt is there races the line editor (busybox asks the terminal for its cursor
+   * position with the prompt and reads the answer from the same input), so run() waits for it.
+   */
+  promptFrom?: number;
+
   async run(cmd: string): Promise<string> {
+    if (this.promptFrom !== undefined) await this.waitFor(PROMPT, STEP_TIMEOUT_MS, this.promptFrom);
     const from = this.text.length;
     this.sock!.write(`echo @@""B; ${cmd}; echo @@""E\n`);
     await this.waitFor(/@@E\r?\n/, STEP_TIMEOUT_MS, from);
     const m = /@@B\r?\n([\s\S]*?)@@E\r?\n/.exec(this.text.slice(from));
+    this.promptFrom = from + (m ? m.index + m[0].length : 0);
     return (m?.[1] ?? '').replace(/\r/g, '').trimEnd();
   }
 
@@ -276,8 +285,12 @@ const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step
       r.answers.persistWrite = await g.run(`echo ${PERSIST_TOKEN} > /persist.txt && sync && cat /persist.txt`);
       // The console's input side: Ctrl-C reaches the shell's foreground job as SIGINT (a sleep
       // that would outlast the step's timeout).
+      await g.waitFor(PROMPT, STEP_TIMEOUT_MS, g.promptFrom);
+      const typed = g.text.length;
       g.type('sleep 1000\n');
+      await g.waitFor(/sleep 1000\r?\n/, STEP_TIMEOUT_MS, typed);
       await sleep(1500);
+      g.promptFrom = g.text.length;
       g.type('\x03');
       r.answers.ctrlC = await g.run('echo after-ctrl-c');
       r.answers.console = await g.run("dmesg | grep -E 'ttyS0|i8042|serio' | sed 's/^\\[[ 0-9.]*\\] //'");
@@ -307,7 +320,7 @@ const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step
 
       // Snapshot and restore: a counter runs in the shell's background; the VM is paused and
       // written, this hangar-vmm stopped; a fresh one loads the files and resumes.
-      await g.run('(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 1; done) > /dev/null 2>&1 &');
+      await g.run('{ (i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 1; done) > /dev/null 2>&1 & }');
       while (!((await counter(g)) >= 3)) await sleep(1000);
       const snapDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-lab-snap-'));
       const files = { snapshot_path: path.join(snapDir, 'vm.snap'), mem_file_path: path.join(snapDir, 'vm.mem') };
