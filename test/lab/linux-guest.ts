@@ -78,7 +78,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function api(sock: string, method: string, urlPath: string, body?: unknown): Promise<{ status: number; body: unknown }> {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
-    const req = http.request({ socketPath: sock, method, path: urlPath, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} }, (res) => {
+    // agent: false: a fresh connection each time (a kept-alive one may be closed by hangar-vmm just as it is reused).
+    const req = http.request({ socketPath: sock, agent: false, method, path: urlPath, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} }, (res) => {
       let text = '';
       res.on('data', (c: Buffer) => { text += c.toString(); });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
