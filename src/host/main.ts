@@ -4,6 +4,7 @@
  *
  *   hangard [--data-dir D] [--socket S] [--listen HOST:PORT] [--log-level L] [--events-keep N]
  *           [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R] [--sample-interval S]
+ *           [--default-network NAME|none]
  *
  * The admission flags override <data-dir>/hangard.json (docs/api.md, "Admission"), as
  * --sample-interval does its "monitoring" object (docs/monitoring.md).
@@ -26,6 +27,8 @@ import { EventBus } from './events.js';
 import { HostChecker } from './hostcheck.js';
 import { VmManager } from './vms.js';
 import { NetworkManager } from './network/manager.js';
+import { NO_NETWORK, isNetworkName } from './network/schemas.js';
+import { networkModes } from './network/modes.js';
 import { buildServer, type ApiContext } from './server.js';
 import { listenUnix, parseListen, prepareTcpListener } from './listen.js';
 import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
@@ -36,10 +39,19 @@ import { createSnapshotManager } from './snapshots/index.js';
 import { StorageService } from './storage/index.js';
 import { volumeJobs } from './storage/routes.js';
 import { createMonitor, loadMonitorSettings } from './monitor/index.js';
+import { UiService } from './ui/index.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
   + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]\n'
-  + '               [--sample-interval SECONDS]';
+  + '               [--sample-interval SECONDS] [--default-network NAME|none]';
+
+/** --default-network: the network cloud images' VMs join when none is named (none: no NIC). */
+function defaultNetworkOption(v: string | undefined): { defaultNetwork?: string | null } {
+  if (v === undefined) return {};
+  if (v === NO_NETWORK) return { defaultNetwork: null };
+  if (!isNetworkName(v)) throw new HangarError('INVALID_ARGUMENT', `--default-network wants a network name or "none", got "${v}"`);
+  return { defaultNetwork: v };
+}
 
 function parseEventsKeep(v: string | undefined): number {
   if (v === undefined) return DEFAULT_EVENTS_KEEP;
@@ -86,6 +98,7 @@ async function main(): Promise<void> {
       'image-quota': { type: 'string' },
       'pool-quota': { type: 'string' },
       'sample-interval': { type: 'string' },
+      'default-network': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -144,9 +157,10 @@ async function main(): Promise<void> {
   const engines = loadEngines(log);
   const images = loadImages();
   void engines.kvm(); // warm the cache: the probe takes about half a second
-  const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }) });
+  const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }), ...defaultNetworkOption(values['default-network']) });
   const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, networks, log: log.child({ component: 'vms' }) });
-  const host = new HostChecker({ engines, budget: () => vms.budget() });
+  networks.useVms({ withLock: (name, fn) => vms.withVmLock(name, fn), handleOf: (name) => vms.liveHandle(name) });
+  const host = new HostChecker({ engines, budget: () => vms.budget(), networkModes });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
   // After the VMs: which of them still run decides which TAPs stay.
@@ -158,7 +172,10 @@ async function main(): Promise<void> {
   const monitor = createMonitor({ store, events, vms, dataDir, settings: monitorSettings, log: log.child({ component: 'monitor' }) });
   monitor.start();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store }, monitor: { monitor, store } };
+  // The web UI (docs/web-ui.md): a browser reaches it on the TCP listener, with that listener's token.
+  const ui = new UiService();
+  if (tcpListener) ui.token = tcpListener.token;
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store }, monitor: { monitor, store }, ui };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);
@@ -168,6 +185,7 @@ async function main(): Promise<void> {
     const tcp = await tcpListener.listen(ctx);
     servers.push(tcp.server);
     tcpAddress = tcp.address;
+    ui.listener = { address: tcp.address, tls: tcpListener.tls };
   }
   // Every socket either listener accepted, so shutdown can end the ones that linger.
   const sockets = new Set<import('node:net').Socket>();
