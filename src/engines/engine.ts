@@ -80,6 +80,8 @@ export interface EngineVmConfig {
   firmware?: FirmwareBoot;
   /** An ISO image attached as a read-only CD-ROM, first in boot order. The daemon checked where it comes from. */
   cdrom?: string;
+  /** A CD-ROM drive even without `cdrom`: empty, so media can be inserted while the VM runs (VmHandle.changeMedium). */
+  cdromDrive?: boolean;
   /** A display (VGA) and a VNC server on this Unix socket; absent: headless. */
   vnc?: VncDisplay;
   disks: DiskAttachment[];
@@ -114,6 +116,22 @@ export interface VmStats {
   state: 'running' | 'paused';
 }
 
+/** Block I/O counters of one disk, cumulative since the VM process started. */
+export interface DiskCounters {
+  id: string;
+  readBytes: number;
+  writeBytes: number;
+  readOps: number;
+  writeOps: number;
+}
+
+/** What the VM process itself counts, for monitoring (src/host/monitor). */
+export interface DeviceCounters {
+  disks: DiskCounters[];
+  /** Memory as the guest reports it (balloon statistics); null when the VM has no way to tell. */
+  guestMemory: { totalBytes: number; usedBytes: number } | null;
+}
+
 /** A running VM process, started or re-adopted. */
 export interface VmHandle {
   readonly pid: number;
@@ -127,6 +145,8 @@ export interface VmHandle {
   /** Current run state as the VM process reports it. */
   queryState(): Promise<'running' | 'paused'>;
   stats(): Promise<VmStats>;
+  /** Disk I/O and guest-reported memory, as the VM process counts them (absent: the engine exposes none). */
+  deviceCounters?(): Promise<DeviceCounters>;
   /** A fresh bidirectional stream to the serial console. Output flows while it is open. */
   openConsole(): Promise<Duplex>;
   /**
@@ -146,6 +166,10 @@ export interface VmHandle {
   exec?(req: GuestExecRequest): Promise<GuestExecResult>;
   /** Snapshots through the running process; absent when the engine has none (capabilities().snapshots). */
   readonly snapshots?: LiveSnapshotControl;
+  /** Puts an ISO into the VM's CD-ROM drive (null: ejects it) while it runs; absent: the engine cannot. */
+  changeMedium?(file: string | null): Promise<void>;
+  /** What the running VM's CD-ROM drive holds as the engine sees it: null without a drive. */
+  cdromMedium?(): Promise<{ inserted: boolean; file: string | null; trayOpen: boolean } | null>;
   /** Hot-plugs a disk into the running guest (absent: the engine cannot; the VM must be stopped). */
   attachDisk?(disk: DiskAttachment): Promise<void>;
   /** Unplugs a disk: resolves once the guest has let it go and the engine has closed its file. */

@@ -191,7 +191,7 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   validateConfig(c);
   const machine = opts.machine ?? 'q35';
   // SeaBIOS/OVMF, the AHCI CD-ROM and the VGA card are q35's; microvm has none of them.
-  if (machine === 'microvm' && (c.firmware || c.cdrom !== undefined || c.vnc)) invalid('firmware boot, CD-ROMs and displays need machine q35');
+  if (machine === 'microvm' && (c.firmware || c.cdrom !== undefined || c.cdromDrive || c.vnc)) invalid('firmware boot, CD-ROMs and displays need machine q35');
   const files = runFiles(c.runDir);
   const bus = machine === 'microvm' ? 'device' : 'pci';
   const args: string[] = [];
@@ -234,6 +234,10 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   if (c.cdrom !== undefined) {
     args.push('-add-fd', `fd=${CDROM_FD},set=${CDROM_FDSET},opaque=cdrom`);
     args.push('-drive', `if=none,id=cdrom,media=cdrom,readonly=on,format=raw,file=/dev/fdset/${CDROM_FDSET}`);
+    args.push('-device', `ide-cd,drive=cdrom,bus=ide.0,id=dev-cdrom${c.firmware ? ',bootindex=0' : ''}`);
+  } else if (c.cdromDrive) {
+    // An empty drive, for an ISO inserted later over QMP (media.ts).
+    args.push('-drive', 'if=none,id=cdrom,media=cdrom,readonly=on');
     args.push('-device', `ide-cd,drive=cdrom,bus=ide.0,id=dev-cdrom${c.firmware ? ',bootindex=0' : ''}`);
   }
 

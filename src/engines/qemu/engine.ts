@@ -14,7 +14,7 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import type { KvmProbe } from '../../kvm/probe.js';
 import { ownProbe } from '../base/kvm.js';
-import type { Accel, DiskAttachment, Engine, HostForward, NicAttachment, EngineCapabilities, EngineVmConfig, ExitReason, GuestExecRequest, GuestExecResult, VmExit, VmHandle } from '../engine.js';
+import type { Accel, DeviceCounters, DiskAttachment, Engine, HostForward, NicAttachment, EngineCapabilities, EngineVmConfig, ExitReason, GuestExecRequest, GuestExecResult, VmExit, VmHandle } from '../engine.js';
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { processAlive } from '../base/procfs.js';
@@ -29,8 +29,10 @@ import { startConsoleLogWriter, type ConsoleLogPipe } from '../console-log/write
 import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
 import { diskNames, probeDiskIo, type DiskIoMode } from './disks.js';
 import { hotplugDisk, hotunplugDisk, resizeDiskOnline } from './hotplug.js';
+import { ejectMedium, insertMedium, queryMedium } from './media.js';
 import { addHostForward, hotplugNic, hotunplugNic, removeHostForward } from './nic-hotplug.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
+import { QemuDeviceCounters } from './device-counters.js';
 import { GuestAgent } from './guest-agent.js';
 import { qemuSnapshotControl } from './snapshots.js';
 import { startJobId, type LiveSnapshotControl } from '../snapshot-control.js';
@@ -168,6 +170,15 @@ class QemuVmHandle extends BaseVmHandle {
     return this.agent.exec(req);
   }
 
+  private counters: QemuDeviceCounters | null = null;
+
+  /** Disk I/O and guest memory for the daemon's sampler (src/host/monitor). */
+  async deviceCounters(): Promise<DeviceCounters> {
+    this.usable('deviceCounters');
+    this.counters ??= new QemuDeviceCounters((cmd, args, opts) => this.qmp.execute(cmd, args, opts));
+    return this.counters.read();
+  }
+
   async queryState(): Promise<'running' | 'paused'> {
     const st = await this.command<{ running?: boolean; status?: string }>('queryState', 'query-status');
     return st?.running ? 'running' : 'paused';
@@ -177,6 +188,19 @@ class QemuVmHandle extends BaseVmHandle {
     this.usable('screendump');
     if (!this.hasDisplay) throw new HangarError('INVALID_STATE', 'this VM has no display (it boots its kernel directly and is headless)');
     await screendump(this.qmp, file, format);
+  }
+
+  async changeMedium(file: string | null): Promise<void> {
+    this.usable('changeMedium');
+    if (file === null) return ejectMedium(this.qmp);
+    // The confined QEMU opens the new ISO itself: let it read the file first.
+    this.sandbox?.grant([file], []);
+    await insertMedium(this.qmp, file);
+  }
+
+  async cdromMedium(): Promise<{ inserted: boolean; file: string | null; trayOpen: boolean } | null> {
+    this.usable('cdromMedium');
+    return queryMedium(this.qmp);
   }
 
   async attachDisk(disk: DiskAttachment): Promise<void> {
