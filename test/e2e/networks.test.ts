@@ -207,7 +207,9 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   assert.equal(fetchPage().trim(), 'hangar-forward-ok');
 
   // --- anti-spoofing: the forward reserved the VM's address; another source address or MAC is dropped ----
-  const spoofIp = `${lan.gateway.split('.').slice(0, 3).join('.')}.250`;
+  // A host address DHCP did not give the VM (its lease is random within the range).
+  const spare = [250, 251, 252].find((x) => !vmIp!.endsWith(`.${x}`))!;
+  const spoofIp = `${lan.gateway.split('.').slice(0, 3).join('.')}.${spare}`;
   let out = await con.run(`ip addr add ${spoofIp}/24 dev eth0; ping -c 1 -W 3 -I ${spoofIp} ${lan.gateway}; ip addr del ${spoofIp}/24 dev eth0`, 30_000);
   assert.match(out, /0 packets received/, 'a forged source address is dropped');
   out = await con.run(`ip link set eth0 address 0a:68:67:de:ad:01 && ping -c 1 -W 3 ${lan.gateway}; ip link set eth0 address ${nic.mac}`, 30_000);
@@ -215,10 +217,16 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   assert.match(await con.run(`ping -c 1 -W 5 ${lan.gateway}`, 30_000), /1 packets received/, 'its own traffic still passes');
 
   // --- a NIC hot-plugged into the running VM: the guest sees eth1 and gets a lease; unplugged, its TAP goes ----
-  const plugged = JSON.parse(expectOk(await runHangar(['nic', 'add', 'n1', 'lan', '--json'], { env: d!.env }), 'nic add (running)').stdout);
+  // With rate limits: nftables policing on its TAP, 10 Mbit/s into the guest, 5 Mbit/s out of it.
+  const plugged = JSON.parse(expectOk(await runHangar(['nic', 'add', 'n1', 'lan', '--ingress', '10mbit', '--egress', '5mbit', '--json'], { env: d!.env }), 'nic add (running)').stdout);
   assert.equal(plugged.name, 'eth1');
+  assert.deepEqual([plugged.ingress, plugged.egress], ['10mbit', '5mbit']);
   const tap1 = (await api('GET', '/1.0/vms/n1')).runtime.nics[1].tap;
   assert.equal(links(NS).find((l) => l.ifname === tap1)?.master, lan.bridge, 'the new TAP is on the bridge');
+  const limits = inNs(NS, 'nft', 'list', 'table', 'bridge', 'hangar');
+  assert.match(limits, new RegExp(`oifname "${tap1}" limit rate over 1250000 bytes/second burst \\d+ k?bytes drop`), limits);
+  assert.match(limits, new RegExp(`iifname "${tap1}" limit rate over 625000 bytes/second burst \\d+ k?bytes drop`), limits);
+  assert.equal((await d!.request('POST', '/1.0/vms/n1/nics', { network: 'lan', ingress: '10 mbit' })).status, 400, 'a rate must be NUMBER+UNIT');
   assert.match(await untilGuest(con, 'cat /sys/class/net/eth1/address', new RegExp(plugged.mac)), new RegExp(plugged.mac), 'the guest sees eth1');
   const got1 = await con.run('ip link set eth1 up; udhcpc -i eth1 -n -q -t 15 -T 1 -s /tmp/u.sh', 60_000);
   const eth1Ip = /lease of (\S+) obtained/.exec(got1)?.[1];
@@ -227,14 +235,15 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   expectOk(await runHangar(['nic', 'remove', 'n1', 'eth1'], { env: d!.env }), 'nic remove (running)');
   assert.doesNotMatch(await untilGuest(con, 'ls /sys/class/net', /^(?![\s\S]*eth1)/), /eth1/, 'eth1 is gone from the guest');
   assert.ok(!links(NS).some((l) => l.ifname === tap1), 'its TAP is gone');
+  assert.ok(!inNs(NS, 'nft', 'list', 'table', 'bridge', 'hangar').includes(tap1), 'its limits and anti-spoofing rules are gone');
   assert.equal((await api('GET', '/1.0/vms/n1')).spec.nics.length, 1);
 
   // --- a micro-engine VM (the ring-3 virtio-net echo guest, fixed address) on the same network ----
   if (!microSkip) {
     await api('POST', '/1.0/images', { name: 'vnet-echo', kernel: microGuest });
     const parts = lan.gateway.split('.').map(Number);
-    const echoIp = `${parts[0]}.${parts[1]}.${parts[2]}.250`;
-    const hex = `0x${parts.slice(0, 3).concat(250).map((b: number) => b.toString(16).padStart(2, '0')).join('')}`;
+    const echoIp = `${parts[0]}.${parts[1]}.${parts[2]}.${spare}`;
+    const hex = `0x${parts.slice(0, 3).concat(spare).map((b: number) => b.toString(16).padStart(2, '0')).join('')}`;
     const mop = await waitOperation(d!, await d!.request('POST', '/1.0/vms', { name: 'm1', image: 'vnet-echo', engine: 'micro', memory: '64M', network: 'lan', cmdline: `vnet.ip=${hex}` }));
     assert.equal(mop.status, 'success', JSON.stringify(mop.error));
     assert.equal(udpEcho(LAN_CLIENT, echoIp, 5), 5, 'the micro VM echoes through its TAP on the bridge');

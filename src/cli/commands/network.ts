@@ -64,10 +64,23 @@ export function nicRow(n: VmNicState): string[] {
   return [n.name, n.network, n.mac, n.tap || '-', n.ipv4 ?? '-'];
 }
 
-/** `--network` on `launch`: a name, or `none`; repeated for more NICs. */
+/** `--network` on `launch`: a name, or `none`; repeated for more NICs. NAME,rate=R (or ingress=R, egress=R) limits the NIC. */
 export function collectNetwork(value: string, previous: string[] | undefined): string[] {
-  if (value !== 'none') checkNetworkName(value);
+  if (value !== 'none') networkArgument(value);
   return [...(previous ?? []), value];
+}
+
+/** NAME[,ingress=RATE][,egress=RATE][,rate=RATE] (rate: both directions) as a NIC request. */
+export function networkArgument(value: string): VmNicRequest {
+  const [name, ...opts] = value.split(',');
+  const nic: VmNicRequest = { network: checkNetworkName(name!) };
+  for (const o of opts) {
+    const m = /^(ingress|egress|rate)=(.+)$/.exec(o);
+    if (!m) throw new HangarError('INVALID_ARGUMENT', `--network ${value}: "${o}" is not ingress=RATE, egress=RATE or rate=RATE`);
+    if (m[1] === 'rate' || m[1] === 'ingress') nic.ingress = m[2]!;
+    if (m[1] === 'rate' || m[1] === 'egress') nic.egress = m[2]!;
+  }
+  return nic;
 }
 
 export function registerNetworkCommands(program: Command): void {
@@ -192,8 +205,10 @@ export function registerNetworkCommands(program: Command): void {
       .argument('<network>', 'network the NIC joins')
       .option('--name <name>', 'NIC name (default: the next free ethN)')
       .option('--mac <mac>', 'MAC address (default: a stable, locally administered one)')
-      .option('--ip <ipv4>', 'reserve this address for the NIC (nat and isolated networks)'),
-  ).action(async (vm: string, net: string, o: { name?: string; mac?: string; ip?: string; json?: boolean }, cmd: Command) => {
+      .option('--ip <ipv4>', 'reserve this address for the NIC (nat and isolated networks)')
+      .option('--ingress <rate>', 'limit what the guest receives, e.g. 10mbit (bit, kbit, mbit, gbit)')
+      .option('--egress <rate>', 'limit what the guest sends, e.g. 10mbit'),
+  ).action(async (vm: string, net: string, o: { name?: string; mac?: string; ip?: string; ingress?: string; egress?: string; json?: boolean }, cmd: Command) => {
     checkVmName(vm);
     const body: VmNicRequest = { network: checkNetworkName(net) };
     if (o.name !== undefined) body.name = o.name;
@@ -202,6 +217,8 @@ export function registerNetworkCommands(program: Command): void {
       body.mac = o.mac;
     }
     if (o.ip !== undefined) body.ipv4 = o.ip;
+    if (o.ingress !== undefined) body.ingress = o.ingress;
+    if (o.egress !== undefined) body.egress = o.egress;
     const n = await clientFor(cmd).call<VmNic>('POST', vmPath(vm, '/nics'), body);
     if (o.json) return printJson(n);
     out(`Added NIC ${n.name} (${n.mac}) on ${n.network} to ${vm}\n`);

@@ -16,7 +16,7 @@ import {
 } from '../context.js';
 import { cloudInitFields, type CloudInitOptions } from '../cloud-init-files.js';
 import { launchDisks } from './disk.js';
-import { collectNetwork } from './network.js';
+import { collectNetwork, networkArgument } from './network.js';
 import { formatDuration, formatSizeApprox, formatTime, renderKeyValues, renderRows } from '../output.js';
 
 export const LIST_HEADERS = ['NAME', 'STATE', 'ENGINE', 'ACCEL', 'CPUS', 'MEMORY', 'UPTIME', 'IPV4'];
@@ -121,9 +121,10 @@ export function launchRequest(image: string, name: string, o: Pick<LaunchOpts, '
   if (o.iso !== undefined) body.iso = isoArgument(o.iso);
   if (o.network !== undefined) {
     // One --network: the daemon names the NIC; several: one NIC each, in order; `none` alone: no NIC.
-    if (o.network.length === 1) body.network = o.network[0]!;
-    else if (o.network.includes('none')) throw new HangarError('INVALID_ARGUMENT', '--network none cannot go with other networks');
-    else body.nics = o.network.map((network) => ({ network }));
+    const nics = o.network.filter((n) => n !== 'none').map(networkArgument);
+    if (o.network.length > 1 && o.network.includes('none')) throw new HangarError('INVALID_ARGUMENT', '--network none cannot go with other networks');
+    if (o.network.length === 1 && (o.network[0] === 'none' || !o.network[0]!.includes(','))) body.network = o.network[0]!;
+    else body.nics = nics;
   }
   if (o.start === false) body.start = false;
   if (o.disk?.length) Object.assign(body, launchDisks(o.disk));
@@ -177,7 +178,7 @@ export function registerVmCommands(program: Command): void {
       .addOption(new Option('--boot <mode>', 'kernel (the image\'s kernel, headless), bios or uefi (firmware boots the ISO or the disk; with a display, see `hangar vnc`)').choices([...BOOT_MODES]))
       .option('--iso <file>', "installer ISO to attach as a CD-ROM and boot first: a file in the daemon's import folder, or a raw volume POOL/VOLUME (implies --boot bios unless given)")
       .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
-      .option('--network <name>', 'network of a NIC (repeat for more NICs; `default` is created on first use), or none; unset: cloud images join the daemon\'s default network, others get no NIC', collectNetwork)
+      .option('--network <name>', 'network of a NIC (repeat for more NICs; `default` is created on first use; NAME,rate=10mbit limits it, or ingress=/egress=), or none; unset: cloud images join the daemon\'s default network, others get no NIC', collectNetwork)
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {

@@ -19,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { HangarError } from '../../common/errors.js';
 import { formatCidr, formatIpv4, gatewayOf, type Subnet } from './addressing.js';
+import { nftLimit } from './rates.js';
 
 export const NFT_TABLE = 'hangar';
 
@@ -43,6 +44,9 @@ export interface FirewallPort {
   mac: string;
   /** Source addresses it may use: its reservation, else its network's subnet; absent (bridged networks): not checked. */
   ipv4?: string;
+  /** Rate limits in bits per second: what the guest receives (ingress) and sends (egress). */
+  ingressBps?: number;
+  egressBps?: number;
 }
 
 const q = (s: string): string => `"${s}"`;
@@ -108,14 +112,19 @@ export function renderFirewall(nets: FirewallNetwork[], forwards: FirewallForwar
 
 /**
  * The `bridge hangar` table (pure): anti-spoofing per TAP, on frames as they
- * enter the bridge (whether they go to another VM or to the host). Null
+ * enter the bridge (whether they go to another VM or to the host), and the
+ * NIC's rate limits (policing as frames enter from and leave to its TAP). Null
  * when no VM runs with a NIC.
  */
 export function renderPortFilter(ports: FirewallPort[]): string | null {
   if (ports.length === 0) return null;
   const rules: string[] = [];
+  const out: string[] = [];
   for (const p of ports) {
     const t = q(p.tap);
+    // Rate limits: frames over the rate are dropped (policing), as they enter from or leave to the TAP.
+    if (p.egressBps !== undefined) rules.push(`iifname ${t} ${nftLimit(p.egressBps)} drop`);
+    if (p.ingressBps !== undefined) out.push(`oifname ${t} ${nftLimit(p.ingressBps)} drop`);
     rules.push(`iifname ${t} ether saddr != ${p.mac} drop`);
     rules.push(`iifname ${t} ether type arp arp saddr ether != ${p.mac} drop`);
     if (p.ipv4) {
@@ -128,7 +137,8 @@ export function renderPortFilter(ports: FirewallPort[]): string | null {
     rules.push(`iifname ${t} ether type ip6 udp sport 547 drop`);
     rules.push(`iifname ${t} ether type ip6 icmpv6 type nd-router-advert drop`);
   }
-  return `table bridge ${NFT_TABLE} {\n  chain prerouting {\n    type filter hook prerouting priority filter; policy accept;\n${rules.map((r) => `    ${r}\n`).join('')}  }\n}\n`;
+  const post = out.length ? `  chain postrouting {\n    type filter hook postrouting priority filter; policy accept;\n${out.map((r) => `    ${r}\n`).join('')}  }\n` : '';
+  return `table bridge ${NFT_TABLE} {\n  chain prerouting {\n    type filter hook prerouting priority filter; policy accept;\n${rules.map((r) => `    ${r}\n`).join('')}  }\n${post}}\n`;
 }
 
 /** The nft script that replaces our tables in one transaction (removing those that are null). */

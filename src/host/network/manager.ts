@@ -28,6 +28,7 @@ import {
 import { dnsmasqFiles, findDnsmasq, readLeases, renderDnsmasqConfig, startDnsmasq, stopDnsmasq, type DhcpReservation } from './dnsmasq.js';
 import { applyFirewall, firewallPresent, type FirewallForward, type FirewallNetwork, type FirewallPort } from './firewall.js';
 import { ForwardRecords, NetworkRecords, type ForwardRecord, type NetworkRecord } from './records.js';
+import { parseRate } from './rates.js';
 
 export interface NetworkManagerDeps {
   dataDir: string;
@@ -305,7 +306,10 @@ export class NetworkManager {
         const net = this.records.get(n.network);
         if (!net) continue;
         const ipv4 = n.ipv4 ?? net.subnet ?? undefined;
-        ports.push({ tap: tapNameFor(vm.id, n.name), mac: n.mac.toLowerCase(), ...(net.kind !== 'bridged' && ipv4 ? { ipv4 } : {}) });
+        ports.push({
+          tap: tapNameFor(vm.id, n.name), mac: n.mac.toLowerCase(), ...(net.kind !== 'bridged' && ipv4 ? { ipv4 } : {}),
+          ...(n.ingress ? { ingressBps: parseRate(n.ingress, 'ingress') } : {}), ...(n.egress ? { egressBps: parseRate(n.egress, 'egress') } : {}),
+        });
       }
     }
     return applyFirewall(nets, fw, ports);
@@ -502,6 +506,13 @@ export class NetworkManager {
       do mac = macFor(`${vmName}/${name}/${Date.now()}`, attempt++); while (used.has(mac));
     }
     const nic: VmNic = { name, network: net?.name ?? USER_NETWORK, mac };
+    for (const dir of ['ingress', 'egress'] as const) {
+      const rate = w[dir];
+      if (rate === undefined) continue;
+      if (!net) throw new HangarError('UNSUPPORTED', `a NIC on "${USER_NETWORK}" takes no rate limit: it has no TAP to police`, { field: dir });
+      parseRate(rate, dir);
+      nic[dir] = rate;
+    }
     if (w.ipv4 !== undefined) {
       if (!net) throw new HangarError('INVALID_ARGUMENT', `a NIC on "${USER_NETWORK}" takes no address: QEMU's user-mode network hands out its own`, { field: 'ipv4' });
       nic.ipv4 = this.checkReservation(net, w.ipv4, existing);

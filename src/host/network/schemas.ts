@@ -5,6 +5,7 @@
  */
 import { Type, type Static } from 'typebox';
 import { DeviceId, MacAddress, VmName } from '../../api/names.js';
+import { RATE_PATTERN, RATE_RULE } from './rates.js';
 
 /** Network names: also parts of file paths under <dataDir>/networks. */
 export const NETWORK_NAME_PATTERN = '^[a-z][a-z0-9-]{0,30}$';
@@ -27,6 +28,7 @@ export type NetworkKind = Static<typeof NetworkKind>;
 
 const Ipv4 = Type.String({ pattern: '^(\\d{1,3})(\\.\\d{1,3}){3}$', description: 'An IPv4 address, e.g. 10.77.0.10' });
 const Cidr = Type.String({ pattern: '^(\\d{1,3})(\\.\\d{1,3}){3}/\\d{1,2}$', description: 'An IPv4 subnet, e.g. 10.77.0.0/24 (prefix 16 to 28)' });
+const Rate = Type.String({ pattern: RATE_PATTERN, description: `Rate limit (${RATE_RULE}); ingress: what the guest receives, egress: what it sends` });
 const HostLink = Type.String({ pattern: '^(?!\\.{1,2}$)[A-Za-z0-9_.-]{1,15}$', description: 'An existing host bridge (bridged networks)' });
 
 /** POST /1.0/networks */
@@ -79,6 +81,8 @@ export const VmNic = Type.Object({
   mac: MacAddress,
   /** A static DHCP reservation on the network (nat and isolated networks). */
   ipv4: Type.Optional(Ipv4),
+  ingress: Type.Optional(Rate),
+  egress: Type.Optional(Rate),
 });
 export type VmNic = Static<typeof VmNic>;
 
@@ -89,6 +93,8 @@ export const VmNicRequest = Type.Object(
     network: NetworkName,
     mac: Type.Optional(MacAddress),
     ipv4: Type.Optional(Ipv4),
+    ingress: Type.Optional(Rate),
+    egress: Type.Optional(Rate),
   },
   { additionalProperties: false },
 );
