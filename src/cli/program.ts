@@ -20,6 +20,8 @@ import { registerStorageCommands } from './commands/storage.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
 import { registerSnapshotCommands } from './commands/snapshot.js';
+import { registerMonitorCommands } from './commands/monitor.js';
+import { registerUiCommand } from './commands/ui.js';
 
 export const CLI_VERSION = '0.1.0';
 
@@ -50,7 +52,9 @@ export function buildProgram(): Command {
   registerStorageCommands(program);
   registerNetworkCommands(program);
   registerHostCommands(program);
+  registerMonitorCommands(program);
   registerDaemonCommands(program);
   registerRemoteCommands(program);
+  registerUiCommand(program);
   return program;
 }

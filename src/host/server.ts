@@ -43,6 +43,8 @@ import { registerStorageRoutes } from './storage/routes.js';
 import { registerNetworkRoutes } from './network/routes.js';
 import type { NetworkManager } from './network/manager.js';
 import type { Store } from './store.js';
+import { registerMonitorRoutes, type Monitor } from './monitor/index.js';
+import { registerWebUi, uiAuthBypass, type UiService } from './ui/index.js';
 
 export const API_VERSION = '1.0';
 
@@ -64,6 +66,10 @@ export interface ApiContext {
   snapshots?: SnapshotManager;
   /** Virtual networks and the store they read VMs from (absent: no /1.0/networks routes). */
   networks?: { manager: NetworkManager; store: Store };
+  /** Monitoring: metrics history, alerts, /metrics (absent: no monitoring routes). */
+  monitor?: { monitor: Monitor; store: Store };
+  /** The web UI: its files under /ui/, login codes, WebSocket tickets (absent: no UI). */
+  ui?: UiService;
 }
 
 export interface ServerOptions {
@@ -204,9 +210,9 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   });
   app.setNotFoundHandler((req, reply) => errorReply(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
 
-  if (opts.token) {
+  const limiter = opts.token ? (opts.authLimiter ?? new AuthFailureLimiter()) : null;
+  if (opts.token && limiter) {
     const token = opts.token;
-    const limiter = opts.authLimiter ?? new AuthFailureLimiter();
     app.addHook('onRequest', async (req, reply) => {
       const who = req.socket.remoteAddress ?? 'unknown';
       const blocked = limiter.blockedFor(who);
@@ -215,6 +221,8 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
         reply.header('connection', 'close').header('retry-after', String(blocked));
         return reply.code(429).type('application/json').send({ type: 'error', error: { code: 'UNAUTHORIZED', message: `too many failed authentications from ${who}; retry in ${blocked} s` } });
       }
+      // The UI's files, the login-code exchange, and WebSockets with a valid ticket (ui/ws-ticket.ts).
+      if (ctx.ui && uiAuthBypass(ctx.ui, req)) return undefined;
       if (!bearerMatches(req.headers.authorization, token)) {
         limiter.fail(who);
         req.log.warn({ remote: who }, 'authentication failed');
@@ -409,9 +417,11 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   });
 
   registerSnapshotRoutes(app as unknown as FastifyInstance, ctx);
+  if (ctx.ui) registerWebUi(app as unknown as FastifyInstance, ctx.ui, ctx.vms, limiter);
   registerIsoRoutes(app as unknown as FastifyInstance, ctx);
   if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
   if (ctx.networks) await registerNetworkRoutes(app as unknown as FastifyInstance, ctx.networks.manager, ctx.networks.store);
+  if (ctx.monitor) await registerMonitorRoutes(app as unknown as FastifyInstance, ctx.monitor.monitor, ctx.monitor.store);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));

@@ -349,9 +349,10 @@ export class VmManager {
     // How it boots (kernel, bios, uefi) and the ISO it boots from, checked against the engine and the image.
     Object.assign(spec, resolveBoot(req, { engine: caps, image: bootImageOf(images.find((i) => i.name === req.image)), hasDisks: (req.disks?.length ?? 0) > 0 || req.rootSize !== undefined, volumes: this.d.storage }));
     if (this.d.networks) {
-      // No NIC unless asked for: a daemon must never make bridges or start DHCP servers in a
-      // namespace nobody asked it to network (an e2e test on the host's own namespace, say).
-      const nics = await this.d.networks.planNics(name, req, false);
+      // Cloud images (cloud-init configures their NICs) get the daemon's default network unless
+      // told otherwise; `hangard --default-network none` turns that off (docs/networking.md).
+      const cloudImage = (images.find((i) => i.name === req.image) as { cloudInit?: boolean } | undefined)?.cloudInit === true;
+      const nics = await this.d.networks.planNics(name, req, cloudImage);
       if (nics.length) spec.nics = nics;
     } else if (req.nics?.length || (req.network !== undefined && req.network !== 'none')) {
       throw new HangarError('UNSUPPORTED', 'this daemon has no networks', { field: 'network' });

@@ -91,7 +91,7 @@ export const VmCreateRequest = Type.Object(
     iso: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'An ISO 9660 image to attach as a read-only CD-ROM, booted first: an absolute path inside the daemon\'s import folders, or a raw storage volume "pool/volume"' })),
     rootSize: Type.Optional(SizeInput),
     disks: Type.Optional(Type.Array(DiskRequest, { maxItems: 16, description: 'Disks besides the root disk' })),
-    network: Type.Optional(Type.String({ maxLength: 64, description: 'Network of the VM\'s one NIC (eth0), or "none"; ignored when nics is given' })),
+    network: Type.Optional(Type.String({ maxLength: 64, description: 'Network of the VM\'s one NIC (eth0), or "none"; absent: cloud images join the daemon\'s default network, others get no NIC; ignored when nics is given' })),
     nics: Type.Optional(Type.Array(VmNicRequest, { maxItems: 8, description: 'NICs, in order (eth0, eth1, ...)' })),
   },
   { additionalProperties: false },
@@ -225,6 +225,8 @@ export const EventType = Type.Union([
   Type.Literal('stopped'),
   Type.Literal('crashed'),
   Type.Literal('deleted'),
+  // Monitoring: an alert raised or cleared (src/host/monitor/alerts.ts); vm is "" for a host alert.
+  Type.Literal('alert'),
 ]);
 export const LifecycleEvent = Type.Object({
   seq: Type.Integer(),
@@ -320,6 +322,8 @@ export const HostCheck = Type.Object({
   memory: Type.Object({ totalBytes: Type.Integer(), availableBytes: Type.Integer(), allocatedBytes: Type.Integer() }),
   defaultAccel: Accel,
   budget: AdmissionBudget,
+  /** Network modes this host offers the daemon (docs/networking.md, "Without privileges"). */
+  networks: Type.Optional(Type.Array(Type.Object({ mode: Type.String(), available: Type.Boolean(), detail: Type.String() }))),
   advice: Type.Array(Type.String()),
 });
 export type HostCheck = Static<typeof HostCheck>;
@@ -340,3 +344,4 @@ export const AsyncBody = Type.Object({
 
 // Snapshots and copies (src/host/snapshots/).
 export * from '../snapshots/schemas.js';
+export * from '../monitor/schemas.js';
