@@ -4,7 +4,8 @@
  * kernel (seconds): what QEMU's drive holds is read back with query-block
  * (GET .../iso, `drive`). An ISO kept in a storage volume is in use while a
  * VM has it, from create or from an insert: the volume cannot be deleted
- * until the ISO is ejected or changed, or the VM is gone. Then the refusals.
+ * until the ISO is ejected or changed, or the VM is gone (a copy of the VM
+ * uses it too). Then the refusals.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -91,9 +92,17 @@ test('eject, insert a volume, change, stop/start: QEMU\'s drive follows; the vol
 });
 
 test('an ISO volume given at create is in use from then on; a stopped VM takes an insert into its spec', { timeout: 120_000 }, async () => {
-  await launch({ name: 'made-with', iso: 'default/media-iso', start: false });
+  // A small data disk: a copy needs a writable qcow2 disk to copy.
+  await launch({ name: 'made-with', iso: 'default/media-iso', start: false, disks: [{ name: 'data', size: '8M' }] });
   assert.deepEqual(await usedBy(), [{ vm: 'made-with', device: 'cdrom', readOnly: true }]);
   assert.equal((await deleteVolume()).status, 409);
+  // A copy has the same ISO, so it uses the volume too.
+  const copy = await waitOperation(d, await d.request('POST', '/1.0/vms/made-with/copy', { name: 'made-copy' }));
+  assert.equal(copy.status, 'success', JSON.stringify(copy));
+  assert.deepEqual(await usedBy(), [{ vm: 'made-copy', device: 'cdrom', readOnly: true }, { vm: 'made-with', device: 'cdrom', readOnly: true }]);
+  assert.equal((await waitOperation(d, await d.request('DELETE', '/1.0/vms/made-copy'))).status, 'success');
+  assert.equal((await d.request('DELETE', '/1.0/storage-pools/default/volumes/made-copy-data')).status, 200);
+  assert.deepEqual(await usedBy(), [{ vm: 'made-with', device: 'cdrom', readOnly: true }]);
   const r = JSON.parse(expectOk(await hangar(['iso', 'eject', 'made-with', '--json']), 'eject (stopped)').stdout);
   assert.deepEqual(r, { vm: 'made-with', iso: null, live: false });
   assert.deepEqual(await usedBy(), []);

@@ -11,6 +11,7 @@ import { HangarError } from '../../common/errors.js';
 import type { VmSpec } from '../api/schemas.js';
 import type { StorageService } from '../storage/index.js';
 import type { VmRecord } from '../store.js';
+import { attachIsoVolume } from '../iso-media.js';
 import type { CopyTarget, DiskSource } from './manager.js';
 import type { VmDiskFile } from './rules.js';
 
@@ -43,6 +44,9 @@ export function storageDiskSource(storage: StorageService): DiskSource {
     },
     shareReadOnly(vm: string, disk: VmDiskFile): void {
       storage.attach(storage.parseRef(disk.volume), { vm, device: disk.name, readOnly: true });
+    },
+    shareIso(vm: string, iso: string | undefined): void {
+      attachIsoVolume(storage, vm, iso);
     },
     copySpec(spec: VmSpec, copied: Map<string, string>): VmSpec {
       const disks = specDisks(spec).map((d) => (copied.has(d.name) ? { ...d, volume: copied.get(d.name)! } : { ...d }));

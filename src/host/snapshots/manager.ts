@@ -68,6 +68,8 @@ export interface DiskSource {
   claimCopy(vm: string, disk: VmDiskFile, from: string): CopyTarget;
   /** Records that the new VM `vm` uses the read-only `disk` too (inside the transaction that records the VM). */
   shareReadOnly(vm: string, disk: VmDiskFile): void;
+  /** The copy has the source's ISO: a volume one is in use by the copy too (iso-media.ts). */
+  shareIso?(vm: string, iso: string | undefined): void;
   /** The new VM's spec: the source's, with each copied disk on its new volume (disk name → volume). */
   copySpec(spec: VmSpec, volumes: Map<string, string>): VmSpec;
 }
@@ -528,6 +530,7 @@ export class SnapshotManager {
         this.d.store.insertVm(rec);
         for (const p of plan) p.to.commit();
         for (const x of all.filter((y) => y.readOnly)) this.d.disks.shareReadOnly(target, x);
+        this.d.disks.shareIso?.(target, rec.spec.iso);
         this.d.events.emit(target, 'created', `copy of ${snapshot !== null ? `${source}/${snapshot}` : source}`);
         this.snaps.removeIntent(intent.id);
       });
