@@ -164,10 +164,18 @@ export const VMM_SCHEMA_JSON = {
           },
           {
             "type": "string",
+            "const": "SendPowerButton"
+          },
+          {
+            "type": "string",
+            "const": "RequestShutdown"
+          },
+          {
+            "type": "string",
             "const": "Stop"
           }
         ],
-        "description": "InstanceStart, Pause, Resume, SendCtrlAltDel, Stop"
+        "description": "InstanceStart, Pause, Resume, SendCtrlAltDel, SendPowerButton, RequestShutdown, Stop"
       }
     },
     "additionalProperties": false

@@ -59,7 +59,12 @@ export type VmmNetworkInterface = Static<typeof VmmNetworkInterface>;
 export const VmmEntropy = Type.Object({}, { additionalProperties: false, description: 'Adds a virtio-rng device (an empty object)' });
 export type VmmEntropy = Static<typeof VmmEntropy>;
 
-export const VMM_ACTIONS = ['InstanceStart', 'Pause', 'Resume', 'SendCtrlAltDel', 'Stop'] as const;
+/**
+ * SendCtrlAltDel: the i8042 key combination (Firecracker's). SendPowerButton: the ACPI power button
+ * (the DSDT's Generic Event Device). RequestShutdown: the power button where the guest's OS listens
+ * for it, else Ctrl-Alt-Del — the graceful stop the daemon uses.
+ */
+export const VMM_ACTIONS = ['InstanceStart', 'Pause', 'Resume', 'SendCtrlAltDel', 'SendPowerButton', 'RequestShutdown', 'Stop'] as const;
 export const VmmActionType = Type.Union(VMM_ACTIONS.map((a) => Type.Literal(a)), { description: VMM_ACTIONS.join(', ') });
 export type VmmActionType = (typeof VMM_ACTIONS)[number];
 export const VmmAction = Type.Object({ action_type: VmmActionType }, { additionalProperties: false });
@@ -138,7 +143,7 @@ const ROUTES: Route[] = [
   { method: 'put', path: '/drives/{drive_id}', summary: 'Add or replace a drive (before InstanceStart)', body: VmmDrive, params: ['drive_id'] },
   { method: 'put', path: '/network-interfaces/{iface_id}', summary: 'Add or replace a NIC (before InstanceStart)', body: VmmNetworkInterface, params: ['iface_id'] },
   { method: 'put', path: '/entropy', summary: 'Add a virtio-rng device (before InstanceStart)', body: VmmEntropy },
-  { method: 'put', path: '/actions', summary: 'InstanceStart, Pause, Resume, SendCtrlAltDel or Stop', body: VmmAction },
+  { method: 'put', path: '/actions', summary: 'InstanceStart, Pause, Resume, SendCtrlAltDel, SendPowerButton, RequestShutdown or Stop', body: VmmAction },
   { method: 'put', path: '/snapshot/create', summary: 'Snapshot the paused VM to two files (only while Paused)', body: VmmSnapshotCreate },
   { method: 'put', path: '/snapshot/load', summary: 'Restore a snapshot (only before anything is configured or started)', body: VmmSnapshotLoad },
   { method: 'get', path: '/openapi.json', summary: 'This document', answer: Type.Object({}, { additionalProperties: true }) },

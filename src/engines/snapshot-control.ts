@@ -37,6 +37,8 @@ export interface SnapshotJobOutcome {
 /** A start from a memory snapshot: its name and the disks it covers (EngineVmConfig.loadSnapshot). */
 export interface StartSnapshot extends LiveSnapshotTarget {
   name: string;
+  /** A micro-engine snapshot is a pair of files instead (src/host/snapshots/micro.ts): hangar-vmm's state and memory. */
+  files?: { snapshotPath: string; memFilePath: string };
 }
 
 /** The id of the load job of a start from a snapshot (a restarted daemon looks for it). */

@@ -7,7 +7,7 @@
  *   PUT  /drives/{id}               {drive_id, path_on_host, is_root_device?, is_read_only?}
  *   PUT  /network-interfaces/{id}   {iface_id, host_dev_name, guest_mac?}
  *   PUT  /entropy                   {}  (adds a virtio-rng device)
- *   PUT  /actions                   {action_type: InstanceStart|Pause|Resume|SendCtrlAltDel|Stop}
+ *   PUT  /actions                   {action_type: InstanceStart|Pause|Resume|SendCtrlAltDel|SendPowerButton|RequestShutdown|Stop}
  *   PATCH /vm                       {state: Paused|Resumed}
  *   PUT  /snapshot/create           {snapshot_path, mem_file_path}  (while Paused)
  *   PUT  /snapshot/load             {snapshot_path, mem_file_path, resume_vm?}  (before anything else)

@@ -6,7 +6,7 @@
  */
 import { HangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import type { VmmSnapshotCreate, VmmSnapshotLoad } from '../api/vmm.js';
+import { VMM_ACTIONS, type VmmSnapshotCreate, type VmmSnapshotLoad } from '../api/vmm.js';
 import type { BootSourceBody, MachineConfigBody } from './config.js';
 import type { ConsoleHub } from './console.js';
 import type { DriveConfig, NetConfig } from './devices/host.js';
@@ -88,8 +88,14 @@ export class VmmController {
       case 'Pause': return this.running('Pause').pause();
       case 'Resume': return this.running('Resume').resume();
       case 'SendCtrlAltDel': this.running('SendCtrlAltDel').sendCtrlAltDel(); return;
+      case 'SendPowerButton': this.running('SendPowerButton').pressPowerButton(); return;
+      case 'RequestShutdown': {
+        const how = this.running('RequestShutdown').requestShutdown();
+        (await this.logger()).info({ how }, 'shutdown requested');
+        return;
+      }
       case 'Stop': { const m = this.running('Stop'); void m.stop('stopped by API action'); await m.exited; return; }
-      default: throw new HangarError('INVALID_ARGUMENT', `unknown action_type "${type}" (InstanceStart, Pause, Resume, SendCtrlAltDel, Stop)`);
+      default: throw new HangarError('INVALID_ARGUMENT', `unknown action_type "${type}" (${VMM_ACTIONS.join(', ')})`);
     }
   }
 

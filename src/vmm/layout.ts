@@ -83,6 +83,12 @@ export const ACPI_SLEEP_CONTROL_PORT = 0x604;
 export const ACPI_SLEEP_STATUS_PORT = 0x605;
 /** The sleep type a guest writes for S5 (soft off); the DSDT's \_S5 package says so. */
 export const ACPI_S5_SLEEP_TYPE = 5;
+/**
+ * The ACPI Generic Event Device's interrupt (hardware-reduced ACPI has no fixed power button
+ * and no SCI): an IOAPIC-only GSI, above the ISA range, edge triggered. hangar-vmm pulses it
+ * to press the power button; the DSDT's GED _EVT method then notifies the PNP0C0C button.
+ */
+export const ACPI_GED_GSI = 16;
 /** Port 0x80, the POST code port Linux writes to for I/O delays: accepted and ignored. */
 export const POST_PORT = 0x80;
 

@@ -21,6 +21,19 @@ import type { DriveConfig, NetConfig } from './devices/host.js';
 import type { GuestRam } from './memory.js';
 import type { VcpuExitReason } from './vcpu-protocol.js';
 import { VcpuRunner, type FirstRun } from './vcpu-runner.js';
+import { IRQCHIP_ID } from '../kvm/abi.js';
+import { ACPI_GED_GSI } from './layout.js';
+
+/** struct kvm_irqchip for the IOAPIC: chip id and padding (8 bytes), then kvm_ioapic_state, whose redirection table starts 24 bytes in. */
+const IOAPIC_REDIRTBL_OFFSET = 8 + 24;
+const IOAPIC_PINS = 24;
+const IOAPIC_MASKED = 1n << 16n;
+
+/** Whether redirection entry `pin` of an IOAPIC state (KVM_GET_IRQCHIP) is unmasked. */
+export function ioapicPinUnmasked(chip: Buffer, pin: number): boolean {
+  if (!Number.isInteger(pin) || pin < 0 || pin >= IOAPIC_PINS) throw new RangeError(`IOAPIC pin ${pin} out of range`);
+  return (chip.readBigUInt64LE(IOAPIC_REDIRTBL_OFFSET + 8 * pin) & IOAPIC_MASKED) === 0n;
+}
 
 export interface MachineConfig {
   vcpus: number;
@@ -135,6 +148,31 @@ export class Machine extends EventEmitter {
 
   sendCtrlAltDel(): void {
     this.legacy.i8042.sendCtrlAltDel();
+  }
+
+  /** Presses the ACPI power button: an edge on the Generic Event Device's GSI (see boot/acpi.ts). */
+  pressPowerButton(): void {
+    this.devices.irqLine(ACPI_GED_GSI).pulse();
+  }
+
+  /**
+   * Whether the guest's OS listens for the power button: an ACPI OS that bound the Generic
+   * Event Device unmasked its GSI in the IOAPIC. Guests without ACPI (the ring-3 test guests)
+   * leave it masked, as KVM resets it.
+   */
+  powerButtonListened(): boolean {
+    return ioapicPinUnmasked(this.vm.getIrqchip(IRQCHIP_ID.IOAPIC), ACPI_GED_GSI);
+  }
+
+  /**
+   * A graceful shutdown request (the daemon's stop path): the ACPI power button where the
+   * guest listens for it, otherwise Ctrl-Alt-Del on the i8042 (which guests without ACPI
+   * treat as their shutdown request, and which a Linux guest would take as a reboot).
+   */
+  requestShutdown(): 'power-button' | 'ctrl-alt-del' {
+    if (this.powerButtonListened()) { this.pressPowerButton(); return 'power-button'; }
+    this.sendCtrlAltDel();
+    return 'ctrl-alt-del';
   }
 
   /** Returns how many bytes the UART took; the caller offers the rest again later. */

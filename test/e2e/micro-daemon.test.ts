@@ -145,6 +145,53 @@ test('pause holds the guest; resume lets it answer what arrived meanwhile', { sk
   await echo('after-resume');
 });
 
+/** The guest's own count of console interrupts, from its newest echo of `line`. */
+async function irqsAt(line: string): Promise<number> {
+  const m = [...(await waitForLog(`echo: ${line}`)).matchAll(new RegExp(`^echo: ${line} \\(irqs (\\d+)\\)`, 'gm'))].at(-1);
+  assert.ok(m, `an echo of ${line} with its interrupt count`);
+  return Number(m[1]);
+}
+
+test('hangar snapshot --memory of a running micro VM; restore runs a fresh hangar-vmm on from it (not a reboot)', { skip }, async () => {
+  const before = await show();
+  await echo('before-snap');
+  const irqsBefore = await irqsAt('before-snap');
+  const snap = JSON.parse(ok(await hangar(['snapshot', 'create', VM, 's1', '--memory', '--json']), 'snapshot create').stdout) as { name: string; memory: boolean; vmStateBytes: number; disks: unknown[] };
+  assert.equal(snap.name, 's1');
+  assert.equal(snap.memory, true);
+  assert.ok(snap.vmStateBytes >= 128 * 2 ** 20, `the memory file holds the guest's RAM: ${snap.vmStateBytes}`);
+  assert.deepEqual(snap.disks, [], 'an image-only VM has no disks to copy');
+  // Kept as files in the VM's run folder, root's.
+  const folder = path.join(d.dataDir, 'vms', VM, 'snapshots', 's1');
+  assert.deepEqual(fs.readdirSync(folder).sort(), ['vm.mem', 'vm.snap']);
+  assert.equal(fs.statSync(folder).uid, 0);
+  // The VM ran on meanwhile, in the same process; the guest's interrupt count grows.
+  assert.equal((await show()).state, 'running');
+  assert.equal((await show()).runtime.pid, before.runtime.pid);
+  for (let i = 0; i < 5; i++) await echo(`after-snap-${i}`);
+  const irqsAfter = await irqsAt('after-snap-4');
+  assert.ok(irqsAfter > irqsBefore);
+  assert.match(ok(await hangar(['snapshot', 'list', VM]), 'snapshot list').stdout, /^s1 .* yes \(/m);
+
+  // A running VM would lose its state: refused without --force.
+  const refused = await hangar(['snapshot', 'restore', VM, 's1']);
+  assert.equal(refused.code, 4, refused.stderr);
+  const readyBefore = (await waitForLog('echo ready')).match(/^echo ready$/gm)!.length;
+  ok(await hangar(['snapshot', 'restore', VM, 's1', '--force']), 'snapshot restore');
+  const vm = await show();
+  assert.equal(vm.state, 'running');
+  assert.notEqual(vm.runtime.pid, before.runtime.pid, 'a fresh hangar-vmm');
+  await echo('after-restore');
+  // The guest went on from the snapshot: its interrupt count is the snapshot's (below what it
+  // reached afterwards), and it did not boot again (no second "echo ready").
+  const irqsRestored = await irqsAt('after-restore');
+  assert.ok(irqsRestored > irqsBefore && irqsRestored < irqsAfter, `restored count ${irqsRestored}: snapshot at ${irqsBefore}, later ${irqsAfter}`);
+  assert.equal((await waitForLog('echo: after-restore')).match(/^echo ready$/gm)!.length, readyBefore, 'not a reboot');
+
+  ok(await hangar(['snapshot', 'delete', VM, 's1']), 'snapshot delete');
+  assert.equal(fs.existsSync(folder), false);
+});
+
 test('stop asks the guest to power off (Ctrl-Alt-Del); start boots it again', { skip }, async () => {
   const pid = (await show()).runtime.pid!;
   const stopped = JSON.parse(ok(await hangar(['stop', VM, '--timeout', '20', '--json']), 'stop').stdout) as VmJson;

@@ -62,6 +62,7 @@ test('capabilities report KVM and the devices', { skip }, async () => {
   assert.equal(caps.available, true, caps.reason);
   assert.deepEqual(caps.accelerators, ['kvm']);
   assert.ok(caps.devices.includes('serial'));
+  assert.equal(caps.snapshots, true, 'the daemon snapshots micro VMs as files (src/host/snapshots/micro.ts)');
 });
 
 test('start, console, pause/resume, stats, kill → killed', { skip }, async () => {

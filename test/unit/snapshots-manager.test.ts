@@ -54,7 +54,7 @@ function tags(file: string): string[] {
   return (JSON.parse(qemuImg('info', '--output=json', '-f', 'qcow2', file)) as { snapshots?: Array<{ name: string }> }).snapshots?.map((s) => s.name) ?? [];
 }
 
-async function fixture(t: { after(fn: () => void): void }, disks: Array<{ name: string; readOnly?: boolean; format?: 'raw' | 'qcow2' }> = [{ name: 'root' }, { name: 'data' }]): Promise<Fixture> {
+async function fixture(t: { after(fn: () => void): void }, disks: Array<{ name: string; readOnly?: boolean; format?: 'raw' | 'qcow2' }> = [{ name: 'root' }, { name: 'data' }], engine: 'qemu' | 'micro' = 'qemu'): Promise<Fixture> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-snap-'));
   const store = new Store(dir);
   t.after(() => { store.close(); fs.rmSync(dir, { recursive: true, force: true }); });
@@ -65,7 +65,7 @@ async function fixture(t: { after(fn: () => void): void }, disks: Array<{ name: 
     storage.attach(`default/vm1-${d.name}`, { vm: 'vm1', device: d.name, readOnly: d.readOnly ?? false });
   }
   const spec = {
-    image: 'tiny', engine: 'qemu', cpus: 1, memoryBytes: 128 * 1024 ** 2, cmdline: '',
+    image: 'tiny', engine, cpus: 1, memoryBytes: 128 * 1024 ** 2, cmdline: '',
     disks: disks.map((d) => ({ name: d.name, volume: `default/vm1-${d.name}`, ...(d.readOnly ? { readOnly: true } : {}) })),
   } as VmSpec;
   const vm: VmRecord = { id: 'id-vm1', name: 'vm1', spec, state: 'stopped', pid: null, accel: null, startedAt: null, lastExit: null, createdAt: new Date().toISOString() };
@@ -85,6 +85,7 @@ async function fixture(t: { after(fn: () => void): void }, disks: Array<{ name: 
     resumeLocked: async () => undefined,
     toVm: (r) => ({ id: r.id, name: r.name, state: r.state, spec: r.spec, createdAt: r.createdAt } as unknown as Vm),
     checkCreate: () => undefined,
+    runDir: (name) => path.join(dir, 'vms', name),
   };
   const mgr = new SnapshotManager({ store, events, operations: ops, vms, disks: storageDiskSource(storage), offline: qemuImgTool, log });
   return { dir, store, storage, ops, mgr, vm, file: (d) => storage.volumePath('default', `vm1-${d}`) };
@@ -255,4 +256,35 @@ test('an interrupted copy is undone: its files go, no VM is recorded', async (t)
   assert.equal(f.store.getVm('vm9'), null);
   assert.deepEqual(f.mgr.snaps.intents(), []);
   assert.deepEqual(tags(f.file('root')), [], 'the source is untouched');
+});
+
+test('micro-engine VM (raw disks): a disk snapshot is a folder of copies in its run folder; restore writes them back; delete removes the folder', async (t) => {
+  const f = await fixture(t, [{ name: 'root', format: 'raw' }, { name: 'seed', format: 'raw', readOnly: true }], 'micro');
+  const root = f.file('root');
+  const mark = (b: number) => { const fd = fs.openSync(root, 'r+'); fs.writeSync(fd, Buffer.alloc(65536, b), 0, 65536, 0); fs.closeSync(fd); };
+  const marked = (b: number) => { const fd = fs.openSync(root, 'r'); const buf = Buffer.alloc(65536); fs.readSync(fd, buf, 0, 65536, 0); fs.closeSync(fd); return buf.every((x) => x === b); };
+  mark(0x11);
+  const snap = await done(f, f.mgr.create('vm1', { name: 'before' }));
+  assert.equal(snap.memory, false);
+  assert.deepEqual(snap.disks.map((d: { name: string }) => d.name), ['root'], 'the read-only disk is left out');
+  const folder = path.join(f.dir, 'vms', 'vm1', 'snapshots', 'before');
+  assert.deepEqual(fs.readdirSync(folder), ['disk-root.raw']);
+  assert.equal(fs.statSync(folder).mode & 0o777, 0o700);
+  const inode = fs.statSync(root).ino;
+  mark(0x22);
+  assert.ok(marked(0x22));
+  await done(f, f.mgr.restore('vm1', 'before', true));
+  assert.ok(marked(0x11), 'the disk is back at the snapshot');
+  assert.equal(fs.statSync(root).ino, inode, 'written back into the same file (its ownership and grants stay)');
+  // A stopped VM has no memory to snapshot; a missing copy fails the restore without touching the disk.
+  assert.throws(() => f.mgr.create('vm1', { name: 'mem', memory: true }), /running or paused/);
+  assert.equal(fs.existsSync(path.join(f.dir, 'vms', 'vm1', 'snapshots', 'mem')), false, 'a refused snapshot leaves no folder');
+  fs.rmSync(path.join(folder, 'disk-root.raw'));
+  mark(0x33);
+  await assert.rejects(done(f, f.mgr.restore('vm1', 'before', true)), /missing/);
+  assert.ok(marked(0x33), 'nothing written back');
+  await done(f, f.mgr.remove('vm1', 'before'));
+  assert.equal(fs.existsSync(folder), false);
+  assert.deepEqual(f.mgr.list('vm1'), []);
+  assert.throws(() => f.mgr.copy('vm1', { name: 'vm2' }), /not supported/);
 });

@@ -15,7 +15,7 @@ import * as L from '../../src/vmm/layout.js';
 // ---- an independent AML reader for the subset a DSDT of ours may use -------
 
 type Value = { int: bigint } | { str: string } | { buf: Uint8Array } | { pkg: Value[] };
-interface Node { kind: 'scope' | 'device'; name: string; names: Map<string, Value>; children: Node[] }
+interface Node { kind: 'scope' | 'device'; name: string; names: Map<string, Value>; children: Node[]; methods?: Map<string, { args: number; body: Uint8Array }> }
 
 function readPkgLength(b: Uint8Array, at: number): { len: number; size: number } {
   const lead = b[at]!;
@@ -91,6 +91,15 @@ function readTerms(b: Uint8Array, start: number, end: number, into: Node): void 
       assert.ok(bodyEnd <= end, `${node.kind} ${n.name} ends inside its parent`);
       readTerms(b, p + opLen + pl.size + n.size, bodyEnd, node);
       into.children.push(node);
+      p = bodyEnd;
+    } else if (op === 0x14) {
+      // Method: PkgLength, NameString, flags (argument count in bits 0-2), then its body, kept raw.
+      const pl = readPkgLength(b, p + 1);
+      const n = readName(b, p + 1 + pl.size);
+      const flagsAt = p + 1 + pl.size + n.size;
+      const bodyEnd = p + 1 + pl.len;
+      assert.ok(bodyEnd <= end, `method ${n.name} ends inside its parent`);
+      (into.methods ??= new Map()).set(n.name, { args: b[flagsAt]! & 7, body: b.slice(flagsAt + 1, bodyEnd) });
       p = bodyEnd;
     } else {
       throw new Error(`unexpected AML opcode 0x${op.toString(16)} at ${p}`);
@@ -324,4 +333,38 @@ test('the BIOS reset vector holds a stub that writes POWER_RESET to the power po
   } finally {
     mem.free();
   }
+});
+
+test('DSDT: a power button (PNP0C0C) and a Generic Event Device (ACPI0013, edge GSI ACPI_GED_GSI) whose _EVT notifies the button (0x80)', () => {
+  const mem = GuestRam.allocate(2 << 20);
+  try {
+    const root = parseDsdt(dsdtFromMemory(mem, writeAcpiTables(mem, 1, [L.virtioMmioSlot(0)])));
+    const sb = root.children.find((c) => c.kind === 'scope' && c.name === '\\_SB_');
+    assert.ok(sb);
+    const pwrb = sb.children.find((d) => d.kind === 'device' && (d.names.get('_HID') as { int?: bigint }).int !== undefined
+      && decodeEisaId(Number((d.names.get('_HID') as { int: bigint }).int)) === 'PNP0C0C');
+    assert.ok(pwrb, 'a PNP0C0C power button device');
+    const ged = sb.children.find((d) => d.kind === 'device' && (d.names.get('_HID') as { str?: string }).str === 'ACPI0013');
+    assert.ok(ged, 'an ACPI0013 Generic Event Device');
+    const res = decodeResources((ged.names.get('_CRS') as { buf: Uint8Array }).buf);
+    assert.deepEqual(res.ext, [{ gsis: [L.ACPI_GED_GSI], consumer: true, level: false, activeLow: false, shared: false }]);
+    assert.ok(![...L.VIRTIO_MMIO_IRQS, L.SERIAL_COM1_IRQ, L.I8042_KBD_IRQ].includes(L.ACPI_GED_GSI as number), 'a GSI of its own');
+    const evt = ged.methods?.get('_EVT');
+    assert.ok(evt, 'the GED has an _EVT method');
+    assert.equal(evt.args, 1, '_EVT takes the GSI as its argument');
+    // Notify (\_SB_.PWRB, 0x80): NotifyOp, rooted dual name, ByteConst 0x80 — naming the button device found above.
+    assert.equal(evt.body[0], 0x86, 'NotifyOp');
+    const target = readName(evt.body, 1);
+    assert.equal(target.name, `\\_SB_.${pwrb.name}`);
+    assert.deepEqual(readData(evt.body, 1 + target.size), { v: { int: 0x80n }, size: 2 });
+    assert.equal(1 + target.size + 2, evt.body.length, 'the method does nothing else');
+  } finally {
+    mem.free();
+  }
+});
+
+test('AML Method and Notify encodings', () => {
+  assert.deepEqual([...A.notify('\\_SB.PWRB', 0x80)], [0x86, 0x5c, 0x2e, ...Buffer.from('_SB_PWRB'), 0x0a, 0x80]);
+  assert.deepEqual([...A.method('_EVT', 1, [Uint8Array.of(0xa3)])], [0x14, 7, ...Buffer.from('_EVT'), 1, 0xa3]);
+  assert.throws(() => A.method('_EVT', 8, []), RangeError);
 });

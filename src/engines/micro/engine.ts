@@ -156,7 +156,7 @@ export class MicroVmHandle extends BaseVmHandle {
 
   async pause(): Promise<void> { this.usable('pause'); await this.client.action('Pause'); }
   async resume(): Promise<void> { this.usable('resume'); await this.client.action('Resume'); }
-  async requestShutdown(): Promise<void> { this.usable('requestShutdown'); await this.client.action('SendCtrlAltDel'); }
+  async requestShutdown(): Promise<void> { this.usable('requestShutdown'); await this.client.action('RequestShutdown'); }
 
   async queryState(): Promise<'running' | 'paused'> {
     this.usable('queryState');
@@ -218,7 +218,8 @@ export class MicroEngine implements Engine {
       accelerators: p.present ? ['kvm'] : [],
       defaultAccel: p.present ? 'kvm' : null,
       limits: MICRO_LIMITS,
-      snapshots: false,
+      // Through the daemon: snapshots as files (src/host/snapshots/micro.ts), memory ones included.
+      snapshots: true,
       migration: false,
     };
     if (!p.present) caps.reason = `no usable KVM: ${p.detail}`;
@@ -232,6 +233,9 @@ export class MicroEngine implements Engine {
   }
 
   async start(config: EngineVmConfig): Promise<MicroVmHandle> {
+    // A start from a snapshot (the daemon's restore): a fresh hangar-vmm loads its files and runs on.
+    const files = config.loadSnapshot?.files;
+    if (files) return this.restore(config, files);
     return this.launch(config, (c) => this.configureAndBoot(c, config));
   }
 

@@ -27,6 +27,7 @@ import type { OperationManager, ReportProgress } from '../operations.js';
 import type { Store, VmRecord } from '../store.js';
 import type { OfflineDiskTool } from './offline.js';
 import { restoreRefusal, snapshotDisks, type VmDiskFile } from './rules.js';
+import * as micro from './micro.js';
 import { isSnapshotName, SNAPSHOT_NAME_RULE, type Snapshot, type SnapshotCreateRequest, type VmCopyRequest } from './schemas.js';
 import { SnapshotStore, type IntentDetail, type IntentRecord, type SnapshotDiskRecord, type SnapshotRecord } from './store.js';
 
@@ -45,6 +46,8 @@ export interface VmAccess {
   toVm(rec: VmRecord): Vm;
   /** Throws when one more VM of this size may not be defined. */
   checkCreate(name: string, want: { cpus: number; memoryBytes: number }): void;
+  /** The VM's run folder (micro-engine snapshots live in it: micro.ts). */
+  runDir(name: string): string;
 }
 
 /** A new volume claimed for a copy's disk: its file is written, then commit() or release(). */
@@ -83,6 +86,8 @@ export interface SnapshotManagerDeps {
 const RECOVER_JOB_WAIT_MS = 5 * 60 * 1000;
 
 const now = (): string => new Date().toISOString();
+/** Micro-engine VMs keep snapshots as files (micro.ts), not inside qcow2 disks. */
+const isMicro = (rec: VmRecord): boolean => rec.spec.engine === 'micro';
 const jobId = (): string => `hangar-snap-${randomUUID().slice(0, 8)}`;
 
 export class SnapshotManager {
@@ -138,7 +143,13 @@ export class SnapshotManager {
   }
 
   private diskRecords(rec: VmRecord): SnapshotDiskRecord[] {
-    return snapshotDisks(rec.name, this.d.disks.disksOf(rec)).map((d) => ({ name: d.name, volume: d.volume, path: d.path }));
+    const all = this.d.disks.disksOf(rec);
+    return (isMicro(rec) ? micro.microSnapshotDisks(all) : snapshotDisks(rec.name, all)).map((d) => ({ name: d.name, volume: d.volume, path: d.path }));
+  }
+
+  /** A micro-engine VM's snapshot folder (micro.ts). */
+  private microDir(rec: VmRecord, name: string): string {
+    return micro.microSnapshotDir(this.d.vms.runDir(rec.name), name);
   }
 
   // --- create ------------------------------------------------------------------
@@ -169,6 +180,7 @@ export class SnapshotManager {
     this.checkCreate(rec, memory);
     if (this.snaps.get(rec.id, name)) throw new HangarError('ALREADY_EXISTS', `VM "${vm}" already has a snapshot "${name}"`, { vm, snapshot: name });
     const disks = this.diskRecords(rec);
+    if (isMicro(rec)) return this.doCreateMicro(rec, name, memory, disks, progress);
     const live = this.liveOf(rec);
     if (memory && !live) throw new HangarError('INVALID_STATE', `VM "${vm}" has no running process: a memory snapshot needs one`, { vm });
     const detail: IntentDetail = {
@@ -205,6 +217,31 @@ export class SnapshotManager {
     }
   }
 
+  /** doCreate for a micro-engine VM: the snapshot is a folder of files (micro.ts). */
+  private async doCreateMicro(rec: VmRecord, name: string, memory: boolean, disks: SnapshotDiskRecord[], progress: ReportProgress): Promise<Snapshot> {
+    const vm = rec.name;
+    const handle = rec.state === 'running' || rec.state === 'paused' ? this.d.vms.liveHandle(vm) : null;
+    if (memory && !handle) throw new HangarError('INVALID_STATE', `VM "${vm}" has no running process: a memory snapshot needs one`, { vm });
+    const detail: IntentDetail = { kind: 'create', vm, snapshot: name, memory, vmState: rec.state, disks, jobId: null, createdAt: now() };
+    const intent = this.snaps.addIntent(rec.id, detail);
+    this.stepReached('create:intent', progress);
+    try {
+      const bytes = await micro.createMicroSnapshot({ dir: this.microDir(rec, name), scratch: this.d.vms.runDir(vm), handle, memory, disks });
+      this.stepReached('create:saved', progress);
+      const snap: SnapshotRecord = { vmId: rec.id, name, memory, vmState: rec.state, vmStateBytes: bytes, disks, createdAt: detail.createdAt };
+      this.d.store.transaction(() => {
+        this.snaps.insert(snap);
+        this.snaps.removeIntent(intent.id);
+      });
+      this.d.log.info({ vm, snapshot: name, memory, engine: 'micro' }, 'snapshot created');
+      return this.view(vm, snap);
+    } catch (e) {
+      micro.removeMicroSnapshot(this.microDir(rec, name));
+      this.snaps.removeIntent(intent.id);
+      throw e;
+    }
+  }
+
   /** Which of `disks` hold snapshot `name`, and its machine state bytes on each. */
   private async presence(rec: VmRecord, disks: SnapshotDiskRecord[], name: string): Promise<Map<string, number | null>> {
     const out = new Map<string, number | null>();
@@ -224,6 +261,11 @@ export class SnapshotManager {
 
   /** Removes snapshot `name` from those of `disks` that hold it. */
   private async removeFromDisks(rec: VmRecord, disks: SnapshotDiskRecord[], name: string, progress?: ReportProgress, step = 'delete'): Promise<void> {
+    if (isMicro(rec)) {
+      micro.removeMicroSnapshot(this.microDir(rec, name));
+      this.stepReached(`${step}:files`, progress);
+      return;
+    }
     const have = await this.presence(rec, disks, name);
     const holding = disks.filter((x) => have.get(x.name) != null);
     const live = this.liveOf(rec);
@@ -244,6 +286,20 @@ export class SnapshotManager {
    * `keepComplete`; otherwise taken back from every disk.
    */
   private async undoCreate(rec: VmRecord, intent: IntentRecord, c: Extract<IntentDetail, { kind: 'create' }>, keepComplete: boolean): Promise<'kept' | 'undone'> {
+    if (isMicro(rec)) {
+      const dir = this.microDir(rec, c.snapshot);
+      if (keepComplete && micro.microSnapshotComplete(dir, c.memory, c.disks) && !this.snaps.get(rec.id, c.snapshot)) {
+        const bytes = c.memory ? fs.statSync(micro.microSnapshotFiles(dir).memFilePath).size : 0;
+        this.d.store.transaction(() => {
+          this.snaps.insert({ vmId: rec.id, name: c.snapshot, memory: c.memory, vmState: c.vmState, vmStateBytes: bytes, disks: c.disks, createdAt: c.createdAt });
+          this.snaps.removeIntent(intent.id);
+        });
+        return 'kept';
+      }
+      micro.removeMicroSnapshot(dir);
+      this.snaps.removeIntent(intent.id);
+      return 'undone';
+    }
     const live = this.liveOf(rec);
     if (live && c.jobId) await live.control.finishJob(c.jobId, RECOVER_JOB_WAIT_MS);
     const have = await this.presence(rec, c.disks, c.snapshot);
@@ -314,6 +370,7 @@ export class SnapshotManager {
     const current = this.diskRecords(rec).map((x) => `${x.name}=${x.path}`).sort().join(',');
     const held = snap.disks.map((x) => `${x.name}=${x.path}`).sort().join(',');
     if (current !== held) throw new HangarError('INVALID_STATE', `VM "${vm}"'s disks changed since snapshot "${name}" was taken`, { vm, snapshot: name });
+    if (isMicro(rec)) return this.doRestoreMicro(rec, snap, progress);
     const live = this.liveOf(rec);
     const wasPaused = rec.state === 'paused';
     // The load job's id: a restarted daemon waits for it (a stopped VM's start loads with a known id).
@@ -357,6 +414,43 @@ export class SnapshotManager {
     return this.d.vms.toVm(this.d.store.requireVm(vm));
   }
 
+  /**
+   * doRestore for a micro-engine VM: the process (if any) is ended, the disks' copies written back,
+   * and a memory snapshot starts a fresh hangar-vmm from its files; a disk snapshot restarts a VM
+   * that was live. A failure leaves the VM stopped (its disks at the snapshot when the copies were written).
+   */
+  private async doRestoreMicro(rec: VmRecord, snap: SnapshotRecord, progress: ReportProgress): Promise<Vm> {
+    const vm = rec.name;
+    const dir = this.microDir(rec, snap.name);
+    if (!micro.microSnapshotComplete(dir, snap.memory, snap.disks)) throw new HangarError('NOT_FOUND', `the files of snapshot "${snap.name}" of VM "${vm}" are missing from ${dir}`, { vm, snapshot: snap.name });
+    const wasLive = this.d.vms.liveHandle(vm) !== null;
+    const intent = this.snaps.addIntent(rec.id, { kind: 'restore', vm, snapshot: snap.name, memory: snap.memory, disks: snap.disks, jobId: null });
+    this.stepReached('restore:intent', progress);
+    try {
+      if (wasLive) {
+        await this.d.vms.killLocked(vm);
+        this.stepReached('restore:stopped', progress);
+      }
+      micro.restoreMicroDisks(dir, snap.disks);
+      this.stepReached('restore:disks', progress);
+      if (snap.memory) {
+        await this.d.vms.startLocked(vm, progress, { name: snap.name, disks: snap.disks.map((x) => x.name), vmstateDisk: '', files: micro.microSnapshotFiles(dir) });
+        this.stepReached('restore:started', progress);
+      } else if (wasLive) {
+        await this.d.vms.startLocked(vm, progress);
+        this.stepReached('restore:started', progress);
+      }
+    } catch (e) {
+      const err = toHangarError(e);
+      if (this.d.vms.liveHandle(vm)) await this.d.vms.killLocked(vm).catch(() => undefined);
+      this.snaps.removeIntent(intent.id);
+      throw new HangarError(err.code, `${err.message} (the VM is left stopped)`, { vm, snapshot: snap.name });
+    }
+    this.snaps.removeIntent(intent.id);
+    this.d.log.info({ vm, snapshot: snap.name, memory: snap.memory, engine: 'micro' }, 'snapshot restored');
+    return this.d.vms.toVm(this.d.store.requireVm(vm));
+  }
+
   private async applyOffline(disks: SnapshotDiskRecord[], name: string, progress?: ReportProgress): Promise<void> {
     for (const x of disks) {
       await this.d.offline.applySnapshot(x.path, name);
@@ -374,6 +468,7 @@ export class SnapshotManager {
 
   copy(source: string, req: VmCopyRequest): Operation {
     const src = this.d.store.requireVm(source);
+    if (isMicro(src)) throw new HangarError('UNSUPPORTED', `copies of micro-engine VMs are not supported yet (VM "${source}")`, { vm: source, engine: 'micro' });
     const target = req.name;
     if (this.d.store.getVm(target) || this.copying.has(target)) throw new HangarError('ALREADY_EXISTS', `a VM named "${target}" already exists`, { name: target });
     if (req.snapshot !== undefined) this.snaps.require(source, src.id, req.snapshot);
@@ -496,6 +591,13 @@ export class SnapshotManager {
         log.warn({ snapshot: d.snapshot }, 'an interrupted snapshot delete was finished');
         return;
       case 'restore': {
+        if (isMicro(rec)) {
+          // The copies are written back again, so the disks are never half old, half new; the VM stays as it is.
+          if (!this.d.vms.liveHandle(rec.name)) micro.restoreMicroDisks(this.microDir(rec, d.snapshot), d.disks);
+          this.snaps.removeIntent(intent.id);
+          log.warn({ snapshot: d.snapshot }, 'an interrupted restore was settled');
+          return;
+        }
         const live = this.liveOf(rec);
         if (live) {
           // The process runs: either it never was touched (old state), or it runs from the snapshot

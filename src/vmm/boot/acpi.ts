@@ -17,6 +17,12 @@
  * controller (PNP0303, ports 0x60 and 0x64, IRQ 1); without them the serial
  * console never gets its interrupt and user space has no console.
  *
+ * Power button: hardware-reduced ACPI has no fixed power button, so the DSDT
+ * has a power button device (PNP0C0C, driven by Linux's `button` driver) and
+ * a Generic Event Device (ACPI0013) on ACPI_GED_GSI whose _EVT method
+ * notifies it (0x80: pressed). Pulsing that GSI is how hangar-vmm asks a
+ * guest to shut down gracefully; the guest's acpid sees KEY_POWER.
+ *
  * virtio-mmio: each slot in use is a device with _HID "LNRO0005", its MMIO
  * window (Memory32Fixed) and its GSI (an extended Interrupt descriptor,
  * level triggered and active high, as the transport holds its line up while
@@ -25,14 +31,19 @@
  */
 import type { GuestRam } from '../memory.js';
 import { writeResetVector } from './reset-vector.js';
-import { device, eisaId, extendedInterrupt, integer, ioPort, irqNoFlags, memory32Fixed, name, pkg, resourceTemplate, scope, string } from './aml.js';
+import { device, eisaId, extendedInterrupt, integer, ioPort, irqNoFlags, memory32Fixed, method, name, notify, pkg, resourceTemplate, scope, string } from './aml.js';
 import {
-  ACPI_RSDP, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, ACPI_TABLES_END, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ, IOAPIC_BASE,
+  ACPI_GED_GSI, ACPI_RSDP, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, ACPI_TABLES_END, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ, IOAPIC_BASE,
   LAPIC_BASE, POWER_PORT, POWER_RESET, SERIAL_COM1_IRQ, SERIAL_COM1_PORT, SERIAL_PORT_COUNT, type MmioSlot,
 } from '../layout.js';
 
 /** The ACPI id Linux's virtio_mmio driver matches (its ACPI match table), as microVMs on ACPI use it. */
 export const VIRTIO_MMIO_HID = 'LNRO0005';
+/** The Generic Event Device's _HID (ACPI 6.5, 5.6.9) and the power button's (PNP0C0C). */
+export const GED_HID = 'ACPI0013';
+export const POWER_BUTTON_HID = 'PNP0C0C';
+/** Notify value for a button device: "pressed" (ACPI 6.5, 5.6.6). */
+export const BUTTON_PRESSED = 0x80;
 
 const OEM_ID = 'HANGAR';
 const OEM_TABLE_ID = 'HANGARVM';
@@ -91,6 +102,9 @@ function gasIo(dv: DataView, off: number, port: number): void {
  *     Device (COM1) { _HID PNP0501, _UID 1, _CRS { IO 0x3f8-0x3ff, IRQ 4 } }
  *     Device (KBD)  { _HID PNP0303, _CRS { IO 0x60, IO 0x64, IRQ 1 } }
  *     Device (VR0n) { _HID "LNRO0005", _UID n, _CRS { Memory32Fixed base/size, Interrupt GSI } } per virtio slot
+ *     Device (PWRB) { _HID PNP0C0C, _UID 0 }
+ *     Device (GED0) { _HID "ACPI0013", _UID 0, _CRS { Interrupt (Edge) { ACPI_GED_GSI } },
+ *                     Method (_EVT, 1) { Notify (\_SB.PWRB, 0x80) } }
  *   }
  */
 export function dsdtAml(virtioSlots: readonly MmioSlot[] = []): Uint8Array {
@@ -109,7 +123,15 @@ export function dsdtAml(virtioSlots: readonly MmioSlot[] = []): Uint8Array {
     name('_UID', integer(slot.index)),
     name('_CRS', resourceTemplate([memory32Fixed(slot.base, slot.size), extendedInterrupt([slot.irq], { level: true })])),
   ]));
-  const sb = scope('\\_SB', [com1, kbd, ...virtio]);
+  const pwrb = device('PWRB', [name('_HID', eisaId(POWER_BUTTON_HID)), name('_UID', integer(0))]);
+  // One event source so far (the power button): _EVT need not look at its argument (the GSI).
+  const ged = device('GED0', [
+    name('_HID', string(GED_HID)),
+    name('_UID', integer(0)),
+    name('_CRS', resourceTemplate([extendedInterrupt([ACPI_GED_GSI], { level: false })])),
+    method('_EVT', 1, [notify('\\_SB.PWRB', BUTTON_PRESSED)]),
+  ]);
+  const sb = scope('\\_SB', [com1, kbd, ...virtio, pwrb, ged]);
   const out = new Uint8Array(s5.length + sb.length);
   out.set(s5, 0);
   out.set(sb, s5.length);

@@ -19,6 +19,8 @@ const BUFFER_OP = 0x11;
 const PACKAGE_OP = 0x12;
 const ZERO_OP = 0x00;
 const ONE_OP = 0x01;
+const METHOD_OP = 0x14;
+const NOTIFY_OP = 0x86;
 const ROOT_CHAR = 0x5c;
 const DUAL_NAME_PREFIX = 0x2e;
 const MULTI_NAME_PREFIX = 0x2f;
@@ -144,6 +146,21 @@ export function scope(n: string, terms: Uint8Array[]): Uint8Array {
 export function device(n: string, terms: Uint8Array[]): Uint8Array {
   const body = concat([nameString(n), ...terms]);
   return concat([[EXT_OP_PREFIX, DEVICE_OP], pkgLength(body.length), body]);
+}
+
+/**
+ * Method (NAME, argCount, NotSerialized) { terms }: the flags byte holds the argument count
+ * (bits 0-2); the methods Hangar writes only notify, so they need no serialization.
+ */
+export function method(n: string, argCount: number, terms: Uint8Array[]): Uint8Array {
+  if (!Number.isInteger(argCount) || argCount < 0 || argCount > 7) throw new RangeError(`AML methods take 0 to 7 arguments, not ${argCount}`);
+  const body = concat([nameString(n), [argCount], ...terms]);
+  return concat([[METHOD_OP], pkgLength(body.length), body]);
+}
+
+/** Notify (\\_SB.DEV, value): tells the OS's driver for that device about an event (0x80 for a button: pressed). */
+export function notify(target: string, value: number): Uint8Array {
+  return concat([[NOTIFY_OP], nameString(target), integer(value)]);
 }
 
 // ---- resource templates (ACPI 6.5, 6.4: resource data types) --------------
