@@ -40,7 +40,7 @@ const violations: string[] = [];
 
 before(async () => {
   const tiny = await ensureImage('tiny');
-  d = await startDaemon({ args: ['--listen', '127.0.0.1:0', '--insecure-http'] });
+  d = await startDaemon({ args: ['--listen', '127.0.0.1:0', '--insecure-http', '--sample-interval', '2'] });
   origin = `http://${fs.readFileSync(path.join(d.dataDir, 'hangard.listen'), 'utf8').trim()}`;
   token = fs.readFileSync(path.join(d.dataDir, 'api.token'), 'utf8').trim();
   iso = buildTestIso(tiny, path.join(d.dataDir, 'import', 'web-ui.iso'));
@@ -261,6 +261,18 @@ test('noVNC draws the VM display', async () => {
   await shot('display');
   // Its work is done: powered off so it leaves the host's CPUs to the rest.
   await waitOperation(d, await d.request('PUT', '/1.0/vms/screen/state', { action: 'stop', force: true }));
+});
+
+test('a VM\'s charts and the dashboard draw samples from the metrics API', async () => {
+  await page.goto(`${origin}/ui/#/vms/one/charts`);
+  // The CPU chart has points (one per sample) and uPlot drew its canvas.
+  const cpu = page.locator('figure.chart', { hasText: 'CPU' }).locator('.chart-box');
+  await cpu.locator('canvas').waitFor({ timeout: 30_000 });
+  assert.ok(Number(await cpu.getAttribute('data-points')) >= 2, 'at least two samples');
+  await page.goto(`${origin}/ui/#/`);
+  await page.locator('figure.chart', { hasText: 'Host CPU' }).locator('.chart-box canvas').waitFor({ timeout: 30_000 });
+  await page.getByText('Host CPU', { exact: true }).waitFor();
+  await shot('dashboard-data');
 });
 
 test('state changes show up live through the events WebSocket; stop asks first', async () => {
