@@ -1,10 +1,10 @@
 /**
  * The web UI in a real browser (Debian's chromium through playwright-core)
  * against a real daemon with a TCP listener (plain HTTP on loopback, a
- * token) and a real tiny QEMU VM booted by SeaBIOS from a test ISO, so it
- * has both a serial console and a VNC display.
+ * token) and real tiny QEMU VMs: one booted from its kernel (serial
+ * console), one booted by SeaBIOS from a test ISO (a VNC display).
  *
- * One browser and one VM serve every check, in order: the one-time login
+ * One browser serves every check, in order: the one-time login
  * link works once and leaves no secret in the address; the UI's headers
  * (CSP) are strict and the page breaks none of its rules; the VM list shows
  * the VM; the wizard creates a VM; the xterm.js console shows the guest's
@@ -29,6 +29,7 @@ const { TINY_PROMPT } = await import('../../src/host/images/tiny.js');
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 
 let d: TestDaemon;
+let iso: string;
 let origin: string;
 let token: string;
 let server: BrowserServer | null = null;
@@ -39,12 +40,12 @@ const violations: string[] = [];
 
 before(async () => {
   const tiny = await ensureImage('tiny');
-  d = await startDaemon({ args: ['--listen', '127.0.0.1:0', '--insecure-http'] });
+  d = await startDaemon({ args: ['--listen', '127.0.0.1:0', '--insecure-http', '--sample-interval', '2'] });
   origin = `http://${fs.readFileSync(path.join(d.dataDir, 'hangard.listen'), 'utf8').trim()}`;
   token = fs.readFileSync(path.join(d.dataDir, 'api.token'), 'utf8').trim();
-  const iso = buildTestIso(tiny, path.join(d.dataDir, 'import', 'web-ui.iso'));
-  // SeaBIOS boots the ISO: a serial console and a VGA display on VNC.
-  const created = await d.request('POST', '/1.0/vms', { name: 'one', image: 'tiny', memory: '128M', boot: 'bios', iso });
+  iso = buildTestIso(tiny, path.join(d.dataDir, 'import', 'web-ui.iso'));
+  // The tiny image's kernel, booted directly: its shell is up in seconds.
+  const created = await d.request('POST', '/1.0/vms', { name: 'one', image: 'tiny', memory: '128M' });
   const op = await waitOperation(d, created);
   assert.equal(op.status, 'success', JSON.stringify(op));
   server = await chromium.launchServer({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, headless: true });
@@ -236,7 +237,10 @@ test('the serial console in xterm.js shows the guest prompt and the answer to a 
 });
 
 test('noVNC draws the VM display', async () => {
-  await page.goto(`${origin}/ui/#/vms/one/display`);
+  // SeaBIOS boots a test ISO: a VGA display on VNC, drawn from the firmware's first line on.
+  const created = await d.request('POST', '/1.0/vms', { name: 'screen', image: 'tiny', memory: '128M', boot: 'bios', iso });
+  assert.equal((await waitOperation(d, created)).status, 'success');
+  await page.goto(`${origin}/ui/#/vms/screen/display`);
   await page.getByTestId('vnc-status').filter({ hasText: 'connected' }).waitFor();
   const canvas = page.locator('[data-testid="vnc"] canvas');
   await canvas.waitFor();
@@ -255,6 +259,20 @@ test('noVNC draws the VM display', async () => {
   }
   assert.ok(colours >= 2, `the noVNC canvas is blank (${colours} colour)`);
   await shot('display');
+  // Its work is done: powered off so it leaves the host's CPUs to the rest.
+  await waitOperation(d, await d.request('PUT', '/1.0/vms/screen/state', { action: 'stop', force: true }));
+});
+
+test('a VM\'s charts and the dashboard draw samples from the metrics API', async () => {
+  await page.goto(`${origin}/ui/#/vms/one/charts`);
+  // The CPU chart has points (one per sample) and uPlot drew its canvas.
+  const cpu = page.locator('figure.chart', { hasText: 'CPU' }).locator('.chart-box');
+  await cpu.locator('canvas').waitFor({ timeout: 30_000 });
+  assert.ok(Number(await cpu.getAttribute('data-points')) >= 2, 'at least two samples');
+  await page.goto(`${origin}/ui/#/`);
+  await page.locator('figure.chart', { hasText: 'Host CPU' }).locator('.chart-box canvas').waitFor({ timeout: 30_000 });
+  await page.getByText('Host CPU', { exact: true }).waitFor();
+  await shot('dashboard-data');
 });
 
 test('state changes show up live through the events WebSocket; stop asks first', async () => {

@@ -48,6 +48,19 @@ async function request(method: string, path: string, body?: unknown, token = get
   return env;
 }
 
+/** A text answer (the console log); an error envelope still becomes an ApiError. */
+export async function getText(path: string): Promise<string> {
+  const token = getToken();
+  const res = await fetch(path, { headers: token ? { authorization: `Bearer ${token}` } : {}, cache: 'no-store', credentials: 'omit' });
+  const text = await res.text();
+  if (!res.ok) {
+    let err = { code: `HTTP_${res.status}`, message: text.slice(0, 300) };
+    try { err = (JSON.parse(text) as { error: typeof err }).error; } catch { /* not JSON */ }
+    throw new ApiError(err.code, err.message, res.status);
+  }
+  return text;
+}
+
 export async function get<T>(path: string): Promise<T> {
   return (await request('GET', path)).metadata as T;
 }

@@ -60,7 +60,10 @@ export function registerUiRoutes(app: FastifyInstance, ui: UiService, vms: VmMan
     schema: { params: NameParams, hide: true },
     preHandler: async (req) => {
       if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') throw new HangarError('INVALID_ARGUMENT', 'GET /1.0/vms/{name}/vnc is a WebSocket: send an upgrade request');
-      opened.set(req.raw, await vms.openDisplay((req.params as { name: string }).name));
+      const vnc = await vms.openDisplay((req.params as { name: string }).name);
+      opened.set(req.raw, vnc);
+      // Should the upgrade fail after this, the connection's end closes the VNC stream too.
+      req.raw.socket.once('close', () => { vnc.destroy(); opened.delete(req.raw); });
     },
   }, (socket: WebSocket, req) => {
     const vnc = opened.get(req.raw)!;

@@ -3,7 +3,7 @@ import { useEffect, useRef, useState } from 'react';
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import '@xterm/xterm/css/xterm.css';
-import { openSocket } from '../api';
+import { getText, openSocket } from '../api';
 import { effectiveTheme } from '../theme';
 
 export function SerialConsole({ vm }: { vm: string }) {
@@ -30,7 +30,12 @@ export function SerialConsole({ vm }: { vm: string }) {
     let socket: WebSocket | null = null;
     let disposed = false;
     const enc = new TextEncoder();
-    openSocket(`/1.0/vms/${encodeURIComponent(vm)}/console`).then((s) => {
+    const base = `/1.0/vms/${encodeURIComponent(vm)}`;
+    // What the guest wrote before we joined (its persisted log), then the live console.
+    getText(`${base}/logs?tail=40`).catch(() => '').then((tail) => {
+      if (!disposed && tail) term.write(tail.replace(/\r?\n/g, '\r\n'));
+      return openSocket(`${base}/console`);
+    }).then((s) => {
       if (disposed) { s.close(); return; }
       socket = s;
       s.binaryType = 'arraybuffer';

@@ -89,8 +89,9 @@ export function VmCreate() {
             <legend>{STEPS[2]}</legend>
             <label>Network
               <select value={form.network} onChange={set('network')}>
-                <option value="">default</option>
+                <option value="">the daemon's default (no NIC for most images)</option>
                 <option value="none">none</option>
+                <option value="default">default (nat, made on first use)</option>
                 {networks.data?.filter((n) => n.name !== 'default').map((n) => <option key={n.name} value={n.name}>{n.name} ({n.kind})</option>)}
               </select>
             </label>
