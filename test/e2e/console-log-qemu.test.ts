@@ -80,7 +80,8 @@ test('qemu: the console log stays within its cap, keeps the newest output, and i
   // The writer is its own process: it outlives the daemon, and the guest's output while the daemon is down is kept.
   const writer = writerPid(logFile);
   assert.ok(writer !== null, 'a log writer runs for the VM');
-  con.send('(sleep 8; echo "while-down-$((6*7))") &\n');
+  // Run (not just sent): the shell has taken the line before the daemon goes, so no input is in flight.
+  await con.run('(sleep 15; echo "while-down-$((6*7))") & true', 120_000);
   await con.close();
   await d.stop();
   assert.ok(alive(writer), 'the log writer survives the daemon');
