@@ -35,6 +35,15 @@ if [ ! -f "$stamp" ] || [ -n "$(find src test bench tsconfig.json package.json -
   touch "$stamp"
 fi
 
+# The web UI (web/, React + Vite): type-checked, then built into dist/web, which hangard serves under /ui/.
+webstamp=dist/web/.build-stamp
+if [ ! -f "$webstamp" ] || [ -n "$(find web package.json -newer "$webstamp" -print -quit 2>/dev/null)" ]; then
+  echo "hangar setup: building the web UI (vite)" >&2
+  npx tsc -p web/tsconfig.json
+  npx vite build --config web/vite.config.ts --logLevel warn >&2
+  touch "$webstamp"
+fi
+
 # The console log writer QEMU's VMs log through (native/hangar-conlog.c, see docs/engines.md).
 if [ ! -x dist/native/hangar-conlog ] || [ native/hangar-conlog.c -nt dist/native/hangar-conlog ]; then
   mkdir -p dist/native && gcc -O2 -Wall -o dist/native/hangar-conlog native/hangar-conlog.c

@@ -11,6 +11,7 @@ import { registerEventsCommand } from './commands/events.js';
 import { registerExecCommands } from './commands/exec.js';
 import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
+import { registerIsoCommands } from './commands/iso.js';
 import { registerLogsCommand } from './commands/logs.js';
 import { registerNetworkCommands } from './commands/network.js';
 import { registerOperationCommands } from './commands/operation.js';
@@ -19,6 +20,8 @@ import { registerStorageCommands } from './commands/storage.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerVmCommands } from './commands/vm.js';
 import { registerSnapshotCommands } from './commands/snapshot.js';
+import { registerMonitorCommands } from './commands/monitor.js';
+import { registerUiCommand } from './commands/ui.js';
 
 export const CLI_VERSION = '0.1.0';
 
@@ -41,6 +44,7 @@ export function buildProgram(): Command {
   registerConsoleCommand(program);
   registerExecCommands(program);
   registerDisplayCommands(program);
+  registerIsoCommands(program);
   registerLogsCommand(program);
   registerEventsCommand(program);
   registerOperationCommands(program);
@@ -48,7 +52,9 @@ export function buildProgram(): Command {
   registerStorageCommands(program);
   registerNetworkCommands(program);
   registerHostCommands(program);
+  registerMonitorCommands(program);
   registerDaemonCommands(program);
   registerRemoteCommands(program);
+  registerUiCommand(program);
   return program;
 }

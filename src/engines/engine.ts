@@ -48,8 +48,24 @@ export interface VncDisplay {
 
 export interface NicAttachment {
   id: string;
+  /** The host TAP the daemon made (empty for a user-mode NIC). */
   tap: string;
   mac: string;
+  /** QEMU user-mode networking instead of a TAP (no bridge; outbound through QEMU; forwards are hostfwd). */
+  user?: UserNetwork;
+}
+
+/** A host port QEMU's user-mode network forwards to the guest (hostfwd). */
+export interface HostForward {
+  proto: 'tcp' | 'udp';
+  /** Host address to listen on (0.0.0.0: every address). */
+  address: string;
+  hostPort: number;
+  guestPort: number;
+}
+
+export interface UserNetwork {
+  forwards: HostForward[];
 }
 
 /** Everything an engine needs to start one VM; the daemon validated it and prepared every path. */
@@ -64,6 +80,8 @@ export interface EngineVmConfig {
   firmware?: FirmwareBoot;
   /** An ISO image attached as a read-only CD-ROM, first in boot order. The daemon checked where it comes from. */
   cdrom?: string;
+  /** A CD-ROM drive even without `cdrom`: empty, so media can be inserted while the VM runs (VmHandle.changeMedium). */
+  cdromDrive?: boolean;
   /** A display (VGA) and a VNC server on this Unix socket; absent: headless. */
   vnc?: VncDisplay;
   disks: DiskAttachment[];
@@ -98,6 +116,22 @@ export interface VmStats {
   state: 'running' | 'paused';
 }
 
+/** Block I/O counters of one disk, cumulative since the VM process started. */
+export interface DiskCounters {
+  id: string;
+  readBytes: number;
+  writeBytes: number;
+  readOps: number;
+  writeOps: number;
+}
+
+/** What the VM process itself counts, for monitoring (src/host/monitor). */
+export interface DeviceCounters {
+  disks: DiskCounters[];
+  /** Memory as the guest reports it (balloon statistics); null when the VM has no way to tell. */
+  guestMemory: { totalBytes: number; usedBytes: number } | null;
+}
+
 /** A running VM process, started or re-adopted. */
 export interface VmHandle {
   readonly pid: number;
@@ -111,6 +145,8 @@ export interface VmHandle {
   /** Current run state as the VM process reports it. */
   queryState(): Promise<'running' | 'paused'>;
   stats(): Promise<VmStats>;
+  /** Disk I/O and guest-reported memory, as the VM process counts them (absent: the engine exposes none). */
+  deviceCounters?(): Promise<DeviceCounters>;
   /** A fresh bidirectional stream to the serial console. Output flows while it is open. */
   openConsole(): Promise<Duplex>;
   /**
@@ -130,10 +166,21 @@ export interface VmHandle {
   exec?(req: GuestExecRequest): Promise<GuestExecResult>;
   /** Snapshots through the running process; absent when the engine has none (capabilities().snapshots). */
   readonly snapshots?: LiveSnapshotControl;
+  /** Puts an ISO into the VM's CD-ROM drive (null: ejects it) while it runs; absent: the engine cannot. */
+  changeMedium?(file: string | null): Promise<void>;
+  /** What the running VM's CD-ROM drive holds as the engine sees it: null without a drive. */
+  cdromMedium?(): Promise<{ inserted: boolean; file: string | null; trayOpen: boolean } | null>;
   /** Hot-plugs a disk into the running guest (absent: the engine cannot; the VM must be stopped). */
   attachDisk?(disk: DiskAttachment): Promise<void>;
   /** Unplugs a disk: resolves once the guest has let it go and the engine has closed its file. */
   detachDisk?(id: string): Promise<void>;
+  /** Hot-plugs a NIC (its TAP exists and is on its bridge) into the running guest (absent: the engine cannot). */
+  attachNic?(nic: NicAttachment): Promise<void>;
+  /** Unplugs a NIC: resolves once the guest has let it go and the engine has closed its TAP. */
+  detachNic?(id: string): Promise<void>;
+  /** Adds a host port forward to a running VM's user-mode NIC (absent: the engine has no user-mode networking). */
+  addHostForward?(nicId: string, fwd: HostForward): Promise<void>;
+  removeHostForward?(nicId: string, fwd: HostForward): Promise<void>;
   /** Tells the running VM that a disk's file has grown to `sizeBytes` (the guest sees the new capacity). */
   resizeDisk?(id: string, sizeBytes: number): Promise<void>;
 }

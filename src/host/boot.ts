@@ -111,11 +111,12 @@ function firmwareNeedsSomethingToBoot(mode: BootMode): HangarError {
 /**
  * The boot mode and ISO of a new VM. Default boot: `bios` when an ISO is
  * given (it is there to be booted), else `kernel` when the image brings a
- * kernel, else `bios`.
+ * kernel, else the firmware the image names (bios when it names none).
  */
 export function resolveBoot(req: Pick<VmCreateRequest, 'boot' | 'iso'>, ctx: BootContext): Pick<VmSpec, 'boot' | 'iso'> {
   const img = ctx.image;
-  const boot: BootMode = req.boot ?? (req.iso !== undefined ? 'bios' : img?.kernel !== undefined || img === undefined ? 'kernel' : 'bios');
+  // An image without a kernel (an imported disk image) boots with the firmware it names first.
+  const boot: BootMode = req.boot ?? (req.iso !== undefined ? 'bios' : img?.kernel !== undefined || img === undefined ? 'kernel' : img.boot?.find((b) => b !== 'kernel') ?? 'bios');
   if (!ctx.engine.bootModes.includes(boot)) {
     if (boot === 'uefi' && ctx.engine.name === 'qemu') {
       throw new HangarError('UNSUPPORTED', 'boot uefi needs OVMF, which this host does not have: install the Debian package "ovmf"', { field: 'boot', engine: ctx.engine.name });
@@ -149,7 +150,7 @@ export function displayOf(spec: Pick<VmSpec, 'boot'>, vmDir: string): VmDisplay 
  * again: the import folders or the file may have changed since create), the
  * UEFI variable store and the VNC socket in the VM's folder.
  */
-export function bootConfig(spec: Pick<VmSpec, 'boot' | 'iso'>, image: BootImage, vmDir: string, cmdline: string | undefined, volumes?: IsoVolumes): Pick<EngineVmConfig, 'boot' | 'firmware' | 'cdrom' | 'vnc'> {
+export function bootConfig(spec: Pick<VmSpec, 'boot' | 'iso'>, image: BootImage, vmDir: string, cmdline: string | undefined, volumes?: IsoVolumes): Pick<EngineVmConfig, 'boot' | 'firmware' | 'cdrom' | 'cdromDrive' | 'vnc'> {
   const mode = spec.boot ?? 'kernel';
   const cdrom = spec.iso !== undefined ? isoFile(spec.iso, volumes) : undefined;
   const withCdrom = cdrom !== undefined ? { cdrom } : {};
@@ -160,7 +161,8 @@ export function bootConfig(spec: Pick<VmSpec, 'boot' | 'iso'>, image: BootImage,
   return {
     firmware: { kind: mode, ...(mode === 'uefi' ? { varsFile: path.join(vmDir, UEFI_VARS_NAME) } : {}) },
     vnc: { socket: path.join(vmDir, VNC_SOCKET_NAME) },
-    ...withCdrom,
+    // Without an ISO, an empty drive: `hangar iso insert` can then put one in while the VM runs.
+    ...(cdrom !== undefined ? withCdrom : { cdromDrive: true }),
   };
 }
 

@@ -10,11 +10,14 @@ import type { EngineRegistry } from '../engines/registry.js';
 import type { AdmissionBudget, HostCheck } from './api/schemas.js';
 import { formatSize } from '../common/sizes.js';
 import type { Accel } from '../api/engine.js';
+import type { NetworkModeInfo } from './network/modes.js';
 
 export interface HostCheckDeps {
   engines: EngineRegistry;
   /** The admission budget (VmManager.budget()). */
   budget: () => AdmissionBudget;
+  /** Which network modes this host offers (src/host/network/modes.ts); absent: not reported. */
+  networkModes?: () => NetworkModeInfo[];
 }
 
 /** MemAvailable from /proc/meminfo, falling back to os.freemem(). */
@@ -65,6 +68,10 @@ export class HostChecker {
     if (qemu.version === null) advice.push('qemu-system-x86_64 was not found: install the Debian package qemu-system-x86 to run full-system guests.');
     const m = budget.memoryBytes;
     const c = budget.cpus;
+    const networks = this.deps.networkModes?.();
+    if (networks && !networks.find((n) => n.mode === 'nat')?.available && networks.find((n) => n.mode === 'user')?.available) {
+      advice.push('This daemon cannot make bridges here: QEMU VMs can still reach out and publish ports with `--network user` (QEMU user-mode networking).');
+    }
     advice.push(`Admission: VMs may hold ${formatSize(m.limit)} of memory (${formatSize(m.committed)} committed) and ${c.limit} vCPUs (${c.committed} committed); starts beyond that are refused.`);
     return {
       kvm: { present: kvm.present, fullSystem: kvm.fullSystem, kind: kvm.kind, detail: kvm.detail },
@@ -73,6 +80,7 @@ export class HostChecker {
       memory: { totalBytes: totalMem, availableBytes: availableMemoryBytes(), allocatedBytes: m.committed },
       defaultAccel: qemu.defaultAccel ?? (kvm.fullSystem ? 'kvm' : 'tcg'),
       budget,
+      ...(networks ? { networks } : {}),
       advice,
     };
   }

@@ -55,13 +55,15 @@ export async function listenUnix(app: FastifyInstance, socket: string): Promise<
  * certificate unless insecureHttp (loopback only), the token required on
  * every request; it writes the bound address to <dataDir>/hangard.listen.
  */
-export function prepareTcpListener(dataDir: string, o: TcpListenOptions): { listen(ctx: ApiContext): Promise<{ server: FastifyInstance; address: string }> } {
+export function prepareTcpListener(dataDir: string, o: TcpListenOptions): { token: string; tls: boolean; listen(ctx: ApiContext): Promise<{ server: FastifyInstance; address: string }> } {
   if (o.insecureHttp && !isLoopback(o.host)) {
     throw new HangarError('INVALID_ARGUMENT', `--insecure-http serves plain HTTP and is allowed on loopback addresses only (127.0.0.1, ::1), not on "${o.host}"`);
   }
   const token = loadOrCreateToken(dataDir);
   const cert = o.insecureHttp ? null : ensureServerCertificate(dataDir);
   return {
+    token,
+    tls: cert !== null,
     async listen(ctx) {
       if (cert) ctx.tlsFingerprint = cert.fingerprint;
       const server = await buildServer(ctx, { token, ...(cert ? { tls: { cert: cert.cert, key: cert.key } } : {}) });

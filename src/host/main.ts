@@ -3,9 +3,11 @@
  * hangard: the Hangar host daemon.
  *
  *   hangard [--data-dir D] [--socket S] [--listen HOST:PORT] [--log-level L] [--events-keep N]
- *           [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]
+ *           [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R] [--sample-interval S]
+ *           [--default-network NAME|none]
  *
- * The admission flags override <data-dir>/hangard.json (docs/api.md, "Admission").
+ * The admission flags override <data-dir>/hangard.json (docs/api.md, "Admission"), as
+ * --sample-interval does its "monitoring" object (docs/monitoring.md).
  * Serves the API on a Unix socket (mode 0600) and, with --listen, on TCP
  * behind a bearer token. VMs run as their own processes: stopping or killing
  * the daemon leaves them running, and the next daemon re-adopts them.
@@ -25,6 +27,8 @@ import { EventBus } from './events.js';
 import { HostChecker } from './hostcheck.js';
 import { VmManager } from './vms.js';
 import { NetworkManager } from './network/manager.js';
+import { NO_NETWORK, isNetworkName } from './network/schemas.js';
+import { networkModes } from './network/modes.js';
 import { buildServer, type ApiContext } from './server.js';
 import { listenUnix, parseListen, prepareTcpListener } from './listen.js';
 import { cleanStaleWorkFolders, secureDataDir } from './datadir.js';
@@ -34,9 +38,20 @@ import { loadAdmissionSettings, type AdmissionInput } from './admission.js';
 import { createSnapshotManager } from './snapshots/index.js';
 import { StorageService } from './storage/index.js';
 import { volumeJobs } from './storage/routes.js';
+import { createMonitor, loadMonitorSettings } from './monitor/index.js';
+import { UiService } from './ui/index.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
-  + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]';
+  + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]\n'
+  + '               [--sample-interval SECONDS] [--default-network NAME|none]';
+
+/** --default-network: the network cloud images' VMs join when none is named (none: no NIC). */
+function defaultNetworkOption(v: string | undefined): { defaultNetwork?: string | null } {
+  if (v === undefined) return {};
+  if (v === NO_NETWORK) return { defaultNetwork: null };
+  if (!isNetworkName(v)) throw new HangarError('INVALID_ARGUMENT', `--default-network wants a network name or "none", got "${v}"`);
+  return { defaultNetwork: v };
+}
 
 function parseEventsKeep(v: string | undefined): number {
   if (v === undefined) return DEFAULT_EVENTS_KEEP;
@@ -82,6 +97,8 @@ async function main(): Promise<void> {
       'import-dir': { type: 'string', multiple: true },
       'image-quota': { type: 'string' },
       'pool-quota': { type: 'string' },
+      'sample-interval': { type: 'string' },
+      'default-network': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -107,6 +124,7 @@ async function main(): Promise<void> {
   const tcpListener = listen ? prepareTcpListener(dataDir, { ...listen, insecureHttp: values['insecure-http'] === true }) : null;
   // A bad setting stops the daemon before it serves anything.
   const admission = loadAdmissionSettings(dataDir, admissionFlags);
+  const monitorSettings = loadMonitorSettings(dataDir, { ...(values['sample-interval'] !== undefined ? { sampleInterval: values['sample-interval'] } : {}) });
 
   const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: pino.destination({ dest: path.join(dataDir, 'hangard.log'), sync: false, mkdir: true }) }];
   if (process.stderr.isTTY) streams.push({ level: level as pino.Level, stream: pino.destination(2) });
@@ -139,9 +157,10 @@ async function main(): Promise<void> {
   const engines = loadEngines(log);
   const images = loadImages();
   void engines.kvm(); // warm the cache: the probe takes about half a second
-  const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }) });
+  const networks = new NetworkManager({ dataDir, store, log: log.child({ component: 'networks' }), ...defaultNetworkOption(values['default-network']) });
   const vms = new VmManager({ dataDir, store, events, operations, engines, images, admission, storage, networks, log: log.child({ component: 'vms' }) });
-  const host = new HostChecker({ engines, budget: () => vms.budget() });
+  networks.useVms({ withLock: (name, fn) => vms.withVmLock(name, fn), handleOf: (name) => vms.liveHandle(name) });
+  const host = new HostChecker({ engines, budget: () => vms.budget(), networkModes });
   log.info({ admission, budget: vms.budget() }, 'admission budget');
   await vms.recover();
   // After the VMs: which of them still run decides which TAPs stay.
@@ -150,7 +169,13 @@ async function main(): Promise<void> {
   // Snapshot operations a crash cut short are settled once the VMs they touch have been re-adopted.
   await snapshots.reconcile();
 
-  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store } };
+  const monitor = createMonitor({ store, events, vms, dataDir, settings: monitorSettings, log: log.child({ component: 'monitor' }) });
+  monitor.start();
+
+  // The web UI (docs/web-ui.md): a browser reaches it on the TCP listener, with that listener's token.
+  const ui = new UiService();
+  if (tcpListener) ui.token = tcpListener.token;
+  const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store }, monitor: { monitor, store }, ui };
   const servers: FastifyInstance[] = [];
   const unix = await buildServer(ctx);
   servers.push(unix);
@@ -160,6 +185,7 @@ async function main(): Promise<void> {
     const tcp = await tcpListener.listen(ctx);
     servers.push(tcp.server);
     tcpAddress = tcp.address;
+    ui.listener = { address: tcp.address, tls: tcpListener.tls };
   }
   // Every socket either listener accepted, so shutdown can end the ones that linger.
   const sockets = new Set<import('node:net').Socket>();
@@ -180,6 +206,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'shutting down; VMs keep running');
     // Whatever hangs below (a client that will not let go), the daemon still ends.
     setTimeout(() => { log.warn('shutdown took too long; exiting'); log.flush(); process.exit(0); }, 5000);
+    await monitor.stop();
     vms.shutdown();
     operations.stopPruning();
     imageUploads(operations).abortAll('the daemon is stopping');

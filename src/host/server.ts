@@ -33,14 +33,18 @@ import { EngineCapabilities } from '../api/engine.js';
 import { readConsoleTail } from './console-log.js';
 import { deleteUnusedImage } from './image-delete.js';
 import { startImageBuild } from './images/build-op.js';
+import { startDiskImageImport } from './images/disk-import-op.js';
 import { SCREENSHOT_TYPES } from './display.js';
 import { registerSnapshotRoutes } from './snapshots/routes.js';
+import { registerIsoRoutes } from './iso-routes.js';
 import type { SnapshotManager } from './snapshots/manager.js';
 import type { StorageService } from './storage/index.js';
 import { registerStorageRoutes } from './storage/routes.js';
 import { registerNetworkRoutes } from './network/routes.js';
 import type { NetworkManager } from './network/manager.js';
 import type { Store } from './store.js';
+import { registerMonitorRoutes, type Monitor } from './monitor/index.js';
+import { registerWebUi, uiAuthBypass, type UiService } from './ui/index.js';
 
 export const API_VERSION = '1.0';
 
@@ -62,6 +66,10 @@ export interface ApiContext {
   snapshots?: SnapshotManager;
   /** Virtual networks and the store they read VMs from (absent: no /1.0/networks routes). */
   networks?: { manager: NetworkManager; store: Store };
+  /** Monitoring: metrics history, alerts, /metrics (absent: no monitoring routes). */
+  monitor?: { monitor: Monitor; store: Store };
+  /** The web UI: its files under /ui/, login codes, WebSocket tickets (absent: no UI). */
+  ui?: UiService;
 }
 
 export interface ServerOptions {
@@ -89,15 +97,18 @@ const ServerInfo = Type.Object({
 const ImageUploadRequest = Type.Object(
   {
     name: ImageName,
-    kernelBytes: Type.Integer({ minimum: 1, description: 'Size of the kernel that will be PUT' }),
+    kernelBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'Size of the kernel that will be PUT (a kernel image)' })),
     initrdBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'Size of the initrd that will be PUT' })),
     cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Kernel command line (default: the engine\'s)' })),
+    diskBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'Size of the raw or qcow2 disk that will be PUT (a disk image, instead of kernelBytes)' })),
+    boot: Type.Optional(Type.Union([Type.Literal('bios'), Type.Literal('uefi')], { description: 'Disk images: the firmware its boot loader needs (default bios)' })),
+    format: Type.Optional(Type.Union([Type.Literal('raw'), Type.Literal('qcow2')], { description: 'Disk images: what the file is; its bytes must agree' })),
     description: Type.Optional(Type.String({ maxLength: 256 })),
   },
   { additionalProperties: false },
 );
 const UploadParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
-const UploadPartParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }), part: Type.Union([Type.Literal('kernel'), Type.Literal('initrd')]) });
+const UploadPartParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }), part: Type.Union([Type.Literal('kernel'), Type.Literal('initrd'), Type.Literal('disk')]) });
 
 const NameParams = Type.Object({ name: VmName });
 const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
@@ -199,9 +210,9 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   });
   app.setNotFoundHandler((req, reply) => errorReply(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`));
 
-  if (opts.token) {
+  const limiter = opts.token ? (opts.authLimiter ?? new AuthFailureLimiter()) : null;
+  if (opts.token && limiter) {
     const token = opts.token;
-    const limiter = opts.authLimiter ?? new AuthFailureLimiter();
     app.addHook('onRequest', async (req, reply) => {
       const who = req.socket.remoteAddress ?? 'unknown';
       const blocked = limiter.blockedFor(who);
@@ -210,6 +221,8 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
         reply.header('connection', 'close').header('retry-after', String(blocked));
         return reply.code(429).type('application/json').send({ type: 'error', error: { code: 'UNAUTHORIZED', message: `too many failed authentications from ${who}; retry in ${blocked} s` } });
       }
+      // The UI's files, the login-code exchange, and WebSockets with a valid ticket (ui/ws-ticket.ts).
+      if (ctx.ui && uiAuthBypass(ctx.ui, req)) return undefined;
       if (!bearerMatches(req.headers.authorization, token)) {
         limiter.fail(who);
         req.log.warn({ remote: who }, 'authentication failed');
@@ -254,11 +267,15 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
     return { type: 'sync' as const, metadata: found };
   });
 
-  // A path import copies a file from the daemon's import folders, which takes well under
-  // a second for a kernel, so it answers synchronously with the new image (201).
-  app.post('/1.0/images', { schema: { summary: "Import an image from files in the daemon's import folders", body: ImageImportRequest, response: { 201: syncOf(Image), ...errors } } }, async (req, reply) => {
+  // A kernel import copies a file from the daemon's import folders, which takes well under
+  // a second, so it answers synchronously with the new image (201); a disk image is checked
+  // at once and copied as an operation (202).
+  app.post('/1.0/images', { schema: { summary: "Import an image from files in the daemon's import folders: a kernel (201) or a disk (202, an operation)", body: ImageImportRequest, response: { 201: syncOf(Image), 202: AsyncBody, ...errors } } }, async (req, reply) => {
+    if (req.body.disk !== undefined) return asyncReply(reply, await startDiskImageImport(ctx.operations, ctx.images, req.body));
     if (!ctx.images.importImage) throw new HangarError('UNSUPPORTED', 'this daemon cannot import images');
-    const image = await ctx.images.importImage(req.body);
+    const { kernel } = req.body;
+    if (kernel === undefined) throw new HangarError('INVALID_ARGUMENT', 'an import needs a kernel or a disk', { field: 'kernel' });
+    const image = await ctx.images.importImage({ ...req.body, kernel });
     return reply.code(201).send({ type: 'sync' as const, metadata: image });
   });
 
@@ -278,7 +295,7 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   await app.register(async (sub) => {
     sub.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
     sub.put('/1.0/images/uploads/:id/:part', {
-      schema: { summary: 'Upload the kernel or initrd of an image upload (application/octet-stream)', params: UploadPartParams, response: { 200: syncOf(Type.Object({ part: Type.String(), bytes: Type.Integer(), image: Type.Optional(Image) })), ...errors } },
+      schema: { summary: 'Upload the kernel, initrd or disk of an image upload (application/octet-stream)', params: UploadPartParams, response: { 200: syncOf(Type.Object({ part: Type.String(), bytes: Type.Integer(), image: Type.Optional(Image) })), ...errors } },
     }, async (req, reply) => {
       const body = req.body as Readable | undefined;
       if (!body || typeof (body as Readable).pipe !== 'function') throw new HangarError('INVALID_ARGUMENT', 'send the bytes as application/octet-stream');
@@ -400,8 +417,11 @@ export async function buildServer(ctx: ApiContext, opts: ServerOptions = {}): Pr
   });
 
   registerSnapshotRoutes(app as unknown as FastifyInstance, ctx);
+  if (ctx.ui) registerWebUi(app as unknown as FastifyInstance, ctx.ui, ctx.vms, limiter);
+  registerIsoRoutes(app as unknown as FastifyInstance, ctx);
   if (ctx.storage) await registerStorageRoutes(app as unknown as FastifyInstance, { storage: ctx.storage, operations: ctx.operations }, asyncReply);
   if (ctx.networks) await registerNetworkRoutes(app as unknown as FastifyInstance, ctx.networks.manager, ctx.networks.store);
+  if (ctx.monitor) await registerMonitorRoutes(app as unknown as FastifyInstance, ctx.monitor.monitor, ctx.monitor.store);
 
   app.get('/1.0/operations', { schema: { summary: 'Recent operations', response: { 200: syncOf(Type.Array(Operation)) } } }, async () =>
     ({ type: 'sync' as const, metadata: ctx.operations.list() }));

@@ -135,6 +135,45 @@ const MIGRATIONS: string[] = [
      created_at TEXT NOT NULL,
      UNIQUE (proto, address, host_port)
    );`,
+  // Monitoring (src/host/monitor/history.ts, alerts.ts): samples per VM and of the host, raw (res 0)
+  // and folded into averages (res = bucket seconds); alerts as they were raised and cleared.
+  `CREATE TABLE metrics_vm (
+     vm_id TEXT NOT NULL,
+     res INTEGER NOT NULL,
+     t INTEGER NOT NULL,
+     cpu_percent REAL,
+     cpu_seconds REAL,
+     memory_bytes INTEGER,
+     pss_bytes INTEGER,
+     guest_memory_used_bytes INTEGER,
+     guest_memory_total_bytes INTEGER,
+     disk_read_bytes INTEGER,
+     disk_write_bytes INTEGER,
+     net_rx_bytes INTEGER,
+     net_tx_bytes INTEGER
+   );
+   CREATE UNIQUE INDEX metrics_vm_key ON metrics_vm(vm_id, res, t);
+   CREATE INDEX metrics_vm_age ON metrics_vm(res, t);
+   CREATE TABLE metrics_host (
+     res INTEGER NOT NULL,
+     t INTEGER NOT NULL,
+     cpu_percent REAL,
+     memory_used_bytes INTEGER,
+     memory_total_bytes INTEGER,
+     load1 REAL,
+     data_used_bytes INTEGER,
+     data_total_bytes INTEGER,
+     PRIMARY KEY (res, t)
+   );
+   CREATE TABLE alerts (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     vm TEXT,
+     kind TEXT NOT NULL,
+     message TEXT NOT NULL,
+     raised_at INTEGER NOT NULL,
+     cleared_at INTEGER
+   );
+   CREATE INDEX alerts_open ON alerts(cleared_at);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

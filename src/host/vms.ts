@@ -22,7 +22,7 @@ import type { Logger } from '../common/log.js';
 import type { StartSnapshot } from '../engines/snapshot-control.js';
 import type { EngineCapabilities, EngineName, EngineVmConfig, VmExit, VmHandle } from '../engines/engine.js';
 import type { EngineRegistry } from '../engines/registry.js';
-import type { AdmissionBudget, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmExecRequest, VmExecResult, VmStateName, VmStateRequest } from './api/schemas.js';
+import type { AdmissionBudget, DiskImageImportRequest, Image, ImageImportRequest, Operation, Vm, VmCreateRequest, VmExecRequest, VmExecResult, VmStateName, VmStateRequest } from './api/schemas.js';
 import type { EventType, Store, VmPatch, VmRecord } from './store.js';
 import type { EventBus } from './events.js';
 import type { OperationManager, ReportProgress } from './operations.js';
@@ -38,13 +38,15 @@ import type { Socket } from 'node:net';
 import type { StorageService } from './storage/index.js';
 import { DiskService } from './disks/service.js';
 import { VmDiskOps } from './disks/vm-ops.js';
+import { attachIsoVolume, detachIsoVolume, VmIsoOps } from './iso-media.js';
 import { diskSize, planDisks, ROOT_DISK } from './disks/plan.js';
 import type { NetworkManager } from './network/manager.js';
 
 /** A bootable image as the image store resolves it. */
 export interface ResolvedImage {
   name: string;
-  kernel: string;
+  /** Absent for an imported disk image, which boots by firmware from its own disk. */
+  kernel?: string;
   initrd?: string;
   cmdline?: string;
   /** Kernel argument through which the image's init takes the VM's name as its host name. */
@@ -63,7 +65,9 @@ export interface ImageProvider {
   listImages(): Promise<Array<{ name: string }>> | Array<{ name: string }>;
   ensureImage(name: string, onProgress?: (stage: string, percent?: number) => void): Promise<ResolvedImage>;
   /** Imports an image from files on the host (absent: the API answers UNSUPPORTED). */
-  importImage?(req: ImageImportRequest): Promise<Image>;
+  importImage?(req: ImageImportRequest & { kernel: string }): Promise<Image>;
+  /** Checks a disk image import from the import folders; `run` copies it in (absent: the API answers UNSUPPORTED). */
+  prepareDiskImport?(req: DiskImageImportRequest): Promise<{ run: (report: (p: { stage: string; percent?: number }) => void) => Promise<Image> }>;
   /** Deletes an imported image; the caller checks that no VM uses it. */
   deleteImage?(name: string): void;
   /** Builds (or rebuilds) a built-in image (absent: the API answers UNSUPPORTED). */
@@ -166,6 +170,8 @@ export class VmManager {
   /** Disks of VMs (null without storage); attach/detach/list live in disks/vm-ops.ts. */
   readonly disks: DiskService | null;
   readonly diskOps: VmDiskOps;
+  /** ISO insert/eject (iso-media.ts). */
+  readonly isoOps: VmIsoOps;
 
   constructor(private readonly d: VmManagerDeps) {
     const host = d.hostResources ?? hostResources();
@@ -182,6 +188,11 @@ export class VmManager {
       handleOf: (name) => this.live.get(name)?.handle ?? null,
     });
     d.storage?.setOnlineResizeHook((req) => this.diskOps.resizeOnline(req.vm, req.device, req.sizeBytes));
+    this.isoOps = new VmIsoOps({
+      store: d.store, storage: d.storage, log: d.log,
+      withLock: (name, fn) => this.withLock(name, fn),
+      handleOf: (name) => this.live.get(name)?.handle ?? null,
+    });
   }
 
   // --- paths ---------------------------------------------------------------
@@ -338,9 +349,10 @@ export class VmManager {
     // How it boots (kernel, bios, uefi) and the ISO it boots from, checked against the engine and the image.
     Object.assign(spec, resolveBoot(req, { engine: caps, image: bootImageOf(images.find((i) => i.name === req.image)), hasDisks: (req.disks?.length ?? 0) > 0 || req.rootSize !== undefined, volumes: this.d.storage }));
     if (this.d.networks) {
-      // No NIC unless asked for: a daemon must never make bridges or start DHCP servers in a
-      // namespace nobody asked it to network (an e2e test on the host's own namespace, say).
-      const nics = await this.d.networks.planNics(name, req, false);
+      // Cloud images (cloud-init configures their NICs) get the daemon's default network unless
+      // told otherwise; `hangard --default-network none` turns that off (docs/networking.md).
+      const cloudImage = (images.find((i) => i.name === req.image) as { cloudInit?: boolean } | undefined)?.cloudInit === true;
+      const nics = await this.d.networks.planNics(name, req, cloudImage);
       if (nics.length) spec.nics = nics;
     } else if (req.nics?.length || (req.network !== undefined && req.network !== 'none')) {
       throw new HangarError('UNSUPPORTED', 'this daemon has no networks', { field: 'network' });
@@ -378,6 +390,8 @@ export class VmManager {
           try {
             this.d.store.transaction(() => {
               this.d.store.insertVm(rec);
+              // An ISO volume is in use while the VM has it (iso-media.ts).
+              attachIsoVolume(this.d.storage, name, rec.spec.iso);
               this.d.events.emit(name, 'created');
             });
           } catch (e) {
@@ -450,6 +464,7 @@ export class VmManager {
         // Its own root volume goes; other volumes are detached and kept (disks/service.ts).
         if (cur.spec.disks.length) this.requireDisks().releaseForDelete(name, cur.spec.disks);
         this.d.store.transaction(() => {
+          detachIsoVolume(this.d.storage, name, cur.spec.iso);
           this.d.store.deleteVm(name);
           this.d.events.emit(name, 'deleted');
         });

@@ -5,7 +5,7 @@
  */
 import { createEngineRegistry, type EngineRegistry } from '../engines/index.js';
 import type { Logger } from '../common/log.js';
-import { buildImage, deleteImage, ensureImage, importImage, isBuiltIn, listImages } from './images/index.js';
+import { buildImage, deleteImage, importImage, isBuiltIn, listImages, prepareDiskImageImport, resolveImage } from './images/index.js';
 import type { ImageProvider } from './vms.js';
 
 export function loadEngines(log: Logger): EngineRegistry {
@@ -13,5 +13,5 @@ export function loadEngines(log: Logger): EngineRegistry {
 }
 
 export function loadImages(): ImageProvider {
-  return { ensureImage, listImages, importImage, deleteImage, buildImage, isBuiltIn };
+  return { ensureImage: resolveImage, listImages, importImage, deleteImage, buildImage, isBuiltIn, prepareDiskImport: prepareDiskImageImport };
 }

@@ -62,6 +62,11 @@ test('host check reports KVM, QEMU and the plan, as text and JSON', async () => 
   assert.match(t, /^KVM: /m);
   assert.match(t, /^QEMU: +\d+\.\d+/m);
   assert.match(t, /^Acceleration: /m);
+  // Network modes: user-mode needs only QEMU; the others say what they need.
+  assert.deepEqual(j.networks.map((n: { mode: string }) => n.mode), ['nat', 'isolated', 'bridged', 'user']);
+  assert.equal(j.networks.find((n: { mode: string }) => n.mode === 'user').available, true);
+  assert.match(t, /^Networks: +nat: +(available|unavailable) \(/m);
+  assert.match(t, /^ +user: +available \(QEMU user-mode/m);
 });
 
 test('bad input: the exit code docs/cli.md gives for its error, and a clear message', async () => {

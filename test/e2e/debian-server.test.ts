@@ -7,8 +7,11 @@
  *   from meta-data), the key is in /home/debian/.ssh/authorized_keys, the
  *   root file system was grown to the 4 GiB disk;
  * - `hangar exec` through the guest agent: output, exit codes, stdin;
- * - a file written in the guest survives `hangar restart` (a reboot) and a
- *   stop + start;
+ * - a file written in the guest survives `hangar restart` (a reboot); a
+ *   disk snapshot of the running guest, the file deleted, the VM stopped,
+ *   the snapshot restored (refused first without --force), the VM started:
+ *   the file is back (read after that stop + start), and what was written
+ *   after the snapshot is gone;
  * - deleting the VM removes its seed.
  *
  * The times from launch to the login prompt and to cloud-init's end are
@@ -119,7 +122,7 @@ test('exec: exit codes pass through, stderr is separate, stdin reaches the comma
   assert.match(missing.stderr, /could not run "no-such-program".*\(INVALID_ARGUMENT\)/);
 });
 
-test('a file written in the guest survives a reboot (hangar restart) and a stop + start', async () => {
+test('a file written in the guest survives a reboot (hangar restart); snapshot, delete the file, restore: it is back', async (t) => {
   const token = randomBytes(8).toString('hex');
   expectOk(await exec(['sh', '-c', 'cat > /root/hangar-marker && sync'], token), 'write marker');
   expectOk(await hangar(['restart', NAME]), 'restart');
@@ -127,10 +130,26 @@ test('a file written in the guest survives a reboot (hangar restart) and a stop 
   assert.equal(expectOk(afterReboot, 'cat after reboot').stdout, token);
   // Same instance: cloud-init kept the host name and did not run its first-boot steps again.
   assert.equal(expectOk(await exec(['hostname']), 'hostname').stdout.trim(), NAME);
+
+  // A disk snapshot of the running guest (the marker is on disk: written with sync), then the marker
+  // goes and a file the snapshot never saw comes; restoring puts the disk back as it was.
+  const t0 = Date.now();
+  expectOk(await hangar(['snapshot', 'create', NAME, 'with-marker']), 'snapshot create');
+  expectOk(await exec(['sh', '-c', 'rm /root/hangar-marker && echo later > /root/after-snapshot && sync']), 'delete marker');
+  assert.notEqual((await exec(['cat', '/root/hangar-marker'])).code, 0, 'the marker is gone');
   expectOk(await hangar(['stop', NAME]), 'stop');
+  // The VM ran since the snapshot: restoring would lose that, so it takes --force.
+  const refused = await hangar(['snapshot', 'restore', NAME, 'with-marker']);
+  assert.equal(refused.code, 4, refused.stderr);
+  assert.match(refused.stderr, /--force/);
+  expectOk(await hangar(['snapshot', 'restore', NAME, 'with-marker', '--force']), 'snapshot restore');
+  t.diagnostic(`snapshot create + restore (stopped) with the guest commands between: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   expectOk(await hangar(['start', NAME]), 'start');
-  const afterStart = await execWhenUp(['cat', '/root/hangar-marker'], BOOT_LIMIT_MS);
-  assert.equal(expectOk(afterStart, 'cat after stop/start').stdout, token);
+  const afterRestore = await execWhenUp(['cat', '/root/hangar-marker'], BOOT_LIMIT_MS);
+  assert.equal(expectOk(afterRestore, 'cat after restore').stdout, token, 'the marker is back, read after a stop + start');
+  assert.notEqual((await exec(['test', '-e', '/root/after-snapshot'])).code, 0, 'what was written after the snapshot is gone');
+  const list = expectOk(await hangar(['snapshot', 'list', NAME]), 'snapshot list').stdout;
+  assert.match(list, /with-marker/);
 });
 
 test('delete removes the VM with its seed', async () => {

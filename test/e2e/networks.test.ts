@@ -7,11 +7,14 @@
  *   Hangar's nft table in the daemon's namespace;
  * - a fake VM (busybox udhcpc on a veth) gets a lease and resolves names;
  * - a real QEMU VM (tiny image) with a NIC gets a lease that `hangar list`
- *   shows, pings its gateway, and is resolvable by name;
+ *   shows, pings its gateway, and is resolvable by name; a second NIC
+ *   hot-plugged into it shows up as eth1 and gets a lease, and unplugged
+ *   takes its TAP with it;
  * - a client on the isolated network reaches neither that VM nor the other
  *   network's gateway, even with a route;
  * - a daemon SIGKILL does not cut the VM off, and the restarted daemon
  *   recreates a bridge that went missing;
+ * - a cloud image's VM (debian-12) joins `default` when it names no network;
  * - deleting the VM and the networks leaves no links, table, dnsmasq or files.
  */
 import { test, before, after } from 'node:test';
@@ -103,6 +106,23 @@ function udpEcho(ns: string, addr: string, count: number): number {
   return Number(r.stdout.trim());
 }
 
+/** GET http://127.0.0.1:PORT/ in the daemon's namespace with node's http client (busybox wget crashes on this kind of host). */
+function fetchLoopback(port: number): string {
+  return tryInNs(NS, process.execPath, '-e',
+    `require('http').get('http://127.0.0.1:${port}/', { timeout: 10000 }, (r) => r.pipe(process.stdout)).on('error', (e) => { console.error(e.message); process.exit(1); })`).stdout;
+}
+
+/** Runs `cmd` in the guest until its output matches (a hot-plug takes the guest a moment); returns the last output. */
+async function untilGuest(con: ConsoleSession, cmd: string, re: RegExp): Promise<string> {
+  let out = '';
+  for (let i = 0; i < 30; i++) {
+    out = await con.run(cmd, 30_000);
+    if (re.test(out)) return out;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  return out;
+}
+
 before(async () => {
   if (skip) return;
   if (!microSkip) microGuest = buildGuest('virtio-net');
@@ -183,9 +203,7 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   await con.run('mkdir -p /tmp/www && echo hangar-forward-ok > /tmp/www/index.html && httpd -p 80 -h /tmp/www');
   const fwd = expectOk(await runHangar(['forward', 'add', 'n1', '8080:80', '--address', '127.0.0.1', '--json'], { env: d!.env }), 'forward add');
   assert.equal(JSON.parse(fwd.stdout).guestAddress, vmIp, 'the forward pins the address the VM holds');
-  // node's http client in the daemon's namespace (busybox wget crashes on this kind of host).
-  const fetchPage = () => tryInNs(NS, process.execPath, '-e',
-    "require('http').get('http://127.0.0.1:8080/', { timeout: 10000 }, (r) => r.pipe(process.stdout)).on('error', (e) => { console.error(e.message); process.exit(1); })").stdout;
+  const fetchPage = () => fetchLoopback(8080);
   assert.equal(fetchPage().trim(), 'hangar-forward-ok');
 
   // --- anti-spoofing: the forward reserved the VM's address; another source address or MAC is dropped ----
@@ -195,6 +213,21 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   out = await con.run(`ip link set eth0 address 0a:68:67:de:ad:01 && ping -c 1 -W 3 ${lan.gateway}; ip link set eth0 address ${nic.mac}`, 30_000);
   assert.match(out, /0 packets received/, 'a forged MAC is dropped');
   assert.match(await con.run(`ping -c 1 -W 5 ${lan.gateway}`, 30_000), /1 packets received/, 'its own traffic still passes');
+
+  // --- a NIC hot-plugged into the running VM: the guest sees eth1 and gets a lease; unplugged, its TAP goes ----
+  const plugged = JSON.parse(expectOk(await runHangar(['nic', 'add', 'n1', 'lan', '--json'], { env: d!.env }), 'nic add (running)').stdout);
+  assert.equal(plugged.name, 'eth1');
+  const tap1 = (await api('GET', '/1.0/vms/n1')).runtime.nics[1].tap;
+  assert.equal(links(NS).find((l) => l.ifname === tap1)?.master, lan.bridge, 'the new TAP is on the bridge');
+  assert.match(await untilGuest(con, 'cat /sys/class/net/eth1/address', new RegExp(plugged.mac)), new RegExp(plugged.mac), 'the guest sees eth1');
+  const got1 = await con.run('ip link set eth1 up; udhcpc -i eth1 -n -q -t 15 -T 1 -s /tmp/u.sh', 60_000);
+  const eth1Ip = /lease of (\S+) obtained/.exec(got1)?.[1];
+  assert.ok(eth1Ip && eth1Ip !== vmIp, `eth1 got no lease of its own: ${got1}`);
+  assert.equal((await api('GET', '/1.0/vms/n1')).runtime.nics[1].ipv4, eth1Ip);
+  expectOk(await runHangar(['nic', 'remove', 'n1', 'eth1'], { env: d!.env }), 'nic remove (running)');
+  assert.doesNotMatch(await untilGuest(con, 'ls /sys/class/net', /^(?![\s\S]*eth1)/), /eth1/, 'eth1 is gone from the guest');
+  assert.ok(!links(NS).some((l) => l.ifname === tap1), 'its TAP is gone');
+  assert.equal((await api('GET', '/1.0/vms/n1')).spec.nics.length, 1);
 
   // --- a micro-engine VM (the ring-3 virtio-net echo guest, fixed address) on the same network ----
   if (!microSkip) {
@@ -236,6 +269,23 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   assert.equal(fetchPage().trim(), 'hangar-forward-ok', 'the forward survives a daemon restart');
   await con.close();
 
+  // --- a cloud image's VM joins `default` when it names no network (this daemon runs in our namespace) ---
+  if ((await d!.request('GET', '/1.0/images/debian-12')).status === 200) {
+    const create = async (body: Record<string, unknown>) => {
+      const o = await waitOperation(d!, await d!.request('POST', '/1.0/vms', { start: false, memory: '256M', ...body }));
+      assert.equal(o.status, 'success', JSON.stringify(o.error));
+      return ((await api('GET', `/1.0/vms/${body.name}`)).spec.nics ?? []).map((n: { network: string }) => n.network);
+    };
+    assert.deepEqual(await create({ name: 'c1', image: 'debian-12' }), ['default'], 'a cloud image gets the default network');
+    assert.deepEqual(await create({ name: 'c2', image: 'debian-12', network: 'none' }), [], '--network none still means none');
+    assert.deepEqual(await create({ name: 't2', image: 'tiny' }), [], 'an image without cloud-init gets no NIC');
+    const def = await api('GET', '/1.0/networks/default');
+    assert.equal(def.kind, 'nat');
+    dnsmasqPids.add(def.status.dnsmasqPid);
+    for (const vm of ['c1', 'c2', 't2']) assert.equal((await waitOperation(d!, await d!.request('DELETE', `/1.0/vms/${vm}`))).status, 'success');
+    await api('DELETE', '/1.0/networks/default');
+  }
+
   // --- delete leaves nothing --------------------------------------------------------------
   const del = await waitOperation(d!, await d!.request('DELETE', '/1.0/vms/n1?force=true'));
   assert.equal(del.status, 'success');
@@ -251,4 +301,33 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   for (const pid of dnsmasqPids) assert.ok(!pidAlive(pid), `dnsmasq ${pid} is gone`);
   assert.deepEqual(fs.readdirSync(path.join(d!.dataDir, 'networks')), [], 'no network files left');
   assert.deepEqual(await api('GET', '/1.0/forwards'), [], 'the VM\'s forwards went with it');
+});
+
+test('user-mode networking: no TAP, forwards on 127.0.0.1 are QEMU hostfwd (given at start, added and removed live)', { skip, timeout: 150_000 }, async () => {
+  const op = await waitOperation(d!, await d!.request('POST', '/1.0/vms', { name: 'u1', image: 'tiny', memory: '128M', network: 'user', start: false }));
+  assert.equal(op.status, 'success', JSON.stringify(op.error));
+  assert.equal((await api('GET', '/1.0/vms/u1')).spec.nics[0].network, 'user');
+  assert.equal((await d!.request('POST', '/1.0/vms/u1/forwards', { hostPort: 80, guestPort: 80 })).status, 400, 'QEMU cannot listen below 1024');
+  // Recorded while stopped: QEMU gets it at start.
+  expectOk(await runHangar(['forward', 'add', 'u1', '18080:80', '--address', '127.0.0.1'], { env: d!.env }), 'forward add (stopped)');
+  assert.equal((await waitOperation(d!, await d!.request('PUT', '/1.0/vms/u1/state', { action: 'start' }))).status, 'success');
+  assert.deepEqual(links(NS).filter((l) => l.ifname.startsWith('hgt-')).map((l) => l.ifname), [], 'a user-mode NIC has no TAP');
+  const con = await ConsoleSession.open(d!, 'u1');
+  try {
+    await con.waitForPrompt(TINY_PROMPT);
+    await con.run(`printf '#!/bin/sh\\n[ "$1" = bound ] && ip addr add $ip/$mask dev $interface\\nexit 0\\n' > /tmp/u.sh; chmod +x /tmp/u.sh`);
+    const got = await con.run('ip link set eth0 up; udhcpc -i eth0 -n -q -t 15 -T 1 -s /tmp/u.sh', 60_000);
+    assert.match(got, /lease of 10\.0\.2\.15 obtained/, `QEMU's DHCP: ${got}`);
+    await con.run('mkdir -p /tmp/www && echo hangar-user-ok > /tmp/www/index.html && httpd -p 80 -h /tmp/www');
+    assert.equal(fetchLoopback(18080).trim(), 'hangar-user-ok', 'the forward given at start reaches the guest');
+    // Added while it runs (hostfwd_add), then removed (hostfwd_remove).
+    const live = JSON.parse(expectOk(await runHangar(['forward', 'add', 'u1', '18081:80', '--address', '127.0.0.1', '--json'], { env: d!.env }), 'forward add (running)').stdout);
+    assert.equal(fetchLoopback(18081).trim(), 'hangar-user-ok', 'a forward added live works');
+    await api('DELETE', `/1.0/vms/u1/forwards/${live.id}`);
+    assert.equal(fetchLoopback(18081).trim(), '', 'a removed forward no longer answers');
+  } finally {
+    await con.close();
+  }
+  assert.equal((await waitOperation(d!, await d!.request('DELETE', '/1.0/vms/u1?force=true'))).status, 'success');
+  assert.deepEqual(await api('GET', '/1.0/forwards'), []);
 });

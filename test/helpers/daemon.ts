@@ -142,7 +142,9 @@ export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDa
   const launch = async (): Promise<void> => {
     const errFile = path.join(dataDir, 'hangard.stderr');
     const errFd = fs.openSync(errFile, 'a');
-    const argv = [main, '--data-dir', dataDir, '--socket', socket, ...(opts.args ?? [])];
+    // Outside a namespace of the test's own, cloud images get no default network: no test daemon may
+    // make a bridge, a DHCP server or nft rules in the host's namespace (last, so no args override it).
+    const argv = [main, '--data-dir', dataDir, '--socket', socket, ...(opts.args ?? []), ...(opts.netns ? [] : ['--default-network', 'none'])];
     // nsenter execs node in place: the pid the test holds is the daemon's.
     const [cmd, args] = opts.netns ? ['nsenter', [`--net=/run/netns/${opts.netns}`, process.execPath, ...argv]] : [process.execPath, argv];
     const c = spawn(cmd, args, {

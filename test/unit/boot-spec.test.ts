@@ -69,7 +69,7 @@ test('engine settings for a start: the kernel headless, or firmware with the ISO
   assert.deepEqual(bootConfig({ boot: 'kernel' }, tiny, dir, 'console=ttyS0'), { boot: { kernel: tiny.kernel, initrd: tiny.initrd, cmdline: 'console=ttyS0' } });
   assert.deepEqual(bootConfig({}, tiny, dir, undefined), { boot: { kernel: tiny.kernel, initrd: tiny.initrd } }, 'VMs made before boot modes boot their kernel');
   assert.deepEqual(bootConfig({ boot: 'bios', iso }, tiny, dir, 'ignored'), { firmware: { kind: 'bios' }, vnc: { socket: `${dir}/vnc.sock` }, cdrom: iso });
-  assert.deepEqual(bootConfig({ boot: 'uefi' }, debian, dir, undefined), { firmware: { kind: 'uefi', varsFile: `${dir}/uefi-vars.fd` }, vnc: { socket: `${dir}/vnc.sock` } });
+  assert.deepEqual(bootConfig({ boot: 'uefi' }, debian, dir, undefined), { firmware: { kind: 'uefi', varsFile: `${dir}/uefi-vars.fd` }, vnc: { socket: `${dir}/vnc.sock` }, cdromDrive: true });
   // The ISO is checked again at each start: it may have been replaced since the VM was made.
   fs.writeFileSync(path.join(importDir, 'later.iso'), isoBytes);
   fs.writeFileSync(path.join(importDir, 'later.iso'), 'replaced');

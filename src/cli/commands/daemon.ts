@@ -82,7 +82,7 @@ export interface StartResult {
  * Starts hangard detached unless it already answers, and waits until its
  * socket does. Exported for `hangar up`.
  */
-export async function ensureDaemon(client: ApiClient, timeoutS = 60, quiet = false): Promise<StartResult> {
+export async function ensureDaemon(client: ApiClient, timeoutS = 60, quiet = false, daemonArgs: string[] = []): Promise<StartResult> {
   const socket = client.endpoint.socket;
   const log = daemonLogFile();
   if (client.endpoint.remote) throw new HangarError('UNSUPPORTED', 'the daemon of a remote host cannot be started from here (drop --remote)');
@@ -96,7 +96,7 @@ export async function ensureDaemon(client: ApiClient, timeoutS = 60, quiet = fal
   const fd = fs.openSync(output, 'a');
   if (!quiet) note(`Starting the Hangar daemon (log: ${log})`);
   // Data dir and socket go on the command line: the daemon then listens exactly where this client looks.
-  const child = spawn(process.execPath, [entry, '--data-dir', dataDir(), '--socket', socket], {
+  const child = spawn(process.execPath, [entry, '--data-dir', dataDir(), '--socket', socket, ...daemonArgs], {
     detached: true,
     stdio: ['ignore', fd, fd],
     cwd: projectRoot(),
@@ -124,12 +124,16 @@ export function registerDaemonCommands(program: Command): void {
     daemon
       .command('start')
       .description('start hangard in the background and wait until it answers')
-      .option('--timeout <seconds>', 'how long to wait for it to answer', parseIntOption('--timeout', 1, 3600), 60),
-  ).action(async (o: { json?: boolean; timeout: number }, cmd: Command) => {
-    const r = await ensureDaemon(clientFor(cmd), o.timeout, Boolean(o.json));
+      .option('--timeout <seconds>', 'how long to wait for it to answer', parseIntOption('--timeout', 1, 3600), 60)
+      .option('--listen <host:port>', 'also serve the API and the web UI on TCP (TLS and the token; see hangar ui)')
+      .option('--insecure-http', 'with --listen on a loopback address: plain HTTP instead of TLS'),
+  ).action(async (o: { json?: boolean; timeout: number; listen?: string; insecureHttp?: boolean }, cmd: Command) => {
+    if (o.insecureHttp && !o.listen) throw new HangarError('INVALID_ARGUMENT', '--insecure-http goes with --listen');
+    const args = o.listen ? ['--listen', o.listen, ...(o.insecureHttp ? ['--insecure-http'] : [])] : [];
+    const r = await ensureDaemon(clientFor(cmd), o.timeout, Boolean(o.json), args);
     if (o.json) return printJson(r);
-    if (r.started) out(`hangard started (pid ${r.pid}), listening on ${r.socket}\n`);
-    else out(`hangard is already running${r.pid ? ` (pid ${r.pid})` : ''} on ${r.socket}\n`);
+    if (r.started) out(`hangard started (pid ${r.pid}), listening on ${r.socket}${o.listen ? ` and ${o.listen}` : ''}\n`);
+    else out(`hangard is already running${r.pid ? ` (pid ${r.pid})` : ''} on ${r.socket}${o.listen ? '; its listeners are unchanged (hangar daemon stop first)' : ''}\n`);
   });
 
   withJson(

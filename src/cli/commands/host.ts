@@ -33,6 +33,7 @@ export function renderHostCheck(h: HostCheck): string {
     `Memory:        ${size(h.memory.totalBytes)} total, ${size(h.memory.availableBytes)} available, ${size(h.memory.allocatedBytes)} allocated to VMs`,
     `Acceleration:  full Linux guests run with ${h.defaultAccel === 'kvm' ? 'KVM (hardware acceleration)' : 'TCG (QEMU software emulation)'} by default`,
     ...budgetLines(h.budget),
+    ...(h.networks ?? []).map((n, i) => `${i === 0 ? 'Networks:' : ''}`.padEnd(15) + `${`${n.mode}:`.padEnd(10)}${n.available ? 'available' : 'unavailable'} (${n.detail})`),
   ];
   if (h.advice.length) {
     lines.push('', 'What Hangar will do:');

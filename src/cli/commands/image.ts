@@ -23,7 +23,11 @@ function checkImageName(name: string): string {
 }
 
 export interface ImportOptions {
-  kernel: string;
+  kernel?: string;
+  /** A disk image (raw or qcow2 with its own boot loader) instead of a kernel. */
+  disk?: string;
+  boot?: string;
+  format?: string;
   initrd?: string;
   cmdline?: string;
   description?: string;
@@ -52,6 +56,8 @@ function localFile(p: string, what: string): { path: string; size: number } {
  */
 export async function uploadImage(client: ApiClient, name: string, o: ImportOptions, quiet: boolean): Promise<Image> {
   checkImageName(name);
+  if (o.disk !== undefined) return uploadDisk(client, name, o as ImportOptions & { disk: string }, quiet);
+  if (!o.kernel) throw new HangarError('INVALID_ARGUMENT', '--kernel or --disk is required');
   const kernel = localFile(o.kernel, 'kernel');
   const initrd = o.initrd !== undefined ? localFile(o.initrd, 'initrd') : undefined;
   const op = await client.call<Operation>('POST', '/1.0/images/uploads', {
@@ -85,6 +91,57 @@ export async function uploadImage(client: ApiClient, name: string, o: ImportOpti
     progress?.stop();
     throw e;
   }
+}
+
+/** The disk-image fields of an import (--boot, --format), checked here so a typo costs no upload. */
+function diskFields(o: ImportOptions): { boot?: 'bios' | 'uefi'; format?: 'raw' | 'qcow2' } {
+  if (o.kernel !== undefined || o.initrd !== undefined || o.cmdline !== undefined) {
+    throw new HangarError('INVALID_ARGUMENT', '--disk imports a disk with its own boot loader: it takes no --kernel, --initrd or --cmdline');
+  }
+  if (o.boot !== undefined && o.boot !== 'bios' && o.boot !== 'uefi') throw new HangarError('INVALID_ARGUMENT', `--boot must be bios or uefi, not "${o.boot}"`);
+  if (o.format !== undefined && o.format !== 'raw' && o.format !== 'qcow2') throw new HangarError('INVALID_ARGUMENT', `--format must be raw or qcow2, not "${o.format}"`);
+  return { ...(o.boot !== undefined ? { boot: o.boot } : {}), ...(o.format !== undefined ? { format: o.format } : {}) };
+}
+
+/**
+ * Uploads a disk image: announces its size, sends it, and follows the
+ * operation (the daemon checks and converts it once it has arrived).
+ */
+async function uploadDisk(client: ApiClient, name: string, o: ImportOptions & { disk: string }, quiet: boolean): Promise<Image> {
+  const fields = diskFields(o);
+  const disk = localFile(o.disk, 'disk');
+  const op = await client.call<Operation>('POST', '/1.0/images/uploads', {
+    name, diskBytes: disk.size, ...fields, ...(o.description !== undefined ? { description: o.description } : {}),
+  });
+  const progress = quiet ? undefined : new ProgressReporter(`Uploading disk image ${name} (${formatSize(disk.size)})`);
+  progress?.start();
+  try {
+    let res;
+    try {
+      res = await client.upload('PUT', `/1.0/images/uploads/${encodeURIComponent(op.id)}/disk`, disk.path, disk.size, (sent) => {
+        progress?.update({ description: '', progress: { stage: 'uploading disk', percent: (sent / disk.size) * 100 } });
+      });
+    } catch (e) {
+      await client.waitOperation(op.id);
+      throw e;
+    }
+    if (res.status >= 400) throw errorFromResponse(res);
+    const final = await client.waitOperation(op.id);
+    progress?.stop();
+    return final.result as Image;
+  } catch (e) {
+    progress?.stop();
+    throw e;
+  }
+}
+
+/** Imports a disk image from the daemon's import folders (POST /1.0/images with `disk`), following the copy. */
+async function importDiskFromDaemonDir(client: ApiClient, name: string, o: ImportOptions & { disk: string }, quiet: boolean, cwd = process.cwd()): Promise<Image> {
+  checkImageName(name);
+  const body = { name, disk: path.resolve(cwd, o.disk), ...diskFields(o), ...(o.description !== undefined ? { description: o.description } : {}) };
+  const op = await client.call<Operation>('POST', '/1.0/images', body);
+  const final = await followOperation(client, op, { label: `Importing disk image ${name}`, quiet });
+  return final.result as Image;
 }
 
 /**
@@ -138,17 +195,21 @@ export function registerImageCommands(program: Command): void {
   withJson(
     image
       .command('import')
-      .description('import an image: uploads a kernel (and initrd) to the daemon, which keeps its own copy')
+      .description('import an image: uploads a kernel (and initrd), or a disk with its own boot loader, to the daemon, which keeps its own copy')
       .argument('<name>', 'image name: lower-case letters, digits, dots, dashes and underscores')
-      .requiredOption('--kernel <path>', 'x86-64 ELF64 kernel or Linux bzImage')
+      .option('--kernel <path>', 'x86-64 ELF64 kernel or Linux bzImage')
+      .option('--disk <path>', 'instead of a kernel: a raw or qcow2 disk that boots by firmware (checked: no backing files, not corrupt, within the quota)')
+      .option('--boot <firmware>', 'with --disk: bios or uefi, the firmware its boot loader needs (default bios)')
+      .option('--format <format>', 'with --disk: raw or qcow2, what the file is (default: read from its bytes)')
       .option('--initrd <path>', 'initrd to load with it: cpio, or gzip/xz/zstd/lz4/bzip2-compressed cpio')
       .option('--cmdline <args>', "kernel command line (default: the engine's)")
       .option('--description <text>', 'one line shown by `hangar image list`')
       .option('--from-daemon-dir', "don't upload: the paths name files in the daemon's import folders on its host"),
   ).action(async (name: string, o: ImportOptions & { json?: boolean }, cmd: Command) => {
     const client = clientFor(cmd);
+    if ((o.kernel === undefined) === (o.disk === undefined)) throw new HangarError('INVALID_ARGUMENT', 'give --kernel (a kernel image) or --disk (a disk image)');
     const img = o.fromDaemonDir
-      ? await client.call<Image>('POST', '/1.0/images', importRequest(name, o))
+      ? (o.disk !== undefined ? await importDiskFromDaemonDir(client, name, o as ImportOptions & { disk: string }, Boolean(o.json)) : await client.call<Image>('POST', '/1.0/images', importRequest(name, o)))
       : await uploadImage(client, name, o, Boolean(o.json));
     if (o.json) return printJson(img);
     out(`Imported image ${img.name} (${img.sizeBytes !== undefined ? formatSize(img.sizeBytes) : '?'})\n`);

@@ -61,7 +61,7 @@ export function parsePorts(s: string): { hostPort: number; guestPort: number } {
 export const NIC_HEADERS = ['NAME', 'NETWORK', 'MAC', 'TAP', 'IPV4'];
 
 export function nicRow(n: VmNicState): string[] {
-  return [n.name, n.network, n.mac, n.tap, n.ipv4 ?? '-'];
+  return [n.name, n.network, n.mac, n.tap || '-', n.ipv4 ?? '-'];
 }
 
 /** `--network` on `launch`: a name, or `none`; repeated for more NICs. */
@@ -187,7 +187,7 @@ export function registerNetworkCommands(program: Command): void {
   withJson(
     nic
       .command('add')
-      .description('add a NIC to a stopped VM')
+      .description('add a NIC; a running QEMU VM gets it plugged in at once')
       .argument('<vm>', 'VM name')
       .argument('<network>', 'network the NIC joins')
       .option('--name <name>', 'NIC name (default: the next free ethN)')
@@ -207,7 +207,7 @@ export function registerNetworkCommands(program: Command): void {
     out(`Added NIC ${n.name} (${n.mac}) on ${n.network} to ${vm}\n`);
   });
 
-  withJson(nic.command('remove').alias('rm').description('remove a NIC from a stopped VM').argument('<vm>', 'VM name').argument('<nic>', 'NIC name, e.g. eth1')).action(
+  withJson(nic.command('remove').alias('rm').description('remove a NIC; a running QEMU VM has it unplugged first').argument('<vm>', 'VM name').argument('<nic>', 'NIC name, e.g. eth1')).action(
     async (vm: string, name: string, o: { json?: boolean }, cmd: Command) => {
       await clientFor(cmd).call('DELETE', vmPath(checkVmName(vm), `/nics/${encodeURIComponent(name)}`));
       if (o.json) return printJson({ vm, nic: name, removed: true });

@@ -177,7 +177,7 @@ export function registerVmCommands(program: Command): void {
       .addOption(new Option('--boot <mode>', 'kernel (the image\'s kernel, headless), bios or uefi (firmware boots the ISO or the disk; with a display, see `hangar vnc`)').choices([...BOOT_MODES]))
       .option('--iso <file>', "installer ISO to attach as a CD-ROM and boot first: a file in the daemon's import folder, or a raw volume POOL/VOLUME (implies --boot bios unless given)")
       .option('--disk <disk>', 'SIZE: root disk size; NAME=SIZE: a new volume; NAME=POOL/VOLUME: an existing one (repeatable; see `hangar disk`)', (v: string, prev: string[] = []) => [...prev, v])
-      .option('--network <name>', 'network of a NIC (repeat for more NICs; `default` is created on first use), or none (the default)', collectNetwork)
+      .option('--network <name>', 'network of a NIC (repeat for more NICs; `default` is created on first use), or none; unset: cloud images join the daemon\'s default network, others get no NIC', collectNetwork)
       .option('--no-start', 'create the VM but leave it stopped')
       .option('--no-wait', 'print the operation id and return at once'),
   ).action(async (image: string, name: string, o: LaunchOpts, cmd: Command) => {

@@ -23,7 +23,7 @@
 import path from 'node:path';
 import { HangarError } from '../../common/errors.js';
 import { DEVICE_ID_RULE, TAP_NAME_RULE, VM_NAME_RULE, isDeviceId, isMac, isTapName, isVmName } from '../../api/names.js';
-import type { EngineVmConfig } from '../engine.js';
+import type { EngineVmConfig, HostForward } from '../engine.js';
 import type { VmProcessIdentity } from '../base/identity.js';
 import { OVMF_CODE_FILE, ovmfDir, vmVarsFile } from './firmware.js';
 import { blockdevNodes, deviceOption, diskDevice, diskPortCount, diskPortName, MAX_DISK_PORTS, type DiskIoMode } from './disks.js';
@@ -150,11 +150,26 @@ export function validateConfig(c: EngineVmConfig): void {
     if (!isDeviceId(n.id)) invalid(`nic id "${n.id}" must be ${DEVICE_ID_RULE}`);
     if (ids.has(`n:${n.id}`)) invalid(`nic id "${n.id}" is used twice`);
     ids.add(`n:${n.id}`);
-    if (!isTapName(n.tap)) invalid(`nic ${n.id}: tap name "${n.tap}" is not a valid interface name (${TAP_NAME_RULE})`);
+    if (n.user) {
+      for (const f of n.user.forwards) checkHostForward(n.id, f);
+    } else if (!isTapName(n.tap)) invalid(`nic ${n.id}: tap name "${n.tap}" is not a valid interface name (${TAP_NAME_RULE})`);
     if (!isMac(n.mac)) invalid(`nic ${n.id}: mac "${n.mac}" is not a MAC address`);
     // Bit 0 of the first octet marks multicast, which a NIC cannot own.
     if (parseInt(n.mac.slice(0, 2), 16) & 1) invalid(`nic ${n.id}: mac "${n.mac}" is a multicast address`);
   }
+}
+
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+function checkHostForward(nic: string, f: HostForward): void {
+  if (f.proto !== 'tcp' && f.proto !== 'udp') invalid(`nic ${nic}: forward protocol must be tcp or udp`);
+  if (!IPV4_RE.test(f.address)) invalid(`nic ${nic}: forward address "${f.address}" is not an IPv4 address`);
+  for (const p of [f.hostPort, f.guestPort]) if (!Number.isInteger(p) || p < 1 || p > 65535) invalid(`nic ${nic}: forward port ${p} is not 1-65535`);
+}
+
+/** QEMU's hostfwd rule: `tcp:127.0.0.1:8080-:80` (the guest address left to QEMU: the one its DHCP hands out). */
+export function hostfwdRule(f: HostForward): string {
+  return `${f.proto}:${f.address}:${f.hostPort}-:${f.guestPort}`;
 }
 
 /**
@@ -176,7 +191,7 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   validateConfig(c);
   const machine = opts.machine ?? 'q35';
   // SeaBIOS/OVMF, the AHCI CD-ROM and the VGA card are q35's; microvm has none of them.
-  if (machine === 'microvm' && (c.firmware || c.cdrom !== undefined || c.vnc)) invalid('firmware boot, CD-ROMs and displays need machine q35');
+  if (machine === 'microvm' && (c.firmware || c.cdrom !== undefined || c.cdromDrive || c.vnc)) invalid('firmware boot, CD-ROMs and displays need machine q35');
   const files = runFiles(c.runDir);
   const bus = machine === 'microvm' ? 'device' : 'pci';
   const args: string[] = [];
@@ -220,6 +235,10 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
     args.push('-add-fd', `fd=${CDROM_FD},set=${CDROM_FDSET},opaque=cdrom`);
     args.push('-drive', `if=none,id=cdrom,media=cdrom,readonly=on,format=raw,file=/dev/fdset/${CDROM_FDSET}`);
     args.push('-device', `ide-cd,drive=cdrom,bus=ide.0,id=dev-cdrom${c.firmware ? ',bootindex=0' : ''}`);
+  } else if (c.cdromDrive) {
+    // An empty drive, for an ISO inserted later over QMP (media.ts).
+    args.push('-drive', 'if=none,id=cdrom,media=cdrom,readonly=on');
+    args.push('-device', `ide-cd,drive=cdrom,bus=ide.0,id=dev-cdrom${c.firmware ? ',bootindex=0' : ''}`);
   }
 
   // Disks: two block nodes each (file, format) and a virtio-blk device; on q35 each
@@ -238,7 +257,8 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
   });
   c.nics.forEach((n, i) => {
     const fd = opts.tapFds?.[i];
-    args.push('-netdev', fd !== undefined ? `tap,id=net-${n.id},fd=${fd}` : `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
+    if (n.user) args.push('-netdev', [`user,id=net-${n.id}`, ...n.user.forwards.map((f) => `hostfwd=${hostfwdRule(f)}`)].join(','));
+    else args.push('-netdev', fd !== undefined ? `tap,id=net-${n.id},fd=${fd}` : `tap,id=net-${n.id},ifname=${n.tap},script=no,downscript=no`);
     args.push('-device', `virtio-net-${bus},netdev=net-${n.id},id=dev-net-${n.id},mac=${n.mac.toLowerCase()}`);
   });
 

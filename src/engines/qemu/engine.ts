@@ -14,7 +14,7 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import type { KvmProbe } from '../../kvm/probe.js';
 import { ownProbe } from '../base/kvm.js';
-import type { Accel, DiskAttachment, Engine, EngineCapabilities, EngineVmConfig, ExitReason, GuestExecRequest, GuestExecResult, VmExit, VmHandle } from '../engine.js';
+import type { Accel, DeviceCounters, DiskAttachment, Engine, HostForward, NicAttachment, EngineCapabilities, EngineVmConfig, ExitReason, GuestExecRequest, GuestExecResult, VmExit, VmHandle } from '../engine.js';
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { processAlive } from '../base/procfs.js';
@@ -29,7 +29,10 @@ import { startConsoleLogWriter, type ConsoleLogPipe } from '../console-log/write
 import { DEFAULT_CONSOLE_LOG_LIMIT } from '../../common/console-log/limits.js';
 import { diskNames, probeDiskIo, type DiskIoMode } from './disks.js';
 import { hotplugDisk, hotunplugDisk, resizeDiskOnline } from './hotplug.js';
+import { ejectMedium, insertMedium, queryMedium } from './media.js';
+import { addHostForward, hotplugNic, hotunplugNic, removeHostForward } from './nic-hotplug.js';
 import { connectQmp, type QmpClient, type QmpEvent } from './qmp.js';
+import { QemuDeviceCounters } from './device-counters.js';
 import { GuestAgent } from './guest-agent.js';
 import { qemuSnapshotControl } from './snapshots.js';
 import { startJobId, type LiveSnapshotControl } from '../snapshot-control.js';
@@ -167,6 +170,15 @@ class QemuVmHandle extends BaseVmHandle {
     return this.agent.exec(req);
   }
 
+  private counters: QemuDeviceCounters | null = null;
+
+  /** Disk I/O and guest memory for the daemon's sampler (src/host/monitor). */
+  async deviceCounters(): Promise<DeviceCounters> {
+    this.usable('deviceCounters');
+    this.counters ??= new QemuDeviceCounters((cmd, args, opts) => this.qmp.execute(cmd, args, opts));
+    return this.counters.read();
+  }
+
   async queryState(): Promise<'running' | 'paused'> {
     const st = await this.command<{ running?: boolean; status?: string }>('queryState', 'query-status');
     return st?.running ? 'running' : 'paused';
@@ -176,6 +188,19 @@ class QemuVmHandle extends BaseVmHandle {
     this.usable('screendump');
     if (!this.hasDisplay) throw new HangarError('INVALID_STATE', 'this VM has no display (it boots its kernel directly and is headless)');
     await screendump(this.qmp, file, format);
+  }
+
+  async changeMedium(file: string | null): Promise<void> {
+    this.usable('changeMedium');
+    if (file === null) return ejectMedium(this.qmp);
+    // The confined QEMU opens the new ISO itself: let it read the file first.
+    this.sandbox?.grant([file], []);
+    await insertMedium(this.qmp, file);
+  }
+
+  async cdromMedium(): Promise<{ inserted: boolean; file: string | null; trayOpen: boolean } | null> {
+    this.usable('cdromMedium');
+    return queryMedium(this.qmp);
   }
 
   async attachDisk(disk: DiskAttachment): Promise<void> {
@@ -195,6 +220,33 @@ class QemuVmHandle extends BaseVmHandle {
     const file = await this.diskFile(id);
     await hotunplugDisk(this.qmp, id);
     if (file !== null) this.sandbox?.revoke([file]);
+  }
+
+  async attachNic(nic: NicAttachment): Promise<void> {
+    this.usable('attachNic');
+    if (nic.user) return hotplugNic(this.qmp, nic, null);
+    // Opened here (the daemon may; the confined QEMU may not), lent to QEMU, and our copy closed.
+    const fd = openTapFd(nic.tap, true);
+    try {
+      await hotplugNic(this.qmp, nic, fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  async detachNic(id: string): Promise<void> {
+    this.usable('detachNic');
+    await hotunplugNic(this.qmp, id);
+  }
+
+  async addHostForward(nicId: string, fwd: HostForward): Promise<void> {
+    this.usable('addHostForward');
+    await addHostForward(this.qmp, nicId, fwd);
+  }
+
+  async removeHostForward(nicId: string, fwd: HostForward): Promise<void> {
+    this.usable('removeHostForward');
+    await removeHostForward(this.qmp, nicId, fwd);
   }
 
   async resizeDisk(id: string, sizeBytes: number): Promise<void> {
@@ -291,7 +343,9 @@ export class QemuEngine implements Engine {
     // A confined QEMU cannot open /dev/net/tun: it inherits each TAP, opened here, after the console log's
     // descriptor and the ISO's (when there is one).
     const firstTapFd = FIRST_TAP_FD + (config.cdrom !== undefined ? 1 : 0);
-    const tapFds = config.nics.map((_, i) => firstTapFd + i);
+    // User-mode NICs have no TAP (their slot is -1, unused).
+    let nextTap = firstTapFd;
+    const tapFds = config.nics.map((n) => (n.user ? -1 : nextTap++));
     const args = buildQemuArgs(config, { machine: this.machine, diskIo, ...(ovmf ? { ovmfCode: ovmf.code } : {}), ...(tapFds.length ? { tapFds } : {}) });
     const files = runFiles(config.runDir);
     const log = this.log.child({ vm: config.name });
@@ -313,7 +367,7 @@ export class QemuEngine implements Engine {
     const taps: number[] = [];
     try {
       sandbox = sandboxFor('qemu', config);
-      for (const n of config.nics) taps.push(openTapFd(n.tap, true));
+      for (const n of config.nics) if (!n.user) taps.push(openTapFd(n.tap, true));
       conlog = startConsoleLogWriter(config.consoleLog, config.consoleLogLimit ?? DEFAULT_CONSOLE_LOG_LIMIT, config.runDir, writerErr);
       // QEMU inherits the pipe's write end as fd 3 (-add-fd): its serial log goes to the writer; the ISO comes next, as fd 4, then the TAPs.
       const inheritFds = cdromFd !== null ? [conlog.writeFd, cdromFd, ...taps] : [conlog.writeFd, ...taps];

@@ -26,8 +26,12 @@ interface QomProperty {
 
 const PORT_RE = /^disk-port\d+$/;
 
-/** A disk root port with no device behind it; UNAVAILABLE when all are taken (the VM has as many as it had disks at start, plus spares). */
-export async function freeDiskPort(qmp: QmpClient): Promise<string> {
+/**
+ * A spare PCIe root port with no device behind it, for a hot-plugged disk or
+ * NIC (both share the pool); UNAVAILABLE when all are taken (the VM has as
+ * many as it had disks at start, plus spares).
+ */
+export async function freeRootPort(qmp: QmpClient, what = 'disk'): Promise<string> {
   const children = await qmp.execute<QomProperty[]>('qom-list', { path: '/machine/peripheral' });
   const ports = children.filter((c) => PORT_RE.test(c.name) && c.type.includes('pcie-root-port')).map((c) => c.name);
   const busy = new Set<string>();
@@ -42,7 +46,7 @@ export async function freeDiskPort(qmp: QmpClient): Promise<string> {
   }
   const free = ports.sort((a, b) => Number(a.slice(9)) - Number(b.slice(9))).find((p) => !busy.has(p));
   if (free === undefined) {
-    throw new HangarError('UNAVAILABLE', `no free slot for another disk in this running VM (it has ${ports.length}); stop the VM, attach, and start it again`);
+    throw new HangarError('UNAVAILABLE', `no free slot for another ${what} in this running VM (it has ${ports.length}, shared by disks and NICs plugged in while it runs); stop the VM, add it, and start it again`);
   }
   return free;
 }
@@ -50,7 +54,7 @@ export async function freeDiskPort(qmp: QmpClient): Promise<string> {
 /** Plugs `disk` into the running VM; undoes what it did when a step fails. */
 export async function hotplugDisk(qmp: QmpClient, disk: DiskAttachment, io: DiskIoMode): Promise<void> {
   const n = diskNames(disk.id);
-  const port = await freeDiskPort(qmp);
+  const port = await freeRootPort(qmp, 'disk');
   const [fileNode, formatNode] = blockdevNodes(disk, io);
   const added: string[] = [];
   try {
@@ -75,21 +79,32 @@ export async function hotplugDisk(qmp: QmpClient, disk: DiskAttachment, io: Disk
  */
 export async function hotunplugDisk(qmp: QmpClient, id: string, timeoutMs = DEFAULT_UNPLUG_TIMEOUT_MS): Promise<void> {
   const n = diskNames(id);
+  await unplugDevice(qmp, n.device, `disk ${id}`, timeoutMs);
+  await qmp.execute('blockdev-del', { 'node-name': n.format });
+  await qmp.execute('blockdev-del', { 'node-name': n.file });
+}
+
+/**
+ * device_del of `device`, resolving once the guest has released it
+ * (DEVICE_DELETED). TIMEOUT when the guest does not let go in time (the
+ * device then stays, and a later try may succeed).
+ */
+export async function unplugDevice(qmp: QmpClient, device: string, what: string, timeoutMs = DEFAULT_UNPLUG_TIMEOUT_MS): Promise<void> {
   let onEvent: ((ev: QmpEvent) => void) | undefined;
   let onClose: (() => void) | undefined;
   let timer: NodeJS.Timeout | undefined;
   // Listening before the request: the event may arrive before device_del's reply.
   const deleted = new Promise<void>((resolve, reject) => {
-    onEvent = (ev) => { if (ev.event === 'DEVICE_DELETED' && ev.data?.device === n.device) resolve(); };
+    onEvent = (ev) => { if (ev.event === 'DEVICE_DELETED' && ev.data?.device === device) resolve(); };
     qmp.on('event', onEvent);
-    onClose = () => reject(new HangarError('UNAVAILABLE', `the VM ended before disk ${id} was unplugged`));
+    onClose = () => reject(new HangarError('UNAVAILABLE', `the VM ended before ${what} was unplugged`));
     qmp.once('close', onClose);
-    timer = setTimeout(() => reject(new HangarError('TIMEOUT', `the guest did not release disk ${id} within ${Math.round(timeoutMs / 1000)} s (it may be in use in the guest); try again later or stop the VM`, { disk: id })), timeoutMs);
+    timer = setTimeout(() => reject(new HangarError('TIMEOUT', `the guest did not release ${what} within ${Math.round(timeoutMs / 1000)} s (it may be in use in the guest); try again later or stop the VM`, { device })), timeoutMs);
   });
   deleted.catch(() => {});
   try {
     try {
-      await qmp.execute('device_del', { id: n.device });
+      await qmp.execute('device_del', { id: device });
     } catch (e) {
       // A device whose removal is already pending answers with an error: keep waiting for it.
       const desc = String(toHangarError(e).details?.desc ?? '');
@@ -101,8 +116,6 @@ export async function hotunplugDisk(qmp: QmpClient, id: string, timeoutMs = DEFA
     if (onEvent) qmp.off('event', onEvent);
     if (onClose) qmp.off('close', onClose);
   }
-  await qmp.execute('blockdev-del', { 'node-name': n.format });
-  await qmp.execute('blockdev-del', { 'node-name': n.file });
 }
 
 /** The guest sees disk `id` at its new size (the file has been grown already). */

@@ -11,6 +11,7 @@
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { HangarError } from '../../common/errors.js';
+import { sendWithFd } from './fdpass.js';
 
 /** An asynchronous QMP event, e.g. `{event:'SHUTDOWN', data:{guest:true, reason:'guest-shutdown'}}`. */
 export interface QmpEvent {
@@ -95,6 +96,28 @@ export class QmpClient extends EventEmitter {
    * connection UNAVAILABLE.
    */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
+    return this.send<T>(command, args, opts, (line) => { this.socket.write(line); });
+  }
+
+  /**
+   * Runs one command with descriptor `fd` attached (SCM_RIGHTS), for `getfd`
+   * and `add-fd`. The caller still owns `fd` (QEMU received its own copy).
+   */
+  async executeWithFd<T = unknown>(command: string, args: Record<string, unknown>, fd: number, opts: { timeoutMs?: number } = {}): Promise<T> {
+    // The descriptor goes with the first byte of this message: nothing of ours may be queued before it.
+    while (this.socket.writableLength > 0 && this.closedReason === null) await new Promise((r) => this.socket.once('drain', r));
+    const socketFd = (this.socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (this.closedReason === null && (typeof socketFd !== 'number' || socketFd < 0)) {
+      throw new HangarError('UNAVAILABLE', `QMP ${command}: the connection has no descriptor to pass ${fd} along`);
+    }
+    return this.send<T>(command, args, opts, async (line) => {
+      const data = Buffer.from(line);
+      const sent = await sendWithFd(socketFd!, data, fd);
+      if (sent < data.length) this.socket.write(data.subarray(sent));
+    });
+  }
+
+  private send<T>(command: string, args: Record<string, unknown> | undefined, opts: { timeoutMs?: number }, write: (line: string) => void | Promise<void>): Promise<T> {
     if (this.closedReason !== null) {
       return Promise.reject(new HangarError('UNAVAILABLE', `QMP ${command}: connection is closed (${this.closedReason})`));
     }
@@ -108,7 +131,11 @@ export class QmpClient extends EventEmitter {
       this.pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
       const msg: Record<string, unknown> = { execute: command, id };
       if (args !== undefined) msg.arguments = args;
-      this.socket.write(JSON.stringify(msg) + '\n');
+      Promise.resolve(write(JSON.stringify(msg) + '\n')).catch((e: unknown) => {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(e instanceof HangarError ? e : new HangarError('UNAVAILABLE', `QMP ${command}: ${(e as Error).message}`, { command }));
+      });
     });
   }
 

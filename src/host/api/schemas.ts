@@ -91,7 +91,7 @@ export const VmCreateRequest = Type.Object(
     iso: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'An ISO 9660 image to attach as a read-only CD-ROM, booted first: an absolute path inside the daemon\'s import folders, or a raw storage volume "pool/volume"' })),
     rootSize: Type.Optional(SizeInput),
     disks: Type.Optional(Type.Array(DiskRequest, { maxItems: 16, description: 'Disks besides the root disk' })),
-    network: Type.Optional(Type.String({ maxLength: 64, description: 'Network of the VM\'s one NIC (eth0), or "none"; ignored when nics is given' })),
+    network: Type.Optional(Type.String({ maxLength: 64, description: 'Network of the VM\'s one NIC (eth0), or "none"; absent: cloud images join the daemon\'s default network, others get no NIC; ignored when nics is given' })),
     nics: Type.Optional(Type.Array(VmNicRequest, { maxItems: 8, description: 'NICs, in order (eth0, eth1, ...)' })),
   },
   { additionalProperties: false },
@@ -225,6 +225,8 @@ export const EventType = Type.Union([
   Type.Literal('stopped'),
   Type.Literal('crashed'),
   Type.Literal('deleted'),
+  // Monitoring: an alert raised or cleared (src/host/monitor/alerts.ts); vm is "" for a host alert.
+  Type.Literal('alert'),
 ]);
 export const LifecycleEvent = Type.Object({
   seq: Type.Integer(),
@@ -267,18 +269,25 @@ export const ImageBuildRequest = Type.Object(
 );
 export type ImageBuildRequest = Static<typeof ImageBuildRequest>;
 
-/** POST /1.0/images: import a kernel (and initrd) from files on the daemon's host. */
+/**
+ * POST /1.0/images: import an image from files on the daemon's host: a kernel (and initrd),
+ * answered at once (201), or a disk image (`disk`), copied as an operation (202).
+ */
 export const ImageImportRequest = Type.Object(
   {
     name: ImageName,
-    kernel: Type.String({ minLength: 1, maxLength: 4096, description: 'Absolute path on the host of an x86-64 ELF64 kernel or a Linux bzImage' }),
+    kernel: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Absolute path on the host of an x86-64 ELF64 kernel or a Linux bzImage' })),
     initrd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Absolute path on the host of an initrd' })),
     cmdline: Type.Optional(Type.String({ maxLength: 2048, description: 'Kernel command line (default: the engine\'s)' })),
+    disk: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Absolute path on the host of a raw or qcow2 disk with its own boot loader (instead of a kernel)' })),
+    boot: Type.Optional(Type.Union([Type.Literal('bios'), Type.Literal('uefi')], { description: 'Disk images: the firmware its boot loader needs (default bios)' })),
+    format: Type.Optional(Type.Union([Type.Literal('raw'), Type.Literal('qcow2')], { description: 'Disk images: what the file is; its bytes must agree (default: read from them)' })),
     description: Type.Optional(Type.String({ maxLength: 256 })),
   },
   { additionalProperties: false },
 );
 export type ImageImportRequest = Static<typeof ImageImportRequest>;
+export type DiskImageImportRequest = { name: string; disk: string; boot?: 'bios' | 'uefi'; format?: 'raw' | 'qcow2'; description?: string };
 
 /** One resource of the admission budget: what active VMs hold against what the daemon admits. */
 export const BudgetLine = Type.Object({
@@ -313,6 +322,8 @@ export const HostCheck = Type.Object({
   memory: Type.Object({ totalBytes: Type.Integer(), availableBytes: Type.Integer(), allocatedBytes: Type.Integer() }),
   defaultAccel: Accel,
   budget: AdmissionBudget,
+  /** Network modes this host offers the daemon (docs/networking.md, "Without privileges"). */
+  networks: Type.Optional(Type.Array(Type.Object({ mode: Type.String(), available: Type.Boolean(), detail: Type.String() }))),
   advice: Type.Array(Type.String()),
 });
 export type HostCheck = Static<typeof HostCheck>;
@@ -333,3 +344,4 @@ export const AsyncBody = Type.Object({
 
 // Snapshots and copies (src/host/snapshots/).
 export * from '../snapshots/schemas.js';
+export * from '../monitor/schemas.js';

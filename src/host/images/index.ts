@@ -17,11 +17,13 @@ import { buildTiny, TINY_CMDLINE, TINY_DESCRIPTION, TINY_HOSTNAME_ARG } from './
 import { buildDebian12, DEBIAN12_CMDLINE, DEBIAN12_DESCRIPTION, type Debian12Options } from './debian12/index.js';
 import { deleteLocalImage, getLocalImage, importLocalImage, listLocalImages, removeFolders, type ImportRequest, type LocalImage } from './local.js';
 import { ImageUploads } from './upload.js';
+import { prepareDiskImport, type DiskImportRequest, type ReportFn as DiskReportFn } from './disk-import.js';
 import type { OperationManager } from '../operations.js';
 
 export { IMAGE_NAME_RE, kernelFormat, initrdFormat, checkImportRequest, cleanStaleImportFolders, usedImageBytes, type ImportRequest } from './local.js';
 export { configureImportPolicy, configureImportFromOptions, importPolicy, defaultImportDir, DEFAULT_IMAGE_QUOTA_BYTES } from './policy.js';
 export { ImageUploads, type UploadRequest, type UploadPart } from './upload.js';
+export { MAX_DISK_IMAGE_BYTES, type DiskImportRequest, type FirmwareBoot } from './disk-import.js';
 
 export type ProgressFn = (stage: string, percent?: number) => void;
 
@@ -218,6 +220,13 @@ async function build(name: string, recipe: Recipe, onProgress: ProgressFn, optio
  * one build. Unknown name → NOT_FOUND.
  */
 export async function ensureImage(name: string, onProgress: ProgressFn = () => {}): Promise<ReadyImage> {
+  const image = await resolveImage(name, onProgress);
+  if (image.kernel === undefined) throw new HangarError('INVALID_STATE', `image "${name}" is a disk image and brings no kernel`, { image: name });
+  return image as ReadyImage;
+}
+
+/** Like ensureImage, for any image, an imported disk image (without a kernel) included: what the daemon boots VMs from. */
+export async function resolveImage(name: string, onProgress: ProgressFn = () => {}): Promise<BootableImage> {
   if (!isBuiltIn(name)) {
     const local = getLocalImage(name);
     if (local) return readyLocal(local);
@@ -249,14 +258,21 @@ export async function buildImage(name: string, options: BuildOptions = {}, onPro
   return job;
 }
 
-function readyLocal(i: LocalImage): ReadyImage {
-  return { name: i.name, kernel: i.kernel, ...(i.initrd ? { initrd: i.initrd } : {}), ...(i.cmdline !== undefined ? { cmdline: i.cmdline } : {}), sizeBytes: i.sizeBytes };
+/** Any image the daemon can boot: an imported disk image brings no kernel (it boots by firmware from its own disk). */
+export type BootableImage = Omit<ReadyImage, 'kernel'> & { kernel?: string };
+
+function readyLocal(i: LocalImage): BootableImage {
+  return {
+    name: i.name, ...(i.kernel ? { kernel: i.kernel } : {}), ...(i.initrd ? { initrd: i.initrd } : {}), ...(i.cmdline !== undefined ? { cmdline: i.cmdline } : {}), sizeBytes: i.sizeBytes,
+    ...(i.diskPath ? { disk: i.diskPath } : {}), ...(i.boot ? { boot: [...i.boot] } : {}),
+  };
 }
 
 export function localImageEntry(i: LocalImage): Image {
   return {
-    name: i.name, description: i.description, status: 'ready', origin: 'imported', sizeBytes: i.sizeBytes, kernel: i.kernel,
+    name: i.name, description: i.description, status: 'ready', origin: 'imported', sizeBytes: i.sizeBytes, ...(i.kernel ? { kernel: i.kernel } : {}),
     ...(i.initrd ? { initrd: i.initrd } : {}), ...(i.cmdline !== undefined ? { cmdline: i.cmdline } : {}), importedAt: i.importedAt,
+    ...(i.diskPath ? { disk: i.diskPath } : {}), ...(i.boot ? { boot: [...i.boot] } : {}),
   };
 }
 
@@ -311,6 +327,12 @@ export function isBuiltIn(name: string): boolean {
 /** Imports an image from files on this host (see local.ts); built-in names are reserved. */
 export async function importImage(req: ImportRequest): Promise<Image> {
   return localImageEntry(await importLocalImage(req, imageNames()));
+}
+
+/** A disk image import from the import folders: refusals now, the copy in `run` (disk-import.ts). */
+export async function prepareDiskImageImport(req: DiskImportRequest): Promise<{ run: (report: DiskReportFn) => Promise<Image> }> {
+  const prepared = await prepareDiskImport(req, imageNames());
+  return { run: async (report) => localImageEntry(await prepared.run(report)) };
 }
 
 /** Deletes an imported image. Built-in ones cannot be deleted (INVALID_ARGUMENT); the caller checks that no VM uses it. */

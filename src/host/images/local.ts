@@ -51,16 +51,29 @@ export interface LocalImageMeta {
   description: string;
   /** Absent: the engine's default command line is used. */
   cmdline?: string;
-  kernelFormat: KernelFormat;
+  /** Kernel images only. */
+  kernelFormat?: KernelFormat;
   initrdFormat?: InitrdFormat;
+  /** Disk images only (disk-import.ts): the base disk's file name in the image folder, always a qcow2 Hangar wrote. */
+  disk?: typeof DISK_FILE;
+  /** Disk images only: the firmware its boot loader needs. */
+  boot?: Array<'bios' | 'uefi'>;
+  /** Disk images only: the base disk's virtual size. */
+  virtualBytes?: number;
   /** Where the files came from (for the operator; never read again): host paths, or "upload". */
-  source: { kernel: string; initrd?: string };
+  source: { kernel?: string; initrd?: string; disk?: string };
   importedAt: string;
 }
 
+/** The file name of an imported disk image's base disk. */
+export const DISK_FILE = 'disk.qcow2';
+
 export interface LocalImage extends LocalImageMeta {
-  kernel: string;
+  /** Absent on a disk image: it boots by firmware from its own disk. */
+  kernel?: string;
   initrd?: string;
+  /** Absolute path of a disk image's base disk. */
+  diskPath?: string;
   sizeBytes: number;
 }
 
@@ -126,7 +139,10 @@ export function checkImportRequest(req: Omit<ImportRequest, 'kernel'> & { kernel
 function readMeta(dir: string): LocalImageMeta | null {
   try {
     const m = JSON.parse(fs.readFileSync(path.join(dir, 'image.json'), 'utf8')) as Partial<LocalImageMeta>;
-    if (typeof m.name !== 'string' || typeof m.description !== 'string' || (m.kernelFormat !== 'elf64' && m.kernelFormat !== 'bzimage')) return null;
+    if (typeof m.name !== 'string' || typeof m.description !== 'string' || typeof m.source !== 'object' || m.source === null) return null;
+    const isKernel = m.kernelFormat === 'elf64' || m.kernelFormat === 'bzimage';
+    const isDisk = m.disk === DISK_FILE && Array.isArray(m.boot) && m.boot.length > 0 && m.boot.every((b) => b === 'bios' || b === 'uefi');
+    if (isKernel === isDisk) return null;
     if (m.cmdline !== undefined && typeof m.cmdline !== 'string') return null;
     return m as LocalImageMeta;
   } catch {
@@ -142,6 +158,14 @@ export function getLocalImage(name: string): LocalImage | null {
   if (!meta || meta.name !== name) return null;
   const kernel = path.join(dir, 'kernel');
   const initrd = path.join(dir, 'initrd.img');
+  if (meta.disk !== undefined) {
+    const diskPath = path.join(dir, meta.disk);
+    try {
+      return { ...meta, diskPath, sizeBytes: fs.statSync(diskPath).size };
+    } catch {
+      return null;
+    }
+  }
   try {
     let sizeBytes = fs.statSync(kernel).size;
     const hasInitrd = meta.source.initrd !== undefined;

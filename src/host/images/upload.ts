@@ -29,15 +29,21 @@ import {
   MAX_INITRD_BYTES, MAX_KERNEL_BYTES, type LocalImage,
 } from './local.js';
 import { reserveImageBytes } from './policy.js';
+import { checkDiskImportFields, finishDiskUpload, MAX_DISK_IMAGE_BYTES, type FirmwareBoot } from './disk-import.js';
+import type { DiskFormat } from '../storage/qemu-img.js';
 
-export type UploadPart = 'kernel' | 'initrd';
+export type UploadPart = 'kernel' | 'initrd' | 'disk';
 
+/** A kernel image (kernelBytes, initrdBytes) or a disk image (diskBytes, boot, format): one or the other. */
 export interface UploadRequest {
   name: string;
-  kernelBytes: number;
+  kernelBytes?: number;
   initrdBytes?: number;
   cmdline?: string;
   description?: string;
+  diskBytes?: number;
+  boot?: FirmwareBoot;
+  format?: DiskFormat;
 }
 
 export interface UploadOptions {
@@ -73,7 +79,7 @@ interface Pending {
   failed: HangarError | null;
 }
 
-const FILE_OF: Record<UploadPart, string> = { kernel: 'kernel', initrd: 'initrd.img' };
+const FILE_OF: Record<UploadPart, string> = { kernel: 'kernel', initrd: 'initrd.img', disk: 'upload.img' };
 
 export class ImageUploads {
   private readonly pending = new Map<string, Pending>();
@@ -87,9 +93,20 @@ export class ImageUploads {
 
   /** Starts an upload: checks everything that can be checked before the bytes, reserves name and space. */
   begin(req: UploadRequest): Operation {
-    checkImportRequest(req, this.opts.reservedNames());
-    checkSize(req.kernelBytes, 'kernelBytes', MAX_KERNEL_BYTES);
-    if (req.initrdBytes !== undefined) checkSize(req.initrdBytes, 'initrdBytes', MAX_INITRD_BYTES);
+    const isDisk = req.diskBytes !== undefined;
+    if (isDisk === (req.kernelBytes !== undefined)) {
+      throw new HangarError('INVALID_ARGUMENT', 'an upload is a kernel image (kernelBytes, initrdBytes) or a disk image (diskBytes): give one of kernelBytes and diskBytes', { field: 'diskBytes' });
+    }
+    if (isDisk) {
+      if (req.initrdBytes !== undefined || req.cmdline !== undefined) throw new HangarError('INVALID_ARGUMENT', 'a disk image boots by firmware: it takes no initrd and no cmdline', { field: req.initrdBytes !== undefined ? 'initrdBytes' : 'cmdline' });
+      checkDiskImportFields(req, this.opts.reservedNames());
+      checkSize(req.diskBytes, 'diskBytes', MAX_DISK_IMAGE_BYTES);
+    } else {
+      if (req.boot !== undefined || req.format !== undefined) throw new HangarError('INVALID_ARGUMENT', 'boot and format go with a disk image (diskBytes)', { field: req.boot !== undefined ? 'boot' : 'format' });
+      checkImportRequest(req, this.opts.reservedNames());
+      checkSize(req.kernelBytes, 'kernelBytes', MAX_KERNEL_BYTES);
+      if (req.initrdBytes !== undefined) checkSize(req.initrdBytes, 'initrdBytes', MAX_INITRD_BYTES);
+    }
     if (this.pending.size >= this.maxPending) {
       throw new HangarError('RESOURCE_EXHAUSTED', `${this.pending.size} image uploads are already in progress; finish or cancel one first`, { max: this.maxPending });
     }
@@ -97,14 +114,16 @@ export class ImageUploads {
     let releaseBytes = (): void => {};
     let work: string | null = null;
     try {
-      releaseBytes = reserveImageBytes(`upload:${req.name}`, req.kernelBytes + (req.initrdBytes ?? 0), usedImageBytes());
+      releaseBytes = reserveImageBytes(`upload:${req.name}`, (req.kernelBytes ?? 0) + (req.initrdBytes ?? 0) + (req.diskBytes ?? 0), usedImageBytes());
       work = makeImportWorkDir(req.name);
     } catch (e) {
       releaseBytes();
       releaseName();
       throw toHangarError(e);
     }
-    const parts = new Map<UploadPart, PartState>([['kernel', { declared: req.kernelBytes, received: 0, state: 'waiting' }]]);
+    const parts = new Map<UploadPart, PartState>(isDisk
+      ? [['disk', { declared: req.diskBytes!, received: 0, state: 'waiting' }]]
+      : [['kernel', { declared: req.kernelBytes!, received: 0, state: 'waiting' }]]);
     if (req.initrdBytes !== undefined) parts.set('initrd', { declared: req.initrdBytes, received: 0, state: 'waiting' });
     let settle!: Pending['settle'];
     const done = new Promise<unknown>((resolve, reject) => { settle = { resolve, reject }; });
@@ -173,7 +192,7 @@ export class ImageUploads {
     }
     st.state = 'done';
     if (![...p.parts.values()].every((s) => s.state === 'done')) return { part, bytes: st.received };
-    return { part, bytes: st.received, image: this.finish(p) };
+    return { part, bytes: st.received, image: await this.finish(p) };
   }
 
   /** Cancels an upload in progress (DELETE): the operation fails, nothing is kept. */
@@ -192,11 +211,11 @@ export class ImageUploads {
     return this.pending.size;
   }
 
-  private finish(p: Pending): unknown {
+  private async finish(p: Pending): Promise<unknown> {
     this.pending.delete(p.id);
     if (p.idle) clearTimeout(p.idle);
     try {
-      const image = installImage(p.work, {
+      const image = p.parts.has('disk') ? await this.finishDisk(p) : installImage(p.work, {
         name: p.req.name,
         description: p.req.description ?? `uploaded kernel${p.parts.has('initrd') ? ' and initrd' : ''}`,
         ...(p.req.cmdline !== undefined ? { cmdline: p.req.cmdline } : {}),
@@ -215,6 +234,19 @@ export class ImageUploads {
       throw err;
     } finally {
       p.release();
+    }
+  }
+
+  /** A disk upload: checked and converted (disk-import.ts) into a folder of its own; the upload's folder goes. */
+  private async finishDisk(p: Pending): Promise<LocalImage> {
+    const file = path.join(p.work, FILE_OF.disk);
+    try {
+      return await finishDiskUpload(file, {
+        name: p.req.name, ...(p.req.boot ? { boot: p.req.boot } : {}), ...(p.req.format ? { format: p.req.format } : {}),
+        ...(p.req.description !== undefined ? { description: p.req.description } : {}),
+      }, p.parts.get('disk')!.declared, (r) => p.report?.(r));
+    } finally {
+      fs.rmSync(p.work, { recursive: true, force: true });
     }
   }
 
@@ -258,7 +290,8 @@ function checkSize(n: unknown, field: string, max: number): void {
 
 function checkHead(part: UploadPart, head: Buffer): void {
   if (part === 'kernel') checkKernelHead(head, 'upload');
-  else checkInitrdHead(head, 'upload');
+  else if (part === 'initrd') checkInitrdHead(head, 'upload');
+  // A disk is inspected whole once it has arrived (disk-import.ts).
 }
 
 /** Writes all of `buf` (a short write is continued). Volume uploads use it too. */

@@ -13,10 +13,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
-import type { NicAttachment } from '../../engines/engine.js';
+import type { HostForward, NicAttachment, VmHandle } from '../../engines/engine.js';
 import type { Store, VmRecord } from '../store.js';
 import type { Network, NetworkCreateRequest, NetworkUpdateRequest, PortForward, PortForwardRequest, VmNic, VmNicRequest, VmNicState } from './schemas.js';
-import { DEFAULT_NETWORK, NETWORK_NAME_RULE, NO_NETWORK, isNetworkName } from './schemas.js';
+import { DEFAULT_NETWORK, NETWORK_NAME_RULE, NO_NETWORK, USER_NETWORK, isNetworkName } from './schemas.js';
 import { isDeviceId } from '../../api/names.js';
 import {
   BRIDGE_PREFIX, TAP_PREFIX, checkSubnet, contains, dhcpRange, formatCidr, formatIpv4, gatewayOf, isLocalUnicastMac, macFor,
@@ -33,6 +33,12 @@ export interface NetworkManagerDeps {
   dataDir: string;
   store: Store;
   log: Logger;
+  /**
+   * The network a cloud image's VM joins when its create request names none
+   * (`hangard --default-network`): absent means `default` (made on first
+   * use), null means none.
+   */
+  defaultNetwork?: string | null;
 }
 
 /** VM states in which a VM has a process, hence TAPs. */
@@ -40,11 +46,18 @@ const LIVE_STATES = new Set(['starting', 'running', 'paused', 'stopping']);
 
 export const MAX_NICS = 8;
 
+/** What the network manager needs of the daemon's VMs to change NICs of a running one. */
+export interface NetworkVmAccess {
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  handleOf(name: string): VmHandle | null;
+}
+
 export class NetworkManager {
   private readonly records: NetworkRecords;
   private readonly forwards: ForwardRecords;
   private readonly alias: string;
   private chain: Promise<unknown> = Promise.resolve();
+  private vms: NetworkVmAccess | null = null;
 
   constructor(private readonly d: NetworkManagerDeps) {
     this.records = new NetworkRecords(d.store.sqlite);
@@ -102,6 +115,8 @@ export class NetworkManager {
   nicStates(vm: VmRecord): VmNicState[] {
     const leasesByNet = new Map<string, Map<string, string>>();
     return (vm.spec.nics ?? []).map((n) => {
+      // A user-mode NIC has no TAP, and its address is QEMU's business (not reachable from the host).
+      if (n.network === USER_NETWORK) return { name: n.name, network: n.network, mac: n.mac, tap: '', ipv4: null };
       let leases = leasesByNet.get(n.network);
       if (!leases) {
         leases = new Map(readLeases(dnsmasqFiles(this.dir(n.network))).map((l) => [l.mac, l.ipv4]));
@@ -118,8 +133,8 @@ export class NetworkManager {
   }
 
   private async createLocked(req: NetworkCreateRequest): Promise<NetworkRecord> {
-    if (!isNetworkName(req.name) || req.name === NO_NETWORK) {
-      throw new HangarError('INVALID_ARGUMENT', `network name ${JSON.stringify(req.name)} is not valid: ${NETWORK_NAME_RULE}, and not "${NO_NETWORK}"`, { field: 'name' });
+    if (!isNetworkName(req.name) || req.name === NO_NETWORK || req.name === USER_NETWORK) {
+      throw new HangarError('INVALID_ARGUMENT', `network name ${JSON.stringify(req.name)} is not valid: ${NETWORK_NAME_RULE}, and not "${NO_NETWORK}" or "${USER_NETWORK}"`, { field: 'name' });
     }
     if (this.records.get(req.name)) throw new HangarError('ALREADY_EXISTS', `a network named "${req.name}" already exists`, { network: req.name });
     const kind = req.kind ?? 'nat';
@@ -300,7 +315,21 @@ export class NetworkManager {
 
   /** The NIC a VM's forwards go to: its first on a nat network. */
   private forwardNic(vm: VmRecord): VmNic | null {
-    return (vm.spec.nics ?? []).find((n) => this.records.get(n.network)?.kind === 'nat') ?? null;
+    const nics = vm.spec.nics ?? [];
+    return nics.find((n) => this.records.get(n.network)?.kind === 'nat') ?? nics.find((n) => n.network === USER_NETWORK) ?? null;
+  }
+
+  /** A VM's forwards as QEMU's user-mode network takes them (hostfwd). */
+  private hostForwards(vmName: string): HostForward[] {
+    return this.forwards.list(vmName).map((f) => ({ proto: f.proto, address: f.address, hostPort: f.hostPort, guestPort: f.guestPort }));
+  }
+
+  /** The running VM's process when its forwards go to a user-mode NIC (they are QEMU's hostfwd, changed live). */
+  private userForwardTarget(vm: VmRecord, nic: VmNic): VmHandle | null {
+    if (nic.network !== USER_NETWORK || !LIVE_STATES.has(vm.state)) return null;
+    const handle = this.vms?.handleOf(vm.name) ?? null;
+    if (handle && !handle.addHostForward) throw new HangarError('UNSUPPORTED', `engine ${vm.spec.engine} has no user-mode networking`, { name: vm.name });
+    return handle;
   }
 
   /** The guest address of a VM's forwards: the reservation of its forward NIC. */
@@ -327,12 +356,13 @@ export class NetworkManager {
     return this.serial(async () => {
       const vm = this.d.store.requireVm(vmName);
       const nic = this.forwardNic(vm);
-      if (!nic) throw new HangarError('INVALID_STATE', `VM "${vmName}" has no NIC on a nat network: only those can be reached through a forward`, { name: vmName });
+      if (!nic) throw new HangarError('INVALID_STATE', `VM "${vmName}" has no NIC on a nat network or on "${USER_NETWORK}": only those can be reached through a forward`, { name: vmName });
       const proto = req.proto ?? 'tcp';
       const address = req.address ?? '0.0.0.0';
       if (parseIpv4(address) === null) throw new HangarError('INVALID_ARGUMENT', `address ${address} is not an IPv4 address`, { field: 'address' });
       const clash = this.forwards.list().find((f) => f.proto === proto && f.hostPort === req.hostPort && (f.address === address || f.address === '0.0.0.0' || address === '0.0.0.0'));
       if (clash) throw new HangarError('ALREADY_EXISTS', `${proto} port ${req.hostPort} on ${clash.address} is already forwarded to VM "${clash.vm}"`, { field: 'hostPort' });
+      if (nic.network === USER_NETWORK) return this.toForward(await this.addUserForward(vm, nic, { proto, address, hostPort: req.hostPort, guestPort: req.guestPort }));
       const net = this.records.require(nic.network);
       let pinned = false;
       if (!nic.ipv4) {
@@ -358,6 +388,25 @@ export class NetworkManager {
     });
   }
 
+  /**
+   * A forward to a user-mode NIC: QEMU itself listens on the host port
+   * (hostfwd), added to a running VM at once and given to QEMU at every start.
+   * QEMU runs unprivileged, so the port must be 1024 or above.
+   */
+  private async addUserForward(vm: VmRecord, nic: VmNic, f: HostForward): Promise<ForwardRecord> {
+    if (f.hostPort < 1024) throw new HangarError('INVALID_ARGUMENT', `a forward to a user-mode NIC needs a host port of 1024 or above: QEMU listens on it itself, without privileges`, { field: 'hostPort' });
+    const handle = this.userForwardTarget(vm, nic);
+    const rec = this.forwards.insert({ vm: vm.name, ...f, createdAt: new Date().toISOString() });
+    try {
+      if (handle) await handle.addHostForward!(nic.name, f);
+    } catch (e) {
+      this.forwards.delete(rec.id);
+      throw e;
+    }
+    this.d.log.info({ vm: vm.name, nic: nic.name, ...f }, 'port forward added (user-mode)');
+    return rec;
+  }
+
   /** The address DHCP gave this MAC, else the first host address nobody reserved or leased. */
   private freeAddress(net: NetworkRecord, mac: string): string {
     const leases = readLeases(dnsmasqFiles(this.dir(net.name)));
@@ -372,7 +421,12 @@ export class NetworkManager {
 
   removeForward(vmName: string, id: number): Promise<void> {
     return this.serial(async () => {
-      if (!this.forwards.list(vmName).some((f) => f.id === id)) throw new HangarError('NOT_FOUND', `VM "${vmName}" has no port forward ${id}`, { id });
+      const f = this.forwards.list(vmName).find((x) => x.id === id);
+      if (!f) throw new HangarError('NOT_FOUND', `VM "${vmName}" has no port forward ${id}`, { id });
+      const vm = this.d.store.requireVm(vmName);
+      const nic = this.forwardNic(vm);
+      const handle = nic ? this.userForwardTarget(vm, nic) : null;
+      if (handle) await handle.removeHostForward!(nic!.name, { proto: f.proto, address: f.address, hostPort: f.hostPort, guestPort: f.guestPort });
       this.forwards.delete(id);
       await this.applyFirewall();
     });
@@ -406,26 +460,30 @@ export class NetworkManager {
 
   /**
    * The NICs of a new VM: `nics` when given, else one eth0 on `network`
-   * (`none`: no NIC), else one on `default` when `defaultNetwork`.
-   * Networks must exist (`default` is created on first use); MACs are
-   * chosen (stable, unique on this host) where not given.
+   * (`none`: no NIC), else, for a cloud image (`cloudImage`), one on the
+   * daemon's default network unless that is off. Networks must exist
+   * (`default` is created on first use); MACs are chosen (stable, unique on
+   * this host) where not given.
    */
-  async planNics(vmName: string, req: { network?: string; nics?: VmNicRequest[] }, defaultNetwork: boolean): Promise<VmNic[]> {
+  async planNics(vmName: string, req: { network?: string; nics?: VmNicRequest[]; engine?: string }, cloudImage: boolean): Promise<VmNic[]> {
     let wanted: VmNicRequest[];
+    const fallback = this.d.defaultNetwork === undefined ? DEFAULT_NETWORK : this.d.defaultNetwork;
     if (req.nics !== undefined) wanted = req.nics;
     else if (req.network === NO_NETWORK) wanted = [];
     else if (req.network !== undefined) wanted = [{ network: req.network }];
-    else wanted = defaultNetwork ? [{ network: DEFAULT_NETWORK }] : [];
+    else wanted = cloudImage && fallback !== null ? [{ network: fallback }] : [];
     if (wanted.length > MAX_NICS) throw new HangarError('INVALID_ARGUMENT', `a VM has at most ${MAX_NICS} NICs`, { field: 'nics' });
     const nics: VmNic[] = [];
     for (const w of wanted) nics.push(await this.planNic(vmName, nics, w));
+    if (nics.some((n) => n.network === USER_NETWORK)) requireUserMode(req.engine ?? 'qemu');
     return nics;
   }
 
   /** One more NIC beside `existing`: network checked, name and MAC chosen or checked, address checked. */
   async planNic(vmName: string, existing: VmNic[], w: VmNicRequest): Promise<VmNic> {
     if (!isNetworkName(w.network)) throw new HangarError('INVALID_ARGUMENT', `network name ${JSON.stringify(w.network)} is not valid: ${NETWORK_NAME_RULE}`, { field: 'network' });
-    const net = w.network === DEFAULT_NETWORK ? await this.ensureDefault() : this.records.require(w.network);
+    // `user`: QEMU's user-mode network, no record and nothing on the host.
+    const net = w.network === USER_NETWORK ? null : w.network === DEFAULT_NETWORK ? await this.ensureDefault() : this.records.require(w.network);
     let name = w.name;
     if (name === undefined) {
       for (let i = 0; ; i++) if (!existing.some((n) => n.name === `eth${i}`)) { name = `eth${i}`; break; }
@@ -443,8 +501,11 @@ export class NetworkManager {
       let attempt = 0;
       do mac = macFor(`${vmName}/${name}/${Date.now()}`, attempt++); while (used.has(mac));
     }
-    const nic: VmNic = { name, network: net.name, mac };
-    if (w.ipv4 !== undefined) nic.ipv4 = this.checkReservation(net, w.ipv4, existing);
+    const nic: VmNic = { name, network: net?.name ?? USER_NETWORK, mac };
+    if (w.ipv4 !== undefined) {
+      if (!net) throw new HangarError('INVALID_ARGUMENT', `a NIC on "${USER_NETWORK}" takes no address: QEMU's user-mode network hands out its own`, { field: 'ipv4' });
+      nic.ipv4 = this.checkReservation(net, w.ipv4, existing);
+    }
     return nic;
   }
 
@@ -473,6 +534,12 @@ export class NetworkManager {
       const out: NicAttachment[] = [];
       try {
         for (const n of nics) {
+          if (n.network === USER_NETWORK) {
+            requireUserMode(vm.spec.engine);
+            const fwd = this.forwardNic(vm)?.name === n.name ? this.hostForwards(vm.name) : [];
+            out.push({ id: n.name, tap: '', mac: n.mac, user: { forwards: fwd } });
+            continue;
+          }
           const net = this.records.get(n.network);
           if (!net) throw new HangarError('NOT_FOUND', `NIC ${n.name} of VM "${vm.name}" is on network "${n.network}", which does not exist`, { network: n.network });
           await this.realise(net);
@@ -484,7 +551,7 @@ export class NetworkManager {
         // Its TAPs' anti-spoofing rules are in place before the guest can send a frame.
         await this.applyFirewall();
       } catch (e) {
-        for (const a of out) deleteOwnLink(a.tap, this.alias);
+        for (const a of out) if (!a.user) deleteOwnLink(a.tap, this.alias);
         throw e;
       }
       return out;
@@ -494,6 +561,7 @@ export class NetworkManager {
   /** After a VM's process ended: its TAPs go (synchronously, so a restart can make them again at once). */
   detach(vm: VmRecord): void {
     for (const n of vm.spec.nics ?? []) {
+      if (n.network === USER_NETWORK) continue;
       try {
         deleteOwnLink(tapNameFor(vm.id, n.name), this.alias);
       } catch (e) {
@@ -506,34 +574,107 @@ export class NetworkManager {
     }
   }
 
-  /** Adds a NIC to a stopped VM. */
-  async addNic(vmName: string, req: VmNicRequest): Promise<VmNic> {
-    const vm = this.d.store.requireVm(vmName);
-    requireStopped(vm);
-    const nics = vm.spec.nics ?? [];
-    if (nics.length >= MAX_NICS) throw new HangarError('RESOURCE_EXHAUSTED', `VM "${vmName}" has ${MAX_NICS} NICs already`);
-    const nic = await this.planNic(vmName, nics, req);
-    this.d.store.transaction(() => {
-      const cur = this.d.store.requireVm(vmName);
-      requireStopped(cur);
-      this.d.store.setVmSpec(vmName, { ...cur.spec, nics: [...(cur.spec.nics ?? []), nic] });
-    });
-    await this.refresh([nic.network]);
-    return nic;
+  /** The daemon's VMs: their locks and running processes (for NICs plugged in and out while they run). */
+  useVms(access: NetworkVmAccess): void {
+    this.vms = access;
   }
 
-  /** Removes a NIC from a stopped VM. */
-  async removeNic(vmName: string, nicName: string): Promise<void> {
-    let network = '';
+  private onVm<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.vms ? this.vms.withLock(name, fn) : fn();
+  }
+
+  /**
+   * The process to plug a NIC into or out of, null when the VM is stopped;
+   * refuses states where the NICs cannot change and engines that cannot hot-plug.
+   */
+  private hotTarget(vm: VmRecord, what: 'add' | 'remove'): VmHandle | null {
+    if (vm.state === 'stopped' || vm.state === 'crashed') return null;
+    const handle = vm.state === 'running' ? this.vms?.handleOf(vm.name) ?? null : null;
+    if (!handle) {
+      throw new HangarError('INVALID_STATE', `cannot ${what} a NIC while VM "${vm.name}" is ${vm.state}${vm.state === 'paused' ? ': resume it first (the guest takes part in hot-plug)' : ''}`, { name: vm.name, state: vm.state });
+    }
+    if (!(what === 'add' ? handle.attachNic : handle.detachNic)) {
+      throw new HangarError('UNSUPPORTED', `engine ${vm.spec.engine} cannot ${what} NICs while the VM runs: stop VM "${vm.name}" first`, { name: vm.name, engine: vm.spec.engine });
+    }
+    return handle;
+  }
+
+  private setNics(vmName: string, change: (nics: VmNic[]) => VmNic[]): void {
     this.d.store.transaction(() => {
       const cur = this.d.store.requireVm(vmName);
-      requireStopped(cur);
-      const nic = (cur.spec.nics ?? []).find((n) => n.name === nicName);
-      if (!nic) throw new HangarError('NOT_FOUND', `VM "${vmName}" has no NIC named ${nicName}`, { nic: nicName });
-      network = nic.network;
-      this.d.store.setVmSpec(vmName, { ...cur.spec, nics: (cur.spec.nics ?? []).filter((n) => n.name !== nicName) });
+      this.d.store.setVmSpec(vmName, { ...cur.spec, nics: change(cur.spec.nics ?? []) });
     });
-    await this.refresh([network]);
+  }
+
+  /**
+   * Adds a NIC: to a stopped VM's spec, or also plugged into a running QEMU
+   * VM at once (its TAP made, on the bridge, under the anti-spoofing rules,
+   * before the guest sees the device). A failed hot-plug leaves the VM as it was.
+   */
+  addNic(vmName: string, req: VmNicRequest): Promise<VmNic> {
+    return this.onVm(vmName, async () => {
+      const vm = this.d.store.requireVm(vmName);
+      const handle = this.hotTarget(vm, 'add');
+      const nics = vm.spec.nics ?? [];
+      if (nics.length >= MAX_NICS) throw new HangarError('RESOURCE_EXHAUSTED', `VM "${vmName}" has ${MAX_NICS} NICs already`);
+      const nic = await this.planNic(vmName, nics, req);
+      this.setNics(vmName, (cur) => [...cur, nic]);
+      if (!handle) {
+        await this.refresh([nic.network]);
+        return nic;
+      }
+      if (nic.network === USER_NETWORK) {
+        try {
+          requireUserMode(vm.spec.engine);
+          await handle.attachNic!({ id: nic.name, tap: '', mac: nic.mac, user: { forwards: this.forwardNic(this.d.store.requireVm(vmName))?.name === nic.name ? this.hostForwards(vmName) : [] } });
+        } catch (e) {
+          this.setNics(vmName, (cur) => cur.filter((n) => n.name !== nic.name));
+          throw e;
+        }
+        return nic;
+      }
+      const tap = tapNameFor(vm.id, nic.name);
+      try {
+        await this.serial(async () => {
+          const net = this.records.require(nic.network);
+          await this.realise(net);
+          if (net.kind === 'bridged' && !getLink(net.bridge)) throw new HangarError('UNAVAILABLE', `the parent bridge ${net.bridge} of network "${net.name}" does not exist`, { network: net.name });
+          ensureTap(tap, this.alias, net.bridge);
+          await this.applyFirewall();
+        });
+        await handle.attachNic!({ id: nic.name, tap, mac: nic.mac });
+      } catch (e) {
+        try { deleteOwnLink(tap, this.alias); } catch { /* reconcile removes it later */ }
+        this.setNics(vmName, (cur) => cur.filter((n) => n.name !== nic.name));
+        await this.refresh([nic.network]).catch(() => undefined);
+        throw e;
+      }
+      this.d.log.info({ vm: vmName, nic: nic.name, network: nic.network, tap }, 'NIC plugged in');
+      return nic;
+    });
+  }
+
+  /** Removes a NIC: from a stopped VM's spec, or unplugged from a running QEMU VM first (its TAP then goes). */
+  removeNic(vmName: string, nicName: string): Promise<void> {
+    return this.onVm(vmName, async () => {
+      const vm = this.d.store.requireVm(vmName);
+      const nic = (vm.spec.nics ?? []).find((n) => n.name === nicName);
+      if (!nic) throw new HangarError('NOT_FOUND', `VM "${vmName}" has no NIC named ${nicName}`, { nic: nicName });
+      const handle = this.hotTarget(vm, 'remove');
+      if (handle && nic.network === USER_NETWORK) {
+        await handle.detachNic!(nicName);
+      } else if (handle) {
+        await handle.detachNic!(nicName);
+        try {
+          deleteOwnLink(tapNameFor(vm.id, nicName), this.alias);
+        } catch (e) {
+          this.d.log.warn({ vm: vmName, nic: nicName, err: toHangarError(e).message }, 'could not remove a TAP');
+        }
+        this.d.log.info({ vm: vmName, nic: nicName }, 'NIC unplugged');
+      }
+      this.setNics(vmName, (cur) => cur.filter((n) => n.name !== nicName));
+      await this.refresh([nic.network]);
+    });
   }
 
   // --- recovery --------------------------------------------------------------
@@ -590,10 +731,9 @@ export class NetworkManager {
   }
 }
 
-function requireStopped(vm: VmRecord): void {
-  if (vm.state !== 'stopped' && vm.state !== 'crashed') {
-    throw new HangarError('INVALID_STATE', `VM "${vm.name}" is ${vm.state}: NICs are added and removed while it is stopped`, { name: vm.name, state: vm.state });
-  }
+/** User-mode networking is QEMU's: other engines have none. */
+function requireUserMode(engine: string): void {
+  if (engine !== 'qemu') throw new HangarError('UNSUPPORTED', `the ${engine} engine has no user-mode networking: "${USER_NETWORK}" NICs are for QEMU VMs`, { field: 'network' });
 }
 
 function getLinkQuietly(name: string): ReturnType<typeof getLink> {

@@ -40,7 +40,7 @@ export async function registerNetworkRoutes(app: FastifyInstance, networks: Netw
   r.get('/1.0/vms/:name/nics', { schema: { summary: 'A VM\'s NICs with their TAPs and leased addresses', params: VmParams, response: { 200: syncOf(Type.Array(VmNicState)), ...errors } } }, async (req) =>
     ({ type: 'sync' as const, metadata: networks.nicStates(store.requireVm(req.params.name)) }));
 
-  r.post('/1.0/vms/:name/nics', { schema: { summary: 'Add a NIC to a stopped VM', params: VmParams, body: VmNicRequest, response: { 201: syncOf(VmNic), ...errors } } }, async (req, reply) =>
+  r.post('/1.0/vms/:name/nics', { schema: { summary: 'Add a NIC (plugged in at once when the VM runs on QEMU)', params: VmParams, body: VmNicRequest, response: { 201: syncOf(VmNic), ...errors } } }, async (req, reply) =>
     reply.code(201).send({ type: 'sync' as const, metadata: await networks.addNic(req.params.name, req.body) }));
 
   r.get('/1.0/forwards', { schema: { summary: 'All port forwards', response: { 200: syncOf(Type.Array(PortForward)) } } }, async () =>
@@ -58,7 +58,7 @@ export async function registerNetworkRoutes(app: FastifyInstance, networks: Netw
     return { type: 'sync' as const, metadata: { id: Number(req.params.id) } };
   });
 
-  r.delete('/1.0/vms/:name/nics/:nic', { schema: { summary: 'Remove a NIC from a stopped VM', params: NicParams, response: { 200: syncOf(Type.Object({ name: Type.String() })), ...errors } } }, async (req) => {
+  r.delete('/1.0/vms/:name/nics/:nic', { schema: { summary: 'Remove a NIC (unplugged first when the VM runs on QEMU)', params: NicParams, response: { 200: syncOf(Type.Object({ name: Type.String() })), ...errors } } }, async (req) => {
     await networks.removeNic(req.params.name, req.params.nic);
     return { type: 'sync' as const, metadata: { name: req.params.nic } };
   });

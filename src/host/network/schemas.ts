@@ -15,6 +15,8 @@ export const NetworkName = Type.String({ pattern: NETWORK_NAME_PATTERN, descript
 
 /** `none` in a create request means: no NIC at all. */
 export const NO_NETWORK = 'none';
+/** `user`: QEMU's user-mode network (no bridge, no privileges; forwards become QEMU hostfwd). Not a network record. */
+export const USER_NETWORK = 'user';
 /** The NAT network a VM joins when it asks for `default`; created on first use. */
 export const DEFAULT_NETWORK = 'default';
 
