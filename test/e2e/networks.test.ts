@@ -208,7 +208,8 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
 
   // --- anti-spoofing: the forward reserved the VM's address; another source address or MAC is dropped ----
   // A host address DHCP did not give the VM (its lease is random within the range).
-  const spare = [250, 251, 252].find((x) => !vmIp!.endsWith(`.${x}`))!;
+  // An address nobody holds: not the QEMU VM's lease, nor the fake client's (a client holding it would answer itself).
+  const spare = [250, 251, 252].find((x) => ![vmIp!, fakeIp].some((ip) => ip.endsWith(`.${x}`)))!;
   const spoofIp = `${lan.gateway.split('.').slice(0, 3).join('.')}.${spare}`;
   let out = await con.run(`ip addr add ${spoofIp}/24 dev eth0; ping -c 1 -W 3 -I ${spoofIp} ${lan.gateway}; ip addr del ${spoofIp}/24 dev eth0`, 30_000);
   assert.match(out, /0 packets received/, 'a forged source address is dropped');
