@@ -111,7 +111,8 @@ export class Machine extends EventEmitter {
   async start(opts: { paused?: boolean } = {}): Promise<void> {
     if (this.state !== 'NotStarted') throw new HangarError('INVALID_STATE', `cannot start a VM that is ${this.state}`);
     this.devices.seal();
-    await this.vcpus.start({ serialFast: this.legacy.serial.fastPath() });
+    const fastBlk = this.devices.virtioDevices().flatMap((d) => (d.fast ? [{ share: d.fast, used: () => d.device.fastPathUsed(), fail: (e: Error) => d.device.fail(e) }] : []));
+    await this.vcpus.start({ serialFast: this.legacy.serial.fastPath() }, fastBlk);
     if (opts.paused) {
       this.state = 'Paused';
       this.emit('state', this.state);

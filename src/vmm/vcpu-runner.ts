@@ -18,6 +18,8 @@ import type { MmioBus, PioBus } from './bus.js';
 import type { MachineExit } from './machine.js';
 import type { GuestRam } from './memory.js';
 import { translate } from './pagewalk.js';
+import type { BlkFastShare } from './virtio/blk-fast.js';
+import { VirtqueueError } from './virtio/queue.js';
 import { startVcpuThread } from './vcpu-thread.js';
 import {
   CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR, COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
@@ -45,6 +47,15 @@ export interface FirstRun {
   exitAddr?: number;
 }
 
+/** A blk device whose queue the vCPU threads serve (virtio/blk-fast.ts), and where their messages about it go. */
+export interface FastVirtioBlk {
+  share: BlkFastShare;
+  /** The driver wants an interrupt for requests a vCPU thread served. */
+  used(): void;
+  /** A vCPU thread found the ring broken. */
+  fail(err: VirtqueueError): void;
+}
+
 export interface VcpuRunnerEvents {
   /** A vCPU left its loop for a reason other than a STOP command, or its thread failed. */
   exit(exit: MachineExit): void;
@@ -61,6 +72,7 @@ export class VcpuRunner {
   private pauseWaiters: Array<() => void> = [];
   private stopping = false;
   private stragglers?: NodeJS.Timeout;
+  private fastBlk: FastVirtioBlk[] = [];
 
   constructor(private readonly buses: { mmio: MmioBus; pio: PioBus }, private readonly mem: GuestRam, private readonly events: VcpuRunnerEvents) {}
 
@@ -86,7 +98,10 @@ export class VcpuRunner {
 
   /** Starts every vCPU thread, holding; resolves when all are ready. release() lets them run. */
   /** `shared`: memory every vCPU thread gets besides its own (COM1's fast path, devices/serial-fast.ts). */
-  async start(shared: Pick<VcpuWorkerData, 'serialFast'> = {}): Promise<void> {
+  /** `fastBlk`: blk devices whose queues the vCPU threads serve themselves (virtio/blk-fast.ts). */
+  async start(shared: Pick<VcpuWorkerData, 'serialFast'> = {}, fastBlk: FastVirtioBlk[] = []): Promise<void> {
+    this.fastBlk = fastBlk;
+    const virtioFast: VcpuWorkerData['virtioFast'] = fastBlk.length > 0 ? { ram: { hostAddr: this.mem.hostAddr, size: this.mem.size }, blk: fastBlk.map((b) => b.share) } : undefined;
     if (!kickHandlerInstalled) {
       // A handler must exist so the kick signal interrupts KVM_RUN instead of killing the process.
       process.on(KICK_SIGNAL, () => {});
@@ -96,7 +111,7 @@ export class VcpuRunner {
       const data: VcpuWorkerData = {
         index, fd: s.vcpu.fd, runAddr: s.vcpu.runAddr, runSize: s.vcpu.runSize,
         ctl: s.ctl.buffer as SharedArrayBuffer, mailbox: s.mb.buffer as SharedArrayBuffer, counters: s.counters.buffer as SharedArrayBuffer,
-        ...shared,
+        ...shared, ...(virtioFast ? { virtioFast } : {}),
       };
       const w = startVcpuThread(data);
       s.worker = w;
@@ -146,6 +161,8 @@ export class VcpuRunner {
       case 'io': this.serviceMailbox(s); break;
       case 'paused': s.paused = true; this.checkAllPaused(); break;
       case 'resumed': s.paused = false; break;
+      case 'virtio-used': this.fastBlk[m.slot]?.used(); break;
+      case 'virtio-fail': this.fastBlk[m.slot]?.fail(new VirtqueueError(m.message, m.details)); break;
       case 'exit': {
         s.exited = true;
         // From here on this thread is never kicked again; let it end.
