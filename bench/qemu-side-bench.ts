@@ -23,7 +23,7 @@ import { writeSection } from './report.js';
 import { buildGuest, guestConfig, guestTestsUnavailable, startVmmConsole, tempDir } from '../test/helpers/vmm.js';
 
 const ROUNDS = Number(process.env.QSIDE_ROUNDS ?? 5);
-const OPS = Number(process.env.QSIDE_OPS ?? 40000);
+const OPS = Number(process.env.QSIDE_OPS ?? 100000);
 const DISK_BYTES = 128 << 20;
 /** QEMU's cache mode for the drive: writeback reads through the page cache, as hangar-vmm does. */
 const QEMU_CACHE = process.env.QSIDE_QEMU_CACHE ?? 'writeback';
@@ -31,9 +31,10 @@ const QEMU_CACHE = process.env.QSIDE_QEMU_CACHE ?? 'writeback';
 /** The contenders of one round, in the order of the first round (later rounds rotate it). */
 interface Side { key: string; label: string; run(kernel: string, disk: string, dir: string): Promise<Sample> }
 const SIDES: Side[] = [
-  { key: 'hangar', label: 'hangar-vmm (queue on the vCPU thread)', run: (k, d, dir) => hangarBlk(k, d, dir, true) },
+  { key: 'hangar', label: 'hangar-vmm (queue on the vCPU thread)', run: (k, d, dir) => hangarBlk(k, d, dir, 'vcpu') },
   { key: 'qemu-uring', label: 'QEMU microvm, aio=io_uring', run: (k, d) => qemuBlk(k, d, 'io_uring') },
-  { key: 'hangar-dev', label: 'hangar-vmm (queue on the device thread)', run: (k, d, dir) => hangarBlk(k, d, dir, false) },
+  { key: 'hangar-dev', label: 'hangar-vmm (queue on the device thread)', run: (k, d, dir) => hangarBlk(k, d, dir, 'device') },
+  { key: 'hangar-io', label: 'hangar-vmm (I/O thread + ioeventfd)', run: (k, d, dir) => hangarBlk(k, d, dir, 'io') },
   { key: 'qemu-threads', label: 'QEMU microvm, aio=threads', run: (k, d) => qemuBlk(k, d, 'threads') },
 ];
 
@@ -88,14 +89,21 @@ function sample(p: PhaseTime): Sample {
   return { iops: p.ops / p.seconds, cpuUsPerIo: (p.cpuSeconds * 1e6) / p.ops };
 }
 
-/** `fast`: the blk queue served on the vCPU thread (the default) or on the device thread (HANGAR_VIRTIO_BLK_FAST=0). */
-async function hangarBlk(kernel: string, disk: string, dir: string, fast: boolean): Promise<Sample> {
-  const saved = process.env.HANGAR_VIRTIO_BLK_FAST;
-  process.env.HANGAR_VIRTIO_BLK_FAST = fast ? '1' : '0';
+/**
+ * Where hangar-vmm serves the blk queue: 'vcpu' on the notifying vCPU thread (the default),
+ * 'device' on the device thread (HANGAR_VIRTIO_BLK_FAST=0), 'io' on an I/O thread woken by an
+ * ioeventfd (HANGAR_VIRTIO_BLK_IOTHREAD=1).
+ */
+async function hangarBlk(kernel: string, disk: string, dir: string, where: 'vcpu' | 'device' | 'io'): Promise<Sample> {
+  const saved = { fast: process.env.HANGAR_VIRTIO_BLK_FAST, io: process.env.HANGAR_VIRTIO_BLK_IOTHREAD };
+  process.env.HANGAR_VIRTIO_BLK_FAST = where === 'device' ? '0' : '1';
+  process.env.HANGAR_VIRTIO_BLK_IOTHREAD = where === 'io' ? '1' : '0';
   const vmm = startVmmConsole(guestConfig(kernel, {
     memMib: 128, bootArgs: bootArgs(), drives: [{ drive_id: 'bench', path_on_host: disk, is_read_only: true }],
   }), dir, { timeoutMs: 300_000, logLevel: 'warn' });
-  if (saved === undefined) delete process.env.HANGAR_VIRTIO_BLK_FAST; else process.env.HANGAR_VIRTIO_BLK_FAST = saved;
+  for (const [k, v] of [['HANGAR_VIRTIO_BLK_FAST', saved.fast], ['HANGAR_VIRTIO_BLK_IOTHREAD', saved.io]] as const) {
+    if (v === undefined) delete process.env[k]; else process.env[k] = v;
+  }
   const w = watchPhases(vmm.child);
   const r = await vmm.done;
   const p = w.phases.get('randread-qd16');
