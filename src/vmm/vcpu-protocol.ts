@@ -38,6 +38,13 @@ export const MB_REQUEST = 1;
 export const MB_RESPONSE = 2;
 export const KIND_PIO = 1;
 export const KIND_MMIO = 2;
+/**
+ * Not an exit: a vCPU thread served a blk queue itself (virtio/blk-fast.ts) and the driver
+ * wants an interrupt; MB_ADDR_LO is the device's index in virtioFast.blk. Sent through the
+ * mailbox, so the interrupt is raised before the guest runs on, as if the device thread had
+ * served the notify.
+ */
+export const KIND_VIRTIO_USED = 3;
 
 export interface VcpuWorkerData {
   index: number;
@@ -78,8 +85,6 @@ export type WorkerMessage =
   | { t: 'io'; index: number }
   | { t: 'paused'; index: number }
   | { t: 'resumed'; index: number }
-  /** The vCPU thread served blk device `slot` (index into virtioFast.blk) and the driver wants an interrupt. */
-  | { t: 'virtio-used'; index: number; slot: number }
   /** The vCPU thread found blk device `slot`'s ring broken; the device thread marks the device broken. */
   | { t: 'virtio-fail'; index: number; slot: number; message: string; details: Record<string, unknown> }
   | { t: 'exit'; index: number; reason: VcpuExitReason; detail: string; rip?: string; cr3?: string; paging?: boolean; insn?: number[] };

@@ -22,7 +22,7 @@ import type { BlkFastShare } from './virtio/blk-fast.js';
 import { VirtqueueError } from './virtio/queue.js';
 import { startVcpuThread } from './vcpu-thread.js';
 import {
-  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR, COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
+  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR, COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, KIND_VIRTIO_USED, MB_ADDR_HI, MB_ADDR_LO,
   MB_BYTES, MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_KIND, MB_RESPONSE, MB_SIZE, MB_STATE, MB_WRITE, type VcpuWorkerData, type WorkerMessage,
 } from './vcpu-protocol.js';
 
@@ -161,7 +161,6 @@ export class VcpuRunner {
       case 'io': this.serviceMailbox(s); break;
       case 'paused': s.paused = true; this.checkAllPaused(); break;
       case 'resumed': s.paused = false; break;
-      case 'virtio-used': this.fastBlk[m.slot]?.used(); break;
       case 'virtio-fail': this.fastBlk[m.slot]?.fail(new VirtqueueError(m.message, m.details)); break;
       case 'exit': {
         s.exited = true;
@@ -202,7 +201,9 @@ export class VcpuRunner {
     const addr = (mb[MB_ADDR_LO]! >>> 0) + (mb[MB_ADDR_HI]! >>> 0) * 2 ** 32;
     const size = mb[MB_SIZE]!;
     const count = mb[MB_COUNT]!;
-    if (mb[MB_KIND] === KIND_PIO) {
+    if (mb[MB_KIND] === KIND_VIRTIO_USED) {
+      this.fastBlk[addr]?.used();
+    } else if (mb[MB_KIND] === KIND_PIO) {
       for (let i = 0; i < count; i++) {
         const d = s.mbData.subarray(i * size, (i + 1) * size);
         if (write) this.buses.pio.write(addr, d); else this.buses.pio.read(addr, d);

@@ -16,7 +16,7 @@ import { GuestRam } from './memory.js';
 import { BlkFastPathClient } from './virtio/blk-fast.js';
 import {
   CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_RELEASED, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR,
-  COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
+  COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, KIND_VIRTIO_USED, MB_ADDR_HI, MB_ADDR_LO,
   MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_IDLE, MB_KIND, MB_REQUEST, MB_SIZE, MB_STATE, MB_WRITE, type VcpuExitReason, type VcpuWorkerData,
   type WorkerMessage,
 } from './vcpu-protocol.js';
@@ -43,6 +43,7 @@ if (data.virtioFast) {
   const ram = GuestRam.attach(data.virtioFast.ram.hostAddr, data.virtioFast.ram.size);
   data.virtioFast.blk.forEach((share, slot) => blkFast.set(share.notifyAddr, [slot, new BlkFastPathClient(share, ram)]));
 }
+const NO_BYTES = new Uint8Array(0);
 const EINTR = 4, EAGAIN = 11;
 /** True until the guest has exited to us once (start-up timing, see COUNTER_FIRST_EXIT_NS). */
 let firstExitPending = true;
@@ -87,7 +88,9 @@ function serveFastNotify(addr: number, bytes: Uint8Array): boolean {
   const [slot, client] = entry;
   const r = client.notify((bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24)) >>> 0);
   if (r.kind === 'forward') return false;
-  if (r.kind === 'served') { if (r.interrupt) post({ t: 'virtio-used', index: data.index, slot }); } else post({ t: 'virtio-fail', index: data.index, slot, message: r.message, details: r.details });
+  // The interrupt goes up before the guest runs on (a synchronous hand-off, only when the driver
+  // wants one); a failure is reported in order with everything this thread sends after it.
+  if (r.kind === 'served') { if (r.interrupt) forward(KIND_VIRTIO_USED, true, slot, 0, 0, NO_BYTES); } else post({ t: 'virtio-fail', index: data.index, slot, message: r.message, details: r.details });
   return true;
 }
 
