@@ -17,12 +17,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeSection } from './report.js';
-import { buildGuest, guestConfig, guestTestsUnavailable, startVmmConsole, tempDir } from '../test/helpers/vmm.js';
+import { VMM_MAIN, api, buildGuest, guestConfig, guestTestsUnavailable, startVmmConsole, tempDir } from '../test/helpers/vmm.js';
+import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
 
 const ROUNDS = Number(process.env.QSIDE_ROUNDS ?? 5);
+/** Rounds of the blk part (QSIDE_BLK_ROUNDS=0 skips it, to try the start-up part alone). */
+const BLK_ROUNDS = Number(process.env.QSIDE_BLK_ROUNDS ?? ROUNDS);
 const OPS = Number(process.env.QSIDE_OPS ?? 100000);
 const DISK_BYTES = 128 << 20;
 /** QEMU's cache mode for the drive: writeback reads through the page cache, as hangar-vmm does. */
@@ -140,6 +144,152 @@ async function qemuBlk(kernel: string, disk: string, aio: string): Promise<Sampl
   return sample(p);
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Process start → its control API answers: hangar-vmm's GET / on api.sock. */
+async function hangarApiReady(dir: string): Promise<number> {
+  const sock = path.join(dir, 'api.sock');
+  fs.rmSync(sock, { force: true });
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [...VMM_NODE_FLAGS, VMM_MAIN, '--api-sock', sock], { stdio: 'ignore' });
+  try {
+    for (;;) {
+      if (fs.existsSync(sock)) {
+        try { if ((await api(sock, 'GET', '/')).status === 200) return performance.now() - t0; } catch { /* not yet */ }
+      }
+      await sleep(1);
+    }
+  } finally {
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+  }
+}
+
+/** Process start → QEMU's control API (QMP) answers qmp_capabilities; the machine is built but held (-S). */
+async function qemuApiReady(dir: string): Promise<number> {
+  const sock = path.join(dir, 'qmp.sock');
+  fs.rmSync(sock, { force: true });
+  const t0 = performance.now();
+  const child = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=off', '-accel', 'kvm', '-m', '128', '-nodefaults', '-no-user-config', '-display', 'none', '-S',
+    '-qmp', `unix:${sock},server=on,wait=off`], { stdio: 'ignore' });
+  try {
+    for (;;) {
+      if (fs.existsSync(sock)) {
+        const ok = await new Promise<boolean>((resolve) => {
+          const c = net.connect(sock);
+          let buf = '';
+          c.on('data', (b) => {
+            buf += b.toString();
+            if (buf.includes('"QMP"') && !buf.includes('"return"')) { c.write('{"execute":"qmp_capabilities"}\n'); buf = buf.replace('"QMP"', ''); }
+            if (buf.includes('"return"')) { c.destroy(); resolve(true); }
+          });
+          c.on('error', () => resolve(false));
+        });
+        if (ok) return performance.now() - t0;
+      }
+      await sleep(1);
+    }
+  } finally {
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+  }
+}
+
+/**
+ * Proportional set size of a process beyond its guest RAM, in MiB: smaps' Pss over every
+ * mapping, less the mappings at least as large as guest RAM (its RAM block; the guest's
+ * pages there are private, so their PSS is what the guest touched).
+ */
+function pssBeyondGuestMib(pid: number, memMib: number): number {
+  const smaps = fs.readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  let total = 0, ram = 0, size = 0;
+  for (const line of smaps.split('\n')) {
+    let m = /^Size:\s+(\d+) kB/.exec(line);
+    if (m) { size = Number(m[1]); continue; }
+    m = /^Pss:\s+(\d+) kB/.exec(line);
+    if (m) { total += Number(m[1]); if (size >= memMib * 1024) ram += Number(m[1]); }
+  }
+  return (total - ram) / 1024;
+}
+
+/**
+ * Process start → the guest's first console byte, then memory beyond guest RAM once the guest
+ * (guests/echo.c, idle, waiting for input) is up. Same ELF on both sides.
+ */
+async function bootAndMemory(side: 'hangar' | 'qemu', echoElf: string, dir: string): Promise<{ firstByteMs: number; pssMib: number }> {
+  const memMib = 128;
+  const t0 = performance.now();
+  let child: ChildProcess;
+  if (side === 'hangar') {
+    const cfg = path.join(dir, 'echo.json');
+    fs.writeFileSync(cfg, JSON.stringify(guestConfig(echoElf, { memMib, bootArgs: 'console=ttyS0' })));
+    child = spawn(process.execPath, [...VMM_NODE_FLAGS, VMM_MAIN, '--config', cfg, '--console', 'stdio', '--log-level', 'warn'], { stdio: ['pipe', 'pipe', 'ignore'] });
+  } else {
+    child = spawn('qemu-system-x86_64', qemuMicrovmArgs(echoElf, 'console=ttyS0', []), { stdio: ['pipe', 'pipe', 'ignore'] });
+  }
+  try {
+    let first = 0;
+    let out = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${side}: the echo guest did not come up:\n${out}`)), 60_000);
+      child.stdout!.on('data', (b: Buffer) => {
+        if (!first) first = performance.now();
+        out += b.toString('latin1');
+        if (out.includes('echo ready')) { clearTimeout(timer); resolve(); }
+      });
+    });
+    await sleep(300);
+    return { firstByteMs: first - t0, pssMib: pssBeyondGuestMib(child.pid!, memMib) };
+  } finally {
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+  }
+}
+
+function ip(...args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8' });
+}
+
+/**
+ * virtio-net transmit: guests/virtio-bench.c in net mode sends `ops` 64-byte UDP frames to a TAP
+ * inside a network namespace made for this run (the VMM runs in it too), batches of 32 per
+ * notify. Returns frames/s by the host clock and the frames the TAP counted.
+ */
+async function netSide(side: 'hangar' | 'qemu', kernel: string, dir: string, ops: number): Promise<{ pps: number; tapRx: number }> {
+  const ns = `hangar-qside-${process.pid}`;
+  const tap = `hqs${process.pid % 100000}`;
+  ip('netns', 'add', ns);
+  try {
+    ip('-n', ns, 'tuntap', 'add', 'dev', tap, 'mode', 'tap');
+    ip('-n', ns, 'addr', 'add', '10.213.2.1/24', 'dev', tap);
+    ip('-n', ns, 'link', 'set', tap, 'up');
+    const mac = (JSON.parse(ip('-n', ns, '-j', 'link', 'show', tap)) as Array<{ address: string }>)[0]!.address;
+    const rx = () => (JSON.parse(ip('-n', ns, '-s', '-j', 'link', 'show', tap)) as Array<{ stats64: { rx: { packets: number } } }>)[0]!.stats64.rx.packets;
+    const before = rx();
+    const args = `vbench.mode=net vbench.ops=${ops} vbench.dmac=0x${mac.replace(/:/g, '')}`;
+    let cmd: string[];
+    if (side === 'hangar') {
+      const cfg = path.join(dir, 'net.json');
+      fs.writeFileSync(cfg, JSON.stringify(guestConfig(kernel, { memMib: 128, bootArgs: args, nets: [{ iface_id: 'eth0', host_dev_name: tap }] })));
+      cmd = [process.execPath, ...VMM_NODE_FLAGS, VMM_MAIN, '--config', cfg, '--console', 'stdio', '--log-level', 'warn'];
+    } else {
+      cmd = ['qemu-system-x86_64', ...qemuMicrovmArgs(kernel, args, ['-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`, '-device', 'virtio-net-device,netdev=n0'])];
+    }
+    const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const w = watchPhases(child);
+    let err = '';
+    child.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+    const timer = setTimeout(() => { if (child.exitCode === null) child.kill('SIGKILL'); }, 300_000);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    clearTimeout(timer);
+    const p = w.phases.get('net-tx-64');
+    if (code !== (side === 'hangar' ? 0 : 1) || !p) throw new Error(`${side} (net) exited ${code}:\n${w.output()}\n${err}`);
+    return { pps: p.ops / p.seconds, tapRx: rx() - before };
+  } finally {
+    try { ip('netns', 'del', ns); } catch { /* gone */ }
+  }
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -167,7 +317,7 @@ async function main(): Promise<void> {
     fs.readFileSync(disk); // into the page cache for both sides
     const loadBefore = load();
     const rounds: Array<Record<string, Sample>> = [];
-    for (let i = 0; i < ROUNDS; i++) {
+    for (let i = 0; i < BLK_ROUNDS; i++) {
       // Rotate who goes first, so a drift in the host's load does not favour one side.
       const order = SIDES.map((_, j) => SIDES[(i + j) % SIDES.length]!);
       const r: Record<string, Sample> = {};
@@ -186,7 +336,7 @@ async function main(): Promise<void> {
       'hangar-vmm boots it as an ELF64 kernel, `qemu-system-x86_64 -M microvm -accel kvm` enters the same file through its',
       `PVH note. 4 KiB random reads at queue depth 16 (${fmt(OPS)} per run) from a 128 MiB raw file in the page cache`,
       `(QEMU: virtio-mmio v2, \`cache=${QEMU_CACHE}\`, with each of its two AIO back ends). Each round runs all four once, in an`,
-      `order rotated per round; ${ROUNDS} rounds. IOPS: host wall clock between the guest's console markers. CPU: user+system`,
+      `order rotated per round; ${BLK_ROUNDS} rounds. IOPS: host wall clock between the guest's console markers. CPU: user+system`,
       'time of the whole VMM process over the same span, per request (it includes the vCPU thread polling in the guest).',
       `Host load average (1/5/15 min) before: ${loadBefore}, after: ${loadAfter} — the host (2 vCPUs) is shared with other work,`,
       'so single runs scatter widely; compare within a round and the medians.',
@@ -197,8 +347,51 @@ async function main(): Promise<void> {
       `| **median** | ${SIDES.map((x) => `**${fmt(med(x.key, (v) => v.iops))} IOPS**`).join(' | ')} | **${median(ratios).toFixed(2)}×** |`,
       `| CPU µs per request (median) | ${SIDES.map((x) => `${fmt(med(x.key, (v) => v.cpuUsPerIo), 1)}`).join(' | ')} | |`,
     ].join('\n');
-    const file = writeSection('qemu-side', md);
-    process.stdout.write(`${md}\n\nwritten to ${file}\n`);
+    // Start-up and memory, same run, alternating sides.
+    const echo = buildGuest('echo');
+    const start: Record<string, { api: number[]; first: number[]; pss: number[] }> = { hangar: { api: [], first: [], pss: [] }, qemu: { api: [], first: [], pss: [] } };
+    for (let i = 0; i < ROUNDS; i++) {
+      for (const side of (i % 2 === 0 ? ['hangar', 'qemu'] : ['qemu', 'hangar']) as Array<'hangar' | 'qemu'>) {
+        start[side]!.api.push(side === 'hangar' ? await hangarApiReady(dir) : await qemuApiReady(dir));
+        const b = await bootAndMemory(side, echo, dir);
+        start[side]!.first.push(b.firstByteMs);
+        start[side]!.pss.push(b.pssMib);
+      }
+    }
+    // virtio-net transmit, same run, alternating (needs root for the TAP and the namespace).
+    const net: Record<string, number[]> = { hangar: [], qemu: [] };
+    let netNote = 'virtio-net part skipped (needs root for a TAP and a network namespace).';
+    if (process.getuid?.() === 0) {
+      const NET_OPS = Number(process.env.QSIDE_NET_OPS ?? 200000);
+      const netRx: Record<string, number[]> = { hangar: [], qemu: [] };
+      for (let i = 0; i < ROUNDS; i++) {
+        for (const side of (i % 2 === 0 ? ['hangar', 'qemu'] : ['qemu', 'hangar']) as Array<'hangar' | 'qemu'>) {
+          const r = await netSide(side, kernel, dir, NET_OPS);
+          net[side]!.push(r.pps);
+          netRx[side]!.push(r.tapRx);
+        }
+      }
+      netNote = `virtio-net: ${fmt(NET_OPS)} frames of 64-byte UDP per run (then a quarter as many 1500-byte packets, not timed here), guest → a TAP in a network namespace made for the run; the TAP counted (median) ${fmt(median(netRx.hangar!))} frames received from hangar-vmm and ${fmt(median(netRx.qemu!))} from QEMU (user-space virtio-net, no vhost: /dev/vhost-net is absent here).`;
+    }
+    const row = (what: string, key: 'api' | 'first' | 'pss', unit: string, digits = 0) => {
+      const h = median(start.hangar![key]), q = median(start.qemu![key]);
+      return `| ${what} | ${fmt(h, digits)} ${unit} | ${fmt(q, digits)} ${unit} | ${(h / q).toFixed(2)}× |`;
+    };
+    const md2 = [
+      '',
+      `Start-up and memory, same run, sides alternating, ${ROUNDS} rounds each (medians; lower is better, ratio = hangar-vmm ÷ QEMU):`,
+      '',
+      '| what | hangar-vmm | QEMU microvm | ratio |',
+      '|---|---|---|---|',
+      row('process start → control API answers (hangar-vmm `GET /`; QEMU `-S`, QMP `qmp_capabilities`)', 'api', 'ms', 1),
+      row('process start → first guest console byte (`guests/echo.c`, same ELF; QEMU through its firmware and PVH)', 'first', 'ms', 1),
+      row('memory beyond guest RAM, PSS (`/proc/PID/smaps`, guest idle, 128 MiB RAM)', 'pss', 'MiB', 1),
+      ...(net.hangar!.length ? [`| virtio-net guest → TAP, 64-byte UDP frames/s (higher is better) | ${fmt(median(net.hangar!))} | ${fmt(median(net.qemu!))} | ${(median(net.hangar!) / median(net.qemu!)).toFixed(2)}× |`] : []),
+      '',
+      netNote,
+    ].join('\n');
+    const file = writeSection('qemu-side', md + '\n' + md2);
+    process.stdout.write(`${md}\n${md2}\n\nwritten to ${file}\n`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
