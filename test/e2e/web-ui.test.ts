@@ -94,7 +94,7 @@ async function ticket(): Promise<string[]> {
   return (JSON.parse(r) as { metadata: { protocols: string[] } }).metadata.protocols;
 }
 
-/** HANGAR_UI_SCREENSHOTS=DIR: each page is saved there as PNG (how docs/web-ui/ is made). */
+/** HANGAR_UI_SCREENSHOTS=DIR: each page is saved there as PNG (how docs/ui/ is made). */
 const SHOTS = process.env.HANGAR_UI_SCREENSHOTS;
 async function shot(name: string): Promise<void> {
   if (!SHOTS) return;

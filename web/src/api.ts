@@ -1,7 +1,7 @@
 /**
  * The UI's only way to the daemon: its public REST API with the token in the
  * Authorization header, and WebSockets opened with a single-use ticket
- * (docs/web-ui.md). The token lives in sessionStorage: gone with the tab,
+ * (docs/ui.md). The token lives in sessionStorage: gone with the tab,
  * never in a URL, never in a cookie (so no CSRF).
  */
 import type { Operation } from './types';
