@@ -1,7 +1,7 @@
 // Vite build of Hangar's web UI: web/ → dist/web, served by hangard under /ui/ (docs/ui.md).
 import { defineConfig } from 'vite';
 import react from '@vitejs/plugin-react';
-import { precompress } from './precompress';
+import { precompress } from './precompress.ts';
 import { fileURLToPath } from 'node:url';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
