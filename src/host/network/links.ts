@@ -185,7 +185,8 @@ export function ipv6Unavailable(): string | null {
 export function setBridgeIpv6(name: string, address: string | null): void {
   const sys = `/proc/sys/net/ipv6/conf/${name}/disable_ipv6`;
   const have = (JSON.parse(ip(['-j', '-6', 'addr', 'show', 'dev', name, 'scope', 'global'])) as Array<{ addr_info?: Array<{ local: string; prefixlen: number }> }>)
-    .flatMap((l) => (l.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`));
+    .flatMap((l) => (l.addr_info ?? []).filter((a) => a.local !== undefined).map((a) => `${a.local}/${a.prefixlen}`));
+  // (`ip -j` lists addresses a filter left out as empty objects: only those with an address count.)
   for (const a of have) if (a !== address) ip(['addr', 'del', a, 'dev', name]);
   if (address === null) return;
   try {
