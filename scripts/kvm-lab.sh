@@ -35,6 +35,10 @@ MARKER=HANGAR-LAB-RESULT
 # L1's modules (their dependencies are found and loaded first): KVM for AMD (TCG emulates SVM),
 # the virtio disk and entropy source, ext4 for the root image, TAP/bridge for guest networking.
 L1_MODULES=(kvm_amd virtio_pci virtio_blk virtio_rng ext4 crc32c_generic tun bridge)
+# Modules the L2 guests need beyond the tiny image's own (virtio, virtio-blk, virtio-net), with
+# their dependencies: they ride in an archive appended to its initramfs (see build_l2).
+L2_MODULES=(virtio_rng)
+L2_ROOT_SIZE=32M
 
 rebuild=0 build_only=0 quiet=0
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
@@ -130,6 +134,13 @@ build_l1() {
   }
   local m
   for m in "${L1_MODULES[@]}"; do visit "$m"; done
+  local l1_order=("${order[@]}")
+  # The L2 guests' extra modules (the same kernel as the tiny image's): a walk of their own.
+  order=()
+  seen=()
+  for m in "${L2_MODULES[@]}"; do visit "$m"; done
+  local l2_order=("${order[@]}")
+  order=("${l1_order[@]}")
 
   local ir=$work/initramfs
   mkdir -p "$ir"/{bin,dev,proc,sys,mnt,lib/modules,lab}
@@ -176,12 +187,112 @@ EOF
   rm -rf "$stage" && mkdir -p "$stage"
   cp "$work/kernel/boot/vmlinuz-$ver" "$stage/vmlinuz"
   (cd "$ir" && find . -mindepth 1 ! -path './lab/*' | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$stage/initramfs.cpio"
+  mkdir -p "$stage/l2-modules"
+  : > "$stage/l2-modules/load-order"
+  for m in "${l2_order[@]}"; do
+    ko_cat "${file_of[$m]}" > "$stage/l2-modules/$m.ko"
+    echo "$m" >> "$stage/l2-modules/load-order"
+  done
+  echo "$ver" > "$stage/l2-modules/kernel-version"
   echo "$l1_key" > "$stage/key"
   rm -rf "$L1" && mv "$stage" "$L1"
   # Keep the .debs (a rebuild after a script change needs no download); drop the unpacked tree.
   mkdir -p "$CACHE/debs" && mv "$work"/debs/*.deb "$CACHE/debs/" 2>/dev/null || true
   rm -rf "$work"
   say "L1 built: ${#order[@]} modules (${order[*]})"
+}
+
+# ---- what L2 guests boot besides the tiny image --------------------------------
+# Into the folder $1 (inside the root image), with busybox from the .deb $2:
+#  overlay.cpio  appended to the tiny image's initramfs: the extra modules and /lab-init, which a
+#                guest runs with rdinit=/lab-init: it loads every module and, given
+#                hangar.root=DEV, mounts that ext4 disk and switches root to it;
+#  root.ext4     that disk: busybox, with busybox init as PID 1 (a shell on the console,
+#                acpid for the power button), prompt "lab# ".
+build_l2() {
+  local out=$1 bbdeb=$2
+  [ -n "$out" ] && [ -d "$out" ] && [ -f "$bbdeb" ] || die "build_l2: bad arguments"
+  local ver tiny_ver
+  ver=$(cat "$L1/l2-modules/kernel-version")
+  tiny_ver=$(sed -n 's/.*"kernelVersion": *"\([^"]*\)".*/\1/p' "$IMAGES/tiny/image.json")
+  [ "$tiny_ver" = "$ver" ] || die "the tiny image's kernel ($tiny_ver) is not L1's ($ver): rebuild it (HANGAR_TEST_IMAGES=tiny node scripts/build-images.mjs)"
+
+  local ov=$CACHE/l2-overlay.stage
+  rm -rf "$ov" && mkdir -p "$ov/lib/modules/lab"
+  cp "$L1"/l2-modules/*.ko "$L1/l2-modules/load-order" "$ov/lib/modules/lab/"
+  cat > "$ov/lab-init" <<'LABINIT'
+#!/bin/sh
+# The lab's rdinit: load the tiny image's modules and the lab's, then switch to the ext4 root
+# disk named by hangar.root= (without one, go on with the tiny image's own /init).
+export PATH=/sbin:/bin
+/bin/busybox --install -s /bin 2>/dev/null
+mkdir -p /proc /sys /dev /newroot
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+root=''
+for arg in $(cat /proc/cmdline); do case "$arg" in hangar.root=*) root=${arg#hangar.root=} ;; esac; done
+for m in $(cat /lib/modules/load-order /lib/modules/lab/load-order); do
+  grep -q "^$m " /proc/modules && continue
+  f=/lib/modules/$m.ko
+  [ -f "$f" ] || f=/lib/modules/lab/$m.ko
+  insmod "$f" || echo "lab-init: module $m did not load"
+done
+if [ -n "$root" ]; then
+  i=0
+  while [ ! -b "$root" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  if mount -t ext4 "$root" /newroot; then
+    mount --move /dev /newroot/dev
+    mount --move /proc /newroot/proc
+    mount --move /sys /newroot/sys
+    exec switch_root /newroot /init
+  fi
+  echo "lab-init: cannot mount $root; going on with the initramfs"
+fi
+umount /proc /sys /dev 2>/dev/null
+exec /init
+LABINIT
+  chmod 755 "$ov/lab-init"
+  (cd "$ov" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$out/overlay.cpio"
+  rm -rf "$ov"
+
+  local rs=$CACHE/l2-root.stage
+  rm -rf "$rs" && mkdir -p "$rs"/{bin,sbin,dev,proc,sys,tmp,run,root,etc/acpi/PWRF,var/log,var/run}
+  dpkg-deb -x "$bbdeb" "$rs/bb"
+  mv "$rs/bb/bin/busybox" "$rs/bin/busybox" && rm -rf "$rs/bb"
+  local a
+  for a in $("$rs/bin/busybox" --list); do [ -e "$rs/bin/$a" ] || ln -s busybox "$rs/bin/$a"; done
+  # PID 1 is busybox init: its children start with default signal handling (a shell started
+  # with & by a script would ignore SIGINT for good, and Ctrl-C would do nothing), it handles
+  # poweroff/reboot (SIGUSR2/SIGTERM) and Ctrl-Alt-Del (it sets kernel.ctrl-alt-del to 0).
+  ln -s bin/busybox "$rs/init"
+  cat > "$rs/etc/inittab" <<'INITTAB'
+::sysinit:/etc/rc.lab
+::respawn:/bin/cttyhack /bin/sh -l
+::ctrlaltdel:/bin/busybox reboot
+::shutdown:/bin/sync
+INITTAB
+  cat > "$rs/etc/rc.lab" <<'RCLAB'
+#!/bin/sh
+# lab-init moved /dev, /proc and /sys here already.
+export PATH=/sbin:/bin
+grep -q ' /proc ' /proc/mounts 2>/dev/null || mount -t proc proc /proc
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+hostname lab
+ip link set lo up 2>/dev/null
+acpid -c /etc/acpi
+echo "Hangar lab root: user space is up ($(grep ' / ' /proc/mounts | cut -d' ' -f1-4), uptime $(cut -d' ' -f1 /proc/uptime)s)"
+RCLAB
+  chmod 755 "$rs/etc/rc.lab"
+  printf "export PS1='lab# ' HOME=/root\ncd /root\n" > "$rs/etc/profile"
+  printf '#!/bin/sh\necho "lab: power button pressed, powering off" > /dev/console\nexec /bin/busybox poweroff\n' > "$rs/etc/acpi/PWRF/00000080"
+  chmod 755 "$rs/etc/acpi/PWRF/00000080"
+  printf 'root:x:0:0:root:/root:/bin/sh\n' > "$rs/etc/passwd"
+  printf '127.0.0.1 localhost\n' > "$rs/etc/hosts"
+  mke2fs -q -t ext4 -L hangar-l2-root -E root_owner=0:0 -d "$rs" "$out/root.ext4" "$L2_ROOT_SIZE" >&2
+  rm -rf "$rs"
 }
 
 # ---- the root image: node, its libraries, the project, the guest image -----
@@ -216,6 +327,8 @@ build_root() {
   done < <(cd "$ROOT" && npm ls --omit=dev --all --parseable 2>/dev/null)
   [ -d "$st/hangar/node_modules/koffi" ] || die "runtime node_modules missing (npm ls --omit=dev found no koffi)"
   cp -a "$IMAGES/tiny" "$st/hangar/.cache/images/tiny"
+  mkdir -p "$st/hangar/.cache/lab-l2"
+  build_l2 "$st/hangar/.cache/lab-l2" "$bbdeb"
 
   # Shared libraries of node and of the native add-ons, as ldd names them.
   local libs
