@@ -2,7 +2,7 @@
 # Hangar's KVM lab: runs one command against a /dev/kvm with real
 # hardware-virtualization semantics, on any x86-64 host that has QEMU.
 #
-#   scripts/kvm-lab.sh [--timeout SECS] [--rebuild] [--build-only] [--quiet] [--] COMMAND [ARG...]
+#   scripts/kvm-lab.sh [--timeout SECS] [--stall SECS] [--rebuild] [--build-only] [--quiet] [--] COMMAND [ARG...]
 #
 # QEMU's TCG emulates AMD SVM with nested paging, so a Linux guest ("L1")
 # booted with `-accel tcg -cpu max` loads kvm-amd and gets a /dev/kvm whose
@@ -14,7 +14,11 @@
 #   HANGAR-LAB-RESULT: PASS exit=0      (or FAIL exit=N)
 # come back over L1's serial console; this script exits with N, with 124 when
 # L1 ran longer than the timeout (default 1200 s; building the cache is not
-# counted), and with 125 when L1 ended without reporting.
+# counted), with 125 when L1 ended without reporting, and with 126 when L1
+# stalled: L1 prints a heartbeat line every 30 s, so a console quiet for the
+# stall limit (default 180 s) means L1 itself stopped; the script then prints
+# what QEMU says about L1's CPU (registers, local APIC, PIC, IRQ counts,
+# scripts/lab/l1-dump.mjs) and ends it.
 #
 # Everything is cached under .cache/kvm-lab/ (HANGAR_LAB_CACHE): the L1 kernel
 # and initramfs keyed by the package versions, the root image keyed by node's
@@ -29,6 +33,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${HANGAR_LAB_CACHE:-$ROOT/.cache/kvm-lab}
 IMAGES=${HANGAR_IMAGE_DIR:-$ROOT/.cache/images}
 TIMEOUT=${HANGAR_LAB_TIMEOUT:-1200}
+STALL=${HANGAR_LAB_STALL:-180}
 L1_MEM_MIB=${HANGAR_LAB_MEM_MIB:-3072}
 ROOT_IMAGE_SIZE=1G
 MARKER=HANGAR-LAB-RESULT
@@ -45,6 +50,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 while (($#)); do
   case "$1" in
     --timeout) TIMEOUT=${2:?}; shift 2 ;;
+    --stall) STALL=${2:?}; shift 2 ;;
     --rebuild) rebuild=1; shift ;;
     --build-only) build_only=1; shift ;;
     --quiet) quiet=1; shift ;;
@@ -56,6 +62,7 @@ while (($#)); do
 done
 if ((!build_only && $# == 0)); then echo "kvm-lab: no command given" >&2; usage; fi
 [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || { echo "kvm-lab: --timeout wants seconds" >&2; exit 2; }
+[[ "$STALL" =~ ^[0-9]+$ ]] || { echo "kvm-lab: --stall wants seconds" >&2; exit 2; }
 
 say() { echo "kvm-lab: $*" >&2; }
 die() { say "$*"; exit 125; }
@@ -175,6 +182,8 @@ mount -t proc proc /mnt/proc
 mount -t sysfs sysfs /mnt/sys
 mount -t tmpfs -o mode=1777 tmpfs /mnt/tmp
 cp /lab/job.sh /mnt/tmp/job.sh
+# The heartbeat: the script on the host takes a console quiet for minutes as L1 stalled.
+(while sleep 30; do echo "kvm-lab: L1 heartbeat: up $(cut -d' ' -f1 /proc/uptime)s, load $(cut -d' ' -f1-3 /proc/loadavg)"; done) &
 echo "kvm-lab: L1 ready after $(cut -d' ' -f1 /proc/uptime)s (kernel $(uname -r)); running the job"
 chroot /mnt /bin/busybox env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root TMPDIR=/tmp HANGAR_LAB=1 \
   HANGAR_IMAGE_DIR=/hangar/.cache/images /bin/sh -c 'cd /hangar && exec /bin/sh /tmp/job.sh' < /dev/null
@@ -396,6 +405,7 @@ TMPDIR=$run qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$L1_MEM_MIB" \
   -append "console=ttyS0 quiet panic=-1" \
   -drive "file=$CACHE/root.ext4,if=virtio,format=raw,snapshot=on" \
   -device virtio-rng-pci \
+  -qmp "unix:$run/qmp.sock,server=on,wait=off" \
   -net none </dev/null >"$run/qemu.out" 2>&1 &
 qpid=$!
 boot_at=$SECONDS
@@ -410,9 +420,18 @@ show_new() {
     printed=$size
   fi
 }
-timed_out=0 reported_at=''
+timed_out=0 stalled=0 reported_at='' last_size=0 last_progress=$SECONDS
 while kill -0 "$qpid" 2>/dev/null; do
   show_new
+  if ((printed != last_size)); then last_size=$printed; last_progress=$SECONDS; fi
+  if [ -z "$reported_at" ] && ((SECONDS - last_progress > STALL)); then
+    stalled=1
+    say "L1 stalled: its console (heartbeat every 30 s) showed nothing for $((SECONDS - last_progress))s; what QEMU says about it:"
+    node "$ROOT/scripts/lab/l1-dump.mjs" "$run/qmp.sock" >&2 || true
+    say "last console lines:"
+    tail -n 20 "$log" | tr -d '\r' | sed 's/^/  /' >&2
+    break
+  fi
   if [ -z "$reported_at" ] && grep -qa "^$MARKER: " "$log"; then reported_at=$SECONDS; fi
   # L1 powers off right after reporting; give it a moment, then end it.
   if [ -n "$reported_at" ] && ((SECONDS - reported_at > 20)); then break; fi
@@ -430,6 +449,7 @@ if [[ "$result" =~ exit=([0-9]+) ]]; then
   say "${result#"$MARKER: "} (L1 ran $((SECONDS - boot_at))s, $((SECONDS - started))s in all)"
   exit "$code"
 fi
+if ((stalled)); then say "FAIL: L1 stalled (exit 126)"; exit 126; fi
 if ((timed_out)); then exit 124; fi
 say "L1 ended without reporting a result; QEMU said:"
 sed 's/^/  /' "$run/qemu.out" >&2

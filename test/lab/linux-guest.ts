@@ -41,6 +41,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { VMM_NODE_FLAGS } from '../../src/vmm/process-flags.js';
+import { decodeSnapshotFile } from '../../src/vmm/snapshot/format.js';
+import { describeVmState } from './vcpu-dump.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const VMM_MAIN = path.join(ROOT, 'dist', 'src', 'vmm', 'main.js');
@@ -57,6 +59,13 @@ const HTTP_PORT = 8080;
 /** Generous: L1 is emulated by TCG on a shared host; Node alone takes ~12 s to start there. */
 const BOOT_TIMEOUT_MS = Number(process.env.HANGAR_LAB_BOOT_TIMEOUT_MS ?? 240_000);
 const STEP_TIMEOUT_MS = 120_000;
+/**
+ * The stall detector: a guest whose console shows nothing new for this long while the lab
+ * waits on it is taken as stalled (no step stays quiet this long, even under TCG on a busy
+ * host); the lab then dumps what hangar-vmm and L1 can say (dumpStalled) and fails the
+ * scenario at once instead of waiting out the step's timeout.
+ */
+const STALL_MS = Number(process.env.HANGAR_LAB_STALL_S ?? 90) * 1000;
 
 export interface ScenarioResult {
   scenario: string;
@@ -71,6 +80,8 @@ export interface ScenarioResult {
   answers: Record<string, string>;
   consoleBytes: number;
   metrics?: unknown;
+  /** Set when the scenario failed: what hangar-vmm and L1 said about the guest then (dumpStalled). */
+  stall?: string[];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -108,6 +119,8 @@ class Guest {
   private child?: ReturnType<typeof spawn>;
   exited?: Promise<number | null>;
   stderr = '';
+  /** When the console last showed a byte (or the guest started): the stall detector's clock. */
+  lastOutputAt = Date.now();
 
   elapsed(): number { return Date.now() - this.t0; }
 
@@ -155,17 +168,21 @@ class Guest {
       const s = net.connect(this.conSock, () => resolve(s));
       s.once('error', reject);
     });
-    this.sock.on('data', (d: Buffer) => { this.text += d.toString('latin1'); });
+    this.sock.on('data', (d: Buffer) => { this.text += d.toString('latin1'); this.lastOutputAt = Date.now(); });
+    this.lastOutputAt = Date.now();
+    current = this;
     this.sock.on('error', () => {});
   }
 
   /** Resolves with the elapsed ms once the console shows `what` (after `from`), or throws with the console's tail. */
-  async waitFor(what: string | RegExp, ms: number, from = 0): Promise<number> {
+  async waitFor(what: string | RegExp, ms: number, from = 0, stallMs = STALL_MS): Promise<number> {
     const deadline = Date.now() + ms;
     for (;;) {
       const seen = this.text.slice(from);
       if (typeof what === 'string' ? seen.includes(what) : what.test(seen)) return this.elapsed();
       if (this.child?.exitCode !== null && this.child?.exitCode !== undefined) throw new Error(`hangar-vmm exited (${this.child.exitCode}) before the console showed ${String(what)}`);
+      const quiet = Date.now() - this.lastOutputAt;
+      if (quiet > stallMs) throw new StallError(`guest stalled: its console showed nothing for ${Math.round(quiet / 1000)} s while the lab waited for ${String(what)}`);
       if (Date.now() > deadline) throw new Error(`console did not show ${String(what)} within ${ms} ms`);
       await sleep(50);
     }
@@ -186,10 +203,15 @@ class Guest {
     await this.waitFor(/@@E\r?\n/, STEP_TIMEOUT_MS, from);
     const m = /@@B\r?\n([\s\S]*?)@@E\r?\n/.exec(this.text.slice(from));
     this.promptFrom = from + (m ? m.index + m[0].length : 0);
+    // Progress on L1's console: where a run that fails later got to, and when.
+    process.stdout.write(`lab: +${(this.elapsed() / 1000).toFixed(1)}s ${cmd.slice(0, 60)}\n`);
     return (m?.[1] ?? '').replace(/\r/g, '').trimEnd();
   }
 
   type(s: string): void { this.sock!.write(s); }
+
+  /** Whether this hangar-vmm still runs (a dump can ask it). */
+  alive(): boolean { return !!this.child && this.child.exitCode === null && this.child.signalCode === null; }
 
   async exit(ms: number): Promise<number | null> {
     const t = setTimeout(() => this.child?.kill('SIGKILL'), ms);
@@ -212,6 +234,59 @@ class Guest {
     if (c && c.exitCode === null && c.signalCode === null) { c.kill('SIGKILL'); await this.exited; }
     for (const d of [this.dir, ...this.extraDirs]) fs.rmSync(d, { recursive: true, force: true });
   }
+}
+
+/** The guest the lab talks to now (the latest hangar-vmm started): what a failure's dump looks at. */
+let current: Guest | undefined;
+
+class StallError extends Error {}
+
+/** Resolves with `p`, or rejects after `ms` (a dump must not hang on a stuck hangar-vmm). */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms).unref())]);
+}
+
+/**
+ * What can be learned about a guest that stopped making progress, as lines: hangar-vmm's
+ * state and vCPU exit counts twice, 2 s apart (a vCPU whose count does not move is halted or
+ * stuck in the guest); then the VM paused and snapshotted, and the KVM state in the snapshot
+ * (test/lab/vcpu-dump.ts: MP state, RIP, IF, LAPIC timer and IRR/ISR, TSC deadline, IOAPIC);
+ * L1's load and uptime. Best effort: each part that fails says so.
+ */
+async function dumpStalled(g: Guest): Promise<string[]> {
+  const out: string[] = [];
+  const part = async (name: string, f: () => Promise<string[]>) => {
+    try { out.push(...(await within(f(), 30_000, name)).map((l) => `${name}: ${l}`)); } catch (e) { out.push(`${name}: failed: ${(e as Error).message}`); }
+  };
+  out.push(`console quiet for ${Math.round((Date.now() - g.lastOutputAt) / 1000)} s; ${g.text.length} bytes in all`);
+  await part('L1', async () => [`loadavg ${fs.readFileSync('/proc/loadavg', 'utf8').trim()}; uptime ${fs.readFileSync('/proc/uptime', 'utf8').trim()}`]);
+  if (!g.alive()) { out.push('hangar-vmm has exited'); return out; }
+  await part('metrics', async () => {
+    type M = { vm?: { state: string; vcpus: Array<{ index: number; exits: number; pioExits: number; mmioExits: number }>; devices: Record<string, unknown> } };
+    const m1 = (await api(g.apiSock, 'GET', '/metrics')).body as M;
+    await sleep(2000);
+    const m2 = (await api(g.apiSock, 'GET', '/metrics')).body as M;
+    const lines = [`vm state ${m2.vm?.state}`];
+    for (const v of m2.vm?.vcpus ?? []) {
+      const before = m1.vm?.vcpus.find((x) => x.index === v.index);
+      lines.push(`vcpu${v.index}: ${v.exits} exits (${v.pioExits} pio, ${v.mmioExits} mmio), ${before ? v.exits - before.exits : '?'} in the last 2 s`);
+    }
+    lines.push(`devices ${JSON.stringify(m2.vm?.devices)}`);
+    return lines;
+  });
+  await part('kvm', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-lab-stall-'));
+    try {
+      await apiOk(g.apiSock, 'PUT', '/actions', { action_type: 'Pause' });
+      const snap = path.join(dir, 'vm.snap');
+      await apiOk(g.apiSock, 'PUT', '/snapshot/create', { snapshot_path: snap, mem_file_path: path.join(dir, 'vm.mem') });
+      await apiOk(g.apiSock, 'PUT', '/actions', { action_type: 'Resume' });
+      return describeVmState(decodeSnapshotFile(fs.readFileSync(snap)));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  return out;
 }
 
 /** A scenario's checks; a step that hands the VM over to a new hangar-vmm (a restore) returns the new Guest. */
@@ -377,6 +452,19 @@ const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step
     },
   },
   /**
+   * The stall detector on a real guest (not in the suite; run with HANGAR_LAB_STALL_S=20): the
+   * guest sleeps with a quiet console, so the lab must fail this scenario as stalled and dump
+   * its vCPU (halted, interrupts on, timer armed) instead of waiting out the step.
+   */
+  quiet: {
+    vcpus: 1,
+    expectExit: 0,
+    steps: async (g) => {
+      g.type('sleep 600; echo woke-up\n');
+      await g.waitFor('woke-up', 700_000);
+    },
+  },
+  /**
    * Console throughput (not in the suite: a measurement, docs/vmm.md): 4 000 bytes through the
    * tty (interrupt-driven, 16 bytes per THR-empty interrupt) and ~2 000 through printk (the
    * 8250 console polls LSR before every byte), timed by the guest's own clock, with
@@ -413,12 +501,13 @@ async function runScenario(name: string): Promise<ScenarioResult> {
   const sc = scenarios[name];
   if (!sc) throw new Error(`unknown scenario ${name} (${Object.keys(scenarios).join(', ')})`);
   const r: ScenarioResult = { scenario: name, ok: false, vcpus: sc.vcpus, exitCode: null, ms: {}, answers: {}, consoleBytes: 0 };
+  current = undefined;
   const first = new Guest();
   let g = first;
   try {
     await g.start(sc.vcpus, 256, sc.devices?.(g.dir) ?? { drives: [rootDrive(false)] });
     r.ms.apiUp = g.elapsed();
-    r.ms.banner = await g.waitFor(BANNER, BOOT_TIMEOUT_MS);
+    r.ms.banner = await g.waitFor(BANNER, BOOT_TIMEOUT_MS, 0, BOOT_TIMEOUT_MS);
     r.ms.prompt = await g.waitFor(PROMPT, STEP_TIMEOUT_MS);
     try { r.metrics = (await api(g.apiSock, 'GET', '/metrics')).body; } catch { /* informational */ }
     const next = await sc.steps(g, r);
@@ -430,6 +519,12 @@ async function runScenario(name: string): Promise<ScenarioResult> {
     if (!r.ok) r.error = `hangar-vmm exited with ${r.exitCode}, expected ${sc.expectExit}`;
   } catch (e) {
     r.error = (e as Error).message;
+    // Whatever failed, the guest the lab was talking to is described while it still runs.
+    const stalled = current ?? g;
+    if (current) g = current;
+    r.stall = await dumpStalled(stalled);
+    if (e instanceof StallError) r.error += `\n${r.stall.join('\n')}`;
+    for (const line of r.stall) process.stdout.write(`LAB-STALL ${name}: ${line}\n`);
   } finally {
     r.consoleBytes = g.text.length;
     if (!r.ok) {
