@@ -2,7 +2,7 @@
 # Hangar's KVM lab: runs one command against a /dev/kvm with real
 # hardware-virtualization semantics, on any x86-64 host that has QEMU.
 #
-#   scripts/kvm-lab.sh [--timeout SECS] [--stall SECS] [--rebuild] [--build-only] [--quiet] [--] COMMAND [ARG...]
+#   scripts/kvm-lab.sh [--timeout SECS] [--stall SECS] [--with-qemu] [--rebuild] [--build-only] [--quiet] [--] COMMAND [ARG...]
 #
 # QEMU's TCG emulates AMD SVM with nested paging, so a Linux guest ("L1")
 # booted with `-accel tcg -cpu max` loads kvm-amd and gets a /dev/kvm whose
@@ -25,6 +25,10 @@
 # version and a hash of dist/, package-lock.json and the guest image. Runs never
 # change the cache (the disk is attached with snapshot=on), so several may run
 # at once. Build the project first (npx tsc -p tsconfig.json).
+#
+# --with-qemu also gives L1 the host's QEMU (for side-by-side benchmarks such as
+# bench/lab-start-bench.ts): the binary, its libraries and the firmware it boots
+# with, on a second cached disk mounted at /opt/qemu, run as /opt/qemu/bin/qemu.
 set -euo pipefail
 # The whole script is one compound command, read before it runs: editing this file
 # while a lab runs (bash otherwise reads scripts as it goes) cannot derail that run.
@@ -45,13 +49,14 @@ L1_MODULES=(kvm_amd virtio_pci virtio_blk virtio_rng ext4 crc32c_generic tun bri
 L2_MODULES=(virtio_rng)
 L2_ROOT_SIZE=32M
 
-rebuild=0 build_only=0 quiet=0
+rebuild=0 build_only=0 quiet=0 with_qemu=0
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     --timeout) TIMEOUT=${2:?}; shift 2 ;;
     --stall) STALL=${2:?}; shift 2 ;;
     --rebuild) rebuild=1; shift ;;
+    --with-qemu) with_qemu=1; shift ;;
     --build-only) build_only=1; shift ;;
     --quiet) quiet=1; shift ;;
     -h|--help) usage ;;
@@ -181,6 +186,8 @@ mount -t devpts devpts /mnt/dev/pts 2>/dev/null
 mount -t proc proc /mnt/proc
 mount -t sysfs sysfs /mnt/sys
 mount -t tmpfs -o mode=1777 tmpfs /mnt/tmp
+# --with-qemu: the QEMU disk, the second virtio disk.
+if [ -b /dev/vdb ]; then mkdir -p /mnt/opt/qemu && mount -t ext4 -o ro /dev/vdb /mnt/opt/qemu; fi
 cp /lab/job.sh /mnt/tmp/job.sh
 # The heartbeat: the script on the host takes a console quiet for minutes as L1 stalled.
 (while sleep 30; do echo "kvm-lab: L1 heartbeat: up $(cut -d' ' -f1 /proc/uptime)s, load $(cut -d' ' -f1-3 /proc/loadavg)"; done) &
@@ -233,10 +240,13 @@ build_l2() {
 #!/bin/sh
 # The lab's rdinit: load the tiny image's modules and the lab's, then switch to the ext4 root
 # disk named by hangar.root= (without one, go on with the tiny image's own /init).
+# First of all a marker (a shell built-in: nothing to exec): bench/lab-start-bench.ts times it.
+echo "lab-init: start"
 export PATH=/sbin:/bin
 /bin/busybox --install -s /bin 2>/dev/null
 mkdir -p /proc /sys /dev /newroot
 mount -t proc proc /proc
+echo "lab-init: up $(cut -d' ' -f1 /proc/uptime)s"
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 root=''
@@ -360,11 +370,40 @@ build_root() {
   say "root image built ($(du -h "$CACHE/root.ext4" | cut -f1) used)"
 }
 
+# ---- the host's QEMU for L1 (--with-qemu) -------------------------------------
+# A disk of its own (the root image stays as the suite uses it): bin/qemu-system-x86_64,
+# lib/ with every library ldd names and the dynamic loader, share/ with the firmware
+# (SeaBIOS for q35, qboot for microvm, the option ROMs for -kernel), and bin/qemu, which
+# runs the binary through that loader with -L share.
+qemu_key() { echo "qemu=$(qemu-system-x86_64 --version | head -1) script=$script_hash"; }
+build_qemu() {
+  say "building the QEMU disk for L1"
+  local st=$CACHE/qemu.stage bin
+  bin=$(readlink -f "$(command -v qemu-system-x86_64)")
+  rm -rf "$st" && mkdir -p "$st"/{bin,lib,share}
+  cp "$bin" "$st/bin/qemu-system-x86_64"
+  local l
+  for l in $(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u); do cp -L "$l" "$st/lib/"; done
+  [ -e "$st/lib/ld-linux-x86-64.so.2" ] || die "ldd named no dynamic loader for QEMU"
+  local f
+  for f in /usr/share/seabios/bios-256k.bin /usr/share/qemu/qboot.rom /usr/share/qemu/linuxboot_dma.bin /usr/share/qemu/kvmvapic.bin /usr/share/qemu/pvh.bin /usr/share/qemu/multiboot_dma.bin; do
+    [ -e "$f" ] && cp -L "$f" "$st/share/"
+  done
+  [ -e "$st/share/qboot.rom" ] && cp "$st/share/qboot.rom" "$st/share/bios-microvm.bin"
+  printf '#!/bin/sh\nexec /opt/qemu/lib/ld-linux-x86-64.so.2 --library-path /opt/qemu/lib /opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share "$@"\n' > "$st/bin/qemu"
+  chmod 755 "$st/bin/qemu"
+  rm -f "$CACHE/qemu.ext4"
+  mke2fs -q -t ext4 -L hangar-lab-qemu -E root_owner=0:0 -d "$st" "$CACHE/qemu.ext4" 256M >&2
+  qemu_key > "$CACHE/qemu.key"
+  rm -rf "$st"
+}
+
 # One builder at a time; runs only read what is built.
 exec 9>"$CACHE/lock"
 flock 9
 if ((rebuild)) || [ "$(cat "$L1/key" 2>/dev/null)" != "$l1_key" ]; then build_l1; fi
 if ((rebuild)) || [ "$(cat "$CACHE/root.key" 2>/dev/null)" != "$root_key" ] || [ ! -f "$CACHE/root.ext4" ]; then build_root; fi
+if ((with_qemu)) && { ((rebuild)) || [ "$(cat "$CACHE/qemu.key" 2>/dev/null)" != "$(qemu_key)" ]; }; then build_qemu; fi
 flock -u 9
 say "cache ready after $((SECONDS - started))s"
 ((build_only)) && exit 0
@@ -397,6 +436,8 @@ cat "$L1/initramfs.cpio" "$run/job.cpio" > "$run/initrd"
 
 log=$run/console.log
 : > "$log"
+qemu_drive=()
+((with_qemu)) && qemu_drive=(-drive "file=$CACHE/qemu.ext4,if=virtio,format=raw,readonly=on")
 # snapshot=on: the run's writes go to a temporary overlay (in TMPDIR, i.e. $run), never to the cache.
 TMPDIR=$run qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$L1_MEM_MIB" \
   -display none -monitor none -no-reboot \
@@ -404,6 +445,7 @@ TMPDIR=$run qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$L1_MEM_MIB" \
   -kernel "$L1/vmlinuz" -initrd "$run/initrd" \
   -append "console=ttyS0 quiet panic=-1" \
   -drive "file=$CACHE/root.ext4,if=virtio,format=raw,snapshot=on" \
+  "${qemu_drive[@]}" \
   -device virtio-rng-pci \
   -qmp "unix:$run/qmp.sock,server=on,wait=off" \
   -net none </dev/null >"$run/qemu.out" 2>&1 &
