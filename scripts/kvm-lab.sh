@@ -373,8 +373,8 @@ build_root() {
 # ---- the host's QEMU for L1 (--with-qemu) -------------------------------------
 # A disk of its own (the root image stays as the suite uses it): bin/qemu-system-x86_64,
 # lib/ with every library ldd names and the dynamic loader, share/ with the firmware
-# (SeaBIOS for q35, qboot for microvm, the option ROMs for -kernel), and bin/qemu, which
-# runs the binary through that loader with -L share.
+# (SeaBIOS for q35, qboot for microvm, the option ROMs for -kernel), modules/ (accel-tcg),
+# and bin/qemu, which runs the binary through that loader with -L share.
 qemu_key() { echo "qemu=$(qemu-system-x86_64 --version | head -1) script=$script_hash"; }
 build_qemu() {
   say "building the QEMU disk for L1"
@@ -390,7 +390,10 @@ build_qemu() {
     [ -e "$f" ] && cp -L "$f" "$st/share/"
   done
   [ -e "$st/share/qboot.rom" ] && cp "$st/share/qboot.rom" "$st/share/bios-microvm.bin"
-  printf '#!/bin/sh\nexec /opt/qemu/lib/ld-linux-x86-64.so.2 --library-path /opt/qemu/lib /opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share "$@"\n' > "$st/bin/qemu"
+  # Debian builds TCG as a loadable module; KVM is built in. The modules folder comes along.
+  mkdir -p "$st/modules"
+  cp /usr/lib/x86_64-linux-gnu/qemu/accel-*.so "$st/modules/" 2>/dev/null || true
+  printf '#!/bin/sh\nQEMU_MODULE_DIR=/opt/qemu/modules exec /opt/qemu/lib/ld-linux-x86-64.so.2 --library-path /opt/qemu/lib /opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share "$@"\n' > "$st/bin/qemu"
   chmod 755 "$st/bin/qemu"
   rm -f "$CACHE/qemu.ext4"
   mke2fs -q -t ext4 -L hangar-lab-qemu -E root_owner=0:0 -d "$st" "$CACHE/qemu.ext4" 256M >&2
