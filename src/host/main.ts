@@ -40,6 +40,7 @@ import { StorageService } from './storage/index.js';
 import { volumeJobs } from './storage/routes.js';
 import { createMonitor, loadMonitorSettings } from './monitor/index.js';
 import { UiService } from './ui/index.js';
+import { reconcileIsoVolumes } from './iso-media.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
   + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]\n'
@@ -152,6 +153,7 @@ async function main(): Promise<void> {
     ...(values['pool-quota'] !== undefined ? { defaultQuotaBytes: parseSize(values['pool-quota'], '--pool-quota') } : {}),
   });
   storage.recover();
+  reconcileIsoVolumes(store, storage, log.child({ component: 'storage' }));
   // --pool-quota: the default pool's quota (and that of pools created without one).
   if (values['pool-quota'] !== undefined) storage.setPoolQuota('default', parseSize(values['pool-quota'], '--pool-quota'));
   const engines = loadEngines(log);
