@@ -2,7 +2,7 @@
 # Hangar's KVM lab: runs one command against a /dev/kvm with real
 # hardware-virtualization semantics, on any x86-64 host that has QEMU.
 #
-#   scripts/kvm-lab.sh [--timeout SECS] [--stall SECS] [--with-qemu] [--rebuild] [--build-only] [--quiet] [--] COMMAND [ARG...]
+#   scripts/kvm-lab.sh [--timeout SECS] [--stall SECS] [--with-qemu] [--with-debian] [--rebuild] [--build-only] [--quiet] [--] COMMAND [ARG...]
 #
 # QEMU's TCG emulates AMD SVM with nested paging, so a Linux guest ("L1")
 # booted with `-accel tcg -cpu max` loads kvm-amd and gets a /dev/kvm whose
@@ -29,6 +29,9 @@
 # --with-qemu also gives L1 the host's QEMU (for side-by-side benchmarks such as
 # bench/lab-start-bench.ts): the binary, its libraries and the firmware it boots
 # with, on a second cached disk mounted at /opt/qemu, run as /opt/qemu/bin/qemu.
+# --with-debian gives L1 the debian-12 image (kernel, initramfs, image.json and a raw
+# copy of its disk) on a cached disk mounted read/write at /data/debian-12 (QEMU's
+# snapshot overlay takes the writes).
 set -euo pipefail
 # The whole script is one compound command, read before it runs: editing this file
 # while a lab runs (bash otherwise reads scripts as it goes) cannot derail that run.
@@ -49,7 +52,7 @@ L1_MODULES=(kvm_amd virtio_pci virtio_blk virtio_rng ext4 crc32c_generic tun bri
 L2_MODULES=(virtio_rng)
 L2_ROOT_SIZE=32M
 
-rebuild=0 build_only=0 quiet=0 with_qemu=0
+rebuild=0 build_only=0 quiet=0 with_qemu=0 with_debian=0
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 while (($#)); do
   case "$1" in
@@ -57,6 +60,7 @@ while (($#)); do
     --stall) STALL=${2:?}; shift 2 ;;
     --rebuild) rebuild=1; shift ;;
     --with-qemu) with_qemu=1; shift ;;
+    --with-debian) with_debian=1; shift ;;
     --build-only) build_only=1; shift ;;
     --quiet) quiet=1; shift ;;
     -h|--help) usage ;;
@@ -186,8 +190,14 @@ mount -t devpts devpts /mnt/dev/pts 2>/dev/null
 mount -t proc proc /mnt/proc
 mount -t sysfs sysfs /mnt/sys
 mount -t tmpfs -o mode=1777 tmpfs /mnt/tmp
-# --with-qemu: the QEMU disk, the second virtio disk.
-if [ -b /dev/vdb ]; then mkdir -p /mnt/opt/qemu && mount -t ext4 -o ro /dev/vdb /mnt/opt/qemu; fi
+# Extra disks (--with-qemu, --with-debian), found by their ext4 label (superblock at 1024, label 120 in).
+for d in /dev/vd[b-z]; do
+  [ -b "$d" ] || continue
+  case "$(dd if="$d" bs=1 skip=1144 count=16 2>/dev/null | tr -d '\000')" in
+    hangar-lab-qemu) mkdir -p /mnt/opt/qemu && mount -t ext4 -o ro "$d" /mnt/opt/qemu ;;
+    hangar-lab-data) mkdir -p /mnt/data && mount -t ext4 "$d" /mnt/data ;;
+  esac
+done
 cp /lab/job.sh /mnt/tmp/job.sh
 # The heartbeat: the script on the host takes a console quiet for minutes as L1 stalled.
 (while sleep 30; do echo "kvm-lab: L1 heartbeat: up $(cut -d' ' -f1 /proc/uptime)s, load $(cut -d' ' -f1-3 /proc/loadavg)"; done) &
@@ -401,12 +411,29 @@ build_qemu() {
   rm -rf "$st"
 }
 
+# ---- the debian-12 image for L1 (--with-debian) --------------------------------
+debian_key() { echo "debian=$(cat "$IMAGES/debian-12/image.json" 2>/dev/null | sha256sum | cut -c1-16) script=$script_hash"; }
+build_debian() {
+  say "building the debian-12 disk for L1 (a raw copy of the image's disk)"
+  local src=$IMAGES/debian-12 st=$CACHE/debian.stage
+  [ -f "$src/image.json" ] && [ -f "$src/vmlinuz" ] && [ -f "$src/initrd.img" ] || die "no debian-12 image in $IMAGES (node scripts/build-images.mjs)"
+  command -v qemu-img >/dev/null || die "needs qemu-img (Debian package qemu-utils)"
+  rm -rf "$st" && mkdir -p "$st/debian-12"
+  cp "$src/vmlinuz" "$src/initrd.img" "$src/image.json" "$st/debian-12/"
+  qemu-img convert -O raw "$src/$(sed -n 's/.*"disk": *"\([^"]*\)".*/\1/p' "$src/image.json")" "$st/debian-12/disk.raw"
+  rm -f "$CACHE/debian.ext4"
+  mke2fs -q -t ext4 -L hangar-lab-data -E root_owner=0:0 -d "$st" "$CACHE/debian.ext4" 4G >&2
+  debian_key > "$CACHE/debian.key"
+  rm -rf "$st"
+}
+
 # One builder at a time; runs only read what is built.
 exec 9>"$CACHE/lock"
 flock 9
 if ((rebuild)) || [ "$(cat "$L1/key" 2>/dev/null)" != "$l1_key" ]; then build_l1; fi
 if ((rebuild)) || [ "$(cat "$CACHE/root.key" 2>/dev/null)" != "$root_key" ] || [ ! -f "$CACHE/root.ext4" ]; then build_root; fi
 if ((with_qemu)) && { ((rebuild)) || [ "$(cat "$CACHE/qemu.key" 2>/dev/null)" != "$(qemu_key)" ]; }; then build_qemu; fi
+if ((with_debian)) && { ((rebuild)) || [ "$(cat "$CACHE/debian.key" 2>/dev/null)" != "$(debian_key)" ]; }; then build_debian; fi
 flock -u 9
 say "cache ready after $((SECONDS - started))s"
 ((build_only)) && exit 0
@@ -441,6 +468,7 @@ log=$run/console.log
 : > "$log"
 qemu_drive=()
 ((with_qemu)) && qemu_drive=(-drive "file=$CACHE/qemu.ext4,if=virtio,format=raw,readonly=on")
+((with_debian)) && qemu_drive+=(-drive "file=$CACHE/debian.ext4,if=virtio,format=raw,snapshot=on")
 # snapshot=on: the run's writes go to a temporary overlay (in TMPDIR, i.e. $run), never to the cache.
 TMPDIR=$run qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$L1_MEM_MIB" \
   -display none -monitor none -no-reboot \
