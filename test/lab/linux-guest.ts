@@ -507,7 +507,7 @@ const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step
     vcpus: 1,
     expectExit: 0,
     steps: async (g) => {
-      g.type('sleep 600; echo woke-up\n');
+      g.type('sleep 600; echo woke""-up\n'); // the echoed line must not match
       await g.waitFor('woke-up', 700_000);
     },
   },
