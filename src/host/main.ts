@@ -174,7 +174,7 @@ async function main(): Promise<void> {
   const monitor = createMonitor({ store, events, vms, dataDir, settings: monitorSettings, log: log.child({ component: 'monitor' }) });
   monitor.start();
 
-  // The web UI (docs/web-ui.md): a browser reaches it on the TCP listener, with that listener's token.
+  // The web UI (docs/ui.md): a browser reaches it on the TCP listener, with that listener's token.
   const ui = new UiService();
   if (tcpListener) ui.token = tcpListener.token;
   const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store }, monitor: { monitor, store }, ui };

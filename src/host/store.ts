@@ -174,6 +174,8 @@ const MIGRATIONS: string[] = [
      cleared_at INTEGER
    );
    CREATE INDEX alerts_open ON alerts(cleared_at);`,
+  // IPv6 of nat and isolated networks (src/host/network/records.ts): the /64, or null for none.
+  `ALTER TABLE networks ADD COLUMN ipv6 TEXT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

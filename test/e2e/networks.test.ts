@@ -225,8 +225,8 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   const tap1 = (await api('GET', '/1.0/vms/n1')).runtime.nics[1].tap;
   assert.equal(links(NS).find((l) => l.ifname === tap1)?.master, lan.bridge, 'the new TAP is on the bridge');
   const limits = inNs(NS, 'nft', 'list', 'table', 'bridge', 'hangar');
-  assert.match(limits, new RegExp(`oifname "${tap1}" limit rate over 1250000 bytes/second burst \\d+ k?bytes drop`), limits);
-  assert.match(limits, new RegExp(`iifname "${tap1}" limit rate over 625000 bytes/second burst \\d+ k?bytes drop`), limits);
+  assert.match(limits, new RegExp(`oifname "${tap1}" limit rate over 1250000 bytes/second burst \\d+ k?bytes counter packets \\d+ bytes \\d+ drop`), limits);
+  assert.match(limits, new RegExp(`iifname "${tap1}" limit rate over 625000 bytes/second burst \\d+ k?bytes counter packets \\d+ bytes \\d+ drop`), limits);
   assert.equal((await d!.request('POST', '/1.0/vms/n1/nics', { network: 'lan', ingress: '10 mbit' })).status, 400, 'a rate must be NUMBER+UNIT');
   assert.match(await untilGuest(con, 'cat /sys/class/net/eth1/address', new RegExp(plugged.mac)), new RegExp(plugged.mac), 'the guest sees eth1');
   const got1 = await con.run('ip link set eth1 up; udhcpc -i eth1 -n -q -t 15 -T 1 -s /tmp/u.sh', 60_000);

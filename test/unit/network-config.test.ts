@@ -12,6 +12,7 @@ import { parseLeases, processHoldsResources, renderDnsmasqConfig } from '../../s
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { renderFirewall, renderPortFilter, replaceScript } from '../../src/host/network/firewall.js';
+import { checkPrefix, eui64, formatIpv6, formatPrefix, gateway6, linkLocalAddress, newUlaPrefix, parseIpv6, parsePrefix, slaacAddress } from '../../src/host/network/addressing6.js';
 import { isTapName } from '../../src/api/names.js';
 
 const cidr = (s: string) => parseCidr(s)!;
@@ -112,9 +113,10 @@ test('anti-spoofing: per TAP, its own MAC and addresses only, no DHCP server, no
   assert.equal(renderPortFilter([]), null);
   const t = renderPortFilter([{ tap: 'hgt-1', mac: '0a:68:67:00:00:01', ipv4: '10.77.0.5' }, { tap: 'hgt-2', mac: '0a:68:67:00:00:02' }])!;
   assert.match(t, /^table bridge hangar \{\n  chain prerouting \{\n    type filter hook prerouting priority filter; policy accept;/);
-  for (const r of ['iifname "hgt-1" ether saddr != 0a:68:67:00:00:01 drop', 'iifname "hgt-1" ether type arp arp saddr ether != 0a:68:67:00:00:01 drop',
-    'iifname "hgt-1" ether type ip ip saddr != { 0.0.0.0, 10.77.0.5 } drop', 'iifname "hgt-1" ether type arp arp saddr ip != { 0.0.0.0, 10.77.0.5 } drop',
-    'iifname "hgt-1" ether type ip udp sport 67 drop', 'iifname "hgt-2" ether type ip6 icmpv6 type nd-router-advert drop']) assert.ok(t.includes(r), r);
+  for (const r of ['iifname "hgt-1" ether saddr != 0a:68:67:00:00:01 counter drop', 'iifname "hgt-1" ether type arp arp saddr ether != 0a:68:67:00:00:01 counter drop',
+    'iifname "hgt-1" ether type ip ip saddr != { 0.0.0.0, 10.77.0.5 } counter drop', 'iifname "hgt-1" ether type arp arp saddr ip != { 0.0.0.0, 10.77.0.5 } counter drop',
+    'iifname "hgt-1" ether type ip udp sport 67 counter drop', 'iifname "hgt-2" ether type ip6 icmpv6 type nd-router-advert counter drop',
+    'iifname "hgt-2" ether type ip6 udp sport 547 counter drop']) assert.ok(t.includes(r), r);
   // A bridged network's NIC: its MAC is checked, addresses are the LAN's business.
   assert.ok(!t.includes('iifname "hgt-2" ether type ip ip saddr'));
 });
@@ -134,4 +136,60 @@ test('dnsmasq stop: a process holds its sockets until it is a zombie or gone, no
   } finally {
     parent.kill('SIGKILL');
   }
+});
+
+test('IPv6: parsing and canonical form, EUI-64 addresses from a MAC, prefixes users may give', () => {
+  assert.deepEqual(parseIpv6('fd12:3456:789a::1'), [0xfd12, 0x3456, 0x789a, 0, 0, 0, 0, 1]);
+  assert.deepEqual(parseIpv6('::'), [0, 0, 0, 0, 0, 0, 0, 0]);
+  for (const bad of ['1::2::3', 'fd12:::1', '12345::', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7', 'g::1', '']) assert.equal(parseIpv6(bad), null, bad);
+  assert.equal(formatIpv6([0x2001, 0xdb8, 0, 0, 1, 0, 0, 1]), '2001:db8::1:0:0:1');
+  assert.equal(formatIpv6([0xfe80, 0, 0, 0, 0x868, 0x67ff, 0xfe00, 1]), 'fe80::868:67ff:fe00:1');
+  assert.equal(formatIpv6([1, 0, 2, 0, 3, 0, 4, 0]), '1:0:2:0:3:0:4:0');
+  // Modified EUI-64: the universal/local bit flipped (0a → 08), ff:fe in the middle.
+  assert.deepEqual(eui64('0a:68:67:00:00:01'), [0x0868, 0x67ff, 0xfe00, 0x0001]);
+  assert.equal(linkLocalAddress('0A:68:67:12:34:56'), 'fe80::868:67ff:fe12:3456');
+  const p = parsePrefix('fd12:3456:789a::/64')!;
+  assert.equal(slaacAddress(p, '0a:68:67:12:34:56'), 'fd12:3456:789a:0:868:67ff:fe12:3456');
+  assert.equal(gateway6(p), 'fd12:3456:789a::1');
+  assert.equal(formatPrefix(p), 'fd12:3456:789a::/64');
+  assert.equal(parsePrefix('fd12:3456:789a::1/64'), null, 'host bits set');
+  assert.equal(parsePrefix('fd12:3456::/48'), null, 'only /64');
+  assert.throws(() => checkPrefix('fe80::/64'), /neither unique local/);
+  assert.throws(() => checkPrefix('fd00::/56'), /not a \/64/);
+  assert.equal(formatPrefix(checkPrefix('2001:db8:1:2::/64')), '2001:db8:1:2::/64');
+  const u = newUlaPrefix();
+  assert.equal(u.head[0]! >> 8, 0xfd);
+  assert.equal(u.head[3], 0);
+});
+
+test('IPv6 in dnsmasq: router advertisements for SLAAC, DNS by DHCPv6, AAAA names; no default route on isolated networks', () => {
+  const p = parsePrefix('fd12:3456:789a::/64')!;
+  const nat = renderDnsmasqConfig({ dir: '/d', bridge: 'hgb-1', subnet: cidr('10.77.4.0/24'), routed: true, reservations: [], ipv6: p }).split('\n');
+  for (const l of ['enable-ra', 'listen-address=fd12:3456:789a::1', 'dhcp-range=fd12:3456:789a::,ra-stateless,ra-names,64,1h', 'dhcp-option=option6:dns-server,[fd12:3456:789a::1]']) {
+    assert.ok(nat.includes(l), l);
+  }
+  assert.ok(!nat.some((l) => l.startsWith('ra-param')));
+  const iso = renderDnsmasqConfig({ dir: '/d', bridge: 'hgb-2', subnet: cidr('10.77.5.0/24'), routed: false, reservations: [], ipv6: p }).split('\n');
+  assert.ok(iso.includes('ra-param=hgb-2,60,0'));
+  const v4 = renderDnsmasqConfig({ dir: '/d', bridge: 'hgb-3', subnet: cidr('10.77.6.0/24'), routed: true, reservations: [] });
+  assert.ok(!v4.includes('enable-ra') && !v4.includes('dhcp-range=fd'), 'IPv4 only without a prefix');
+});
+
+test('IPv6 in the firewall: forwarded and masqueraded from its own /64 only; other networks\' gateways closed; a TAP sends from its own addresses', () => {
+  const a = parsePrefix('fd00:a::/64')!;
+  const b = parsePrefix('fd00:b::/64')!;
+  const t = renderFirewall([
+    { kind: 'nat', bridge: 'hgb-a', subnet: cidr('10.77.0.0/24'), ipv6: a },
+    { kind: 'isolated', bridge: 'hgb-b', subnet: cidr('10.77.1.0/24'), ipv6: b },
+  ])!;
+  assert.ok(t.includes('iifname "hgb-a" ip6 saddr fd00:a::/64 accept'));
+  assert.ok(t.includes('ip6 saddr fd00:a::/64 ip6 daddr != fd00:a::/64 oifname != { "hgb-a", "hgb-b" } masquerade'));
+  assert.ok(!t.includes('ip6 saddr fd00:b::/64'), 'an isolated network is not forwarded');
+  assert.ok(t.includes('iifname "hgb-a" ip6 daddr fd00:b::1 drop') && t.includes('iifname "hgb-b" ip6 daddr fd00:a::1 drop'));
+  const forward = t.slice(t.indexOf('chain forward'), t.indexOf('chain prerouting'));
+  assert.ok(forward.indexOf('iifname "hgb-a" ip6 saddr fd00:a::/64 accept') < forward.indexOf('iifname "hgb-a" drop'));
+  const input = t.slice(t.indexOf('chain input'), t.indexOf('chain forward'));
+  assert.ok(input.indexOf('iifname "hgb-b" icmpv6 type { nd-router-solicit') < input.indexOf('iifname "hgb-b" drop'), 'neighbour discovery on an isolated network');
+  const f = renderPortFilter([{ tap: 'hgt-1', mac: '0a:68:67:00:00:01', ipv4: '10.77.0.5', ipv6: [linkLocalAddress('0a:68:67:00:00:01'), slaacAddress(a, '0a:68:67:00:00:01')] }])!;
+  assert.ok(f.includes('iifname "hgt-1" ether type ip6 ip6 saddr != { ::, fe80::868:67ff:fe00:1, fd00:a::868:67ff:fe00:1 } counter drop'), f);
 });

@@ -24,8 +24,8 @@ test('rates: tc-style decimal units; nonsense and extremes refused', () => {
 
 test('port filter: egress policed entering the bridge, ingress leaving it; no postrouting chain without ingress limits', () => {
   const t = renderPortFilter([{ tap: 'hgt-a', mac: '0a:68:67:00:00:01', ingressBps: 10_000_000, egressBps: 5_000_000 }])!;
-  assert.match(t, /chain prerouting \{[^}]*iifname "hgt-a" limit rate over 625000 bytes\/second burst 65536 bytes drop/);
-  assert.match(t, /chain postrouting \{[^}]*oifname "hgt-a" limit rate over 1250000 bytes\/second burst 125000 bytes drop/);
+  assert.match(t, /chain prerouting \{[^}]*iifname "hgt-a" limit rate over 625000 bytes\/second burst 65536 bytes counter drop/);
+  assert.match(t, /chain postrouting \{[^}]*oifname "hgt-a" limit rate over 1250000 bytes\/second burst 125000 bytes counter drop/);
   assert.doesNotMatch(renderPortFilter([{ tap: 'hgt-b', mac: '0a:68:67:00:00:02' }])!, /postrouting|limit/);
 });
 

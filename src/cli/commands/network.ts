@@ -37,6 +37,7 @@ export function renderNetwork(n: Network): string {
     description: n.description || null,
     subnet: n.subnet,
     gateway: n.gateway,
+    ipv6: n.ipv6 === null ? (n.kind === 'bridged' ? null : 'none (IPv4 only)') : `${n.ipv6}, gateway ${n.gateway6}${n.status.ipv6Unavailable ? ` (not in use: ${n.status.ipv6Unavailable})` : ''}`,
     bridge: n.bridge,
     created: formatTime(n.createdAt),
     'used by': n.usedBy.join(', ') || null,
@@ -58,10 +59,10 @@ export function parsePorts(s: string): { hostPort: number; guestPort: number } {
   return { hostPort: Number(m[1]), guestPort: Number(m[2]) };
 }
 
-export const NIC_HEADERS = ['NAME', 'NETWORK', 'MAC', 'TAP', 'IPV4'];
+export const NIC_HEADERS = ['NAME', 'NETWORK', 'MAC', 'TAP', 'IPV4', 'IPV6'];
 
 export function nicRow(n: VmNicState): string[] {
-  return [n.name, n.network, n.mac, n.tap || '-', n.ipv4 ?? '-'];
+  return [n.name, n.network, n.mac, n.tap || '-', n.ipv4 ?? '-', n.ipv6?.join(',') || '-'];
 }
 
 /** `--network` on `launch`: a name, or `none`; repeated for more NICs. NAME,rate=R (or ingress=R, egress=R) limits the NIC. */
@@ -93,17 +94,20 @@ export function registerNetworkCommands(program: Command): void {
       .argument('<name>', 'network name: lower-case letters, digits and dashes')
       .addOption(new Option('--kind <kind>', 'nat: outbound NAT; isolated: VMs and host only; bridged: join an existing host bridge').choices(['nat', 'isolated', 'bridged']).default('nat'))
       .option('--subnet <cidr>', 'IPv4 subnet, e.g. 10.77.5.0/24 (default: a free private /24)')
+      .option('--ipv6 <prefix>', 'IPv6 subnet: ADDR/64, auto (a generated unique local /64; the default) or none')
       .option('--parent <bridge>', 'bridged: the existing host bridge NICs join')
       .option('--description <text>', 'one line shown by `hangar network show`'),
-  ).action(async (name: string, o: { kind: NetworkCreateRequest['kind']; subnet?: string; parent?: string; description?: string; json?: boolean }, cmd: Command) => {
+  ).action(async (name: string, o: { kind: NetworkCreateRequest['kind']; subnet?: string; ipv6?: string; parent?: string; description?: string; json?: boolean }, cmd: Command) => {
     checkNetworkName(name);
     const body: NetworkCreateRequest = { name, ...(o.kind ? { kind: o.kind } : {}) };
     if (o.subnet !== undefined) body.subnet = o.subnet;
+    if (o.ipv6 !== undefined) body.ipv6 = o.ipv6;
     if (o.parent !== undefined) body.parent = o.parent;
     if (o.description !== undefined) body.description = o.description;
     const n = await clientFor(cmd).call<Network>('POST', '/1.0/networks', body);
     if (o.json) return printJson(n);
-    out(`Created network ${n.name} (${n.kind}${n.subnet ? `, ${n.subnet}, gateway ${n.gateway}` : `, on ${n.bridge}`})\n`);
+    const v6 = n.ipv6 ? (n.status.ipv6Unavailable ? `, IPv4 only: ${n.status.ipv6Unavailable}` : `, ${n.ipv6}`) : '';
+    out(`Created network ${n.name} (${n.kind}${n.subnet ? `, ${n.subnet}, gateway ${n.gateway}${v6}` : `, on ${n.bridge}`})\n`);
   });
 
   withJson(network.command('list').alias('ls').description('list networks').option('--format <format>', 'table, json or csv', 'table')).action(
@@ -126,16 +130,18 @@ export function registerNetworkCommands(program: Command): void {
   withJson(
     network
       .command('edit')
-      .description("change a network's description, or its subnet while no NIC uses it")
+      .description("change a network's description, or its subnets while no NIC uses it")
       .argument('<name>', 'network name')
       .option('--description <text>', 'new description')
-      .option('--subnet <cidr>', 'new IPv4 subnet'),
-  ).action(async (name: string, o: { description?: string; subnet?: string; json?: boolean }, cmd: Command) => {
+      .option('--subnet <cidr>', 'new IPv4 subnet')
+      .option('--ipv6 <prefix>', 'new IPv6 subnet: ADDR/64, auto or none'),
+  ).action(async (name: string, o: { description?: string; subnet?: string; ipv6?: string; json?: boolean }, cmd: Command) => {
     checkNetworkName(name);
     const body: NetworkUpdateRequest = {};
     if (o.description !== undefined) body.description = o.description;
     if (o.subnet !== undefined) body.subnet = o.subnet;
-    if (Object.keys(body).length === 0) throw new HangarError('INVALID_ARGUMENT', 'nothing to change: give --description or --subnet');
+    if (o.ipv6 !== undefined) body.ipv6 = o.ipv6;
+    if (Object.keys(body).length === 0) throw new HangarError('INVALID_ARGUMENT', 'nothing to change: give --description, --subnet or --ipv6');
     const n = await clientFor(cmd).call<Network>('PATCH', netPath(name), body);
     if (o.json) return printJson(n);
     out(`Changed network ${n.name}\n`);

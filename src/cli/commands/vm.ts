@@ -75,7 +75,7 @@ export function renderVm(vm: Vm): string {
     },
     ...(vm.display ? { display: `vnc (hangar vnc ${vm.name})` } : {}),
     runtime,
-    ...(r.nics?.length ? { nics: Object.fromEntries(r.nics.map((n) => [n.name, `${n.network} ${n.mac} ${n.tap} ${n.ipv4 ?? '(no lease)'}`])) } : {}),
+    ...(r.nics?.length ? { nics: Object.fromEntries(r.nics.map((n) => [n.name, `${n.network} ${n.mac} ${n.tap} ${n.ipv4 ?? '(no lease)'}${n.ipv6?.length ? ` ${n.ipv6.join(' ')}` : ''}`])) } : {}),
   });
 }
 

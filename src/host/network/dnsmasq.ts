@@ -19,6 +19,7 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { HangarError } from '../../common/errors.js';
 import { dhcpRange, formatIpv4, gatewayOf, subnetSize, type Subnet } from './addressing.js';
+import { formatIpv6, gateway6, type Prefix64 } from './addressing6.js';
 
 export const DNS_DOMAIN = 'hangar';
 const LEASE_TIME = '1h';
@@ -37,6 +38,8 @@ export interface DnsmasqConfigInput {
   /** nat networks hand out a default route; isolated ones do not. */
   routed: boolean;
   reservations: DhcpReservation[];
+  /** The network's IPv6 /64 when IPv6 is on (the host has it and the network has a prefix). */
+  ipv6?: Prefix64;
 }
 
 export interface DnsmasqFiles {
@@ -93,6 +96,20 @@ export function renderDnsmasqConfig(c: DnsmasqConfigInput): string {
   // An isolated network has no way out: no router option, no upstream DNS.
   if (c.routed) lines.push(`dhcp-option=option:router,${gw}`);
   else lines.push('dhcp-option=option:router', 'no-resolv');
+  if (c.ipv6) {
+    // Router advertisements for SLAAC (guests derive their addresses from their MACs, which the
+    // anti-spoofing rules count on), DNS by stateless DHCPv6; ra-names gives dual-stack guests AAAA
+    // names: dnsmasq pings the SLAAC address a DHCPv4 client's MAC gives and names it when it answers.
+    const gw6 = gateway6(c.ipv6);
+    lines.push(
+      `listen-address=${gw6}`,
+      'enable-ra',
+      `dhcp-range=${formatIpv6([...c.ipv6.head, 0, 0, 0, 0])},ra-stateless,ra-names,64,${LEASE_TIME}`,
+      `dhcp-option=option6:dns-server,[${gw6}]`,
+    );
+    // An isolated network's host is no router: advertisements with a router lifetime of 0 (prefix, no default route).
+    if (!c.routed) lines.push(`ra-param=${c.bridge},60,0`);
+  }
   for (const r of c.reservations) {
     const parts = [r.mac.toLowerCase(), ...(r.ipv4 ? [r.ipv4] : []), ...(r.name ? [r.name] : [])];
     lines.push(`dhcp-host=${parts.join(',')}`);

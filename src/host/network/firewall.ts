@@ -20,6 +20,7 @@ import path from 'node:path';
 import { HangarError } from '../../common/errors.js';
 import { formatCidr, formatIpv4, gatewayOf, type Subnet } from './addressing.js';
 import { nftLimit } from './rates.js';
+import { formatPrefix, gateway6, type Prefix64 } from './addressing6.js';
 
 export const NFT_TABLE = 'hangar';
 
@@ -27,6 +28,8 @@ export interface FirewallNetwork {
   kind: 'nat' | 'isolated';
   bridge: string;
   subnet: Subnet;
+  /** The network's IPv6 /64, when IPv6 is on for it. */
+  ipv6?: Prefix64;
 }
 
 /** A published guest port: connections to address:hostPort (0.0.0.0: any local address) go to guest:guestPort. */
@@ -44,6 +47,11 @@ export interface FirewallPort {
   mac: string;
   /** Source addresses it may use: its reservation, else its network's subnet; absent (bridged networks): not checked. */
   ipv4?: string;
+  /**
+   * IPv6 source addresses it may use (`::` for duplicate address detection, its
+   * link-local and SLAAC addresses); absent (bridged networks): not checked.
+   */
+  ipv6?: string[];
   /** Rate limits in bits per second: what the guest receives (ingress) and sends (egress). */
   ingressBps?: number;
   egressBps?: number;
@@ -66,16 +74,25 @@ export function renderFirewall(nets: FirewallNetwork[], forwards: FirewallForwar
     forward.push(`iifname ${br} oifname ${br} accept`);
     const gw = formatIpv4(gatewayOf(n.subnet));
     const others = nets.filter((o) => o !== n).map((o) => formatIpv4(gatewayOf(o.subnet)));
+    const others6 = nets.filter((o) => o !== n && o.ipv6).map((o) => gateway6(o.ipv6!));
     // Loopback addresses are routable on the bridge (route_localnet, for forwards published on
     // 127.0.0.1): a VM must not use that to reach the host's own loopback services.
     // Answers to a forward used from loopback come back here with loopback addresses: only those pass.
     input.push(`iifname ${br} ip daddr 127.0.0.0/8 ct direction original drop`, `iifname ${br} ip saddr 127.0.0.0/8 ct direction original drop`);
     // The host's address on another network is not a way into it.
     if (others.length) input.push(`iifname ${br} ip daddr ${set(others)} drop`);
+    if (others6.length) input.push(`iifname ${br} ip6 daddr ${set(others6)} drop`);
     if (n.kind === 'isolated') {
       input.push(`iifname ${br} udp dport { 53, 67 } accept`);
       input.push(`iifname ${br} tcp dport 53 ip daddr ${gw} accept`);
       input.push(`iifname ${br} icmp type echo-request ip daddr ${gw} accept`);
+      if (n.ipv6) {
+        // Neighbour discovery, router solicitations and DHCPv6 (DNS servers) keep IPv6 working on the link.
+        input.push(`iifname ${br} icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report } accept`);
+        input.push(`iifname ${br} udp dport 547 accept`);
+        input.push(`iifname ${br} tcp dport 53 ip6 daddr ${gateway6(n.ipv6)} accept`);
+        input.push(`iifname ${br} icmpv6 type echo-request ip6 daddr ${gateway6(n.ipv6)} accept`);
+      }
       input.push(`iifname ${br} drop`);
       forward.push(`iifname ${br} drop`, `oifname ${br} drop`);
     }
@@ -85,6 +102,7 @@ export function renderFirewall(nets: FirewallNetwork[], forwards: FirewallForwar
   for (const n of nets.filter((x) => x.kind === 'nat')) {
     const br = q(n.bridge);
     forward.push(`iifname ${br} ip saddr ${formatCidr(n.subnet)} accept`);
+    if (n.ipv6) forward.push(`iifname ${br} ip6 saddr ${formatPrefix(n.ipv6)} accept`);
     forward.push(`iifname ${br} drop`);
     forward.push(`oifname ${br} ct state established,related accept`);
     forward.push(`oifname ${br} ct status dnat accept`);
@@ -92,6 +110,8 @@ export function renderFirewall(nets: FirewallNetwork[], forwards: FirewallForwar
     postrouting.push(`ip saddr ${formatCidr(n.subnet)} ip daddr != ${formatCidr(n.subnet)} oifname != ${set(bridges)} masquerade`);
     // A forward used from the host's loopback leaves with 127.0.0.1 as source: the guest could not answer that.
     postrouting.push(`oifname ${br} ip saddr 127.0.0.0/8 masquerade`);
+    // IPv6 too leaves masqueraded: a unique local prefix is not routed on the internet.
+    if (n.ipv6) postrouting.push(`ip6 saddr ${formatPrefix(n.ipv6)} ip6 daddr != ${formatPrefix(n.ipv6)} oifname != ${set(bridges)} masquerade`);
   }
   // Published ports: from outside (not from Hangar's own bridges: networks stay apart) and from the host itself.
   const dnat: string[] = [];
@@ -123,19 +143,22 @@ export function renderPortFilter(ports: FirewallPort[]): string | null {
   for (const p of ports) {
     const t = q(p.tap);
     // Rate limits: frames over the rate are dropped (policing), as they enter from or leave to the TAP.
-    if (p.egressBps !== undefined) rules.push(`iifname ${t} ${nftLimit(p.egressBps)} drop`);
-    if (p.ingressBps !== undefined) out.push(`oifname ${t} ${nftLimit(p.ingressBps)} drop`);
-    rules.push(`iifname ${t} ether saddr != ${p.mac} drop`);
-    rules.push(`iifname ${t} ether type arp arp saddr ether != ${p.mac} drop`);
+    if (p.egressBps !== undefined) rules.push(`iifname ${t} ${nftLimit(p.egressBps)} counter drop`);
+    if (p.ingressBps !== undefined) out.push(`oifname ${t} ${nftLimit(p.ingressBps)} counter drop`);
+    // Every drop counts what it dropped (`nft list table bridge hangar`): evidence of a VM that misbehaves.
+    rules.push(`iifname ${t} ether saddr != ${p.mac} counter drop`);
+    rules.push(`iifname ${t} ether type arp arp saddr ether != ${p.mac} counter drop`);
     if (p.ipv4) {
       // 0.0.0.0: a DHCP client before it has an address.
-      rules.push(`iifname ${t} ether type ip ip saddr != { 0.0.0.0, ${p.ipv4} } drop`);
-      rules.push(`iifname ${t} ether type arp arp saddr ip != { 0.0.0.0, ${p.ipv4} } drop`);
+      rules.push(`iifname ${t} ether type ip ip saddr != { 0.0.0.0, ${p.ipv4} } counter drop`);
+      rules.push(`iifname ${t} ether type arp arp saddr ip != { 0.0.0.0, ${p.ipv4} } counter drop`);
     }
+    // ::: duplicate address detection, before an address is the guest's.
+    if (p.ipv6) rules.push(`iifname ${t} ether type ip6 ip6 saddr != { ::, ${p.ipv6.join(', ')} } counter drop`);
     // No DHCP or DHCPv6 server, no router advertisements from a VM.
-    rules.push(`iifname ${t} ether type ip udp sport 67 drop`);
-    rules.push(`iifname ${t} ether type ip6 udp sport 547 drop`);
-    rules.push(`iifname ${t} ether type ip6 icmpv6 type nd-router-advert drop`);
+    rules.push(`iifname ${t} ether type ip udp sport 67 counter drop`);
+    rules.push(`iifname ${t} ether type ip6 udp sport 547 counter drop`);
+    rules.push(`iifname ${t} ether type ip6 icmpv6 type nd-router-advert counter drop`);
   }
   const post = out.length ? `  chain postrouting {\n    type filter hook postrouting priority filter; policy accept;\n${out.map((r) => `    ${r}\n`).join('')}  }\n` : '';
   return `table bridge ${NFT_TABLE} {\n  chain prerouting {\n    type filter hook prerouting priority filter; policy accept;\n${rules.map((r) => `    ${r}\n`).join('')}  }\n${post}}\n`;

@@ -164,6 +164,56 @@ export function usedSubnets(): Subnet[] {
   return found;
 }
 
+/**
+ * Whether IPv6 works in this namespace: the kernel has it (/proc/sys/net/ipv6 exists, not booted
+ * with ipv6.disable=1) and `net.ipv6.conf.all.disable_ipv6` is 0. Null when it does; else why not.
+ */
+export function ipv6Unavailable(): string | null {
+  try {
+    const v = fs.readFileSync('/proc/sys/net/ipv6/conf/all/disable_ipv6', 'utf8').trim();
+    return v === '0' ? null : 'IPv6 is disabled on this host (sysctl net.ipv6.conf.all.disable_ipv6=1)';
+  } catch {
+    return 'this kernel has no IPv6 (booted with ipv6.disable=1, or built without it)';
+  }
+}
+
+/**
+ * Gives our bridge its IPv6 gateway address (`PREFIX::1/64`, no duplicate address detection: the
+ * prefix is the network's own) or, with null, removes every global IPv6 address of ours from it.
+ * The bridge's own sysctl must allow IPv6 (it inherits `default.disable_ipv6`).
+ */
+export function setBridgeIpv6(name: string, address: string | null): void {
+  const sys = `/proc/sys/net/ipv6/conf/${name}/disable_ipv6`;
+  const have = (JSON.parse(ip(['-j', '-6', 'addr', 'show', 'dev', name, 'scope', 'global'])) as Array<{ addr_info?: Array<{ local: string; prefixlen: number }> }>)
+    .flatMap((l) => (l.addr_info ?? []).filter((a) => a.local !== undefined).map((a) => `${a.local}/${a.prefixlen}`));
+  // (`ip -j` lists addresses a filter left out as empty objects: only those with an address count.)
+  for (const a of have) if (a !== address) ip(['addr', 'del', a, 'dev', name]);
+  if (address === null) return;
+  try {
+    if (fs.readFileSync(sys, 'utf8').trim() !== '0') fs.writeFileSync(sys, '0\n');
+  } catch (e) {
+    throw new HangarError('UNAVAILABLE', `cannot turn IPv6 on for ${name}: ${(e as Error).message}`);
+  }
+  if (!have.includes(address)) ip(['addr', 'add', address, 'dev', name, 'nodad']);
+}
+
+/** NAT networks with IPv6 route it between the bridge and the uplink: IPv6 forwarding on, in this namespace. */
+export function enableIpv6Forwarding(): void {
+  const f = '/proc/sys/net/ipv6/conf/all/forwarding';
+  try {
+    if (fs.readFileSync(f, 'utf8').trim() !== '1') fs.writeFileSync(f, '1\n');
+  } catch (e) {
+    throw new HangarError('UNAVAILABLE', `cannot turn on IPv6 forwarding: ${(e as Error).message}`);
+  }
+}
+
+/** Global IPv6 addresses the host has seen on a bridge for a MAC (its neighbour table), sorted. */
+export function ipv6NeighboursOf(bridge: string, mac: string): string[] {
+  const out = JSON.parse(ip(['-j', '-6', 'neigh', 'show', 'dev', bridge])) as Array<{ dst: string; lladdr?: string; state?: string[] }>;
+  const m = mac.toLowerCase();
+  return [...new Set(out.filter((n) => n.lladdr?.toLowerCase() === m && !n.dst.startsWith('fe80:') && !(n.state ?? []).includes('FAILED')).map((n) => n.dst))].sort();
+}
+
 /** Port forwards published on 127.0.0.1 are routed out of this bridge: loopback addresses may be (the firewall stops VMs using it). */
 export function enableRouteLocalnet(bridge: string): void {
   const f = `/proc/sys/net/ipv4/conf/${bridge}/route_localnet`;

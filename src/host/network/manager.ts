@@ -23,8 +23,12 @@ import {
   newBridgeName, overlaps, parseCidr, parseIpv4, pickFreeSubnet, tapNameFor, type Subnet,
 } from './addressing.js';
 import {
-  addressesOf, deleteOwnLink, enableIpv4Forwarding, enableRouteLocalnet, ensureBridge, ensureTap, getLink, listLinks, ownerAlias, reattachTap, usedSubnets,
+  addressesOf, deleteOwnLink, enableIpv4Forwarding, enableIpv6Forwarding, enableRouteLocalnet, ensureBridge, ensureTap, getLink, ipv6NeighboursOf, ipv6Unavailable,
+  listLinks, ownerAlias, reattachTap, setBridgeIpv6, usedSubnets,
 } from './links.js';
+import {
+  IPV6_AUTO, IPV6_NONE, checkPrefix, formatPrefix, gateway6, linkLocalAddress, newUlaPrefix, parsePrefix, samePrefix, slaacAddress, type Prefix64,
+} from './addressing6.js';
 import { dnsmasqFiles, findDnsmasq, readLeases, renderDnsmasqConfig, startDnsmasq, stopDnsmasq, type DhcpReservation } from './dnsmasq.js';
 import { applyFirewall, firewallPresent, type FirewallForward, type FirewallNetwork, type FirewallPort } from './firewall.js';
 import { ForwardRecords, NetworkRecords, type ForwardRecord, type NetworkRecord } from './records.js';
@@ -87,11 +91,15 @@ export class NetworkManager {
   private toNetwork(r: NetworkRecord): Network {
     const subnet = r.subnet ? parseCidr(r.subnet) : null;
     const link = getLinkQuietly(r.bridge);
+    const prefix = r.ipv6 ? parsePrefix(r.ipv6) : null;
+    const v6off = prefix ? ipv6Unavailable() : null;
     return {
       name: r.name,
       kind: r.kind,
       subnet: r.subnet,
       gateway: subnet ? formatIpv4(gatewayOf(subnet)) : null,
+      ipv6: r.ipv6,
+      gateway6: prefix ? gateway6(prefix) : null,
       bridge: r.bridge,
       description: r.description,
       createdAt: r.createdAt,
@@ -99,6 +107,8 @@ export class NetworkManager {
       status: {
         bridge: link !== null && link.up,
         dnsmasqPid: r.kind === 'bridged' ? null : findDnsmasq(dnsmasqFiles(this.dir(r.name))),
+        ipv6: prefix !== null && v6off === null && link !== null,
+        ipv6Unavailable: v6off,
       },
     };
   }
@@ -117,14 +127,43 @@ export class NetworkManager {
     const leasesByNet = new Map<string, Map<string, string>>();
     return (vm.spec.nics ?? []).map((n) => {
       // A user-mode NIC has no TAP, and its address is QEMU's business (not reachable from the host).
-      if (n.network === USER_NETWORK) return { name: n.name, network: n.network, mac: n.mac, tap: '', ipv4: null };
+      if (n.network === USER_NETWORK) return { name: n.name, network: n.network, mac: n.mac, tap: '', ipv4: null, ipv6: [] };
       let leases = leasesByNet.get(n.network);
       if (!leases) {
         leases = new Map(readLeases(dnsmasqFiles(this.dir(n.network))).map((l) => [l.mac, l.ipv4]));
         leasesByNet.set(n.network, leases);
       }
-      return { name: n.name, network: n.network, mac: n.mac, tap: tapNameFor(vm.id, n.name), ipv4: leases.get(n.mac.toLowerCase()) ?? null };
+      return { name: n.name, network: n.network, mac: n.mac, tap: tapNameFor(vm.id, n.name), ipv4: leases.get(n.mac.toLowerCase()) ?? null, ipv6: this.ipv6Seen(n) };
     });
+  }
+
+  /** The global IPv6 addresses the host's neighbour table holds for a NIC (none without IPv6). */
+  private ipv6Seen(n: VmNic): string[] {
+    const net = this.records.get(n.network);
+    if (!net || !this.activeIpv6(net)) return [];
+    try { return ipv6NeighboursOf(net.bridge, n.mac); } catch { return []; }
+  }
+
+  /** A network's /64 when IPv6 is on for it: it has one and the host has IPv6. */
+  private activeIpv6(r: NetworkRecord): Prefix64 | null {
+    if (r.kind === 'bridged' || !r.ipv6 || ipv6Unavailable() !== null) return null;
+    return parsePrefix(r.ipv6);
+  }
+
+  /** `ipv6` of a create or update request → the /64 to record (null: none); absent or "auto": a new unique local /64. */
+  private chooseIpv6(setting: string | undefined, except: string | null): string | null {
+    if (setting === IPV6_NONE) return null;
+    const others = this.records.list().filter((r) => r.name !== except && r.ipv6).map((r) => ({ name: r.name, p: parsePrefix(r.ipv6!)! }));
+    if (setting === undefined || setting === IPV6_AUTO) {
+      for (;;) {
+        const p = newUlaPrefix();
+        if (!others.some((o) => samePrefix(o.p, p))) return formatPrefix(p);
+      }
+    }
+    const p = checkPrefix(setting);
+    const clash = others.find((o) => samePrefix(o.p, p));
+    if (clash) throw new HangarError('ALREADY_EXISTS', `IPv6 subnet ${setting} is network "${clash.name}"'s`, { field: 'ipv6' });
+    return formatPrefix(p);
   }
 
   // --- networks --------------------------------------------------------------
@@ -148,11 +187,12 @@ export class NetworkManager {
       if (!parent) throw new HangarError('NOT_FOUND', `host bridge ${req.parent} does not exist`, { field: 'parent' });
       if (parent.kind !== 'bridge') throw new HangarError('INVALID_ARGUMENT', `host link ${req.parent} is not a bridge (it is ${parent.kind ?? 'a plain link'})`, { field: 'parent' });
       if (parent.alias === this.alias) throw new HangarError('INVALID_ARGUMENT', `${req.parent} is the bridge of a Hangar network: use that network instead`, { field: 'parent' });
-      rec = { ...base, subnet: null, bridge: req.parent };
+      if (req.ipv6 !== undefined && req.ipv6 !== IPV6_NONE) throw new HangarError('INVALID_ARGUMENT', 'a bridged network takes no IPv6 subnet: addresses come from the LAN of its parent bridge', { field: 'ipv6' });
+      rec = { ...base, subnet: null, ipv6: null, bridge: req.parent };
     } else {
       if (req.parent !== undefined) throw new HangarError('INVALID_ARGUMENT', `a ${kind} network has a bridge of its own; --parent is for bridged networks`, { field: 'parent' });
       const subnet = req.subnet !== undefined ? this.checkFreeSubnet(req.subnet, null) : pickFreeSubnet(this.takenSubnets(null));
-      rec = { ...base, subnet: formatCidr(subnet), bridge: this.freeBridgeName() };
+      rec = { ...base, subnet: formatCidr(subnet), ipv6: this.chooseIpv6(req.ipv6, null), bridge: this.freeBridgeName() };
     }
     this.records.insert(rec);
     try {
@@ -165,7 +205,8 @@ export class NetworkManager {
       await this.applyFirewall().catch(() => undefined);
       throw e;
     }
-    this.d.log.info({ network: rec.name, kind: rec.kind, subnet: rec.subnet, bridge: rec.bridge }, 'network created');
+    this.d.log.info({ network: rec.name, kind: rec.kind, subnet: rec.subnet, ipv6: rec.ipv6, bridge: rec.bridge }, 'network created');
+    if (rec.ipv6 && ipv6Unavailable()) this.d.log.warn({ network: rec.name, reason: ipv6Unavailable() }, 'network runs IPv4 only');
     return rec;
   }
 
@@ -184,8 +225,20 @@ export class NetworkManager {
         if (users.length) throw new HangarError('INVALID_STATE', `network "${name}" is used by ${users.join(', ')}: its subnet can change only while no NIC uses it`, { network: name, usedBy: users });
         next.subnet = formatCidr(this.checkFreeSubnet(req.subnet, name));
       }
+      if (req.ipv6 !== undefined) {
+        if (cur.kind === 'bridged') {
+          if (req.ipv6 !== IPV6_NONE) throw new HangarError('INVALID_ARGUMENT', 'a bridged network has no IPv6 subnet of its own', { field: 'ipv6' });
+        } else {
+          const wanted = req.ipv6 === IPV6_AUTO && cur.ipv6 ? cur.ipv6 : this.chooseIpv6(req.ipv6, name);
+          if (wanted !== cur.ipv6) {
+            const users = this.usedBy(name);
+            if (users.length) throw new HangarError('INVALID_STATE', `network "${name}" is used by ${users.join(', ')}: its IPv6 subnet can change only while no NIC uses it`, { network: name, usedBy: users });
+            next.ipv6 = wanted;
+          }
+        }
+      }
       this.records.update(next);
-      if (next.subnet !== cur.subnet) {
+      if (next.subnet !== cur.subnet || next.ipv6 !== cur.ipv6) {
         try {
           await this.realise(next);
           await this.applyFirewall();
@@ -265,8 +318,12 @@ export class NetworkManager {
       enableIpv4Forwarding();
       enableRouteLocalnet(rec.bridge);
     }
+    // IPv6 where the host has it; elsewhere the network runs IPv4 only (its status says why).
+    const v6 = this.activeIpv6(rec);
+    if (ipv6Unavailable() === null) setBridgeIpv6(rec.bridge, v6 ? `${gateway6(v6)}/64` : null);
+    if (v6 && rec.kind === 'nat') enableIpv6Forwarding();
     const files = dnsmasqFiles(dir);
-    const conf = renderDnsmasqConfig({ dir, bridge: rec.bridge, subnet, routed: rec.kind === 'nat', reservations: this.reservations(rec.name) });
+    const conf = renderDnsmasqConfig({ dir, bridge: rec.bridge, subnet, routed: rec.kind === 'nat', reservations: this.reservations(rec.name), ...(v6 ? { ipv6: v6 } : {}) });
     let old = '';
     try { old = fs.readFileSync(files.conf, 'utf8'); } catch { /* first time */ }
     const pid = findDnsmasq(files);
@@ -292,7 +349,10 @@ export class NetworkManager {
   private applyFirewall(): Promise<void> {
     const nets: FirewallNetwork[] = this.records.list()
       .filter((r): r is NetworkRecord & { kind: 'nat' | 'isolated' } => r.kind !== 'bridged')
-      .map((r) => ({ kind: r.kind, bridge: r.bridge, subnet: parseCidr(r.subnet!)! }));
+      .map((r) => {
+        const v6 = this.activeIpv6(r);
+        return { kind: r.kind, bridge: r.bridge, subnet: parseCidr(r.subnet!)!, ...(v6 ? { ipv6: v6 } : {}) };
+      });
     const fw: FirewallForward[] = [];
     for (const f of this.forwards.list()) {
       const guestAddress = this.forwardTarget(f.vm);
@@ -306,8 +366,11 @@ export class NetworkManager {
         const net = this.records.get(n.network);
         if (!net) continue;
         const ipv4 = n.ipv4 ?? net.subnet ?? undefined;
+        // IPv6: its link-local address, and its SLAAC address where the network has IPv6 (both follow from its MAC).
+        const v6 = this.activeIpv6(net);
+        const ipv6 = [linkLocalAddress(n.mac), ...(v6 ? [slaacAddress(v6, n.mac)] : [])];
         ports.push({
-          tap: tapNameFor(vm.id, n.name), mac: n.mac.toLowerCase(), ...(net.kind !== 'bridged' && ipv4 ? { ipv4 } : {}),
+          tap: tapNameFor(vm.id, n.name), mac: n.mac.toLowerCase(), ...(net.kind !== 'bridged' && ipv4 ? { ipv4, ipv6 } : {}),
           ...(n.ingress ? { ingressBps: parseRate(n.ingress, 'ingress') } : {}), ...(n.egress ? { egressBps: parseRate(n.egress, 'egress') } : {}),
         });
       }

@@ -11,16 +11,18 @@ export interface NetworkRecord {
   kind: NetworkKind;
   /** "a.b.c.d/p" for nat and isolated networks; null for bridged ones. */
   subnet: string | null;
+  /** "PREFIX::/64" of a nat or isolated network with IPv6; null: IPv4 only (bridged networks, `--ipv6 none`, networks made before IPv6). */
+  ipv6: string | null;
   /** Hangar's bridge (hgb-…), or the existing host bridge a bridged network joins. */
   bridge: string;
   description: string;
   createdAt: string;
 }
 
-interface Row { name: string; kind: string; subnet: string | null; bridge: string; description: string; created_at: string }
+interface Row { name: string; kind: string; subnet: string | null; ipv6: string | null; bridge: string; description: string; created_at: string }
 
 const fromRow = (r: Row): NetworkRecord => ({
-  name: r.name, kind: r.kind as NetworkKind, subnet: r.subnet, bridge: r.bridge, description: r.description, createdAt: r.created_at,
+  name: r.name, kind: r.kind as NetworkKind, subnet: r.subnet, ipv6: r.ipv6 ?? null, bridge: r.bridge, description: r.description, createdAt: r.created_at,
 });
 
 export class NetworkRecords {
@@ -43,8 +45,8 @@ export class NetworkRecords {
 
   insert(n: NetworkRecord): void {
     try {
-      this.db.prepare('INSERT INTO networks (name, kind, subnet, bridge, description, created_at) VALUES (?, ?, ?, ?, ?, ?)')
-        .run(n.name, n.kind, n.subnet, n.bridge, n.description, n.createdAt);
+      this.db.prepare('INSERT INTO networks (name, kind, subnet, ipv6, bridge, description, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(n.name, n.kind, n.subnet, n.ipv6, n.bridge, n.description, n.createdAt);
     } catch (e) {
       if (e instanceof Error && /UNIQUE constraint failed: networks\.name/.test(e.message)) {
         throw new HangarError('ALREADY_EXISTS', `a network named "${n.name}" already exists`, { network: n.name });
@@ -57,7 +59,7 @@ export class NetworkRecords {
   }
 
   update(n: NetworkRecord): void {
-    this.db.prepare('UPDATE networks SET subnet = ?, description = ? WHERE name = ?').run(n.subnet, n.description, n.name);
+    this.db.prepare('UPDATE networks SET subnet = ?, ipv6 = ?, description = ? WHERE name = ?').run(n.subnet, n.ipv6, n.description, n.name);
   }
 
   delete(name: string): void {

@@ -28,6 +28,10 @@ export type NetworkKind = Static<typeof NetworkKind>;
 
 const Ipv4 = Type.String({ pattern: '^(\\d{1,3})(\\.\\d{1,3}){3}$', description: 'An IPv4 address, e.g. 10.77.0.10' });
 const Cidr = Type.String({ pattern: '^(\\d{1,3})(\\.\\d{1,3}){3}/\\d{1,2}$', description: 'An IPv4 subnet, e.g. 10.77.0.0/24 (prefix 16 to 28)' });
+const Ipv6Setting = Type.String({
+  pattern: '^(auto|none|[0-9a-fA-F:]{2,39}/64)$',
+  description: 'IPv6 of a nat or isolated network: a /64 (e.g. fd12:3456:789a::/64), "auto" (a generated unique local /64; the default) or "none" (IPv4 only)',
+});
 const Rate = Type.String({ pattern: RATE_PATTERN, description: `Rate limit (${RATE_RULE}); ingress: what the guest receives, egress: what it sends` });
 const HostLink = Type.String({ pattern: '^(?!\\.{1,2}$)[A-Za-z0-9_.-]{1,15}$', description: 'An existing host bridge (bridged networks)' });
 
@@ -37,6 +41,7 @@ export const NetworkCreateRequest = Type.Object(
     name: NetworkName,
     kind: Type.Optional(NetworkKind),
     subnet: Type.Optional(Cidr),
+    ipv6: Type.Optional(Ipv6Setting),
     parent: Type.Optional(HostLink),
     description: Type.Optional(Type.String({ maxLength: 256 })),
   },
@@ -49,6 +54,7 @@ export const NetworkUpdateRequest = Type.Object(
   {
     description: Type.Optional(Type.String({ maxLength: 256 })),
     subnet: Type.Optional(Cidr),
+    ipv6: Type.Optional(Ipv6Setting),
   },
   { additionalProperties: false },
 );
@@ -60,6 +66,10 @@ export const Network = Type.Object({
   /** nat and isolated: the subnet; bridged: null (the parent bridge's LAN assigns addresses). */
   subnet: Type.Union([Cidr, Type.Null()]),
   gateway: Type.Union([Ipv4, Type.Null()]),
+  /** nat and isolated: the IPv6 /64 (null: IPv4 only); bridged: null. */
+  ipv6: Type.Union([Type.String(), Type.Null()]),
+  /** The host's IPv6 address on the bridge (PREFIX::1), null without IPv6. */
+  gateway6: Type.Union([Type.String(), Type.Null()]),
   /** The host link VMs' TAPs join: Hangar's own bridge, or the parent of a bridged network. */
   bridge: Type.String(),
   description: Type.String(),
@@ -70,6 +80,8 @@ export const Network = Type.Object({
   status: Type.Object({
     bridge: Type.Boolean({ description: 'The bridge exists and is up' }),
     dnsmasqPid: Type.Union([Type.Integer(), Type.Null()]),
+    ipv6: Type.Boolean({ description: 'IPv6 is on: the bridge has its IPv6 gateway address and dnsmasq advertises the prefix' }),
+    ipv6Unavailable: Type.Union([Type.String(), Type.Null()], { description: 'Why a network with an IPv6 subnet runs IPv4 only on this host (IPv6 disabled), else null' }),
   }),
 });
 export type Network = Static<typeof Network>;
@@ -107,6 +119,8 @@ export const VmNicState = Type.Object({
   mac: MacAddress,
   tap: Type.String(),
   ipv4: Type.Union([Ipv4, Type.Null()]),
+  /** Global IPv6 addresses the host has seen the NIC use (its SLAAC address once the guest has talked on the network). */
+  ipv6: Type.Array(Type.String()),
 });
 export type VmNicState = Static<typeof VmNicState>;
 
