@@ -22,7 +22,7 @@ if (kvmUsable) {
   why = 'no usable /dev/kvm';
 }
 
-test('Debian cloud kernel (ELF vmlinux, 2 vCPUs): banner, our command line, our e820 map, our initrd, our ACPI tables and both CPUs', { skip: kernel ? false : why, timeout: 90_000 }, async () => {
+test('Debian cloud kernel (ELF vmlinux, 2 vCPUs): banner, our command line, our e820 map, our initrd, our ACPI tables and both CPUs', { skip: kernel ? false : why, timeout: 300_000 }, async () => {
   const memMib = 256;
   const marker = `hangar.test=${process.pid}-${Date.now()}`;
   const cmdline = `console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 ${marker}`;
@@ -37,7 +37,8 @@ test('Debian cloud kernel (ELF vmlinux, 2 vCPUs): banner, our command line, our 
     assert.equal((await api(vmm.apiSock, 'PUT', '/boot-source', { kernel_image_path: kernel!.vmlinux, initrd_path: initrd, boot_args: cmdline })).status, 204);
     assert.equal((await api(vmm.apiSock, 'PUT', '/actions', { action_type: 'InstanceStart' })).status, 204);
     // The kernel prints its hypervisor detection right after the e820 map.
-    await con.waitFor(/Hypervisor detected: KVM/, 45_000);
+    // Generous: ring 0 is emulated on these hosts, and a loaded host takes minutes where a quiet one takes ~40 s.
+    await con.waitFor(/Hypervisor detected: KVM/, 150_000);
     assert.match(con.text, /Linux version 6\.1\.\d+-\d+-cloud-amd64/);
     const cmd = /Command line: (.*)\r?\n/.exec(con.text)?.[1];
     assert.equal(cmd, cmdline);
@@ -47,7 +48,7 @@ test('Debian cloud kernel (ELF vmlinux, 2 vCPUs): banner, our command line, our 
     assert.deepEqual(seen, e820Map(memMib * 2 ** 20));
     assert.match(con.text, /Hypervisor detected: KVM/);
     // ACPI: the kernel finds our RSDP and tables, and both vCPUs in the MADT.
-    await con.waitFor(/smpboot: Allowing \d+ CPUs[^\n]*\n/, 60_000);
+    await con.waitFor(/smpboot: Allowing \d+ CPUs[^\n]*\n/, 120_000);
     assert.match(con.text, /ACPI: RSDP 0x00000000000E0000 000024 \(v02 HANGAR\)/);
     for (const sig of ['XSDT', 'FACP', 'DSDT', 'APIC']) assert.match(con.text, new RegExp(`ACPI: ${sig} 0x[0-9A-F]+ [0-9A-F]+ \\(v0\\d HANGAR HANGARVM`));
     assert.match(con.text, /IOAPIC\[0\]: apic_id 2, version \d+, address 0xfec00000, GSI 0-23/);
