@@ -79,7 +79,17 @@ function putBytes(urlPath: string, body: Buffer): Promise<{ status: number; text
 interface Sample { t: number; guestMemoryUsedBytes: number | null }
 interface Alert { id: number; vm: string | null; kind: string; message: string; clearedAt: number | null }
 
-async function until<T>(what: string, get: () => Promise<T | null | undefined | false>, ms = 60_000): Promise<T> {
+// Generous windows: a loaded 2-core host runs TCG guests many times slower than a quiet one.
+/** Awaits one step of the test; a failure says which step it was. */
+async function step<T>(what: string, p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    throw new Error(`${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  }
+}
+
+async function until<T>(what: string, get: () => Promise<T | null | undefined | false>, ms = 180_000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await get();
@@ -89,7 +99,7 @@ async function until<T>(what: string, get: () => Promise<T | null | undefined | 
   }
 }
 
-test('the guest\'s balloon statistics give guest-used memory that follows the guest; the guest-memory alert fires and clears', { timeout: 240_000 }, async () => {
+test('the guest\'s balloon statistics give guest-used memory that follows the guest; the guest-memory alert fires and clears', { timeout: 900_000 }, async () => {
   const tiny = JSON.parse(fs.readFileSync(path.join(imageDir(), 'tiny', 'image.json'), 'utf8')) as { kernelVersion: string };
   const ko = balloonModule(tiny.kernelVersion);
   // The module on a raw disk, 4 KiB in (a disk starting like an ELF file is refused, rightly),
@@ -106,20 +116,20 @@ test('the guest\'s balloon statistics give guest-used memory that follows the gu
   const op = await waitOperation(d, await d.request('POST', '/1.0/vms', { name: 'bal', image: 'tiny', memory: '256M', engine: 'qemu', disks: [{ volume: 'balloon-ko', readOnly: true }] }));
   assert.equal(op.status, 'success', JSON.stringify(op));
   const con = await ConsoleSession.open(d, 'bal');
-  await con.waitForPrompt(TINY_PROMPT);
+  await step('the tiny guest\'s prompt', con.waitForPrompt(TINY_PROMPT, 300_000));
   const samples = async (): Promise<Sample[]> => (await d.request('GET', '/1.0/vms/bal/metrics?since=10m')).body.metadata.samples as Sample[];
 
   // Without a driver in the guest, the balloon says nothing: guest memory is unknown.
   await until('two samples', async () => (await samples()).length >= 2);
   assert.ok((await samples()).every((s) => s.guestMemoryUsedBytes === null));
 
-  const out = await con.run(`dd if=/dev/vda bs=4096 skip=1 2>/dev/null | head -c ${ko.length} > /tmp/vb.ko && insmod /tmp/vb.ko && rm /tmp/vb.ko && echo balloon-loaded`);
+  const out = await step('loading virtio_balloon in the guest', con.run(`dd if=/dev/vda bs=4096 skip=1 2>/dev/null | head -c ${ko.length} > /tmp/vb.ko && insmod /tmp/vb.ko && rm /tmp/vb.ko && echo balloon-loaded`, 180_000));
   assert.match(out, /balloon-loaded/);
   const base = await until('a guest-used figure', async () => (await samples()).at(-1)?.guestMemoryUsedBytes ?? null);
   // Plausible: some MiB for the kernel and busybox, well below the 256 MiB the guest has.
   assert.ok(base > 4 * MiB && base < 128 * MiB, `guest uses ${base / MiB} MiB`);
 
-  const fill = await con.run('mkdir -p /mnt/fill && mount -t tmpfs -o size=160m tmpfs /mnt/fill && dd if=/dev/zero of=/mnt/fill/f bs=1M count=128 2>&1 && echo filled');
+  const fill = await step('filling a tmpfs in the guest', con.run('mkdir -p /mnt/fill && mount -t tmpfs -o size=160m tmpfs /mnt/fill && dd if=/dev/zero of=/mnt/fill/f bs=1M count=128 2>&1 && echo filled', 180_000));
   assert.match(fill, /filled/);
   const grown = await until('guest-used climbs by the tmpfs', async () => {
     const u = (await samples()).at(-1)?.guestMemoryUsedBytes ?? 0;
@@ -130,7 +140,7 @@ test('the guest\'s balloon statistics give guest-used memory that follows the gu
   const raised = await until('a guest-memory alert', async () => (await alerts()).find((a) => a.vm === 'bal' && a.kind === 'guest-memory' && a.clearedAt === null));
   assert.match(raised.message, /^the guest of VM bal uses \d+% of its memory \(above 40%\)$/);
 
-  await con.run('umount /mnt/fill');
+  await step('unmounting the tmpfs', con.run('umount /mnt/fill', 180_000));
   await until('guest-used falls back', async () => ((await samples()).at(-1)?.guestMemoryUsedBytes ?? Infinity) < base + 50 * MiB);
   await until('the alert cleared', async () => (await alerts()).some((a) => a.id === raised.id && a.clearedAt !== null));
   await con.close();

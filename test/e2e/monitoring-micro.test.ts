@@ -30,7 +30,7 @@ after(async () => { await d?.cleanup(); });
 
 interface Sample { t: number; diskReadBytes: number; diskWriteBytes: number }
 
-async function until<T>(what: string, get: () => Promise<T | null | undefined | false>, ms = 60_000): Promise<T> {
+async function until<T>(what: string, get: () => Promise<T | null | undefined | false>, ms = 180_000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await get();
@@ -40,7 +40,7 @@ async function until<T>(what: string, get: () => Promise<T | null | undefined | 
   }
 }
 
-test('a micro VM that reads and writes its disk: hangar-vmm\'s counters reach the history, the summary and /metrics', { skip, timeout: 120_000 }, async () => {
+test('a micro VM that reads and writes its disk: hangar-vmm\'s counters reach the history, the summary and /metrics', { skip, timeout: 600_000 }, async () => {
   const elf = buildGuest('blk-io');
   const imp = await runHangar(['image', 'import', 'blkio', '--kernel', elf], { env: d.env });
   assert.equal(imp.code, 0, imp.stderr);

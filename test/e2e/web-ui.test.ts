@@ -357,7 +357,7 @@ test('an image uploads from the browser; a refused upload shows the API\'s words
   await form.getByLabel('Kernel', { exact: true }).setInputFiles(tinyFiles.kernel);
   await form.getByLabel('Initrd (optional)').setInputFiles(tinyFiles.initrd!);
   await form.getByRole('button', { name: 'Upload' }).click();
-  await form.getByRole('status').filter({ hasText: 'Image uploaded is ready.' }).waitFor({ timeout: 60_000 });
+  await form.getByRole('status').filter({ hasText: 'Image uploaded is ready.' }).waitFor({ timeout: 180_000 });
   await page.locator('tr', { hasText: 'tiny, through the browser' }).filter({ hasText: 'imported' }).waitFor();
   const img = (await d.request('GET', '/1.0/images/uploaded')).body.metadata as { kernel: string; initrd: string; origin: string };
   assert.equal(img.origin, 'imported');
