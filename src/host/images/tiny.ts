@@ -21,8 +21,12 @@ import { downloadPackages, resolveDependency, unpackDeb } from './debian.js';
 
 export const TINY_PROMPT = 'tiny# ';
 export const TINY_BANNER = 'Hangar tiny image: user space is up';
-/** quiet keeps boot fast on a slow (TCG) serial console; loglevel=4 still shows warnings and errors. */
-export const TINY_CMDLINE = 'console=ttyS0 panic=-1 quiet loglevel=4';
+/**
+ * quiet keeps boot fast on a slow (TCG) serial console; loglevel=4 still shows warnings and errors.
+ * no_timer_check: the kernel's early check that the IO-APIC timer ticks in time fails on a loaded
+ * host under TCG and panics the boot ("IO-APIC + timer doesn't work"); a virtual timer needs no check.
+ */
+export const TINY_CMDLINE = 'console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check';
 /** Kernel argument the tiny image's /init reads to set its host name. */
 export const TINY_HOSTNAME_ARG = 'hangar.hostname';
 export const TINY_DESCRIPTION = 'Debian cloud kernel with a busybox shell on the serial console (built locally)';
