@@ -63,6 +63,16 @@ test('QEMU: the root disk is a qcow2 overlay of the base, grown to rootSize; the
   assert.deepEqual(storage.requireVolume('default', 'web-root').attachments, [{ vm: 'web', device: 'root', readOnly: false }]);
 });
 
+test('a VM starts while another VM\'s root overlay is still being made (two launches of one image at once)', async () => {
+  const root = disks.rootPlan('web', { name: 'img', disk: base }, 32 * MiB)!;
+  const spec = await disks.provision('web', [root], 'qemu');
+  // The other launch has claimed its overlay of the same base: recorded `creating`, no file yet.
+  const claim = storage.claimVolume({ pool: 'default', name: 'other-root', format: 'qcow2', sizeBytes: 32 * MiB, backing: fs.realpathSync(base) });
+  const [r] = disks.attachments('web', spec, 'qemu');
+  assert.deepEqual(r!.backingFiles, [fs.realpathSync(base)]);
+  claim.release();
+});
+
 test('micro: the root disk is a raw copy of the base (hangar-vmm reads raw only), grown to rootSize', async () => {
   const root = disks.rootPlan('m', { name: 'img', disk: base }, 24 * MiB)!;
   const spec = await disks.provision('m', [root], 'micro');

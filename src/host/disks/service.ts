@@ -186,7 +186,8 @@ export class DiskService {
     // The chain below an overlay: a base that is itself a volume may have a backing file too.
     for (let b = v.backing; b !== null && backingFiles.length < 8 && !backingFiles.includes(b);) {
       backingFiles.push(b);
-      const under = this.storage.listVolumes().find((o) => o.backing !== null && this.pathOf(o) === b);
+      // Only ready volumes: one another VM's create is still making has no path yet (and is no base).
+      const under = this.storage.listVolumes().find((o) => o.state === 'ready' && o.backing !== null && this.pathOf(o) === b);
       b = under?.backing ?? null;
     }
     return {
