@@ -4,7 +4,10 @@
  * cycles. vbench.mode selects the work:
  *   blk: 4 KiB random reads at queue depth 1 (vbench.ops of them), 4 KiB
  *        random reads at queue depth 32, then sequential 128 KiB reads over
- *        the whole disk vbench.passes times.
+ *        the whole disk vbench.passes times; vbench.blk=<mask> picks phases
+ *        (1 qd1, 2 qd32, 4 seq, 8 qd16; default 7). qd16 keeps 16 reads in
+ *        flight: it reaps whatever completed, reposts as many, and notifies
+ *        once per refill (what a polling driver does at a fixed depth).
  *   net: vbench.ops UDP frames with a 64-byte payload, then vbench.ops/4
  *        with a 1472-byte payload (full 1500-byte IP packets), sent to
  *        vbench.dst (10.213.2.1:9), notifying once per batch of 32.
@@ -61,6 +64,7 @@ static void bench_blk(void) {
   if (vio_find(&dev, VIO_ID_BLOCK, 0) != 0) hg_panic("vbench: no virtio-blk\n");
   if (vio_begin(&dev, VIO_F_VERSION_1) != 0) hg_panic("vbench: features refused\n");
   vq_setup(&dev, &q, 0, 128);
+  q.avail[0] = 1; /* VIRTQ_AVAIL_F_NO_INTERRUPT: this driver polls */
   vio_driver_ok(&dev);
   hdrs = hg_alloc(sizeof(struct req) * QD, 16);
   stats = hg_alloc(QD, 16);
@@ -70,6 +74,9 @@ static void bench_blk(void) {
   u64 ops = vio_arg("vbench.ops", 20000);
   u64 passes = vio_arg("vbench.passes", 4);
 
+  u64 mask = vio_arg("vbench.blk", 7);
+
+  if (mask & 1) {
   mark_start("randread-qd1");
   u64 t0 = hg_rdtsc();
   for (u64 i = 0; i < ops; i++) {
@@ -78,18 +85,44 @@ static void bench_blk(void) {
     blk_wait(1);
   }
   mark_end("randread-qd1", ops, ops * 4096, hg_rdtsc() - t0);
+  }
 
+  if (mask & 8) {
+  const u16 depth = 16;
+  mark_start("randread-qd16");
+  u64 t0 = hg_rdtsc();
+  u64 posted = 0, done = 0;
+  for (u16 s = 0; s < depth && posted < ops; s++, posted++) blk_post(s, (next_rand() % blocks) * 8, 4096);
+  vq_notify(&q);
+  while (done < ops) {
+    struct vq_used_elem e;
+    u16 refill = 0;
+    while (vq_has_used(&q)) {
+      e = vq_take(&q);
+      u16 slot = (u16)(e.id / 3);
+      if (stats[slot] != 0) hg_panic("vbench: blk status %d\n", stats[slot]);
+      done++;
+      if (posted < ops) { blk_post(slot, (next_rand() % blocks) * 8, 4096); posted++; refill++; }
+    }
+    if (refill) vq_notify(&q);
+  }
+  mark_end("randread-qd16", ops, ops * 4096, hg_rdtsc() - t0);
+  }
+
+  if (mask & 2) {
   mark_start("randread-qd32");
-  t0 = hg_rdtsc();
+  u64 t0 = hg_rdtsc();
   for (u64 i = 0; i < ops; i += QD) {
     for (u16 s = 0; s < QD; s++) blk_post(s, (next_rand() % blocks) * 8, 4096);
     vq_notify(&q);
     blk_wait(QD);
   }
   mark_end("randread-qd32", ops, ops * 4096, hg_rdtsc() - t0);
+  }
 
+  if (mask & 4) {
   mark_start("seqread-128k");
-  t0 = hg_rdtsc();
+  u64 t0 = hg_rdtsc();
   u64 reqs = 0;
   for (u64 p = 0; p < passes; p++) {
     for (u64 s = 0; s + 256 <= capacity;) {
@@ -101,6 +134,7 @@ static void bench_blk(void) {
     }
   }
   mark_end("seqread-128k", reqs, reqs * 131072, hg_rdtsc() - t0);
+  }
 }
 
 #define F_MAC (1UL << 5)

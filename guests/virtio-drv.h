@@ -90,19 +90,34 @@ struct vio_dev {
 static inline u32 vio_r(const struct vio_dev *d, u32 off) { return hg_mmio_read32(d->base + off); }
 static inline void vio_w(const struct vio_dev *d, u32 off, u32 v) { hg_mmio_write32(d->base + off, v); }
 
-/* Finds the nth (0-based) virtio-mmio device of `device_id`; returns 0 on success. */
-static inline int vio_find(struct vio_dev *d, u32 device_id, int nth) {
-  for (int s = 0; s < HG_VIRTIO_MMIO_SLOTS; s++) {
-    u64 base = HG_VIRTIO_MMIO_BASE + (u64)s * HG_VIRTIO_MMIO_SIZE;
+/*
+ * Where virtio-mmio transports may sit: hangar-vmm's slots, then QEMU
+ * microvm's (24 transports of 512 bytes from 0xfeb00000, found when the same
+ * image runs there through its PVH entry). Unused transports read as magic
+ * "virt" with device id 0, or as nothing at all.
+ */
+#define VIO_QEMU_MICROVM_BASE 0xfeb00000UL
+#define VIO_QEMU_MICROVM_STRIDE 0x200UL
+#define VIO_QEMU_MICROVM_SLOTS 24
+
+static inline int vio_probe_window(struct vio_dev *d, u32 device_id, int *nth, u64 start, u64 stride, int slots, int irq_known) {
+  for (int s = 0; s < slots; s++) {
+    u64 base = start + (u64)s * stride;
     if (hg_mmio_read32(base + VIO_MAGIC) != 0x74726976) continue;
     if (hg_mmio_read32(base + VIO_DEVICE_ID) != device_id) continue;
-    if (nth-- > 0) continue;
+    if ((*nth)-- > 0) continue;
     d->base = base;
     d->slot = s;
-    d->irq = hg_virtio_mmio_irqs[s];
+    d->irq = irq_known ? hg_virtio_mmio_irqs[s] : -1;
     return 0;
   }
   return -1;
+}
+
+/* Finds the nth (0-based) virtio-mmio device of `device_id`; returns 0 on success. */
+static inline int vio_find(struct vio_dev *d, u32 device_id, int nth) {
+  if (vio_probe_window(d, device_id, &nth, HG_VIRTIO_MMIO_BASE, HG_VIRTIO_MMIO_SIZE, HG_VIRTIO_MMIO_SLOTS, 1) == 0) return 0;
+  return vio_probe_window(d, device_id, &nth, VIO_QEMU_MICROVM_BASE, VIO_QEMU_MICROVM_STRIDE, VIO_QEMU_MICROVM_SLOTS, 0);
 }
 
 static inline u64 vio_device_features(const struct vio_dev *d) {

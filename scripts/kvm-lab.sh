@@ -2,7 +2,7 @@
 # Hangar's KVM lab: runs one command against a /dev/kvm with real
 # hardware-virtualization semantics, on any x86-64 host that has QEMU.
 #
-#   scripts/kvm-lab.sh [--timeout SECS] [--rebuild] [--build-only] [--quiet] [--] COMMAND [ARG...]
+#   scripts/kvm-lab.sh [--timeout SECS] [--stall SECS] [--with-qemu] [--with-debian] [--rebuild] [--build-only] [--quiet] [--] COMMAND [ARG...]
 #
 # QEMU's TCG emulates AMD SVM with nested paging, so a Linux guest ("L1")
 # booted with `-accel tcg -cpu max` loads kvm-amd and gets a /dev/kvm whose
@@ -14,13 +14,24 @@
 #   HANGAR-LAB-RESULT: PASS exit=0      (or FAIL exit=N)
 # come back over L1's serial console; this script exits with N, with 124 when
 # L1 ran longer than the timeout (default 1200 s; building the cache is not
-# counted), and with 125 when L1 ended without reporting.
+# counted), with 125 when L1 ended without reporting, and with 126 when L1
+# stalled: L1 prints a heartbeat line every 30 s, so a console quiet for the
+# stall limit (default 180 s) means L1 itself stopped; the script then prints
+# what QEMU says about L1's CPU (registers, local APIC, PIC, IRQ counts,
+# scripts/lab/l1-dump.mjs) and ends it.
 #
 # Everything is cached under .cache/kvm-lab/ (HANGAR_LAB_CACHE): the L1 kernel
 # and initramfs keyed by the package versions, the root image keyed by node's
 # version and a hash of dist/, package-lock.json and the guest image. Runs never
 # change the cache (the disk is attached with snapshot=on), so several may run
 # at once. Build the project first (npx tsc -p tsconfig.json).
+#
+# --with-qemu also gives L1 the host's QEMU (for side-by-side benchmarks such as
+# bench/lab-start-bench.ts): the binary, its libraries and the firmware it boots
+# with, on a second cached disk mounted at /opt/qemu, run as /opt/qemu/bin/qemu.
+# --with-debian gives L1 the debian-12 image (kernel, initramfs, image.json and a raw
+# copy of its disk) on a cached disk mounted read/write at /data/debian-12 (QEMU's
+# snapshot overlay takes the writes).
 set -euo pipefail
 # The whole script is one compound command, read before it runs: editing this file
 # while a lab runs (bash otherwise reads scripts as it goes) cannot derail that run.
@@ -29,19 +40,27 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${HANGAR_LAB_CACHE:-$ROOT/.cache/kvm-lab}
 IMAGES=${HANGAR_IMAGE_DIR:-$ROOT/.cache/images}
 TIMEOUT=${HANGAR_LAB_TIMEOUT:-1200}
+STALL=${HANGAR_LAB_STALL:-180}
 L1_MEM_MIB=${HANGAR_LAB_MEM_MIB:-3072}
 ROOT_IMAGE_SIZE=1G
 MARKER=HANGAR-LAB-RESULT
 # L1's modules (their dependencies are found and loaded first): KVM for AMD (TCG emulates SVM),
 # the virtio disk and entropy source, ext4 for the root image, TAP/bridge for guest networking.
 L1_MODULES=(kvm_amd virtio_pci virtio_blk virtio_rng ext4 crc32c_generic tun bridge)
+# Modules the L2 guests need beyond the tiny image's own (virtio, virtio-blk, virtio-net), with
+# their dependencies: they ride in an archive appended to its initramfs (see build_l2).
+L2_MODULES=(virtio_rng)
+L2_ROOT_SIZE=32M
 
-rebuild=0 build_only=0 quiet=0
+rebuild=0 build_only=0 quiet=0 with_qemu=0 with_debian=0
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     --timeout) TIMEOUT=${2:?}; shift 2 ;;
+    --stall) STALL=${2:?}; shift 2 ;;
     --rebuild) rebuild=1; shift ;;
+    --with-qemu) with_qemu=1; shift ;;
+    --with-debian) with_debian=1; shift ;;
     --build-only) build_only=1; shift ;;
     --quiet) quiet=1; shift ;;
     -h|--help) usage ;;
@@ -52,6 +71,7 @@ while (($#)); do
 done
 if ((!build_only && $# == 0)); then echo "kvm-lab: no command given" >&2; usage; fi
 [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || { echo "kvm-lab: --timeout wants seconds" >&2; exit 2; }
+[[ "$STALL" =~ ^[0-9]+$ ]] || { echo "kvm-lab: --stall wants seconds" >&2; exit 2; }
 
 say() { echo "kvm-lab: $*" >&2; }
 die() { say "$*"; exit 125; }
@@ -130,6 +150,13 @@ build_l1() {
   }
   local m
   for m in "${L1_MODULES[@]}"; do visit "$m"; done
+  local l1_order=("${order[@]}")
+  # The L2 guests' extra modules (the same kernel as the tiny image's): a walk of their own.
+  order=()
+  seen=()
+  for m in "${L2_MODULES[@]}"; do visit "$m"; done
+  local l2_order=("${order[@]}")
+  order=("${l1_order[@]}")
 
   local ir=$work/initramfs
   mkdir -p "$ir"/{bin,dev,proc,sys,mnt,lib/modules,lab}
@@ -163,7 +190,17 @@ mount -t devpts devpts /mnt/dev/pts 2>/dev/null
 mount -t proc proc /mnt/proc
 mount -t sysfs sysfs /mnt/sys
 mount -t tmpfs -o mode=1777 tmpfs /mnt/tmp
+# Extra disks (--with-qemu, --with-debian), found by their ext4 label (superblock at 1024, label 120 in).
+for d in /dev/vd[b-z]; do
+  [ -b "$d" ] || continue
+  case "$(dd if="$d" bs=1 skip=1144 count=16 2>/dev/null | tr -d '\000')" in
+    hangar-lab-qemu) mkdir -p /mnt/opt/qemu && mount -t ext4 -o ro "$d" /mnt/opt/qemu ;;
+    hangar-lab-data) mkdir -p /mnt/data && mount -t ext4 "$d" /mnt/data ;;
+  esac
+done
 cp /lab/job.sh /mnt/tmp/job.sh
+# The heartbeat: the script on the host takes a console quiet for minutes as L1 stalled.
+(while sleep 30; do echo "kvm-lab: L1 heartbeat: up $(cut -d' ' -f1 /proc/uptime)s, load $(cut -d' ' -f1-3 /proc/loadavg)"; done) &
 echo "kvm-lab: L1 ready after $(cut -d' ' -f1 /proc/uptime)s (kernel $(uname -r)); running the job"
 chroot /mnt /bin/busybox env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root TMPDIR=/tmp HANGAR_LAB=1 \
   HANGAR_IMAGE_DIR=/hangar/.cache/images /bin/sh -c 'cd /hangar && exec /bin/sh /tmp/job.sh' < /dev/null
@@ -176,12 +213,115 @@ EOF
   rm -rf "$stage" && mkdir -p "$stage"
   cp "$work/kernel/boot/vmlinuz-$ver" "$stage/vmlinuz"
   (cd "$ir" && find . -mindepth 1 ! -path './lab/*' | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$stage/initramfs.cpio"
+  mkdir -p "$stage/l2-modules"
+  : > "$stage/l2-modules/load-order"
+  for m in "${l2_order[@]}"; do
+    ko_cat "${file_of[$m]}" > "$stage/l2-modules/$m.ko"
+    echo "$m" >> "$stage/l2-modules/load-order"
+  done
+  echo "$ver" > "$stage/l2-modules/kernel-version"
   echo "$l1_key" > "$stage/key"
   rm -rf "$L1" && mv "$stage" "$L1"
   # Keep the .debs (a rebuild after a script change needs no download); drop the unpacked tree.
   mkdir -p "$CACHE/debs" && mv "$work"/debs/*.deb "$CACHE/debs/" 2>/dev/null || true
   rm -rf "$work"
   say "L1 built: ${#order[@]} modules (${order[*]})"
+}
+
+# ---- what L2 guests boot besides the tiny image --------------------------------
+# Into the folder $1 (inside the root image), with busybox from the .deb $2:
+#  overlay.cpio  appended to the tiny image's initramfs: the extra modules and /lab-init, which a
+#                guest runs with rdinit=/lab-init: it loads every module and, given
+#                hangar.root=DEV, mounts that ext4 disk and switches root to it;
+#  root.ext4     that disk: busybox, with busybox init as PID 1 (a shell on the console,
+#                acpid for the power button), prompt "lab# ".
+build_l2() {
+  local out=$1 bbdeb=$2
+  [ -n "$out" ] && [ -d "$out" ] && [ -f "$bbdeb" ] || die "build_l2: bad arguments"
+  local ver tiny_ver
+  ver=$(cat "$L1/l2-modules/kernel-version")
+  tiny_ver=$(sed -n 's/.*"kernelVersion": *"\([^"]*\)".*/\1/p' "$IMAGES/tiny/image.json")
+  [ "$tiny_ver" = "$ver" ] || die "the tiny image's kernel ($tiny_ver) is not L1's ($ver): rebuild it (HANGAR_TEST_IMAGES=tiny node scripts/build-images.mjs)"
+
+  local ov=$CACHE/l2-overlay.stage
+  rm -rf "$ov" && mkdir -p "$ov/lib/modules/lab"
+  cp "$L1"/l2-modules/*.ko "$L1/l2-modules/load-order" "$ov/lib/modules/lab/"
+  cat > "$ov/lab-init" <<'LABINIT'
+#!/bin/sh
+# The lab's rdinit: load the tiny image's modules and the lab's, then switch to the ext4 root
+# disk named by hangar.root= (without one, go on with the tiny image's own /init).
+# First of all a marker (a shell built-in: nothing to exec): bench/lab-start-bench.ts times it.
+echo "lab-init: start"
+export PATH=/sbin:/bin
+/bin/busybox --install -s /bin 2>/dev/null
+mkdir -p /proc /sys /dev /newroot
+mount -t proc proc /proc
+echo "lab-init: up $(cut -d' ' -f1 /proc/uptime)s"
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+root=''
+for arg in $(cat /proc/cmdline); do case "$arg" in hangar.root=*) root=${arg#hangar.root=} ;; esac; done
+for m in $(cat /lib/modules/load-order /lib/modules/lab/load-order); do
+  grep -q "^$m " /proc/modules && continue
+  f=/lib/modules/$m.ko
+  [ -f "$f" ] || f=/lib/modules/lab/$m.ko
+  insmod "$f" || echo "lab-init: module $m did not load"
+done
+if [ -n "$root" ]; then
+  i=0
+  while [ ! -b "$root" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  if mount -t ext4 "$root" /newroot; then
+    mount --move /dev /newroot/dev
+    mount --move /proc /newroot/proc
+    mount --move /sys /newroot/sys
+    exec switch_root /newroot /init
+  fi
+  echo "lab-init: cannot mount $root; going on with the initramfs"
+fi
+umount /proc /sys /dev 2>/dev/null
+exec /init
+LABINIT
+  chmod 755 "$ov/lab-init"
+  (cd "$ov" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$out/overlay.cpio"
+  rm -rf "$ov"
+
+  local rs=$CACHE/l2-root.stage
+  rm -rf "$rs" && mkdir -p "$rs"/{bin,sbin,dev,proc,sys,tmp,run,root,etc/acpi/PWRF,var/log,var/run}
+  dpkg-deb -x "$bbdeb" "$rs/bb"
+  mv "$rs/bb/bin/busybox" "$rs/bin/busybox" && rm -rf "$rs/bb"
+  local a
+  for a in $("$rs/bin/busybox" --list); do [ -e "$rs/bin/$a" ] || ln -s busybox "$rs/bin/$a"; done
+  # PID 1 is busybox init: its children start with default signal handling (a shell started
+  # with & by a script would ignore SIGINT for good, and Ctrl-C would do nothing), it handles
+  # poweroff/reboot (SIGUSR2/SIGTERM) and Ctrl-Alt-Del (it sets kernel.ctrl-alt-del to 0).
+  ln -s bin/busybox "$rs/init"
+  cat > "$rs/etc/inittab" <<'INITTAB'
+::sysinit:/etc/rc.lab
+::respawn:/bin/cttyhack /bin/sh -l
+::ctrlaltdel:/bin/busybox reboot
+::shutdown:/bin/sync
+INITTAB
+  cat > "$rs/etc/rc.lab" <<'RCLAB'
+#!/bin/sh
+# lab-init moved /dev, /proc and /sys here already.
+export PATH=/sbin:/bin
+grep -q ' /proc ' /proc/mounts 2>/dev/null || mount -t proc proc /proc
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+hostname lab
+ip link set lo up 2>/dev/null
+acpid -c /etc/acpi
+echo "Hangar lab root: user space is up ($(grep ' / ' /proc/mounts | cut -d' ' -f1-4), uptime $(cut -d' ' -f1 /proc/uptime)s)"
+RCLAB
+  chmod 755 "$rs/etc/rc.lab"
+  printf "export PS1='lab# ' HOME=/root\ncd /root\n" > "$rs/etc/profile"
+  printf '#!/bin/sh\necho "lab: power button pressed, powering off" > /dev/console\nexec /bin/busybox poweroff\n' > "$rs/etc/acpi/PWRF/00000080"
+  chmod 755 "$rs/etc/acpi/PWRF/00000080"
+  printf 'root:x:0:0:root:/root:/bin/sh\n' > "$rs/etc/passwd"
+  printf '127.0.0.1 localhost\n' > "$rs/etc/hosts"
+  mke2fs -q -t ext4 -L hangar-l2-root -E root_owner=0:0 -d "$rs" "$out/root.ext4" "$L2_ROOT_SIZE" >&2
+  rm -rf "$rs"
 }
 
 # ---- the root image: node, its libraries, the project, the guest image -----
@@ -216,6 +356,8 @@ build_root() {
   done < <(cd "$ROOT" && npm ls --omit=dev --all --parseable 2>/dev/null)
   [ -d "$st/hangar/node_modules/koffi" ] || die "runtime node_modules missing (npm ls --omit=dev found no koffi)"
   cp -a "$IMAGES/tiny" "$st/hangar/.cache/images/tiny"
+  mkdir -p "$st/hangar/.cache/lab-l2"
+  build_l2 "$st/hangar/.cache/lab-l2" "$bbdeb"
 
   # Shared libraries of node and of the native add-ons, as ldd names them.
   local libs
@@ -238,11 +380,60 @@ build_root() {
   say "root image built ($(du -h "$CACHE/root.ext4" | cut -f1) used)"
 }
 
+# ---- the host's QEMU for L1 (--with-qemu) -------------------------------------
+# A disk of its own (the root image stays as the suite uses it): bin/qemu-system-x86_64,
+# lib/ with every library ldd names and the dynamic loader, share/ with the firmware
+# (SeaBIOS for q35, qboot for microvm, the option ROMs for -kernel), modules/ (accel-tcg),
+# and bin/qemu, which runs the binary through that loader with -L share.
+qemu_key() { echo "qemu=$(qemu-system-x86_64 --version | head -1) script=$script_hash"; }
+build_qemu() {
+  say "building the QEMU disk for L1"
+  local st=$CACHE/qemu.stage bin
+  bin=$(readlink -f "$(command -v qemu-system-x86_64)")
+  rm -rf "$st" && mkdir -p "$st"/{bin,lib,share}
+  cp "$bin" "$st/bin/qemu-system-x86_64"
+  local l
+  for l in $(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u); do cp -L "$l" "$st/lib/"; done
+  [ -e "$st/lib/ld-linux-x86-64.so.2" ] || die "ldd named no dynamic loader for QEMU"
+  local f
+  for f in /usr/share/seabios/bios-256k.bin /usr/share/qemu/qboot.rom /usr/share/qemu/linuxboot_dma.bin /usr/share/qemu/kvmvapic.bin /usr/share/qemu/pvh.bin /usr/share/qemu/multiboot_dma.bin; do
+    [ -e "$f" ] && cp -L "$f" "$st/share/"
+  done
+  [ -e "$st/share/qboot.rom" ] && cp "$st/share/qboot.rom" "$st/share/bios-microvm.bin"
+  # Debian builds TCG as a loadable module; KVM is built in. The modules folder comes along.
+  mkdir -p "$st/modules"
+  cp /usr/lib/x86_64-linux-gnu/qemu/accel-*.so "$st/modules/" 2>/dev/null || true
+  printf '#!/bin/sh\nQEMU_MODULE_DIR=/opt/qemu/modules exec /opt/qemu/lib/ld-linux-x86-64.so.2 --library-path /opt/qemu/lib /opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share "$@"\n' > "$st/bin/qemu"
+  chmod 755 "$st/bin/qemu"
+  rm -f "$CACHE/qemu.ext4"
+  mke2fs -q -t ext4 -L hangar-lab-qemu -E root_owner=0:0 -d "$st" "$CACHE/qemu.ext4" 256M >&2
+  qemu_key > "$CACHE/qemu.key"
+  rm -rf "$st"
+}
+
+# ---- the debian-12 image for L1 (--with-debian) --------------------------------
+debian_key() { echo "debian=$(cat "$IMAGES/debian-12/image.json" 2>/dev/null | sha256sum | cut -c1-16) script=$script_hash"; }
+build_debian() {
+  say "building the debian-12 disk for L1 (a raw copy of the image's disk)"
+  local src=$IMAGES/debian-12 st=$CACHE/debian.stage
+  [ -f "$src/image.json" ] && [ -f "$src/vmlinuz" ] && [ -f "$src/initrd.img" ] || die "no debian-12 image in $IMAGES (node scripts/build-images.mjs)"
+  command -v qemu-img >/dev/null || die "needs qemu-img (Debian package qemu-utils)"
+  rm -rf "$st" && mkdir -p "$st/debian-12"
+  cp "$src/vmlinuz" "$src/initrd.img" "$src/image.json" "$st/debian-12/"
+  qemu-img convert -O raw "$src/$(sed -n 's/.*"disk": *"\([^"]*\)".*/\1/p' "$src/image.json")" "$st/debian-12/disk.raw"
+  rm -f "$CACHE/debian.ext4"
+  mke2fs -q -t ext4 -L hangar-lab-data -E root_owner=0:0 -d "$st" "$CACHE/debian.ext4" 4G >&2
+  debian_key > "$CACHE/debian.key"
+  rm -rf "$st"
+}
+
 # One builder at a time; runs only read what is built.
 exec 9>"$CACHE/lock"
 flock 9
 if ((rebuild)) || [ "$(cat "$L1/key" 2>/dev/null)" != "$l1_key" ]; then build_l1; fi
 if ((rebuild)) || [ "$(cat "$CACHE/root.key" 2>/dev/null)" != "$root_key" ] || [ ! -f "$CACHE/root.ext4" ]; then build_root; fi
+if ((with_qemu)) && { ((rebuild)) || [ "$(cat "$CACHE/qemu.key" 2>/dev/null)" != "$(qemu_key)" ]; }; then build_qemu; fi
+if ((with_debian)) && { ((rebuild)) || [ "$(cat "$CACHE/debian.key" 2>/dev/null)" != "$(debian_key)" ]; }; then build_debian; fi
 flock -u 9
 say "cache ready after $((SECONDS - started))s"
 ((build_only)) && exit 0
@@ -275,6 +466,9 @@ cat "$L1/initramfs.cpio" "$run/job.cpio" > "$run/initrd"
 
 log=$run/console.log
 : > "$log"
+qemu_drive=()
+((with_qemu)) && qemu_drive=(-drive "file=$CACHE/qemu.ext4,if=virtio,format=raw,readonly=on")
+((with_debian)) && qemu_drive+=(-drive "file=$CACHE/debian.ext4,if=virtio,format=raw,snapshot=on")
 # snapshot=on: the run's writes go to a temporary overlay (in TMPDIR, i.e. $run), never to the cache.
 TMPDIR=$run qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$L1_MEM_MIB" \
   -display none -monitor none -no-reboot \
@@ -282,7 +476,9 @@ TMPDIR=$run qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$L1_MEM_MIB" \
   -kernel "$L1/vmlinuz" -initrd "$run/initrd" \
   -append "console=ttyS0 quiet panic=-1" \
   -drive "file=$CACHE/root.ext4,if=virtio,format=raw,snapshot=on" \
+  "${qemu_drive[@]}" \
   -device virtio-rng-pci \
+  -qmp "unix:$run/qmp.sock,server=on,wait=off" \
   -net none </dev/null >"$run/qemu.out" 2>&1 &
 qpid=$!
 boot_at=$SECONDS
@@ -297,9 +493,18 @@ show_new() {
     printed=$size
   fi
 }
-timed_out=0 reported_at=''
+timed_out=0 stalled=0 reported_at='' last_size=0 last_progress=$SECONDS
 while kill -0 "$qpid" 2>/dev/null; do
   show_new
+  if ((printed != last_size)); then last_size=$printed; last_progress=$SECONDS; fi
+  if [ -z "$reported_at" ] && ((SECONDS - last_progress > STALL)); then
+    stalled=1
+    say "L1 stalled: its console (heartbeat every 30 s) showed nothing for $((SECONDS - last_progress))s; what QEMU says about it:"
+    node "$ROOT/scripts/lab/l1-dump.mjs" "$run/qmp.sock" >&2 || true
+    say "last console lines:"
+    tail -n 20 "$log" | tr -d '\r' | sed 's/^/  /' >&2
+    break
+  fi
   if [ -z "$reported_at" ] && grep -qa "^$MARKER: " "$log"; then reported_at=$SECONDS; fi
   # L1 powers off right after reporting; give it a moment, then end it.
   if [ -n "$reported_at" ] && ((SECONDS - reported_at > 20)); then break; fi
@@ -317,6 +522,7 @@ if [[ "$result" =~ exit=([0-9]+) ]]; then
   say "${result#"$MARKER: "} (L1 ran $((SECONDS - boot_at))s, $((SECONDS - started))s in all)"
   exit "$code"
 fi
+if ((stalled)); then say "FAIL: L1 stalled (exit 126)"; exit 126; fi
 if ((timed_out)); then exit 124; fi
 say "L1 ended without reporting a result; QEMU said:"
 sed 's/^/  /' "$run/qemu.out" >&2

@@ -1,6 +1,7 @@
-// Vite build of Hangar's web UI: web/ → dist/web, served by hangard under /ui/ (docs/web-ui.md).
+// Vite build of Hangar's web UI: web/ → dist/web, served by hangard under /ui/ (docs/ui.md).
 import { defineConfig } from 'vite';
 import react from '@vitejs/plugin-react';
+import { precompress } from './precompress.ts';
 import { fileURLToPath } from 'node:url';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -8,7 +9,8 @@ const here = fileURLToPath(new URL('.', import.meta.url));
 export default defineConfig({
   root: here,
   base: '/ui/',
-  plugins: [react()],
+  // precompress: .br and .gz next to each text file, served as they are by hangard.
+  plugins: [react(), precompress()],
   build: {
     outDir: `${here}../dist/web`,
     emptyOutDir: true,

@@ -142,7 +142,8 @@ int hg_cpu_count(void) {
   const u8 *bp = (const u8 *)hg_boot_params;
   const u8 *rsdp = (const u8 *)*(const u64 *)(bp + 0x70);
   int n = 0;
-  if (rsdp && memcmp(rsdp, "RSD PTR ", 8) == 0 && sum_ok(rsdp, 20)) {
+  /* Revision 2+ only: an ACPI 1.0 RSDP (as some PVH loaders give) has no XSDT address. */
+  if (rsdp && memcmp(rsdp, "RSD PTR ", 8) == 0 && sum_ok(rsdp, 20) && rsdp[15] >= 2 && *(const u64 *)(rsdp + 24) != 0) {
     const u8 *xsdt = (const u8 *)*(const u64 *)(rsdp + 24);
     u32 xlen = *(const u32 *)(xsdt + 4);
     for (u32 o = 36; o + 8 <= xlen; o += 8) {
@@ -155,6 +156,38 @@ int hg_cpu_count(void) {
   }
   cached = n > 0 ? n : 1;
   return cached;
+}
+
+/*
+ * PVH boot (QEMU -M microvm): the loader passes an hvm_start_info instead of a
+ * Linux zero page. Copy what the kit reads from the zero page (command line,
+ * ACPI RSDP, e820 map) into one of our own, so the rest of the kit sees one
+ * boot protocol. Runs in ring 0 once, before anything else. hvm_start_info:
+ * magic, version, flags, nr_modules (u32 each), modlist, cmdline, rsdp,
+ * memmap (u64 physical addresses at 16..40), memmap_entries (u32 at 48).
+ */
+#define PVH_START_MAGIC 0x336ec578
+static u8 pvh_zero_page[4096] __attribute__((aligned(4096)));
+
+u64 hg_pvh_boot_params(u64 start_info) {
+  const u8 *si = (const u8 *)start_info;
+  u8 *bp = pvh_zero_page;
+  if (*(const u32 *)si != PVH_START_MAGIC) return (u64)bp;
+  u32 version = *(const u32 *)(si + 4);
+  *(u32 *)(bp + 0x228) = (u32)*(const u64 *)(si + 24); /* cmd_line_ptr */
+  *(u64 *)(bp + 0x70) = *(const u64 *)(si + 32);       /* acpi_rsdp_addr */
+  u32 n = 0;
+  if (version >= 1) {
+    const u8 *map = (const u8 *)*(const u64 *)(si + 40);
+    u32 entries = *(const u32 *)(si + 48);
+    for (; n < entries && n < 128; n++) {
+      u8 *e = bp + 0x2d0 + 20 * n; /* e820: addr u64, size u64, type u32 */
+      const u8 *m = map + 24 * n;  /* hvm_memmap_table_entry: addr u64, size u64, type u32, reserved u32 */
+      memcpy(e, m, 20);
+    }
+  }
+  bp[0x1e8] = (u8)n;
+  return (u64)bp;
 }
 
 void hg_cpu_start(u64 cpu, u64 boot_params) {

@@ -14,6 +14,18 @@
     .asciz "Hangar"
     .balign 4
 
+/* PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY = 18): a PVH loader such as QEMU's
+   `-M microvm` enters the same image at pvh_start32, in 32-bit protected mode
+   with paging off and EBX = the hvm_start_info it built. */
+    .balign 4
+    .long 4              /* namesz: "Xen\0" */
+    .long 4              /* descsz */
+    .long 18             /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .long pvh_start32
+    .balign 4
+
     .section .text.start, "ax"
     .globl _start
     .code64
@@ -39,6 +51,57 @@ start64:
     call hg_cpu_start
 1:  hlt
     jmp 1b
+
+/*
+ * PVH entry: identity-map the first GiB (2 MiB pages), enter long mode with a
+ * temporary GDT, turn the hvm_start_info into the zero page the kit reads
+ * (hg_pvh_boot_params in cpu.c), then continue as a 64-bit boot of CPU 0.
+ * hg_cpu_start replaces these tables with the kit's own.
+ */
+    .code32
+    .globl pvh_start32
+pvh_start32:
+    cli
+    cld
+    mov %ebx, %esi
+    mov $pvh_pd, %edi
+    xor %ecx, %ecx
+2:  mov %ecx, %eax
+    shl $21, %eax
+    or $0x83, %eax
+    mov %eax, (%edi,%ecx,8)
+    movl $0, 4(%edi,%ecx,8)
+    inc %ecx
+    cmp $512, %ecx
+    jb 2b
+    movl $(pvh_pd + 3), pvh_pdpt
+    movl $(pvh_pdpt + 3), pvh_pml4
+    mov $pvh_pml4, %eax
+    mov %eax, %cr3
+    mov %cr4, %eax
+    or $0x20, %eax          /* PAE */
+    mov %eax, %cr4
+    mov $0xc0000080, %ecx   /* EFER */
+    rdmsr
+    or $0x100, %eax         /* LME */
+    wrmsr
+    mov %cr0, %eax
+    or $0x80000001, %eax    /* PG | PE */
+    mov %eax, %cr0
+    lgdt pvh_gdt_desc
+    ljmp $0x08, $pvh_start64
+    .code64
+pvh_start64:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    lea hg_kstacks+KSTACK_SIZE(%rip), %rsp
+    mov %esi, %edi
+    call hg_pvh_boot_params
+    mov %rax, %rsi
+    xor %edi, %edi
+    jmp start64
 
 /* Switches to ring 3: rdi = entry, rsi = user stack top, rdx = argument. */
     .globl hg_enter_user
@@ -130,8 +193,20 @@ hg_isr_table:
 .endm
 ENTRIES 0, 47
 
+    .balign 8
+pvh_gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff  /* 0x08 code, 64-bit */
+    .quad 0x00cf92000000ffff  /* 0x10 data */
+pvh_gdt_desc:
+    .word pvh_gdt_desc - pvh_gdt - 1
+    .long pvh_gdt
+
     .section .bss
     .balign 4096
+pvh_pml4: .skip 4096
+pvh_pdpt: .skip 4096
+pvh_pd:   .skip 4096
     .globl hg_kstacks
 hg_kstacks:
     .skip KSTACK_SIZE * 33

@@ -17,7 +17,7 @@
 import { HangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { VmHandle } from '../engines/engine.js';
-import { parseVolumeRef, type VolumeRef } from '../api/storage-names.js';
+import { formatVolumeRef, parseVolumeRef, type VolumeRef } from '../api/storage-names.js';
 import { isoFile } from './boot.js';
 import type { Store } from './store.js';
 import type { StorageService } from './storage/index.js';
@@ -41,6 +41,40 @@ export function attachIsoVolume(storage: StorageService | null | undefined, vm: 
 export function detachIsoVolume(storage: StorageService | null | undefined, vm: string, iso: string | undefined): void {
   const ref = isoVolumeRef(iso);
   if (ref && storage) storage.detach(ref, vm, ISO_DEVICE);
+}
+
+/**
+ * Start of the daemon: every VM's ISO volume is recorded as in use, and no
+ * `cdrom` use is recorded that the VM's spec does not name. The two change
+ * in one transaction, but VMs made before ISO volumes were tracked (or a
+ * data dir edited by hand) have no record, and the volume could then be
+ * deleted under a VM that boots from it. Returns the fixes made.
+ */
+export function reconcileIsoVolumes(store: Store, storage: StorageService, log?: Logger): string[] {
+  const fixes: string[] = [];
+  store.transaction(() => {
+    for (const rec of store.listVms()) {
+      const want = isoVolumeRef(rec.spec.iso);
+      const wanted = want ? formatVolumeRef(want) : null;
+      for (const a of storage.attachmentsOfVm(rec.name)) {
+        if (a.device !== ISO_DEVICE || formatVolumeRef(a) === wanted) continue;
+        storage.detach({ pool: a.pool, volume: a.volume }, rec.name, ISO_DEVICE);
+        fixes.push(`${rec.name}: dropped stale use of ${a.pool}/${a.volume}`);
+      }
+      if (!want) continue;
+      const vol = storage.getVolume(want.pool, want.volume);
+      if (!vol) {
+        // Not made up here: the next start refuses the VM with a clear error (boot.ts checks the ISO).
+        log?.warn({ vm: rec.name, iso: rec.spec.iso }, 'the VM names an ISO volume that does not exist');
+        continue;
+      }
+      if (vol.attachments.some((a) => a.vm === rec.name && a.device === ISO_DEVICE)) continue;
+      storage.attach(want, { vm: rec.name, device: ISO_DEVICE, readOnly: true });
+      fixes.push(`${rec.name}: recorded use of ${formatVolumeRef(want)}`);
+    }
+  });
+  if (fixes.length) log?.info({ fixes }, 'ISO volume uses reconciled');
+  return fixes;
 }
 
 export interface VmIsoOpsDeps {

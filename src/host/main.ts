@@ -40,6 +40,7 @@ import { StorageService } from './storage/index.js';
 import { volumeJobs } from './storage/routes.js';
 import { createMonitor, loadMonitorSettings } from './monitor/index.js';
 import { UiService } from './ui/index.js';
+import { reconcileIsoVolumes } from './iso-media.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
   + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]\n'
@@ -152,6 +153,7 @@ async function main(): Promise<void> {
     ...(values['pool-quota'] !== undefined ? { defaultQuotaBytes: parseSize(values['pool-quota'], '--pool-quota') } : {}),
   });
   storage.recover();
+  reconcileIsoVolumes(store, storage, log.child({ component: 'storage' }));
   // --pool-quota: the default pool's quota (and that of pools created without one).
   if (values['pool-quota'] !== undefined) storage.setPoolQuota('default', parseSize(values['pool-quota'], '--pool-quota'));
   const engines = loadEngines(log);
@@ -172,7 +174,7 @@ async function main(): Promise<void> {
   const monitor = createMonitor({ store, events, vms, dataDir, settings: monitorSettings, log: log.child({ component: 'monitor' }) });
   monitor.start();
 
-  // The web UI (docs/web-ui.md): a browser reaches it on the TCP listener, with that listener's token.
+  // The web UI (docs/ui.md): a browser reaches it on the TCP listener, with that listener's token.
   const ui = new UiService();
   if (tcpListener) ui.token = tcpListener.token;
   const ctx: ApiContext = { version: version(), dataDir, vms, operations, events, host, images, engines, storage, log, snapshots, networks: { manager: networks, store }, monitor: { monitor, store }, ui };

@@ -26,6 +26,14 @@ export class GuestRam implements GuestMemory {
     this.sizeBig = BigInt(size);
   }
 
+  /**
+   * A second view of RAM another thread of this process has mapped (a vCPU thread serving a
+   * virtio queue, virtio/blk-fast.ts): same bounds checks, never unmapped from here.
+   */
+  static attach(hostAddr: number, size: number): GuestRam {
+    return new GuestRam(hostAddr, size);
+  }
+
   /** Maps `size` bytes of zeroed anonymous memory (pages are allocated on first touch). */
   static allocate(size: number): GuestRam {
     const addr = mapResult(libc.mmap(0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));

@@ -5,6 +5,7 @@
  * message, and blocks in Atomics.wait until the device thread has answered.
  * Both live in SharedArrayBuffers so the hot path copies no objects.
  */
+import type { BlkFastShare } from './virtio/blk-fast.js';
 
 /** ctl[CTL_CMD] values. */
 export const CMD_HOLD = 0; // not started yet: wait
@@ -37,6 +38,13 @@ export const MB_REQUEST = 1;
 export const MB_RESPONSE = 2;
 export const KIND_PIO = 1;
 export const KIND_MMIO = 2;
+/**
+ * Not an exit: a vCPU thread served a blk queue itself (virtio/blk-fast.ts) and the driver
+ * wants an interrupt; MB_ADDR_LO is the device's index in virtioFast.blk. Sent through the
+ * mailbox, so the interrupt is raised before the guest runs on, as if the device thread had
+ * served the notify.
+ */
+export const KIND_VIRTIO_USED = 3;
 
 export interface VcpuWorkerData {
   index: number;
@@ -49,6 +57,8 @@ export interface VcpuWorkerData {
   counters: SharedArrayBuffer;
   /** COM1's fast path (devices/serial-fast.ts): THR writes and LSR reads served on this thread. */
   serialFast?: SharedArrayBuffer;
+  /** virtio-blk queues this thread serves itself when the guest notifies them (virtio/blk-fast.ts), with guest RAM's mapping. */
+  virtioFast?: { ram: { hostAddr: number; size: number }; blk: BlkFastShare[] };
 }
 
 export const COUNTER_PIO = 0;
@@ -75,4 +85,6 @@ export type WorkerMessage =
   | { t: 'io'; index: number }
   | { t: 'paused'; index: number }
   | { t: 'resumed'; index: number }
+  /** The vCPU thread found blk device `slot`'s ring broken; the device thread marks the device broken. */
+  | { t: 'virtio-fail'; index: number; slot: number; message: string; details: Record<string, unknown> }
   | { t: 'exit'; index: number; reason: VcpuExitReason; detail: string; rip?: string; cr3?: string; paging?: boolean; insn?: number[] };

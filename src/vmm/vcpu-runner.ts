@@ -18,9 +18,11 @@ import type { MmioBus, PioBus } from './bus.js';
 import type { MachineExit } from './machine.js';
 import type { GuestRam } from './memory.js';
 import { translate } from './pagewalk.js';
+import type { BlkFastShare } from './virtio/blk-fast.js';
+import { VirtqueueError } from './virtio/queue.js';
 import { startVcpuThread } from './vcpu-thread.js';
 import {
-  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR, COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
+  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR, COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, KIND_VIRTIO_USED, MB_ADDR_HI, MB_ADDR_LO,
   MB_BYTES, MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_KIND, MB_RESPONSE, MB_SIZE, MB_STATE, MB_WRITE, type VcpuWorkerData, type WorkerMessage,
 } from './vcpu-protocol.js';
 
@@ -45,6 +47,15 @@ export interface FirstRun {
   exitAddr?: number;
 }
 
+/** A blk device whose queue the vCPU threads serve (virtio/blk-fast.ts), and where their messages about it go. */
+export interface FastVirtioBlk {
+  share: BlkFastShare;
+  /** The driver wants an interrupt for requests a vCPU thread served. */
+  used(): void;
+  /** A vCPU thread found the ring broken. */
+  fail(err: VirtqueueError): void;
+}
+
 export interface VcpuRunnerEvents {
   /** A vCPU left its loop for a reason other than a STOP command, or its thread failed. */
   exit(exit: MachineExit): void;
@@ -61,6 +72,7 @@ export class VcpuRunner {
   private pauseWaiters: Array<() => void> = [];
   private stopping = false;
   private stragglers?: NodeJS.Timeout;
+  private fastBlk: FastVirtioBlk[] = [];
 
   constructor(private readonly buses: { mmio: MmioBus; pio: PioBus }, private readonly mem: GuestRam, private readonly events: VcpuRunnerEvents) {}
 
@@ -86,7 +98,10 @@ export class VcpuRunner {
 
   /** Starts every vCPU thread, holding; resolves when all are ready. release() lets them run. */
   /** `shared`: memory every vCPU thread gets besides its own (COM1's fast path, devices/serial-fast.ts). */
-  async start(shared: Pick<VcpuWorkerData, 'serialFast'> = {}): Promise<void> {
+  /** `fastBlk`: blk devices whose queues the vCPU threads serve themselves (virtio/blk-fast.ts). */
+  async start(shared: Pick<VcpuWorkerData, 'serialFast'> = {}, fastBlk: FastVirtioBlk[] = []): Promise<void> {
+    this.fastBlk = fastBlk;
+    const virtioFast: VcpuWorkerData['virtioFast'] = fastBlk.length > 0 ? { ram: { hostAddr: this.mem.hostAddr, size: this.mem.size }, blk: fastBlk.map((b) => b.share) } : undefined;
     if (!kickHandlerInstalled) {
       // A handler must exist so the kick signal interrupts KVM_RUN instead of killing the process.
       process.on(KICK_SIGNAL, () => {});
@@ -96,7 +111,7 @@ export class VcpuRunner {
       const data: VcpuWorkerData = {
         index, fd: s.vcpu.fd, runAddr: s.vcpu.runAddr, runSize: s.vcpu.runSize,
         ctl: s.ctl.buffer as SharedArrayBuffer, mailbox: s.mb.buffer as SharedArrayBuffer, counters: s.counters.buffer as SharedArrayBuffer,
-        ...shared,
+        ...shared, ...(virtioFast ? { virtioFast } : {}),
       };
       const w = startVcpuThread(data);
       s.worker = w;
@@ -146,6 +161,7 @@ export class VcpuRunner {
       case 'io': this.serviceMailbox(s); break;
       case 'paused': s.paused = true; this.checkAllPaused(); break;
       case 'resumed': s.paused = false; break;
+      case 'virtio-fail': this.fastBlk[m.slot]?.fail(new VirtqueueError(m.message, m.details)); break;
       case 'exit': {
         s.exited = true;
         // From here on this thread is never kicked again; let it end.
@@ -185,7 +201,9 @@ export class VcpuRunner {
     const addr = (mb[MB_ADDR_LO]! >>> 0) + (mb[MB_ADDR_HI]! >>> 0) * 2 ** 32;
     const size = mb[MB_SIZE]!;
     const count = mb[MB_COUNT]!;
-    if (mb[MB_KIND] === KIND_PIO) {
+    if (mb[MB_KIND] === KIND_VIRTIO_USED) {
+      this.fastBlk[addr]?.used();
+    } else if (mb[MB_KIND] === KIND_PIO) {
       for (let i = 0; i < count; i++) {
         const d = s.mbData.subarray(i * size, (i + 1) * size);
         if (write) this.buses.pio.write(addr, d); else this.buses.pio.read(addr, d);

@@ -12,9 +12,11 @@ import { libc, errnoName } from '../kvm/libc.js';
 import { KvmRunView, emulationFailureBytes } from '../kvm/run.js';
 import { SerialFastPathClient } from './devices/serial-fast.js';
 import { SERIAL_COM1_PORT } from './layout.js';
+import { GuestRam } from './memory.js';
+import { BlkFastPathClient } from './virtio/blk-fast.js';
 import {
   CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_RELEASED, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR,
-  COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, MB_ADDR_HI, MB_ADDR_LO,
+  COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, KIND_VIRTIO_USED, MB_ADDR_HI, MB_ADDR_LO,
   MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_IDLE, MB_KIND, MB_REQUEST, MB_SIZE, MB_STATE, MB_WRITE, type VcpuExitReason, type VcpuWorkerData,
   type WorkerMessage,
 } from './vcpu-protocol.js';
@@ -35,6 +37,13 @@ const mb = new Int32Array(data.mailbox);
 const mbData = new Uint8Array(data.mailbox, MB_DATA_OFFSET, MB_DATA_SIZE);
 const counters = new Float64Array(data.counters);
 const serialFast = data.serialFast ? new SerialFastPathClient(data.serialFast, SERIAL_COM1_PORT) : undefined;
+/** blk queues served here on their QUEUE_NOTIFY write (virtio/blk-fast.ts), by register address; value: [slot, client]. */
+const blkFast = new Map<number, [number, BlkFastPathClient]>();
+if (data.virtioFast) {
+  const ram = GuestRam.attach(data.virtioFast.ram.hostAddr, data.virtioFast.ram.size);
+  data.virtioFast.blk.forEach((share, slot) => blkFast.set(share.notifyAddr, [slot, new BlkFastPathClient(share, ram)]));
+}
+const NO_BYTES = new Uint8Array(0);
 const EINTR = 4, EAGAIN = 11;
 /** True until the guest has exited to us once (start-up timing, see COUNTER_FIRST_EXIT_NS). */
 let firstExitPending = true;
@@ -67,6 +76,22 @@ function forward(kind: number, write: boolean, addr: number, size: number, count
   while (Atomics.load(mb, MB_STATE) === MB_REQUEST) Atomics.wait(mb, MB_STATE, MB_REQUEST);
   if (!write) bytes.set(mbData.subarray(0, len));
   Atomics.store(mb, MB_STATE, MB_IDLE);
+}
+
+/**
+ * A 4-byte MMIO write to a fast-path blk device's QUEUE_NOTIFY: serve the queue here. False when
+ * it is not one, or the fast path declined (device not running, another queue): forward it.
+ */
+function serveFastNotify(addr: number, bytes: Uint8Array): boolean {
+  const entry = blkFast.get(addr);
+  if (!entry) return false;
+  const [slot, client] = entry;
+  const r = client.notify((bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24)) >>> 0);
+  if (r.kind === 'forward') return false;
+  // The interrupt goes up before the guest runs on (a synchronous hand-off, only when the driver
+  // wants one); a failure is reported in order with everything this thread sends after it.
+  if (r.kind === 'served') { if (r.interrupt) forward(KIND_VIRTIO_USED, true, slot, 0, 0, NO_BYTES); } else post({ t: 'virtio-fail', index: data.index, slot, message: r.message, details: r.details });
+  return true;
 }
 
 function finish(reason: VcpuExitReason, detail: string, extra: Partial<Extract<WorkerMessage, { t: 'exit' }>> = {}): void {
@@ -130,6 +155,7 @@ function loop(): void {
       case EXIT.MMIO: {
         counters[COUNTER_MMIO] = counters[COUNTER_MMIO]! + 1;
         const len = Math.min(8, run.mmioLen);
+        if (len === 4 && blkFast.size > 0 && run.mmioIsWrite && serveFastNotify(run.mmioPhysAddr, run.mmioData())) break;
         forward(KIND_MMIO, run.mmioIsWrite, run.mmioPhysAddr, len, 1, run.mmioData());
         break;
       }

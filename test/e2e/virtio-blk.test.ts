@@ -25,15 +25,33 @@ function pattern(): Buffer {
 }
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
-test('guest reads the disk (hash matches the file) and its writes land in the file', { skip }, async () => {
+/**
+ * Where the request queue is served: on the vCPU thread that takes the notify exit (the
+ * default, src/vmm/virtio/blk-fast.ts), on the device thread, or on an I/O thread woken by
+ * an ioeventfd (blk-iothread.ts). The same guest must see the same disk each way.
+ */
+const SERVING: Array<[string, Record<string, string>]> = [
+  ['the vCPU thread', {}],
+  ['the device thread', { HANGAR_VIRTIO_BLK_FAST: '0' }],
+  ['an I/O thread', { HANGAR_VIRTIO_BLK_IOTHREAD: '1' }],
+];
+
+for (const [where, env] of SERVING) test(`guest reads the disk (hash matches the file) and its writes land in the file — queue served on ${where}`, { skip }, async () => {
   const kernel = buildGuest('virtio-blk');
   const disk = path.join(dir, 'rw.img');
   const content = randomBytes(DISK);
   fs.writeFileSync(disk, content);
-  const r = await runVmm(guestConfig(kernel, {
-    bootArgs: `vblk.wsector=${WSECTOR} vblk.seed=${SEED}`,
-    drives: [{ drive_id: 'vda', path_on_host: disk, serial: 'HANGAR-E2E-1' }],
-  }), dir);
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, env);
+  let r: Awaited<ReturnType<typeof runVmm>>;
+  try {
+    r = await runVmm(guestConfig(kernel, {
+      bootArgs: `vblk.wsector=${WSECTOR} vblk.seed=${SEED}`,
+      drives: [{ drive_id: 'vda', path_on_host: disk, serial: 'HANGAR-E2E-1' }],
+    }), dir);
+  } finally {
+    for (const [k, v] of Object.entries(saved)) { if (v === undefined) delete process.env[k]; else process.env[k] = v; }
+  }
   assert.equal(r.code, 0, `exit ${r.code}\n${r.stdout}\n${r.stderr}`);
   const out = r.stdout;
   assert.match(out, /vblk: done/);
@@ -46,7 +64,11 @@ test('guest reads the disk (hash matches the file) and its writes land in the fi
   assert.match(out, /vblk: readback match=1/);
   assert.match(out, /vblk: oob status=1/, 'a read past the end is an I/O error');
   assert.match(out, /vblk: irq reads=8 irqs=(\d+)/);
-  assert.ok(Number(/irqs=(\d+)/.exec(out)![1]) >= 8, 'every interrupt-driven request completed with an interrupt');
+  const irqs = Number(/irqs=(\d+)/.exec(out)![1]);
+  // An I/O thread completes requests while the guest runs on, so two interrupts may merge into
+  // one (as virtio allows); the other two raise each one before the guest resumes.
+  if (env.HANGAR_VIRTIO_BLK_IOTHREAD) assert.ok(irqs >= 1, 'interrupt-driven requests raised interrupts');
+  else assert.ok(irqs >= 8, 'every interrupt-driven request completed with an interrupt');
 
   const after = fs.readFileSync(disk);
   const at = WSECTOR * 512;

@@ -283,6 +283,31 @@ test('micro engine: a ring-3 guest reads and writes a raw volume the daemon atta
   assert.equal(q.body.error.code, 'UNSUPPORTED');
   assert.match(q.body.error.message, /raw volumes only/);
 
+  // Copies (hangar copy): from a disk snapshot, and from the stopped VM, each a raw volume of its own.
+  expectOk(await runHangar(['snapshot', 'create', 'm1', 's1'], { env: d.env, timeoutMs: 60_000 }), 'snapshot create');
+  const changed = Buffer.from(after);
+  changed.fill(0x5a, 0, 4096);
+  fs.writeFileSync(data!.path!, changed);
+  expectOk(await runHangar(['copy', 'm1/s1', 'm2'], { env: d.env, timeoutMs: 60_000 }), 'copy from a snapshot');
+  expectOk(await runHangar(['copy', 'm1', 'm3'], { env: d.env, timeoutMs: 60_000 }), 'copy of a stopped VM');
+  const [c2] = await disks('m2');
+  const [c3] = await disks('m3');
+  assert.deepEqual([c2!.volume, c2!.format, c3!.volume, c3!.format], ['default/m2-data', 'raw', 'default/m3-data', 'raw']);
+  assert.ok(fs.readFileSync(c2!.path!).equals(after), 'the copy of s1 holds the disk as the snapshot had it');
+  assert.ok(fs.readFileSync(c3!.path!).equals(changed), 'the copy of the stopped VM holds its disk as it is now');
+  assert.equal(fs.statSync(c2!.path!).mode & 0o777, 0o600);
+  // The copy boots on the micro engine and its guest reads the copied disk.
+  await op('PUT', '/1.0/vms/m2/state', { action: 'start' });
+  const log2 = path.join(d.dataDir, 'vms', 'm2', 'console.log');
+  const end2 = Date.now() + 30_000;
+  while (Date.now() < end2 && !(fs.existsSync(log2) && fs.readFileSync(log2, 'utf8').includes('vblk: done'))) await new Promise((r) => setTimeout(r, 200));
+  assert.match(fs.readFileSync(log2, 'utf8'), new RegExp(`vblk: read-hash=${fnv1a64(after)}\\b`));
+  await op('PUT', '/1.0/vms/m2/state', { action: 'stop', force: true }).catch(() => {});
+  for (const vm of ['m2', 'm3']) await op('DELETE', `/1.0/vms/${vm}?force=true`);
+  // Copies of data disks are volumes of their own (as any data disk, they outlive the VM).
+  for (const v of ['m2-data', 'm3-data']) assert.equal((await d.request('DELETE', `/1.0/storage-pools/default/volumes/${v}`)).status, 200);
+  assert.equal(fs.existsSync(c2!.path!), false);
+
   // An image VMs use cannot be deleted; the message names them.
   const del = await d.request('DELETE', '/1.0/images/vblk');
   assert.equal(del.status, 409);

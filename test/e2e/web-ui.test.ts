@@ -10,13 +10,16 @@
  * the VM; the wizard creates a VM; the xterm.js console shows the guest's
  * prompt and a command's answer; noVNC draws the display; a state change made
  * elsewhere shows up live (events WebSocket); stop asks first; an API error
- * is shown as the API words it; WebSockets without a valid ticket are refused.
+ * is shown as the API words it; WebSockets without a valid ticket are refused;
+ * the UI's files come precompressed; an image uploads from the browser; a
+ * stopped VM's NICs and port forwards (user-mode, loopback only) are edited.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { WebSocket } from 'ws';
 import { chromium, type Browser, type BrowserServer, type Page } from 'playwright-core';
 import { startDaemon, waitOperation, type TestDaemon } from '../helpers/daemon.js';
@@ -30,6 +33,7 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
 
 let d: TestDaemon;
 let iso: string;
+let tinyFiles: { kernel: string; initrd?: string };
 let origin: string;
 let token: string;
 let server: BrowserServer | null = null;
@@ -40,6 +44,7 @@ const violations: string[] = [];
 
 before(async () => {
   const tiny = await ensureImage('tiny');
+  tinyFiles = tiny;
   d = await startDaemon({ args: ['--listen', '127.0.0.1:0', '--insecure-http', '--sample-interval', '2'] });
   origin = `http://${fs.readFileSync(path.join(d.dataDir, 'hangard.listen'), 'utf8').trim()}`;
   token = fs.readFileSync(path.join(d.dataDir, 'api.token'), 'utf8').trim();
@@ -94,7 +99,7 @@ async function ticket(): Promise<string[]> {
   return (JSON.parse(r) as { metadata: { protocols: string[] } }).metadata.protocols;
 }
 
-/** HANGAR_UI_SCREENSHOTS=DIR: each page is saved there as PNG (how docs/web-ui/ is made). */
+/** HANGAR_UI_SCREENSHOTS=DIR: each page is saved there as PNG (how docs/ui/ is made). */
 const SHOTS = process.env.HANGAR_UI_SCREENSHOTS;
 async function shot(name: string): Promise<void> {
   if (!SHOTS) return;
@@ -314,8 +319,110 @@ test('WebSockets on the TCP listener need a valid, unused ticket (or the token i
   assert.equal((await httpGet(`${origin}/1.0/vms`, { 'sec-websocket-protocol': t })).status, 401);
 });
 
+function httpGetBytes(url: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+    }).on('error', reject);
+  });
+}
+
+test('the UI\'s files come precompressed when the client accepts it, with Vary; the browser got them so', async () => {
+  const html = (await httpGet(`${origin}/ui/`)).body;
+  const script = /<script[^>]*\bsrc="(\/ui\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+  assert.ok(script, html);
+  const plain = await httpGetBytes(`${origin}${script}`);
+  assert.equal(plain.headers['content-encoding'], undefined);
+  assert.equal(plain.headers.vary, 'Accept-Encoding');
+  const br = await httpGetBytes(`${origin}${script}`, { 'accept-encoding': 'gzip, br' });
+  assert.equal(br.headers['content-encoding'], 'br');
+  assert.equal(br.headers.vary, 'Accept-Encoding');
+  assert.deepEqual(zlib.brotliDecompressSync(br.body), plain.body);
+  assert.ok(br.body.length < plain.body.length / 2, `${br.body.length} of ${plain.body.length} bytes`);
+  const gz = await httpGetBytes(`${origin}${script}`, { 'accept-encoding': 'gzip' });
+  assert.equal(gz.headers['content-encoding'], 'gzip');
+  assert.deepEqual(zlib.gunzipSync(gz.body), plain.body);
+  // The browser (chromium offers gzip and br) was sent fewer bytes than the script has.
+  const seen = JSON.parse(await page.evaluate(`JSON.stringify(performance.getEntriesByType('resource').filter((e) => e.name.endsWith(${JSON.stringify(script)})).map((e) => [e.encodedBodySize, e.decodedBodySize]))`) as string) as Array<[number, number]>;
+  assert.ok(seen.length > 0 && seen.every(([enc, dec]) => enc > 0 && enc < dec / 2), JSON.stringify(seen));
+});
+
+test('an image uploads from the browser; a refused upload shows the API\'s words', async () => {
+  await page.goto(`${origin}/ui/#/images`);
+  const form = page.locator('section', { has: page.getByRole('heading', { name: 'Upload an image' }) });
+  await form.getByLabel('Name', { exact: true }).fill('uploaded');
+  await form.getByLabel('Description').fill('tiny, through the browser');
+  await form.getByLabel('Kernel', { exact: true }).setInputFiles(tinyFiles.kernel);
+  await form.getByLabel('Initrd (optional)').setInputFiles(tinyFiles.initrd!);
+  await form.getByRole('button', { name: 'Upload' }).click();
+  await form.getByRole('status').filter({ hasText: 'Image uploaded is ready.' }).waitFor({ timeout: 60_000 });
+  await page.locator('tr', { hasText: 'tiny, through the browser' }).filter({ hasText: 'imported' }).waitFor();
+  const img = (await d.request('GET', '/1.0/images/uploaded')).body.metadata as { kernel: string; initrd: string; origin: string };
+  assert.equal(img.origin, 'imported');
+  assert.deepEqual(fs.readFileSync(img.kernel), fs.readFileSync(tinyFiles.kernel));
+  assert.deepEqual(fs.readFileSync(img.initrd), fs.readFileSync(tinyFiles.initrd!));
+
+  // The same name again: the daemon refuses it before any byte, and the page says so in its words.
+  const expected = (await d.request('POST', '/1.0/images/uploads', { name: 'uploaded', kernelBytes: fs.statSync(tinyFiles.kernel).size })).body.error;
+  assert.ok(expected?.message, 'the API refuses a second image of that name');
+  await form.getByLabel('Name', { exact: true }).fill('uploaded');
+  await form.getByLabel('Kernel', { exact: true }).setInputFiles(tinyFiles.kernel);
+  await form.getByRole('button', { name: 'Upload' }).click();
+  const alert = form.getByRole('alert');
+  await alert.waitFor();
+  assert.equal(await alert.locator('.error-message').innerText(), expected.message);
+  assert.equal(await alert.locator('.error-code').innerText(), expected.code);
+  assert.equal((await d.request('DELETE', '/1.0/images/uploaded')).status, 200);
+});
+
+test('a stopped VM\'s NICs and port forwards are edited on its page', async () => {
+  // A user-mode NIC (QEMU's own networking) needs no bridge, and its forward only a loopback port.
+  const port = await new Promise<number>((resolve) => {
+    const srv = http.createServer().listen(0, '127.0.0.1', () => { const p = (srv.address() as { port: number }).port; srv.close(() => resolve(p)); });
+  });
+  await page.goto(`${origin}/ui/#/vms/two/nics`);
+  await page.getByLabel('Network', { exact: true }).fill('user');
+  await page.getByRole('button', { name: 'Add NIC' }).click();
+  const nicRow = page.locator('tr', { hasText: 'eth0' });
+  await nicRow.waitFor();
+  assert.match(await nicRow.innerText(), /user/);
+  assert.deepEqual(((await d.request('GET', '/1.0/vms/two')).body.metadata.spec.nics as Array<{ network: string }>).map((n) => n.network), ['user']);
+
+  const fwd = page.getByRole('form', { name: 'Add a port forward' });
+  const fill = async (): Promise<void> => {
+    await fwd.getByLabel('Host port').fill(String(port));
+    await fwd.getByLabel('Guest port').fill('22');
+    await fwd.getByLabel('Host address').fill('127.0.0.1');
+    await fwd.getByRole('button', { name: 'Add forward' }).click();
+  };
+  await fill();
+  const fwdRow = page.locator('tr', { hasText: `127.0.0.1:${port}` });
+  await fwdRow.waitFor();
+  const forwards = (await d.request('GET', '/1.0/vms/two/forwards')).body.metadata as Array<{ hostPort: number; guestPort: number; address: string }>;
+  assert.deepEqual(forwards.map((f) => [f.address, f.hostPort, f.guestPort]), [['127.0.0.1', port, 22]]);
+  // The same port again: refused, in the API's words.
+  const expected = (await d.request('POST', '/1.0/vms/two/forwards', { hostPort: port, guestPort: 22, proto: 'tcp', address: '127.0.0.1' })).body.error;
+  assert.equal(expected.code, 'ALREADY_EXISTS');
+  await fill();
+  const alert = page.getByRole('alert');
+  await alert.waitFor();
+  assert.equal(await alert.locator('.error-message').innerText(), expected.message);
+  await alert.getByRole('button', { name: 'Dismiss' }).click();
+  await shot('vm-nics');
+
+  await fwdRow.getByRole('button', { name: 'Remove' }).click();
+  await fwdRow.waitFor({ state: 'detached' });
+  assert.deepEqual((await d.request('GET', '/1.0/vms/two/forwards')).body.metadata, []);
+  await nicRow.getByRole('button', { name: 'Remove' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Remove' }).click();
+  await page.getByText('No NICs.').waitFor();
+  assert.deepEqual((await d.request('GET', '/1.0/vms/two')).body.metadata.spec.nics ?? [], []);
+});
+
 test('screenshots of the other pages (only with HANGAR_UI_SCREENSHOTS)', { skip: !SHOTS }, async () => {
-  for (const [route, name] of [['vms/one', 'vm-overview'], ['vms/one/activity', 'vm-activity'], ['images', 'images'], ['storage', 'storage']] as const) {
+  for (const [route, name] of [['vms/one', 'vm-overview'], ['vms/one/activity', 'vm-activity'], ['images', 'images'], ['storage', 'storage'], ['networks', 'networks']] as const) {
     await page.goto(`${origin}/ui/#/${route}`);
     await page.locator('main h1').waitFor();
     await page.waitForTimeout(500);

@@ -91,8 +91,12 @@ export class FakeDaemon {
   async close(): Promise<void> {
     for (const c of this.wss.clients) c.terminate();
     this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
-    fs.rmSync(this.dir, { recursive: true, force: true });
+    try {
+      // An upgraded socket is no longer the server's to close: do not let one keep the folder alive.
+      await Promise.race([new Promise<void>((r) => this.server.close(() => r())), new Promise<void>((r) => setTimeout(r, 2000).unref())]);
+    } finally {
+      fs.rmSync(this.dir, { recursive: true, force: true });
+    }
   }
 
   /** Environment for a CLI child that should talk to this fake. */

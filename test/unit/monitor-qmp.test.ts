@@ -18,7 +18,7 @@ const fixture = (name: string): Recorded => JSON.parse(fs.readFileSync(path.join
 /** Replays recorded answers the way QmpClient delivers them (errors as ENGINE_FAILED with the class). */
 function replay(rec: Recorded, calls: string[]): QmpExecute {
   return (async (cmd: string, args?: Record<string, unknown>) => {
-    const key = cmd === 'qom-get' ? `qom-get ${String(args?.property)}` : cmd;
+    const key = cmd === 'qom-get' || cmd === 'qom-set' ? `${cmd} ${String(args?.property)}` : cmd;
     calls.push(key);
     const a = rec[key];
     if (!a) throw new Error(`no recorded answer for ${key}`);
@@ -54,7 +54,7 @@ test('a balloon whose guest never reported (last-update 0, every stat 2^64-1): g
   assert.equal((await c.read()).guestMemory, null);
   await c.read();
   // The balloon exists: its statistics are read each time (the guest may load its driver later).
-  assert.deepEqual(calls, ['query-blockstats', 'query-balloon', 'qom-get guest-stats', 'query-blockstats', 'qom-get guest-stats']);
+  assert.deepEqual(calls, ['query-blockstats', 'query-balloon', 'qom-set guest-stats-polling-interval', 'qom-get guest-stats', 'query-blockstats', 'qom-get guest-stats']);
 });
 
 test('guest statistics once the guest reports: used = total - available (free when available is missing)', () => {

@@ -1,6 +1,7 @@
 /** The qemu-system-x86_64 argv built from an EngineVmConfig, and the config checks in front of it. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { BALLOON_QOM_PATH } from '../../src/engines/qemu/device-counters.js';
 import { buildQemuArgs, optValue, runFiles } from '../../src/engines/qemu/cmdline.js';
 import type { EngineVmConfig } from '../../src/engines/engine.js';
 import { isHangarError } from '../../src/common/errors.js';
@@ -94,6 +95,7 @@ test('disks and nics become virtio-mmio devices on microvm and virtio-pci on q35
     'virtio-blk-device,drive=disk-root,id=dev-disk-root,serial=hangar-root',
     'virtio-blk-device,drive=disk-seed,id=dev-disk-seed',
     'virtio-net-device,netdev=net-eth0,id=dev-net-eth0,mac=52:54:00:ab:cd:01',
+    'virtio-balloon-device,id=balloon0,free-page-reporting=on',
   ]);
   const q = buildQemuArgs(c);
   assert.equal(valueOf(q, '-machine'), 'q35');
@@ -104,7 +106,7 @@ test('disks and nics become virtio-mmio devices on microvm and virtio-pci on q35
     'virtio-blk-pci,drive=disk-root,id=dev-disk-root,bus=disk-port1,serial=hangar-root',
     'virtio-blk-pci,drive=disk-seed,id=dev-disk-seed,bus=disk-port2',
   ]);
-  assert.ok(devices.every((d) => /^(pcie-root-port|virtio-blk-pci|virtio-net-pci),/.test(d)));
+  assert.ok(devices.every((d) => /^(pcie-root-port|virtio-blk-pci|virtio-net-pci|virtio-balloon-pci),/.test(d)));
 });
 
 test('disk cache and I/O: flushes always honoured; O_DIRECT + native AIO where the file takes it, else writeback + threads', () => {
@@ -156,6 +158,12 @@ test('bad configs are INVALID_ARGUMENT before anything runs', () => {
   for (const [what, over] of bad) {
     assert.throws(() => buildQemuArgs(config(over)), (e: unknown) => isHangarError(e) && e.code === 'INVALID_ARGUMENT', what);
   }
+});
+
+test('balloon: the last device on q35 (so no other device changes slot), at the QOM path the counters read', () => {
+  const devices = valuesOf(buildQemuArgs(config({ vnc: { socket: '/run/hangar/vms/web/vnc.sock' } })), '-device');
+  assert.equal(devices.at(-1), 'virtio-balloon-pci,id=balloon0,free-page-reporting=on');
+  assert.equal(BALLOON_QOM_PATH, '/machine/peripheral/balloon0');
 });
 
 test('guest agent: a virtio-serial controller and the org.qemu.guest_agent.0 port on a socket; none without guestAgent', () => {

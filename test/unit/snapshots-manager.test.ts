@@ -283,8 +283,19 @@ test('micro-engine VM (raw disks): a disk snapshot is a folder of copies in its 
   mark(0x33);
   await assert.rejects(done(f, f.mgr.restore('vm1', 'before', true)), /missing/);
   assert.ok(marked(0x33), 'nothing written back');
+  // A copy from that snapshot fails too, and leaves no VM and no volume behind.
+  await assert.rejects(done(f, f.mgr.copy('vm1', { name: 'vm2', snapshot: 'before' })), /no disk to copy/);
+  assert.equal(f.store.getVm('vm2'), null);
+  assert.equal(f.storage.getVolume('default', 'vm2-root'), null);
   await done(f, f.mgr.remove('vm1', 'before'));
   assert.equal(fs.existsSync(folder), false);
   assert.deepEqual(f.mgr.list('vm1'), []);
-  assert.throws(() => f.mgr.copy('vm1', { name: 'vm2' }), /not supported/);
+  // A copy of the stopped VM: a whole raw copy of the writable disk, the read-only one shared.
+  await done(f, f.mgr.copy('vm1', { name: 'vm2' }));
+  const copy = f.storage.getVolume('default', 'vm2-root')!;
+  assert.equal(copy.format, 'raw');
+  assert.equal(copy.backing, null);
+  assert.ok(fs.readFileSync(f.storage.volumePath('default', 'vm2-root')).equals(fs.readFileSync(root)), 'the copy holds the disk as it is');
+  assert.deepEqual(f.store.requireVm('vm2').spec.disks!.map((d) => [d.name, d.volume]), [['root', 'default/vm2-root'], ['seed', 'default/vm1-seed']]);
+  assert.deepEqual(f.storage.getVolume('default', 'vm1-seed')!.attachments.map((a) => a.vm).sort(), ['vm1', 'vm2']);
 });

@@ -1,7 +1,7 @@
 /**
  * The UI's only way to the daemon: its public REST API with the token in the
  * Authorization header, and WebSockets opened with a single-use ticket
- * (docs/web-ui.md). The token lives in sessionStorage: gone with the tab,
+ * (docs/ui.md). The token lives in sessionStorage: gone with the tab,
  * never in a URL, never in a cookie (so no CSRF).
  */
 import type { Operation } from './types';
@@ -124,4 +124,33 @@ export function socketUrl(path: string): string {
 export async function socketProtocols(): Promise<string[]> {
   const r = await send<{ protocols: string[] }>('POST', '/1.0/ui/ws-tickets');
   return r.sync!.protocols;
+}
+
+/**
+ * PUTs a file's bytes as application/octet-stream, streamed by the browser,
+ * reporting how many bytes went out (XMLHttpRequest: fetch cannot tell upload
+ * progress). `signal` aborts it. An error answer becomes an ApiError.
+ */
+export function putFile<T>(path: string, file: Blob, onSent?: (bytes: number) => void, signal?: AbortSignal): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('PUT', path);
+    const token = getToken();
+    if (token) xhr.setRequestHeader('authorization', `Bearer ${token}`);
+    xhr.setRequestHeader('content-type', 'application/octet-stream');
+    xhr.withCredentials = false;
+    xhr.upload.onprogress = (e) => onSent?.(e.loaded);
+    xhr.onload = () => {
+      let env: Envelope | null = null;
+      try { env = JSON.parse(xhr.responseText) as Envelope; } catch { /* not JSON */ }
+      if (xhr.status >= 200 && xhr.status < 300 && env && env.type !== 'error') { resolve(env.metadata as T); return; }
+      const err = env?.error ?? { code: `HTTP_${xhr.status}`, message: xhr.responseText.slice(0, 300) || `HTTP ${xhr.status}` };
+      if (xhr.status === 401 && token) onUnauthorized();
+      reject(new ApiError(err.code, err.message, xhr.status));
+    };
+    xhr.onerror = () => reject(new ApiError('UNAVAILABLE', 'the upload was cut off (the daemon closed the connection)', 0));
+    xhr.onabort = () => reject(new ApiError('CANCELLED', 'upload cancelled', 0));
+    signal?.addEventListener('abort', () => xhr.abort(), { once: true });
+    xhr.send(file);
+  });
 }

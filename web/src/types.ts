@@ -53,6 +53,7 @@ export interface HostCheck {
 export interface Network { name: string; kind: string; subnet: string | null; gateway: string | null; bridge: string; description: string; usedBy: string[]; status: { bridge: boolean } }
 export interface StoragePool { name: string; driver: string; path: string; quotaBytes: number; usage: { volumes: number; provisionedBytes: number; allocatedBytes: number; totalBytes: number; freeBytes: number } }
 export interface Volume { name: string; pool: string; format: string; sizeBytes: number; allocatedBytes: number; usedBy: Array<{ vm: string } | string>; createdAt: string }
+export interface PortForward { id: number; vm: string; proto: 'tcp' | 'udp'; address: string; hostPort: number; guestPort: number; guestAddress: string | null; createdAt: string }
 export interface Snapshot { name: string; vm: string; createdAt: string; memory: boolean; vmState: string; vmStateBytes: number }
 export interface VmDiskInfo { name: string; volume: string; readOnly: boolean; serial?: string; owned: boolean; format: string; sizeBytes: number; path: string }
 

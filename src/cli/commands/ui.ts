@@ -2,7 +2,7 @@
  * `hangar ui`: where the web UI is, and a one-time login link for it. The
  * link carries a single-use code valid for 2 minutes in its fragment (never
  * sent to a server, never logged); the UI exchanges it for the API token and
- * removes it from the address bar (docs/web-ui.md).
+ * removes it from the address bar (docs/ui.md).
  */
 import type { Command } from 'commander';
 import { clientFor, note, out, printJson, withJson } from '../context.js';

@@ -17,7 +17,7 @@ import type { Duplex } from 'node:stream';
 import { HangarError, toHangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import { projectRoot } from '../../common/paths.js';
-import type { Engine, EngineCapabilities, EngineVmConfig, VmExit, VmHandle } from '../engine.js';
+import type { DeviceCounters, Engine, EngineCapabilities, EngineVmConfig, VmExit, VmHandle } from '../engine.js';
 import { BaseVmHandle, PID_POLL_MS } from '../base/handle.js';
 import { findOurProcess, isOurs, killOurProcess, type VmProcessIdentity } from '../base/identity.js';
 import { spawnVmProcess } from '../base/spawn.js';
@@ -29,6 +29,7 @@ import { VMM_EXIT, type VmmExitRecord } from '../../vmm/exit-codes.js';
 import { DEFAULT_BOOT_ARGS } from '../../vmm/controller.js';
 import { VMM_NODE_FLAGS } from '../../vmm/process-flags.js';
 import { VmmClient } from './client.js';
+import { microDeviceCounters } from './device-counters.js';
 import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '../sandbox/index.js';
 
 export interface MicroEngineOptions {
@@ -152,6 +153,12 @@ export class MicroVmHandle extends BaseVmHandle {
     } finally {
       if (wasRunning && !opts.leavePaused) await this.client.action('Resume');
     }
+  }
+
+  /** Disk I/O as hangar-vmm counts it (GET /metrics); no guest memory figure. */
+  async deviceCounters(): Promise<DeviceCounters> {
+    this.usable('deviceCounters');
+    return microDeviceCounters(await this.client.get('/metrics'));
   }
 
   async pause(): Promise<void> { this.usable('pause'); await this.client.action('Pause'); }

@@ -27,6 +27,7 @@ import type { EngineVmConfig, HostForward } from '../engine.js';
 import type { VmProcessIdentity } from '../base/identity.js';
 import { OVMF_CODE_FILE, ovmfDir, vmVarsFile } from './firmware.js';
 import { blockdevNodes, deviceOption, diskDevice, diskPortCount, diskPortName, MAX_DISK_PORTS, type DiskIoMode } from './disks.js';
+import { balloonArgs } from './balloon.js';
 
 export type QemuMachine = 'microvm' | 'q35';
 
@@ -269,6 +270,7 @@ export function buildQemuArgs(c: EngineVmConfig, opts: CmdlineOptions = {}): str
     // Only the socket's folder guards it (the runDir: root and the VM's own uid); no password, no TCP.
     args.push('-vnc', `unix:${optValue(c.vnc.socket)}`);
   }
+  args.push(...balloonArgs(bus));
 
   // Serial console on a Unix socket (one client at a time); logfile keeps every
   // byte the guest writes, whether or not anybody is connected. It is the pipe

@@ -6,6 +6,7 @@
  * QEMU (test/fixtures/monitor/).
  */
 import type { DeviceCounters, DiskCounters } from '../engine.js';
+import { enableBalloonStats } from './balloon.js';
 
 /** What a command sender needs to offer; the handle passes its QMP client's execute. */
 export type QmpExecute = <T>(cmd: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }) => Promise<T>;
@@ -87,6 +88,7 @@ export class QemuDeviceCounters {
       try {
         if (this.hasBalloon === null) {
           await this.execute<unknown>('query-balloon', undefined, { timeoutMs: 2000 });
+          await enableBalloonStats(this.execute);
           this.hasBalloon = true;
         }
         guestMemory = parseBalloonGuestStats(await this.execute<unknown>('qom-get', { path: BALLOON_QOM_PATH, property: 'guest-stats' }, { timeoutMs: 2000 }));

@@ -27,14 +27,15 @@ export function storageDiskSource(storage: StorageService): DiskSource {
         return { name: d.name, volume: `${r.pool}/${r.volume}`, path: storage.volumePath(r.pool, r.volume), format: v.format, readOnly: d.readOnly ?? false };
       });
     },
-    claimCopy(vm: string, disk: VmDiskFile, from: string): CopyTarget {
+    claimCopy(vm: string, disk: VmDiskFile, from: string, format: 'qcow2' | 'raw' = 'qcow2'): CopyTarget {
       const r = storage.parseRef(disk.volume);
       const src = storage.requireVolume(r.pool, r.volume);
       const name = `${vm}-${disk.name}`;
-      const claim = storage.claimVolume({ pool: r.pool, name, format: 'qcow2', sizeBytes: src.sizeBytes, backing: src.backing, origin: { kind: 'clone', from } });
+      // A raw copy is whole (micro-engine disks have no backing file).
+      const claim = storage.claimVolume({ pool: r.pool, name, format, sizeBytes: src.sizeBytes, backing: format === 'raw' ? null : src.backing, origin: { kind: 'clone', from } });
       return {
         volume: `${r.pool}/${name}`,
-        path: claim.driver.volumePath(name, 'qcow2'),
+        path: claim.driver.volumePath(name, format),
         commit: () => {
           storage.finishVolume(r.pool, name);
           storage.attach({ pool: r.pool, volume: name }, { vm, device: disk.name, readOnly: false });

@@ -64,8 +64,11 @@ export interface CopyTarget {
 export interface DiskSource {
   /** The VM's disks, root first, as files. */
   disksOf(rec: VmRecord): VmDiskFile[];
-  /** Claims the new volume a copy of `disk` gets in the new VM `vm`; `from` says what it is copied from. */
-  claimCopy(vm: string, disk: VmDiskFile, from: string): CopyTarget;
+  /**
+   * Claims the new volume a copy of `disk` gets in the new VM `vm`; `from` says what it is copied from.
+   * `format`: qcow2 (QEMU VMs: an overlay on the source's backing file) or raw (micro-engine VMs).
+   */
+  claimCopy(vm: string, disk: VmDiskFile, from: string, format?: 'qcow2' | 'raw'): CopyTarget;
   /** Records that the new VM `vm` uses the read-only `disk` too (inside the transaction that records the VM). */
   shareReadOnly(vm: string, disk: VmDiskFile): void;
   /** The copy has the source's ISO: a volume one is in use by the copy too (iso-media.ts). */
@@ -470,7 +473,6 @@ export class SnapshotManager {
 
   copy(source: string, req: VmCopyRequest): Operation {
     const src = this.d.store.requireVm(source);
-    if (isMicro(src)) throw new HangarError('UNSUPPORTED', `copies of micro-engine VMs are not supported yet (VM "${source}")`, { vm: source, engine: 'micro' });
     const target = req.name;
     if (this.d.store.getVm(target) || this.copying.has(target)) throw new HangarError('ALREADY_EXISTS', `a VM named "${target}" already exists`, { name: target });
     if (req.snapshot !== undefined) this.snaps.require(source, src.id, req.snapshot);
@@ -504,12 +506,12 @@ export class SnapshotManager {
       shared = src.state !== 'stopped' && src.state !== 'crashed';
     } else {
       if (src.state !== 'stopped' && src.state !== 'crashed') throw new HangarError('INVALID_STATE', `VM "${source}" is ${src.state}: copy a stopped VM`, { vm: source, state: src.state });
-      writable = snapshotDisks(source, all);
+      writable = isMicro(src) ? micro.microSnapshotDisks(all) : snapshotDisks(source, all);
     }
     const from = (x: VmDiskFile): string => `${x.volume}${snapshot !== null ? `@${snapshot}` : ''}`;
     const plan: Array<{ disk: VmDiskFile; to: CopyTarget }> = [];
     try {
-      for (const x of writable) plan.push({ disk: x, to: this.d.disks.claimCopy(target, x, from(x)) });
+      for (const x of writable) plan.push({ disk: x, to: this.d.disks.claimCopy(target, x, from(x), isMicro(src) ? 'raw' : 'qcow2') });
     } catch (e) {
       for (const p of plan) p.to.release();
       throw e;
@@ -518,7 +520,12 @@ export class SnapshotManager {
     this.stepReached('copy:intent', progress);
     try {
       for (const p of plan) {
-        await this.d.offline.copy(p.disk.path, p.to.path, { ...(snapshot !== null ? { snapshot } : {}), shared });
+        if (isMicro(src)) {
+          // Raw files: from the snapshot's own copy of the disk, or the stopped VM's disk itself.
+          micro.copyMicroDiskTo(snapshot !== null ? micro.microDiskCopy(this.microDir(src, snapshot), p.disk.name) : p.disk.path, p.to.path);
+        } else {
+          await this.d.offline.copy(p.disk.path, p.to.path, { ...(snapshot !== null ? { snapshot } : {}), shared });
+        }
         this.stepReached(`copy:disk:${p.disk.name}`, progress);
       }
       const volumes = new Map(plan.map((p) => [p.disk.name, p.to.volume]));

@@ -56,6 +56,9 @@ export function microSnapshotFiles(dir: string): { snapshotPath: string; memFile
 
 const diskCopy = (dir: string, disk: string): string => path.join(dir, `disk-${disk}.raw`);
 
+/** Where snapshot `dir` keeps its copy of disk `disk`. */
+export const microDiskCopy = diskCopy;
+
 /** Copies a raw disk file; a reflink where the file system can. Writing over an existing file keeps its inode. */
 function copyDisk(from: string, to: string): void {
   fs.copyFileSync(from, to, fs.constants.COPYFILE_FICLONE);
@@ -118,6 +121,21 @@ export function restoreMicroDisks(dir: string, disks: SnapshotDiskRecord[]): voi
     const copy = diskCopy(dir, d.name);
     if (!fs.existsSync(copy)) throw new HangarError('NOT_FOUND', `snapshot ${path.basename(dir)} has no copy of disk ${d.name}`);
     copyDisk(copy, d.path);
+  }
+}
+
+/**
+ * A copy's new disk (hangar copy): the raw file `from` into the new file `to` (which must not exist),
+ * a reflink where the file system can, mode 0600; nothing is left at `to` on failure.
+ */
+export function copyMicroDiskTo(from: string, to: string): void {
+  if (!fs.existsSync(from)) throw new HangarError('NOT_FOUND', `no disk to copy at ${from}`, { path: from });
+  try {
+    fs.copyFileSync(from, to, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+    fs.chmodSync(to, 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') fs.rmSync(to, { force: true });
+    throw e;
   }
 }
 

@@ -390,6 +390,11 @@ export class StorageService {
     this.records.detach(r.pool, r.volume, vm, device);
   }
 
+  /** The volumes a VM uses, with the device of each use. */
+  attachmentsOfVm(vm: string): Array<VolumeAttachment & { pool: string; volume: string }> {
+    return this.records.attachmentsOfVm(vm);
+  }
+
   /** Drops every use of volumes by a VM (the VM is deleted). */
   detachVm(vm: string): void {
     this.records.detachVm(vm);

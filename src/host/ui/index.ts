@@ -1,6 +1,6 @@
 /**
  * The daemon's side of the web UI: static files, login codes, WebSocket
- * tickets, the VNC bridge. See docs/web-ui.md.
+ * tickets, the VNC bridge. See docs/ui.md.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AuthFailureLimiter } from '../auth.js';

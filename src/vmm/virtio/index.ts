@@ -21,6 +21,7 @@ import { DEVICE_ID_RULE, isDeviceId } from '../../api/names.js';
 import { HangarError } from '../../common/errors.js';
 import type { DeviceHost, DriveConfig, NetConfig } from '../devices/host.js';
 import { VirtioBlock } from './blk.js';
+import type { BlkFastShare } from './blk-fast.js';
 import { REG, VIRTIO_MMIO_REGS_SIZE, VirtioMmioDevice, type VirtioDevice } from './mmio.js';
 import { TapBackend, VirtioNet, formatMac } from './net.js';
 import { VirtioRng } from './rng.js';
@@ -41,6 +42,8 @@ export interface PlacedVirtioDevice {
   device: VirtioMmioDevice;
   /** NICs: the MAC in use (generated when the config gave none). */
   mac?: string;
+  /** Drives: what a vCPU thread needs to serve the request queue itself (virtio/blk-fast.ts); absent when off. */
+  fast?: BlkFastShare;
 }
 
 export interface VirtioSet {
@@ -90,7 +93,9 @@ export function createVirtioDevices(host: DeviceHost, cfg: VirtioDevicesConfig, 
       model.close();
       throw e;
     }
-    devices.push({ kind, id, base: placed.slot.base, irq: placed.slot.irq, device: placed.device, ...(mac ? { mac } : {}) });
+    // blk: the vCPU thread that takes the notify exit serves the queue (not with ioeventfds: then no exit reaches a vCPU thread).
+    const fast = !useIoeventfd && model instanceof VirtioBlock ? model.fastShare(placed.slot.base + REG.QUEUE_NOTIFY) : undefined;
+    devices.push({ kind, id, base: placed.slot.base, irq: placed.slot.irq, device: placed.device, ...(mac ? { mac } : {}), ...(fast ? { fast } : {}) });
     // Optional: a queue notify that KVM completes in the kernel and signals on an eventfd.
     if (!useIoeventfd) return;
     for (let q = 0; q < model.queueMaxSizes.length; q++) {

@@ -12,7 +12,7 @@
 import type { Logger } from '../../common/log.js';
 import type { DeviceMetrics, GuestMemory, IrqLine, MmioDevice } from '../devices/device.js';
 import { HangarError } from '../../common/errors.js';
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, Virtqueue, VirtqueueError, type VirtqueuePosition } from './queue.js';
+import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, Virtqueue, VirtqueueError, createQueueState, type VirtqueuePosition } from './queue.js';
 
 /** Bytes of the register window a device decodes (registers, then config space from 0x100); a layout slot must be at least this big. */
 export const VIRTIO_MMIO_REGS_SIZE = 0x200;
@@ -102,6 +102,15 @@ export interface VirtioDevice {
   metrics(): DeviceMetrics;
   /** Releases files and fds; the device is unusable afterwards. */
   close(): void;
+  /**
+   * Optional, for a device whose queues a vCPU thread may serve too (blk-fast.ts): a lock the
+   * transport holds around everything that touches queue state. Reentrant on the device thread.
+   */
+  readonly queueLock?: { acquire(): void; release(): void } | undefined;
+  /** Optional: the transport's queues, once, when it is built (their state is shared memory). */
+  bindQueues?(queues: readonly Virtqueue[]): void;
+  /** Optional: notifies served and interrupts suppressed outside the transport (on vCPU threads). */
+  fastCounters?(): { notifications: number; suppressedInterrupts: number };
 }
 
 export interface VirtioMmioOptions {
@@ -159,7 +168,8 @@ export class VirtioMmioDevice implements MmioDevice {
     this.irqMode = opts.irqMode ?? 'level';
     this.log = opts.log?.child({ device: device.kind });
     this.offered = device.features | (1n << VIRTIO_F_VERSION_1) | (1n << VIRTIO_F_INDIRECT_DESC) | (1n << VIRTIO_F_EVENT_IDX);
-    this.queues = device.queueMaxSizes.map((max, i) => new Virtqueue(i, max, memory));
+    this.queues = device.queueMaxSizes.map((max, i) => new Virtqueue(i, max, memory, createQueueState()));
+    device.bindQueues?.(this.queues);
     this.state = {
       status: 0, deviceFeaturesSel: 0, driverFeaturesSel: 0, driverFeatures: 0n, queueSel: 0,
       interruptStatus: 0, configGeneration: 0,
@@ -194,7 +204,23 @@ export class VirtioMmioDevice implements MmioDevice {
     }
   }
 
+  /** Runs `fn` holding the device's queue lock, when it has one (a vCPU thread may be serving a queue). */
+  private locked<T>(fn: () => T): T {
+    const lock = this.device.queueLock;
+    if (!lock) return fn();
+    lock.acquire();
+    try {
+      return fn();
+    } finally {
+      lock.release();
+    }
+  }
+
   mmioWrite(offset: number, data: Uint8Array): void {
+    this.locked(() => this.mmioWriteLocked(offset, data));
+  }
+
+  private mmioWriteLocked(offset: number, data: Uint8Array): void {
     try {
       if (offset >= REG.CONFIG) {
         const off = offset - REG.CONFIG;
@@ -341,11 +367,23 @@ export class VirtioMmioDevice implements MmioDevice {
    * ioeventfd): same as the driver writing `index` to QUEUE_NOTIFY.
    */
   notifyQueue(index: number): void {
-    try {
-      this.queueNotify(index);
-    } catch (e) {
-      this.fail(e);
-    }
+    this.locked(() => {
+      try {
+        this.queueNotify(index);
+      } catch (e) {
+        this.fail(e);
+      }
+    });
+  }
+
+  /**
+   * A vCPU thread served a queue (blk-fast.ts) and the driver wants to hear about it:
+   * raise the used-buffer interrupt, as usedBuffers() would have.
+   */
+  fastPathUsed(): void {
+    this.locked(() => {
+      if (this.active && !this.broken) this.interrupt(INT_VRING);
+    });
   }
 
   private queueNotify(index: number): void {
@@ -360,6 +398,10 @@ export class VirtioMmioDevice implements MmioDevice {
 
   /** Driver wrote 0 to status: everything back to power-on, backend kept. */
   reset(): void {
+    this.locked(() => this.resetLocked());
+  }
+
+  private resetLocked(): void {
     const s = this.state;
     this.active = false;
     this.device.reset();
@@ -412,6 +454,10 @@ export class VirtioMmioDevice implements MmioDevice {
    * (only once it is running, as the spec asks), and say what happened.
    */
   fail(err: unknown): void {
+    this.locked(() => this.failLocked(err));
+  }
+
+  private failLocked(err: unknown): void {
     const e = err instanceof VirtqueueError ? err : null;
     this.lastError = e
       ? { code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) }
@@ -431,7 +477,12 @@ export class VirtioMmioDevice implements MmioDevice {
   }
 
   metrics(): DeviceMetrics {
-    return { ...this.counters, broken: this.broken ? 1 : 0, ...this.device.metrics() };
+    const fast = this.device.fastCounters?.() ?? { notifications: 0, suppressedInterrupts: 0 };
+    return {
+      ...this.counters, notifications: this.counters.notifications + fast.notifications,
+      suppressed_interrupts: this.counters.suppressed_interrupts + fast.suppressedInterrupts,
+      broken: this.broken ? 1 : 0, ...this.device.metrics(),
+    };
   }
 
   /**
@@ -456,6 +507,10 @@ export class VirtioMmioDevice implements MmioDevice {
    * INVALID_ARGUMENT and leaves the device reset.
    */
   restore(snap: VirtioMmioSnapshot): void {
+    this.locked(() => this.restoreLocked(snap));
+  }
+
+  private restoreLocked(snap: VirtioMmioSnapshot): void {
     if (this.state.status !== 0) throw new HangarError('INVALID_STATE', `${this.name}: restore needs a device that was never started`);
     try {
       if (snap.version !== 1 || snap.kind !== this.device.kind || snap.queues.length !== this.queues.length) {
@@ -501,8 +556,10 @@ export class VirtioMmioDevice implements MmioDevice {
   }
 
   close(): void {
-    this.active = false;
-    this.device.close();
+    this.locked(() => {
+      this.active = false;
+      this.device.close();
+    });
   }
 }
 

@@ -22,6 +22,7 @@ export const VIRTIO_F_EVENT_IDX = 29n;
 export const VIRTIO_F_VERSION_1 = 32n;
 
 const DESC_SIZE = 16;
+const EMPTY = new Uint8Array(0);
 /** An indirect table may hold more entries than the ring, but not without limit. */
 export const MAX_INDIRECT_ENTRIES = 1024;
 
@@ -120,31 +121,67 @@ export interface QueueConfig {
 }
 
 /**
+ * Words of a queue's state (Int32Array). The state lives in a SharedArrayBuffer
+ * so that a second Virtqueue over the same words, on a vCPU thread, can serve
+ * the queue where the guest's notify exits (blk-fast.ts); both sides then see
+ * one ring position. Whoever touches it holds the device's fast-path lock.
+ */
+export const VQS = {
+  READY: 0, SIZE: 1, DESC_LO: 2, DESC_HI: 3, DRIVER_LO: 4, DRIVER_HI: 5, DEVICE_LO: 6, DEVICE_HI: 7,
+  EVENT_IDX: 8, INDIRECT: 9, LAST_AVAIL: 10, USED_IDX: 11, SIGNALLED_USED: 12,
+} as const;
+export const VQS_WORDS = 16;
+
+export function createQueueState(): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(VQS_WORDS * 4));
+}
+
+/**
  * Device side of one split virtqueue. `configure` checks the layout once;
  * `pop` walks the next available chain; `pushUsed` returns it; and
  * `needsInterrupt` applies the driver's event suppression.
  */
 export class Virtqueue {
-  private cfg: QueueConfig | null = null;
-  private lastAvail = 0;
-  private usedIdx = 0;
-  /** Used index at the moment we last decided whether to interrupt (event-idx). */
-  private signalledUsed = 0;
-  private eventIdx = false;
-  private indirect = false;
+  /** Layout and ring position, see VQS (shared with a vCPU thread's fast path when there is one). */
+  readonly shared: Int32Array;
 
   constructor(
     readonly index: number,
     readonly maxSize: number,
     private readonly memory: GuestMemory,
-  ) {}
+    shared?: Int32Array,
+  ) {
+    if (shared && shared.length < VQS_WORDS) throw new HangarError('INTERNAL', `queue ${index}: shared state needs ${VQS_WORDS} words`);
+    this.shared = shared ?? new Int32Array(VQS_WORDS);
+  }
 
   get size(): number {
-    return this.cfg?.size ?? 0;
+    return this.shared[VQS.READY] ? this.shared[VQS.SIZE]! : 0;
   }
 
   get ready(): boolean {
-    return this.cfg !== null;
+    return this.shared[VQS.READY] === 1;
+  }
+
+  private get lastAvail(): number { return this.shared[VQS.LAST_AVAIL]!; }
+  private set lastAvail(v: number) { this.shared[VQS.LAST_AVAIL] = v; }
+  private get usedIdx(): number { return this.shared[VQS.USED_IDX]!; }
+  private set usedIdx(v: number) { this.shared[VQS.USED_IDX] = v; }
+  private get signalledUsed(): number { return this.shared[VQS.SIGNALLED_USED]!; }
+  private set signalledUsed(v: number) { this.shared[VQS.SIGNALLED_USED] = v; }
+  private get eventIdx(): boolean { return this.shared[VQS.EVENT_IDX] === 1; }
+  private get indirect(): boolean { return this.shared[VQS.INDIRECT] === 1; }
+
+  /** The ring layout in force (numbers: configure() has checked every table lies inside RAM). */
+  private get cfg(): { size: number; descAddr: number; driverAddr: number; deviceAddr: number } | null {
+    const w = this.shared;
+    if (w[VQS.READY] !== 1) return null;
+    return {
+      size: w[VQS.SIZE]!,
+      descAddr: (w[VQS.DESC_HI]! >>> 0) * 2 ** 32 + (w[VQS.DESC_LO]! >>> 0),
+      driverAddr: (w[VQS.DRIVER_HI]! >>> 0) * 2 ** 32 + (w[VQS.DRIVER_LO]! >>> 0),
+      deviceAddr: (w[VQS.DEVICE_HI]! >>> 0) * 2 ** 32 + (w[VQS.DEVICE_LO]! >>> 0),
+    };
   }
 
   /** Where the device stands in the rings (with the ring addresses, all a snapshot needs). */
@@ -183,19 +220,29 @@ export class Virtqueue {
       this.memory.slice(driverAddr, 4 + 2 * size + extra);
       this.memory.slice(deviceAddr, 4 + 8 * size + extra);
     }, 'ring-outside-memory', where);
-    this.cfg = { ...cfg };
-    this.eventIdx = features.eventIdx;
-    this.indirect = features.indirect;
+    const w = this.shared;
+    w[VQS.READY] = 0;
+    w[VQS.SIZE] = size;
+    const split = (v: bigint, lo: number, hi: number) => { w[lo] = Number(v & 0xffffffffn) | 0; w[hi] = Number(v >> 32n) | 0; };
+    split(descAddr, VQS.DESC_LO, VQS.DESC_HI);
+    split(driverAddr, VQS.DRIVER_LO, VQS.DRIVER_HI);
+    split(deviceAddr, VQS.DEVICE_LO, VQS.DEVICE_HI);
+    w[VQS.EVENT_IDX] = features.eventIdx ? 1 : 0;
+    w[VQS.INDIRECT] = features.indirect ? 1 : 0;
     this.lastAvail = 0;
     this.usedIdx = 0;
     this.signalledUsed = 0;
+    w[VQS.READY] = 1;
   }
 
   reset(): void {
-    this.cfg = null;
-    this.lastAvail = 0;
-    this.usedIdx = 0;
-    this.signalledUsed = 0;
+    this.shared.fill(0);
+  }
+
+  /** An out-of-RAM access as a VirtqueueError (anything else is passed on as it is). */
+  private outside(e: unknown, reason: string, details: Record<string, unknown>): unknown {
+    if (e instanceof GuestMemoryError) return new VirtqueueError(`queue ${this.index}: ${e.message}`, { reason, gpa: hex(e.gpa), len: e.len, ...details });
+    return e;
   }
 
   /** Runs a guest-memory access and reports an out-of-RAM address as a VirtqueueError. */
@@ -210,16 +257,21 @@ export class Virtqueue {
     }
   }
 
-  private requireConfig(): QueueConfig {
-    if (!this.cfg) throw new VirtqueueError(`queue ${this.index} is not ready`, { reason: 'queue-not-ready', queue: this.index });
-    return this.cfg;
+  private requireConfig(): { size: number; descAddr: number; driverAddr: number; deviceAddr: number } {
+    const cfg = this.cfg;
+    if (!cfg) throw new VirtqueueError(`queue ${this.index} is not ready`, { reason: 'queue-not-ready', queue: this.index });
+    return cfg;
   }
 
   /** How many chains the driver has made available that we have not taken yet. */
   pending(): number {
     const cfg = this.cfg;
     if (!cfg) return 0;
-    const availIdx = this.memory.readU16(cfg.driverAddr + 2n);
+    return this.pendingIn(cfg);
+  }
+
+  private pendingIn(cfg: { size: number; driverAddr: number }): number {
+    const availIdx = this.memory.readU16(cfg.driverAddr + 2);
     const n = (availIdx - this.lastAvail) & 0xffff;
     if (n > cfg.size) {
       throw new VirtqueueError(`queue ${this.index}: available index ${availIdx} runs ${n} entries ahead of ${this.lastAvail}, more than the queue size ${cfg.size}`, {
@@ -231,23 +283,24 @@ export class Virtqueue {
 
   /** Takes the next available chain, or null when the driver has posted none. */
   pop(): DescriptorChain | null {
-    if (this.pending() === 0) return null;
-    const cfg = this.requireConfig();
+    const cfg = this.cfg;
+    if (!cfg || this.pendingIn(cfg) === 0) return null;
     const slot = this.lastAvail % cfg.size;
-    const head = this.memory.readU16(cfg.driverAddr + 4n + BigInt(2 * slot));
+    const head = this.memory.readU16(cfg.driverAddr + 4 + 2 * slot);
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
     if (this.eventIdx) {
       // avail_event: ask the driver to notify us when it posts past what we have taken.
-      this.memory.writeU16(cfg.deviceAddr + 4n + BigInt(8 * cfg.size), this.lastAvail);
+      this.memory.writeU16(cfg.deviceAddr + 4 + 8 * cfg.size, this.lastAvail);
     }
     return this.walk(cfg, head);
   }
 
   /** Follows a chain from `head`, checking every descriptor. */
-  private walk(cfg: QueueConfig, head: number): DescriptorChain {
+  private walk(cfg: { size: number; descAddr: number }, head: number): DescriptorChain {
     if (head >= cfg.size) {
       throw new VirtqueueError(`queue ${this.index}: available ring names descriptor ${head}, beyond the queue size ${cfg.size}`, { reason: 'head-index', queue: this.index, head });
     }
+    const mem = this.memory;
     const readable: Uint8Array[] = [];
     const writable: Uint8Array[] = [];
     let table = cfg.descAddr;
@@ -261,24 +314,34 @@ export class Virtqueue {
           reason: 'chain-loop', queue: this.index, head, indirect: inIndirect,
         });
       }
-      const at = table + BigInt(DESC_SIZE * idx);
-      const details = { queue: this.index, head, desc: idx, indirect: inIndirect };
-      const [addr, len, flags, next] = this.guard(() => [
-        this.memory.readU64(at),
-        this.memory.readU32(at + 8n),
-        this.memory.readU16(at + 12n),
-        this.memory.readU16(at + 14n),
-      ] as const, 'descriptor-outside-memory', details);
+      const at = table + DESC_SIZE * idx;
+      // Error details are built only when there is an error: this loop runs for every descriptor.
+      const where = (extra: Record<string, unknown> = {}) => ({ ...extra, queue: this.index, head, desc: idx, indirect: inIndirect });
+      // The buffer address as a number: exact up to 2^53, far beyond any RAM; a larger one
+      // fails the bounds check below like any other address outside RAM.
+      let addr: number, len: number, flags: number, next: number;
+      try {
+        addr = mem.readU32(at) + mem.readU32(at + 4) * 2 ** 32;
+        len = mem.readU32(at + 8);
+        flags = mem.readU16(at + 12);
+        next = mem.readU16(at + 14);
+      } catch (e) {
+        throw this.outside(e, 'descriptor-outside-memory', where());
+      }
 
       if (flags & VIRTQ_DESC_F_INDIRECT) {
-        if (!this.indirect) throw new VirtqueueError(`queue ${this.index}: indirect descriptor without VIRTIO_F_INDIRECT_DESC`, { reason: 'indirect-not-negotiated', ...details });
-        if (inIndirect) throw new VirtqueueError(`queue ${this.index}: indirect descriptor inside an indirect table`, { reason: 'indirect-nested', ...details });
-        if (flags & VIRTQ_DESC_F_NEXT) throw new VirtqueueError(`queue ${this.index}: indirect descriptor also has NEXT`, { reason: 'indirect-next', ...details });
+        if (!this.indirect) throw new VirtqueueError(`queue ${this.index}: indirect descriptor without VIRTIO_F_INDIRECT_DESC`, { reason: 'indirect-not-negotiated', ...where() });
+        if (inIndirect) throw new VirtqueueError(`queue ${this.index}: indirect descriptor inside an indirect table`, { reason: 'indirect-nested', ...where() });
+        if (flags & VIRTQ_DESC_F_NEXT) throw new VirtqueueError(`queue ${this.index}: indirect descriptor also has NEXT`, { reason: 'indirect-next', ...where() });
         if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT_ENTRIES) {
-          throw new VirtqueueError(`queue ${this.index}: indirect table length ${len} is not 16..${MAX_INDIRECT_ENTRIES * DESC_SIZE} in steps of 16`, { reason: 'indirect-length', len, ...details });
+          throw new VirtqueueError(`queue ${this.index}: indirect table length ${len} is not 16..${MAX_INDIRECT_ENTRIES * DESC_SIZE} in steps of 16`, { reason: 'indirect-length', len, ...where() });
         }
-        if (addr % 16n !== 0n) throw new VirtqueueError(`queue ${this.index}: indirect table at ${hex(addr)} is misaligned`, { reason: 'indirect-alignment', ...details });
-        this.guard(() => this.memory.slice(addr, len), 'indirect-outside-memory', { addr: hex(addr), len, ...details });
+        if (addr % 16 !== 0) throw new VirtqueueError(`queue ${this.index}: indirect table at ${hex(addr)} is misaligned`, { reason: 'indirect-alignment', ...where() });
+        try {
+          mem.slice(addr, len);
+        } catch (e) {
+          throw this.outside(e, 'indirect-outside-memory', where({ addr: hex(addr), len }));
+        }
         table = addr;
         tableSize = len / DESC_SIZE;
         inIndirect = true;
@@ -287,18 +350,23 @@ export class Virtqueue {
         continue;
       }
 
-      const view = len === 0 ? new Uint8Array(0) : this.guard(() => this.memory.slice(addr, len), 'buffer-outside-memory', { addr: hex(addr), len, ...details });
+      let view: Uint8Array;
+      try {
+        view = len === 0 ? EMPTY : mem.slice(addr, len);
+      } catch (e) {
+        throw this.outside(e, 'buffer-outside-memory', where({ addr: hex(addr), len }));
+      }
       if (flags & VIRTQ_DESC_F_WRITE) {
         writable.push(view);
       } else {
         if (writable.length > 0) {
-          throw new VirtqueueError(`queue ${this.index}: device-readable descriptor after a device-writable one`, { reason: 'readable-after-writable', ...details });
+          throw new VirtqueueError(`queue ${this.index}: device-readable descriptor after a device-writable one`, { reason: 'readable-after-writable', ...where() });
         }
         readable.push(view);
       }
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
       if (next >= tableSize) {
-        throw new VirtqueueError(`queue ${this.index}: descriptor ${idx} points to ${next}, beyond its table of ${tableSize}`, { reason: 'next-index', next, ...details });
+        throw new VirtqueueError(`queue ${this.index}: descriptor ${idx} points to ${next}, beyond its table of ${tableSize}`, { reason: 'next-index', next, ...where() });
       }
       idx = next;
     }
@@ -309,13 +377,13 @@ export class Virtqueue {
   pushUsed(head: number, written: number): void {
     const cfg = this.requireConfig();
     const slot = this.usedIdx % cfg.size;
-    const elem = cfg.deviceAddr + 4n + BigInt(8 * slot);
+    const elem = cfg.deviceAddr + 4 + 8 * slot;
     this.memory.writeU32(elem, head);
-    this.memory.writeU32(elem + 4n, written >>> 0);
+    this.memory.writeU32(elem + 4, written >>> 0);
     // The element must be in place before the index that publishes it; our
     // stores land in program order, and x86 keeps that order for the guest.
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
-    this.memory.writeU16(cfg.deviceAddr + 2n, this.usedIdx);
+    this.memory.writeU16(cfg.deviceAddr + 2, this.usedIdx);
   }
 
   /**
@@ -330,7 +398,7 @@ export class Virtqueue {
     if (old === now) return false;
     this.signalledUsed = now;
     if (this.eventIdx) {
-      const usedEvent = this.memory.readU16(cfg.driverAddr + 4n + BigInt(2 * cfg.size));
+      const usedEvent = this.memory.readU16(cfg.driverAddr + 4 + 2 * cfg.size);
       // Interrupt when used_event lies in (old, now]: the driver asked to hear about that entry.
       return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
     }

@@ -6,6 +6,7 @@ import { asApiError, useApi } from '../useApi';
 import { ConfirmDialog, type ConfirmRequest } from '../components/ConfirmDialog';
 import { ErrorBanner } from '../components/ErrorBanner';
 import { OperationProgress } from '../components/OperationProgress';
+import { ImageUpload } from '../components/ImageUpload';
 
 export function Images() {
   const images = useApi(() => get<Image[]>('/1.0/images'), []);
@@ -30,9 +31,10 @@ export function Images() {
             </td></tr>
         ))}</tbody>
       </table></div>
-      <p className="muted">Import kernels and disks with <code>hangar image import</code> on the host.</p>
       <OperationProgress op={op} />
       <ErrorBanner error={error} onClose={() => setError(null)} />
+      <ImageUpload onDone={images.reload} />
+      <p className="muted">From a shell: <code>hangar image import</code> does the same.</p>
       <ConfirmDialog request={confirm} onClose={() => setConfirm(null)} />
     </main>
   );

@@ -47,7 +47,7 @@ export function VmPage({ name, tab }: { name: string; tab: string | undefined })
       </Suspense>
       {current === 'charts' && <VmMetrics vm={name} />}
       {current === 'disks' && <VmDisks vm={name} />}
-      {v && current === 'nics' && <VmNics vm={v} />}
+      {v && current === 'nics' && <VmNics vm={v} onChange={vm.reload} />}
       {current === 'snapshots' && <VmSnapshots vm={name} running={live} />}
       {current === 'activity' && <VmActivity vm={name} />}
     </main>
