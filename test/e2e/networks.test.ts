@@ -233,6 +233,14 @@ test('networks, DHCP, DNS, a QEMU VM on a NIC, isolation, recovery and cleanup',
   const eth1Ip = /lease of (\S+) obtained/.exec(got1)?.[1];
   assert.ok(eth1Ip && eth1Ip !== vmIp, `eth1 got no lease of its own: ${got1}`);
   assert.equal((await api('GET', '/1.0/vms/n1')).runtime.nics[1].ipv4, eth1Ip);
+  // The ingress limit at work: a burst far over 10 Mbit/s (2.8 MB at once, to the subnet's broadcast address, so the
+  // bridge floods it to every port and no ARP is involved) is cut at eth1's TAP and counted there.
+  const bcast = `${lan.gateway.split('.').slice(0, 3).join('.')}.255`;
+  const policed = (): number => Number(new RegExp(`oifname "${tap1}" limit rate over 1250000 [^\n]* counter packets (\\d+)`).exec(inNs(NS, 'nft', 'list', 'table', 'bridge', 'hangar'))?.[1] ?? -1);
+  assert.equal(policed(), 0, 'nothing policed yet');
+  tryInNs(LAN_CLIENT, process.execPath, '-e', `const s = require('dgram').createSocket('udp4'); const b = Buffer.alloc(1400); let i = 0;
+    s.bind(0, () => { s.setBroadcast(true); const go = () => { if (i++ >= 2000) { s.close(); return; } s.send(b, 9, '${bcast}', go); }; go(); });`);
+  assert.ok(policed() > 0, 'frames over the ingress rate were dropped at the TAP');
   expectOk(await runHangar(['nic', 'remove', 'n1', 'eth1'], { env: d!.env }), 'nic remove (running)');
   assert.doesNotMatch(await untilGuest(con, 'ls /sys/class/net', /^(?![\s\S]*eth1)/), /eth1/, 'eth1 is gone from the guest');
   assert.ok(!links(NS).some((l) => l.ifname === tap1), 'its TAP is gone');

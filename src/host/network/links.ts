@@ -197,21 +197,43 @@ export function setBridgeIpv6(name: string, address: string | null): void {
   if (!have.includes(address)) ip(['addr', 'add', address, 'dev', name, 'nodad']);
 }
 
-/** NAT networks with IPv6 route it between the bridge and the uplink: IPv6 forwarding on, in this namespace. */
-export function enableIpv6Forwarding(): void {
+/**
+ * NAT networks with IPv6 route it between the bridge and the uplink: IPv6 forwarding on, in this
+ * namespace. A Linux host that forwards ignores router advertisements on interfaces with
+ * accept_ra=1, so an interface whose default route came from one (the host's own SLAAC uplink)
+ * gets accept_ra=2 first and keeps its route. Returns the interfaces changed so.
+ */
+export function enableIpv6Forwarding(): string[] {
   const f = '/proc/sys/net/ipv6/conf/all/forwarding';
+  const kept: string[] = [];
   try {
-    if (fs.readFileSync(f, 'utf8').trim() !== '1') fs.writeFileSync(f, '1\n');
+    if (fs.readFileSync(f, 'utf8').trim() === '1') return kept;
+    const routes = JSON.parse(ip(['-j', '-6', 'route', 'show', 'default', 'proto', 'ra'])) as Array<{ dev?: string; nexthops?: Array<{ dev?: string }> }>;
+    const devs = new Set(routes.flatMap((r) => [r.dev, ...(r.nexthops ?? []).map((n) => n.dev)]).filter((d): d is string => typeof d === 'string'));
+    for (const dev of devs) {
+      const ra = `/proc/sys/net/ipv6/conf/${dev}/accept_ra`;
+      if (fs.readFileSync(ra, 'utf8').trim() === '1') {
+        fs.writeFileSync(ra, '2\n');
+        kept.push(dev);
+      }
+    }
+    fs.writeFileSync(f, '1\n');
   } catch (e) {
     throw new HangarError('UNAVAILABLE', `cannot turn on IPv6 forwarding: ${(e as Error).message}`);
   }
+  return kept;
 }
 
-/** Global IPv6 addresses the host has seen on a bridge for a MAC (its neighbour table), sorted. */
-export function ipv6NeighboursOf(bridge: string, mac: string): string[] {
+/** The global IPv6 addresses the host has seen on a bridge (its neighbour table), by MAC. */
+export function ipv6Neighbours(bridge: string): Map<string, string[]> {
   const out = JSON.parse(ip(['-j', '-6', 'neigh', 'show', 'dev', bridge])) as Array<{ dst: string; lladdr?: string; state?: string[] }>;
-  const m = mac.toLowerCase();
-  return [...new Set(out.filter((n) => n.lladdr?.toLowerCase() === m && !n.dst.startsWith('fe80:') && !(n.state ?? []).includes('FAILED')).map((n) => n.dst))].sort();
+  const byMac = new Map<string, string[]>();
+  for (const n of out) {
+    if (!n.lladdr || n.dst.startsWith('fe80:') || (n.state ?? []).includes('FAILED')) continue;
+    const m = n.lladdr.toLowerCase();
+    byMac.set(m, [...new Set([...(byMac.get(m) ?? []), n.dst])].sort());
+  }
+  return byMac;
 }
 
 /** Port forwards published on 127.0.0.1 are routed out of this bridge: loopback addresses may be (the firewall stops VMs using it). */

@@ -23,7 +23,7 @@ import {
   newBridgeName, overlaps, parseCidr, parseIpv4, pickFreeSubnet, tapNameFor, type Subnet,
 } from './addressing.js';
 import {
-  addressesOf, deleteOwnLink, enableIpv4Forwarding, enableIpv6Forwarding, enableRouteLocalnet, ensureBridge, ensureTap, getLink, ipv6NeighboursOf, ipv6Unavailable,
+  addressesOf, deleteOwnLink, enableIpv4Forwarding, enableIpv6Forwarding, enableRouteLocalnet, ensureBridge, ensureTap, getLink, ipv6Neighbours, ipv6Unavailable,
   listLinks, ownerAlias, reattachTap, setBridgeIpv6, usedSubnets,
 } from './links.js';
 import {
@@ -125,6 +125,7 @@ export class NetworkManager {
   /** NICs of a VM with their TAP and the address DHCP leased to each. */
   nicStates(vm: VmRecord): VmNicState[] {
     const leasesByNet = new Map<string, Map<string, string>>();
+    const seen6 = new Map<string, Map<string, string[]>>();
     return (vm.spec.nics ?? []).map((n) => {
       // A user-mode NIC has no TAP, and its address is QEMU's business (not reachable from the host).
       if (n.network === USER_NETWORK) return { name: n.name, network: n.network, mac: n.mac, tap: '', ipv4: null, ipv6: [] };
@@ -133,15 +134,20 @@ export class NetworkManager {
         leases = new Map(readLeases(dnsmasqFiles(this.dir(n.network))).map((l) => [l.mac, l.ipv4]));
         leasesByNet.set(n.network, leases);
       }
-      return { name: n.name, network: n.network, mac: n.mac, tap: tapNameFor(vm.id, n.name), ipv4: leases.get(n.mac.toLowerCase()) ?? null, ipv6: this.ipv6Seen(n) };
+      return { name: n.name, network: n.network, mac: n.mac, tap: tapNameFor(vm.id, n.name), ipv4: leases.get(n.mac.toLowerCase()) ?? null, ipv6: this.ipv6Seen(n, seen6) };
     });
   }
 
   /** The global IPv6 addresses the host's neighbour table holds for a NIC (none without IPv6). */
-  private ipv6Seen(n: VmNic): string[] {
+  private ipv6Seen(n: VmNic, cache: Map<string, Map<string, string[]>>): string[] {
     const net = this.records.get(n.network);
     if (!net || !this.activeIpv6(net)) return [];
-    try { return ipv6NeighboursOf(net.bridge, n.mac); } catch { return []; }
+    let table = cache.get(net.bridge);
+    if (!table) {
+      try { table = ipv6Neighbours(net.bridge); } catch { table = new Map(); }
+      cache.set(net.bridge, table);
+    }
+    return table.get(n.mac.toLowerCase()) ?? [];
   }
 
   /** A network's /64 when IPv6 is on for it: it has one and the host has IPv6. */
@@ -321,7 +327,10 @@ export class NetworkManager {
     // IPv6 where the host has it; elsewhere the network runs IPv4 only (its status says why).
     const v6 = this.activeIpv6(rec);
     if (ipv6Unavailable() === null) setBridgeIpv6(rec.bridge, v6 ? `${gateway6(v6)}/64` : null);
-    if (v6 && rec.kind === 'nat') enableIpv6Forwarding();
+    if (v6 && rec.kind === 'nat') {
+      const kept = enableIpv6Forwarding();
+      if (kept.length) this.d.log.info({ interfaces: kept }, 'IPv6 forwarding on: accept_ra=2 on interfaces whose default route came from router advertisements, so they keep it');
+    }
     const files = dnsmasqFiles(dir);
     const conf = renderDnsmasqConfig({ dir, bridge: rec.bridge, subnet, routed: rec.kind === 'nat', reservations: this.reservations(rec.name), ...(v6 ? { ipv6: v6 } : {}) });
     let old = '';
