@@ -18,6 +18,7 @@ import path from 'node:path';
 import { startDaemon, waitOperation, ConsoleSession, type TestDaemon } from '../helpers/daemon.js';
 import { imageDir, projectRoot } from '../../src/common/paths.js';
 import { TINY_PROMPT } from '../../src/host/images/tiny.js';
+import { until as untilDone } from '../helpers/until.js';
 
 const MiB = 2 ** 20;
 // A tiny guest uses some 10-20 % of its 256 MiB; with a 128 MiB tmpfs filled it is far above 40 %.
@@ -89,15 +90,8 @@ async function step<T>(what: string, p: Promise<T>): Promise<T> {
   }
 }
 
-async function until<T>(what: string, get: () => Promise<T | null | undefined | false>, ms = 180_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await get();
-    if (v) return v;
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+/** Waits are long: a loaded host takes minutes where a quiet one takes seconds. */
+const until = <T>(what: string, get: () => Promise<T | null | undefined | false>, ms = 180_000): Promise<T> => untilDone(what, get, ms);
 
 test('the guest\'s balloon statistics give guest-used memory that follows the guest; the guest-memory alert fires and clears', { timeout: 900_000 }, async () => {
   const tiny = JSON.parse(fs.readFileSync(path.join(imageDir(), 'tiny', 'image.json'), 'utf8')) as { kernelVersion: string };

@@ -15,6 +15,7 @@ import { startDaemon, waitOperation, type TestDaemon } from '../helpers/daemon.j
 import { runHangar } from '../helpers/cli.js';
 import { buildGuest, guestTestsUnavailable } from '../helpers/vmm.js';
 import { parsePrometheusText } from '../helpers/prom-text.js';
+import { until as untilDone } from '../helpers/until.js';
 
 const skip = guestTestsUnavailable() ?? false;
 const DISK = 4 << 20;
@@ -30,15 +31,8 @@ after(async () => { await d?.cleanup(); });
 
 interface Sample { t: number; diskReadBytes: number; diskWriteBytes: number }
 
-async function until<T>(what: string, get: () => Promise<T | null | undefined | false>, ms = 180_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await get();
-    if (v) return v;
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+/** Waits are long: a loaded host takes minutes where a quiet one takes seconds. */
+const until = <T>(what: string, get: () => Promise<T | null | undefined | false>, ms = 180_000): Promise<T> => untilDone(what, get, ms);
 
 test('a micro VM that reads and writes its disk: hangar-vmm\'s counters reach the history, the summary and /metrics', { skip, timeout: 600_000 }, async () => {
   const elf = buildGuest('blk-io');

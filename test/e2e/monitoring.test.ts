@@ -17,6 +17,7 @@ import { startDaemon, waitOperation, ConsoleSession, type TestDaemon } from '../
 import { runHangar } from '../helpers/cli.js';
 import { parsePrometheusText } from '../helpers/prom-text.js';
 import { TINY_PROMPT } from '../../src/host/images/tiny.js';
+import { until } from '../helpers/until.js';
 
 interface Sample { t: number; cpuPercent: number; cpuSeconds: number; memoryBytes: number }
 interface Alert { id: number; vm: string | null; kind: string; message: string; raisedAt: number; clearedAt: number | null }
@@ -33,16 +34,6 @@ before(async () => {
   d = await startDaemon({ dataDir, args: ['--sample-interval', '1'] });
 });
 after(async () => { await d?.cleanup(); });
-
-async function until<T>(what: string, get: () => Promise<T | null | undefined | false>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await get();
-    if (v) return v;
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 const samples = async (vm: string): Promise<Sample[]> => {
   const r = await d.request('GET', `/1.0/vms/${vm}/metrics?since=10m`);
