@@ -50,8 +50,13 @@ test('a busy guest climbs, an idle one stays flat; /metrics parses; the CPU aler
   }
   const con = await ConsoleSession.open(d, 'busy');
   await con.waitForPrompt(TINY_PROMPT);
-  // Booting is busy work too (it may raise and clear an alert): start once both guests have settled.
-  await until('both guests settle', async () => !(await alerts()).some((a) => a.clearedAt === null), 120_000);
+  // Booting is busy work too (it may raise and clear an alert): start once both guests have settled,
+  // each below the alert threshold for its last 4 samples (a guest still booting would raise its alert later).
+  const calm = async (vm: string): Promise<boolean> => {
+    const last = (await samples(vm)).slice(-4);
+    return last.length === 4 && last.every((x) => x.cpuPercent < CONFIG.monitoring.alerts.cpuPercent);
+  };
+  await until('both guests settle', async () => !(await alerts()).some((a) => a.clearedAt === null) && (await calm('busy')) && (await calm('idle')), 120_000);
   const loopStart = Date.now();
   await con.run('while :; do :; done & echo loop=$!');
 
