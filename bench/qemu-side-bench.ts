@@ -85,6 +85,17 @@ function watchPhases(child: ChildProcess): { phases: Map<string, PhaseTime>; out
   return { phases, output: () => all };
 }
 
+/** Runs `child` to its exit (killed after 5 min) and returns its exit code, one timed phase and what it printed. */
+async function runToExit(child: ChildProcess, phase: string): Promise<{ code: number | null; phase: PhaseTime | undefined; output: string }> {
+  const w = watchPhases(child);
+  let err = '';
+  child.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  const timer = setTimeout(() => { if (child.exitCode === null) child.kill('SIGKILL'); }, 300_000);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, phase: w.phases.get(phase), output: `${w.output()}\n${err}` };
+}
+
 function bootArgs(): string {
   return `vbench.mode=blk vbench.blk=8 vbench.ops=${OPS}`;
 }
@@ -133,14 +144,8 @@ async function qemuBlk(kernel: string, disk: string, aio: string): Promise<Sampl
     '-drive', `file=${disk},format=raw,if=none,id=d0,cache=${QEMU_CACHE},aio=${aio},readonly=on`,
     '-device', 'virtio-blk-device,drive=d0',
   ]), { stdio: ['ignore', 'pipe', 'pipe'] });
-  const w = watchPhases(child);
-  let err = '';
-  child.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
-  const timer = setTimeout(() => { if (child.exitCode === null) child.kill('SIGKILL'); }, 300_000);
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-  clearTimeout(timer);
-  const p = w.phases.get('randread-qd16');
-  if (code !== 1 || !p) throw new Error(`qemu exited ${code}:\n${w.output()}\n${err}`);
+  const { code, phase: p, output } = await runToExit(child, 'randread-qd16');
+  if (code !== 1 || !p) throw new Error(`qemu exited ${code}:\n${output}`);
   return sample(p);
 }
 
@@ -276,14 +281,8 @@ async function netSide(side: 'hangar' | 'qemu', kernel: string, dir: string, ops
       cmd = ['qemu-system-x86_64', ...qemuMicrovmArgs(kernel, args, ['-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`, '-device', 'virtio-net-device,netdev=n0'])];
     }
     const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const w = watchPhases(child);
-    let err = '';
-    child.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
-    const timer = setTimeout(() => { if (child.exitCode === null) child.kill('SIGKILL'); }, 300_000);
-    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-    clearTimeout(timer);
-    const p = w.phases.get('net-tx-64');
-    if (code !== (side === 'hangar' ? 0 : 1) || !p) throw new Error(`${side} (net) exited ${code}:\n${w.output()}\n${err}`);
+    const { code, phase: p, output } = await runToExit(child, 'net-tx-64');
+    if (code !== (side === 'hangar' ? 0 : 1) || !p) throw new Error(`${side} (net) exited ${code}:\n${output}`);
     return { pps: p.ops / p.seconds, tapRx: rx() - before };
   } finally {
     try { ip('netns', 'del', ns); } catch { /* gone */ }
