@@ -10,15 +10,9 @@
 #define T_IN 0
 #define T_OUT 1
 
-struct req_hdr {
-  u32 type;
-  u32 reserved;
-  u64 sector;
-};
-
 static struct vio_dev dev;
 static struct vq q;
-static struct req_hdr *hdr;
+static struct vblk_req_hdr *hdr;
 static volatile u8 *status;
 
 static u8 blk_rw(u32 type, u64 sector, void *buf, u32 len) {

@@ -23,16 +23,10 @@
 #define T_OUT 1
 #define SECTORS 64
 
-struct req_hdr {
-  u32 type;
-  u32 reserved;
-  u64 sector;
-};
-
 static volatile u64 counts[32];
 static struct vio_dev dev;
 static struct vq q;
-static struct req_hdr *hdr;
+static struct vblk_req_hdr *hdr;
 static volatile u8 *status;
 static u8 *wbuf, *rbuf;
 static volatile u32 irq_seen;

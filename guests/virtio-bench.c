@@ -32,13 +32,8 @@ static u64 next_rand(void) {
   return rng_state;
 }
 
-struct req {
-  u32 type, reserved;
-  u64 sector;
-};
-
 /* Request slot i uses descriptors 3i..3i+2: header, data, status. */
-static struct req *hdrs;
+static struct vblk_req_hdr *hdrs;
 static u8 *stats;
 static u8 *bufs;
 
@@ -46,7 +41,7 @@ static void blk_post(u16 i, u64 sector, u32 len) {
   hdrs[i].type = T_IN;
   hdrs[i].sector = sector;
   u16 d = (u16)(3 * i);
-  vq_set_desc(&q, d, (u64)&hdrs[i], sizeof(struct req), VQ_F_NEXT, (u16)(d + 1));
+  vq_set_desc(&q, d, (u64)&hdrs[i], sizeof(struct vblk_req_hdr), VQ_F_NEXT, (u16)(d + 1));
   vq_set_desc(&q, (u16)(d + 1), (u64)(bufs + (u64)i * 131072), len, VQ_F_WRITE | VQ_F_NEXT, (u16)(d + 2));
   vq_set_desc(&q, (u16)(d + 2), (u64)&stats[i], 1, VQ_F_WRITE, 0);
   vq_publish(&q, d);
@@ -66,7 +61,7 @@ static void bench_blk(void) {
   vq_setup(&dev, &q, 0, 128);
   q.avail[0] = 1; /* VIRTQ_AVAIL_F_NO_INTERRUPT: this driver polls */
   vio_driver_ok(&dev);
-  hdrs = hg_alloc(sizeof(struct req) * QD, 16);
+  hdrs = hg_alloc(sizeof(struct vblk_req_hdr) * QD, 16);
   stats = hg_alloc(QD, 16);
   bufs = hg_alloc(131072UL * QD, 4096);
   u64 capacity = (u64)vio_r(&dev, VIO_CONFIG) | ((u64)vio_r(&dev, VIO_CONFIG + 4) << 32);

@@ -20,15 +20,9 @@
 #define F_RO (1UL << 5)
 #define F_FLUSH (1UL << 9)
 
-struct req_hdr {
-  u32 type;
-  u32 reserved;
-  u64 sector;
-};
-
 static struct vio_dev dev;
 static struct vq q;
-static struct req_hdr *hdr;
+static struct vblk_req_hdr *hdr;
 static volatile u8 *status;
 static volatile u32 irq_seen;
 

@@ -80,6 +80,13 @@ struct vq {
   u16 last_used;
 };
 
+/* The header that starts every virtio-blk request (virtio 1.x, 5.2.6): type (0 read, 1 write, ...), sector. */
+struct vblk_req_hdr {
+  u32 type;
+  u32 reserved;
+  u64 sector;
+};
+
 struct vio_dev {
   u64 base;
   int slot;
