@@ -28,10 +28,14 @@
 #
 # --with-qemu also gives L1 the host's QEMU (for side-by-side benchmarks such as
 # bench/lab-start-bench.ts): the binary, its libraries and the firmware it boots
-# with, on a second cached disk mounted at /opt/qemu, run as /opt/qemu/bin/qemu.
+# with, on a second cached disk mounted at /opt/qemu, run as /opt/qemu/bin/qemu;
+# and the host's iperf3, as /opt/qemu/bin/iperf3 (bench/lab-guest-io-bench.ts).
 # --with-debian gives L1 the debian-12 image (kernel, initramfs, image.json and a raw
 # copy of its disk) on a cached disk mounted read/write at /data/debian-12 (QEMU's
-# snapshot overlay takes the writes).
+# snapshot overlay takes the writes), with cidata.img, a cloud-init NoCloud seed that
+# lets root log in on the serial console (password hangar-lab) and gives eth0 the
+# lab's guest address. HANGAR_LAB_DEBIAN_IMAGE=DIR takes the image from DIR instead
+# of $HANGAR_IMAGE_DIR/debian-12 (a variant with more packages, for benchmarks).
 set -euo pipefail
 # The whole script is one compound command, read before it runs: editing this file
 # while a lab runs (bash otherwise reads scripts as it goes) cannot derail that run.
@@ -385,7 +389,7 @@ build_root() {
 # lib/ with every library ldd names and the dynamic loader, share/ with the firmware
 # (SeaBIOS for q35, qboot for microvm, the option ROMs for -kernel), modules/ (accel-tcg),
 # and bin/qemu, which runs the binary through that loader with -L share.
-qemu_key() { echo "qemu=$(qemu-system-x86_64 --version | head -1) script=$script_hash"; }
+qemu_key() { echo "qemu=$(qemu-system-x86_64 --version | head -1) iperf3=$(command -v iperf3 >/dev/null && iperf3 --version 2>/dev/null | head -1) script=$script_hash"; }
 build_qemu() {
   say "building the QEMU disk for L1"
   local st=$CACHE/qemu.stage bin
@@ -405,6 +409,16 @@ build_qemu() {
   cp /usr/lib/x86_64-linux-gnu/qemu/accel-*.so "$st/modules/" 2>/dev/null || true
   printf '#!/bin/sh\nQEMU_MODULE_DIR=/opt/qemu/modules exec /opt/qemu/lib/ld-linux-x86-64.so.2 --library-path /opt/qemu/lib /opt/qemu/bin/qemu-system-x86_64 -L /opt/qemu/share "$@"\n' > "$st/bin/qemu"
   chmod 755 "$st/bin/qemu"
+  # The host's iperf3 too (L1's end of guest network benchmarks), run the same way, as bin/iperf3.
+  if command -v iperf3 >/dev/null; then
+    bin=$(readlink -f "$(command -v iperf3)")
+    cp "$bin" "$st/bin/iperf3-bin"
+    for l in $(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u); do [ -e "$st/lib/${l##*/}" ] || cp -L "$l" "$st/lib/"; done
+    printf '#!/bin/sh\nexec /opt/qemu/lib/ld-linux-x86-64.so.2 --library-path /opt/qemu/lib /opt/qemu/bin/iperf3-bin "$@"\n' > "$st/bin/iperf3"
+    chmod 755 "$st/bin/iperf3"
+  else
+    say "no iperf3 on the host (Debian package iperf3): L1 gets none"
+  fi
   rm -f "$CACHE/qemu.ext4"
   mke2fs -q -t ext4 -L hangar-lab-qemu -E root_owner=0:0 -d "$st" "$CACHE/qemu.ext4" 256M >&2
   qemu_key > "$CACHE/qemu.key"
@@ -412,18 +426,43 @@ build_qemu() {
 }
 
 # ---- the debian-12 image for L1 (--with-debian) --------------------------------
-debian_key() { echo "debian=$(cat "$IMAGES/debian-12/image.json" 2>/dev/null | sha256sum | cut -c1-16) script=$script_hash"; }
+DEBIAN_SRC=${HANGAR_LAB_DEBIAN_IMAGE:-$IMAGES/debian-12}
+# The shared image's disk keeps its old name; a variant gets a cache file of its own.
+if [ -n "${HANGAR_LAB_DEBIAN_IMAGE:-}" ]; then
+  DEBIAN_DISK=$CACHE/debian-$(echo "$DEBIAN_SRC" | sha256sum | cut -c1-8).ext4
+else
+  DEBIAN_DISK=$CACHE/debian.ext4
+fi
+debian_key() { echo "debian=$(cat "$DEBIAN_SRC/image.json" 2>/dev/null | sha256sum | cut -c1-16) script=$script_hash"; }
+# The lab's NoCloud seed: root's password (set at every boot, before any login prompt, by
+# bootcmd in cloud-init's init stage) and a static address for a NIC with the lab's MAC
+# (without one cloud-init would ask DHCP, and ifupdown would hold the boot for a minute).
+build_debian_seed() {
+  local dir=$1 img=$2
+  printf 'instance-id: hangar-lab-debian\nlocal-hostname: debian\n' > "$dir/meta-data"
+  printf '%s\n' '#cloud-config' '# scripts/kvm-lab.sh: root logs in on the serial console (the lab has no SSH).' \
+    'bootcmd:' '  - [sh, -c, "echo root:hangar-lab | chpasswd"]' 'ssh_pwauth: false' > "$dir/user-data"
+  printf '%s\n' 'version: 1' 'config:' '  - type: physical' '    name: eth0' '    mac_address: "02:00:00:0a:00:02"' \
+    '    subnets:' '      - type: static' '        address: 10.0.2.2/24' > "$dir/network-config"
+  local mkfs
+  mkfs=$(command -v mkfs.vfat || echo /usr/sbin/mkfs.vfat)
+  [ -x "$mkfs" ] && command -v mcopy >/dev/null || die "needs mkfs.vfat and mcopy (Debian packages dosfstools mtools)"
+  "$mkfs" -C -n CIDATA "$img" 1024 >/dev/null
+  MTOOLS_SKIP_CHECK=1 mcopy -i "$img" "$dir/meta-data" "$dir/user-data" "$dir/network-config" ::/
+}
 build_debian() {
-  say "building the debian-12 disk for L1 (a raw copy of the image's disk)"
-  local src=$IMAGES/debian-12 st=$CACHE/debian.stage
-  [ -f "$src/image.json" ] && [ -f "$src/vmlinuz" ] && [ -f "$src/initrd.img" ] || die "no debian-12 image in $IMAGES (node scripts/build-images.mjs)"
+  say "building the debian-12 disk for L1 from $DEBIAN_SRC (a raw copy of the image's disk, a seed)"
+  local src=$DEBIAN_SRC st=$CACHE/debian.stage
+  [ -f "$src/image.json" ] && [ -f "$src/vmlinuz" ] && [ -f "$src/initrd.img" ] || die "no debian-12 image in $src (node scripts/build-images.mjs)"
   command -v qemu-img >/dev/null || die "needs qemu-img (Debian package qemu-utils)"
-  rm -rf "$st" && mkdir -p "$st/debian-12"
+  rm -rf "$st" && mkdir -p "$st/debian-12" "$st/seed"
   cp "$src/vmlinuz" "$src/initrd.img" "$src/image.json" "$st/debian-12/"
   qemu-img convert -O raw "$src/$(sed -n 's/.*"disk": *"\([^"]*\)".*/\1/p' "$src/image.json")" "$st/debian-12/disk.raw"
-  rm -f "$CACHE/debian.ext4"
-  mke2fs -q -t ext4 -L hangar-lab-data -E root_owner=0:0 -d "$st" "$CACHE/debian.ext4" 4G >&2
-  debian_key > "$CACHE/debian.key"
+  build_debian_seed "$st/seed" "$st/debian-12/cidata.img"
+  rm -rf "$st/seed"
+  rm -f "$DEBIAN_DISK"
+  mke2fs -q -t ext4 -L hangar-lab-data -E root_owner=0:0 -d "$st" "$DEBIAN_DISK" 4G >&2
+  debian_key > "${DEBIAN_DISK%.ext4}.key"
   rm -rf "$st"
 }
 
@@ -433,7 +472,7 @@ flock 9
 if ((rebuild)) || [ "$(cat "$L1/key" 2>/dev/null)" != "$l1_key" ]; then build_l1; fi
 if ((rebuild)) || [ "$(cat "$CACHE/root.key" 2>/dev/null)" != "$root_key" ] || [ ! -f "$CACHE/root.ext4" ]; then build_root; fi
 if ((with_qemu)) && { ((rebuild)) || [ "$(cat "$CACHE/qemu.key" 2>/dev/null)" != "$(qemu_key)" ]; }; then build_qemu; fi
-if ((with_debian)) && { ((rebuild)) || [ "$(cat "$CACHE/debian.key" 2>/dev/null)" != "$(debian_key)" ]; }; then build_debian; fi
+if ((with_debian)) && { ((rebuild)) || [ "$(cat "${DEBIAN_DISK%.ext4}.key" 2>/dev/null)" != "$(debian_key)" ]; }; then build_debian; fi
 flock -u 9
 say "cache ready after $((SECONDS - started))s"
 ((build_only)) && exit 0
@@ -468,7 +507,7 @@ log=$run/console.log
 : > "$log"
 qemu_drive=()
 ((with_qemu)) && qemu_drive=(-drive "file=$CACHE/qemu.ext4,if=virtio,format=raw,readonly=on")
-((with_debian)) && qemu_drive+=(-drive "file=$CACHE/debian.ext4,if=virtio,format=raw,snapshot=on")
+((with_debian)) && qemu_drive+=(-drive "file=$DEBIAN_DISK,if=virtio,format=raw,snapshot=on")
 # snapshot=on: the run's writes go to a temporary overlay (in TMPDIR, i.e. $run), never to the cache.
 TMPDIR=$run qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$L1_MEM_MIB" \
   -display none -monitor none -no-reboot \

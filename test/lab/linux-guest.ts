@@ -43,6 +43,7 @@ import { fileURLToPath } from 'node:url';
 import { VMM_NODE_FLAGS } from '../../src/vmm/process-flags.js';
 import { decodeSnapshotFile } from '../../src/vmm/snapshot/format.js';
 import { describeVmState } from './vcpu-dump.js';
+import { loginAsRoot } from './serial-login.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const VMM_MAIN = path.join(ROOT, 'dist', 'src', 'vmm', 'main.js');
@@ -75,7 +76,7 @@ export interface ScenarioResult {
   exitCode: number | null;
   exitRecord?: unknown;
   /** Milliseconds from spawning hangar-vmm (restore*: from spawning the restoring one). */
-  ms: { apiUp?: number; banner?: number; prompt?: number; end?: number; restoreApiUp?: number; restoreLoad?: number; restoreAnswer?: number };
+  ms: { apiUp?: number; banner?: number; prompt?: number; end?: number; restartLogin?: number; restoreApiUp?: number; restoreLoad?: number; restoreAnswer?: number };
   /** Outputs of the shell commands run, by name. */
   answers: Record<string, string>;
   consoleBytes: number;
@@ -255,6 +256,44 @@ interface Boot { kernel: string; initrd: string; cmdline: string }
  * overlay of L1's, so the cached copy never changes.
  */
 const DEBIAN_DIR = '/data/debian-12';
+const DEBIAN_MEM_MIB = 1024;
+const DEBIAN_BANNER = /Debian GNU\/Linux 12 \S+ ttyS0/;
+const DEBIAN_BOOT_MS = Number(process.env.HANGAR_LAB_DEBIAN_TIMEOUT_S ?? 2400) * 1000;
+/** systemd's stop under nested TCG: minutes. */
+const DEBIAN_STOP_MS = 600_000;
+
+/** The image's own kernel, initramfs and command line (the serial console only: no display here). */
+function debianBoot(): Boot {
+  const img = JSON.parse(fs.readFileSync(path.join(DEBIAN_DIR, 'image.json'), 'utf8')) as { cmdline: string };
+  return { kernel: path.join(DEBIAN_DIR, 'vmlinuz'), initrd: path.join(DEBIAN_DIR, 'initrd.img'), cmdline: img.cmdline.replace(/console=tty0\s*/, '') };
+}
+
+/** The root disk (read/write) and the lab's cloud-init seed (scripts/kvm-lab.sh, build_debian_seed). */
+function debianDrives(): unknown[] {
+  return [
+    { drive_id: 'root', path_on_host: path.join(DEBIAN_DIR, 'disk.raw'), is_root_device: true, is_read_only: false },
+    { drive_id: 'cidata', path_on_host: path.join(DEBIAN_DIR, 'cidata.img'), is_root_device: false, is_read_only: true },
+  ];
+}
+
+/** root logs in at agetty's prompt (test/lab/serial-login.ts); g.run works from then on. */
+async function debianLogin(g: Guest, r: ScenarioResult, which: string): Promise<void> {
+  g.lastOutputAt = Date.now();
+  await loginAsRoot(g, STEP_TIMEOUT_MS);
+  g.promptFrom = undefined;
+  process.stdout.write(`lab: logged in as root (${which} boot) after ${(g.elapsed() / 1000).toFixed(1)}s\n`);
+  r.answers[`${which}Shell`] = await g.run('echo "$(id -un)@$(hostname) $(cut -d\' \' -f1 /proc/uptime)s up"');
+}
+
+/** RequestShutdown (the ACPI power button) and systemd's way down to S5. */
+async function debianPowerButton(g: Guest, r: ScenarioResult, which: string): Promise<void> {
+  const from = g.text.length;
+  r.answers[`${which}RequestShutdown`] = String((await api(g.apiSock, 'PUT', '/actions', { action_type: 'RequestShutdown' })).status);
+  await g.waitFor(/reboot: Power down/, DEBIAN_STOP_MS, from, DEBIAN_STOP_MS);
+  const said = g.text.slice(from).replace(/\r/g, '').split('\n');
+  r.answers[`${which}Stop`] = `${said.filter((l) => /Stopped|Unmount|Reached target/.test(l)).length} stop lines; ${said.filter((l) => /reboot: Power down|System Power Off/.test(l)).map((l) => l.trim()).join(' | ')}`;
+  process.stdout.write(`lab: ${which} boot powered down after the power button at ${(g.elapsed() / 1000).toFixed(1)}s\n`);
+}
 
 /** The guest the lab talks to now (the latest hangar-vmm started): what a failure's dump looks at. */
 let current: Guest | undefined;
@@ -473,31 +512,54 @@ const scenarios: Record<string, { vcpus: number; expectExit: number; steps: Step
   },
   /**
    * issue 7 (not in the suite: a Debian boot under nested TCG takes many minutes): the debian-12
-   * image's kernel and initramfs with its root disk (raw, virtio-blk) on hangar-vmm, to systemd's
-   * multi-user target and a login prompt on the serial console; then the graceful stop (power
-   * button → systemd-logind → poweroff → S5). Run: scripts/kvm-lab.sh --with-debian --timeout 3000
-   * -- node dist/test/lab/linux-guest.js debian.
+   * image's own kernel and initramfs with its root disk (raw, virtio-blk) and the lab's cloud-init
+   * seed (a second, read-only disk) on hangar-vmm, to agetty's login prompt on ttyS0; root logs in
+   * (the seed's password), checks the kernel, root mount and disks, writes a file to the root disk;
+   * the graceful stop (power button → systemd-logind → poweroff → S5, exit 0); then a NEW
+   * hangar-vmm boots the same disk to a login again and the file is there; the power button ends
+   * that one too. Run: scripts/kvm-lab.sh --with-debian --timeout 3000 -- node
+   * dist/test/lab/linux-guest.js debian.
    */
   debian: {
     vcpus: 1,
-    memMib: 1024,
+    memMib: DEBIAN_MEM_MIB,
     expectExit: 0,
-    boot: () => {
-      const img = JSON.parse(fs.readFileSync(path.join(DEBIAN_DIR, 'image.json'), 'utf8')) as { cmdline: string };
-      // Its own command line, with the serial console only (no display here).
-      return { kernel: path.join(DEBIAN_DIR, 'vmlinuz'), initrd: path.join(DEBIAN_DIR, 'initrd.img'), cmdline: img.cmdline.replace(/console=tty0\s*/, '') };
-    },
-    devices: () => ({ drives: [{ drive_id: 'root', path_on_host: path.join(DEBIAN_DIR, 'disk.raw'), is_root_device: true, is_read_only: false }] }),
+    boot: debianBoot,
+    devices: () => ({ drives: debianDrives() }),
     // agetty's banner and prompt on ttyS0 (systemd printed no "Reached target multi-user.target" on the
     // console in the lab's run; cloud-init's messages may split "debian login: " across lines).
-    booted: { banner: /Debian GNU\/Linux 12 \S+ ttyS0/, prompt: /login: /, timeoutMs: Number(process.env.HANGAR_LAB_DEBIAN_TIMEOUT_S ?? 2400) * 1000 },
+    booted: { banner: DEBIAN_BANNER, prompt: /login: /, timeoutMs: DEBIAN_BOOT_MS },
     steps: async (g, r) => {
-      r.answers.login = /Debian GNU\/Linux 12 \S+ ttyS0/.exec(g.text)?.[0] ?? '';
+      r.answers.login = DEBIAN_BANNER.exec(g.text)?.[0] ?? '';
       r.answers.milestones = ['Run /init', 'EXT4-fs (vda', 'systemd[1]', 'Reached target', 'login:', 'Cloud-init v. 22.4.2 finished']
         .map((m) => { const i = g.text.indexOf(m); return `${m}@${i}`; }).join(' ');
-      const from = g.text.length;
-      r.answers.requestShutdown = String((await api(g.apiSock, 'PUT', '/actions', { action_type: 'RequestShutdown' })).status);
-      await g.waitFor(/reboot: Power down|Power-Off|System Power Off/, 600_000, from, 600_000);
+      await debianLogin(g, r, 'first');
+      r.answers.kernel = await g.run('uname -r; cat /proc/cmdline');
+      r.answers.rootMount = await g.run("grep ' / ' /proc/mounts; ls /sys/block | tr '\\n' ' '");
+      r.answers.virtioBlk = await g.run('ls /sys/bus/virtio/drivers/virtio_blk | grep -c virtio');
+      r.answers.systemState = await g.run('systemctl is-system-running 2>&1; systemctl --failed --no-legend --plain 2>&1 | head -5');
+      r.answers.persistWrite = await g.run(`echo ${PERSIST_TOKEN} > /root/hangar-lab-persist && sync && cat /root/hangar-lab-persist`);
+      if (r.answers.persistWrite !== PERSIST_TOKEN) throw new Error(`the root disk did not take the write: ${r.answers.persistWrite}`);
+
+      // The daemon's graceful stop: RequestShutdown presses the ACPI power button; systemd-logind
+      // powers off; S5 ends hangar-vmm with exit 0.
+      await debianPowerButton(g, r, 'first');
+      r.answers.firstExit = String(await g.exit(STEP_TIMEOUT_MS));
+      if (r.answers.firstExit !== '0') throw new Error(`the first hangar-vmm exited with ${r.answers.firstExit} after the power button, expected 0`);
+
+      // A new hangar-vmm on the same root disk: the file written before the stop is there.
+      const h = new Guest();
+      await h.start(1, DEBIAN_MEM_MIB, { drives: debianDrives() }, debianBoot());
+      await h.waitFor(DEBIAN_BANNER, DEBIAN_BOOT_MS, 0, DEBIAN_BOOT_MS);
+      await h.waitFor(/login: /, DEBIAN_BOOT_MS, 0, DEBIAN_BOOT_MS);
+      r.ms.restartLogin = h.elapsed();
+      process.stdout.write(`lab: restarted guest at its login prompt after ${(h.elapsed() / 1000).toFixed(1)}s\n`);
+      await debianLogin(h, r, 'second');
+      r.answers.persisted = await h.run('cat /root/hangar-lab-persist 2>&1');
+      r.answers.previousBoot = await h.run('journalctl -b -1 --no-pager -o cat -u systemd-logind 2>&1 | tail -4');
+      if (r.answers.persisted !== PERSIST_TOKEN) throw new Error(`after the restart the file holds ${JSON.stringify(r.answers.persisted)}, expected ${PERSIST_TOKEN}`);
+      await debianPowerButton(h, r, 'second');
+      return h;
     },
   },
   /**
