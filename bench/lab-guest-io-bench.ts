@@ -156,6 +156,9 @@ async function measure(g: Running, f: Figures): Promise<void> {
     return r.out;
   };
   f.guestKernel = await run('uname -r');
+  // cloud-init's first boot (SSH host keys, its Python modules) would share the one vCPU with the
+  // measurements: wait for it to end on both engines.
+  await run('cloud-init status --wait >/dev/null 2>&1; cloud-init status; systemctl --failed --no-legend --plain | head -5', BOOT_MS);
   await run('command -v fio iperf3; ip -br addr show');
   // The data disk, found by its size (the engines may number virtio-mmio disks differently).
   const dev = (await run(`for d in /sys/block/vd*; do [ "$(cat $d/size)" = ${DATA_MIB * 2048} ] && echo /dev/\${d##*/}; done`)).split('\n').pop()!.trim();
@@ -192,7 +195,13 @@ async function onEngine(engine: Engine, dir: string, dataDisk: string, report: R
   const g = await start(engine, dir, dataDisk);
   let iperf: ChildProcess | undefined;
   try {
-    await waitForText(g, /Debian GNU\/Linux 12 \S+ ttyS0/, 0, BOOT_MS);
+    // Where the boot is, once a minute (a boot that goes nowhere shows where it stopped).
+    const progress = setInterval(() => say(`${engine}: +${Math.round((Date.now() - t0) / 1000)} s, console: ${JSON.stringify(g.text.replace(/\r/g, '').trimEnd().split('\n').pop()?.slice(0, 120) ?? '')}`), 60_000);
+    try {
+      await waitForText(g, /Debian GNU\/Linux 12 \S+ ttyS0/, 0, BOOT_MS);
+    } finally {
+      clearInterval(progress);
+    }
     await waitForText(g, /login: /, 0, BOOT_MS);
     const f: Figures = { bootToLoginS: Math.round((Date.now() - t0) / 1000) };
     report.results[engine] = f;
