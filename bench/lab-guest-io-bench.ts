@@ -304,7 +304,9 @@ async function outside(): Promise<void> {
     '|---|---|---|---|',
     ...rows,
     '',
-    `Ratio above 1 is better for hangar-vmm except for RTT and boot time (lower is better there). Guest kernel ${cell(h.guestKernel ?? q.guestKernel)}.`,
+    `Ratio above 1 is better for hangar-vmm except for RTT and boot time (lower is better there). hangar-vmm boots first, so its boot is the disk's`,
+    'first (cloud-init makes the SSH host keys then); QEMU boots it a second time: the boot row is not like for like. Each engine is measured only',
+    `after \`cloud-init status --wait\`. Guest kernel ${cell(h.guestKernel ?? q.guestKernel)}.`,
     `L1: ${r.l1}.${r.errors.length ? ` Errors: ${r.errors.join('; ')}.` : ''}`,
   ].join('\n');
   const file = writeSection('lab-guest-io', md);
