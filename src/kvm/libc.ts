@@ -1,5 +1,6 @@
 /**
- * The few libc functions Hangar's KVM layer needs, bound once through koffi.
+ * The few libc functions Hangar's KVM layer needs (and flock(2), for the
+ * image build lock), bound once through koffi.
  * Pointers travel as plain numbers (user-space addresses on x86-64 fit in 47
  * bits, so they are safe integers); `ioctl` is declared twice because koffi
  * needs a fixed signature per call shape: one for scalar arguments, one for a
