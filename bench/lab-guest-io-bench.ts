@@ -22,6 +22,8 @@
  *                                       writes the `lab-guest-io` section of docs/benchmarks.md
  *   node dist/bench/lab-guest-io-bench.js --image-only    builds the variant and stops
  *   LAB_IO_RUNTIME_S=10 (default): each fio and iperf3 run's length
+ *   LAB_IO_ENGINES=hangar-vmm, HANGAR_VIRTIO_IOEVENTFD=1, HANGAR_VIRTIO_BLK_IOTHREAD=1: an
+ *   experiment (those engines only, those switches passed on to hangar-vmm); prints, writes no section
  *
  * Inside L1 (HANGAR_LAB=1) it measures and prints one `LAB-GUEST-IO {json}` line.
  * L1 runs under TCG on one CPU: absolute figures are the emulator's; the ratio is what to read.
@@ -54,8 +56,12 @@ const L1_ADDR = '10.0.2.1';
 const GUEST_ADDR = '10.0.2.2';
 /** The MAC the lab's seed gives 10.0.2.2 (scripts/kvm-lab.sh, build_debian_seed). */
 const GUEST_MAC = '02:00:00:0a:00:02';
-const ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
-type Engine = (typeof ENGINES)[number];
+const ALL_ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
+type Engine = (typeof ALL_ENGINES)[number];
+/** LAB_IO_ENGINES=hangar-vmm (a comma list) measures only those and writes no section (an experiment). */
+const ENGINES: readonly Engine[] = process.env.LAB_IO_ENGINES ? ALL_ENGINES.filter((e) => process.env.LAB_IO_ENGINES!.split(',').includes(e)) : ALL_ENGINES;
+/** Passed on to the job in L1 (its environment starts empty): hangar-vmm's own switches, for experiments. */
+const PASS_ENV = ['LAB_IO_ENGINES', 'HANGAR_VIRTIO_IOEVENTFD', 'HANGAR_VIRTIO_BLK_IOTHREAD'];
 
 interface Figures {
   randRead4kIops?: number; randRead4kMiBs?: number; seqRead1mMiBs?: number;
@@ -269,7 +275,7 @@ async function outside(): Promise<void> {
   const image = await ensureIoImage();
   if (process.argv.includes('--image-only')) { say(`image ready: ${image}`); return; }
   const lab = spawn('bash', [path.join(ROOT, 'scripts', 'kvm-lab.sh'), '--with-qemu', '--with-debian', '--timeout', '4000', '--stall', '300', '--',
-    'env', `LAB_IO_RUNTIME_S=${RUNTIME_S}`, 'node', 'dist/bench/lab-guest-io-bench.js'],
+    'env', `LAB_IO_RUNTIME_S=${RUNTIME_S}`, ...PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`), 'node', 'dist/bench/lab-guest-io-bench.js'],
   { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, HANGAR_LAB_DEBIAN_IMAGE: image } });
   let out = '';
   lab.stdout.on('data', (d: Buffer) => { out += d.toString(); process.stdout.write(d); });
@@ -309,6 +315,10 @@ async function outside(): Promise<void> {
     `after \`cloud-init status --wait\`. Guest kernel ${cell(h.guestKernel ?? q.guestKernel)}.`,
     `L1: ${r.l1}.${r.errors.length ? ` Errors: ${r.errors.join('; ')}.` : ''}`,
   ].join('\n');
+  if (ENGINES.length !== ALL_ENGINES.length || PASS_ENV.some((k) => k !== 'LAB_IO_ENGINES' && process.env[k] !== undefined)) {
+    process.stdout.write(`${md}\n\n(an experiment: ${PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ')}; docs/benchmarks.md left as it was)\n`);
+    process.exit(code === 0 ? 0 : 1);
+  }
   const file = writeSection('lab-guest-io', md);
   process.stdout.write(`${md}\n\nhost: ${describeHost()}\nwritten to ${file}\n`);
   process.exit(code === 0 ? 0 : 1);
