@@ -153,8 +153,8 @@ function setUpTap(): void {
 }
 
 /** Runs the measurements on a logged-in guest. */
-async function measure(g: Running, f: Figures): Promise<void> {
-  let at = 0;
+async function measure(g: Running, f: Figures, promptAt: number): Promise<void> {
+  let at = promptAt;
   const run = async (cmd: string, ms = STEP_MS): Promise<string> => {
     const r = await shellRun(g, cmd, at, ms);
     at = r.next;
@@ -212,11 +212,11 @@ async function onEngine(engine: Engine, dir: string, dataDisk: string, report: R
     const f: Figures = { bootToLoginS: Math.round((Date.now() - t0) / 1000) };
     report.results[engine] = f;
     say(`${engine}: login prompt after ${f.bootToLoginS} s`);
-    await loginAsRoot(g, STEP_MS);
+    const promptAt = await loginAsRoot(g, STEP_MS);
     setUpTap();
     iperf = spawn(IPERF3, ['-s', '-B', L1_ADDR], { stdio: 'ignore' });
     await sleep(1000);
-    await measure(g, f);
+    await measure(g, f, promptAt);
     say(`${engine}: ${JSON.stringify(f)}`);
   } catch (e) {
     // Where the guest was: its console's last lines.

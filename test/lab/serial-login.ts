@@ -40,14 +40,14 @@ export async function waitForText(c: SerialConsole, what: string | RegExp, from:
  * Logs in as root at agetty's prompt (which must be on the console already) and sets the
  * shell's prompt to LAB_SHELL_PROMPT. A wrong password or a prompt drowned in boot messages
  * is retried (cloud-init may still be setting the password when the prompt first shows).
- * Returns where the console stood once the new prompt showed.
+ * Returns where the new prompt starts in the console's text (to hand to shellRun).
  */
-export async function loginAsRoot(c: SerialConsole, stepMs: number, attempts = 6): Promise<number> {
+export async function loginAsRoot(c: SerialConsole, stepMs: number, attempts = 6, retryDelayMs = 10_000): Promise<number> {
   let lastError = '';
   for (let i = 0; i < attempts; i++) {
     if (i > 0) {
       // A fresh prompt (an empty name makes agetty ask again).
-      await sleep(10_000);
+      await sleep(retryDelayMs);
       const f = c.text.length;
       c.type('\n');
       await waitForText(c, /login: /, f, stepMs).catch(() => 0);
@@ -63,7 +63,8 @@ export async function loginAsRoot(c: SerialConsole, stepMs: number, attempts = 6
       from = c.text.length;
       // No bracketed-paste or title escapes around the marker lines the lab parses.
       c.type("bind 'set enable-bracketed-paste off' 2>/dev/null; PS1='lab''# '; export PS1\n");
-      return await waitForText(c, LAB_SHELL_PROMPT, from, stepMs);
+      // Where the prompt starts: shellRun(c, cmd, returned) finds it there.
+      return (await waitForText(c, LAB_SHELL_PROMPT, from, stepMs)) - LAB_SHELL_PROMPT.length;
     } catch (e) {
       lastError = (e as Error).message;
     }
