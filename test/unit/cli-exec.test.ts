@@ -119,6 +119,41 @@ test('exec: a signal gives 128+N; --json prints the result as text; no agent is 
   assert.match(n.stderr, /^Error: VM "bare": the guest agent did not answer .*\(AGENT_UNAVAILABLE\)$/m);
 });
 
+test('exec --wait: tries again while the agent is not up yet, then runs the command; other errors and the deadline end it', async () => {
+  const ok = sync({ exitCode: 0, signal: null, stdout: Buffer.from('up\n').toString('base64'), stderr: '', encoding: 'base64', stdoutTruncated: false, stderrTruncated: false });
+  const booting = errorEnv(503, 'AGENT_UNAVAILABLE', 'VM "web": the guest agent did not answer within 5000 ms');
+  let answers: Array<ReturnType<typeof sync>> = [];
+  execAnswer = () => answers.shift() ?? ok;
+  const tries = () => fake.requests.filter((q) => q.url === '/1.0/vms/web/exec').length;
+
+  answers = [booting, booting];
+  let before = tries();
+  const w = await run(['exec', 'web', '--wait', '60', '--', 'uptime']);
+  assert.equal(w.code, 0, w.stderr);
+  assert.equal(w.stdout, 'up\n');
+  assert.match(w.stderr, /Waiting up to 60 s for the guest agent of web/);
+  assert.equal(tries() - before, 3, 'two refusals, then the answer');
+
+  // Without --wait, the first refusal is the answer.
+  answers = [booting];
+  before = tries();
+  const n = await run(['exec', 'web', '--', 'uptime']);
+  assert.equal(n.code, 5);
+  assert.equal(tries() - before, 1);
+
+  // Another error is not waited out.
+  answers = [errorEnv(404, 'NOT_FOUND', 'no VM named "web"')];
+  before = tries();
+  const e = await run(['exec', 'web', '--wait', '60', '--', 'uptime']);
+  assert.equal(e.code, 3, e.stderr);
+  assert.equal(tries() - before, 1);
+
+  // An agent that never comes: the last refusal once the wait is over.
+  const b = await run(['exec', 'bare', '--wait', '2', '--', 'true']);
+  assert.equal(b.code, 5);
+  assert.match(b.stderr, /\(AGENT_UNAVAILABLE\)$/m);
+});
+
 test('ssh: says there is no VM network yet and points to the console and exec', async () => {
   const r = await run(['ssh', 'web']);
   assert.match(r.stderr, /VMs have no network yet, so SSH cannot reach web/);

@@ -8,7 +8,7 @@
  * serial console instead.
  */
 import type { Command } from 'commander';
-import { HangarError } from '../../common/errors.js';
+import { HangarError, isHangarError } from '../../common/errors.js';
 import type { VmExecRequest, VmExecResult } from '../../host/api/schemas.js';
 import { checkVmName, clientFor, note, parseIntOption, printJson, vmPath, withJson } from '../context.js';
 import { openConsole, runInteractive } from './console.js';
@@ -33,6 +33,28 @@ export function exitStatusOf(r: Pick<VmExecResult, 'exitCode' | 'signal'>): numb
   return r.signal !== null ? 128 + r.signal : 1;
 }
 
+/** Pause between tries while waiting for an agent (each try itself waits a few seconds for it). */
+const AGENT_RETRY_MS = 1000;
+
+/**
+ * Runs `call`, trying again while the guest agent is not there yet
+ * (AGENT_UNAVAILABLE: a VM still booting) until `waitMs` have passed; then,
+ * or on any other error, the error. `onFirstWait` is called once, before
+ * the first pause.
+ */
+export async function untilAgentAnswers<T>(call: () => Promise<T>, waitMs: number, onFirstWait: () => void = () => {}): Promise<T> {
+  const deadline = Date.now() + waitMs;
+  for (let tries = 0; ; tries++) {
+    try {
+      return await call();
+    } catch (e) {
+      if (!isHangarError(e) || e.code !== 'AGENT_UNAVAILABLE' || Date.now() + AGENT_RETRY_MS > deadline) throw e;
+      if (tries === 0) onFirstWait();
+      await new Promise((r) => setTimeout(r, AGENT_RETRY_MS));
+    }
+  }
+}
+
 export function registerExecCommands(program: Command): void {
   withJson(
     program
@@ -41,13 +63,17 @@ export function registerExecCommands(program: Command): void {
       .argument('<name>', 'VM name')
       .argument('<command...>', 'program and arguments (put -- before them)')
       .option('-i, --stdin', 'send our standard input to the command (at most 512 KiB)')
-      .option('--timeout <seconds>', 'seconds the command may run before it is killed (default 60)', parseIntOption('--timeout', 1, 3600)),
-  ).action(async (name: string, command: string[], o: { json?: boolean; stdin?: boolean; timeout?: number }, cmd: Command) => {
+      .option('--timeout <seconds>', 'seconds the command may run before it is killed (default 60)', parseIntOption('--timeout', 1, 3600))
+      .option('--wait <seconds>', 'wait up to this long for the guest agent to answer (a VM still booting)', parseIntOption('--wait', 1, 3600)),
+  ).action(async (name: string, command: string[], o: { json?: boolean; stdin?: boolean; timeout?: number; wait?: number }, cmd: Command) => {
     checkVmName(name);
     const body: VmExecRequest = { command, encoding: 'base64' };
     if (o.stdin) body.input = (await readStdin()).toString('base64');
     if (o.timeout !== undefined) body.timeout = o.timeout;
-    const r = await clientFor(cmd).call<VmExecResult>('POST', vmPath(name, '/exec'), body);
+    const client = clientFor(cmd);
+    const r = await untilAgentAnswers(() => client.call<VmExecResult>('POST', vmPath(name, '/exec'), body), (o.wait ?? 0) * 1000, () => {
+      if (!o.json) note(`Waiting up to ${o.wait} s for the guest agent of ${name} (the VM may still be booting)...`);
+    });
     const stdout = Buffer.from(r.stdout, 'base64');
     const stderr = Buffer.from(r.stderr, 'base64');
     if (o.json) {
