@@ -6,7 +6,8 @@
  */
 import { HangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { VMM_ACTIONS, type VmmSnapshotCreate, type VmmSnapshotLoad } from '../api/vmm.js';
+// Types only: the schemas module loads TypeBox, which the control API's answers do not need.
+import type { VmmSnapshotCreate, VmmSnapshotLoad } from '../api/vmm.js';
 import type { BootSourceBody, MachineConfigBody } from './config.js';
 import type { ConsoleHub } from './console.js';
 import type { DriveConfig, NetConfig } from './devices/host.js';
@@ -95,7 +96,11 @@ export class VmmController {
         return;
       }
       case 'Stop': { const m = this.running('Stop'); void m.stop('stopped by API action'); await m.exited; return; }
-      default: throw new HangarError('INVALID_ARGUMENT', `unknown action_type "${type}" (${VMM_ACTIONS.join(', ')})`);
+      default: {
+        // Unreachable through the API and config file (their schema lists the actions); TypeBox loads only here.
+        const { VMM_ACTIONS } = await import('../api/vmm.js');
+        throw new HangarError('INVALID_ARGUMENT', `unknown action_type "${type}" (${VMM_ACTIONS.join(', ')})`);
+      }
     }
   }
 

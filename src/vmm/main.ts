@@ -21,7 +21,7 @@ import { VmmController } from './controller.js';
 import { exitCodeFor, VMM_EXIT, type VmmExitRecord } from './exit-codes.js';
 import type { MachineExit } from './machine.js';
 import { setInheritedKvmFd } from '../kvm/inherited-fd.js';
-import { setInheritedTap } from './virtio/tap.js';
+import { setInheritedTap } from './virtio/inherited-taps.js';
 import { seccompModeFromEnv, type SeccompMode } from '../kvm/seccomp-mode.js';
 
 const USAGE = `usage: hangar-vmm (--api-sock PATH | --config FILE) [--console stdio|none] [--console-sock PATH]
@@ -35,14 +35,15 @@ function usage(msg: string): never {
 
 /** --tap-fd NAME=FD: an inherited descriptor attached to TAP NAME (a /dev/net/tun descriptor, character device 10:200). */
 function tapFdArg(v: string): void {
-  const m = /^([A-Za-z0-9_.-]{1,15})=([0-9]{1,4})$/.exec(v);
-  if (!m) usage('--tap-fd wants NAME=FD');
+  // NAME by the TAP name rule of src/api/names.ts (not imported: it would load TypeBox before the API answers).
+  const m = /^((?!\.{1,2}=)[A-Za-z0-9_.-]{1,15})=([0-9]{1,4})$/.exec(v);
+  if (!m) usage('--tap-fd wants NAME=FD, NAME 1-15 letters, digits, ".", "-" or "_", and not "." or ".."');
   const fd = Number(m[2]);
   if (fd < 3) usage('--tap-fd: the descriptor must be 3 or more');
   let st: fs.Stats;
   try { st = fs.fstatSync(fd); } catch { usage(`--tap-fd ${v}: no such open descriptor`); }
   if (!st.isCharacterDevice() || st.rdev !== (10 << 8 | 200)) usage(`--tap-fd ${v}: not a TAP descriptor`);
-  try { setInheritedTap(m[1]!, fd); } catch (e) { usage((e as Error).message); }
+  setInheritedTap(m[1]!, fd);
 }
 
 /** --kvm-fd: must be an open descriptor of /dev/kvm (character device 10:232). */

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import { TAP_NAME_RULE, isTapName } from '../../api/names.js';
 import { HangarError } from '../../common/errors.js';
 import { errno, libc } from '../../kvm/libc.js';
+import { takeInheritedTap } from './inherited-taps.js';
 
 const TUNSETIFF = 0x400454ca; // _IOW('T', 202, int)
 const IFF_TAP = 0x0002;
@@ -29,25 +30,11 @@ function checkIfName(name: string): void {
   if (!isTapName(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a valid interface name (${TAP_NAME_RULE})`);
 }
 
-/**
- * TAPs the daemon opened for us (`--tap-fd NAME=FD`): a confined hangar-vmm
- * cannot open /dev/net/tun, so it uses the descriptor it inherited instead.
- */
-const inheritedTaps = new Map<string, number>();
-
-export function setInheritedTap(name: string, fd: number): void {
-  checkIfName(name);
-  inheritedTaps.set(name, fd);
-}
-
 export function openTap(name: string): Tap {
   checkIfName(name);
-  const inherited = inheritedTaps.get(name);
-  if (inherited !== undefined) {
-    // Once: a second NIC on the same TAP would share one queue.
-    inheritedTaps.delete(name);
-    return { name, fd: inherited };
-  }
+  // A TAP the daemon opened for us (--tap-fd): a confined hangar-vmm cannot open /dev/net/tun.
+  const inherited = takeInheritedTap(name);
+  if (inherited !== undefined) return { name, fd: inherited };
   let fd: number;
   try {
     fd = fs.openSync('/dev/net/tun', fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
