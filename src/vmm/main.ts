@@ -22,6 +22,7 @@ import { exitCodeFor, VMM_EXIT, type VmmExitRecord } from './exit-codes.js';
 import type { MachineExit } from './machine.js';
 import { setInheritedKvmFd } from '../kvm/inherited-fd.js';
 import { setInheritedTap } from './virtio/inherited-taps.js';
+import { isTapName, TAP_NAME_RULE } from '../api/name-rules.js';
 import { seccompModeFromEnv, type SeccompMode } from '../kvm/seccomp-mode.js';
 
 const USAGE = `usage: hangar-vmm (--api-sock PATH | --config FILE) [--console stdio|none] [--console-sock PATH]
@@ -35,9 +36,9 @@ function usage(msg: string): never {
 
 /** --tap-fd NAME=FD: an inherited descriptor attached to TAP NAME (a /dev/net/tun descriptor, character device 10:200). */
 function tapFdArg(v: string): void {
-  // NAME by the TAP name rule of src/api/names.ts (not imported: it would load TypeBox before the API answers).
-  const m = /^((?!\.{1,2}=)[A-Za-z0-9_.-]{1,15})=([0-9]{1,4})$/.exec(v);
-  if (!m) usage('--tap-fd wants NAME=FD, NAME 1-15 letters, digits, ".", "-" or "_", and not "." or ".."');
+  const m = /^([^=]+)=([0-9]{1,4})$/.exec(v);
+  if (!m) usage('--tap-fd wants NAME=FD');
+  if (!isTapName(m[1])) usage(`--tap-fd: "${m[1]}" is not a valid interface name (${TAP_NAME_RULE})`);
   const fd = Number(m[2]);
   if (fd < 3) usage('--tap-fd: the descriptor must be 3 or more');
   let st: fs.Stats;

@@ -9,7 +9,7 @@
  * when it was opened and keeps working after `ip link set NAME netns NS`.
  */
 import fs from 'node:fs';
-import { TAP_NAME_RULE, isTapName } from '../../api/names.js';
+import { TAP_NAME_RULE, isTapName } from '../../api/name-rules.js';
 import { HangarError } from '../../common/errors.js';
 import { errno, libc } from '../../kvm/libc.js';
 import { takeInheritedTap } from './inherited-taps.js';
