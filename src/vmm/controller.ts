@@ -119,8 +119,8 @@ export class VmmController {
     try {
       // Loaded on first start (or preloaded once the socket answers, see main.ts), so the control
       // socket answers before KVM and the FFI are even loaded.
-      const log = await this.logger();
-      const { buildMachine } = await import('./builder.js');
+      // Both at once: on a cold start the machine model and the logger are still loading.
+      const [log, { buildMachine }] = await Promise.all([this.logger(), import('./builder.js')]);
       const m = await buildMachine({
         vcpus: this.machineConfig.vcpu_count,
         memBytes: this.machineConfig.mem_size_mib * 1024 * 1024,
@@ -163,8 +163,7 @@ export class VmmController {
     this.starting = true;
     this.snapshotLoadNs = process.hrtime.bigint();
     try {
-      const log = await this.logger();
-      const { restoreMachine } = await import('./snapshot/restore.js');
+      const [log, { restoreMachine }] = await Promise.all([this.logger(), import('./snapshot/restore.js')]);
       this.snapshotModulesNs = process.hrtime.bigint();
       const { machine: m, manifest } = await restoreMachine({ snapshotPath: body.snapshot_path, memFilePath: body.mem_file_path }, log, (b) => this.console.write(b));
       this.snapshotRestoredNs = process.hrtime.bigint();

@@ -10,6 +10,10 @@
  * guest powers off, resets or crashes, or on Stop / SIGTERM / SIGINT, with
  * the exit codes of exit-codes.ts and one line on stderr saying why.
  */
+// What this file imports statically is loaded before the control API can answer, so it is kept to the API,
+// the console and the small modules that record what the command line says. The machine (KVM through koffi,
+// builder, devices, virtio), pino and TypeBox load later, by import(): importing one of them here — even
+// through a helper that imports it — costs a few hundred ms of start-up (test/e2e/vmm-startup-modules.test.ts).
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Logger } from '../common/log.js';
