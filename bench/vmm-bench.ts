@@ -246,6 +246,9 @@ async function ioeventfdRate(exitsElf: string, n: number): Promise<number> {
   return n / (Number(mm[2]) / (tscMhz() * 1e6));
 }
 
+/** The host's load average, 1/5/15 min. */
+const loadAvg = () => os.loadavg().map((l) => l.toFixed(2)).join(' / ');
+
 const fmt = (v: number, d = 1) => (Number.isFinite(v) ? v.toFixed(d) : 'n/a');
 const p = (s: number[], q: number, d = 1) => fmt(percentile(s, q), d);
 
@@ -254,6 +257,7 @@ async function main(): Promise<void> {
     writeSection('vmm', '## hangar-vmm\n\nNot measured: no usable /dev/kvm on this host.');
     return;
   }
+  const loadBefore = loadAvg();
   const probe = await probeKvm();
   const echo = buildGuest('echo');
   const exits = buildGuest('exits');
@@ -267,10 +271,12 @@ async function main(): Promise<void> {
   const n = Number(process.env.VMM_BENCH_EXITS ?? 20000);
   const rates = await exitRates(exits, n);
   const ioev = await ioeventfdRate(exits, n);
+  const loadAfter = loadAvg();
   const md = `## hangar-vmm (micro engine)
 
 KVM on this host: **${probe.kind}** (${probe.detail}).
-${RUNS} runs each; p50 / p95.
+${RUNS} runs each; p50 / p95. Host load average (1/5/15 min) before: ${loadBefore}, after: ${loadAfter}: the host is
+shared, and start-up wall times swing with its load; the CPU figures much less.
 
 | figure | hangar-vmm p50 | p95 | Firecracker (published) |
 |---|---|---|---|
