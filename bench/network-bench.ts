@@ -59,6 +59,25 @@ const BOOT_LIMIT_MS = 20 * 60_000;
 const VMS = ['nb-a', 'nb-b'] as const;
 /** HANGAR_NET_BENCH_ONLY=micro: the micro-engine part alone (a minute), printed, docs/benchmarks.md left as it is. */
 const WITH_DEBIAN = process.env.HANGAR_NET_BENCH_ONLY !== 'micro';
+/**
+ * HANGAR_NET_BENCH_HANGAR_FROM=FILE: the Hangar half of the QEMU engine part is taken from an earlier run's
+ * record (hangar-qemu.json, kept with HANGAR_NET_BENCH_KEEP=1) instead of booting Hangar's two VMs again:
+ * under a loaded host each half takes tens of minutes. Everything else is measured afresh.
+ */
+const HANGAR_FROM = process.env.HANGAR_NET_BENCH_HANGAR_FROM;
+
+/** What the Hangar half of the QEMU engine part leaves for the by-hand half (and for a later run). */
+interface HangarRecord {
+  accel: string;
+  createS: number[] | null;
+  pair: PairResult;
+  argv: Record<string, string[]>;
+  macs: Record<string, string>;
+  /** Hangar's file → the by-hand copy made while Hangar's VM existed (seeds go with the VM). */
+  handFiles: Record<string, Record<string, string>>;
+  gw: string;
+  measuredAt: string;
+}
 
 const tag = `${process.pid % 100000}`;
 const NS = `hgbn-d${tag}`;
@@ -489,6 +508,19 @@ async function main(): Promise<void> {
       }
     }
 
+    // Context: iperf3 between the daemon's namespace and a peer namespace on the same bridge (a veth, no VM).
+    mkns(PEER);
+    run('ip', ['link', 'add', `hgbv${tag}`, 'netns', NS, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', PEER]);
+    ipIn(NS, 'link', 'set', `hgbv${tag}`, 'master', net.bridge, 'up');
+    ipIn(PEER, 'link', 'set', 'eth0', 'up');
+    const peerIp = gw.replace(/\.\d+$/, '.251');
+    ipIn(PEER, 'addr', 'add', `${peerIp}/${prefix}`, 'dev', 'eth0');
+    const srv = await iperfServerIn(PEER, peerIp, 5201);
+    const ip3 = JSON.parse(run('ip', ['netns', 'exec', NS, 'iperf3', '-c', peerIp, '-t', '5', '-J'])) as { end: { sum_received: { bits_per_second: number } } };
+    await stop(srv);
+    const baseline = ip3.end.sum_received.bits_per_second / 1e6;
+    ipIn(NS, 'link', 'del', `hgbv${tag}`);
+
     // ---- QEMU engine, Hangar: two Debian VMs on default ----
     let hangarPair: PairResult | null = null;
     let accel = 'tcg';
@@ -496,8 +528,19 @@ async function main(): Promise<void> {
     const argv: Record<string, string[]> = {};
     const macs: Record<string, string> = {};
     const handFiles = new Map<string, Map<string, string>>();
-    let baseline = 0;
-    if (WITH_DEBIAN) {
+    if (HANGAR_FROM) {
+      const rec = JSON.parse(fs.readFileSync(HANGAR_FROM, 'utf8')) as HangarRecord;
+      if (rec.gw !== gw) log(`note: ${HANGAR_FROM} was measured on a network with gateway ${rec.gw}, this run has ${gw}`);
+      ({ accel, pair: hangarPair } = rec);
+      if (rec.createS) createS.push(...rec.createS);
+      Object.assign(argv, rec.argv);
+      Object.assign(macs, rec.macs);
+      // Fresh by-hand disks from the recorded copies: overlays on the same backing again, the seeds copied again.
+      for (const vm of VMS) {
+        handFiles.set(vm, new Map(Object.entries(rec.handFiles[vm]!).map(([orig, copy], i) => [orig, handDisk(copy, path.join(work, `${vm}-${i}-${path.basename(copy)}`)).dest])));
+      }
+      log(`Hangar's half of the QEMU engine part from ${HANGAR_FROM} (measured ${rec.measuredAt})`);
+    } else if (WITH_DEBIAN) {
       log(`Hangar: launching ${VMS.join(' and ')} (debian-12, TCG boots side by side; load ${load()})`);
       const t0 = performance.now();
       const launchedAt: number[] = [];
@@ -544,25 +587,18 @@ async function main(): Promise<void> {
       log(`Hangar: root disks are overlays on ${[...backings].join(', ')}; by-hand disks made in ${work}`);
       hangarPair = { leaseS, upS, ...(await measurePair('Hangar', NS, gw, hangarExec(VMS[0]), hangarExec(VMS[1]), ips[1]!)) };
       for (const vm of VMS) await ok(dd.request('DELETE', `/1.0/vms/${vm}?force=true`));
+      const rec: HangarRecord = {
+        accel, createS, pair: hangarPair, argv, macs, gw, measuredAt: new Date().toISOString(),
+        handFiles: Object.fromEntries([...handFiles].map(([vm, m]) => [vm, Object.fromEntries(m)])),
+      };
+      fs.writeFileSync(path.join(work, 'hangar-qemu.json'), JSON.stringify(rec, null, 2));
 
-      // Context: iperf3 between the daemon's namespace and a peer namespace on the same bridge (a veth, no VM).
-      mkns(PEER);
-      run('ip', ['link', 'add', `hgbv${tag}`, 'netns', NS, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', PEER]);
-      ipIn(NS, 'link', 'set', `hgbv${tag}`, 'master', net.bridge, 'up');
-      ipIn(PEER, 'link', 'set', 'eth0', 'up');
-      const peerIp = gw.replace(/\.\d+$/, '.251');
-      ipIn(PEER, 'addr', 'add', `${peerIp}/${prefix}`, 'dev', 'eth0');
-      const srv = await iperfServerIn(PEER, peerIp, 5201);
-      const ip3 = JSON.parse(run('ip', ['netns', 'exec', NS, 'iperf3', '-c', peerIp, '-t', '5', '-J'])) as { end: { sum_received: { bits_per_second: number } } };
-      await stop(srv);
-      baseline = ip3.end.sum_received.bits_per_second / 1e6;
-      ipIn(NS, 'link', 'del', `hgbv${tag}`);
     }
     await daemonGone();
 
     // ---- QEMU engine by hand: Hangar's argv, hand-made TAPs, no confinement ----
     let handPair: PairResult | null = null;
-    if (WITH_DEBIAN) {
+    if (hangarPair) {
       const agents: Array<InstanceType<typeof GuestAgent>> = [];
       const qemus: ChildProcess[] = [];
       const handExec = (agent: InstanceType<typeof GuestAgent>, i: number): Exec => async (command, timeoutMs) => {
@@ -576,7 +612,7 @@ async function main(): Promise<void> {
       const t1 = performance.now();
       for (const [i, vm] of VMS.entries()) {
         const qga = path.join(work, `${vm}-qga.sock`);
-        const args = handArgv(argv[vm]!, { files: handFiles.get(vm)!, tap: taps[i]!, qga, consoleLog: path.join(work, `${vm}-console.log`) });
+        const args = handArgv(argv[vm]!.slice(1), { files: handFiles.get(vm)!, tap: taps[i]!, qga, consoleLog: path.join(work, `${vm}-console.log`) });
         fs.writeFileSync(path.join(work, `${vm}.argv`), `${argv[vm]!.join('\n')}\n---\n${args.join('\n')}\n`);
         const at = performance.now();
         qemus.push(start('ip', ['netns', 'exec', HAND, 'qemu-system-x86_64', ...args], path.join(work, `${vm}-qemu.log`)));
@@ -675,7 +711,7 @@ function report(res: Results): void {
     'descriptor), on fresh overlays of the same base disk with copies of the same cloud-init seeds (so a first boot, like Hangar\'s),',
     'a bridge and two TAPs made with `ip` in another namespace, a throwaway dnsmasq for DHCP, no nft rules. The iperf3 server for guest ↔ host',
     'runs on the namespace side at the bridge\'s gateway address; guest → guest runs from VM a to VM b; each figure is what the receiver counted.',
-    `Launch: Hangar from the create request (the daemon makes the root overlay, the seed and the TAP, then starts QEMU: ${res.createS.map((x) => x.toFixed(1)).join(' / ')} s`,
+    `Launch: Hangar from the create request (the daemon makes the root overlay, the seed and the TAP, then starts QEMU${res.createS.length ? `: ${res.createS.map((x) => x.toFixed(1)).join(' / ')} s` : ''}`,
     'until each create operation succeeded; VM b is created after VM a\'s create returns), by hand from spawning QEMU on files made beforehand; the lease as the API',
     '(`hangar list`) shows it, by hand as dnsmasq\'s lease file does.',
     '',
