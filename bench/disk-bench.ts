@@ -22,6 +22,7 @@
  * than the disks; the section says which accelerator ran.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
@@ -48,6 +49,8 @@ function ensureFioImage(): Promise<void> {
 }
 
 interface FioResult { iops: number; mbps: number }
+/** The host's 1-minute load average seen while each half ran: the ratio is only as fair as these are close. */
+const loadRanges = new Map<string, string>();
 type Exec = (command: string[], timeoutMs: number) => Promise<{ exitCode: number | null; stdout: string; stderr: string }>;
 
 /** One fio job on a block device in the guest; O_DIRECT, libaio, queue depth 16. */
@@ -64,6 +67,7 @@ async function fio(exec: Exec, device: string, rw: 'randread' | 'read' | 'write'
 /** The same fio runs in one guest: returns rows keyed "target/test". */
 async function measure(exec: Exec, label: string): Promise<Map<string, FioResult>> {
   const out = new Map<string, FioResult>();
+  const loads = [os.loadavg()[0]!];
   const targets: Array<[string, string, boolean]> = [
     ['qcow2 overlay (root disk)', '/dev/vda', false],
     ['qcow2 volume', '/dev/disk/by-id/virtio-q', true],
@@ -75,7 +79,9 @@ async function measure(exec: Exec, label: string): Promise<Map<string, FioResult
     out.set(`${name}/seq read 1M`, await fio(exec, dev, 'read', '1M'));
     out.set(`${name}/4K random read`, await fio(exec, dev, 'randread', '4k'));
     log(`${label}: ${name} done`);
+    loads.push(os.loadavg()[0]!);
   }
+  loadRanges.set(label, `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}`);
   return out;
 }
 
@@ -168,6 +174,7 @@ async function main(): Promise<void> {
       ...rows,
       '',
       `Boot to a guest agent with cloud-init done: Hangar ${hangarBootS.toFixed(0)} s (first boot: cloud-init's first-boot stages), by hand ${handBootS.toFixed(0)} s (second boot of the same instance).`,
+      `Host load average (1 min) while fio ran: Hangar ${loadRanges.get('Hangar')}, by hand ${loadRanges.get('by hand')}.`,
       '',
       accel === 'tcg'
         ? 'Under TCG every guest instruction is emulated, so these numbers measure the emulator and a busy host more than the disks or Hangar; the ratio is the figure to read, and it carries the noise of a shared host (other jobs ran meanwhile).'

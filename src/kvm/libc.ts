@@ -1,5 +1,6 @@
 /**
- * The few libc functions Hangar's KVM layer needs, bound once through koffi.
+ * The few libc functions Hangar's KVM layer needs (and flock(2), for the
+ * image build lock), bound once through koffi.
  * Pointers travel as plain numbers (user-space addresses on x86-64 fit in 47
  * bits, so they are safe integers); `ioctl` is declared twice because koffi
  * needs a fixed signature per call shape: one for scalar arguments, one for a
@@ -20,6 +21,10 @@ export const MAP_NORESERVE = 0x4000;
 export const MAP_FAILED = 2 ** 64 - 1;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const EAGAIN = 11;
 
 export const libc = {
   open: lib.func('int open(const char *path, int flags)') as (path: string, flags: number) => number,
@@ -31,6 +36,7 @@ export const libc = {
   munmap: lib.func('int munmap(uintptr_t addr, size_t len)') as (addr: number, len: number) => number,
   mincore: lib.func('int mincore(uintptr_t addr, size_t len, _Out_ uint8_t *vec)') as (addr: number, len: number, vec: Buffer) => number,
   madvise: lib.func('int madvise(uintptr_t addr, size_t len, int advice)') as (addr: number, len: number, advice: number) => number,
+  flock: lib.func('int flock(int fd, int op)') as (fd: number, op: number) => number,
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)') as (initval: number, flags: number) => number,
   read: lib.func('long read(int fd, void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,
   write: lib.func('long write(int fd, const void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { tryBuildLock } from '../../src/host/images/build-lock.js';
 
 let d: TestDaemon | undefined;
 const imageDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-hard-img-'));
@@ -42,9 +43,10 @@ test('start: data directory tightened, socket private, stale work folders remove
   fs.writeFileSync(path.join(store, '.import-guest-Ab12Cd', 'kernel'), 'half a kernel');
   fs.mkdirSync(path.join(store, 'notes-of-the-operator'));
   fs.mkdirSync(path.join(imageDir, '.build-tiny-Zz9Yy8'));
-  // A build another live process is running right now (its lock names a live pid: ours).
+  // A build another live process is running right now (it holds the lock: this test process).
   fs.mkdirSync(path.join(imageDir, '.build-tiny-Live01'));
-  fs.writeFileSync(path.join(imageDir, 'tiny.lock'), String(process.pid));
+  const held = tryBuildLock(path.join(imageDir, 'tiny.lock'));
+  assert.ok(held);
   fs.mkdirSync(path.join(imageDir, '.build-unknown-Aa1111'));
   await d.restart();
   assert.equal(mode(dir), 0o700);
@@ -57,7 +59,7 @@ test('start: data directory tightened, socket private, stale work folders remove
   await d.stop();
 
   // The lock holder is gone: now both tiny build folders are stale.
-  fs.rmSync(path.join(imageDir, 'tiny.lock'));
+  held.release();
   await d.restart();
   assert.equal(fs.existsSync(path.join(imageDir, '.build-tiny-Live01')), false);
   assert.equal(fs.existsSync(path.join(imageDir, '.build-tiny-Zz9Yy8')), false);

@@ -16,6 +16,8 @@ import { projectRoot } from '../../src/common/paths.js';
 import { isHangarError } from '../../src/common/errors.js';
 
 process.env.HANGAR_IMAGE_DIR ??= path.join(projectRoot(), '.cache', 'images');
+// Scratch image folders go next to the checkout's cache, which HANGAR_IMAGE_DIR may have kept from being made.
+fs.mkdirSync(path.join(projectRoot(), '.cache'), { recursive: true });
 const { ensureImage, listImages } = await import('../../src/host/images/index.js');
 const { listCpio } = await import('../../src/host/images/cpio.js');
 const { isBzImage, TINY_MODULES } = await import('../../src/host/images/tiny.js');

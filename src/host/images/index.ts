@@ -6,17 +6,19 @@
  * A build happens in a temporary folder that is renamed into place only when
  * complete, so a crash mid-build leaves no half image. A lock file
  * (imageDir()/<name>.lock, holding the builder's pid) keeps two processes
- * from building at once; a lock whose pid is gone is stale and taken over.
+ * from building at once; it is an flock(2) lock (build-lock.ts), which the
+ * kernel frees when its holder dies.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { HangarError, toHangarError } from '../../common/errors.js';
+import { HangarError } from '../../common/errors.js';
 import { imageDir } from '../../common/paths.js';
 import type { Image } from '../api/schemas.js';
 import { buildTiny, TINY_CMDLINE, TINY_DESCRIPTION, TINY_HOSTNAME_ARG } from './tiny.js';
 import { buildDebian12, DEBIAN12_CMDLINE, DEBIAN12_DESCRIPTION, type Debian12Options } from './debian12/index.js';
 import { deleteLocalImage, getLocalImage, importLocalImage, listLocalImages, removeFolders, type ImportRequest, type LocalImage } from './local.js';
 import { ImageUploads } from './upload.js';
+import { buildLockHeld, buildLockPid, tryBuildLock, type BuildLock } from './build-lock.js';
 import { prepareDiskImport, type DiskImportRequest, type ReportFn as DiskReportFn } from './disk-import.js';
 import type { OperationManager } from '../operations.js';
 
@@ -130,61 +132,19 @@ function readReady(name: string): ReadyImage | null {
   }
 }
 
-function pidAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Pid of the process holding the build lock (-1: being taken), or null when nobody alive holds it. */
-function lockHolder(lock: string): number | null {
-  let text: string;
-  let ageMs: number;
-  try {
-    text = fs.readFileSync(lock, 'utf8').trim();
-    ageMs = Date.now() - fs.statSync(lock).mtimeMs;
-  } catch {
-    return null;
-  }
-  // Created but its pid not written yet: another process is taking it right now.
-  if (text === '') return ageMs < 30_000 ? -1 : null;
-  const pid = Number(text);
-  return pidAlive(pid) ? pid : null;
-}
-
-function tryLock(lock: string): boolean {
-  try {
-    fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw toHangarError(e);
-  }
-  if (lockHolder(lock) === null) {
-    // Stale: its builder died. Remove it and race for it again (wx decides who wins).
-    fs.rmSync(lock, { force: true });
-    try {
-      fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
-      return true;
-    } catch {
-      return false;
-    }
-  }
-  return false;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function build(name: string, recipe: Recipe, onProgress: ProgressFn, options: BuildOptions = {}, replace = false): Promise<ReadyImage> {
   const p = imagePaths(name);
   fs.mkdirSync(imageDir(), { recursive: true });
   const deadline = Date.now() + WAIT_FOR_OTHER_BUILD_MS;
-  while (!tryLock(p.lock)) {
+  let lock: BuildLock | null;
+  while (!(lock = tryBuildLock(p.lock))) {
     onProgress('waiting for another build');
-    if (Date.now() > deadline) throw new HangarError('TIMEOUT', `image ${name}: another process has been building it for too long`, { lock: p.lock });
+    if (Date.now() > deadline) {
+      const pid = buildLockPid(p.lock);
+      throw new HangarError('TIMEOUT', `image ${name}: another process${pid ? ` (pid ${pid})` : ''} has been building it for too long`, { lock: p.lock });
+    }
     await sleep(250);
     const done = replace ? null : readReady(name);
     if (done) return done;
@@ -210,7 +170,7 @@ async function build(name: string, recipe: Recipe, onProgress: ProgressFn, optio
     return result;
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
-    fs.rmSync(p.lock, { force: true });
+    lock.release();
   }
 }
 
@@ -287,7 +247,7 @@ export function listImages(): Image[] {
         ...(ready.disk ? { disk: ready.disk } : {}), ...(ready.boot ? { boot: ready.boot } : {}), ...(ready.cloudInit ? { cloudInit: true } : {}),
       };
     }
-    const building = inFlight.has(name) || lockHolder(imagePaths(name).lock) !== null;
+    const building = inFlight.has(name) || buildLockHeld(imagePaths(name).lock);
     return { name, description: recipe.description, status: building ? 'building' : 'missing', origin: 'built-in' };
   });
   return [...builtIn, ...listLocalImages().filter((i) => !isBuiltIn(i.name)).map(localImageEntry)];
@@ -309,7 +269,7 @@ export function cleanStaleBuildFolders(): string[] {
     const re = new RegExp(`^\\.build-${recipe.replace(/[.]/g, '\\.')}-[A-Za-z0-9]{6}$`);
     const mine = names.filter((n) => re.test(n));
     // Listed before the lock is looked at: a folder made after this check is not in the list.
-    if (mine.length === 0 || inFlight.has(recipe) || lockHolder(imagePaths(recipe).lock) !== null) continue;
+    if (mine.length === 0 || inFlight.has(recipe) || buildLockHeld(imagePaths(recipe).lock)) continue;
     removed.push(...removeFolders(root, mine));
   }
   return removed;

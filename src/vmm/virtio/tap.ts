@@ -1,32 +1,17 @@
 /**
- * Opens a TAP interface for virtio-net: /dev/net/tun, TUNSETIFF with
- * IFF_TAP | IFF_NO_PI, non-blocking. Frames are then plain read()/write()
- * calls on the fd, one Ethernet frame each.
- *
- * If an interface of that name already exists (made with `ip tuntap add`),
- * we attach to it; otherwise the kernel creates one that disappears when the
- * fd closes. The fd belongs to the network namespace the interface was in
- * when it was opened and keeps working after `ip link set NAME netns NS`.
+ * The TAP behind a virtio-net device: the descriptor the daemon passed
+ * (`--tap-fd NAME=FD`), or one opened here (src/kvm/tap.ts: IFF_TAP |
+ * IFF_NO_PI, no virtio-net header, non-blocking). Frames are then plain
+ * read()/write() calls on the fd, one Ethernet frame each.
  */
-import fs from 'node:fs';
-import { TAP_NAME_RULE, isTapName } from '../../api/names.js';
-import { HangarError } from '../../common/errors.js';
-import { errno, libc } from '../../kvm/libc.js';
+import { HangarError, isHangarError } from '../../common/errors.js';
+import { checkTapName, openTapFd } from '../../kvm/tap.js';
 
-const TUNSETIFF = 0x400454ca; // _IOW('T', 202, int)
-const IFF_TAP = 0x0002;
-const IFF_NO_PI = 0x1000;
-const IFNAMSIZ = 16;
-const IFREQ_SIZE = 40;
+const EPERM = 1;
 
 export interface Tap {
   readonly name: string;
   readonly fd: number;
-}
-
-/** A valid TAP name by the one rule in src/api/names.ts (what Linux takes, minus the awkward characters). */
-function checkIfName(name: string): void {
-  if (!isTapName(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a valid interface name (${TAP_NAME_RULE})`);
 }
 
 /**
@@ -36,33 +21,23 @@ function checkIfName(name: string): void {
 const inheritedTaps = new Map<string, number>();
 
 export function setInheritedTap(name: string, fd: number): void {
-  checkIfName(name);
+  checkTapName(name);
   inheritedTaps.set(name, fd);
 }
 
 export function openTap(name: string): Tap {
-  checkIfName(name);
+  checkTapName(name);
   const inherited = inheritedTaps.get(name);
   if (inherited !== undefined) {
     // Once: a second NIC on the same TAP would share one queue.
     inheritedTaps.delete(name);
     return { name, fd: inherited };
   }
-  let fd: number;
   try {
-    fd = fs.openSync('/dev/net/tun', fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    return openTapFd(name, { vnetHdr: false });
   } catch (e) {
-    throw new HangarError('UNAVAILABLE', `cannot open /dev/net/tun: ${(e as Error).message}`);
+    // Run by hand without the right to the TAP: say so as such.
+    if (isHangarError(e) && e.details?.errno === EPERM) throw new HangarError('UNAUTHORIZED', e.message, e.details);
+    throw e;
   }
-  const ifr = Buffer.alloc(IFREQ_SIZE);
-  ifr.write(name, 0, IFNAMSIZ - 1, 'ascii');
-  ifr.writeUInt16LE(IFF_TAP | IFF_NO_PI, IFNAMSIZ);
-  const rc = libc.ioctlPtr(fd, TUNSETIFF, ifr);
-  if (rc < 0) {
-    const e = errno();
-    fs.closeSync(fd);
-    throw new HangarError(e === 1 ? 'UNAUTHORIZED' : 'UNAVAILABLE', `TUNSETIFF ${name} failed (errno ${e})`, { errno: e, tap: name });
-  }
-  const actual = ifr.toString('ascii', 0, IFNAMSIZ).replace(/\0.*$/s, '');
-  return { name: actual, fd };
 }
