@@ -392,6 +392,8 @@ interface Micro {
   hangar: Counted[];
   hand: Counted[];
   cmdline: string;
+  /** 1-minute load average after each round. */
+  loads: string[];
 }
 
 async function main(): Promise<void> {
@@ -477,7 +479,7 @@ async function main(): Promise<void> {
       const src = gw.replace(/\.\d+$/, '.250');
       const cmdline = microArgs(macOf(NS, net.bridge), src, gw);
       const handCmdline = cmdline.replace(/vbench\.dmac=0x[0-9a-f]+/, `vbench.dmac=0x${macOf(HAND, HAND_BRIDGE).replace(/:/g, '')}`);
-      micro = { hangar: [], hand: [], cmdline };
+      micro = { hangar: [], hand: [], cmdline, loads: [] };
       log(`micro: ${cmdline}`);
       for (let i = 0; i < MICRO_ROUNDS; i++) {
         const name = `nb-m${i}`;
@@ -503,6 +505,7 @@ async function main(): Promise<void> {
         }, 300_000, () => (vmm as ChildProcess | null)?.pid ?? null);
         if (vmm) await stop(vmm);
         micro.hand.push(m);
+        micro.loads.push(os.loadavg()[0]!.toFixed(1));
         log(`micro round ${i + 1}: frames/s 64-byte / 1472-byte: Hangar ${h.small.pps.toFixed(0)} / ${h.large.pps.toFixed(0)} (VMM ${h.vmmCpuPct?.toFixed(0)} % of a core${h.throttled ? `, ${h.throttled.pct.toFixed(0)} % of periods throttled at ${h.throttled.cores} cores` : ''}), `
           + `by hand ${m.small.pps.toFixed(0)} / ${m.large.pps.toFixed(0)} (VMM ${m.vmmCpuPct?.toFixed(0)} %); load ${load()}`);
       }
@@ -695,7 +698,9 @@ function report(res: Results): void {
       '',
       `Each round, 64-byte frames/s: Hangar ${each(micro.hangar)}; by hand ${each(micro.hand)}. The bridge counted ${f0(median(micro.hangar.map((c) => c.total)))} frames`
         + ` (Hangar) and ${f0(median(micro.hand.map((c) => c.total)))} (by hand) of ${f0(MICRO_OPS * 1.25)} sent per round.`
-        + (thr.length ? ` Hangar's VM ran in a cgroup capped at ${thr[0]!.cores} core(s) (cpu.max: the VM's vCPUs), which throttled it in ${thr.map((t) => `${t.pct.toFixed(0)} %`).join(', ')} of its scheduler periods: the vCPU thread polls and the device thread forwards the frames, both inside that one core; by hand hangar-vmm has no cap.` : ''),
+        + (thr.length ? ` Hangar's VM runs in a cgroup of its own capped at ${thr[0]!.cores} core(s) (cpu.max from its vCPUs; the polling vCPU thread and the device thread share it); it was throttled in ${thr.map((t) => `${t.pct.toFixed(0)} %`).join(', ')} of its scheduler periods`
+          + (Math.max(...thr.map((t) => t.pct)) < 5 ? ', so the cap is not what held it back.' : '.') : '')
+        + ` Host load average (1 min) after each round: ${micro.loads.join(', ')}.`,
     ];
   }
   const md = [
