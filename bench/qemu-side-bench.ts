@@ -13,6 +13,7 @@
  *
  *   npm run build && node dist/bench/qemu-side-bench.js
  *   QSIDE_ROUNDS=5 QSIDE_OPS=40000 node dist/bench/qemu-side-bench.js
+ *   QSIDE_ONLY_START=1 node dist/bench/qemu-side-bench.js   # start-up rows only (see ONLY_START)
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -21,6 +22,7 @@ import net from 'node:net';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeSection } from './report.js';
+import { projectRoot } from '../src/common/paths.js';
 import { VMM_MAIN, api, buildGuest, guestConfig, guestTestsUnavailable, startVmmConsole, tempDir } from '../test/helpers/vmm.js';
 import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
 
@@ -29,6 +31,12 @@ const ROUNDS = Number(process.env.QSIDE_ROUNDS ?? 5);
 const BLK_ROUNDS = Number(process.env.QSIDE_BLK_ROUNDS ?? ROUNDS);
 const OPS = Number(process.env.QSIDE_OPS ?? 100000);
 const DISK_BYTES = 128 << 20;
+/**
+ * QSIDE_ONLY_START=1: only the start-up and memory rounds, written over those rows of the section
+ * already in docs/benchmarks.md (the blk and net figures stay as they were measured), with the
+ * date and load of this run in their caption: to re-measure start-up after a change to it.
+ */
+const ONLY_START = process.env.QSIDE_ONLY_START === '1';
 /** QEMU's cache mode for the drive: writeback reads through the page cache, as hangar-vmm does. */
 const QEMU_CACHE = process.env.QSIDE_QEMU_CACHE ?? 'writeback';
 
@@ -303,11 +311,67 @@ function load(): string {
   return os.loadavg().map((l) => l.toFixed(2)).join(' / ');
 }
 
+type StartupSamples = Record<'hangar' | 'qemu', { api: number[]; first: number[]; pss: number[] }>;
+
+/** Start-up and memory, sides alternating: process start → API answer, → first console byte, PSS beyond guest RAM. */
+async function startupRounds(dir: string): Promise<StartupSamples> {
+  const echo = buildGuest('echo');
+  const start: StartupSamples = { hangar: { api: [], first: [], pss: [] }, qemu: { api: [], first: [], pss: [] } };
+  for (let i = 0; i < ROUNDS; i++) {
+    for (const side of (i % 2 === 0 ? ['hangar', 'qemu'] : ['qemu', 'hangar']) as Array<'hangar' | 'qemu'>) {
+      start[side].api.push(side === 'hangar' ? await hangarApiReady(dir) : await qemuApiReady(dir));
+      const b = await bootAndMemory(side, echo, dir);
+      start[side].first.push(b.firstByteMs);
+      start[side].pss.push(b.pssMib);
+    }
+  }
+  return start;
+}
+
+const STARTUP_CAPTION = 'Start-up and memory';
+const STARTUP_ROWS = [
+  { what: 'process start → control API answers (hangar-vmm `GET /`; QEMU `-S`, QMP `qmp_capabilities`)', key: 'api', unit: 'ms', digits: 1 },
+  { what: 'process start → first guest console byte (`guests/echo.c`, same ELF; QEMU through its firmware and PVH)', key: 'first', unit: 'ms', digits: 1 },
+  { what: 'memory beyond guest RAM, PSS (`/proc/PID/smaps`, guest idle, 128 MiB RAM)', key: 'pss', unit: 'MiB', digits: 1 },
+] as const;
+
+function startupRows(start: StartupSamples): string[] {
+  return STARTUP_ROWS.map(({ what, key, unit, digits }) => {
+    const h = median(start.hangar[key]), q = median(start.qemu[key]);
+    return `| ${what} | ${fmt(h, digits)} ${unit} | ${fmt(q, digits)} ${unit} | ${(h / q).toFixed(2)}× |`;
+  });
+}
+
+/** QSIDE_ONLY_START: the start-up rows and their caption replaced in the section as it stands. */
+function rewriteStartupRows(start: StartupSamples, loadBefore: string): string {
+  const file = path.join(projectRoot(), 'docs', 'benchmarks.md');
+  const doc = fs.readFileSync(file, 'utf8');
+  const open = doc.indexOf('<!-- section:qemu-side -->');
+  const close = doc.indexOf('<!-- /section:qemu-side -->');
+  if (open < 0 || close < open) throw new Error('docs/benchmarks.md has no qemu-side section to update: run the whole bench');
+  const rows = startupRows(start);
+  const lines = doc.slice(open, close).split('\n').map((line) => {
+    if (line.startsWith(`${STARTUP_CAPTION},`)) {
+      return `${STARTUP_CAPTION}, re-measured ${new Date().toISOString()} apart from the rest of this section (host load average before: ${loadBefore}, after: ${load()}), sides alternating, ${ROUNDS} rounds each (medians; lower is better, ratio = hangar-vmm ÷ QEMU):`;
+    }
+    const i = STARTUP_ROWS.findIndex((r) => line.startsWith(`| ${r.what} |`));
+    return i >= 0 ? rows[i]! : line;
+  });
+  fs.writeFileSync(file, doc.slice(0, open) + lines.join('\n') + doc.slice(close));
+  process.stdout.write(`${rows.join('\n')}\n\nwritten to ${file}\n`);
+  return file;
+}
+
 async function main(): Promise<void> {
   const why = guestTestsUnavailable();
   if (why) throw new Error(`cannot run the side-by-side benchmark: ${why}`);
   const dir = tempDir('qemu-side');
   try {
+    if (ONLY_START) {
+      const loadBefore = load();
+      rewriteStartupRows(await startupRounds(dir), loadBefore);
+      return;
+    }
     const kernel = buildGuest('virtio-bench');
     const disk = path.join(dir, 'bench.img');
     const fd = fs.openSync(disk, 'w');
@@ -347,16 +411,7 @@ async function main(): Promise<void> {
       `| CPU µs per request (median) | ${SIDES.map((x) => `${fmt(med(x.key, (v) => v.cpuUsPerIo), 1)}`).join(' | ')} | |`,
     ].join('\n');
     // Start-up and memory, same run, alternating sides.
-    const echo = buildGuest('echo');
-    const start: Record<string, { api: number[]; first: number[]; pss: number[] }> = { hangar: { api: [], first: [], pss: [] }, qemu: { api: [], first: [], pss: [] } };
-    for (let i = 0; i < ROUNDS; i++) {
-      for (const side of (i % 2 === 0 ? ['hangar', 'qemu'] : ['qemu', 'hangar']) as Array<'hangar' | 'qemu'>) {
-        start[side]!.api.push(side === 'hangar' ? await hangarApiReady(dir) : await qemuApiReady(dir));
-        const b = await bootAndMemory(side, echo, dir);
-        start[side]!.first.push(b.firstByteMs);
-        start[side]!.pss.push(b.pssMib);
-      }
-    }
+    const start = await startupRounds(dir);
     // virtio-net transmit, same run, alternating (needs root for the TAP and the namespace).
     const net: Record<string, number[]> = { hangar: [], qemu: [] };
     let netNote = 'virtio-net part skipped (needs root for a TAP and a network namespace).';
@@ -372,19 +427,13 @@ async function main(): Promise<void> {
       }
       netNote = `virtio-net: ${fmt(NET_OPS)} frames of 64-byte UDP per run (then a quarter as many 1500-byte packets, not timed here), guest → a TAP in a network namespace made for the run; the TAP counted (median) ${fmt(median(netRx.hangar!))} frames received from hangar-vmm and ${fmt(median(netRx.qemu!))} from QEMU (user-space virtio-net, no vhost: /dev/vhost-net is absent here).`;
     }
-    const row = (what: string, key: 'api' | 'first' | 'pss', unit: string, digits = 0) => {
-      const h = median(start.hangar![key]), q = median(start.qemu![key]);
-      return `| ${what} | ${fmt(h, digits)} ${unit} | ${fmt(q, digits)} ${unit} | ${(h / q).toFixed(2)}× |`;
-    };
     const md2 = [
       '',
-      `Start-up and memory, same run, sides alternating, ${ROUNDS} rounds each (medians; lower is better, ratio = hangar-vmm ÷ QEMU):`,
+      `${STARTUP_CAPTION}, same run, sides alternating, ${ROUNDS} rounds each (medians; lower is better, ratio = hangar-vmm ÷ QEMU):`,
       '',
       '| what | hangar-vmm | QEMU microvm | ratio |',
       '|---|---|---|---|',
-      row('process start → control API answers (hangar-vmm `GET /`; QEMU `-S`, QMP `qmp_capabilities`)', 'api', 'ms', 1),
-      row('process start → first guest console byte (`guests/echo.c`, same ELF; QEMU through its firmware and PVH)', 'first', 'ms', 1),
-      row('memory beyond guest RAM, PSS (`/proc/PID/smaps`, guest idle, 128 MiB RAM)', 'pss', 'MiB', 1),
+      ...startupRows(start),
       ...(net.hangar!.length ? [`| virtio-net guest → TAP, 64-byte UDP frames/s (higher is better) | ${fmt(median(net.hangar!))} | ${fmt(median(net.qemu!))} | ${(median(net.hangar!) / median(net.qemu!)).toFixed(2)}× |`] : []),
       '',
       netNote,

@@ -12,13 +12,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { execFileSync, spawn } from 'node:child_process';
 import { percentile, writeSection } from './report.js';
 import { api, bootGuest, buildGuest, ConsoleClient, startVmm, vmmMain, kvmUsable } from '../test/helpers/vmm.js';
 import { probeKvm } from '../src/kvm/probe.js';
 import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
 
 const RUNS = Number(process.env.VMM_BENCH_RUNS ?? 10);
+/** Process starts are cheap and noisy: more runs. */
+const START_RUNS = Number(process.env.VMM_BENCH_START_RUNS ?? Math.max(RUNS, 30));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** CPU time of a running process in ms: the sum over its live threads of /proc/…/schedstat (ns, not 10 ms ticks). */
@@ -48,37 +51,86 @@ function anonBytes(pid: number): number {
   return Number(/Anonymous:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))![1]) * 1024;
 }
 
-/** The least a Node process answering HTTP on a Unix socket costs: node:http only, same flags. */
-const BARE_SERVER = `require('node:http').createServer((q, s) => s.end('{}')).listen(process.argv[1])`;
+/**
+ * Floors from the runtime, started with the same flags: the least a Node process answering HTTP on a
+ * Unix socket costs (node:http only), the same with node:net writing a canned HTTP answer (no HTTP
+ * parser loaded), and Node doing nothing at all (`node -e 0`, spawn → exit).
+ */
+const BARE_HTTP = `require('node:http').createServer((q, s) => s.end('{}')).listen(process.argv[1])`;
+const BARE_NET = `require('node:net').createServer((s) => s.end('HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\nconnection: close\\r\\n\\r\\n{}')).listen(process.argv[1])`;
+
+/** What answers on the socket: hangar-vmm, a bare Node server, or QEMU's monitor (microvm, KVM, paused, no devices). */
+type Starter = 'vmm' | 'http' | 'net' | 'qemu';
+
+function starterArgs(kind: Starter, sock: string): { cmd: string; args: string[] } {
+  switch (kind) {
+    case 'vmm': return { cmd: process.execPath, args: [...VMM_NODE_FLAGS, vmmMain(), '--id', 'bench', '--api-sock', sock, '--console-sock', `${sock}.console`, '--console-log', `${sock}.log`, '--exit-file', `${sock}.exit`] };
+    case 'http': return { cmd: process.execPath, args: [...VMM_NODE_FLAGS, '-e', BARE_HTTP, sock] };
+    case 'net': return { cmd: process.execPath, args: [...VMM_NODE_FLAGS, '-e', BARE_NET, sock] };
+    case 'qemu': return { cmd: 'qemu-system-x86_64', args: ['-M', 'microvm', '-accel', 'kvm', '-nodefaults', '-display', 'none', '-S', '-qmp', `unix:${sock},server=on,wait=off`] };
+  }
+}
+
+/** One QMP exchange: the greeting, then qmp_capabilities answered. */
+function qmpAnswers(sock: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(sock);
+    let buf = '';
+    let sent = false;
+    s.on('data', (d: Buffer) => {
+      buf += d.toString();
+      if (!sent && buf.includes('"QMP"')) { sent = true; s.write('{"execute":"qmp_capabilities"}\n'); }
+      if (buf.includes('"return"')) { s.destroy(); resolve(true); }
+    });
+    s.on('error', () => resolve(false));
+    s.on('close', () => resolve(buf.includes('"return"')));
+  });
+}
+
+interface Ready { wall: number[]; cpu: number[]; rss: number[] }
 
 /**
- * Spawn → GET / answered, measured from outside, plus the CPU the process used and its RSS
- * until then; `bare` runs BARE_SERVER instead of hangar-vmm.
+ * Spawn → first answer on its socket (GET / answered 200, or QMP's answer), measured from
+ * outside with a 1 ms poll, plus the CPU the process used and its RSS until then.
+ * The kinds take turns within each run, so a change in the host's load hits them alike.
  */
-async function processReady(bare = false): Promise<{ wall: number[]; cpu: number[]; rss: number[] }> {
-  const wall: number[] = [];
-  const cpu: number[] = [];
-  const rss: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-vmm-bench-'));
-    const sock = path.join(dir, 'api.sock');
-    const t0 = process.hrtime.bigint();
-    const args = bare ? [...VMM_NODE_FLAGS, '-e', BARE_SERVER, sock] : [...VMM_NODE_FLAGS, vmmMain(), '--api-sock', sock];
-    const child = spawn(process.execPath, args, { stdio: 'ignore' });
-    for (;;) {
-      if (fs.existsSync(sock)) {
-        try { const r = await api(sock, 'GET', '/'); if (r.status === 200) break; } catch { /* not yet */ }
+async function processReady(kinds: Starter[], runs: number): Promise<Record<Starter, Ready> & { nodeExit: number[] }> {
+  const out = { nodeExit: [] as number[] } as Record<Starter, Ready> & { nodeExit: number[] };
+  for (const k of kinds) out[k] = { wall: [], cpu: [], rss: [] };
+  for (let i = 0; i < runs; i++) {
+    const t = process.hrtime.bigint();
+    const nop = spawn(process.execPath, [...VMM_NODE_FLAGS, '-e', '0'], { stdio: 'ignore' });
+    await new Promise((r) => nop.once('exit', r));
+    out.nodeExit.push(Number(process.hrtime.bigint() - t) / 1e6);
+    for (const kind of kinds) {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-vmm-bench-'));
+      const sock = path.join(dir, 'api.sock');
+      const { cmd, args } = starterArgs(kind, sock);
+      const t0 = process.hrtime.bigint();
+      const child = spawn(cmd, args, { stdio: 'ignore' });
+      for (;;) {
+        if (fs.existsSync(sock)) {
+          if (kind === 'qemu') { if (await qmpAnswers(sock)) break; } else {
+            try { const r = await api(sock, 'GET', '/'); if (r.status === 200) break; } catch { /* not yet */ }
+          }
+        }
+        if (child.exitCode !== null) throw new Error(`${cmd} exited (${child.exitCode}) before answering`);
+        await sleep(1);
       }
-      await sleep(1);
+      out[kind].wall.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      out[kind].cpu.push(cpuMs(child.pid!));
+      out[kind].rss.push(rssMib(child.pid!));
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      fs.rmSync(dir, { recursive: true, force: true });
     }
-    wall.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    cpu.push(cpuMs(child.pid!));
-    rss.push(rssMib(child.pid!));
-    child.kill('SIGKILL');
-    await new Promise((r) => child.once('exit', r));
-    fs.rmSync(dir, { recursive: true, force: true });
   }
-  return { wall, cpu, rss };
+  return out;
+}
+
+/** QEMU is there and can use KVM: its microvm start is the comparison on this host. */
+function qemuUsable(): boolean {
+  try { execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; }
 }
 
 /**
@@ -194,6 +246,9 @@ async function ioeventfdRate(exitsElf: string, n: number): Promise<number> {
   return n / (Number(mm[2]) / (tscMhz() * 1e6));
 }
 
+/** The host's load average, 1/5/15 min. */
+const loadAvg = () => os.loadavg().map((l) => l.toFixed(2)).join(' / ');
+
 const fmt = (v: number, d = 1) => (Number.isFinite(v) ? v.toFixed(d) : 'n/a');
 const p = (s: number[], q: number, d = 1) => fmt(percentile(s, q), d);
 
@@ -202,29 +257,36 @@ async function main(): Promise<void> {
     writeSection('vmm', '## hangar-vmm\n\nNot measured: no usable /dev/kvm on this host.');
     return;
   }
+  const loadBefore = loadAvg();
   const probe = await probeKvm();
   const echo = buildGuest('echo');
   const exits = buildGuest('exits');
   const firstInsnElf = buildGuest('first-insn');
-  const ready = await processReady();
-  const bare = await processReady(true);
+  const starts = await processReady(qemuUsable() ? ['vmm', 'http', 'net', 'qemu'] : ['vmm', 'http', 'net'], START_RUNS);
+  const ready = starts.vmm;
+  const bare = starts.http;
   const first = await firstInstruction(firstInsnElf, 0);
   const warm = await firstInstruction(firstInsnElf, 300);
   const boot = await bootToSerial(echo);
   const n = Number(process.env.VMM_BENCH_EXITS ?? 20000);
   const rates = await exitRates(exits, n);
   const ioev = await ioeventfdRate(exits, n);
+  const loadAfter = loadAvg();
   const md = `## hangar-vmm (micro engine)
 
 KVM on this host: **${probe.kind}** (${probe.detail}).
-${RUNS} runs each; p50 / p95.
+${RUNS} runs each; p50 / p95. Host load average (1/5/15 min) before: ${loadBefore}, after: ${loadAfter}: the host is
+shared, and start-up wall times swing with its load; the CPU figures much less.
 
 | figure | hangar-vmm p50 | p95 | Firecracker (published) |
 |---|---|---|---|
-| process start → control socket answering (wall) | ${p(ready.wall, 50)} ms | ${p(ready.wall, 95)} ms | ~12 ms wall |
+| process start → control socket answering (wall; ${START_RUNS} runs) | ${p(ready.wall, 50)} ms | ${p(ready.wall, 95)} ms | ~12 ms wall |
 | … CPU used by the VMM until then (all its threads) | ${p(ready.cpu, 50)} ms | ${p(ready.cpu, 95)} ms | ≤ 8 CPU ms |
 | … RSS then | ${p(ready.rss, 50)} MiB | ${p(ready.rss, 95)} MiB | — |
-| for reference: bare Node HTTP server on a Unix socket, same flags (wall / CPU / RSS) | ${p(bare.wall, 50)} ms / ${p(bare.cpu, 50)} ms / ${p(bare.rss, 50)} MiB | ${p(bare.wall, 95)} ms / ${p(bare.cpu, 95)} ms / ${p(bare.rss, 95)} MiB | — |
+| floor: bare Node HTTP server on a Unix socket, same flags (wall / CPU / RSS) | ${p(bare.wall, 50)} ms / ${p(bare.cpu, 50)} ms / ${p(bare.rss, 50)} MiB | ${p(bare.wall, 95)} ms / ${p(bare.cpu, 95)} ms / ${p(bare.rss, 95)} MiB | — |
+| floor: bare Node \`net\` server writing a canned HTTP answer (wall / CPU) | ${p(starts.net.wall, 50)} ms / ${p(starts.net.cpu, 50)} ms | ${p(starts.net.wall, 95)} ms / ${p(starts.net.cpu, 95)} ms | — |
+| floor: \`node -e 0\`, spawn → exit | ${p(starts.nodeExit, 50)} ms | ${p(starts.nodeExit, 95)} ms | — |
+| for comparison: QEMU \`-M microvm -accel kvm -nodefaults -S\`, spawn → QMP answer (wall / CPU / RSS) | ${starts.qemu ? `${p(starts.qemu.wall, 50)} ms / ${p(starts.qemu.cpu, 50)} ms / ${p(starts.qemu.rss, 50)} MiB` : 'no QEMU'} | ${starts.qemu ? `${p(starts.qemu.wall, 95)} ms / ${p(starts.qemu.cpu, 95)} ms / ${p(starts.qemu.rss, 95)} MiB` : ''} | — |
 | InstanceStart → first guest instruction, cold VMM (configured as soon as its socket exists; VMM's clock) | ${p(first.toExit, 50, 2)} ms | ${p(first.toExit, 95, 2)} ms | — |
 | … of which InstanceStart → first KVM_RUN (VM built, kernel loaded, vCPU thread up) | ${p(first.toEntry, 50, 2)} ms | ${p(first.toEntry, 95, 2)} ms | — |
 | … of which first KVM_RUN → first exit back in the vCPU thread | ${p(first.entryToExit, 50, 3)} ms | ${p(first.entryToExit, 95, 3)} ms | — |

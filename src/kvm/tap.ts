@@ -15,7 +15,8 @@
  */
 import fs from 'node:fs';
 import { HangarError } from '../common/errors.js';
-import { TAP_NAME_RULE, isTapName } from '../api/names.js';
+// The rules alone: names.js would load TypeBox into hangar-vmm's machine model.
+import { TAP_NAME_RULE, isTapName } from '../api/name-rules.js';
 import { errno, errnoName, libc } from './libc.js';
 
 const TUNSETIFF = 0x400454ca; // _IOW('T', 202, int)

@@ -15,7 +15,7 @@ import { BP, loadLinux, type LoadedKernel } from './boot/loader.js';
 import { writeAcpiTables } from './boot/acpi.js';
 import { writeMpTable } from './boot/mptable.js';
 import { enterLongMode, wireLapic, writeBootGdt, writePageTables } from './boot/x86.js';
-import { DeviceManager, registerLegacyDevices } from './device-manager.js';
+import { DeviceManager, registerLegacyDevices, type LegacyDevices } from './device-manager.js';
 import * as L from './layout.js';
 import { Machine, type MachineConfig } from './machine.js';
 import { GuestRam } from './memory.js';
@@ -79,6 +79,36 @@ function createVcpus(kvm: Kvm, vm: Vm, cfg: MachineConfig, kernel: LoadedKernel)
   }
 }
 
+/**
+ * The devices of a machine being assembled (a fresh one or one restored from
+ * a snapshot): the legacy devices, which reach the machine (console output,
+ * guest reset and power-off) only once `machine()` returns it, then the
+ * virtio devices `cfg` names. A failure releases the device manager.
+ */
+export function createDevices(vm: Vm, mem: GuestRam, cfg: MachineConfig, log: Logger, onConsoleOutput: (b: Uint8Array) => void, machine: () => Machine | undefined): { devices: DeviceManager; legacy: LegacyDevices } {
+  const devices = new DeviceManager(vm, mem, log);
+  try {
+    const legacy = registerLegacyDevices(devices, {
+      consoleOutput: (b) => { machine()?.noteOutput(); onConsoleOutput(b); },
+      end: (e) => { void machine()?.end(e); },
+    });
+    devices.addVirtioDevices({ drives: cfg.drives ?? [], nets: cfg.nets ?? [], rng: cfg.rng ?? false });
+    return { devices, legacy };
+  } catch (e) {
+    devices.close();
+    throw e;
+  }
+}
+
+/** What an assembly made before it failed, released last made first. */
+export function releaseParts(p: { kvm: Kvm; vm?: Vm | undefined; mem?: GuestRam | undefined; devices?: DeviceManager | undefined; vcpus?: Vcpu[] }): void {
+  for (const v of p.vcpus ?? []) v.close();
+  p.devices?.close();
+  p.mem?.free();
+  p.vm?.close();
+  p.kvm.close();
+}
+
 /** Validates the configuration, creates the VM and its devices, and loads the kernel. Nothing runs yet. */
 export async function buildMachine(cfg: MachineConfig, log: Logger, onConsoleOutput: (b: Uint8Array) => void): Promise<Machine> {
   checkLimits(cfg);
@@ -86,28 +116,21 @@ export async function buildMachine(cfg: MachineConfig, log: Logger, onConsoleOut
   let vm: Vm | undefined;
   let mem: GuestRam | undefined;
   let devices: DeviceManager | undefined;
+  let vcpus: Vcpu[] = [];
   try {
     vm = createVm(kvm, cfg.vcpus);
     mem = GuestRam.allocate(cfg.memBytes);
     vm.setUserMemoryRegion(0, 0, cfg.memBytes, mem.hostAddr);
-    devices = new DeviceManager(vm, mem, log);
-    // Devices call back into the machine (guest reset, power-off, console output) only once it runs.
     let machine: Machine | undefined;
-    const legacy = registerLegacyDevices(devices, {
-      consoleOutput: (b) => { machine?.noteOutput(); onConsoleOutput(b); },
-      end: (e) => { void machine?.end(e); },
-    });
-    devices.addVirtioDevices({ drives: cfg.drives ?? [], nets: cfg.nets ?? [], rng: cfg.rng ?? false });
+    const made = createDevices(vm, mem, cfg, log, onConsoleOutput, () => machine);
+    devices = made.devices;
     const kernel = loadKernel(mem, cfg, devices.takeCmdline(), devices.virtioSlots());
-    const vcpus = createVcpus(kvm, vm, cfg, kernel);
-    machine = new Machine({ cfg, log, kvm, vm, mem, devices, legacy, kernel });
+    vcpus = createVcpus(kvm, vm, cfg, kernel);
+    machine = new Machine({ cfg, log, kvm, vm, mem, devices, legacy: made.legacy, kernel });
     for (const v of vcpus) machine.vcpus.add(v);
     return machine;
   } catch (e) {
-    devices?.close();
-    mem?.free();
-    vm?.close();
-    kvm.close();
+    releaseParts({ kvm, vm, mem, devices, vcpus });
     throw toHangarError(e, 'ENGINE_FAILED');
   }
 }

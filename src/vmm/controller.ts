@@ -6,7 +6,8 @@
  */
 import { HangarError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { VMM_ACTIONS, type VmmSnapshotCreate, type VmmSnapshotLoad } from '../api/vmm.js';
+// Types only: the schemas module loads TypeBox, which the control API's answers do not need.
+import type { VmmSnapshotCreate, VmmSnapshotLoad } from '../api/vmm.js';
 import type { BootSourceBody, MachineConfigBody } from './config.js';
 import type { ConsoleHub } from './console.js';
 import type { DriveConfig, NetConfig } from './devices/host.js';
@@ -95,7 +96,11 @@ export class VmmController {
         return;
       }
       case 'Stop': { const m = this.running('Stop'); void m.stop('stopped by API action'); await m.exited; return; }
-      default: throw new HangarError('INVALID_ARGUMENT', `unknown action_type "${type}" (${VMM_ACTIONS.join(', ')})`);
+      default: {
+        // Unreachable through the API and config file (their schema lists the actions); TypeBox loads only here.
+        const { VMM_ACTIONS } = await import('../api/vmm.js');
+        throw new HangarError('INVALID_ARGUMENT', `unknown action_type "${type}" (${VMM_ACTIONS.join(', ')})`);
+      }
     }
   }
 
@@ -114,8 +119,8 @@ export class VmmController {
     try {
       // Loaded on first start (or preloaded once the socket answers, see main.ts), so the control
       // socket answers before KVM and the FFI are even loaded.
-      const log = await this.logger();
-      const { buildMachine } = await import('./builder.js');
+      // Both at once: on a cold start the machine model and the logger are still loading.
+      const [log, { buildMachine }] = await Promise.all([this.logger(), import('./builder.js')]);
       const m = await buildMachine({
         vcpus: this.machineConfig.vcpu_count,
         memBytes: this.machineConfig.mem_size_mib * 1024 * 1024,
@@ -158,8 +163,7 @@ export class VmmController {
     this.starting = true;
     this.snapshotLoadNs = process.hrtime.bigint();
     try {
-      const log = await this.logger();
-      const { restoreMachine } = await import('./snapshot/restore.js');
+      const [log, { restoreMachine }] = await Promise.all([this.logger(), import('./snapshot/restore.js')]);
       this.snapshotModulesNs = process.hrtime.bigint();
       const { machine: m, manifest } = await restoreMachine({ snapshotPath: body.snapshot_path, memFilePath: body.mem_file_path }, log, (b) => this.console.write(b));
       this.snapshotRestoredNs = process.hrtime.bigint();

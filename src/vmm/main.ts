@@ -10,6 +10,10 @@
  * guest powers off, resets or crashes, or on Stop / SIGTERM / SIGINT, with
  * the exit codes of exit-codes.ts and one line on stderr saying why.
  */
+// What this file imports statically is loaded before the control API can answer, so it is kept to the API,
+// the console and the small modules that record what the command line says. The machine (KVM through koffi,
+// builder, devices, virtio), pino and TypeBox load later, by import(): importing one of them here — even
+// through a helper that imports it — costs a few hundred ms of start-up (test/e2e/vmm-startup-modules.test.ts).
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Logger } from '../common/log.js';
@@ -21,7 +25,8 @@ import { VmmController } from './controller.js';
 import { exitCodeFor, VMM_EXIT, type VmmExitRecord } from './exit-codes.js';
 import type { MachineExit } from './machine.js';
 import { setInheritedKvmFd } from '../kvm/inherited-fd.js';
-import { setInheritedTap } from './virtio/tap.js';
+import { setInheritedTap } from './virtio/inherited-taps.js';
+import { isTapName, TAP_NAME_RULE } from '../api/name-rules.js';
 import { seccompModeFromEnv, type SeccompMode } from '../kvm/seccomp-mode.js';
 
 const USAGE = `usage: hangar-vmm (--api-sock PATH | --config FILE) [--console stdio|none] [--console-sock PATH]
@@ -35,14 +40,15 @@ function usage(msg: string): never {
 
 /** --tap-fd NAME=FD: an inherited descriptor attached to TAP NAME (a /dev/net/tun descriptor, character device 10:200). */
 function tapFdArg(v: string): void {
-  const m = /^([A-Za-z0-9_.-]{1,15})=([0-9]{1,4})$/.exec(v);
+  const m = /^([^=]+)=([0-9]{1,4})$/.exec(v);
   if (!m) usage('--tap-fd wants NAME=FD');
+  if (!isTapName(m[1])) usage(`--tap-fd: "${m[1]}" is not a valid interface name (${TAP_NAME_RULE})`);
   const fd = Number(m[2]);
   if (fd < 3) usage('--tap-fd: the descriptor must be 3 or more');
   let st: fs.Stats;
   try { st = fs.fstatSync(fd); } catch { usage(`--tap-fd ${v}: no such open descriptor`); }
   if (!st.isCharacterDevice() || st.rdev !== (10 << 8 | 200)) usage(`--tap-fd ${v}: not a TAP descriptor`);
-  try { setInheritedTap(m[1]!, fd); } catch (e) { usage((e as Error).message); }
+  setInheritedTap(m[1]!, fd);
 }
 
 /** --kvm-fd: must be an open descriptor of /dev/kvm (character device 10:232). */

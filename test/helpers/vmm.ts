@@ -56,20 +56,23 @@ export interface VmmProcess {
   cleanup(): Promise<void>;
 }
 
-/** Starts hangar-vmm (with the runtime flags of VMM_NODE_FLAGS, as the micro engine does) with an API socket, console socket and console log in a fresh temp folder. */
-export async function startVmm(extraArgs: string[] = [], opts: { config?: unknown } = {}): Promise<VmmProcess> {
+/**
+ * Starts hangar-vmm (with the runtime flags of VMM_NODE_FLAGS, as the micro engine does) with an API socket, console socket
+ * and console log in a fresh temp folder; `nodeArgs` go to node after those flags (a test's --import preload), `env` replaces the environment.
+ */
+export async function startVmm(extraArgs: string[] = [], opts: { config?: unknown; nodeArgs?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<VmmProcess> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hangar-vmm-test-'));
   const apiSock = path.join(dir, 'api.sock');
   const consoleSock = path.join(dir, 'console.sock');
   const consoleLog = path.join(dir, 'console.log');
   const exitFile = path.join(dir, 'exit.json');
-  const args = [...VMM_NODE_FLAGS, vmmMain(), '--api-sock', apiSock, '--console-sock', consoleSock, '--console-log', consoleLog, '--exit-file', exitFile, ...extraArgs];
+  const args = [...VMM_NODE_FLAGS, ...(opts.nodeArgs ?? []), vmmMain(), '--api-sock', apiSock, '--console-sock', consoleSock, '--console-log', consoleLog, '--exit-file', exitFile, ...extraArgs];
   if (opts.config !== undefined) {
     const cfg = path.join(dir, 'vm.json');
     fs.writeFileSync(cfg, JSON.stringify(opts.config));
     args.push('--config', cfg);
   }
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: opts.env } : {}) });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
   child.stdout!.resume();

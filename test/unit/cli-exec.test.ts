@@ -2,7 +2,8 @@
  * The CLI's side of cloud-init and exec, against a fake daemon: what
  * `hangar launch --ssh-key/--user-data/--network-config` sends (and the
  * default keys from ~/.ssh), what `hangar exec` sends and how it hands the
- * command's output and exit status on, and `hangar ssh`'s fallback message.
+ * command's output and exit status on, and how `hangar ssh` runs ssh (or
+ * falls back to the console).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +24,8 @@ before(async () => {
     .on('POST', '/1.0/vms', asyncOp(operation('op-1', 'success')))
     .on('POST', '/1.0/vms/web/exec', (r) => execAnswer(r))
     .on('POST', '/1.0/vms/bare/exec', errorEnv(503, 'AGENT_UNAVAILABLE', 'VM "bare": the guest agent did not answer within 5000 ms'))
+    .on('GET', '/1.0/vms/srv', sync({ name: 'srv', state: 'running', spec: { image: 'debian-12' }, runtime: { nics: [{ name: 'eth0', ipv4: null }, { name: 'eth1', ipv4: '10.77.0.5' }] } }))
+    .on('GET', '/1.0/vms/web', sync({ name: 'web', state: 'running', spec: { image: 'debian-12' }, runtime: { nics: [{ name: 'eth0' }] } }))
     .listen();
   home = path.join(fake.dir, 'home');
   fs.mkdirSync(path.join(home, '.ssh'), { recursive: true });
@@ -119,9 +122,57 @@ test('exec: a signal gives 128+N; --json prints the result as text; no agent is 
   assert.match(n.stderr, /^Error: VM "bare": the guest agent did not answer .*\(AGENT_UNAVAILABLE\)$/m);
 });
 
-test('ssh: says there is no VM network yet and points to the console and exec', async () => {
+test('exec --wait: tries again while the agent is not up yet, then runs the command; other errors and the deadline end it', async () => {
+  const ok = sync({ exitCode: 0, signal: null, stdout: Buffer.from('up\n').toString('base64'), stderr: '', encoding: 'base64', stdoutTruncated: false, stderrTruncated: false });
+  const booting = errorEnv(503, 'AGENT_UNAVAILABLE', 'VM "web": the guest agent did not answer within 5000 ms');
+  let answers: Array<ReturnType<typeof sync>> = [];
+  execAnswer = () => answers.shift() ?? ok;
+  const tries = () => fake.requests.filter((q) => q.url === '/1.0/vms/web/exec').length;
+
+  answers = [booting, booting];
+  let before = tries();
+  const w = await run(['exec', 'web', '--wait', '60', '--', 'uptime']);
+  assert.equal(w.code, 0, w.stderr);
+  assert.equal(w.stdout, 'up\n');
+  assert.match(w.stderr, /Waiting up to 60 s for the guest agent of web/);
+  assert.equal(tries() - before, 3, 'two refusals, then the answer');
+
+  // Without --wait, the first refusal is the answer.
+  answers = [booting];
+  before = tries();
+  const n = await run(['exec', 'web', '--', 'uptime']);
+  assert.equal(n.code, 5);
+  assert.equal(tries() - before, 1);
+
+  // Another error is not waited out.
+  answers = [errorEnv(404, 'NOT_FOUND', 'no VM named "web"')];
+  before = tries();
+  const e = await run(['exec', 'web', '--wait', '60', '--', 'uptime']);
+  assert.equal(e.code, 3, e.stderr);
+  assert.equal(tries() - before, 1);
+
+  // An agent that never comes: the last refusal once the wait is over.
+  const b = await run(['exec', 'bare', '--wait', '2', '--', 'true']);
+  assert.equal(b.code, 5);
+  assert.match(b.stderr, /\(AGENT_UNAVAILABLE\)$/m);
+});
+
+test('ssh: runs ssh as the image\'s user to the VM\'s address, with the arguments after --, and exits with its status', async () => {
+  // An ssh on PATH that says how it was called.
+  const bin = path.join(fake.dir, 'bin');
+  fs.mkdirSync(bin, { recursive: true });
+  fs.writeFileSync(path.join(bin, 'ssh'), '#!/bin/sh\necho "ssh $*"\nexit 3\n', { mode: 0o755 });
+  const env = { PATH: `${bin}:${process.env.PATH}` };
+  const r = await run(['ssh', 'srv', '--', 'uname', '-a'], undefined, env);
+  assert.equal(r.code, 3, r.stderr);
+  assert.equal(r.stdout, 'ssh -l debian 10.77.0.5 uname -a\n');
+  const u = await run(['ssh', 'srv', '--user', 'admin'], undefined, env);
+  assert.equal(u.stdout, 'ssh -l admin 10.77.0.5\n');
+});
+
+test('ssh: a VM without an address gets the console fallback, which says why and points to exec', async () => {
   const r = await run(['ssh', 'web']);
-  assert.match(r.stderr, /VMs have no network yet, so SSH cannot reach web/);
+  assert.match(r.stderr, /web has no address on a Hangar network \(yet: no DHCP lease, or no NIC\), so SSH cannot reach it/);
   assert.match(r.stderr, /hangar exec web -- CMD/);
   // Piped stdin: no terminal for the console.
   assert.equal(r.code, 7, r.stderr);

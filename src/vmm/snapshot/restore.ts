@@ -15,8 +15,8 @@ import { HangarError, toHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import { Kvm, type Vcpu, type Vm } from '../../kvm/kvm.js';
 import type { LoadedKernel } from '../boot/loader.js';
-import { checkLimits, createVm } from '../builder.js';
-import { DeviceManager, registerLegacyDevices } from '../device-manager.js';
+import { checkLimits, createDevices, createVm, releaseParts } from '../builder.js';
+import type { DeviceManager } from '../device-manager.js';
 import { Machine, type MachineConfig } from '../machine.js';
 import type { GuestRam } from '../memory.js';
 import type { VirtioBlock } from '../virtio/blk.js';
@@ -95,13 +95,10 @@ export async function restoreMachine(paths: SnapshotPaths, log: Logger, onConsol
     const tscKhz = manifest.machine.tsc_khz;
     mem = mapMemoryFile(paths.memFilePath, cfg.memBytes, Buffer.from(manifest.snapshot_id, 'hex'));
     vm.setUserMemoryRegion(0, 0, cfg.memBytes, mem.hostAddr);
-    devices = new DeviceManager(vm, mem, log);
     let machine: Machine | undefined;
-    const legacy = registerLegacyDevices(devices, {
-      consoleOutput: (b) => { machine?.noteOutput(); onConsoleOutput(b); },
-      end: (e) => { void machine?.end(e); },
-    });
-    devices.addVirtioDevices({ drives: cfg.drives ?? [], nets: cfg.nets ?? [], rng: cfg.rng ?? false });
+    const made = createDevices(vm, mem, cfg, log, onConsoleOutput, () => machine);
+    devices = made.devices;
+    const legacy = made.legacy;
     devices.takeCmdline();
     const placed = devices.virtioDevices();
     for (const d of manifest.drives) {
@@ -127,11 +124,7 @@ export async function restoreMachine(paths: SnapshotPaths, log: Logger, onConsol
     log.info({ snapshot: paths.snapshotPath, id: manifest.snapshot_id, vcpus: cfg.vcpus, memBytes: cfg.memBytes }, 'machine restored from snapshot');
     return { machine, manifest };
   } catch (e) {
-    for (const v of vcpus) v.close();
-    devices?.close();
-    mem?.free();
-    vm?.close();
-    kvm.close();
+    releaseParts({ kvm, vm, mem, devices, vcpus });
     throw toHangarError(e, 'ENGINE_FAILED');
   }
 }

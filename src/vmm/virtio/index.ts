@@ -17,7 +17,7 @@
  * NIC watches its TAP fd on the event loop of the thread that created it
  * (the device thread). `close()` on the result releases files and TAP fds.
  */
-import { DEVICE_ID_RULE, isDeviceId } from '../../api/names.js';
+import { DEVICE_ID_RULE, isDeviceId } from '../../api/name-rules.js';
 import { HangarError } from '../../common/errors.js';
 import type { DeviceHost, DriveConfig, NetConfig } from '../devices/host.js';
 import { VirtioBlock } from './blk.js';

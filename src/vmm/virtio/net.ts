@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { MAC_PATTERN } from '../../api/names.js';
+import { MAC_PATTERN } from '../../api/name-rules.js';
 import { HangarError } from '../../common/errors.js';
 import { watchReadable, type FdWatch } from '../../kvm/libc.js';
 import type { DeviceMetrics } from '../devices/device.js';

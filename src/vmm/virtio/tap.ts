@@ -6,6 +6,7 @@
  */
 import { HangarError, isHangarError } from '../../common/errors.js';
 import { checkTapName, openTapFd } from '../../kvm/tap.js';
+import { takeInheritedTap } from './inherited-taps.js';
 
 const EPERM = 1;
 
@@ -14,25 +15,11 @@ export interface Tap {
   readonly fd: number;
 }
 
-/**
- * TAPs the daemon opened for us (`--tap-fd NAME=FD`): a confined hangar-vmm
- * cannot open /dev/net/tun, so it uses the descriptor it inherited instead.
- */
-const inheritedTaps = new Map<string, number>();
-
-export function setInheritedTap(name: string, fd: number): void {
-  checkTapName(name);
-  inheritedTaps.set(name, fd);
-}
-
 export function openTap(name: string): Tap {
   checkTapName(name);
-  const inherited = inheritedTaps.get(name);
-  if (inherited !== undefined) {
-    // Once: a second NIC on the same TAP would share one queue.
-    inheritedTaps.delete(name);
-    return { name, fd: inherited };
-  }
+  // A TAP the daemon opened for us (--tap-fd, recorded by main.ts in inherited-taps.ts): a confined hangar-vmm cannot open /dev/net/tun.
+  const inherited = takeInheritedTap(name);
+  if (inherited !== undefined) return { name, fd: inherited };
   try {
     return openTapFd(name, { vnetHdr: false });
   } catch (e) {
