@@ -28,6 +28,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { projectRoot } from '../src/common/paths.js';
 import { writeSection } from './report.js';
+import { ensureDebianVariant } from './debian-variant.js';
 
 const root = projectRoot();
 const benchImages = process.env.HANGAR_DISK_BENCH_IMAGE_DIR ?? path.join(root, '.cache', 'disk-bench-images');
@@ -43,17 +44,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const log = (s: string): void => { process.stderr.write(`disk-bench: ${s}\n`); };
 
 /** The debian-12 variant with fio, built once into the bench's own image folder. */
-async function ensureFioImage(): Promise<void> {
-  const disk = path.join(benchImages, 'debian-12', 'disk.qcow2');
-  const pkgs = path.join(benchImages, 'debian-12', 'packages.txt');
-  if (fs.existsSync(disk) && fs.existsSync(pkgs) && /^fio=/m.test(fs.readFileSync(pkgs, 'utf8'))) return;
-  const list = fs.readFileSync(path.join(sharedImages, 'debian-12', 'packages.txt'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-  list.push(FIO_PACKAGE);
-  log(`building debian-12 with ${FIO_PACKAGE} into ${benchImages} (minutes)`);
-  process.env.HANGAR_IMAGE_DIR = benchImages;
-  const { buildImage } = await import('../src/host/images/index.js');
-  await buildImage('debian-12', { packages: list }, (stage, p) => log(`  ${stage}${p !== undefined ? ` ${Math.round(p)}%` : ''}`));
-  process.env.HANGAR_IMAGE_DIR = sharedImages;
+function ensureFioImage(): Promise<void> {
+  return ensureDebianVariant({ dir: benchImages, sharedDir: sharedImages, extra: [FIO_PACKAGE], log });
 }
 
 interface FioResult { iops: number; mbps: number }
