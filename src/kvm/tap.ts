@@ -34,7 +34,7 @@ export interface TapFd {
   readonly fd: number;
 }
 
-/** Refuses what is not a TAP name by the one rule in src/api/names.ts (what Linux takes, minus the awkward characters). */
+/** Refuses what is not a TAP name by the one rule in src/api/name-rules.ts (what Linux takes, minus the awkward characters). */
 export function checkTapName(name: string): void {
   if (!isTapName(name)) throw new HangarError('INVALID_ARGUMENT', `"${name}" is not a valid interface name (${TAP_NAME_RULE})`);
 }
