@@ -102,7 +102,12 @@ fi
 [ -n "$kernel_pkg" ] || die "cannot resolve linux-image-cloud-amd64 (no apt lists?)"
 l1_key="$kernel_pkg=$(pkg_version "$kernel_pkg") busybox-static=$(pkg_version busybox-static) script=$script_hash"
 tree_hash() { (cd "$1" && find . -type f ! -name .build-stamp -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
-root_key="node=$(node --version) dist=$(tree_hash "$ROOT/dist") lock=$(sha256sum "$ROOT/package-lock.json" | cut -c1-16) images=$(tree_hash "$IMAGES/tiny") script=$script_hash"
+# What hangard needs of the host besides node (build_root copies them in): qemu-img, mkfs.fat, mtools.
+DAEMON_TOOLS="/usr/bin/qemu-img /usr/sbin/mkfs.fat /usr/bin/mtools"
+for t in $DAEMON_TOOLS; do
+  [ -x "$t" ] || die "needs $t (Debian packages qemu-utils dosfstools mtools): the daemon in L1 uses it"
+done
+root_key="tools=$(cat $DAEMON_TOOLS | sha256sum | cut -c1-16) node=$(node --version) dist=$(tree_hash "$ROOT/dist") lock=$(sha256sum "$ROOT/package-lock.json" | cut -c1-16) images=$(tree_hash "$IMAGES/tiny") script=$script_hash"
 
 # ---- L1 kernel and initramfs -----------------------------------------------
 L1=$CACHE/l1
@@ -360,13 +365,22 @@ build_root() {
   done < <(cd "$ROOT" && npm ls --omit=dev --all --parseable 2>/dev/null)
   [ -d "$st/hangar/node_modules/koffi" ] || die "runtime node_modules missing (npm ls --omit=dev found no koffi)"
   cp -a "$IMAGES/tiny" "$st/hangar/.cache/images/tiny"
+  # The daemon's host tools (hangard runs in L1 for test/lab/debian-daemon.ts): qemu-img makes a
+  # micro VM's raw root disk from an image's base disk, mkfs.vfat and mcopy its cloud-init seed.
+  # mcopy is a name of the mtools binary (it reads its own argv[0]).
+  mkdir -p "$st/usr/sbin"
+  local t
+  for t in $DAEMON_TOOLS; do cp "$t" "$st$t"; done
+  ln -s mkfs.fat "$st/usr/sbin/mkfs.vfat"
+  ln -s mtools "$st/usr/bin/mcopy"
   mkdir -p "$st/hangar/.cache/lab-l2"
   build_l2 "$st/hangar/.cache/lab-l2" "$bbdeb"
 
   # Shared libraries of node and of the native add-ons, as ldd names them.
   local libs
   libs=$( { ldd "$nodebin"; find "$st/hangar/node_modules" -name '*.node' -path '*linux*x64*' -exec ldd {} \; 2>/dev/null; \
-            find "$st/hangar/node_modules" -name '*.node' ! -path '*linux*' -exec ldd {} \; 2>/dev/null; } \
+            find "$st/hangar/node_modules" -name '*.node' ! -path '*linux*' -exec ldd {} \; 2>/dev/null; \
+            for t in $DAEMON_TOOLS; do ldd "$t"; done; } \
           | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u)
   local l
   for l in $libs; do
