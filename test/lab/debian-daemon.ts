@@ -51,6 +51,8 @@ const VM = process.env.HANGAR_LAB_VM_NAME ?? 'lab-debian';
 const TOKEN = `hangar-daemon-persist-${Date.now()}`;
 const BOOT_MS = Number(process.env.HANGAR_LAB_DEBIAN_TIMEOUT_S ?? 2400) * 1000;
 const STEP_MS = 120_000;
+/** One shell command: journalctl and friends stay quiet for minutes under nested TCG. */
+const COMMAND_MS = 600_000;
 /** systemd's way down under nested TCG takes minutes; the daemon forces the stop only after this. */
 const STOP_TIMEOUT_S = 900;
 /** Each `hangar` is a Node start in L1 (~10–20 s under TCG). */
@@ -115,7 +117,8 @@ async function toLoginPrompt(which: string, since: number): Promise<ConsoleSessi
   // cloud-init set the host name to the VM's before agetty starts: the banner and prompt show it.
   const banner = new RegExp(`Debian GNU/Linux 12 ${VM} ttyS0`);
   await c.waitFor(banner, BOOT_MS);
-  await c.waitFor(new RegExp(`${VM} login: `), BOOT_MS, c.output.search(banner));
+  // Only "login: ": cloud-init's console messages may split "NAME login: " (the banner names the host).
+  await c.waitFor(/login: /, BOOT_MS, c.output.search(banner));
   r.s[`${which}ToLogin`] = secs(Date.now() - since);
   r.answers[`${which}Banner`] = banner.exec(c.output)?.[0] ?? '';
   say(`${which} boot: login prompt ${r.s[`${which}ToLogin`]} s after the CLI was asked`);
@@ -128,7 +131,7 @@ async function login(c: ConsoleSession, which: string): Promise<(cmd: string) =>
   let from = await loginAsRoot(s, STEP_MS);
   say(`${which} boot: logged in as root`);
   return async (cmd: string) => {
-    const { out, next } = await shellRun(s, cmd, from, STEP_MS);
+    const { out, next } = await shellRun(s, cmd, from, COMMAND_MS);
     from = next;
     say(`  ${cmd.slice(0, 70)}`);
     return out;
@@ -146,8 +149,10 @@ async function gracefulStop(which: string): Promise<void> {
   r.answers[`${which}LastExit`] = JSON.stringify(stopped.runtime.lastExit);
   if (stopped.state !== 'stopped') throw new Error(`${which} stop: the VM is ${stopped.state}, expected stopped`);
   if (stopped.runtime.lastExit?.reason !== 'poweroff') throw new Error(`${which} stop: lastExit ${JSON.stringify(stopped.runtime.lastExit)}: the guest did not power off by itself (a forced stop says killed)`);
-  // The kernel's last words on the console: systemd went all the way down to ACPI S5.
-  const tail = c.output.slice(from);
+  // The kernel's last words on the console: systemd went all the way down to ACPI S5. The console
+  // log (hangar-vmm writes it itself) has them even if the daemon closed the socket first.
+  let tail = c.output.slice(from);
+  if (!/reboot: Power down/.test(tail)) tail = fs.readFileSync(path.join(DATA_DIR, 'vms', VM, 'console.log'), 'latin1').slice(-20_000);
   r.answers[`${which}PowerDown`] = /reboot: Power down/.test(tail) ? 'seen' : 'missing';
   if (r.answers[`${which}PowerDown`] !== 'seen') throw new Error(`${which} stop: the console did not show "reboot: Power down"; its tail: ${JSON.stringify(tail.slice(-600))}`);
   const events = (await d!.request('GET', `/1.0/events?vm=${VM}`)).body.metadata as Array<{ type: string; reason?: string }>;
@@ -234,7 +239,7 @@ try {
   say(`FAILED: ${r.error}`);
   for (const l of (con?.output ?? '').replace(/\r/g, '').split('\n').slice(-60)) process.stdout.write(`LAB-CONSOLE console: ${l}\n`);
   for (const l of tailOf(path.join(DATA_DIR, 'vms', VM, 'vmm.log'), 20)) process.stdout.write(`LAB-CONSOLE vmm.log: ${l}\n`);
-  for (const l of tailOf(path.join(DATA_DIR, 'hangard.stderr'), 40)) process.stdout.write(`LAB-CONSOLE hangard: ${l.slice(0, 400)}\n`);
+  for (const f of ['hangard.stderr', 'hangard.log']) for (const l of tailOf(path.join(DATA_DIR, f), 30)) process.stdout.write(`LAB-CONSOLE ${f}: ${l.slice(0, 400)}\n`);
 } finally {
   r.s.total = secs(Date.now() - t0);
   process.stdout.write(`LAB-RESULT ${JSON.stringify(r)}\n`);
