@@ -102,10 +102,11 @@ fi
 [ -n "$kernel_pkg" ] || die "cannot resolve linux-image-cloud-amd64 (no apt lists?)"
 l1_key="$kernel_pkg=$(pkg_version "$kernel_pkg") busybox-static=$(pkg_version busybox-static) script=$script_hash"
 tree_hash() { (cd "$1" && find . -type f ! -name .build-stamp -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
-# What hangard needs of the host besides node (build_root copies them in): qemu-img, mkfs.fat, mtools.
-DAEMON_TOOLS="/usr/bin/qemu-img /usr/sbin/mkfs.fat /usr/bin/mtools"
+# What hangard needs of the host besides node (build_root copies them in): qemu-img, mkfs.fat, mtools,
+# and iproute2's ip (the daemon reads `ip -j`; busybox's ip, in /bin, comes after /usr/bin on L1's PATH).
+DAEMON_TOOLS="/usr/bin/qemu-img /usr/sbin/mkfs.fat /usr/bin/mtools /usr/bin/ip"
 for t in $DAEMON_TOOLS; do
-  [ -x "$t" ] || die "needs $t (Debian packages qemu-utils dosfstools mtools): the daemon in L1 uses it"
+  [ -x "$t" ] && [ ! -L "$t" ] || die "needs $t (Debian packages qemu-utils dosfstools mtools iproute2): the daemon in L1 uses it"
 done
 root_key="tools=$(cat $DAEMON_TOOLS | sha256sum | cut -c1-16) node=$(node --version) dist=$(tree_hash "$ROOT/dist") lock=$(sha256sum "$ROOT/package-lock.json" | cut -c1-16) images=$(tree_hash "$IMAGES/tiny") script=$script_hash"
 
@@ -366,8 +367,8 @@ build_root() {
   [ -d "$st/hangar/node_modules/koffi" ] || die "runtime node_modules missing (npm ls --omit=dev found no koffi)"
   cp -a "$IMAGES/tiny" "$st/hangar/.cache/images/tiny"
   # The daemon's host tools (hangard runs in L1 for test/lab/debian-daemon.ts): qemu-img makes a
-  # micro VM's raw root disk from an image's base disk, mkfs.vfat and mcopy its cloud-init seed.
-  # mcopy is a name of the mtools binary (it reads its own argv[0]).
+  # micro VM's raw root disk from an image's base disk, mkfs.vfat and mcopy its cloud-init seed,
+  # ip lists and makes links. mcopy is a name of the mtools binary (it reads its own argv[0]).
   mkdir -p "$st/usr/sbin"
   local t
   for t in $DAEMON_TOOLS; do cp "$t" "$st$t"; done
