@@ -90,7 +90,10 @@ test('InstanceStart is bounded by the start limit, not by the client\'s own 10 s
   withDelays(t, 0, 4000);
   const { script, config } = setup(t);
   const engine = new MicroEngine({ logger: pino({ level: 'silent' }), vmmMain: script, kvm: async () => NESTED_KVM, startTimeoutMs: 1500 });
-  await assert.rejects(engine.start(config), (e: Error & { code?: string }) => e.code === 'ENGINE_FAILED' && /InstanceStart|actions/.test(e.message) && /1500 ms/.test(e.message));
+  // Should the start wrongly succeed, its handle is ended (a leftover stand-in would hold the test open).
+  let leaked: Awaited<ReturnType<MicroEngine['start']>> | undefined;
+  t.after(() => leaked?.kill());
+  await assert.rejects(engine.start(config).then((h) => { leaked = h; return h; }), (e: Error & { code?: string }) => e.code === 'ENGINE_FAILED' && /InstanceStart|actions/.test(e.message) && /1500 ms/.test(e.message));
   const pid = Number(fs.readFileSync(path.join(config.runDir, 'vmm.pid'), 'utf8'));
   assert.throws(() => process.kill(pid, 0), 'the stand-in was killed');
 });
