@@ -8,7 +8,8 @@
 # booted with `-accel tcg -cpu max` loads kvm-amd and gets a /dev/kvm whose
 # guests run kernel code like on hardware. L1 is built from Debian packages
 # (the cloud kernel and its modules, busybox-static) and an ext4 image holding
-# node, the built project (package.json, dist/, runtime node_modules) and the
+# node, the daemon's host tools (qemu-img, mkfs.fat, mtools, iproute2's ip),
+# the built project (package.json, dist/, runtime node_modules) and the
 # tiny guest image; COMMAND runs inside L1 in a chroot of that image, from the
 # project's root (/hangar). Its output and a final line
 #   HANGAR-LAB-RESULT: PASS exit=0      (or FAIL exit=N)
