@@ -109,7 +109,9 @@ DAEMON_TOOLS="/usr/bin/qemu-img /usr/sbin/mkfs.fat /usr/bin/mtools /usr/bin/ip"
 for t in $DAEMON_TOOLS; do
   [ -x "$t" ] && [ ! -L "$t" ] || die "needs $t (Debian packages qemu-utils dosfstools mtools iproute2): the daemon in L1 uses it"
 done
-root_key="tools=$(cat $DAEMON_TOOLS | sha256sum | cut -c1-16) node=$(node --version) dist=$(tree_hash "$ROOT/dist") lock=$(sha256sum "$ROOT/package-lock.json" | cut -c1-16) images=$(tree_hash "$IMAGES/tiny") script=$script_hash"
+GCONV_DIR=/usr/lib/x86_64-linux-gnu/gconv
+[ -f "$GCONV_DIR/IBM850.so" ] || die "needs glibc's gconv modules in $GCONV_DIR (Debian package libc6): mcopy in L1 uses them"
+root_key="tools=$(cat $DAEMON_TOOLS "$GCONV_DIR/IBM850.so" | sha256sum | cut -c1-16) node=$(node --version) dist=$(tree_hash "$ROOT/dist") lock=$(sha256sum "$ROOT/package-lock.json" | cut -c1-16) images=$(tree_hash "$IMAGES/tiny") script=$script_hash"
 
 # ---- L1 kernel and initramfs -----------------------------------------------
 L1=$CACHE/l1
@@ -375,6 +377,10 @@ build_root() {
   for t in $DAEMON_TOOLS; do cp "$t" "$st$t"; done
   ln -s mkfs.fat "$st/usr/sbin/mkfs.vfat"
   ln -s mtools "$st/usr/bin/mcopy"
+  # mtools converts names through iconv (code page 850): without glibc's gconv modules mcopy
+  # fails with "Error setting code page".
+  mkdir -p "$st$GCONV_DIR"
+  cp -a "$GCONV_DIR/." "$st$GCONV_DIR/"
   mkdir -p "$st/hangar/.cache/lab-l2"
   build_l2 "$st/hangar/.cache/lab-l2" "$bbdeb"
 
