@@ -53,8 +53,11 @@ const BOOT_MS = Number(process.env.HANGAR_LAB_DEBIAN_TIMEOUT_S ?? 2400) * 1000;
 const STEP_MS = 120_000;
 /** One shell command: journalctl and friends stay quiet for minutes under nested TCG. */
 const COMMAND_MS = 600_000;
-/** systemd's way down under nested TCG takes minutes; the daemon forces the stop only after this. */
-const STOP_TIMEOUT_S = 900;
+/**
+ * systemd's way down under nested TCG takes a minute or more; the daemon forces the stop only after
+ * this. HANGAR_LAB_STOP_TIMEOUT_S=5 makes the daemon force it: the scenario must then fail (killed).
+ */
+const STOP_TIMEOUT_S = Number(process.env.HANGAR_LAB_STOP_TIMEOUT_S ?? 900);
 /** Each `hangar` is a Node start in L1 (~10–20 s under TCG). */
 const CLI_MS = 300_000;
 
@@ -105,6 +108,28 @@ async function show(): Promise<VmJson> {
   return JSON.parse((await hangar(['show', VM, '--json'], 'show')).stdout) as VmJson;
 }
 
+/** The default pool's volumes, by name (a JSON list). */
+async function volumeNames(): Promise<string> {
+  const res = await d!.request('GET', '/1.0/storage-pools/default/volumes');
+  if (res.status !== 200 || !Array.isArray(res.body?.metadata)) throw new Error(`listing volumes: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
+  return JSON.stringify((res.body.metadata as Array<{ name: string }>).map((v) => v.name));
+}
+
+/**
+ * Seconds from hangar-vmm's spawn (its start time in /proc) to its "VM started" log line (the
+ * guest's vCPUs run): what the micro engine's start limit must cover.
+ */
+function vmmSpawnToStarted(pid: number, vmmLog: string): number | undefined {
+  try {
+    const btime = Number(/^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))![1]);
+    // Field 22 of /proc/PID/stat, counted after the ")" that ends the command name; clock ticks of 1/100 s.
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const spawnedMs = (btime + Number(fields[19]) / 100) * 1000;
+    const line = fs.readFileSync(vmmLog, 'utf8').split('\n').reverse().find((l) => l.includes('"msg":"VM started"'));
+    return line ? secs((JSON.parse(line) as { time: number }).time - spawnedMs) : undefined;
+  } catch { return undefined; }
+}
+
 /** The daemon's console as serial-login.ts wants it: the text so far and a way to type. */
 function serial(c: ConsoleSession): SerialConsole {
   return { get text() { return c.output; }, type: (s: string) => c.send(s) };
@@ -114,13 +139,15 @@ function serial(c: ConsoleSession): SerialConsole {
 async function toLoginPrompt(which: string, since: number): Promise<ConsoleSession> {
   const c = await ConsoleSession.open(d!, VM);
   con = c;
-  // cloud-init set the host name to the VM's before agetty starts: the banner and prompt show it.
-  const banner = new RegExp(`Debian GNU/Linux 12 ${VM} ttyS0`);
+  // agetty's banner names the host: cloud-init set it to the VM's name before the getty started.
+  const banner = /Debian GNU\/Linux 12 (\S+) ttyS0/;
   await c.waitFor(banner, BOOT_MS);
-  // Only "login: ": cloud-init's console messages may split "NAME login: " (the banner names the host).
-  await c.waitFor(/login: /, BOOT_MS, c.output.search(banner));
+  const m = banner.exec(c.output)!;
+  r.answers[`${which}Banner`] = m[0];
+  if (m[1] !== VM) throw new Error(`${which} boot: the getty banner names the host ${JSON.stringify(m[1])}, not the VM's name ${VM}`);
+  // Only "login: ": cloud-init's console messages may split "NAME login: ".
+  await c.waitFor(/login: /, BOOT_MS, m.index);
   r.s[`${which}ToLogin`] = secs(Date.now() - since);
-  r.answers[`${which}Banner`] = banner.exec(c.output)?.[0] ?? '';
   say(`${which} boot: login prompt ${r.s[`${which}ToLogin`]} s after the CLI was asked`);
   return c;
 }
@@ -191,6 +218,8 @@ async function main(): Promise<void> {
   const cfg = JSON.parse(fs.readFileSync(path.join(runDir, 'engine-config.json'), 'utf8')) as { boot?: { cmdline?: string }; disks?: Array<{ id: string; path: string; format: string; readOnly?: boolean }> };
   r.answers.engineCmdline = cfg.boot?.cmdline ?? '';
   r.answers.engineDisks = (cfg.disks ?? []).map((x) => `${x.id}:${x.format}${x.readOnly ? ':ro' : ''}`).join(' ');
+  const firstVmm = vmmSpawnToStarted(launched.runtime.pid!, path.join(runDir, 'vmm.log'));
+  if (firstVmm !== undefined) r.s.firstVmmSpawnToStarted = firstVmm;
 
   // 4. first boot, through the daemon's console.
   let c = await toLoginPrompt('first', at);
@@ -211,6 +240,8 @@ async function main(): Promise<void> {
   const started = JSON.parse((await hangar(['start', VM, '--json'], 'start')).stdout) as VmJson;
   r.s.start = secs(Date.now() - at);
   if (started.state !== 'running') throw new Error(`start: the VM is ${started.state}`);
+  const secondVmm = vmmSpawnToStarted(started.runtime.pid!, path.join(runDir, 'vmm.log'));
+  if (secondVmm !== undefined) r.s.secondVmmSpawnToStarted = secondVmm;
   c = await toLoginPrompt('second', at);
   sh = await login(c, 'second');
   r.answers.persisted = await sh('cat /root/hangar-daemon-persist 2>&1');
@@ -219,10 +250,11 @@ async function main(): Promise<void> {
 
   // 7. stop again, delete: the VM's folder and its root volume go.
   await gracefulStop('second');
+  r.answers.volumesBeforeDelete = await volumeNames();
+  if (!r.answers.volumesBeforeDelete.includes(`"${VM}-root"`)) throw new Error(`the VM's root volume is not listed: ${r.answers.volumesBeforeDelete}`);
   await hangar(['delete', VM], 'delete');
   r.answers.runDirAfterDelete = fs.existsSync(runDir) ? 'present' : 'gone';
-  const vols = (await d.request('GET', '/1.0/storage-pools/default/volumes')).body;
-  r.answers.volumesAfterDelete = JSON.stringify((vols?.metadata ?? []).map((v: { name: string }) => v.name));
+  r.answers.volumesAfterDelete = await volumeNames();
   if (r.answers.runDirAfterDelete !== 'gone') throw new Error(`after delete ${runDir} is still there`);
   if (rootVolume && r.answers.volumesAfterDelete.includes(`${VM}-root`)) throw new Error(`after delete the root volume is still there: ${r.answers.volumesAfterDelete}`);
   r.ok = true;
