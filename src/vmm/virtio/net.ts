@@ -4,6 +4,13 @@
  * 12-byte virtio_net_hdr is all zeros on receive (num_buffers = 1) and is
  * skipped on transmit; frames go to the TAP as one gathered write straight
  * from guest memory.
+ *
+ * On a TAP the transmit queue is served by the vCPU thread whose guest
+ * kicked it (net-fast.ts): the frames are written to the TAP and the used
+ * chains returned before the guest runs on, with no hand-off to the device
+ * thread — a transmit completion that waits for the device thread holds a
+ * Linux sender back (its socket may not queue more until the driver has
+ * freed what it sent). Receiving stays on the device thread's event loop.
  */
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -13,18 +20,23 @@ import { watchReadable, type FdWatch } from '../../kvm/libc.js';
 import type { DeviceMetrics } from '../devices/device.js';
 import type { VirtioContext, VirtioDevice } from './mmio.js';
 import { VIRTIO_ID } from './mmio.js';
+import { NetFastPath, type NetFastShare } from './net-fast.js';
+import { MAX_FRAME, NET_QUEUE_SIZE, RXQ, TXQ, TX, VIRTIO_NET_HDR_BYTES, createTxCounters, tapSend, transmitQueue } from './net-transmit.js';
+import type { Virtqueue } from './queue.js';
 import { openTap } from './tap.js';
 
-export const NET_QUEUE_SIZE = 256;
-export const VIRTIO_NET_HDR_BYTES = 12;
 export const VIRTIO_NET_F = { MAC: 5n, STATUS: 16n } as const;
 export const VIRTIO_NET_S_LINK_UP = 1;
-/** Largest frame we move in either direction (no TSO/GSO offered). */
-export const MAX_FRAME = 65536;
+export { MAX_FRAME, NET_QUEUE_SIZE, RXQ, TXQ, VIRTIO_NET_HDR_BYTES };
+
+/** HANGAR_VIRTIO_NET_FAST=0 keeps transmitting on the device thread (for A/B measurements). */
+export function netFastPathEnabled(): boolean {
+  return process.env.HANGAR_VIRTIO_NET_FAST !== '0';
+}
+
 /** Frames received per wake-up before yielding to the event loop. */
 const RX_BATCH = 256;
-const RXQ = 0;
-const TXQ = 1;
+
 
 /** Where frames come from and go to. */
 export interface FrameBackend {
@@ -47,6 +59,11 @@ export class TapBackend implements FrameBackend {
     this.fd = fd;
   }
 
+  /** The open fd (valid on every thread of the process; this backend closes it), or null once closed. */
+  get openFd(): number | null {
+    return this.fd;
+  }
+
   static open(name: string): TapBackend {
     const tap = openTap(name);
     return new TapBackend(tap.name, tap.fd);
@@ -63,14 +80,7 @@ export class TapBackend implements FrameBackend {
   }
 
   send(bufs: Uint8Array[]): boolean {
-    if (this.fd === null) return false;
-    try {
-      fs.writevSync(this.fd, bufs);
-      return true;
-    } catch {
-      // EAGAIN (queue full), EIO (interface down): the frame is lost, as on a wire.
-      return false;
-    }
+    return this.fd !== null && tapSend(this.fd, bufs);
   }
 
   watch(onReadable: () => void): void {
@@ -133,13 +143,14 @@ export class VirtioNet implements VirtioDevice {
   private readonly frame = new Uint8Array(MAX_FRAME);
   /** virtio_net_hdr for received frames: no offload, num_buffers = 1. */
   private readonly rxHeader = Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0);
-  private readonly counters = {
-    rx_frames: 0, rx_bytes: 0, rx_dropped: 0, rx_stalls: 0, rx_wakeups: 0,
-    tx_frames: 0, tx_bytes: 0, tx_dropped: 0, tx_malformed: 0,
-  };
+  private readonly counters = { rx_frames: 0, rx_bytes: 0, rx_dropped: 0, rx_stalls: 0, rx_wakeups: 0 };
+  private readonly txCounters = createTxCounters();
+  /** The transmit queue's vCPU-thread fast path (TAP backends; absent when turned off). */
+  readonly fast?: NetFastPath;
 
   constructor(readonly opts: NetOptions, readonly backend: FrameBackend) {
     this.kind = `virtio-net:${opts.id}`;
+    if (backend instanceof TapBackend && netFastPathEnabled()) this.fast = new NetFastPath();
     this.mac = opts.mac ? parseMac(opts.mac) : randomMac();
     this.config.set(this.mac, 0);
     new DataView(this.config.buffer).setUint16(6, VIRTIO_NET_S_LINK_UP, true);
@@ -156,11 +167,34 @@ export class VirtioNet implements VirtioDevice {
   activate(ctx: VirtioContext): void {
     this.ctx = ctx;
     this.startWatching();
+    this.fast?.setOn(true);
   }
 
   reset(): void {
+    this.fast?.setOn(false);
     this.ctx = null;
     this.stopWatching();
+  }
+
+  /** The transport holds this around everything that touches queue state (when the fast path is on). */
+  get queueLock(): NetFastPath | undefined {
+    return this.fast;
+  }
+
+  bindQueues(queues: readonly Virtqueue[]): void {
+    if (queues[TXQ]) this.fast?.bindQueue(queues[TXQ].shared);
+  }
+
+  /** What a vCPU thread needs to serve the transmit queue itself; undefined when the fast path is off. */
+  fastShare(notifyAddr: number): NetFastShare | undefined {
+    const fd = this.backend instanceof TapBackend ? this.backend.openFd : null;
+    if (!this.fast || fd === null) return undefined;
+    return this.fast.share(notifyAddr, { fd, id: this.opts.id, counters: this.txCounters.buffer as SharedArrayBuffer });
+  }
+
+  /** Kicks served on vCPU threads and their suppressed interrupts, for the transport's metrics. */
+  fastCounters(): { notifications: number; suppressedInterrupts: number } {
+    return { notifications: this.fast?.notifications() ?? 0, suppressedInterrupts: this.fast?.suppressedInterrupts() ?? 0 };
   }
 
   notify(index: number): void {
@@ -190,21 +224,7 @@ export class VirtioNet implements VirtioDevice {
 
   private transmit(ctx: VirtioContext): void {
     const q = ctx.queues[TXQ]!;
-    let served = 0;
-    for (let chain = q.pop(); chain !== null; chain = q.pop()) {
-      served++;
-      const len = chain.readableLength - VIRTIO_NET_HDR_BYTES;
-      if (len <= 0 || len > MAX_FRAME) {
-        this.counters.tx_malformed++;
-      } else if (this.backend.send(chain.readableRange(VIRTIO_NET_HDR_BYTES, len))) {
-        this.counters.tx_frames++;
-        this.counters.tx_bytes += len;
-      } else {
-        this.counters.tx_dropped++;
-      }
-      q.pushUsed(chain.head, 0);
-    }
-    if (served > 0) ctx.usedBuffers(q);
+    if (transmitQueue(q, (bufs) => this.backend.send(bufs), this.txCounters) > 0) ctx.usedBuffers(q);
   }
 
   /**
@@ -248,7 +268,11 @@ export class VirtioNet implements VirtioDevice {
   }
 
   metrics(): DeviceMetrics {
-    return { ...this.counters };
+    const tx = this.txCounters;
+    return {
+      ...this.counters, tx_frames: tx[TX.FRAMES]!, tx_bytes: tx[TX.BYTES]!, tx_dropped: tx[TX.DROPPED]!, tx_malformed: tx[TX.MALFORMED]!,
+      tx_kicks_on_vcpu: this.fast?.notifications() ?? 0,
+    };
   }
 
   close(): void {
