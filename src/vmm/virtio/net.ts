@@ -166,6 +166,13 @@ export class VirtioNet implements VirtioDevice {
 
   activate(ctx: VirtioContext): void {
     this.ctx = ctx;
+    // Receive: frames arrive from the TAP, so the driver need not kick while buffers last;
+    // receive() re-arms the kick when it runs out. Arm it now too (a restore may start us mid-way).
+    const rxq = ctx.queues[RXQ];
+    if (rxq) {
+      rxq.notifyWhenEmptyOnly = process.env.HANGAR_VIRTIO_NET_RX_KICKS !== '1';
+      if (rxq.ready) rxq.armNotify();
+    }
     this.startWatching();
     this.fast?.setOn(true);
   }
@@ -241,6 +248,8 @@ export class VirtioNet implements VirtioDevice {
     try {
       while (served < RX_BATCH) {
         if (q.pending() === 0) {
+          // Out of buffers: ask for a kick when the driver posts more, and look once more.
+          if (q.armNotify() > 0) continue;
           this.counters.rx_stalls++;
           this.stopWatching();
           break;
