@@ -79,6 +79,11 @@ export const COUNTER_FIRST_EXIT_NS = 4;
 /** KVM exit reason of that first exit, and its port (IO) or guest-physical address (MMIO); -1 = none yet. */
 export const COUNTER_FIRST_EXIT_REASON = 5;
 export const COUNTER_FIRST_EXIT_ADDR = 6;
+/**
+ * Milliseconds this vCPU's thread spent handling exits: from KVM_RUN returning with an exit to
+ * the next KVM_RUN call (the VMM's own share of every exit; a device-thread hand-off included).
+ */
+export const COUNTER_HANDLE_MS = 7;
 export const COUNTER_WORDS = 8;
 
 /** Why a vCPU left its run loop for good. */

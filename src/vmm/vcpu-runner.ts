@@ -24,7 +24,7 @@ import type { NetFastShare } from './virtio/net-fast.js';
 import { VirtqueueError } from './virtio/queue.js';
 import { startVcpuThread } from './vcpu-thread.js';
 import {
-  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR, COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, KIND_VIRTIO_USED, MB_ADDR_HI, MB_ADDR_LO,
+  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_HANDLE_MS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR, COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, KIND_VIRTIO_USED, MB_ADDR_HI, MB_ADDR_LO,
   MB_BYTES, MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_KIND, MB_RESPONSE, MB_SIZE, MB_STATE, MB_WRITE, type VcpuWorkerData, type WorkerMessage,
 } from './vcpu-protocol.js';
 
@@ -280,6 +280,7 @@ export class VcpuRunner {
       const f = this.firstRun(i);
       return {
         index: i, exits: s.counters[COUNTER_EXITS], pioExits: s.counters[COUNTER_PIO], mmioExits: s.counters[COUNTER_MMIO],
+        exitHandlingMs: Math.round(s.counters[COUNTER_HANDLE_MS]!),
         firstExitReason: f.exitReason === undefined ? null : (EXIT_NAMES[f.exitReason] ?? `EXIT_${f.exitReason}`), firstExitAddr: f.exitAddr ?? null,
       };
     });

@@ -19,7 +19,7 @@ import { INT_VRING, REG } from './virtio/mmio.js';
 import { NetFastPathClient } from './virtio/net-fast.js';
 import type { FastNotifyResult } from './virtio/queue-fast-path.js';
 import {
-  CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_RELEASED, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR,
+  CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_RELEASED, COUNTER_EXITS, COUNTER_HANDLE_MS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR,
   COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, KIND_VIRTIO_USED, MB_ADDR_HI, MB_ADDR_LO,
   MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_IDLE, MB_KIND, MB_REQUEST, MB_SIZE, MB_STATE, MB_WRITE, type VcpuExitReason, type VcpuWorkerData,
   type WorkerMessage,
@@ -165,6 +165,8 @@ function completePendingExit(): void {
 }
 
 function loop(): void {
+  /** When the last exit came back from KVM_RUN (performance.now()), while it is being handled. */
+  let exitAt = -1;
   for (;;) {
     const cmd = Atomics.load(ctl, CTL_CMD);
     if (cmd === CMD_STOP) { finish('stopped', 'stopped by the VMM'); return; }
@@ -177,7 +179,9 @@ function loop(): void {
       continue;
     }
     if (firstExitPending && counters[COUNTER_FIRST_ENTRY_NS] === 0) counters[COUNTER_FIRST_ENTRY_NS] = Number(process.hrtime.bigint());
+    if (exitAt >= 0) counters[COUNTER_HANDLE_MS] = counters[COUNTER_HANDLE_MS]! + (performance.now() - exitAt);
     const r = vcpu.run();
+    exitAt = performance.now();
     if (firstExitPending && r >= 0) recordFirstExit();
     if (r < 0) {
       const e = -r;

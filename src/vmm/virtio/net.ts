@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { MAC_PATTERN } from '../../api/name-rules.js';
 import { HangarError } from '../../common/errors.js';
-import { watchReadable, type FdWatch } from '../../kvm/libc.js';
+import { errno, errnoName, libc, watchReadable, type FdWatch } from '../../kvm/libc.js';
 import type { DeviceMetrics } from '../devices/device.js';
 import type { VirtioContext, VirtioDevice } from './mmio.js';
 import { VIRTIO_ID } from './mmio.js';
@@ -71,12 +71,13 @@ export class TapBackend implements FrameBackend {
 
   recv(buf: Uint8Array): number | null {
     if (this.fd === null) return null;
-    try {
-      return fs.readSync(this.fd, buf, 0, buf.length, null);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return null;
-      throw e;
-    }
+    // read(2) itself, not fs.readSync: every wake-up ends with an empty read, and fs.readSync
+    // reports that by throwing an error object (a stack trace per wake-up, costly in a nested guest).
+    const n = libc.read(this.fd, buf as Buffer, buf.length);
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === EAGAIN) return null;
+    throw new HangarError('INTERNAL', `reading TAP ${this.tapName} failed: ${errnoName(e)}`);
   }
 
   send(bufs: Uint8Array[]): boolean {
@@ -104,6 +105,7 @@ export class TapBackend implements FrameBackend {
   }
 }
 
+const EAGAIN = 11;
 const MAC_RE = new RegExp(MAC_PATTERN);
 
 /** Parses "52:54:00:12:34:56"; throws INVALID_ARGUMENT for anything else or a multicast address. */
@@ -143,7 +145,7 @@ export class VirtioNet implements VirtioDevice {
   private readonly frame = new Uint8Array(MAX_FRAME);
   /** virtio_net_hdr for received frames: no offload, num_buffers = 1. */
   private readonly rxHeader = Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0);
-  private readonly counters = { rx_frames: 0, rx_bytes: 0, rx_dropped: 0, rx_stalls: 0, rx_wakeups: 0 };
+  private readonly counters = { rx_frames: 0, rx_bytes: 0, rx_dropped: 0, rx_stalls: 0, rx_wakeups: 0, rx_busy_ms: 0 };
   private readonly txCounters = createTxCounters();
   /** The transmit queue's vCPU-thread fast path (TAP backends; absent when turned off). */
   readonly fast?: NetFastPath;
@@ -244,6 +246,7 @@ export class VirtioNet implements VirtioDevice {
     if (!ctx) return;
     const q = ctx.queues[RXQ]!;
     if (!q.ready) return;
+    const t0 = performance.now();
     let served = 0;
     try {
       while (served < RX_BATCH) {
@@ -274,12 +277,13 @@ export class VirtioNet implements VirtioDevice {
       // Called from the event loop, not from an MMIO exit: report through the transport ourselves.
       ctx.fail(e);
     }
+    this.counters.rx_busy_ms += performance.now() - t0;
   }
 
   metrics(): DeviceMetrics {
     const tx = this.txCounters;
     return {
-      ...this.counters, tx_frames: tx[TX.FRAMES]!, tx_bytes: tx[TX.BYTES]!, tx_dropped: tx[TX.DROPPED]!, tx_malformed: tx[TX.MALFORMED]!,
+      ...this.counters, rx_busy_ms: Math.round(this.counters.rx_busy_ms), tx_frames: tx[TX.FRAMES]!, tx_bytes: tx[TX.BYTES]!, tx_dropped: tx[TX.DROPPED]!, tx_malformed: tx[TX.MALFORMED]!,
       tx_kicks_on_vcpu: this.fast?.notifications() ?? 0,
     };
   }
