@@ -24,13 +24,15 @@ export interface NetFastShare extends QueueFastShare {
   /** The TAP's open fd (the device thread's backend owns and closes it, under the lock). */
   fd: number;
   id: string;
+  /** The TAP carries virtio-net headers: the driver's header goes with each frame. */
+  vnetHdr: boolean;
   /** Transmit counters (net.ts TX indexes), shared with the device model. */
   counters: SharedArrayBuffer;
 }
 
 /** The device-thread side of one NIC's fast path. */
 export class NetFastPath extends QueueFastPath {
-  share(notifyAddr: number, nic: { fd: number; id: string; counters: SharedArrayBuffer }): NetFastShare {
+  share(notifyAddr: number, nic: { fd: number; id: string; vnetHdr: boolean; counters: SharedArrayBuffer }): NetFastShare {
     return { ...this.controlShare(notifyAddr), ...nic };
   }
 }
@@ -42,6 +44,7 @@ export class NetFastPathClient {
   private readonly queue: Virtqueue;
   private readonly counters: Float64Array;
   private readonly send: (bufs: Uint8Array[]) => boolean;
+  private readonly withHeader: boolean;
 
   constructor(share: NetFastShare, memory: GuestMemory) {
     this.notifyAddr = share.notifyAddr;
@@ -50,6 +53,7 @@ export class NetFastPathClient {
     this.counters = new Float64Array(share.counters);
     const fd = share.fd;
     this.send = (bufs) => tapSend(fd, bufs);
+    this.withHeader = share.vnetHdr;
   }
 
   /** Frames sent by vCPU threads and the device thread together (for tests). */
@@ -70,7 +74,7 @@ export class NetFastPathClient {
     try {
       if (Atomics.load(ctl, BF_ON) !== 1) return { kind: 'forward' };
       Atomics.add(ctl, BF_NOTIFIES, 1);
-      if (transmitQueue(this.queue, this.send, this.counters) === 0) return { kind: 'served', interrupt: false };
+      if (transmitQueue(this.queue, this.send, this.counters, this.withHeader) === 0) return { kind: 'served', interrupt: false };
       return interruptIfWanted(this.queue, ctl, raise);
     } catch (e) {
       // A hostile ring: stop serving here at once; the device thread marks the device broken.
