@@ -58,9 +58,17 @@ const GUEST_ADDR = '10.0.2.2';
 /** The MAC the lab's seed gives 10.0.2.2 (scripts/kvm-lab.sh, build_debian_seed). */
 const GUEST_MAC = '02:00:00:0a:00:02';
 const ALL_ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
-type Engine = (typeof ALL_ENGINES)[number];
+/**
+ * Only when named in LAB_IO_ENGINES: hangar-vmm with its virtio-net and interrupt paths as they
+ * were before the vCPU-thread transmit path, shared interrupt status, receive-kick suppression and
+ * offloads (the switches below), in the same L1 as the rest — a before/after pair in one run.
+ */
+const BASELINE = 'hangar-vmm-baseline' as const;
+const BASELINE_ENV = { HANGAR_VIRTIO_NET_FAST: '0', HANGAR_VIRTIO_IRQ_FAST: '0', HANGAR_VIRTIO_NET_RX_KICKS: '1', HANGAR_VIRTIO_NET_OFFLOAD: '0' };
+type Engine = (typeof ALL_ENGINES)[number] | typeof BASELINE;
 /** LAB_IO_ENGINES=hangar-vmm (a comma list) measures only those and writes no section (an experiment). */
-const ENGINES: readonly Engine[] = process.env.LAB_IO_ENGINES ? ALL_ENGINES.filter((e) => process.env.LAB_IO_ENGINES!.split(',').includes(e)) : ALL_ENGINES;
+const ENGINES: readonly Engine[] = process.env.LAB_IO_ENGINES
+  ? ([...ALL_ENGINES, BASELINE] as Engine[]).filter((e) => process.env.LAB_IO_ENGINES!.split(',').includes(e)) : ALL_ENGINES;
 /** Passed on to the job in L1 (its environment starts empty): hangar-vmm's own switches, for experiments. */
 const PASS_ENV = ['LAB_IO_ENGINES', 'HANGAR_VIRTIO_IOEVENTFD', 'HANGAR_VIRTIO_BLK_IOTHREAD', 'HANGAR_VIRTIO_NET_FAST', 'HANGAR_VIRTIO_IRQ_FAST'];
 
@@ -113,7 +121,8 @@ function cpuSample(pid: number | undefined): { all: number; idle: number; thread
 async function observe<T>(label: string, g: Running, work: () => Promise<T>): Promise<T> {
   if (!g.apiSock) return work();
   const m0 = await vmmGet(g.apiSock, '/metrics') as {
-    process?: { device_thread_busy_ms?: number }; vm?: { vcpus: Array<Record<string, number>>; devices: Record<string, Record<string, number>> };
+    process?: { device_thread_busy_ms?: number };
+    vm?: { vcpus: Array<Record<string, number>>; devices: Record<string, Record<string, number>>; pioBus?: Record<string, number> };
   } | null;
   const c0 = cpuSample(g.child.pid);
   const out = await work();
@@ -124,9 +133,11 @@ async function observe<T>(label: string, g: Running, work: () => Promise<T>): Pr
   const all = c1.all - c0.all;
   say(`diag ${label}: L1 idle ${(100 * (c1.idle - c0.idle) / all).toFixed(0)}% of ${all} jiffies; hangar-vmm threads (cpu/guest jiffies): ${JSON.stringify(Object.fromEntries(
     Object.entries(c1.threads).map(([k, v]) => [k, `${v.cpu - (c0.threads[k]?.cpu ?? 0)}/${v.guest - (c0.threads[k]?.guest ?? 0)}`]).filter(([, v]) => v !== '0/0')))}`);
-  say(`diag ${label}: vCPU 0 ${JSON.stringify(delta(m0?.vm?.vcpus[0], m1?.vm?.vcpus[0]))}; device thread busy ${(m1?.process?.device_thread_busy_ms ?? 0) - (m0?.process?.device_thread_busy_ms ?? 0)} ms`);
+  say(`diag ${label}: vCPU 0 ${JSON.stringify(delta(m0?.vm?.vcpus[0], m1?.vm?.vcpus[0]))}; pio bus ${JSON.stringify(delta(m0?.vm?.pioBus, m1?.vm?.pioBus))}; device thread busy ${(m1?.process?.device_thread_busy_ms ?? 0) - (m0?.process?.device_thread_busy_ms ?? 0)} ms`);
   for (const [dev, v] of Object.entries(m1?.vm?.devices ?? {})) {
-    if (dev.startsWith('virtio-net') || dev.startsWith('virtio-blk:data')) say(`diag ${label}: ${dev} ${JSON.stringify(delta(m0?.vm?.devices[dev], v))}`);
+    if (dev.startsWith('virtio-blk:root') || dev.startsWith('virtio-blk:cidata')) continue;
+    const d = delta(m0?.vm?.devices[dev], v);
+    if (Object.keys(d).length > 0) say(`diag ${label}: ${dev} ${JSON.stringify(d)}`);
   }
   try { say(`diag ${label}: L1 ${execFileSync('ip', ['-s', 'link', 'show', TAP], { encoding: 'utf8' }).replace(/\s+/g, ' ')}`); } catch { /* no TAP */ }
   return out;
@@ -162,7 +173,7 @@ async function start(engine: Engine, dir: string, dataDisk: string): Promise<Run
   let child: ChildProcess;
   let write: (s: string) => void;
   let apiSock: string | undefined;
-  if (engine === 'hangar-vmm') {
+  if (engine === 'hangar-vmm' || engine === BASELINE) {
     const cfg = path.join(dir, 'vm.json');
     apiSock = path.join(dir, 'api.sock');
     const conSock = path.join(dir, 'console.sock');
@@ -178,7 +189,7 @@ async function start(engine: Engine, dir: string, dataDisk: string): Promise<Run
       'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
     }));
     child = spawn(process.execPath, [...VMM_NODE_FLAGS, path.join(ROOT, 'dist', 'src', 'vmm', 'main.js'), '--config', cfg, '--api-sock', apiSock, '--console-sock', conSock],
-      { stdio: ['ignore', 'ignore', 'inherit'] });
+      { stdio: ['ignore', 'ignore', 'inherit'], env: engine === BASELINE ? { ...process.env, ...BASELINE_ENV } : process.env });
     const t0 = Date.now();
     while (!fs.existsSync(conSock)) {
       if (child.exitCode !== null) throw new Error(`hangar-vmm exited (${child.exitCode})`);
@@ -348,11 +359,14 @@ async function outside(): Promise<void> {
   const r = JSON.parse(line[1]!) as Report;
   const h = r.results['hangar-vmm'] ?? {};
   const q = r.results['qemu-microvm'] ?? {};
+  const before = r.results[BASELINE];
   const cell = (v: unknown) => (v === undefined ? '—' : String(v));
+  const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined && b !== 0 ? (a / b).toFixed(2) : '—');
   const rows = ROWS.map(([k, label]) => {
     const a = h[k] as number | undefined;
     const b = q[k] as number | undefined;
-    return `| ${label} | ${cell(a)} | ${cell(b)} | ${a !== undefined && b !== undefined && b !== 0 ? (a / b).toFixed(2) : '—'} |`;
+    const extra = before ? ` ${cell(before[k])} | ${ratio(a, before[k] as number | undefined)} |` : '';
+    return `| ${label} | ${cell(a)} | ${cell(b)} | ${ratio(a, b)} |${extra}`;
   });
   const md = [
     '## Debian guest I/O in the KVM lab: hangar-vmm vs QEMU (`lab-guest-io`)',
@@ -369,14 +383,15 @@ async function outside(): Promise<void> {
     `iperf3 TCP for ${r.runtimeS} s each way between the guest (10.0.2.2, virtio-net) and L1 (10.0.2.1, the TAP), iperf3's`,
     'receiver figure; ping 20 × 0.2 s. root logs in on the serial console; the commands run there.',
     '',
-    '| measure | hangar-vmm | QEMU microvm | hangar-vmm / QEMU |',
-    '|---|---|---|---|',
+    `| measure | hangar-vmm | QEMU microvm | hangar-vmm / QEMU |${before ? ' hangar-vmm, old paths | now / old |' : ''}`,
+    `|---|---|---|---|${before ? '---|---|' : ''}`,
     ...rows,
     '',
     `Ratio above 1 is better for hangar-vmm except for RTT and boot time (lower is better there). hangar-vmm boots first, so its boot is the disk's`,
     'first (cloud-init makes the SSH host keys then); QEMU boots it a second time: the boot row is not like for like. Each engine is measured only',
     `after \`cloud-init status --wait\`. Guest kernel ${cell(h.guestKernel ?? q.guestKernel)}.`,
     `L1: ${r.l1}.${r.errors.length ? ` Errors: ${r.errors.join('; ')}.` : ''}`,
+    ...(before ? ['', `"hangar-vmm, old paths": the same hangar-vmm in the same L1 with ${Object.entries(BASELINE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}.`] : []),
   ].join('\n');
   if (ENGINES.length !== ALL_ENGINES.length || PASS_ENV.some((k) => k !== 'LAB_IO_ENGINES' && process.env[k] !== undefined)) {
     process.stdout.write(`${md}\n\n(an experiment: ${PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ')}; docs/benchmarks.md left as it was)\n`);
