@@ -29,6 +29,7 @@
  * L1 runs under TCG on one CPU: absolute figures are the emulator's; the ratio is what to read.
  */
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -57,11 +58,19 @@ const GUEST_ADDR = '10.0.2.2';
 /** The MAC the lab's seed gives 10.0.2.2 (scripts/kvm-lab.sh, build_debian_seed). */
 const GUEST_MAC = '02:00:00:0a:00:02';
 const ALL_ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
-type Engine = (typeof ALL_ENGINES)[number];
+/**
+ * Only when named in LAB_IO_ENGINES: hangar-vmm with its virtio-net and interrupt paths as they
+ * were before the vCPU-thread transmit path, shared interrupt status, receive-kick suppression and
+ * offloads (the switches below), in the same L1 as the rest — a before/after pair in one run.
+ */
+const BASELINE = 'hangar-vmm-baseline' as const;
+const BASELINE_ENV = { HANGAR_VIRTIO_NET_FAST: '0', HANGAR_VIRTIO_IRQ_FAST: '0', HANGAR_VIRTIO_NET_RX_KICKS: '1', HANGAR_VIRTIO_NET_OFFLOAD: '0' };
+type Engine = (typeof ALL_ENGINES)[number] | typeof BASELINE;
 /** LAB_IO_ENGINES=hangar-vmm (a comma list) measures only those and writes no section (an experiment). */
-const ENGINES: readonly Engine[] = process.env.LAB_IO_ENGINES ? ALL_ENGINES.filter((e) => process.env.LAB_IO_ENGINES!.split(',').includes(e)) : ALL_ENGINES;
+const ENGINES: readonly Engine[] = process.env.LAB_IO_ENGINES
+  ? ([...ALL_ENGINES, BASELINE] as Engine[]).filter((e) => process.env.LAB_IO_ENGINES!.split(',').includes(e)) : ALL_ENGINES;
 /** Passed on to the job in L1 (its environment starts empty): hangar-vmm's own switches, for experiments. */
-const PASS_ENV = ['LAB_IO_ENGINES', 'HANGAR_VIRTIO_IOEVENTFD', 'HANGAR_VIRTIO_BLK_IOTHREAD'];
+const PASS_ENV = ['LAB_IO_ENGINES', 'HANGAR_VIRTIO_IOEVENTFD', 'HANGAR_VIRTIO_BLK_IOTHREAD', 'HANGAR_VIRTIO_NET_FAST', 'HANGAR_VIRTIO_IRQ_FAST'];
 
 interface Figures {
   randRead4kIops?: number; randRead4kMiBs?: number; seqRead1mMiBs?: number;
@@ -72,6 +81,67 @@ interface Figures {
 interface Report { l1: string; runtimeS: number; results: Partial<Record<Engine, Figures>>; errors: string[] }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** GET on hangar-vmm's control socket; null when it does not answer. */
+function vmmGet(sock: string, urlPath: string): Promise<unknown> {
+  return new Promise((resolve) => {
+    const req = http.request({ socketPath: sock, path: urlPath }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => { body += c.toString(); });
+      res.on('end', () => { try { resolve(JSON.parse(body)); } catch { resolve(null); } });
+    });
+    req.on('error', () => resolve(null));
+    req.end();
+  });
+}
+
+/** L1's CPU jiffies (all, idle) and each thread of `pid`: name, user+system and guest jiffies. */
+function cpuSample(pid: number | undefined): { all: number; idle: number; threads: Record<string, { cpu: number; guest: number }> } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const threads: Record<string, { cpu: number; guest: number }> = {};
+  if (pid !== undefined) {
+    for (const t of fs.readdirSync(`/proc/${pid}/task`, { withFileTypes: false }) as string[]) {
+      try {
+        const st = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+        const name = /\((.*)\)/.exec(st)?.[1] ?? '?';
+        const rest = st.slice(st.lastIndexOf(')') + 2).split(' ').map(Number);
+        // Fields after the name start at 3 (state): utime 14, stime 15, guest_time 43.
+        threads[`${t}:${name}`] = { cpu: rest[14 - 3]! + rest[15 - 3]!, guest: rest[43 - 3]! };
+      } catch { /* the thread ended */ }
+    }
+  }
+  return { all: f.reduce((a, b) => a + b, 0), idle: f[3]! + (f[4] ?? 0), threads };
+}
+
+/**
+ * What hangar-vmm and L1 did while `work` ran: vCPU exits and device counters from GET /metrics,
+ * L1's idle share and each hangar-vmm thread's CPU (jiffies). Logged, not tabled: it says where
+ * the time of a network run goes.
+ */
+async function observe<T>(label: string, g: Running, work: () => Promise<T>): Promise<T> {
+  if (!g.apiSock) return work();
+  const m0 = await vmmGet(g.apiSock, '/metrics') as {
+    process?: { device_thread_busy_ms?: number };
+    vm?: { vcpus: Array<Record<string, number>>; devices: Record<string, Record<string, number>>; pioBus?: Record<string, number> };
+  } | null;
+  const c0 = cpuSample(g.child.pid);
+  const out = await work();
+  const m1 = await vmmGet(g.apiSock, '/metrics') as typeof m0;
+  const c1 = cpuSample(g.child.pid);
+  const delta = (a: Record<string, number> | undefined, b: Record<string, number> | undefined) => Object.fromEntries(
+    Object.entries(b ?? {}).filter(([, v]) => typeof v === 'number').map(([k, v]) => [k, v - (a?.[k] ?? 0)]).filter(([, v]) => v !== 0));
+  const all = c1.all - c0.all;
+  say(`diag ${label}: L1 idle ${(100 * (c1.idle - c0.idle) / all).toFixed(0)}% of ${all} jiffies; hangar-vmm threads (cpu/guest jiffies): ${JSON.stringify(Object.fromEntries(
+    Object.entries(c1.threads).map(([k, v]) => [k, `${v.cpu - (c0.threads[k]?.cpu ?? 0)}/${v.guest - (c0.threads[k]?.guest ?? 0)}`]).filter(([, v]) => v !== '0/0')))}`);
+  say(`diag ${label}: vCPU 0 ${JSON.stringify(delta(m0?.vm?.vcpus[0], m1?.vm?.vcpus[0]))}; pio bus ${JSON.stringify(delta(m0?.vm?.pioBus, m1?.vm?.pioBus))}; device thread busy ${(m1?.process?.device_thread_busy_ms ?? 0) - (m0?.process?.device_thread_busy_ms ?? 0)} ms`);
+  for (const [dev, v] of Object.entries(m1?.vm?.devices ?? {})) {
+    if (dev.startsWith('virtio-blk:root') || dev.startsWith('virtio-blk:cidata')) continue;
+    const d = delta(m0?.vm?.devices[dev], v);
+    if (Object.keys(d).length > 0) say(`diag ${label}: ${dev} ${JSON.stringify(d)}`);
+  }
+  try { say(`diag ${label}: L1 ${execFileSync('ip', ['-s', 'link', 'show', TAP], { encoding: 'utf8' }).replace(/\s+/g, ' ')}`); } catch { /* no TAP */ }
+  return out;
+}
 const say = (s: string) => process.stdout.write(`lab-guest-io: ${s}\n`);
 
 /** The debian-12 variant with fio and iperf3, built once into the bench's own image folder. */
@@ -103,7 +173,7 @@ async function start(engine: Engine, dir: string, dataDisk: string): Promise<Run
   let child: ChildProcess;
   let write: (s: string) => void;
   let apiSock: string | undefined;
-  if (engine === 'hangar-vmm') {
+  if (engine === 'hangar-vmm' || engine === BASELINE) {
     const cfg = path.join(dir, 'vm.json');
     apiSock = path.join(dir, 'api.sock');
     const conSock = path.join(dir, 'console.sock');
@@ -119,7 +189,7 @@ async function start(engine: Engine, dir: string, dataDisk: string): Promise<Run
       'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
     }));
     child = spawn(process.execPath, [...VMM_NODE_FLAGS, path.join(ROOT, 'dist', 'src', 'vmm', 'main.js'), '--config', cfg, '--api-sock', apiSock, '--console-sock', conSock],
-      { stdio: ['ignore', 'ignore', 'inherit'] });
+      { stdio: ['ignore', 'ignore', 'inherit'], env: engine === BASELINE ? { ...process.env, ...BASELINE_ENV } : process.env });
     const t0 = Date.now();
     while (!fs.existsSync(conSock)) {
       if (child.exitCode !== null) throw new Error(`hangar-vmm exited (${child.exitCode})`);
@@ -179,13 +249,17 @@ async function measure(g: Running, f: Figures, promptAt: number): Promise<void> 
   f.randRead4kIops = rr.iops;
   f.randRead4kMiBs = +(rr.kibs / 1024).toFixed(1);
   f.seqRead1mMiBs = +((await fio('read', '1M')).kibs / 1024).toFixed(1);
-  const ping = await run(`ping -c 20 -i 0.2 -W 5 -q ${L1_ADDR} | tail -2`);
+  const ping = await observe('ping', g, () => run(`ping -c 20 -i 0.2 -W 5 -q ${L1_ADDR} | tail -2`));
   const pm = /rtt min\/avg\/max\/mdev = ([0-9.]+)\/([0-9.]+)\/([0-9.]+)/.exec(ping);
   if (pm) { f.pingMinMs = Number(pm[1]); f.pingAvgMs = Number(pm[2]); f.pingMaxMs = Number(pm[3]); }
   f.pingLoss = /(\d+% packet loss)/.exec(ping)?.[1] ?? ping;
-  const bps = "python3 -c 'import json,sys; print(int(json.load(sys.stdin)[\"end\"][\"sum_received\"][\"bits_per_second\"]))'";
+  // The receiver's rate; then the sender's retransmits and the guest's TCP counters (diagnostics, in the log).
+  const bps = "python3 -c 'import json,sys; j=json.load(sys.stdin); e=j[\"end\"]; print(int(e[\"sum_received\"][\"bits_per_second\"])); print(\"retransmits\", e[\"sum_sent\"].get(\"retransmits\")); s=[x for i in j[\"intervals\"] for x in i[\"streams\"] if \"snd_cwnd\" in x]; print(\"sender cwnd/rtt(us)\", [(x[\"snd_cwnd\"], x.get(\"rtt\")) for x in s])'";
+  const nstat = 'nstat -z TcpOutSegs TcpInSegs TcpRetransSegs TcpExtTCPTimeouts TcpExtTCPLossProbes TcpExtTCPSpuriousRTOs TcpExtTCPDelivered 2>/dev/null | tail -n +2';
   const tcp = async (reverse: boolean): Promise<number> => {
-    const out = await run(`iperf3 -c ${L1_ADDR} -t ${RUNTIME_S} ${reverse ? '-R ' : ''}-J | ${bps}`, STEP_MS);
+    await run(`${nstat} >/dev/null; grep -i virtio /proc/interrupts | tr -s ' '`);
+    const out = await observe(reverse ? 'iperf3 -R' : 'iperf3', g, () => run(`iperf3 -c ${L1_ADDR} -t ${RUNTIME_S} ${reverse ? '-R ' : ''}-J | ${bps}`, STEP_MS));
+    await run(`${nstat}; grep -i virtio /proc/interrupts | tr -s ' '; ip -s link show eth0 | tail -4`);
     const n = Number(/^(\d+)$/m.exec(out)?.[1]);
     if (!Number.isFinite(n)) throw new Error(`iperf3${reverse ? ' -R' : ''}: ${out}`);
     return +(n / 1e6).toFixed(1);
@@ -285,11 +359,14 @@ async function outside(): Promise<void> {
   const r = JSON.parse(line[1]!) as Report;
   const h = r.results['hangar-vmm'] ?? {};
   const q = r.results['qemu-microvm'] ?? {};
+  const before = r.results[BASELINE];
   const cell = (v: unknown) => (v === undefined ? '—' : String(v));
+  const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined && b !== 0 ? (a / b).toFixed(2) : '—');
   const rows = ROWS.map(([k, label]) => {
     const a = h[k] as number | undefined;
     const b = q[k] as number | undefined;
-    return `| ${label} | ${cell(a)} | ${cell(b)} | ${a !== undefined && b !== undefined && b !== 0 ? (a / b).toFixed(2) : '—'} |`;
+    const extra = before ? ` ${cell(before[k])} | ${ratio(a, before[k] as number | undefined)} |` : '';
+    return `| ${label} | ${cell(a)} | ${cell(b)} | ${ratio(a, b)} |${extra}`;
   });
   const md = [
     '## Debian guest I/O in the KVM lab: hangar-vmm vs QEMU (`lab-guest-io`)',
@@ -306,14 +383,15 @@ async function outside(): Promise<void> {
     `iperf3 TCP for ${r.runtimeS} s each way between the guest (10.0.2.2, virtio-net) and L1 (10.0.2.1, the TAP), iperf3's`,
     'receiver figure; ping 20 × 0.2 s. root logs in on the serial console; the commands run there.',
     '',
-    '| measure | hangar-vmm | QEMU microvm | hangar-vmm / QEMU |',
-    '|---|---|---|---|',
+    `| measure | hangar-vmm | QEMU microvm | hangar-vmm / QEMU |${before ? ' hangar-vmm, old paths | now / old |' : ''}`,
+    `|---|---|---|---|${before ? '---|---|' : ''}`,
     ...rows,
     '',
     `Ratio above 1 is better for hangar-vmm except for RTT and boot time (lower is better there). hangar-vmm boots first, so its boot is the disk's`,
     'first (cloud-init makes the SSH host keys then); QEMU boots it a second time: the boot row is not like for like. Each engine is measured only',
     `after \`cloud-init status --wait\`. Guest kernel ${cell(h.guestKernel ?? q.guestKernel)}.`,
     `L1: ${r.l1}.${r.errors.length ? ` Errors: ${r.errors.join('; ')}.` : ''}`,
+    ...(before ? ['', `"hangar-vmm, old paths": the same hangar-vmm in the same L1 with ${Object.entries(BASELINE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}.`] : []),
   ].join('\n');
   if (ENGINES.length !== ALL_ENGINES.length || PASS_ENV.some((k) => k !== 'LAB_IO_ENGINES' && process.env[k] !== undefined)) {
     process.stdout.write(`${md}\n\n(an experiment: ${PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ')}; docs/benchmarks.md left as it was)\n`);

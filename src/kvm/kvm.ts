@@ -125,6 +125,20 @@ export function encodeCpuid(entries: CpuidEntry[]): Buffer {
   return buf;
 }
 
+const irqLevelScratch = Buffer.alloc(SIZE.irq_level);
+
+/**
+ * KVM_IRQ_LINE on a VM fd: any thread of the process may call it, also while
+ * vCPUs are inside KVM_RUN (KVM kicks the target vCPU itself).
+ */
+export function kvmIrqLine(vmFd: number, gsi: number, level: boolean): void {
+  // One scratch struct per thread (each has its own copy of this module): interrupts are frequent.
+  const b = irqLevelScratch;
+  b.writeUInt32LE(gsi, 0);
+  b.writeUInt32LE(level ? 1 : 0, 4);
+  check('KVM_IRQ_LINE', libc.ioctlPtr(vmFd, IOCTL.IRQ_LINE, b));
+}
+
 export class Vm {
   constructor(readonly kvm: Kvm, readonly fd: number) {}
 
@@ -165,10 +179,7 @@ export class Vm {
 
   /** Drives an interrupt line of the in-kernel irqchip (GSI) to a level. */
   irqLine(gsi: number, level: boolean): void {
-    const b = Buffer.alloc(SIZE.irq_level);
-    b.writeUInt32LE(gsi, 0);
-    b.writeUInt32LE(level ? 1 : 0, 4);
-    check('KVM_IRQ_LINE', libc.ioctlPtr(this.fd, IOCTL.IRQ_LINE, b));
+    kvmIrqLine(this.fd, gsi, level);
   }
 
   /** Binds an eventfd to a GSI: a write to the eventfd injects the interrupt (edge). */

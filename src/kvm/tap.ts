@@ -63,3 +63,34 @@ export function openTapFd(name: string, options: { vnetHdr: boolean }): TapFd {
   }
   return { name: ifr.toString('ascii', 0, IFNAMSIZ).replace(/\0.*$/s, ''), fd };
 }
+
+const TUNGETIFF = 0x800454d2; // _IOR('T', 210, unsigned int); fills a struct ifreq
+const TUNSETOFFLOAD = 0x400454d0; // _IOW('T', 208, unsigned int); the flags are the argument itself
+const TUNSETVNETHDRSZ = 0x400454d8; // _IOW('T', 216, int); a pointer to the size
+/** TUNSETOFFLOAD flags: what the TAP may hand us unfinished (partial checksum, TCP segments up to 64 KiB). */
+export const TUN_F = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08 } as const;
+
+/** Whether frames on this TAP descriptor carry a virtio-net header (IFF_VNET_HDR: whoever opened it chose). */
+export function tapHasVnetHdr(fd: number): boolean {
+  const ifr = Buffer.alloc(IFREQ_SIZE);
+  if (libc.ioctlPtr(fd, TUNGETIFF, ifr) < 0) return false;
+  return (ifr.readUInt16LE(IFNAMSIZ) & IFF_VNET_HDR) !== 0;
+}
+
+/** The virtio-net header length on this TAP: 12 for virtio 1.x (the kernel's default is the legacy 10). */
+export function setTapVnetHdrSize(fd: number, size: number): void {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(size, 0);
+  if (libc.ioctlPtr(fd, TUNSETVNETHDRSZ, b) < 0) {
+    const e = errno();
+    throw new HangarError('UNAVAILABLE', `TUNSETVNETHDRSZ ${size} failed with ${errnoName(e)} (errno ${e})`, { errno: e });
+  }
+}
+
+/** Which offloads the reader of this TAP takes (TUN_F bits); 0 makes the kernel finish every frame itself. */
+export function setTapOffload(fd: number, flags: number): void {
+  if (libc.ioctlScalar(fd, TUNSETOFFLOAD, flags) < 0) {
+    const e = errno();
+    throw new HangarError('UNAVAILABLE', `TUNSETOFFLOAD 0x${flags.toString(16)} failed with ${errnoName(e)} (errno ${e})`, { errno: e });
+  }
+}

@@ -208,7 +208,9 @@ export class VmmController {
     const first = this.machine?.firstRun(0);
     return {
       state: this.state,
-      process: { pid: process.pid, rss_bytes: mem.rss, heap_used_bytes: mem.heapUsed, heap_total_bytes: mem.heapTotal, external_bytes: mem.external, cpu_us: process.cpuUsage() },
+      process: { pid: process.pid, rss_bytes: mem.rss, heap_used_bytes: mem.heapUsed, heap_total_bytes: mem.heapTotal, external_bytes: mem.external, cpu_us: process.cpuUsage(),
+        // Time the device thread's event loop spent running callbacks (not waiting), since start.
+        device_thread_busy_ms: Math.round(performance.eventLoopUtilization().active) },
       // Milliseconds since this controller was created at start-up, on the monotonic clock every thread shares.
       // first_vcpu_entry / first_guest_exit are the boot vCPU's first KVM_RUN call and the first time it
       // returned with an exit: for a guest whose first instruction exits (guests/first-insn.c), the

@@ -55,7 +55,9 @@ export class DeviceManager implements DeviceHost {
     this.mustNotHaveLoadedKernel();
     if (this.nextVirtioSlot >= L.VIRTIO_MMIO_SLOTS) throw new HangarError('RESOURCE_EXHAUSTED', `all ${L.VIRTIO_MMIO_SLOTS} virtio-mmio slots are taken`);
     const slot = L.virtioMmioSlot(this.nextVirtioSlot);
-    const device = make(slot, this.irqLine(slot.irq));
+    // The slot's GSI is its own. Its line is uncached: vCPU threads drive it too (virtio/interrupt-state.ts).
+    if (this.irqs.has(slot.irq)) throw new HangarError('INTERNAL', `virtio-mmio slot ${slot.index}: IRQ ${slot.irq} is already in use`);
+    const device = make(slot, new KvmIrqLine(this.vm, slot.irq, { cached: false }));
     this.mmio.register(slot.base, slot.size, device);
     this.nextVirtioSlot++;
     // The slot reaches the guest through the DSDT (an LNRO0005 device), not a `virtio_mmio.device=`

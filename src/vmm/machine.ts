@@ -113,7 +113,10 @@ export class Machine extends EventEmitter {
   async start(opts: { paused?: boolean } = {}): Promise<void> {
     if (this.state !== 'NotStarted') throw new HangarError('INVALID_STATE', `cannot start a VM that is ${this.state}`);
     this.devices.seal();
-    const fastBlk = this.devices.virtioDevices().flatMap((d) => (d.fast ? [{ share: d.fast, used: () => d.device.fastPathUsed(), fail: (e: Error) => d.device.fail(e) }] : []));
+    const virtio = this.devices.virtioDevices();
+    const fastBlk = virtio.flatMap((d) => (d.fast ? [{ share: d.fast, used: () => d.device.fastPathUsed(), fail: (e: Error) => d.device.fail(e) }] : []));
+    const fastNet = virtio.flatMap((d) => (d.netFast ? [{ share: d.netFast, used: () => d.device.fastPathUsed(), fail: (e: Error) => d.device.fail(e) }] : []));
+    const irqs = virtio.flatMap((d) => (d.irqShare ? [d.irqShare] : []));
     if (blkIoThreadWanted()) {
       // Opt-in: an I/O thread per drive woken by an ioeventfd, instead of the notifying vCPU thread.
       for (const b of fastBlk) {
@@ -124,7 +127,7 @@ export class Machine extends EventEmitter {
         if (t) this.blkIoThreads.push(t);
       }
     }
-    await this.vcpus.start({ serialFast: this.legacy.serial.fastPath() }, fastBlk);
+    await this.vcpus.start({ serialFast: this.legacy.serial.fastPath() }, { blk: fastBlk, net: fastNet, irqs });
     if (opts.paused) {
       this.state = 'Paused';
       this.emit('state', this.state);

@@ -6,6 +6,8 @@
  * Both live in SharedArrayBuffers so the hot path copies no objects.
  */
 import type { BlkFastShare } from './virtio/blk-fast.js';
+import type { VirtioIrqShare } from './virtio/interrupt-state.js';
+import type { NetFastShare } from './virtio/net-fast.js';
 
 /** ctl[CTL_CMD] values. */
 export const CMD_HOLD = 0; // not started yet: wait
@@ -39,8 +41,9 @@ export const MB_RESPONSE = 2;
 export const KIND_PIO = 1;
 export const KIND_MMIO = 2;
 /**
- * Not an exit: a vCPU thread served a blk queue itself (virtio/blk-fast.ts) and the driver
- * wants an interrupt; MB_ADDR_LO is the device's index in virtioFast.blk. Sent through the
+ * Not an exit: a vCPU thread served a queue itself (virtio/blk-fast.ts, net-fast.ts) and the
+ * driver wants an interrupt, but the thread cannot raise it itself (HANGAR_VIRTIO_IRQ_FAST=0);
+ * MB_ADDR_LO is the device's index in virtioFast.blk, then virtioFast.net. Sent through the
  * mailbox, so the interrupt is raised before the guest runs on, as if the device thread had
  * served the notify.
  */
@@ -58,7 +61,8 @@ export interface VcpuWorkerData {
   /** COM1's fast path (devices/serial-fast.ts): THR writes and LSR reads served on this thread. */
   serialFast?: SharedArrayBuffer;
   /** virtio-blk queues this thread serves itself when the guest notifies them (virtio/blk-fast.ts), with guest RAM's mapping. */
-  virtioFast?: { ram: { hostAddr: number; size: number }; blk: BlkFastShare[] };
+  /** …and NICs' transmit queues (virtio/net-fast.ts); `irqs`: transports whose interrupt registers this thread answers (virtio/interrupt-state.ts). */
+  virtioFast?: { ram: { hostAddr: number; size: number }; blk: BlkFastShare[]; net: NetFastShare[]; irqs: VirtioIrqShare[] };
 }
 
 export const COUNTER_PIO = 0;
@@ -75,6 +79,11 @@ export const COUNTER_FIRST_EXIT_NS = 4;
 /** KVM exit reason of that first exit, and its port (IO) or guest-physical address (MMIO); -1 = none yet. */
 export const COUNTER_FIRST_EXIT_REASON = 5;
 export const COUNTER_FIRST_EXIT_ADDR = 6;
+/**
+ * Milliseconds this vCPU's thread spent handling exits: from KVM_RUN returning with an exit to
+ * the next KVM_RUN call (the VMM's own share of every exit; a device-thread hand-off included).
+ */
+export const COUNTER_HANDLE_MS = 7;
 export const COUNTER_WORDS = 8;
 
 /** Why a vCPU left its run loop for good. */

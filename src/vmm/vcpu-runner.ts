@@ -19,10 +19,12 @@ import type { MachineExit } from './machine.js';
 import type { GuestRam } from './memory.js';
 import { translate } from './pagewalk.js';
 import type { BlkFastShare } from './virtio/blk-fast.js';
+import type { VirtioIrqShare } from './virtio/interrupt-state.js';
+import type { NetFastShare } from './virtio/net-fast.js';
 import { VirtqueueError } from './virtio/queue.js';
 import { startVcpuThread } from './vcpu-thread.js';
 import {
-  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR, COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, KIND_VIRTIO_USED, MB_ADDR_HI, MB_ADDR_LO,
+  CMD_PAUSE, CMD_RUN, CMD_STOP, COUNTER_EXITS, COUNTER_HANDLE_MS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR, COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, COUNTER_WORDS, CTL_CMD, CTL_RELEASED, CTL_WORDS, KIND_PIO, KIND_VIRTIO_USED, MB_ADDR_HI, MB_ADDR_LO,
   MB_BYTES, MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_KIND, MB_RESPONSE, MB_SIZE, MB_STATE, MB_WRITE, type VcpuWorkerData, type WorkerMessage,
 } from './vcpu-protocol.js';
 
@@ -47,9 +49,9 @@ export interface FirstRun {
   exitAddr?: number;
 }
 
-/** A blk device whose queue the vCPU threads serve (virtio/blk-fast.ts), and where their messages about it go. */
-export interface FastVirtioBlk {
-  share: BlkFastShare;
+/** A device whose queue the vCPU threads serve (virtio/blk-fast.ts, net-fast.ts), and where their messages about it go. */
+export interface FastVirtioQueue<S = BlkFastShare | NetFastShare> {
+  share: S;
   /** The driver wants an interrupt for requests a vCPU thread served. */
   used(): void;
   /** A vCPU thread found the ring broken. */
@@ -72,7 +74,8 @@ export class VcpuRunner {
   private pauseWaiters: Array<() => void> = [];
   private stopping = false;
   private stragglers?: NodeJS.Timeout;
-  private fastBlk: FastVirtioBlk[] = [];
+  /** Fast-path devices as the vCPU threads number them: drives, then NICs. */
+  private fastQueues: FastVirtioQueue[] = [];
 
   constructor(private readonly buses: { mmio: MmioBus; pio: PioBus }, private readonly mem: GuestRam, private readonly events: VcpuRunnerEvents) {}
 
@@ -98,10 +101,19 @@ export class VcpuRunner {
 
   /** Starts every vCPU thread, holding; resolves when all are ready. release() lets them run. */
   /** `shared`: memory every vCPU thread gets besides its own (COM1's fast path, devices/serial-fast.ts). */
-  /** `fastBlk`: blk devices whose queues the vCPU threads serve themselves (virtio/blk-fast.ts). */
-  async start(shared: Pick<VcpuWorkerData, 'serialFast'> = {}, fastBlk: FastVirtioBlk[] = []): Promise<void> {
-    this.fastBlk = fastBlk;
-    const virtioFast: VcpuWorkerData['virtioFast'] = fastBlk.length > 0 ? { ram: { hostAddr: this.mem.hostAddr, size: this.mem.size }, blk: fastBlk.map((b) => b.share) } : undefined;
+  /**
+   * `fast`: drives and NICs whose queues the vCPU threads serve themselves (virtio/blk-fast.ts,
+   * net-fast.ts), and the virtio transports whose interrupt registers they answer (interrupt-state.ts).
+   */
+  async start(
+    shared: Pick<VcpuWorkerData, 'serialFast'> = {},
+    fast: { blk?: FastVirtioQueue<BlkFastShare>[]; net?: FastVirtioQueue<NetFastShare>[]; irqs?: VirtioIrqShare[] } = {},
+  ): Promise<void> {
+    const blk = fast.blk ?? [], net = fast.net ?? [], irqs = fast.irqs ?? [];
+    this.fastQueues = [...blk, ...net];
+    const virtioFast: VcpuWorkerData['virtioFast'] = blk.length + net.length + irqs.length > 0
+      ? { ram: { hostAddr: this.mem.hostAddr, size: this.mem.size }, blk: blk.map((b) => b.share), net: net.map((n) => n.share), irqs }
+      : undefined;
     if (!kickHandlerInstalled) {
       // A handler must exist so the kick signal interrupts KVM_RUN instead of killing the process.
       process.on(KICK_SIGNAL, () => {});
@@ -161,7 +173,7 @@ export class VcpuRunner {
       case 'io': this.serviceMailbox(s); break;
       case 'paused': s.paused = true; this.checkAllPaused(); break;
       case 'resumed': s.paused = false; break;
-      case 'virtio-fail': this.fastBlk[m.slot]?.fail(new VirtqueueError(m.message, m.details)); break;
+      case 'virtio-fail': this.fastQueues[m.slot]?.fail(new VirtqueueError(m.message, m.details)); break;
       case 'exit': {
         s.exited = true;
         // From here on this thread is never kicked again; let it end.
@@ -202,7 +214,7 @@ export class VcpuRunner {
     const size = mb[MB_SIZE]!;
     const count = mb[MB_COUNT]!;
     if (mb[MB_KIND] === KIND_VIRTIO_USED) {
-      this.fastBlk[addr]?.used();
+      this.fastQueues[addr]?.used();
     } else if (mb[MB_KIND] === KIND_PIO) {
       for (let i = 0; i < count; i++) {
         const d = s.mbData.subarray(i * size, (i + 1) * size);
@@ -268,6 +280,7 @@ export class VcpuRunner {
       const f = this.firstRun(i);
       return {
         index: i, exits: s.counters[COUNTER_EXITS], pioExits: s.counters[COUNTER_PIO], mmioExits: s.counters[COUNTER_MMIO],
+        exitHandlingMs: Math.round(s.counters[COUNTER_HANDLE_MS]!),
         firstExitReason: f.exitReason === undefined ? null : (EXIT_NAMES[f.exitReason] ?? `EXIT_${f.exitReason}`), firstExitAddr: f.exitAddr ?? null,
       };
     });

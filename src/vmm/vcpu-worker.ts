@@ -7,15 +7,19 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { EXIT, INTERNAL_SUBERROR, IO_DIRECTION, SYSTEM_EVENT } from '../kvm/abi.js';
-import { Vcpu } from '../kvm/kvm.js';
+import { Vcpu, kvmIrqLine } from '../kvm/kvm.js';
 import { libc, errnoName } from '../kvm/libc.js';
 import { KvmRunView, emulationFailureBytes } from '../kvm/run.js';
 import { SerialFastPathClient } from './devices/serial-fast.js';
 import { SERIAL_COM1_PORT } from './layout.js';
 import { GuestRam } from './memory.js';
 import { BlkFastPathClient } from './virtio/blk-fast.js';
+import { VirtioInterruptState } from './virtio/interrupt-state.js';
+import { INT_VRING, REG } from './virtio/mmio.js';
+import { NetFastPathClient } from './virtio/net-fast.js';
+import type { FastNotifyResult } from './virtio/queue-fast-path.js';
 import {
-  CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_RELEASED, COUNTER_EXITS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR,
+  CMD_HOLD, CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_RELEASED, COUNTER_EXITS, COUNTER_HANDLE_MS, COUNTER_FIRST_ENTRY_NS, COUNTER_FIRST_EXIT_ADDR,
   COUNTER_FIRST_EXIT_NS, COUNTER_FIRST_EXIT_REASON, COUNTER_MMIO, COUNTER_PIO, KIND_MMIO, KIND_PIO, KIND_VIRTIO_USED, MB_ADDR_HI, MB_ADDR_LO,
   MB_COUNT, MB_DATA_OFFSET, MB_DATA_SIZE, MB_IDLE, MB_KIND, MB_REQUEST, MB_SIZE, MB_STATE, MB_WRITE, type VcpuExitReason, type VcpuWorkerData,
   type WorkerMessage,
@@ -37,12 +41,31 @@ const mb = new Int32Array(data.mailbox);
 const mbData = new Uint8Array(data.mailbox, MB_DATA_OFFSET, MB_DATA_SIZE);
 const counters = new Float64Array(data.counters);
 const serialFast = data.serialFast ? new SerialFastPathClient(data.serialFast, SERIAL_COM1_PORT) : undefined;
-/** blk queues served here on their QUEUE_NOTIFY write (virtio/blk-fast.ts), by register address; value: [slot, client]. */
-const blkFast = new Map<number, [number, BlkFastPathClient]>();
+/**
+ * Queues served here on their QUEUE_NOTIFY write (virtio/blk-fast.ts, net-fast.ts), by register
+ * address; value: [slot (drives, then NICs, as the device thread numbers them), client, base].
+ */
+const fastQueues = new Map<number, [number, { notify(value: number, raise?: () => void): FastNotifyResult }, number]>();
+/** virtio transports whose InterruptStatus reads and InterruptACK writes this thread answers (virtio/interrupt-state.ts), by base. */
+const irqState = new Map<number, VirtioInterruptState>();
+/** The same, by the registers' own addresses. */
+const irqStatusRegs = new Map<number, VirtioInterruptState>();
+const irqAckRegs = new Map<number, VirtioInterruptState>();
 if (data.virtioFast) {
-  const ram = GuestRam.attach(data.virtioFast.ram.hostAddr, data.virtioFast.ram.size);
-  data.virtioFast.blk.forEach((share, slot) => blkFast.set(share.notifyAddr, [slot, new BlkFastPathClient(share, ram)]));
+  const vf = data.virtioFast;
+  const ram = GuestRam.attach(vf.ram.hostAddr, vf.ram.size);
+  for (const s of vf.irqs) {
+    const { vmFd, gsi } = s;
+    const line = { set: (level: boolean) => kvmIrqLine(vmFd, gsi, level), pulse: () => { kvmIrqLine(vmFd, gsi, true); kvmIrqLine(vmFd, gsi, false); } };
+    const st = new VirtioInterruptState(line, s.edge, s.words);
+    irqState.set(s.base, st);
+    irqStatusRegs.set(s.base + REG.INTERRUPT_STATUS, st);
+    irqAckRegs.set(s.base + REG.INTERRUPT_ACK, st);
+  }
+  vf.blk.forEach((share, slot) => fastQueues.set(share.notifyAddr, [slot, new BlkFastPathClient(share, ram), share.notifyAddr - REG.QUEUE_NOTIFY]));
+  vf.net.forEach((share, i) => fastQueues.set(share.notifyAddr, [vf.blk.length + i, new NetFastPathClient(share, ram), share.notifyAddr - REG.QUEUE_NOTIFY]));
 }
+const fastMmio = fastQueues.size + irqState.size > 0;
 const NO_BYTES = new Uint8Array(0);
 const EINTR = 4, EAGAIN = 11;
 /** True until the guest has exited to us once (start-up timing, see COUNTER_FIRST_EXIT_NS). */
@@ -78,18 +101,39 @@ function forward(kind: number, write: boolean, addr: number, size: number, count
   Atomics.store(mb, MB_STATE, MB_IDLE);
 }
 
+function readLe32(b: Uint8Array): number {
+  return (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+}
+
 /**
- * A 4-byte MMIO write to a fast-path blk device's QUEUE_NOTIFY: serve the queue here. False when
- * it is not one, or the fast path declined (device not running, another queue): forward it.
+ * A 4-byte MMIO access this thread may answer itself: a fast-path queue's QUEUE_NOTIFY write,
+ * or a virtio transport's InterruptStatus read or InterruptACK write. False when it is none of
+ * these, or the fast path declined (device not running, another queue): forward it.
  */
-function serveFastNotify(addr: number, bytes: Uint8Array): boolean {
-  const entry = blkFast.get(addr);
+function serveFastMmio(addr: number, write: boolean, bytes: Uint8Array): boolean {
+  if (!write) {
+    const st = irqStatusRegs.get(addr);
+    if (!st) return false;
+    const v = st.status;
+    bytes[0] = v & 0xff; bytes[1] = (v >>> 8) & 0xff; bytes[2] = (v >>> 16) & 0xff; bytes[3] = (v >>> 24) & 0xff;
+    st.countFast('read');
+    return true;
+  }
+  const ack = irqAckRegs.get(addr);
+  if (ack) {
+    ack.ack(readLe32(bytes));
+    ack.countFast('ack');
+    return true;
+  }
+  const entry = fastQueues.get(addr);
   if (!entry) return false;
-  const [slot, client] = entry;
-  const r = client.notify((bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24)) >>> 0);
+  const [slot, client, base] = entry;
+  const st = irqState.get(base);
+  const r = client.notify(readLe32(bytes), st ? () => st.raise(INT_VRING) : undefined);
   if (r.kind === 'forward') return false;
-  // The interrupt goes up before the guest runs on (a synchronous hand-off, only when the driver
-  // wants one); a failure is reported in order with everything this thread sends after it.
+  // The interrupt is up before the guest runs on: raised here, or (without the shared interrupt
+  // state) by the device thread through a synchronous hand-off. A failure is reported in order
+  // with everything this thread sends after it.
   if (r.kind === 'served') { if (r.interrupt) forward(KIND_VIRTIO_USED, true, slot, 0, 0, NO_BYTES); } else post({ t: 'virtio-fail', index: data.index, slot, message: r.message, details: r.details });
   return true;
 }
@@ -121,6 +165,8 @@ function completePendingExit(): void {
 }
 
 function loop(): void {
+  /** When the last exit came back from KVM_RUN (performance.now()), while it is being handled. */
+  let exitAt = -1;
   for (;;) {
     const cmd = Atomics.load(ctl, CTL_CMD);
     if (cmd === CMD_STOP) { finish('stopped', 'stopped by the VMM'); return; }
@@ -133,7 +179,9 @@ function loop(): void {
       continue;
     }
     if (firstExitPending && counters[COUNTER_FIRST_ENTRY_NS] === 0) counters[COUNTER_FIRST_ENTRY_NS] = Number(process.hrtime.bigint());
+    if (exitAt >= 0) counters[COUNTER_HANDLE_MS] = counters[COUNTER_HANDLE_MS]! + (performance.now() - exitAt);
     const r = vcpu.run();
+    exitAt = performance.now();
     if (firstExitPending && r >= 0) recordFirstExit();
     if (r < 0) {
       const e = -r;
@@ -155,7 +203,7 @@ function loop(): void {
       case EXIT.MMIO: {
         counters[COUNTER_MMIO] = counters[COUNTER_MMIO]! + 1;
         const len = Math.min(8, run.mmioLen);
-        if (len === 4 && blkFast.size > 0 && run.mmioIsWrite && serveFastNotify(run.mmioPhysAddr, run.mmioData())) break;
+        if (len === 4 && fastMmio && serveFastMmio(run.mmioPhysAddr, run.mmioIsWrite, run.mmioData())) break;
         forward(KIND_MMIO, run.mmioIsWrite, run.mmioPhysAddr, len, 1, run.mmioData());
         break;
       }

@@ -27,11 +27,13 @@ const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /**
  * Where the request queue is served: on the vCPU thread that takes the notify exit (the
- * default, src/vmm/virtio/blk-fast.ts), on the device thread, or on an I/O thread woken by
- * an ioeventfd (blk-iothread.ts). The same guest must see the same disk each way.
+ * default, src/vmm/virtio/blk-fast.ts; interrupts raised there and the status registers answered
+ * there too, interrupt-state.ts — or handed to the device thread), on the device thread, or on
+ * an I/O thread woken by an ioeventfd (blk-iothread.ts). The same guest must see the same disk each way.
  */
 const SERVING: Array<[string, Record<string, string>]> = [
   ['the vCPU thread', {}],
+  ['the vCPU thread, with its interrupts raised and acknowledged on the device thread', { HANGAR_VIRTIO_IRQ_FAST: '0' }],
   ['the device thread', { HANGAR_VIRTIO_BLK_FAST: '0' }],
   ['an I/O thread', { HANGAR_VIRTIO_BLK_IOTHREAD: '1' }],
 ];

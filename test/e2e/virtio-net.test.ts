@@ -10,7 +10,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
-import { buildGuest, guestConfig, guestTestsUnavailable, startVmmConsole, tempDir, type VmmConsoleProcess } from '../helpers/vmm.js';
+import { buildGuest, guestConfig, guestTestsUnavailable, startVmmConsole, tempDir, vmmApi, type VmmConsoleProcess } from '../helpers/vmm.js';
 
 const isRoot = process.getuid?.() === 0;
 const skip = guestTestsUnavailable() ?? (isRoot ? false : 'needs root for TAP and netns');
@@ -29,23 +29,30 @@ function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+/** Removes this test's namespace and TAP, wherever the TAP is now. */
+function cleanNetwork(): void {
+  if (nsCreated) {
+    try { ip('-n', NS, 'link', 'del', TAP); } catch { /* already gone with the VMM's fd */ }
+    ip('netns', 'del', NS);
+    nsCreated = false;
+  }
+  if (tapCreated) {
+    try { ip('link', 'del', TAP); } catch { /* it was moved into the namespace */ }
+    tapCreated = false;
+  }
+}
+
 after(async () => {
   if (vmm) {
     vmm.kill();
     await vmm.done;
   }
-  if (nsCreated) {
-    try { ip('-n', NS, 'link', 'del', TAP); } catch { /* already gone with the VMM's fd */ }
-    ip('netns', 'del', NS);
-  }
-  if (tapCreated) {
-    try { ip('link', 'del', TAP); } catch { /* it was moved into the namespace */ }
-  }
+  cleanNetwork();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-/** Runs a UDP client inside the namespace: `count` datagrams, each awaited, then "quit". */
-function udpClient(count: number): Promise<{ echoed: number; mismatched: number; rttsUs: number[] }> {
+/** Runs a UDP client inside the namespace: `count` datagrams, each awaited, then "quit" (unless `quit` is false). */
+function udpClient(count: number, quit = true): Promise<{ echoed: number; mismatched: number; rttsUs: number[] }> {
   const script = `
     const s = require('dgram').createSocket('udp4');
     const crypto = require('crypto');
@@ -64,7 +71,7 @@ function udpClient(count: number): Promise<{ echoed: number; mismatched: number;
         const m = await ask(buf);
         if (m && Buffer.compare(m, buf) === 0) res.echoed++; else res.mismatched++;
       }
-      await ask(Buffer.from('quit'));
+      if (${quit}) await ask(Buffer.from('quit'));
       console.log(JSON.stringify(res));
       s.close();
     });`;
@@ -80,8 +87,19 @@ function udpClient(count: number): Promise<{ echoed: number; mismatched: number;
   });
 }
 
-test('ARP and UDP echo between a namespace and the guest through a TAP', { skip }, async () => {
+/**
+ * Where the transmit queue is served: on the vCPU thread that takes the guest's kick (the
+ * default, src/vmm/virtio/net-fast.ts) or on the device thread. The same guest must work both ways.
+ */
+const SERVING: Array<[string, Record<string, string>]> = [
+  ['the vCPU thread', {}],
+  ['the device thread', { HANGAR_VIRTIO_NET_FAST: '0' }],
+];
+
+for (const [where, env] of SERVING) test(`ARP and UDP echo between a namespace and the guest through a TAP — transmit served on ${where}`, { skip }, async () => {
   const kernel = buildGuest('virtio-net');
+  if (vmm) { vmm.kill(); await vmm.done; vmm = null; }
+  cleanNetwork();
   ip('tuntap', 'add', 'dev', TAP, 'mode', 'tap');
   tapCreated = true;
   ip('netns', 'add', NS);
@@ -90,7 +108,7 @@ test('ARP and UDP echo between a namespace and the guest through a TAP', { skip 
   vmm = startVmmConsole(guestConfig(kernel, {
     bootArgs: 'vnet.ip=0x0ad50102',
     nets: [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
-  }), dir);
+  }), dir, { apiSock: true, env: { ...process.env, ...env } });
   await vmm.waitFor(/vnet: mac=52:54:00:e2:e0:01 ready/);
 
   // hangar-vmm holds the TAP now; hand it to the namespace and address it there.
@@ -98,10 +116,20 @@ test('ARP and UDP echo between a namespace and the guest through a TAP', { skip 
   ip('-n', NS, 'addr', 'add', `${HOST_IP}/24`, 'dev', TAP);
   ip('-n', NS, 'link', 'set', TAP, 'up');
 
-  const res = await udpClient(20);
+  const res = await udpClient(20, false);
   assert.equal(res.echoed, 20, JSON.stringify(res));
   assert.equal(res.mismatched, 0);
+  // Who sent the answers: the NIC's counters while the guest still runs.
+  const metrics = await vmmApi(dir, 'GET', '/metrics');
+  assert.equal(metrics.status, 200, metrics.body);
+  const nic = (JSON.parse(metrics.body) as { vm: { devices: Record<string, Record<string, number>> } }).vm.devices['virtio-net:eth0']!;
+  assert.ok(nic.tx_frames! >= 21, `twenty echoes and at least one ARP answer went out (${JSON.stringify(nic)})`);
+  if (env.HANGAR_VIRTIO_NET_FAST === '0') assert.equal(nic.tx_kicks_on_vcpu, 0, 'every transmit kick went to the device thread');
+  else assert.ok(nic.tx_kicks_on_vcpu! >= 21, `every transmit kick was served on the vCPU thread (${JSON.stringify(nic)})`);
+
+  assert.equal((await udpClient(0)).mismatched, 0);
   const r = await vmm.done;
+  vmm = null;
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
   const m = /vnet: echoed=(\d+) arp=(\d+) other=(\d+)/.exec(r.stdout);
   assert.ok(m, r.stdout);

@@ -283,16 +283,18 @@ export interface VmmConsoleProcess {
  * Starts hangar-vmm with the console on stdout (the virtio guests print their results there): on `config` (written to
  * dir/vm.json) when given, else waiting on its control socket dir/api.sock.
  */
-export function startVmmConsole(config: object | null, dir: string, opts: { timeoutMs?: number; logLevel?: string } = {}): VmmConsoleProcess {
+export function startVmmConsole(
+  config: object | null, dir: string, opts: { timeoutMs?: number; logLevel?: string; apiSock?: boolean; env?: NodeJS.ProcessEnv } = {},
+): VmmConsoleProcess {
   const args = [VMM_MAIN, '--console', 'stdio', '--log-level', opts.logLevel ?? 'info'];
   if (config) {
     const cfgPath = path.join(dir, 'vm.json');
     fs.writeFileSync(cfgPath, JSON.stringify(config, null, 2));
     args.push('--config', cfgPath);
-  } else {
-    args.push('--api-sock', path.join(dir, 'api.sock'));
   }
-  const child = spawn(process.execPath, [...VMM_NODE_FLAGS, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // With a config the VM starts at once; `apiSock` also serves the control API (GET /metrics) meanwhile.
+  if (!config || opts.apiSock) args.push('--api-sock', path.join(dir, 'api.sock'));
+  const child = spawn(process.execPath, [...VMM_NODE_FLAGS, ...args], { stdio: ['pipe', 'pipe', 'pipe'], ...(opts.env ? { env: opts.env } : {}) });
   let stdout = '';
   let stderr = '';
   const listeners = new Set<() => void>();

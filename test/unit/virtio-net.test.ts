@@ -145,3 +145,26 @@ test('MAC parsing accepts unicast colon form only', () => {
     assert.throws(() => parseMac(bad), { code: 'INVALID_ARGUMENT' }, bad);
   }
 });
+
+test('EVENT_IDX receive: no kick asked for while buffers last, one asked for (avail_event) once they run out', () => {
+  const { drv, backend, mem } = rig();
+  drv.start(2, 16); // everything offered, EVENT_IDX included
+  const q = drv.queues[RX]!;
+  const availEvent = (): number => mem.readU16(q.used + 4 + 8 * q.size);
+  for (let i = 0; i < 4; i++) drv.addChain(RX, [{ addr: DATA_BASE + i * 0x1000, len: 2048, write: true }]);
+  drv.kick(RX);
+  const armedAt = availEvent();
+  backend.deliver(randomBytes(60));
+  backend.deliver(randomBytes(60));
+  assert.equal(drv.takeUsed(RX).length, 2);
+  assert.equal(availEvent(), armedAt, 'two of four buffers used: the driver is not asked to kick for its refills');
+  backend.deliver(randomBytes(60));
+  backend.deliver(randomBytes(60));
+  backend.deliver(randomBytes(60));
+  assert.equal(drv.takeUsed(RX).length, 2);
+  assert.equal(availEvent(), 4, 'all four used: a kick is asked for at the next buffer posted');
+  assert.equal(backend.inbox.length, 1, 'the fifth frame waits for a buffer');
+  drv.addChain(RX, [{ addr: DATA_BASE + 0x8000, len: 2048, write: true }]);
+  drv.kick(RX);
+  assert.equal(drv.takeUsed(RX).length, 1);
+});

@@ -297,7 +297,8 @@ export class MicroEngine implements Engine {
     let child: ChildProcess;
     try {
       if (sandbox) kvm = fs.openSync('/dev/kvm', fs.constants.O_RDWR);
-      for (const n of config.nics) taps.push(openTapFd(n.tap, false));
+      // virtio-net headers: hangar-vmm offers checksum offload and TSO on them (HANGAR_VIRTIO_NET_OFFLOAD=0: plain TAPs).
+      for (const n of config.nics) taps.push(openTapFd(n.tap, process.env.HANGAR_VIRTIO_NET_OFFLOAD !== '0'));
       child = spawnVmProcess({ command: process.execPath, args, logFile: files.processLog, sandbox, inheritFds: [...(kvm !== null ? [kvm] : []), ...taps] });
     } catch (e) {
       sandbox?.cleanup();

@@ -32,6 +32,11 @@ export class GuestMemoryError extends Error {
 /** An interrupt line into the in-kernel irqchip (KVM_IRQ_LINE or an irqfd). */
 export interface IrqLine {
   readonly gsi: number;
+  /**
+   * Set when other threads may drive this line too, with KVM_IRQ_LINE on this VM fd
+   * (virtio's shared interrupt state, virtio/interrupt-state.ts).
+   */
+  readonly vmFd?: number | undefined;
   /** Edge: raise and lower. */
   pulse(): void;
   /** Level. */

@@ -20,30 +20,23 @@
  * a queue the device thread is reconfiguring or has closed. When ON is clear
  * the vCPU thread forwards the notify like any other MMIO write.
  *
- * Interrupts and failures are the device thread's: after a batch the vCPU
- * thread decides (with the driver's suppression rules) whether the driver
- * wants an interrupt and then posts one message; a broken ring clears ON and
- * posts the error, and the device thread marks the device broken. The vCPU
- * never waits for either.
+ * After a batch the vCPU thread decides (with the driver's suppression
+ * rules) whether the driver wants an interrupt, and raises it itself through
+ * the transport's shared interrupt state (interrupt-state.ts; where that is
+ * off, HANGAR_VIRTIO_IRQ_FAST=0, it hands the interrupt to the device thread
+ * and waits). Failures are the device thread's: a broken ring clears ON and
+ * posts the error, and the device thread marks the device broken.
  */
-import { HangarError } from '../../common/errors.js';
 import type { GuestMemory } from '../devices/device.js';
 import { VirtioBlock, BLK_QUEUE_SIZE } from './blk.js';
+import { BF_LOCK, BF_NOTIFIES, BF_ON, BF_SUPPRESSED, QueueFastPath, interruptIfWanted, type FastNotifyResult, type QueueFastShare } from './queue-fast-path.js';
 import { Virtqueue, VirtqueueError } from './queue.js';
+import { lockWord, unlockWord } from './shared-lock.js';
 
-export const BF_LOCK = 0;
-export const BF_ON = 1;
-/** Notifies served on a vCPU thread, and batches after which the driver wanted no interrupt. */
-export const BF_NOTIFIES = 2;
-export const BF_SUPPRESSED = 3;
-const BF_WORDS = 8;
+export { BF_LOCK, BF_NOTIFIES, BF_ON, BF_SUPPRESSED, lockWord, unlockWord, type FastNotifyResult };
 
 /** What a vCPU thread needs to serve one blk device's queue (structured-clone safe). */
-export interface BlkFastShare {
-  /** Guest-physical address of the device's QUEUE_NOTIFY register. */
-  notifyAddr: number;
-  control: SharedArrayBuffer;
-  queue: SharedArrayBuffer;
+export interface BlkFastShare extends QueueFastShare {
   counters: SharedArrayBuffer;
   /** The image's open fd (the process's, valid on every thread; the device thread owns and closes it). */
   fd: number;
@@ -53,64 +46,12 @@ export interface BlkFastShare {
   serial: string;
 }
 
-/** Takes the lock word; waits (briefly, re-checking) while the other thread holds it. */
-export function lockWord(a: Int32Array, i: number): void {
-  while (Atomics.compareExchange(a, i, 0, 1) !== 0) Atomics.wait(a, i, 1, 1);
-}
-
-export function unlockWord(a: Int32Array, i: number): void {
-  Atomics.store(a, i, 0);
-  Atomics.notify(a, i, 1);
-}
-
-/** The device-thread side: owns the control block; its lock is reentrant on this thread. */
-export class BlkFastPath {
-  readonly control = new Int32Array(new SharedArrayBuffer(BF_WORDS * 4));
-  private depth = 0;
-  private queue?: Int32Array;
-
-  acquire(): void {
-    if (this.depth++ === 0) lockWord(this.control, BF_LOCK);
-  }
-
-  release(): void {
-    if (this.depth === 0) throw new HangarError('INTERNAL', 'blk fast path: release without acquire');
-    if (--this.depth === 0) unlockWord(this.control, BF_LOCK);
-  }
-
-  /** The transport's queue 0 state (shared with the vCPU threads). */
-  bindQueue(state: Int32Array): void {
-    this.queue = state;
-  }
-
-  /** Lets vCPU threads serve the queue (true) or makes them forward notifies (false). Call under the lock. */
-  setOn(on: boolean): void {
-    Atomics.store(this.control, BF_ON, on ? 1 : 0);
-  }
-
-  get on(): boolean {
-    return Atomics.load(this.control, BF_ON) === 1;
-  }
-
-  notifications(): number {
-    return Atomics.load(this.control, BF_NOTIFIES);
-  }
-
-  suppressedInterrupts(): number {
-    return Atomics.load(this.control, BF_SUPPRESSED);
-  }
-
+/** The device-thread side of one blk device's fast path (the control block is QueueFastPath's). */
+export class BlkFastPath extends QueueFastPath {
   share(notifyAddr: number, blk: { fd: number; id: string; path: string; readOnly: boolean; serial: string; counters: SharedArrayBuffer }): BlkFastShare {
-    if (!this.queue) throw new HangarError('INTERNAL', 'blk fast path: no queue bound');
-    return { notifyAddr, control: this.control.buffer as SharedArrayBuffer, queue: this.queue.buffer as SharedArrayBuffer, ...blk };
+    return { ...this.controlShare(notifyAddr), ...blk };
   }
 }
-
-/** What one fast notify did, for the vCPU thread to pass on to the device thread. */
-export type FastNotifyResult =
-  | { kind: 'forward' }
-  | { kind: 'served'; interrupt: boolean }
-  | { kind: 'failed'; message: string; details: Record<string, unknown> };
 
 /** The vCPU-thread side of one blk device. */
 export class BlkFastPathClient {
@@ -131,7 +72,7 @@ export class BlkFastPathClient {
    * the driver has made available on queue 0, unless the fast path is off (or
    * the value names another queue): then the write goes to the device thread.
    */
-  notify(value: number): FastNotifyResult {
+  notify(value: number, raise?: () => void): FastNotifyResult {
     if (value !== 0) return { kind: 'forward' };
     const ctl = this.ctl;
     lockWord(ctl, BF_LOCK);
@@ -140,9 +81,7 @@ export class BlkFastPathClient {
       Atomics.add(ctl, BF_NOTIFIES, 1);
       const served = this.blk.serveQueue(this.queue);
       if (served === 0) return { kind: 'served', interrupt: false };
-      const interrupt = this.queue.needsInterrupt();
-      if (!interrupt) Atomics.add(ctl, BF_SUPPRESSED, 1);
-      return { kind: 'served', interrupt };
+      return interruptIfWanted(this.queue, ctl, raise);
     } catch (e) {
       // A hostile ring: stop serving here at once; the device thread marks the device broken.
       Atomics.store(ctl, BF_ON, 0);
@@ -152,4 +91,5 @@ export class BlkFastPathClient {
       unlockWord(ctl, BF_LOCK);
     }
   }
+
 }

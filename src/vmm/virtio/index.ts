@@ -22,7 +22,9 @@ import { HangarError } from '../../common/errors.js';
 import type { DeviceHost, DriveConfig, NetConfig } from '../devices/host.js';
 import { VirtioBlock } from './blk.js';
 import type { BlkFastShare } from './blk-fast.js';
+import type { VirtioIrqShare } from './interrupt-state.js';
 import { REG, VIRTIO_MMIO_REGS_SIZE, VirtioMmioDevice, type VirtioDevice } from './mmio.js';
+import type { NetFastShare } from './net-fast.js';
 import { TapBackend, VirtioNet, formatMac } from './net.js';
 import { VirtioRng } from './rng.js';
 
@@ -44,6 +46,10 @@ export interface PlacedVirtioDevice {
   mac?: string;
   /** Drives: what a vCPU thread needs to serve the request queue itself (virtio/blk-fast.ts); absent when off. */
   fast?: BlkFastShare;
+  /** NICs: what a vCPU thread needs to serve the transmit queue itself (virtio/net-fast.ts); absent when off. */
+  netFast?: NetFastShare;
+  /** What a vCPU thread needs to answer the interrupt registers and raise the interrupt (virtio/interrupt-state.ts). */
+  irqShare?: VirtioIrqShare;
 }
 
 export interface VirtioSet {
@@ -93,9 +99,16 @@ export function createVirtioDevices(host: DeviceHost, cfg: VirtioDevicesConfig, 
       model.close();
       throw e;
     }
-    // blk: the vCPU thread that takes the notify exit serves the queue (not with ioeventfds: then no exit reaches a vCPU thread).
-    const fast = !useIoeventfd && model instanceof VirtioBlock ? model.fastShare(placed.slot.base + REG.QUEUE_NOTIFY) : undefined;
-    devices.push({ kind, id, base: placed.slot.base, irq: placed.slot.irq, device: placed.device, ...(mac ? { mac } : {}), ...(fast ? { fast } : {}) });
+    // blk, and net's transmit queue: the vCPU thread that takes the notify exit serves the queue
+    // (not with ioeventfds: then no exit reaches a vCPU thread).
+    const notifyAddr = placed.slot.base + REG.QUEUE_NOTIFY;
+    const fast = !useIoeventfd && model instanceof VirtioBlock ? model.fastShare(notifyAddr) : undefined;
+    const netFast = !useIoeventfd && model instanceof VirtioNet ? model.fastShare(notifyAddr) : undefined;
+    const irqShare = placed.device.irqShare(placed.slot.base);
+    devices.push({
+      kind, id, base: placed.slot.base, irq: placed.slot.irq, device: placed.device, ...(mac ? { mac } : {}),
+      ...(fast ? { fast } : {}), ...(netFast ? { netFast } : {}), ...(irqShare ? { irqShare } : {}),
+    });
     // Optional: a queue notify that KVM completes in the kernel and signals on an eventfd.
     if (!useIoeventfd) return;
     for (let q = 0; q < model.queueMaxSizes.length; q++) {

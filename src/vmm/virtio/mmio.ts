@@ -12,6 +12,7 @@
 import type { Logger } from '../../common/log.js';
 import type { DeviceMetrics, GuestMemory, IrqLine, MmioDevice } from '../devices/device.js';
 import { HangarError } from '../../common/errors.js';
+import { VirtioInterruptState, type VirtioIrqShare } from './interrupt-state.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, Virtqueue, VirtqueueError, createQueueState, type VirtqueuePosition } from './queue.js';
 
 /** Bytes of the register window a device decodes (registers, then config space from 0x100); a layout slot must be at least this big. */
@@ -126,7 +127,7 @@ export interface VirtioMmioState {
   driverFeaturesSel: number;
   driverFeatures: bigint;
   queueSel: number;
-  interruptStatus: number;
+  readonly interruptStatus: number;
   configGeneration: number;
   queues: Array<{ num: number; ready: boolean; desc: bigint; driver: bigint; device: bigint }>;
 }
@@ -154,9 +155,10 @@ export class VirtioMmioDevice implements MmioDevice {
   private readonly offered: bigint;
   private readonly irqMode: 'level' | 'edge';
   private readonly log: Logger | undefined;
-  private lineHigh = false;
+  /** InterruptStatus and the line, in shared memory: vCPU threads answer the status registers too. */
+  private readonly interrupts: VirtioInterruptState;
   private active = false;
-  private readonly counters = { notifications: 0, interrupts: 0, suppressed_interrupts: 0, resets: 0, device_errors: 0, bad_register_accesses: 0 };
+  private readonly counters = { notifications: 0, suppressed_interrupts: 0, resets: 0, device_errors: 0, bad_register_accesses: 0 };
 
   constructor(
     readonly device: VirtioDevice,
@@ -166,15 +168,30 @@ export class VirtioMmioDevice implements MmioDevice {
   ) {
     this.name = device.kind;
     this.irqMode = opts.irqMode ?? 'level';
+    this.interrupts = new VirtioInterruptState({ set: (l) => irq.set(l), pulse: () => irq.pulse() }, this.irqMode === 'edge');
     this.log = opts.log?.child({ device: device.kind });
     this.offered = device.features | (1n << VIRTIO_F_VERSION_1) | (1n << VIRTIO_F_INDIRECT_DESC) | (1n << VIRTIO_F_EVENT_IDX);
     this.queues = device.queueMaxSizes.map((max, i) => new Virtqueue(i, max, memory, createQueueState()));
     device.bindQueues?.(this.queues);
+    const interrupts = this.interrupts;
     this.state = {
       status: 0, deviceFeaturesSel: 0, driverFeaturesSel: 0, driverFeatures: 0n, queueSel: 0,
-      interruptStatus: 0, configGeneration: 0,
+      get interruptStatus() { return interrupts.status; },
+      configGeneration: 0,
       queues: device.queueMaxSizes.map(() => ({ num: 0, ready: false, desc: 0n, driver: 0n, device: 0n })),
     };
+  }
+
+  /**
+   * What a vCPU thread needs to answer this transport's InterruptStatus reads and
+   * InterruptACK writes and to raise its interrupt (interrupt-state.ts); undefined
+   * when the line cannot be driven from other threads (a test's line) or
+   * HANGAR_VIRTIO_IRQ_FAST=0 keeps everything on the device thread.
+   */
+  irqShare(base: number): VirtioIrqShare | undefined {
+    const vmFd = this.irq.vmFd;
+    if (vmFd === undefined || process.env.HANGAR_VIRTIO_IRQ_FAST === '0') return undefined;
+    return { base, vmFd, gsi: this.irq.gsi, edge: this.irqMode === 'edge', words: this.interrupts.words.buffer as SharedArrayBuffer };
   }
 
   /** Features offered to the driver (device bits plus the ring features). */
@@ -253,7 +270,7 @@ export class VirtioMmioDevice implements MmioDevice {
         return s.deviceFeaturesSel > 1 ? 0 : Number((this.offered >> BigInt(32 * s.deviceFeaturesSel)) & 0xffffffffn);
       case REG.QUEUE_NUM_MAX: return q ? this.device.queueMaxSizes[s.queueSel]! : 0;
       case REG.QUEUE_READY: return q?.ready ? 1 : 0;
-      case REG.INTERRUPT_STATUS: return s.interruptStatus;
+      case REG.INTERRUPT_STATUS: return this.interrupts.status;
       case REG.STATUS: return s.status;
       case REG.SHM_LEN_LOW:
       case REG.SHM_LEN_HIGH:
@@ -292,8 +309,7 @@ export class VirtioMmioDevice implements MmioDevice {
       case REG.QUEUE_READY: this.setQueueReady(v === 1); return;
       case REG.QUEUE_NOTIFY: this.queueNotify(v); return;
       case REG.INTERRUPT_ACK:
-        s.interruptStatus &= ~v;
-        this.updateLine(false);
+        this.interrupts.ack(v);
         return;
       case REG.STATUS: this.setStatus(v); return;
       default:
@@ -407,9 +423,9 @@ export class VirtioMmioDevice implements MmioDevice {
     this.device.reset();
     for (const q of this.queues) q.reset();
     for (const q of s.queues) Object.assign(q, { num: 0, ready: false, desc: 0n, driver: 0n, device: 0n });
-    Object.assign(s, { status: 0, deviceFeaturesSel: 0, driverFeaturesSel: 0, driverFeatures: 0n, queueSel: 0, interruptStatus: 0 });
+    Object.assign(s, { status: 0, deviceFeaturesSel: 0, driverFeaturesSel: 0, driverFeatures: 0n, queueSel: 0 });
     this.counters.resets++;
-    this.updateLine(false);
+    this.interrupts.assign(0);
   }
 
   private context(): VirtioContext {
@@ -431,21 +447,7 @@ export class VirtioMmioDevice implements MmioDevice {
   }
 
   private interrupt(bit: number): void {
-    this.state.interruptStatus |= bit;
-    this.counters.interrupts++;
-    this.updateLine(true);
-  }
-
-  private updateLine(raised: boolean): void {
-    if (this.irqMode === 'edge') {
-      if (raised) this.irq.pulse();
-      return;
-    }
-    const high = this.state.interruptStatus !== 0;
-    if (high !== this.lineHigh) {
-      this.lineHigh = high;
-      this.irq.set(high);
-    }
+    this.interrupts.raise(bit);
   }
 
   /**
@@ -478,8 +480,10 @@ export class VirtioMmioDevice implements MmioDevice {
 
   metrics(): DeviceMetrics {
     const fast = this.device.fastCounters?.() ?? { notifications: 0, suppressedInterrupts: 0 };
+    const irqFast = this.interrupts.fastAccesses;
     return {
-      ...this.counters, notifications: this.counters.notifications + fast.notifications,
+      ...this.counters, notifications: this.counters.notifications + fast.notifications, interrupts: this.interrupts.raised,
+      interrupt_status_reads_on_vcpu: irqFast.reads, interrupt_acks_on_vcpu: irqFast.acks,
       suppressed_interrupts: this.counters.suppressed_interrupts + fast.suppressedInterrupts,
       broken: this.broken ? 1 : 0, ...this.device.metrics(),
     };
@@ -495,7 +499,7 @@ export class VirtioMmioDevice implements MmioDevice {
     const hex = (v: bigint) => `0x${v.toString(16)}`;
     return {
       version: 1, kind: this.device.kind, status: s.status, deviceFeaturesSel: s.deviceFeaturesSel, driverFeaturesSel: s.driverFeaturesSel,
-      driverFeatures: hex(s.driverFeatures), queueSel: s.queueSel, interruptStatus: s.interruptStatus, configGeneration: s.configGeneration,
+      driverFeatures: hex(s.driverFeatures), queueSel: s.queueSel, interruptStatus: this.interrupts.status, configGeneration: s.configGeneration,
       queues: s.queues.map((q, i) => ({ num: q.num, ready: q.ready, desc: hex(q.desc), driver: hex(q.driver), device: hex(q.device), ...this.queues[i]!.state() })),
     };
   }
@@ -512,6 +516,7 @@ export class VirtioMmioDevice implements MmioDevice {
 
   private restoreLocked(snap: VirtioMmioSnapshot): void {
     if (this.state.status !== 0) throw new HangarError('INVALID_STATE', `${this.name}: restore needs a device that was never started`);
+    let restoredStatus = 0;
     try {
       if (snap.version !== 1 || snap.kind !== this.device.kind || snap.queues.length !== this.queues.length) {
         throw new HangarError('INVALID_ARGUMENT', `${this.name}: snapshot is for ${snap.kind} with ${snap.queues.length} queues`);
@@ -527,10 +532,11 @@ export class VirtioMmioDevice implements MmioDevice {
       const s = this.state;
       const features = u64(snap.driverFeatures, 'driverFeatures');
       if ((features & ~this.offered) !== 0n) throw new HangarError('INVALID_ARGUMENT', `${this.name}: snapshot features were never offered`);
+      restoredStatus = u32(snap.interruptStatus, 'interruptStatus') & (INT_VRING | INT_CONFIG);
       Object.assign(s, {
         status: u32(snap.status, 'status') & 0xff, deviceFeaturesSel: u32(snap.deviceFeaturesSel, 'deviceFeaturesSel'),
         driverFeaturesSel: u32(snap.driverFeaturesSel, 'driverFeaturesSel'), driverFeatures: features, queueSel: u32(snap.queueSel, 'queueSel'),
-        interruptStatus: u32(snap.interruptStatus, 'interruptStatus') & (INT_VRING | INT_CONFIG), configGeneration: u32(snap.configGeneration, 'configGeneration'),
+        configGeneration: u32(snap.configGeneration, 'configGeneration'),
       });
       snap.queues.forEach((q, i) => {
         const reg = s.queues[i]!;
@@ -552,7 +558,7 @@ export class VirtioMmioDevice implements MmioDevice {
       this.active = true;
       this.device.activate(this.context());
     }
-    this.updateLine(this.state.interruptStatus !== 0);
+    this.interrupts.assign(restoredStatus);
   }
 
   close(): void {

@@ -1,30 +1,58 @@
 /**
  * virtio-net over a frame backend (a TAP fd in production, a fake in unit
- * tests). Queue 0 receives, queue 1 transmits. We offer no offloads, so the
- * 12-byte virtio_net_hdr is all zeros on receive (num_buffers = 1) and is
- * skipped on transmit; frames go to the TAP as one gathered write straight
- * from guest memory.
+ * tests). Queue 0 receives, queue 1 transmits; frames go to the TAP as one
+ * gathered write straight from guest memory.
+ *
+ * Two modes, by the backend:
+ * - plain (no header on the TAP): no offloads; the 12-byte virtio_net_hdr is
+ *   all zeros on receive (num_buffers = 1) and skipped on transmit.
+ * - vnet header (a TAP with IFF_VNET_HDR, header size 12): checksum offload
+ *   and TSO both ways. The driver's header goes to the TAP as it is (the
+ *   kernel checks it, as for any TAP user), and the TAP's header reaches the
+ *   driver as it is: partial checksums and TCP segments of up to 64 KiB
+ *   instead of one 1500-byte frame per event. No mergeable receive buffers: a
+ *   Linux driver that takes GUEST_TSO without MRG_RXBUF posts "big" receive
+ *   chains (about 64 KiB each), so every frame fits one chain.
+ *   HANGAR_VIRTIO_NET_OFFLOAD=0 turns this mode off (for A/B measurements).
+ *
+ * On a TAP the transmit queue is served by the vCPU thread whose guest
+ * kicked it (net-fast.ts): the frames are written to the TAP and the used
+ * chains returned before the guest runs on, with no hand-off to the device
+ * thread — a transmit completion that waits for the device thread holds a
+ * Linux sender back (its socket may not queue more until the driver has
+ * freed what it sent). Receiving stays on the device thread's event loop.
  */
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { MAC_PATTERN } from '../../api/name-rules.js';
 import { HangarError } from '../../common/errors.js';
-import { watchReadable, type FdWatch } from '../../kvm/libc.js';
+import { errno, errnoName, libc, watchReadable, type FdWatch } from '../../kvm/libc.js';
+import { setTapOffload, setTapVnetHdrSize, tapHasVnetHdr, TUN_F } from '../../kvm/tap.js';
 import type { DeviceMetrics } from '../devices/device.js';
 import type { VirtioContext, VirtioDevice } from './mmio.js';
 import { VIRTIO_ID } from './mmio.js';
+import { NetFastPath, type NetFastShare } from './net-fast.js';
+import { MAX_FRAME, NET_QUEUE_SIZE, RXQ, TXQ, TX, VIRTIO_NET_HDR_BYTES, createTxCounters, tapSend, transmitQueue } from './net-transmit.js';
+import type { Virtqueue } from './queue.js';
 import { openTap } from './tap.js';
 
-export const NET_QUEUE_SIZE = 256;
-export const VIRTIO_NET_HDR_BYTES = 12;
-export const VIRTIO_NET_F = { MAC: 5n, STATUS: 16n } as const;
+export const VIRTIO_NET_F = {
+  CSUM: 0n, GUEST_CSUM: 1n, GUEST_TSO4: 7n, GUEST_TSO6: 8n, HOST_TSO4: 11n, HOST_TSO6: 12n, MAC: 5n, STATUS: 16n,
+} as const;
+/** What we offer on a backend with virtio-net headers: checksum offload and TSO, both ways. */
+export const OFFLOAD_FEATURES = [VIRTIO_NET_F.CSUM, VIRTIO_NET_F.GUEST_CSUM, VIRTIO_NET_F.GUEST_TSO4, VIRTIO_NET_F.GUEST_TSO6, VIRTIO_NET_F.HOST_TSO4, VIRTIO_NET_F.HOST_TSO6]
+  .reduce<bigint>((m, b) => m | (1n << b), 0n);
 export const VIRTIO_NET_S_LINK_UP = 1;
-/** Largest frame we move in either direction (no TSO/GSO offered). */
-export const MAX_FRAME = 65536;
+export { MAX_FRAME, NET_QUEUE_SIZE, RXQ, TXQ, VIRTIO_NET_HDR_BYTES };
+
+/** HANGAR_VIRTIO_NET_FAST=0 keeps transmitting on the device thread (for A/B measurements). */
+export function netFastPathEnabled(): boolean {
+  return process.env.HANGAR_VIRTIO_NET_FAST !== '0';
+}
+
 /** Frames received per wake-up before yielding to the event loop. */
 const RX_BATCH = 256;
-const RXQ = 0;
-const TXQ = 1;
+
 
 /** Where frames come from and go to. */
 export interface FrameBackend {
@@ -36,15 +64,35 @@ export interface FrameBackend {
   watch(onReadable: () => void): void;
   unwatch(): void;
   close(): void;
+  /** Frames carry a 12-byte virtio_net_hdr both ways (recv fills bytes 0..9, send takes all 12). */
+  readonly vnetHdr?: boolean;
+  /** Which offloads (TUN_F bits) the receiving side takes; only with vnetHdr. */
+  setOffload?(flags: number): void;
 }
 
 /** A non-blocking TAP fd, watched through the Node event loop. */
 export class TapBackend implements FrameBackend {
   private poller: FdWatch | null = null;
   private fd: number | null;
+  readonly vnetHdr: boolean;
 
   constructor(readonly tapName: string, fd: number) {
     this.fd = fd;
+    // Whoever opened the descriptor chose (the daemon for an inherited one); the header is the virtio 1.x one.
+    this.vnetHdr = process.env.HANGAR_VIRTIO_NET_OFFLOAD !== '0' && tapHasVnetHdr(fd);
+    if (this.vnetHdr) {
+      setTapVnetHdrSize(fd, VIRTIO_NET_HDR_BYTES);
+      setTapOffload(fd, 0);
+    }
+  }
+
+  setOffload(flags: number): void {
+    if (this.fd !== null && this.vnetHdr) setTapOffload(this.fd, flags);
+  }
+
+  /** The open fd (valid on every thread of the process; this backend closes it), or null once closed. */
+  get openFd(): number | null {
+    return this.fd;
   }
 
   static open(name: string): TapBackend {
@@ -54,23 +102,17 @@ export class TapBackend implements FrameBackend {
 
   recv(buf: Uint8Array): number | null {
     if (this.fd === null) return null;
-    try {
-      return fs.readSync(this.fd, buf, 0, buf.length, null);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return null;
-      throw e;
-    }
+    // read(2) itself, not fs.readSync: every wake-up ends with an empty read, and fs.readSync
+    // reports that by throwing an error object (a stack trace per wake-up, costly in a nested guest).
+    const n = libc.read(this.fd, buf as Buffer, buf.length);
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === EAGAIN) return null;
+    throw new HangarError('INTERNAL', `reading TAP ${this.tapName} failed: ${errnoName(e)}`);
   }
 
   send(bufs: Uint8Array[]): boolean {
-    if (this.fd === null) return false;
-    try {
-      fs.writevSync(this.fd, bufs);
-      return true;
-    } catch {
-      // EAGAIN (queue full), EIO (interface down): the frame is lost, as on a wire.
-      return false;
-    }
+    return this.fd !== null && tapSend(this.fd, bufs);
   }
 
   watch(onReadable: () => void): void {
@@ -94,6 +136,7 @@ export class TapBackend implements FrameBackend {
   }
 }
 
+const EAGAIN = 11;
 const MAC_RE = new RegExp(MAC_PATTERN);
 
 /** Parses "52:54:00:12:34:56"; throws INVALID_ARGUMENT for anything else or a multicast address. */
@@ -123,23 +166,26 @@ export interface NetOptions {
 export class VirtioNet implements VirtioDevice {
   readonly kind: string;
   readonly deviceId = VIRTIO_ID.NET;
-  readonly features = (1n << VIRTIO_NET_F.MAC) | (1n << VIRTIO_NET_F.STATUS);
+  readonly features: bigint;
   readonly queueMaxSizes = [NET_QUEUE_SIZE, NET_QUEUE_SIZE];
   readonly configSize = 12;
   readonly mac: Uint8Array;
   private readonly config = new Uint8Array(12);
   private ctx: VirtioContext | null = null;
   private watching = false;
-  private readonly frame = new Uint8Array(MAX_FRAME);
+  /** One received frame behind room for its virtio_net_hdr. */
+  private readonly frame = new Uint8Array(VIRTIO_NET_HDR_BYTES + MAX_FRAME);
   /** virtio_net_hdr for received frames: no offload, num_buffers = 1. */
   private readonly rxHeader = Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0);
-  private readonly counters = {
-    rx_frames: 0, rx_bytes: 0, rx_dropped: 0, rx_stalls: 0, rx_wakeups: 0,
-    tx_frames: 0, tx_bytes: 0, tx_dropped: 0, tx_malformed: 0,
-  };
+  private readonly counters = { rx_frames: 0, rx_bytes: 0, rx_dropped: 0, rx_stalls: 0, rx_wakeups: 0, rx_busy_ms: 0 };
+  private readonly txCounters = createTxCounters();
+  /** The transmit queue's vCPU-thread fast path (TAP backends; absent when turned off). */
+  readonly fast?: NetFastPath;
 
   constructor(readonly opts: NetOptions, readonly backend: FrameBackend) {
     this.kind = `virtio-net:${opts.id}`;
+    this.features = (1n << VIRTIO_NET_F.MAC) | (1n << VIRTIO_NET_F.STATUS) | (backend.vnetHdr ? OFFLOAD_FEATURES : 0n);
+    if (backend instanceof TapBackend && netFastPathEnabled()) this.fast = new NetFastPath();
     this.mac = opts.mac ? parseMac(opts.mac) : randomMac();
     this.config.set(this.mac, 0);
     new DataView(this.config.buffer).setUint16(6, VIRTIO_NET_S_LINK_UP, true);
@@ -155,12 +201,45 @@ export class VirtioNet implements VirtioDevice {
 
   activate(ctx: VirtioContext): void {
     this.ctx = ctx;
+    // Receive: frames arrive from the TAP, so the driver need not kick while buffers last;
+    // receive() re-arms the kick when it runs out. Arm it now too (a restore may start us mid-way).
+    const rxq = ctx.queues[RXQ];
+    if (rxq) {
+      rxq.notifyWhenEmptyOnly = process.env.HANGAR_VIRTIO_NET_RX_KICKS !== '1';
+      if (rxq.ready) rxq.armNotify();
+    }
+    // The TAP may hand over what the driver said it can finish: partial checksums, TCP segments.
+    if (this.backend.vnetHdr) this.setOffload(tunOffloadFor(ctx.features), ctx);
     this.startWatching();
+    this.fast?.setOn(true);
   }
 
   reset(): void {
+    this.fast?.setOn(false);
+    if (this.ctx && this.backend.vnetHdr) this.setOffload(0, this.ctx);
     this.ctx = null;
     this.stopWatching();
+  }
+
+  /** The transport holds this around everything that touches queue state (when the fast path is on). */
+  get queueLock(): NetFastPath | undefined {
+    return this.fast;
+  }
+
+  bindQueues(queues: readonly Virtqueue[]): void {
+    if (queues[TXQ]) this.fast?.bindQueue(queues[TXQ].shared);
+  }
+
+  /** What a vCPU thread needs to serve the transmit queue itself; undefined when the fast path is off. */
+  fastShare(notifyAddr: number): NetFastShare | undefined {
+    const fd = this.backend instanceof TapBackend ? this.backend.openFd : null;
+    if (!this.fast || fd === null) return undefined;
+    return this.fast.share(notifyAddr, { fd, id: this.opts.id, vnetHdr: this.backend.vnetHdr === true, counters: this.txCounters.buffer as SharedArrayBuffer });
+  }
+
+  /** Kicks served on vCPU threads and their suppressed interrupts, for the transport's metrics. */
+  fastCounters(): { notifications: number; suppressedInterrupts: number } {
+    return { notifications: this.fast?.notifications() ?? 0, suppressedInterrupts: this.fast?.suppressedInterrupts() ?? 0 };
   }
 
   notify(index: number): void {
@@ -170,6 +249,18 @@ export class VirtioNet implements VirtioDevice {
       // New receive buffers: pick up frames that waited for them, and listen again.
       this.receive();
       this.startWatching();
+    }
+  }
+
+  /**
+   * Best effort: a TAP that refuses (its interface gone) keeps handing over finished frames,
+   * which every driver takes; the device stays usable.
+   */
+  private setOffload(flags: number, ctx: VirtioContext): void {
+    try {
+      this.backend.setOffload?.(flags);
+    } catch (e) {
+      ctx.log?.warn({ err: e instanceof Error ? e.message : String(e), flags }, 'virtio-net: TAP offloads not changed');
     }
   }
 
@@ -190,21 +281,7 @@ export class VirtioNet implements VirtioDevice {
 
   private transmit(ctx: VirtioContext): void {
     const q = ctx.queues[TXQ]!;
-    let served = 0;
-    for (let chain = q.pop(); chain !== null; chain = q.pop()) {
-      served++;
-      const len = chain.readableLength - VIRTIO_NET_HDR_BYTES;
-      if (len <= 0 || len > MAX_FRAME) {
-        this.counters.tx_malformed++;
-      } else if (this.backend.send(chain.readableRange(VIRTIO_NET_HDR_BYTES, len))) {
-        this.counters.tx_frames++;
-        this.counters.tx_bytes += len;
-      } else {
-        this.counters.tx_dropped++;
-      }
-      q.pushUsed(chain.head, 0);
-    }
-    if (served > 0) ctx.usedBuffers(q);
+    if (transmitQueue(q, (bufs) => this.backend.send(bufs), this.txCounters, this.backend.vnetHdr === true) > 0) ctx.usedBuffers(q);
   }
 
   /**
@@ -217,26 +294,33 @@ export class VirtioNet implements VirtioDevice {
     if (!ctx) return;
     const q = ctx.queues[RXQ]!;
     if (!q.ready) return;
+    const t0 = performance.now();
     let served = 0;
     try {
       while (served < RX_BATCH) {
         if (q.pending() === 0) {
+          // Out of buffers: ask for a kick when the driver posts more, and look once more.
+          if (q.armNotify() > 0) continue;
           this.counters.rx_stalls++;
           this.stopWatching();
           break;
         }
-        const n = this.backend.recv(this.frame);
-        if (n === null) break;
+        const vnet = this.backend.vnetHdr === true;
+        const got = this.backend.recv(vnet ? this.frame : this.frame.subarray(VIRTIO_NET_HDR_BYTES));
+        if (got === null) break;
+        // Header + frame in this.frame: the TAP's header (it writes bytes 0..9, num_buffers is ours) or ours.
+        const total = vnet ? got : VIRTIO_NET_HDR_BYTES + got;
+        if (vnet) { this.frame[10] = 1; this.frame[11] = 0; } else this.frame.set(this.rxHeader, 0);
+        const n = total - VIRTIO_NET_HDR_BYTES;
         const chain = q.pop()!;
         served++;
-        if (chain.writableLength < VIRTIO_NET_HDR_BYTES + n) {
+        if (n < 0 || chain.writableLength < total) {
           this.counters.rx_dropped++;
           q.pushUsed(chain.head, 0);
           continue;
         }
-        chain.write(0, this.rxHeader);
-        chain.write(VIRTIO_NET_HDR_BYTES, this.frame.subarray(0, n));
-        q.pushUsed(chain.head, VIRTIO_NET_HDR_BYTES + n);
+        chain.write(0, this.frame.subarray(0, total));
+        q.pushUsed(chain.head, total);
         this.counters.rx_frames++;
         this.counters.rx_bytes += n;
       }
@@ -245,14 +329,26 @@ export class VirtioNet implements VirtioDevice {
       // Called from the event loop, not from an MMIO exit: report through the transport ourselves.
       ctx.fail(e);
     }
+    this.counters.rx_busy_ms += performance.now() - t0;
   }
 
   metrics(): DeviceMetrics {
-    return { ...this.counters };
+    const tx = this.txCounters;
+    return {
+      ...this.counters, rx_busy_ms: Math.round(this.counters.rx_busy_ms), tx_frames: tx[TX.FRAMES]!, tx_bytes: tx[TX.BYTES]!, tx_dropped: tx[TX.DROPPED]!, tx_malformed: tx[TX.MALFORMED]!,
+      tx_kicks_on_vcpu: this.fast?.notifications() ?? 0,
+    };
   }
 
   close(): void {
     this.reset();
     this.backend.close();
   }
+}
+
+/** TUNSETOFFLOAD flags for the offloads the driver accepted on its receive side. */
+export function tunOffloadFor(features: bigint): number {
+  const has = (b: bigint): boolean => (features & (1n << b)) !== 0n;
+  if (!has(VIRTIO_NET_F.GUEST_CSUM)) return 0;
+  return TUN_F.CSUM | (has(VIRTIO_NET_F.GUEST_TSO4) ? TUN_F.TSO4 : 0) | (has(VIRTIO_NET_F.GUEST_TSO6) ? TUN_F.TSO6 : 0);
 }

@@ -34,6 +34,18 @@ export class VirtqueueError extends HangarError {
   }
 }
 
+/**
+ * A full memory barrier between our store to one ring field and our load of
+ * another that the driver writes (used idx → used_event, avail_event → avail
+ * idx): x86 lets a load pass an earlier store to another address, and then
+ * driver and device can each miss the other's update (a lost interrupt or a
+ * lost kick). A locked read-modify-write on shared memory is such a barrier.
+ */
+const BARRIER = new Int32Array(new SharedArrayBuffer(4));
+function fullBarrier(): void {
+  Atomics.add(BARRIER, 0, 0);
+}
+
 function hex(v: number | bigint): string {
   return `0x${v.toString(16)}`;
 }
@@ -144,6 +156,12 @@ export function createQueueState(): Int32Array {
 export class Virtqueue {
   /** Layout and ring position, see VQS (shared with a vCPU thread's fast path when there is one). */
   readonly shared: Int32Array;
+  /**
+   * With EVENT_IDX: ask for a kick only when the queue ran dry (armNotify), not at every pop.
+   * For a receive queue, whose device is driven by its backend while buffers last: the
+   * driver's refills then cost no exit. Set by the device model; not ring state.
+   */
+  notifyWhenEmptyOnly = false;
 
   constructor(
     readonly index: number,
@@ -288,11 +306,27 @@ export class Virtqueue {
     const slot = this.lastAvail % cfg.size;
     const head = this.memory.readU16(cfg.driverAddr + 4 + 2 * slot);
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
-    if (this.eventIdx) {
+    if (this.eventIdx && !this.notifyWhenEmptyOnly) {
       // avail_event: ask the driver to notify us when it posts past what we have taken.
       this.memory.writeU16(cfg.deviceAddr + 4 + 8 * cfg.size, this.lastAvail);
     }
     return this.walk(cfg, head);
+  }
+
+  /**
+   * Asks the driver to kick when it makes a chain available past the ones we
+   * took (avail_event, with EVENT_IDX; without it the driver always kicks),
+   * then looks again: chains it posted meanwhile are counted, not missed.
+   * Returns pending().
+   */
+  armNotify(): number {
+    const cfg = this.cfg;
+    if (!cfg) return 0;
+    if (this.eventIdx) {
+      this.memory.writeU16(cfg.deviceAddr + 4 + 8 * cfg.size, this.lastAvail);
+      fullBarrier();
+    }
+    return this.pendingIn(cfg);
   }
 
   /** Follows a chain from `head`, checking every descriptor. */
@@ -397,6 +431,8 @@ export class Virtqueue {
     const now = this.usedIdx;
     if (old === now) return false;
     this.signalledUsed = now;
+    // The used idx we published must be visible before we read what the driver asked for.
+    fullBarrier();
     if (this.eventIdx) {
       const usedEvent = this.memory.readU16(cfg.driverAddr + 4 + 2 * cfg.size);
       // Interrupt when used_event lies in (old, now]: the driver asked to hear about that entry.

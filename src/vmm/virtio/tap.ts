@@ -1,8 +1,9 @@
 /**
  * The TAP behind a virtio-net device: the descriptor the daemon passed
  * (`--tap-fd NAME=FD`), or one opened here (src/kvm/tap.ts: IFF_TAP |
- * IFF_NO_PI, no virtio-net header, non-blocking). Frames are then plain
- * read()/write() calls on the fd, one Ethernet frame each.
+ * IFF_NO_PI | IFF_VNET_HDR, non-blocking; HANGAR_VIRTIO_NET_OFFLOAD=0: no
+ * header). Frames are then plain read()/write() calls on the fd, one
+ * Ethernet frame each, behind a virtio-net header when the fd has one (net.ts).
  */
 import { HangarError, isHangarError } from '../../common/errors.js';
 import { checkTapName, openTapFd } from '../../kvm/tap.js';
@@ -21,7 +22,7 @@ export function openTap(name: string): Tap {
   const inherited = takeInheritedTap(name);
   if (inherited !== undefined) return { name, fd: inherited };
   try {
-    return openTapFd(name, { vnetHdr: false });
+    return openTapFd(name, { vnetHdr: process.env.HANGAR_VIRTIO_NET_OFFLOAD !== '0' });
   } catch (e) {
     // Run by hand without the right to the TAP: say so as such.
     if (isHangarError(e) && e.details?.errno === EPERM) throw new HangarError('UNAUTHORIZED', e.message, e.details);
