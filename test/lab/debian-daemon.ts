@@ -104,9 +104,6 @@ async function hangar(args: string[], what: string, timeoutMs = CLI_MS): Promise
 }
 
 interface VmJson { state: string; spec: { engine: string; image: string; disks?: Array<{ name: string; volume: string }> }; runtime: { pid: number | null; accel: string | null; lastExit: { reason: string; detail?: string } | null } }
-async function show(): Promise<VmJson> {
-  return JSON.parse((await hangar(['show', VM, '--json'], 'show')).stdout) as VmJson;
-}
 
 /** The default pool's volumes, by name (a JSON list). */
 async function volumeNames(): Promise<string> {
