@@ -70,7 +70,7 @@ type Engine = (typeof ALL_ENGINES)[number] | typeof BASELINE;
 const ENGINES: readonly Engine[] = process.env.LAB_IO_ENGINES
   ? ([...ALL_ENGINES, BASELINE] as Engine[]).filter((e) => process.env.LAB_IO_ENGINES!.split(',').includes(e)) : ALL_ENGINES;
 /** Passed on to the job in L1 (its environment starts empty): hangar-vmm's own switches, for experiments. */
-const PASS_ENV = ['LAB_IO_ENGINES', 'HANGAR_VIRTIO_IOEVENTFD', 'HANGAR_VIRTIO_BLK_IOTHREAD', 'HANGAR_VIRTIO_NET_FAST', 'HANGAR_VIRTIO_IRQ_FAST', 'HANGAR_VCPU_NICE'];
+const PASS_ENV = ['LAB_IO_ENGINES', 'HANGAR_VIRTIO_IOEVENTFD', 'HANGAR_VIRTIO_BLK_IOTHREAD', 'HANGAR_VIRTIO_NET_FAST', 'HANGAR_VIRTIO_IRQ_FAST'];
 
 interface Figures {
   randRead4kIops?: number; randRead4kMiBs?: number; seqRead1mMiBs?: number;

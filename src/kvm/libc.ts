@@ -41,7 +41,6 @@ export const libc = {
   read: lib.func('long read(int fd, void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,
   write: lib.func('long write(int fd, const void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,
   pthreadSelf: lib.func('uint64_t pthread_self()') as () => number | bigint,
-  gettid: lib.func('int gettid()') as () => number,
   pthreadKill: lib.func('int pthread_kill(uint64_t thread, int sig)') as (thread: number | bigint, sig: number) => number,
 };
 

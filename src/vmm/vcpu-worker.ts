@@ -5,7 +5,6 @@
  * sends this thread a signal, which makes a blocked KVM_RUN return EINTR
  * at once; the loop then reads the control word.
  */
-import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { EXIT, INTERNAL_SUBERROR, IO_DIRECTION, SYSTEM_EVENT } from '../kvm/abi.js';
 import { Vcpu, kvmIrqLine } from '../kvm/kvm.js';
@@ -35,15 +34,6 @@ const port = parentPort!;
 const data = (workerData as VcpuWorkerData | null) ?? await new Promise<VcpuWorkerData>((resolve) => {
   port.once('message', (m: { t: 'init'; data: VcpuWorkerData }) => resolve(m.data));
 });
-/**
- * HANGAR_VCPU_NICE=N (an experiment, off by default): this vCPU thread runs N nice levels below
- * the device thread, so on a host CPU they share the device thread gets it back at once when I/O
- * wakes it (the KVM lab's L1 has one CPU).
- */
-const vcpuNice = Number(process.env.HANGAR_VCPU_NICE ?? 0);
-if (Number.isInteger(vcpuNice) && vcpuNice > 0 && vcpuNice <= 19) {
-  try { os.setPriority(libc.gettid(), vcpuNice); } catch { /* not allowed here: run as is */ }
-}
 const vcpu = new Vcpu(data.index, data.fd, data.runAddr, data.runSize);
 const run = new KvmRunView(data.runAddr, data.runSize);
 const ctl = new Int32Array(data.ctl);
