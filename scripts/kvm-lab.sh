@@ -8,7 +8,8 @@
 # booted with `-accel tcg -cpu max` loads kvm-amd and gets a /dev/kvm whose
 # guests run kernel code like on hardware. L1 is built from Debian packages
 # (the cloud kernel and its modules, busybox-static) and an ext4 image holding
-# node, the built project (package.json, dist/, runtime node_modules) and the
+# node, the daemon's host tools (qemu-img, mkfs.fat, mtools, iproute2's ip),
+# the built project (package.json, dist/, runtime node_modules) and the
 # tiny guest image; COMMAND runs inside L1 in a chroot of that image, from the
 # project's root (/hangar). Its output and a final line
 #   HANGAR-LAB-RESULT: PASS exit=0      (or FAIL exit=N)
@@ -102,7 +103,15 @@ fi
 [ -n "$kernel_pkg" ] || die "cannot resolve linux-image-cloud-amd64 (no apt lists?)"
 l1_key="$kernel_pkg=$(pkg_version "$kernel_pkg") busybox-static=$(pkg_version busybox-static) script=$script_hash"
 tree_hash() { (cd "$1" && find . -type f ! -name .build-stamp -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
-root_key="node=$(node --version) dist=$(tree_hash "$ROOT/dist") lock=$(sha256sum "$ROOT/package-lock.json" | cut -c1-16) images=$(tree_hash "$IMAGES/tiny") script=$script_hash"
+# What hangard needs of the host besides node (build_root copies them in): qemu-img, mkfs.fat, mtools,
+# and iproute2's ip (the daemon reads `ip -j`; busybox's ip, in /bin, comes after /usr/bin on L1's PATH).
+DAEMON_TOOLS="/usr/bin/qemu-img /usr/sbin/mkfs.fat /usr/bin/mtools /usr/bin/ip"
+for t in $DAEMON_TOOLS; do
+  [ -x "$t" ] && [ ! -L "$t" ] || die "needs $t (Debian packages qemu-utils dosfstools mtools iproute2): the daemon in L1 uses it"
+done
+GCONV_DIR=/usr/lib/x86_64-linux-gnu/gconv
+[ -f "$GCONV_DIR/IBM850.so" ] || die "needs glibc's gconv modules in $GCONV_DIR (Debian package libc6): mcopy in L1 uses them"
+root_key="tools=$(cat $DAEMON_TOOLS "$GCONV_DIR/IBM850.so" | sha256sum | cut -c1-16) node=$(node --version) dist=$(tree_hash "$ROOT/dist") lock=$(sha256sum "$ROOT/package-lock.json" | cut -c1-16) images=$(tree_hash "$IMAGES/tiny") script=$script_hash"
 
 # ---- L1 kernel and initramfs -----------------------------------------------
 L1=$CACHE/l1
@@ -360,13 +369,26 @@ build_root() {
   done < <(cd "$ROOT" && npm ls --omit=dev --all --parseable 2>/dev/null)
   [ -d "$st/hangar/node_modules/koffi" ] || die "runtime node_modules missing (npm ls --omit=dev found no koffi)"
   cp -a "$IMAGES/tiny" "$st/hangar/.cache/images/tiny"
+  # The daemon's host tools (hangard runs in L1 for test/lab/debian-daemon.ts): qemu-img makes a
+  # micro VM's raw root disk from an image's base disk, mkfs.vfat and mcopy its cloud-init seed,
+  # ip lists and makes links. mcopy is a name of the mtools binary (it reads its own argv[0]).
+  mkdir -p "$st/usr/sbin"
+  local t
+  for t in $DAEMON_TOOLS; do cp "$t" "$st$t"; done
+  ln -s mkfs.fat "$st/usr/sbin/mkfs.vfat"
+  ln -s mtools "$st/usr/bin/mcopy"
+  # mtools converts names through iconv (code page 850): without glibc's gconv modules mcopy
+  # fails with "Error setting code page".
+  mkdir -p "$st$GCONV_DIR"
+  cp -a "$GCONV_DIR/." "$st$GCONV_DIR/"
   mkdir -p "$st/hangar/.cache/lab-l2"
   build_l2 "$st/hangar/.cache/lab-l2" "$bbdeb"
 
   # Shared libraries of node and of the native add-ons, as ldd names them.
   local libs
   libs=$( { ldd "$nodebin"; find "$st/hangar/node_modules" -name '*.node' -path '*linux*x64*' -exec ldd {} \; 2>/dev/null; \
-            find "$st/hangar/node_modules" -name '*.node' ! -path '*linux*' -exec ldd {} \; 2>/dev/null; } \
+            find "$st/hangar/node_modules" -name '*.node' ! -path '*linux*' -exec ldd {} \; 2>/dev/null; \
+            for t in $DAEMON_TOOLS; do ldd "$t"; done; } \
           | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u)
   local l
   for l in $libs; do

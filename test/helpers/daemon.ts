@@ -40,6 +40,8 @@ export interface TestDaemon {
 
 export interface StartDaemonOptions {
   dataDir?: string;
+  /** How long to wait for the daemon to answer (default 30 s; the KVM lab, Node under nested TCG, needs more). */
+  startTimeoutMs?: number;
   /** Extra command-line arguments for hangard, e.g. ['--listen', '127.0.0.1:0']. */
   args?: string[];
   /** Extra environment for the daemon. */
@@ -160,7 +162,7 @@ export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDa
     child = c;
     let exited = false;
     c.once('exit', () => { exited = true; });
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + (opts.startTimeoutMs ?? 30_000);
     while (Date.now() < deadline) {
       if (exited) throw new Error(`hangard exited during start-up: ${fs.readFileSync(errFile, 'utf8').slice(-4000)}`);
       try {
@@ -171,7 +173,7 @@ export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDa
       await new Promise((r) => setTimeout(r, 50));
     }
     c.kill('SIGKILL');
-    throw new Error(`hangard did not answer on ${socket} within 30 s: ${fs.readFileSync(errFile, 'utf8').slice(-4000)}`);
+    throw new Error(`hangard did not answer on ${socket} within ${(opts.startTimeoutMs ?? 30_000) / 1000} s: ${fs.readFileSync(errFile, 'utf8').slice(-4000)}`);
   };
 
   const signalAndWait = async (sig: NodeJS.Signals, ms: number): Promise<boolean> => {

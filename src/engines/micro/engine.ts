@@ -34,7 +34,7 @@ import { cleanupStaleSandbox, loadVmSandbox, sandboxFor, type VmSandbox } from '
 
 export interface MicroEngineOptions {
   logger?: Logger;
-  /** How long start() waits for the control socket. */
+  /** How long start() waits for the control socket, and for each request that configures and boots the VM (default: microStartTimeoutMs()). */
   startTimeoutMs?: number;
   /** Path of hangar-vmm's compiled entry point (default <projectRoot>/dist/src/vmm/main.js). */
   vmmMain?: string;
@@ -103,6 +103,22 @@ function removeStale(p: string): void {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * How long a start may take before the engine gives up on hangar-vmm: HANGAR_VMM_START_TIMEOUT_S,
+ * else 120 s. Generous on purpose: the wait ends at once when the process exits, and a slow host
+ * is no fault. hangar-vmm is a Node process that loads its modules and, at InstanceStart, the
+ * guest's kernel and initrd and one worker thread per vCPU: a fraction of a second on a quiet
+ * host, but about a minute in the KVM lab (Node under nested TCG; docs/benchmarks.md), where a
+ * 10 s limit failed every Debian launch through the daemon.
+ */
+export function microStartTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.HANGAR_VMM_START_TIMEOUT_S;
+  if (raw === undefined || raw === '') return 120_000;
+  const s = Number(raw);
+  if (!Number.isFinite(s) || s <= 0 || s > 3600) throw new HangarError('INVALID_ARGUMENT', `HANGAR_VMM_START_TIMEOUT_S must be seconds between 0 and 3600, got ${JSON.stringify(raw)}`);
+  return Math.round(s * 1000);
+}
 
 export class MicroVmHandle extends BaseVmHandle {
   readonly engine = 'micro' as const;
@@ -202,7 +218,7 @@ export class MicroEngine implements Engine {
 
   constructor(opts: MicroEngineOptions = {}) {
     this.log = (opts.logger ?? createLogger('hangar')).child({ component: 'micro-engine' });
-    this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
+    this.startTimeoutMs = opts.startTimeoutMs ?? microStartTimeoutMs();
     this.main = opts.vmmMain ?? path.join(projectRoot(), 'dist', 'src', 'vmm', 'main.js');
     this.kvm = opts.kvm ?? ownProbe();
   }
@@ -298,7 +314,8 @@ export class MicroEngine implements Engine {
     const handle = new MicroVmHandle(pid, files, microIdentity(config.runDir), log, child, sandbox);
     try {
       await this.waitForApi(files, child);
-      await init(new VmmClient(files.apiSocket));
+      // The start's own limit, not the client's 10 s default: InstanceStart loads the kernel and starts the vCPU threads.
+      await init(new VmmClient(files.apiSocket, this.startTimeoutMs));
     } catch (e) {
       await handle.kill().catch(() => {});
       const tail = (() => { try { return fs.readFileSync(files.processLog, 'utf8').slice(-1000); } catch { return ''; } })();

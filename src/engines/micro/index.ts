@@ -1,1 +1,1 @@
-export { MicroEngine, createMicroEngine, microIdentity, microRunFiles, vmExitFor, type MicroEngineOptions, MicroVmHandle, type MicroSnapshotFiles } from './engine.js';
+export { MicroEngine, createMicroEngine, microIdentity, microRunFiles, vmExitFor, microStartTimeoutMs, type MicroEngineOptions, MicroVmHandle, type MicroSnapshotFiles } from './engine.js';
