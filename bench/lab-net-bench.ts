@@ -27,6 +27,8 @@
  *   LAB_NET_PROFILE=1: hangar-vmm runs under V8's CPU profiler (`--cpu-prof`, every thread); the
  *     heaviest functions are printed when it ends (an experiment)
  *   HANGAR_VIRTIO_*: hangar-vmm's own switches, passed on (an experiment)
+ *   LAB_NET_VARIANT='K=V ...' with hangar-vmm-variant in LAB_NET_ENGINES: one more hangar-vmm with
+ *     those switches, in the same L1 (an A/B pair)
  *
  * Inside L1 (HANGAR_LAB=1) it measures and prints one `LAB-NET {json}` line.
  * L1 runs under TCG on one CPU: absolute figures are the emulator's; the ratio is what to read.
@@ -65,13 +67,16 @@ const ALL_ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
 /** hangar-vmm with the virtio-net and interrupt paths it had before 2026-11-30 (see bench/lab-guest-io-bench.ts). */
 const BASELINE = 'hangar-vmm-baseline' as const;
 const BASELINE_ENV = { HANGAR_VIRTIO_NET_FAST: '0', HANGAR_VIRTIO_IRQ_FAST: '0', HANGAR_VIRTIO_NET_RX_KICKS: '1', HANGAR_VIRTIO_NET_OFFLOAD: '0' };
-type Engine = (typeof ALL_ENGINES)[number] | typeof BASELINE;
+/** hangar-vmm with the switches in LAB_NET_VARIANT (`K=V K=V`): an A/B pair in one L1. */
+const VARIANT = 'hangar-vmm-variant' as const;
+const VARIANT_ENV: Record<string, string> = Object.fromEntries((process.env.LAB_NET_VARIANT ?? '').split(/\s+/).filter(Boolean).map((kv) => kv.split('=', 2) as [string, string]));
+type Engine = (typeof ALL_ENGINES)[number] | typeof BASELINE | typeof VARIANT;
 const ENGINES: readonly Engine[] = process.env.LAB_NET_ENGINES
-  ? ([...ALL_ENGINES, BASELINE] as Engine[]).filter((e) => process.env.LAB_NET_ENGINES!.split(',').includes(e)) : ALL_ENGINES;
+  ? ([...ALL_ENGINES, BASELINE, VARIANT] as Engine[]).filter((e) => process.env.LAB_NET_ENGINES!.split(',').includes(e)) : ALL_ENGINES;
 const PROFILE = process.env.LAB_NET_PROFILE === '1';
 /** Passed on to the job in L1 (its environment starts empty). */
 const SWITCHES = Object.keys(process.env).filter((k) => k.startsWith('HANGAR_VIRTIO_'));
-const PASS_ENV = ['LAB_NET_ENGINES', 'LAB_NET_PROFILE', ...SWITCHES];
+const PASS_ENV = ['LAB_NET_ENGINES', 'LAB_NET_PROFILE', 'LAB_NET_VARIANT', ...SWITCHES];
 
 interface Figures {
   bootToPromptS?: number;
@@ -109,7 +114,7 @@ async function start(engine: Engine, dir: string): Promise<Running> {
   let write: (s: string) => void;
   let apiSock: string | undefined;
   let profDir: string | undefined;
-  if (engine === 'hangar-vmm' || engine === BASELINE) {
+  if (engine !== 'qemu-microvm') {
     const cfg = path.join(dir, 'vm.json');
     apiSock = path.join(dir, 'api.sock');
     const conSock = path.join(dir, 'console.sock');
@@ -129,7 +134,7 @@ async function start(engine: Engine, dir: string): Promise<Running> {
       prof.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-interval=2000');
     }
     // Under the profiler without the seccomp filter, which would refuse the profile's files.
-    const env = { ...process.env, ...(engine === BASELINE ? BASELINE_ENV : {}), ...(PROFILE ? { HANGAR_VMM_SECCOMP: '0' } : {}) };
+    const env = { ...process.env, ...(engine === BASELINE ? BASELINE_ENV : engine === VARIANT ? VARIANT_ENV : {}), ...(PROFILE ? { HANGAR_VMM_SECCOMP: '0' } : {}) };
     child = spawn(process.execPath, [...VMM_NODE_FLAGS, ...prof, path.join(ROOT, 'dist', 'src', 'vmm', 'main.js'), '--config', cfg, '--api-sock', apiSock, '--console-sock', conSock],
       { stdio: ['ignore', 'ignore', 'inherit'], env });
     const t0 = Date.now();
@@ -196,19 +201,10 @@ function toolsDisk(dir: string): string {
   return out;
 }
 
-/** L1's iperf3 server for one test (`-1`), its JSON report on stdout. */
-function iperfServer(): { done: Promise<string>; child: ChildProcess } {
-  const child = spawn(IPERF3_BIN.replace(/-bin$/, ''), ['-s', '-1', '-J', '-B', L1_ADDR, '-p', String(IPERF_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-  return { child, done: new Promise((resolve) => child.once('exit', () => resolve(out))) };
-}
-
-/** The receiver's rate (Mbit/s) from an iperf3 JSON report, and the sender's view for the log. */
-function iperfFigures(json: string): { mbits: number; note: string } {
-  const j = JSON.parse(json) as { end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } }; error?: string };
-  if (j.error || !j.end?.sum_received?.bits_per_second) throw new Error(`iperf3: ${j.error ?? 'no result'}`);
-  return { mbits: +(j.end.sum_received.bits_per_second / 1e6).toFixed(1), note: `retransmits ${j.end.sum_sent?.retransmits ?? '?'}` };
+/** L1's iperf3 server for one test (`-1`); its end, when the test is over. */
+function iperfServer(): { done: Promise<void>; child: ChildProcess } {
+  const child = spawn(IPERF3_BIN.replace(/-bin$/, ''), ['-s', '-1', '-B', L1_ADDR, '-p', String(IPERF_PORT)], { stdio: 'ignore' });
+  return { child, done: new Promise((resolve) => child.once('exit', () => resolve())) };
 }
 
 async function measure(engine: Engine, g: Running, f: Figures): Promise<void> {
@@ -220,7 +216,7 @@ async function measure(engine: Engine, g: Running, f: Figures): Promise<void> {
     return r.out;
   };
   const target = { pid: g.child.pid, ...(g.apiSock ? { apiSock: g.apiSock } : {}), tap: TAP, skipDevices: (d: string) => d.startsWith('virtio-blk') };
-  await run(`uname -r; ip addr add ${GUEST_ADDR}/24 dev eth0 && ip link set eth0 up && cat /sys/class/net/eth0/device/features 2>/dev/null`);
+  await run(`uname -r; ip addr add ${GUEST_ADDR}/24 dev eth0 && ip link set eth0 up && cat /sys/class/net/eth0/device/features 2>/dev/null; cd /sys/devices/system/clocksource/clocksource0 && cat current_clocksource available_clocksource; cd /; dmesg | grep -i -E 'clocksource|tsc' | tail -6`);
   execFileSync('ip', ['addr', 'add', `${L1_ADDR}/24`, 'dev', TAP]);
   execFileSync('ip', ['link', 'set', TAP, 'up']);
   const ping = await observe(`${engine} ping`, target, say, () => run(`ping -c 20 -i 0.2 -W 5 -q ${L1_ADDR} | tail -2`));
@@ -237,13 +233,17 @@ async function measure(engine: Engine, g: Running, f: Figures): Promise<void> {
     try {
       await sleep(500);
       const before = nums(await run(counters));
-      // The sender's congestion window and RTT (µs) as it went, from the client's own report.
-      await observe(`${engine} iperf3 ${label}`, target, say, () => run(`${GUEST_IPERF3} -c ${L1_ADDR} -p ${IPERF_PORT} -t ${RUNTIME_S} ${reverse ? '-R ' : ''}-J > /tmp/c.json; echo rc=$?; grep -o '"snd_cwnd":[0-9]*,\\|"rtt":[0-9]*,' /tmp/c.json | tr -d '\\n' | tail -c 600`, STEP_MS));
+      // The client's JSON report (in the guest): the receiver's rate, then the sender's window and RTT (µs) as it went.
+      const report = "grep -A6 '\"sum_received\"' /tmp/c.json | grep bits_per_second | tail -1; grep -E '\"(snd_cwnd|rtt|retransmits)\"' /tmp/c.json | tr -d ' \\t\\n' | tail -c 600; echo";
+      const out = await observe(`${engine} iperf3 ${label}`, target, say, () => run(`${GUEST_IPERF3} -c ${L1_ADDR} -p ${IPERF_PORT} -t ${RUNTIME_S} ${reverse ? '-R ' : ''}-J > /tmp/c.json; echo rc=$?; ${report}`, STEP_MS));
       const after = nums(await run(counters));
-      const r = iperfFigures(await Promise.race([server.done, sleep(STEP_MS).then(() => '{"error":"the server did not end"}')]));
+      await Promise.race([server.done, sleep(30_000)]);
+      const bps = /"bits_per_second":\s*([0-9.e+]+)/.exec(out);
+      if (!/rc=0/.test(out) || !bps) throw new Error(`iperf3 ${label}: ${JSON.stringify(out.slice(0, 300))}`);
+      const r = { mbits: +(Number(bps[1]) / 1e6).toFixed(1) };
       const pk = after[0]! - before[0]!;
       if (!reverse && pk > 0) f.guestTxBytesPerPacket = Math.round((after[1]! - before[1]!) / pk);
-      say(`${engine}: ${label} ${r.mbits} Mbit/s (${r.note}); guest NIC sent ${pk} packets, received ${after[2]! - before[2]!}`);
+      say(`${engine}: ${label} ${r.mbits} Mbit/s; guest NIC sent ${pk} packets, received ${after[2]! - before[2]!}`);
       return r.mbits;
     } finally {
       if (server.child.exitCode === null) server.child.kill('SIGKILL');
@@ -340,6 +340,7 @@ async function outside(): Promise<void> {
     '',
     `L1: ${r.l1}.${r.errors.length ? ` Errors: ${r.errors.join('; ')}.` : ''}`,
     ...(engines.includes(BASELINE) ? [`hangar-vmm-baseline: the same hangar-vmm with ${Object.entries(BASELINE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}.`] : []),
+    ...(engines.includes(VARIANT) ? [`hangar-vmm-variant: the same hangar-vmm with ${process.env.LAB_NET_VARIANT}.`] : []),
   ].join('\n');
   if (!ALL_ENGINES.every((e) => ENGINES.includes(e)) || PASS_ENV.some((k) => k !== 'LAB_NET_ENGINES' && process.env[k] !== undefined)) {
     process.stdout.write(`${md}\n\n(an experiment: ${PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ')}; docs/benchmarks.md left as it was)\n`);

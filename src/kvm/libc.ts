@@ -25,6 +25,7 @@ export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const EAGAIN = 11;
+export const POLLIN = 0x1;
 const EINTR = 4;
 
 const ioctlScalarOnce = lib.func('int ioctl(int fd, unsigned long req, unsigned long arg)') as (fd: number, req: number, arg: number | bigint) => number;
@@ -61,6 +62,8 @@ export const libc = {
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)') as (initval: number, flags: number) => number,
   read: lib.func('long read(int fd, void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,
   write: lib.func('long write(int fd, const void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,
+  /** poll(2) over a Buffer of `struct pollfd` (8 bytes each: int fd, short events, short revents). */
+  poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)') as (fds: Buffer, nfds: number, timeout: number) => number,
   pthreadSelf: lib.func('uint64_t pthread_self()') as () => number | bigint,
   pthreadKill: lib.func('int pthread_kill(uint64_t thread, int sig)') as (thread: number | bigint, sig: number) => number,
 };
