@@ -64,13 +64,13 @@ const ALL_ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
  * offloads (the switches below), in the same L1 as the rest — a before/after pair in one run.
  */
 const BASELINE = 'hangar-vmm-baseline' as const;
-const BASELINE_ENV = { HANGAR_VIRTIO_NET_FAST: '0', HANGAR_VIRTIO_IRQ_FAST: '0', HANGAR_VIRTIO_NET_RX_KICKS: '1', HANGAR_VIRTIO_NET_OFFLOAD: '0' };
+const BASELINE_ENV = { HANGAR_VIRTIO_NET_IOTHREAD: '0', HANGAR_VIRTIO_NET_FAST: '0', HANGAR_VIRTIO_IRQ_FAST: '0', HANGAR_VIRTIO_NET_RX_KICKS: '1', HANGAR_VIRTIO_NET_OFFLOAD: '0' };
 type Engine = (typeof ALL_ENGINES)[number] | typeof BASELINE;
 /** LAB_IO_ENGINES=hangar-vmm (a comma list) measures only those and writes no section (an experiment). */
 const ENGINES: readonly Engine[] = process.env.LAB_IO_ENGINES
   ? ([...ALL_ENGINES, BASELINE] as Engine[]).filter((e) => process.env.LAB_IO_ENGINES!.split(',').includes(e)) : ALL_ENGINES;
 /** Passed on to the job in L1 (its environment starts empty): hangar-vmm's own switches, for experiments. */
-const PASS_ENV = ['LAB_IO_ENGINES', 'HANGAR_VIRTIO_IOEVENTFD', 'HANGAR_VIRTIO_BLK_IOTHREAD', 'HANGAR_VIRTIO_NET_FAST', 'HANGAR_VIRTIO_IRQ_FAST'];
+const PASS_ENV = ['LAB_IO_ENGINES', 'HANGAR_VIRTIO_IOEVENTFD', 'HANGAR_VIRTIO_BLK_IOTHREAD', 'HANGAR_VIRTIO_NET_FAST', 'HANGAR_VIRTIO_IRQ_FAST', 'HANGAR_VIRTIO_NET_IOTHREAD'];
 
 interface Figures {
   randRead4kIops?: number; randRead4kMiBs?: number; seqRead1mMiBs?: number;

@@ -22,8 +22,9 @@
  *
  *   npm run bench -- lab-net        on the host: runs the lab, writes the `lab-net` section of docs/benchmarks.md
  *   LAB_NET_RUNTIME_S=10 (default): each TCP run's length
- *   LAB_NET_ENGINES=hangar-vmm,hangar-vmm-baseline,qemu-microvm: those engines only (an experiment:
- *     prints, writes no section); hangar-vmm-baseline is hangar-vmm with its older virtio paths
+ *   LAB_NET_ENGINES=hangar-vmm,hangar-vmm-baseline,qemu-microvm: those engines (without both of
+ *     hangar-vmm and qemu-microvm an experiment: prints, writes no section); hangar-vmm-baseline is
+ *     hangar-vmm without the NIC's I/O thread (HANGAR_VIRTIO_NET_IOTHREAD=0)
  *   LAB_NET_PROFILE=1: hangar-vmm runs under V8's CPU profiler (`--cpu-prof`, every thread); the
  *     heaviest functions are printed when it ends (an experiment)
  *   HANGAR_VIRTIO_*: hangar-vmm's own switches, passed on (an experiment)
@@ -64,9 +65,12 @@ const IPERF_PORT = 5201;
 /** The guest's iperf3, once unpacked from the tools disk. */
 const GUEST_IPERF3 = '/opt/iperf/lib/ld-linux-x86-64.so.2 --library-path /opt/iperf/lib /opt/iperf/iperf3';
 const ALL_ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
-/** hangar-vmm with the virtio-net and interrupt paths it had before 2026-11-30 (see bench/lab-guest-io-bench.ts). */
+/**
+ * hangar-vmm without the NIC's I/O thread: the kicking vCPU thread transmits, the device thread
+ * receives (what it did before 2026-11-30 13:20), in the same L1 — a before/after pair.
+ */
 const BASELINE = 'hangar-vmm-baseline' as const;
-const BASELINE_ENV = { HANGAR_VIRTIO_NET_FAST: '0', HANGAR_VIRTIO_IRQ_FAST: '0', HANGAR_VIRTIO_NET_RX_KICKS: '1', HANGAR_VIRTIO_NET_OFFLOAD: '0' };
+const BASELINE_ENV = { HANGAR_VIRTIO_NET_IOTHREAD: '0' };
 /** hangar-vmm with the switches in LAB_NET_VARIANT (`K=V K=V`): an A/B pair in one L1. */
 const VARIANT = 'hangar-vmm-variant' as const;
 const VARIANT_ENV: Record<string, string> = Object.fromEntries((process.env.LAB_NET_VARIANT ?? '').split(/\s+/).filter(Boolean).map((kv) => kv.split('=', 2) as [string, string]));
