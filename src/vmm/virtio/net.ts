@@ -15,12 +15,15 @@
  *   chains (about 64 KiB each), so every frame fits one chain.
  *   HANGAR_VIRTIO_NET_OFFLOAD=0 turns this mode off (for A/B measurements).
  *
- * On a TAP the transmit queue is served by the vCPU thread whose guest
- * kicked it (net-fast.ts): the frames are written to the TAP and the used
- * chains returned before the guest runs on, with no hand-off to the device
- * thread — a transmit completion that waits for the device thread holds a
- * Linux sender back (its socket may not queue more until the driver has
- * freed what it sent). Receiving stays on the device thread's event loop.
+ * On a TAP the NIC's frames are moved by an I/O thread of its own
+ * (net-io-thread.ts): it wakes on the guest's kicks (ioeventfds) and on the
+ * TAP, transmits and receives in one pass and raises one interrupt; this
+ * thread then never watches the TAP. Without it (HANGAR_VIRTIO_NET_IOTHREAD=0,
+ * or no ioeventfds) the transmit queue is served by the vCPU thread whose
+ * guest kicked it (net-fast.ts), so a transmit completion never waits for the
+ * device thread — one that does holds a Linux sender back (its socket may not
+ * queue more until the driver has freed what it sent) — and receiving stays
+ * on the device thread's event loop.
  */
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -180,7 +183,7 @@ export class VirtioNet implements VirtioDevice {
   private readonly frame = new Uint8Array(VIRTIO_NET_HDR_BYTES + MAX_FRAME);
   /** Wake-ups of the device thread for received frames, and its time in receive(). */
   private readonly counters = { rx_wakeups: 0, rx_busy_ms: 0 };
-  /** Receive counters (net-receive.ts RX indexes), shared with vCPU threads that receive too. */
+  /** Receive counters (net-receive.ts RX indexes), shared with the NIC's I/O thread. */
   private readonly rxCounters = createRxCounters();
   private readonly txCounters = createTxCounters();
   /** The transmit queue's vCPU-thread fast path (TAP backends; absent when turned off). */
@@ -311,7 +314,7 @@ export class VirtioNet implements VirtioDevice {
     const q = ctx.queues[RXQ]!;
     if (!q.ready) return;
     const t0 = performance.now();
-    // vCPU threads may be receiving too (after a transmit): the queue is held while it changes.
+    // The NIC's I/O thread serves the same queue under the same lock.
     this.fast?.acquire();
     try {
       const r = receiveQueue(q, (buf) => this.backend.recv(buf), this.frame, this.backend.vnetHdr === true, this.rxCounters, RX_BATCH);
