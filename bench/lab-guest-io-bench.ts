@@ -29,14 +29,13 @@
  * L1 runs under TCG on one CPU: absolute figures are the emulator's; the ratio is what to read.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describeHost, writeSection } from './report.js';
 import { observe as observeRun } from './lab-diag.js';
-import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
+import { startLabVmm } from './lab-vmm.js';
 import { loginAsRoot, shellRun, waitForText, type SerialConsole } from '../test/lab/serial-login.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -117,33 +116,21 @@ async function start(engine: Engine, dir: string, dataDisk: string): Promise<Run
   let write: (s: string) => void;
   let apiSock: string | undefined;
   if (engine === 'hangar-vmm' || engine === BASELINE) {
-    const cfg = path.join(dir, 'vm.json');
-    apiSock = path.join(dir, 'api.sock');
-    const conSock = path.join(dir, 'console.sock');
-    for (const f of [apiSock, conSock]) fs.rmSync(f, { force: true });
-    fs.writeFileSync(cfg, JSON.stringify({
-      'machine-config': { vcpu_count: 1, mem_size_mib: MEM_MIB },
-      'boot-source': { kernel_image_path: b.kernel, initrd_path: b.initrd, boot_args: b.cmdline },
-      drives: [
-        { drive_id: 'root', path_on_host: path.join(DEBIAN_DIR, 'disk.raw'), is_root_device: true, is_read_only: false },
-        { drive_id: 'cidata', path_on_host: path.join(DEBIAN_DIR, 'cidata.img'), is_root_device: false, is_read_only: true },
-        { drive_id: 'data', path_on_host: dataDisk, is_root_device: false, is_read_only: false },
-      ],
-      'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
-    }));
-    child = spawn(process.execPath, [...VMM_NODE_FLAGS, path.join(ROOT, 'dist', 'src', 'vmm', 'main.js'), '--config', cfg, '--api-sock', apiSock, '--console-sock', conSock],
-      { stdio: ['ignore', 'ignore', 'inherit'], env: engine === BASELINE ? { ...process.env, ...BASELINE_ENV } : process.env });
-    const t0 = Date.now();
-    while (!fs.existsSync(conSock)) {
-      if (child.exitCode !== null) throw new Error(`hangar-vmm exited (${child.exitCode})`);
-      if (Date.now() - t0 > STEP_MS) throw new Error('hangar-vmm opened no console socket');
-      await sleep(20);
-    }
-    const s = net.connect(conSock);
-    s.on('data', (d: Buffer) => { state.text += d.toString('latin1'); });
-    s.on('error', () => {});
-    child.once('exit', () => s.destroy());
-    write = (x) => { s.write(x); };
+    const vmm = await startLabVmm({
+      root: ROOT, dir, env: engine === BASELINE ? { ...process.env, ...BASELINE_ENV } : process.env, timeoutMs: STEP_MS,
+      onConsole: (t) => { state.text += t; },
+      config: {
+        'machine-config': { vcpu_count: 1, mem_size_mib: MEM_MIB },
+        'boot-source': { kernel_image_path: b.kernel, initrd_path: b.initrd, boot_args: b.cmdline },
+        drives: [
+          { drive_id: 'root', path_on_host: path.join(DEBIAN_DIR, 'disk.raw'), is_root_device: true, is_read_only: false },
+          { drive_id: 'cidata', path_on_host: path.join(DEBIAN_DIR, 'cidata.img'), is_root_device: false, is_read_only: true },
+          { drive_id: 'data', path_on_host: dataDisk, is_root_device: false, is_read_only: false },
+        ],
+        'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
+      },
+    });
+    ({ child, apiSock, write } = vmm);
   } else {
     // virtio-mmio like hangar-vmm; the default cache (the host's page cache, no O_DIRECT) and aio, as hangar-vmm reads its files.
     const drive = (id: string, file: string, ro = false) => ['-drive', `id=${id},file=${file},format=raw,if=none${ro ? ',readonly=on' : ''}`, '-device', `virtio-blk-device,drive=${id}`];

@@ -35,14 +35,13 @@
  * L1 runs under TCG on one CPU: absolute figures are the emulator's; the ratio is what to read.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describeHost, writeSection } from './report.js';
 import { observe, summarizeCpuProfiles } from './lab-diag.js';
-import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
+import { startLabVmm } from './lab-vmm.js';
 import { shellRun, waitForText, LAB_SHELL_PROMPT, type SerialConsole } from '../test/lab/serial-login.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -119,39 +118,26 @@ async function start(engine: Engine, dir: string): Promise<Running> {
   let apiSock: string | undefined;
   let profDir: string | undefined;
   if (engine !== 'qemu-microvm') {
-    const cfg = path.join(dir, 'vm.json');
-    apiSock = path.join(dir, 'api.sock');
-    const conSock = path.join(dir, 'console.sock');
-    for (const f of [apiSock, conSock]) fs.rmSync(f, { force: true });
-    fs.writeFileSync(cfg, JSON.stringify({
-      'machine-config': { vcpu_count: 1, mem_size_mib: MEM_MIB },
-      'boot-source': { kernel_image_path: kernel, initrd_path: initrd, boot_args: cmdline },
-      drives: [
-        { drive_id: 'root', path_on_host: rootDisk, is_root_device: true, is_read_only: false },
-        { drive_id: 'tools', path_on_host: tools, is_root_device: false, is_read_only: true },
-      ],
-      'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
-    }));
-    const prof: string[] = [];
+    const nodeFlags: string[] = [];
     if (PROFILE) {
       profDir = path.join(dir, `prof-${engine}`);
-      prof.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-interval=2000');
+      nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-interval=2000');
     }
     // Under the profiler without the seccomp filter, which would refuse the profile's files.
     const env = { ...process.env, ...(engine === BASELINE ? BASELINE_ENV : engine === VARIANT ? VARIANT_ENV : {}), ...(PROFILE ? { HANGAR_VMM_SECCOMP: '0' } : {}) };
-    child = spawn(process.execPath, [...VMM_NODE_FLAGS, ...prof, path.join(ROOT, 'dist', 'src', 'vmm', 'main.js'), '--config', cfg, '--api-sock', apiSock, '--console-sock', conSock],
-      { stdio: ['ignore', 'ignore', 'inherit'], env });
-    const t0 = Date.now();
-    while (!fs.existsSync(conSock)) {
-      if (child.exitCode !== null) throw new Error(`hangar-vmm exited (${child.exitCode})`);
-      if (Date.now() - t0 > STEP_MS) throw new Error('hangar-vmm opened no console socket');
-      await sleep(20);
-    }
-    const s = net.connect(conSock);
-    s.on('data', (d: Buffer) => { state.text += d.toString('latin1'); });
-    s.on('error', () => {});
-    child.once('exit', () => s.destroy());
-    write = (x) => { s.write(x); };
+    const vmm = await startLabVmm({
+      root: ROOT, dir, env, nodeFlags, timeoutMs: STEP_MS, onConsole: (t) => { state.text += t; },
+      config: {
+        'machine-config': { vcpu_count: 1, mem_size_mib: MEM_MIB },
+        'boot-source': { kernel_image_path: kernel, initrd_path: initrd, boot_args: cmdline },
+        drives: [
+          { drive_id: 'root', path_on_host: rootDisk, is_root_device: true, is_read_only: false },
+          { drive_id: 'tools', path_on_host: tools, is_root_device: false, is_read_only: true },
+        ],
+        'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
+      },
+    });
+    ({ child, apiSock, write } = vmm);
   } else {
     child = spawn(QEMU, ['-M', 'microvm', '-accel', 'kvm', '-cpu', 'host', '-smp', '1', '-m', String(MEM_MIB), '-nodefaults', '-no-user-config', '-display', 'none',
       '-serial', 'stdio', '-kernel', kernel, '-initrd', initrd, '-append', cmdline,
