@@ -33,9 +33,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { describeHost, writeSection } from './report.js';
+import { finishSection } from './report.js';
 import { observe as observeRun } from './lab-diag.js';
-import { startLabVmm } from './lab-vmm.js';
+import { LAB_GUEST_ADDR, LAB_GUEST_MAC, LAB_L1_ADDR, LAB_QEMU, LAB_TAP, startLabVmm } from './lab-vmm.js';
 import { loginAsRoot, shellRun, waitForText, type SerialConsole } from '../test/lab/serial-login.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -45,17 +45,16 @@ const IMAGE_DIR = process.env.HANGAR_LAB_IO_IMAGE_DIR ?? path.join(ROOT, '.cache
 const SHARED_IMAGES = process.env.HANGAR_IMAGE_DIR ?? path.join(ROOT, '.cache', 'images');
 /** What scripts/kvm-lab.sh --with-debian / --with-qemu put in L1. */
 const DEBIAN_DIR = '/data/debian-12';
-const QEMU = '/opt/qemu/bin/qemu';
+const QEMU = LAB_QEMU;
 const IPERF3 = '/opt/qemu/bin/iperf3';
 const BOOT_MS = 2400_000;
 const STEP_MS = 300_000;
 const MEM_MIB = 1024;
 const DATA_MIB = 256;
-const TAP = 'labtap0';
-const L1_ADDR = '10.0.2.1';
-const GUEST_ADDR = '10.0.2.2';
-/** The MAC the lab's seed gives 10.0.2.2 (scripts/kvm-lab.sh, build_debian_seed). */
-const GUEST_MAC = '02:00:00:0a:00:02';
+const TAP = LAB_TAP;
+const L1_ADDR = LAB_L1_ADDR;
+const GUEST_ADDR = LAB_GUEST_ADDR;
+const GUEST_MAC = LAB_GUEST_MAC;
 const ALL_ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
 /**
  * Only when named in LAB_IO_ENGINES: hangar-vmm with its virtio-net and interrupt paths as they
@@ -324,13 +323,9 @@ async function outside(): Promise<void> {
     ...(before ? ['', `"hangar-vmm, old paths": the same hangar-vmm in the same L1 with ${Object.entries(BASELINE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}.`] : []),
   ].join('\n');
   // Both peers measured, with no switch changed: the section is written (the old-paths engine may come along).
-  if (!ALL_ENGINES.every((e) => ENGINES.includes(e)) || PASS_ENV.some((k) => k !== 'LAB_IO_ENGINES' && process.env[k] !== undefined)) {
-    process.stdout.write(`${md}\n\n(an experiment: ${PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ')}; docs/benchmarks.md left as it was)\n`);
-    process.exit(code === 0 ? 0 : 1);
-  }
-  const file = writeSection('lab-guest-io', md);
-  process.stdout.write(`${md}\n\nhost: ${describeHost()}\nwritten to ${file}\n`);
-  process.exit(code === 0 ? 0 : 1);
+  const changed = PASS_ENV.filter((k) => k !== 'LAB_IO_ENGINES' && process.env[k] !== undefined);
+  const experiment = !ALL_ENGINES.every((e) => ENGINES.includes(e)) || changed.length > 0;
+  finishSection('lab-guest-io', md, experiment ? PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ') : null, code === 0);
 }
 
 await (process.env.HANGAR_LAB === '1' ? inside() : outside());

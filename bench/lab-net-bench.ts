@@ -39,9 +39,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { describeHost, writeSection } from './report.js';
+import { finishSection } from './report.js';
 import { observe, summarizeCpuProfiles } from './lab-diag.js';
-import { startLabVmm } from './lab-vmm.js';
+import { LAB_GUEST_ADDR, LAB_GUEST_MAC, LAB_L1_ADDR, LAB_QEMU, LAB_TAP, startLabVmm } from './lab-vmm.js';
 import { shellRun, waitForText, LAB_SHELL_PROMPT, type SerialConsole } from '../test/lab/serial-login.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -49,17 +49,17 @@ const RUNTIME_S = Number(process.env.LAB_NET_RUNTIME_S ?? 10);
 const TINY_DIR = path.join(process.env.HANGAR_IMAGE_DIR ?? path.join(ROOT, '.cache', 'images'), 'tiny');
 /** What scripts/kvm-lab.sh puts in L1 for L2 guests (build_l2): the initramfs overlay and the busybox root disk. */
 const LAB_L2 = path.join(ROOT, '.cache', 'lab-l2');
-const QEMU = '/opt/qemu/bin/qemu';
+const QEMU = LAB_QEMU;
 /** The host's iperf3 and the libraries it loads, as --with-qemu puts them in L1. */
 const IPERF3_BIN = '/opt/qemu/bin/iperf3-bin';
 const IPERF3_LIBS = '/opt/qemu/lib';
 const BOOT_MS = 600_000;
 const STEP_MS = 180_000;
 const MEM_MIB = 256;
-const TAP = 'labtap0';
-const L1_ADDR = '10.0.2.1';
-const GUEST_ADDR = '10.0.2.2';
-const GUEST_MAC = '02:00:00:0a:00:02';
+const TAP = LAB_TAP;
+const L1_ADDR = LAB_L1_ADDR;
+const GUEST_ADDR = LAB_GUEST_ADDR;
+const GUEST_MAC = LAB_GUEST_MAC;
 const IPERF_PORT = 5201;
 /** The guest's iperf3, once unpacked from the tools disk. */
 const GUEST_IPERF3 = '/opt/iperf/lib/ld-linux-x86-64.so.2 --library-path /opt/iperf/lib /opt/iperf/iperf3';
@@ -336,13 +336,9 @@ async function outside(): Promise<void> {
     ...(engines.includes(BASELINE) ? [`hangar-vmm-baseline: the same hangar-vmm with ${Object.entries(BASELINE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}.`] : []),
     ...(engines.includes(VARIANT) ? [`hangar-vmm-variant: the same hangar-vmm with ${process.env.LAB_NET_VARIANT}.`] : []),
   ].join('\n');
-  if (!ALL_ENGINES.every((e) => ENGINES.includes(e)) || PASS_ENV.some((k) => k !== 'LAB_NET_ENGINES' && process.env[k] !== undefined)) {
-    process.stdout.write(`${md}\n\n(an experiment: ${PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ')}; docs/benchmarks.md left as it was)\n`);
-    process.exit(code === 0 ? 0 : 1);
-  }
-  const file = writeSection('lab-net', md);
-  process.stdout.write(`${md}\n\nhost: ${describeHost()}\nwritten to ${file}\n`);
-  process.exit(code === 0 ? 0 : 1);
+  const changed = PASS_ENV.filter((k) => k !== 'LAB_NET_ENGINES' && process.env[k] !== undefined);
+  const experiment = !ALL_ENGINES.every((e) => ENGINES.includes(e)) || changed.length > 0;
+  finishSection('lab-net', md, experiment ? PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ') : null, code === 0);
 }
 
 await (process.env.HANGAR_LAB === '1' ? inside() : outside());

@@ -50,3 +50,11 @@ export async function startLabVmm(opts: {
   child.once('exit', () => s.destroy());
   return { child, apiSock, write: (x) => { s.write(x); } };
 }
+
+/** The guest network every lab benchmark uses: a TAP in L1, L1's address on it, the guest's address and MAC (the lab's seed gives 10.0.2.2 to that MAC). */
+export const LAB_TAP = 'labtap0';
+export const LAB_L1_ADDR = '10.0.2.1';
+export const LAB_GUEST_ADDR = '10.0.2.2';
+export const LAB_GUEST_MAC = '02:00:00:0a:00:02';
+/** QEMU as scripts/kvm-lab.sh --with-qemu puts it in L1. */
+export const LAB_QEMU = '/opt/qemu/bin/qemu';
