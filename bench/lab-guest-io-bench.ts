@@ -29,14 +29,13 @@
  * L1 runs under TCG on one CPU: absolute figures are the emulator's; the ratio is what to read.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { describeHost, writeSection } from './report.js';
+import { finishSection } from './report.js';
 import { observe as observeRun } from './lab-diag.js';
-import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
+import { LAB_GUEST_ADDR, LAB_GUEST_MAC, LAB_L1_ADDR, LAB_QEMU, LAB_TAP, startLabVmm } from './lab-vmm.js';
 import { loginAsRoot, shellRun, waitForText, type SerialConsole } from '../test/lab/serial-login.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -46,17 +45,16 @@ const IMAGE_DIR = process.env.HANGAR_LAB_IO_IMAGE_DIR ?? path.join(ROOT, '.cache
 const SHARED_IMAGES = process.env.HANGAR_IMAGE_DIR ?? path.join(ROOT, '.cache', 'images');
 /** What scripts/kvm-lab.sh --with-debian / --with-qemu put in L1. */
 const DEBIAN_DIR = '/data/debian-12';
-const QEMU = '/opt/qemu/bin/qemu';
+const QEMU = LAB_QEMU;
 const IPERF3 = '/opt/qemu/bin/iperf3';
 const BOOT_MS = 2400_000;
 const STEP_MS = 300_000;
 const MEM_MIB = 1024;
 const DATA_MIB = 256;
-const TAP = 'labtap0';
-const L1_ADDR = '10.0.2.1';
-const GUEST_ADDR = '10.0.2.2';
-/** The MAC the lab's seed gives 10.0.2.2 (scripts/kvm-lab.sh, build_debian_seed). */
-const GUEST_MAC = '02:00:00:0a:00:02';
+const TAP = LAB_TAP;
+const L1_ADDR = LAB_L1_ADDR;
+const GUEST_ADDR = LAB_GUEST_ADDR;
+const GUEST_MAC = LAB_GUEST_MAC;
 const ALL_ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
 /**
  * Only when named in LAB_IO_ENGINES: hangar-vmm with its virtio-net and interrupt paths as they
@@ -117,33 +115,21 @@ async function start(engine: Engine, dir: string, dataDisk: string): Promise<Run
   let write: (s: string) => void;
   let apiSock: string | undefined;
   if (engine === 'hangar-vmm' || engine === BASELINE) {
-    const cfg = path.join(dir, 'vm.json');
-    apiSock = path.join(dir, 'api.sock');
-    const conSock = path.join(dir, 'console.sock');
-    for (const f of [apiSock, conSock]) fs.rmSync(f, { force: true });
-    fs.writeFileSync(cfg, JSON.stringify({
-      'machine-config': { vcpu_count: 1, mem_size_mib: MEM_MIB },
-      'boot-source': { kernel_image_path: b.kernel, initrd_path: b.initrd, boot_args: b.cmdline },
-      drives: [
-        { drive_id: 'root', path_on_host: path.join(DEBIAN_DIR, 'disk.raw'), is_root_device: true, is_read_only: false },
-        { drive_id: 'cidata', path_on_host: path.join(DEBIAN_DIR, 'cidata.img'), is_root_device: false, is_read_only: true },
-        { drive_id: 'data', path_on_host: dataDisk, is_root_device: false, is_read_only: false },
-      ],
-      'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
-    }));
-    child = spawn(process.execPath, [...VMM_NODE_FLAGS, path.join(ROOT, 'dist', 'src', 'vmm', 'main.js'), '--config', cfg, '--api-sock', apiSock, '--console-sock', conSock],
-      { stdio: ['ignore', 'ignore', 'inherit'], env: engine === BASELINE ? { ...process.env, ...BASELINE_ENV } : process.env });
-    const t0 = Date.now();
-    while (!fs.existsSync(conSock)) {
-      if (child.exitCode !== null) throw new Error(`hangar-vmm exited (${child.exitCode})`);
-      if (Date.now() - t0 > STEP_MS) throw new Error('hangar-vmm opened no console socket');
-      await sleep(20);
-    }
-    const s = net.connect(conSock);
-    s.on('data', (d: Buffer) => { state.text += d.toString('latin1'); });
-    s.on('error', () => {});
-    child.once('exit', () => s.destroy());
-    write = (x) => { s.write(x); };
+    const vmm = await startLabVmm({
+      root: ROOT, dir, env: engine === BASELINE ? { ...process.env, ...BASELINE_ENV } : process.env, timeoutMs: STEP_MS,
+      onConsole: (t) => { state.text += t; },
+      config: {
+        'machine-config': { vcpu_count: 1, mem_size_mib: MEM_MIB },
+        'boot-source': { kernel_image_path: b.kernel, initrd_path: b.initrd, boot_args: b.cmdline },
+        drives: [
+          { drive_id: 'root', path_on_host: path.join(DEBIAN_DIR, 'disk.raw'), is_root_device: true, is_read_only: false },
+          { drive_id: 'cidata', path_on_host: path.join(DEBIAN_DIR, 'cidata.img'), is_root_device: false, is_read_only: true },
+          { drive_id: 'data', path_on_host: dataDisk, is_root_device: false, is_read_only: false },
+        ],
+        'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
+      },
+    });
+    ({ child, apiSock, write } = vmm);
   } else {
     // virtio-mmio like hangar-vmm; the default cache (the host's page cache, no O_DIRECT) and aio, as hangar-vmm reads its files.
     const drive = (id: string, file: string, ro = false) => ['-drive', `id=${id},file=${file},format=raw,if=none${ro ? ',readonly=on' : ''}`, '-device', `virtio-blk-device,drive=${id}`];
@@ -337,13 +323,9 @@ async function outside(): Promise<void> {
     ...(before ? ['', `"hangar-vmm, old paths": the same hangar-vmm in the same L1 with ${Object.entries(BASELINE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}.`] : []),
   ].join('\n');
   // Both peers measured, with no switch changed: the section is written (the old-paths engine may come along).
-  if (!ALL_ENGINES.every((e) => ENGINES.includes(e)) || PASS_ENV.some((k) => k !== 'LAB_IO_ENGINES' && process.env[k] !== undefined)) {
-    process.stdout.write(`${md}\n\n(an experiment: ${PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ')}; docs/benchmarks.md left as it was)\n`);
-    process.exit(code === 0 ? 0 : 1);
-  }
-  const file = writeSection('lab-guest-io', md);
-  process.stdout.write(`${md}\n\nhost: ${describeHost()}\nwritten to ${file}\n`);
-  process.exit(code === 0 ? 0 : 1);
+  const changed = PASS_ENV.filter((k) => k !== 'LAB_IO_ENGINES' && process.env[k] !== undefined);
+  const experiment = !ALL_ENGINES.every((e) => ENGINES.includes(e)) || changed.length > 0;
+  finishSection('lab-guest-io', md, experiment ? PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ') : null, code === 0);
 }
 
 await (process.env.HANGAR_LAB === '1' ? inside() : outside());

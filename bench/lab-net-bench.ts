@@ -35,14 +35,13 @@
  * L1 runs under TCG on one CPU: absolute figures are the emulator's; the ratio is what to read.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { describeHost, writeSection } from './report.js';
+import { finishSection } from './report.js';
 import { observe, summarizeCpuProfiles } from './lab-diag.js';
-import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
+import { LAB_GUEST_ADDR, LAB_GUEST_MAC, LAB_L1_ADDR, LAB_QEMU, LAB_TAP, startLabVmm } from './lab-vmm.js';
 import { shellRun, waitForText, LAB_SHELL_PROMPT, type SerialConsole } from '../test/lab/serial-login.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -50,17 +49,17 @@ const RUNTIME_S = Number(process.env.LAB_NET_RUNTIME_S ?? 10);
 const TINY_DIR = path.join(process.env.HANGAR_IMAGE_DIR ?? path.join(ROOT, '.cache', 'images'), 'tiny');
 /** What scripts/kvm-lab.sh puts in L1 for L2 guests (build_l2): the initramfs overlay and the busybox root disk. */
 const LAB_L2 = path.join(ROOT, '.cache', 'lab-l2');
-const QEMU = '/opt/qemu/bin/qemu';
+const QEMU = LAB_QEMU;
 /** The host's iperf3 and the libraries it loads, as --with-qemu puts them in L1. */
 const IPERF3_BIN = '/opt/qemu/bin/iperf3-bin';
 const IPERF3_LIBS = '/opt/qemu/lib';
 const BOOT_MS = 600_000;
 const STEP_MS = 180_000;
 const MEM_MIB = 256;
-const TAP = 'labtap0';
-const L1_ADDR = '10.0.2.1';
-const GUEST_ADDR = '10.0.2.2';
-const GUEST_MAC = '02:00:00:0a:00:02';
+const TAP = LAB_TAP;
+const L1_ADDR = LAB_L1_ADDR;
+const GUEST_ADDR = LAB_GUEST_ADDR;
+const GUEST_MAC = LAB_GUEST_MAC;
 const IPERF_PORT = 5201;
 /** The guest's iperf3, once unpacked from the tools disk. */
 const GUEST_IPERF3 = '/opt/iperf/lib/ld-linux-x86-64.so.2 --library-path /opt/iperf/lib /opt/iperf/iperf3';
@@ -119,39 +118,26 @@ async function start(engine: Engine, dir: string): Promise<Running> {
   let apiSock: string | undefined;
   let profDir: string | undefined;
   if (engine !== 'qemu-microvm') {
-    const cfg = path.join(dir, 'vm.json');
-    apiSock = path.join(dir, 'api.sock');
-    const conSock = path.join(dir, 'console.sock');
-    for (const f of [apiSock, conSock]) fs.rmSync(f, { force: true });
-    fs.writeFileSync(cfg, JSON.stringify({
-      'machine-config': { vcpu_count: 1, mem_size_mib: MEM_MIB },
-      'boot-source': { kernel_image_path: kernel, initrd_path: initrd, boot_args: cmdline },
-      drives: [
-        { drive_id: 'root', path_on_host: rootDisk, is_root_device: true, is_read_only: false },
-        { drive_id: 'tools', path_on_host: tools, is_root_device: false, is_read_only: true },
-      ],
-      'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
-    }));
-    const prof: string[] = [];
+    const nodeFlags: string[] = [];
     if (PROFILE) {
       profDir = path.join(dir, `prof-${engine}`);
-      prof.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-interval=2000');
+      nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-interval=2000');
     }
     // Under the profiler without the seccomp filter, which would refuse the profile's files.
     const env = { ...process.env, ...(engine === BASELINE ? BASELINE_ENV : engine === VARIANT ? VARIANT_ENV : {}), ...(PROFILE ? { HANGAR_VMM_SECCOMP: '0' } : {}) };
-    child = spawn(process.execPath, [...VMM_NODE_FLAGS, ...prof, path.join(ROOT, 'dist', 'src', 'vmm', 'main.js'), '--config', cfg, '--api-sock', apiSock, '--console-sock', conSock],
-      { stdio: ['ignore', 'ignore', 'inherit'], env });
-    const t0 = Date.now();
-    while (!fs.existsSync(conSock)) {
-      if (child.exitCode !== null) throw new Error(`hangar-vmm exited (${child.exitCode})`);
-      if (Date.now() - t0 > STEP_MS) throw new Error('hangar-vmm opened no console socket');
-      await sleep(20);
-    }
-    const s = net.connect(conSock);
-    s.on('data', (d: Buffer) => { state.text += d.toString('latin1'); });
-    s.on('error', () => {});
-    child.once('exit', () => s.destroy());
-    write = (x) => { s.write(x); };
+    const vmm = await startLabVmm({
+      root: ROOT, dir, env, nodeFlags, timeoutMs: STEP_MS, onConsole: (t) => { state.text += t; },
+      config: {
+        'machine-config': { vcpu_count: 1, mem_size_mib: MEM_MIB },
+        'boot-source': { kernel_image_path: kernel, initrd_path: initrd, boot_args: cmdline },
+        drives: [
+          { drive_id: 'root', path_on_host: rootDisk, is_root_device: true, is_read_only: false },
+          { drive_id: 'tools', path_on_host: tools, is_root_device: false, is_read_only: true },
+        ],
+        'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
+      },
+    });
+    ({ child, apiSock, write } = vmm);
   } else {
     child = spawn(QEMU, ['-M', 'microvm', '-accel', 'kvm', '-cpu', 'host', '-smp', '1', '-m', String(MEM_MIB), '-nodefaults', '-no-user-config', '-display', 'none',
       '-serial', 'stdio', '-kernel', kernel, '-initrd', initrd, '-append', cmdline,
@@ -350,13 +336,9 @@ async function outside(): Promise<void> {
     ...(engines.includes(BASELINE) ? [`hangar-vmm-baseline: the same hangar-vmm with ${Object.entries(BASELINE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}.`] : []),
     ...(engines.includes(VARIANT) ? [`hangar-vmm-variant: the same hangar-vmm with ${process.env.LAB_NET_VARIANT}.`] : []),
   ].join('\n');
-  if (!ALL_ENGINES.every((e) => ENGINES.includes(e)) || PASS_ENV.some((k) => k !== 'LAB_NET_ENGINES' && process.env[k] !== undefined)) {
-    process.stdout.write(`${md}\n\n(an experiment: ${PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ')}; docs/benchmarks.md left as it was)\n`);
-    process.exit(code === 0 ? 0 : 1);
-  }
-  const file = writeSection('lab-net', md);
-  process.stdout.write(`${md}\n\nhost: ${describeHost()}\nwritten to ${file}\n`);
-  process.exit(code === 0 ? 0 : 1);
+  const changed = PASS_ENV.filter((k) => k !== 'LAB_NET_ENGINES' && process.env[k] !== undefined);
+  const experiment = !ALL_ENGINES.every((e) => ENGINES.includes(e)) || changed.length > 0;
+  finishSection('lab-net', md, experiment ? PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ') : null, code === 0);
 }
 
 await (process.env.HANGAR_LAB === '1' ? inside() : outside());

@@ -125,20 +125,10 @@ export class NetFastPathClient {
    */
   notify(value: number, raise?: () => void): FastNotifyResult {
     if (value !== TXQ) return { kind: 'forward' };
-    const ctl = this.ctl;
-    lockWord(ctl, BF_LOCK);
-    try {
-      if (Atomics.load(ctl, BF_ON) !== 1) return { kind: 'forward' };
-      Atomics.add(ctl, BF_NOTIFIES, 1);
+    return this.underLock(false, () => {
+      Atomics.add(this.ctl, BF_NOTIFIES, 1);
       return this.serveLocked(raise, 0);
-    } catch (e) {
-      // A hostile ring: stop serving here at once; the device thread marks the device broken.
-      Atomics.store(ctl, BF_ON, 0);
-      const details = e instanceof VirtqueueError ? { ...(e.details ?? {}) } : { internal: true };
-      return { kind: 'failed', message: e instanceof Error ? e.message : String(e), details };
-    } finally {
-      unlockWord(ctl, BF_LOCK);
-    }
+    });
   }
 
   /**
@@ -147,12 +137,20 @@ export class NetFastPathClient {
    * (does nothing) while the device is off or the machine paused.
    */
   serve(raise: () => void): IoPassResult {
+    return this.underLock(true, () => ({ ...this.serveLocked(raise, RX_IO_THREAD_BATCH), outOfBuffers: this.rxOutOfBuffers }));
+  }
+
+  /**
+   * Runs `pass` holding the lock while the device is on (and, with `heldToo`, while the machine
+   * is not held); otherwise forwards. A throw (a hostile ring, a failing TAP) clears ON at once,
+   * so no thread serves the queues again, and is reported; the device thread marks the device broken.
+   */
+  private underLock(heldToo: boolean, pass: () => IoPassResult): IoPassResult {
     const ctl = this.ctl;
     lockWord(ctl, BF_LOCK);
     try {
-      if (Atomics.load(ctl, BF_ON) !== 1 || Atomics.load(ctl, BF_HOLD) === 1) return { kind: 'forward' };
-      const r = this.serveLocked(raise, RX_IO_THREAD_BATCH);
-      return { ...r, outOfBuffers: this.rxOutOfBuffers };
+      if (Atomics.load(ctl, BF_ON) !== 1 || (heldToo && Atomics.load(ctl, BF_HOLD) === 1)) return { kind: 'forward' };
+      return pass();
     } catch (e) {
       Atomics.store(ctl, BF_ON, 0);
       const details = e instanceof VirtqueueError ? { ...(e.details ?? {}) } : { internal: true };
