@@ -30,7 +30,9 @@ const isRoot = process.getuid?.() === 0;
 const haveTools = ['/usr/sbin/dnsmasq', '/usr/sbin/nft'].every((f) => fs.existsSync(f));
 const imageDir = process.env.HANGAR_IMAGE_DIR;
 const haveDebian = imageDir !== undefined && fs.existsSync(path.join(imageDir, 'debian-12', 'image.json'));
-const skip = !isRoot ? 'needs root (namespaces, bridges)' : !haveTools ? 'needs dnsmasq and nft' : !haveDebian ? 'needs the debian-12 image (HANGAR_IMAGE_DIR)' : false;
+/** What every test here needs (the daemon in a namespace of ours); the Debian test also needs the image. */
+const skipNet = !isRoot ? 'needs root (namespaces, bridges)' : !haveTools ? 'needs dnsmasq and nft' : false;
+const skip = skipNet || (!haveDebian ? `needs the debian-12 image (no debian-12/image.json in HANGAR_IMAGE_DIR=${imageDir ?? 'unset'})` : false);
 
 const NS = `hgt-e${process.pid % 100000}`;
 const A = 'deb-a';
@@ -109,7 +111,7 @@ while time.time() < end:
 `;
 
 before(async () => {
-  if (skip) return;
+  if (skipNet) return;
   execFileSync('ip', ['netns', 'add', NS]);
   nsMade = true;
   inNs('ip', 'link', 'set', 'lo', 'up');
@@ -131,6 +133,11 @@ after(async () => {
 });
 
 test('two debian-12 VMs on default: leases, names, gateway, IPv6 by RA, spoofed IPv6 and a rogue DHCP server filtered, other networks apart', { skip, timeout: BOOT_LIMIT_MS + 300_000 }, async (t) => {
+  // image.json alone is not a built image: ask the daemon, which lists a built-in image as `ready` only when all
+  // its files are there (else creating the VMs would start a build, inside this namespace with no way out).
+  const image = await d!.request('GET', '/1.0/images/debian-12');
+  const status = image.status === 200 ? image.body.metadata.status : `not found (${image.status})`;
+  if (status !== 'ready') { t.skip(`debian-12 is not ready in ${imageDir} (status ${status})`); return; }
   const started = Date.now();
   // Both boot at once (no --network: a cloud image joins `default`).
   // The creates go one after the other (each returns once QEMU runs; the guests then boot side by side):
@@ -248,7 +255,7 @@ test('two debian-12 VMs on default: leases, names, gateway, IPv6 by RA, spoofed 
   t.diagnostic(`suite time ${((Date.now() - started) / 1000).toFixed(0)} s`);
 });
 
-test('a host without IPv6: networks run IPv4 only and say so', { skip, timeout: 60_000 }, async () => {
+test('a host without IPv6: networks run IPv4 only and say so', { skip: skipNet, timeout: 60_000 }, async () => {
   // The daemon's namespace with IPv6 switched off (sysctl, in our namespace only).
   inNs('sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
   try {
