@@ -25,6 +25,7 @@ import { startDaemon, waitOperation, ConsoleSession, type TestDaemon } from '../
 import { runHangar, expectOk, type CliResult } from '../helpers/cli.js';
 import { TINY_PROMPT } from '../../src/host/images/tiny.js';
 import { linkLocalAddress, parsePrefix, slaacAddress } from '../../src/host/network/addressing6.js';
+import { counterOf, fromTapRules } from '../helpers/nft.js';
 
 const isRoot = process.getuid?.() === 0;
 const haveTools = ['/usr/sbin/dnsmasq', '/usr/sbin/nft'].every((f) => fs.existsSync(f));
@@ -76,12 +77,12 @@ async function until(vm: string, script: string, tries = 30): Promise<CliResult>
   return r;
 }
 
-/** The packet count of the bridge-table rule for this TAP that contains `match`. */
+/** The packet count of the rule in this TAP's chain of the bridge table that contains `match`. */
 function dropCount(tap: string, match: string): number {
   const table = inNs('nft', 'list', 'table', 'bridge', 'hangar');
-  const line = table.split('\n').find((l) => l.includes(`iifname "${tap}"`) && l.includes(match));
-  assert.ok(line, `no rule for ${tap} with "${match}":\n${table}`);
-  return Number(/counter packets (\d+)/.exec(line)![1]);
+  const rules = fromTapRules(table, tap);
+  assert.ok(rules, `no chain for ${tap}:\n${table}`);
+  return counterOf(rules, match);
 }
 
 /** A DHCP server that offers 10.250.0.99 to every DISCOVER it hears, for `secs` seconds; prints how many offers it sent. */
@@ -224,7 +225,7 @@ test('two debian-12 VMs on default: leases, names, gateway, IPv6 by RA, spoofed 
   assert.ok(dropCount(tapA, 'ip6 saddr !=') > before6, 'and counted');
   assert.equal((await sh(A, `ping -6 -c 1 -W 5 ${v6B}`)).code, 0, 'its own address still passes');
   // (nft lists the set sorted and leaves out the implied `ether type ip6`.)
-  const rule6 = inNs('nft', 'list', 'table', 'bridge', 'hangar').split('\n').find((l) => l.includes(`iifname "${tapA}"`) && l.includes('ip6 saddr !='))!;
+  const rule6 = fromTapRules(inNs('nft', 'list', 'table', 'bridge', 'hangar'), tapA)!.find((l) => l.includes('ip6 saddr !='))!;
   for (const allowed of ['::', linkLocalAddress(macA), v6A]) assert.ok(rule6.includes(` ${allowed},`) || rule6.includes(` ${allowed} }`), `${allowed} in ${rule6}`);
 
   // --- a rogue DHCP server in B: A's DHCP still gets Hangar's offer only ----------------------
