@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { loadVmSandbox, type SandboxRecord } from '../../src/engines/sandbox/sandbox.js';
+import { DEFAULT_CPU_ALLOWANCE, limitsFor, loadVmSandbox, type SandboxRecord } from '../../src/engines/sandbox/sandbox.js';
 import { createCgroup, procsFiles, removeCgroup } from '../../src/engines/sandbox/cgroup.js';
 import { grantRead } from '../../src/engines/sandbox/access.js';
 
@@ -165,6 +165,20 @@ test('cgroup v1: one folder per controller, each with its own limit files', () =
     assert.equal(procsFiles(set).length, 3);
   } finally {
     for (const m of mounts) fs.rmSync(path.dirname(path.dirname(m)), { recursive: true, force: true });
+  }
+});
+
+test('CPU quota: the vCPUs plus one CPU for the VM process\'s own threads; HANGAR_VM_CPU_ALLOWANCE changes it', () => {
+  assert.equal(DEFAULT_CPU_ALLOWANCE, 1);
+  assert.equal(limitsFor({ engine: 'qemu', accel: 'tcg', cpus: 1, memoryBytes: 2 ** 27 }).cpus, 2);
+  assert.equal(limitsFor({ engine: 'micro', accel: 'kvm', cpus: 4, memoryBytes: 2 ** 27 }).cpus, 5);
+  process.env.HANGAR_VM_CPU_ALLOWANCE = '0';
+  try {
+    assert.equal(limitsFor({ engine: 'qemu', accel: 'kvm', cpus: 2, memoryBytes: 2 ** 27 }).cpus, 2, 'exactly the vCPUs, as before');
+    process.env.HANGAR_VM_CPU_ALLOWANCE = '-1';
+    assert.throws(() => limitsFor({ engine: 'qemu', accel: 'kvm', cpus: 2, memoryBytes: 2 ** 27 }), /HANGAR_VM_CPU_ALLOWANCE/);
+  } finally {
+    delete process.env.HANGAR_VM_CPU_ALLOWANCE;
   }
 });
 
