@@ -29,14 +29,13 @@
  * L1 runs under TCG on one CPU: absolute figures are the emulator's; the ratio is what to read.
  */
 import fs from 'node:fs';
-import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { describeHost, writeSection } from './report.js';
-import { VMM_NODE_FLAGS } from '../src/vmm/process-flags.js';
+import { finishSection } from './report.js';
+import { observe as observeRun } from './lab-diag.js';
+import { LAB_GUEST_ADDR, LAB_GUEST_MAC, LAB_L1_ADDR, LAB_QEMU, LAB_TAP, startLabVmm } from './lab-vmm.js';
 import { loginAsRoot, shellRun, waitForText, type SerialConsole } from '../test/lab/serial-login.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -46,17 +45,16 @@ const IMAGE_DIR = process.env.HANGAR_LAB_IO_IMAGE_DIR ?? path.join(ROOT, '.cache
 const SHARED_IMAGES = process.env.HANGAR_IMAGE_DIR ?? path.join(ROOT, '.cache', 'images');
 /** What scripts/kvm-lab.sh --with-debian / --with-qemu put in L1. */
 const DEBIAN_DIR = '/data/debian-12';
-const QEMU = '/opt/qemu/bin/qemu';
+const QEMU = LAB_QEMU;
 const IPERF3 = '/opt/qemu/bin/iperf3';
 const BOOT_MS = 2400_000;
 const STEP_MS = 300_000;
 const MEM_MIB = 1024;
 const DATA_MIB = 256;
-const TAP = 'labtap0';
-const L1_ADDR = '10.0.2.1';
-const GUEST_ADDR = '10.0.2.2';
-/** The MAC the lab's seed gives 10.0.2.2 (scripts/kvm-lab.sh, build_debian_seed). */
-const GUEST_MAC = '02:00:00:0a:00:02';
+const TAP = LAB_TAP;
+const L1_ADDR = LAB_L1_ADDR;
+const GUEST_ADDR = LAB_GUEST_ADDR;
+const GUEST_MAC = LAB_GUEST_MAC;
 const ALL_ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
 /**
  * Only when named in LAB_IO_ENGINES: hangar-vmm with its virtio-net and interrupt paths as they
@@ -64,13 +62,13 @@ const ALL_ENGINES = ['hangar-vmm', 'qemu-microvm'] as const;
  * offloads (the switches below), in the same L1 as the rest — a before/after pair in one run.
  */
 const BASELINE = 'hangar-vmm-baseline' as const;
-const BASELINE_ENV = { HANGAR_VIRTIO_NET_FAST: '0', HANGAR_VIRTIO_IRQ_FAST: '0', HANGAR_VIRTIO_NET_RX_KICKS: '1', HANGAR_VIRTIO_NET_OFFLOAD: '0' };
+const BASELINE_ENV = { HANGAR_VIRTIO_NET_IOTHREAD: '0', HANGAR_VIRTIO_NET_FAST: '0', HANGAR_VIRTIO_IRQ_FAST: '0', HANGAR_VIRTIO_NET_RX_KICKS: '1', HANGAR_VIRTIO_NET_OFFLOAD: '0' };
 type Engine = (typeof ALL_ENGINES)[number] | typeof BASELINE;
 /** LAB_IO_ENGINES=hangar-vmm (a comma list) measures only those and writes no section (an experiment). */
 const ENGINES: readonly Engine[] = process.env.LAB_IO_ENGINES
   ? ([...ALL_ENGINES, BASELINE] as Engine[]).filter((e) => process.env.LAB_IO_ENGINES!.split(',').includes(e)) : ALL_ENGINES;
 /** Passed on to the job in L1 (its environment starts empty): hangar-vmm's own switches, for experiments. */
-const PASS_ENV = ['LAB_IO_ENGINES', 'HANGAR_VIRTIO_IOEVENTFD', 'HANGAR_VIRTIO_BLK_IOTHREAD', 'HANGAR_VIRTIO_NET_FAST', 'HANGAR_VIRTIO_IRQ_FAST'];
+const PASS_ENV = ['LAB_IO_ENGINES', 'HANGAR_VIRTIO_IOEVENTFD', 'HANGAR_VIRTIO_BLK_IOTHREAD', 'HANGAR_VIRTIO_NET_FAST', 'HANGAR_VIRTIO_IRQ_FAST', 'HANGAR_VIRTIO_NET_IOTHREAD'];
 
 interface Figures {
   randRead4kIops?: number; randRead4kMiBs?: number; seqRead1mMiBs?: number;
@@ -82,67 +80,10 @@ interface Report { l1: string; runtimeS: number; results: Partial<Record<Engine,
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** GET on hangar-vmm's control socket; null when it does not answer. */
-function vmmGet(sock: string, urlPath: string): Promise<unknown> {
-  return new Promise((resolve) => {
-    const req = http.request({ socketPath: sock, path: urlPath }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => { body += c.toString(); });
-      res.on('end', () => { try { resolve(JSON.parse(body)); } catch { resolve(null); } });
-    });
-    req.on('error', () => resolve(null));
-    req.end();
-  });
-}
-
-/** L1's CPU jiffies (all, idle) and each thread of `pid`: name, user+system and guest jiffies. */
-function cpuSample(pid: number | undefined): { all: number; idle: number; threads: Record<string, { cpu: number; guest: number }> } {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const threads: Record<string, { cpu: number; guest: number }> = {};
-  if (pid !== undefined) {
-    for (const t of fs.readdirSync(`/proc/${pid}/task`, { withFileTypes: false }) as string[]) {
-      try {
-        const st = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
-        const name = /\((.*)\)/.exec(st)?.[1] ?? '?';
-        const rest = st.slice(st.lastIndexOf(')') + 2).split(' ').map(Number);
-        // Fields after the name start at 3 (state): utime 14, stime 15, guest_time 43.
-        threads[`${t}:${name}`] = { cpu: rest[14 - 3]! + rest[15 - 3]!, guest: rest[43 - 3]! };
-      } catch { /* the thread ended */ }
-    }
-  }
-  return { all: f.reduce((a, b) => a + b, 0), idle: f[3]! + (f[4] ?? 0), threads };
-}
-
-/**
- * What hangar-vmm and L1 did while `work` ran: vCPU exits and device counters from GET /metrics,
- * L1's idle share and each hangar-vmm thread's CPU (jiffies). Logged, not tabled: it says where
- * the time of a network run goes.
- */
-async function observe<T>(label: string, g: Running, work: () => Promise<T>): Promise<T> {
-  if (!g.apiSock) return work();
-  const m0 = await vmmGet(g.apiSock, '/metrics') as {
-    process?: { device_thread_busy_ms?: number };
-    vm?: { vcpus: Array<Record<string, number>>; devices: Record<string, Record<string, number>>; pioBus?: Record<string, number> };
-  } | null;
-  const c0 = cpuSample(g.child.pid);
-  const out = await work();
-  const m1 = await vmmGet(g.apiSock, '/metrics') as typeof m0;
-  const c1 = cpuSample(g.child.pid);
-  const delta = (a: Record<string, number> | undefined, b: Record<string, number> | undefined) => Object.fromEntries(
-    Object.entries(b ?? {}).filter(([, v]) => typeof v === 'number').map(([k, v]) => [k, v - (a?.[k] ?? 0)]).filter(([, v]) => v !== 0));
-  const all = c1.all - c0.all;
-  say(`diag ${label}: L1 idle ${(100 * (c1.idle - c0.idle) / all).toFixed(0)}% of ${all} jiffies; hangar-vmm threads (cpu/guest jiffies): ${JSON.stringify(Object.fromEntries(
-    Object.entries(c1.threads).map(([k, v]) => [k, `${v.cpu - (c0.threads[k]?.cpu ?? 0)}/${v.guest - (c0.threads[k]?.guest ?? 0)}`]).filter(([, v]) => v !== '0/0')))}`);
-  say(`diag ${label}: vCPU 0 ${JSON.stringify(delta(m0?.vm?.vcpus[0], m1?.vm?.vcpus[0]))}; pio bus ${JSON.stringify(delta(m0?.vm?.pioBus, m1?.vm?.pioBus))}; device thread busy ${(m1?.process?.device_thread_busy_ms ?? 0) - (m0?.process?.device_thread_busy_ms ?? 0)} ms`);
-  for (const [dev, v] of Object.entries(m1?.vm?.devices ?? {})) {
-    if (dev.startsWith('virtio-blk:root') || dev.startsWith('virtio-blk:cidata')) continue;
-    const d = delta(m0?.vm?.devices[dev], v);
-    if (Object.keys(d).length > 0) say(`diag ${label}: ${dev} ${JSON.stringify(d)}`);
-  }
-  try { say(`diag ${label}: L1 ${execFileSync('ip', ['-s', 'link', 'show', TAP], { encoding: 'utf8' }).replace(/\s+/g, ' ')}`); } catch { /* no TAP */ }
-  return out;
-}
 const say = (s: string) => process.stdout.write(`lab-guest-io: ${s}\n`);
+/** What hangar-vmm and L1 did while `work` ran (bench/lab-diag.ts): logged, not tabled. */
+const observe = <T>(label: string, g: Running, work: () => Promise<T>): Promise<T> => observeRun(label,
+  { pid: g.child.pid, ...(g.apiSock ? { apiSock: g.apiSock } : {}), tap: TAP, skipDevices: (d) => d.startsWith('virtio-blk:root') || d.startsWith('virtio-blk:cidata') }, say, work);
 
 /** The debian-12 variant with fio and iperf3, built once into the bench's own image folder. */
 async function ensureIoImage(): Promise<string> {
@@ -174,33 +115,21 @@ async function start(engine: Engine, dir: string, dataDisk: string): Promise<Run
   let write: (s: string) => void;
   let apiSock: string | undefined;
   if (engine === 'hangar-vmm' || engine === BASELINE) {
-    const cfg = path.join(dir, 'vm.json');
-    apiSock = path.join(dir, 'api.sock');
-    const conSock = path.join(dir, 'console.sock');
-    for (const f of [apiSock, conSock]) fs.rmSync(f, { force: true });
-    fs.writeFileSync(cfg, JSON.stringify({
-      'machine-config': { vcpu_count: 1, mem_size_mib: MEM_MIB },
-      'boot-source': { kernel_image_path: b.kernel, initrd_path: b.initrd, boot_args: b.cmdline },
-      drives: [
-        { drive_id: 'root', path_on_host: path.join(DEBIAN_DIR, 'disk.raw'), is_root_device: true, is_read_only: false },
-        { drive_id: 'cidata', path_on_host: path.join(DEBIAN_DIR, 'cidata.img'), is_root_device: false, is_read_only: true },
-        { drive_id: 'data', path_on_host: dataDisk, is_root_device: false, is_read_only: false },
-      ],
-      'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
-    }));
-    child = spawn(process.execPath, [...VMM_NODE_FLAGS, path.join(ROOT, 'dist', 'src', 'vmm', 'main.js'), '--config', cfg, '--api-sock', apiSock, '--console-sock', conSock],
-      { stdio: ['ignore', 'ignore', 'inherit'], env: engine === BASELINE ? { ...process.env, ...BASELINE_ENV } : process.env });
-    const t0 = Date.now();
-    while (!fs.existsSync(conSock)) {
-      if (child.exitCode !== null) throw new Error(`hangar-vmm exited (${child.exitCode})`);
-      if (Date.now() - t0 > STEP_MS) throw new Error('hangar-vmm opened no console socket');
-      await sleep(20);
-    }
-    const s = net.connect(conSock);
-    s.on('data', (d: Buffer) => { state.text += d.toString('latin1'); });
-    s.on('error', () => {});
-    child.once('exit', () => s.destroy());
-    write = (x) => { s.write(x); };
+    const vmm = await startLabVmm({
+      root: ROOT, dir, env: engine === BASELINE ? { ...process.env, ...BASELINE_ENV } : process.env, timeoutMs: STEP_MS,
+      onConsole: (t) => { state.text += t; },
+      config: {
+        'machine-config': { vcpu_count: 1, mem_size_mib: MEM_MIB },
+        'boot-source': { kernel_image_path: b.kernel, initrd_path: b.initrd, boot_args: b.cmdline },
+        drives: [
+          { drive_id: 'root', path_on_host: path.join(DEBIAN_DIR, 'disk.raw'), is_root_device: true, is_read_only: false },
+          { drive_id: 'cidata', path_on_host: path.join(DEBIAN_DIR, 'cidata.img'), is_root_device: false, is_read_only: true },
+          { drive_id: 'data', path_on_host: dataDisk, is_root_device: false, is_read_only: false },
+        ],
+        'network-interfaces': [{ iface_id: 'eth0', host_dev_name: TAP, guest_mac: GUEST_MAC }],
+      },
+    });
+    ({ child, apiSock, write } = vmm);
   } else {
     // virtio-mmio like hangar-vmm; the default cache (the host's page cache, no O_DIRECT) and aio, as hangar-vmm reads its files.
     const drive = (id: string, file: string, ro = false) => ['-drive', `id=${id},file=${file},format=raw,if=none${ro ? ',readonly=on' : ''}`, '-device', `virtio-blk-device,drive=${id}`];
@@ -394,13 +323,9 @@ async function outside(): Promise<void> {
     ...(before ? ['', `"hangar-vmm, old paths": the same hangar-vmm in the same L1 with ${Object.entries(BASELINE_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}.`] : []),
   ].join('\n');
   // Both peers measured, with no switch changed: the section is written (the old-paths engine may come along).
-  if (!ALL_ENGINES.every((e) => ENGINES.includes(e)) || PASS_ENV.some((k) => k !== 'LAB_IO_ENGINES' && process.env[k] !== undefined)) {
-    process.stdout.write(`${md}\n\n(an experiment: ${PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ')}; docs/benchmarks.md left as it was)\n`);
-    process.exit(code === 0 ? 0 : 1);
-  }
-  const file = writeSection('lab-guest-io', md);
-  process.stdout.write(`${md}\n\nhost: ${describeHost()}\nwritten to ${file}\n`);
-  process.exit(code === 0 ? 0 : 1);
+  const changed = PASS_ENV.filter((k) => k !== 'LAB_IO_ENGINES' && process.env[k] !== undefined);
+  const experiment = !ALL_ENGINES.every((e) => ENGINES.includes(e)) || changed.length > 0;
+  finishSection('lab-guest-io', md, experiment ? PASS_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`).join(' ') : null, code === 0);
 }
 
 await (process.env.HANGAR_LAB === '1' ? inside() : outside());

@@ -37,6 +37,21 @@ export function writeSection(name: string, markdown: string): string {
   return file;
 }
 
+/**
+ * The end of a benchmark that may run as an experiment: with `experiment` (what was changed,
+ * e.g. switches passed on) the table is only printed; otherwise the section is written. Exits
+ * with the run's status.
+ */
+export function finishSection(name: string, markdown: string, experiment: string | null, ok: boolean): never {
+  if (experiment !== null) {
+    process.stdout.write(`${markdown}\n\n(an experiment: ${experiment}; docs/benchmarks.md left as it was)\n`);
+  } else {
+    const file = writeSection(name, markdown);
+    process.stdout.write(`${markdown}\n\nhost: ${describeHost()}\nwritten to ${file}\n`);
+  }
+  process.exit(ok ? 0 : 1);
+}
+
 /** Percentile of already collected samples (nearest rank). */
 export function percentile(samples: number[], p: number): number {
   const s = [...samples].sort((a, b) => a - b);

@@ -19,7 +19,13 @@
 # stalled: L1 prints a heartbeat line every 30 s, so a console quiet for the
 # stall limit (default 180 s) means L1 itself stopped; the script then prints
 # what QEMU says about L1's CPU (registers, local APIC, PIC, IRQ counts,
-# scripts/lab/l1-dump.mjs) and ends it.
+# scripts/lab/l1-qmp.mjs) and ends it. Before that, QEMU 7.2's TCG can lose
+# the wake-up for L1's LAPIC timer (a race when L1 enters its guest), which
+# leaves L1 halted for good: so a console quiet for 20 s gets L1 a key press
+# every 20 s (HANGAR_LAB_DOORBELL; a device interrupt makes QEMU deliver what
+# waits in the APIC), and one quiet for 60 s the dump and an NMI
+# (HANGAR_LAB_NUDGE, at most 3 times a run); 0 turns either off. The output
+# says when either got L1 going again.
 #
 # Everything is cached under .cache/kvm-lab/ (HANGAR_LAB_CACHE): the L1 kernel
 # and initramfs keyed by the package versions, the root image keyed by node's
@@ -46,6 +52,11 @@ CACHE=${HANGAR_LAB_CACHE:-$ROOT/.cache/kvm-lab}
 IMAGES=${HANGAR_IMAGE_DIR:-$ROOT/.cache/images}
 TIMEOUT=${HANGAR_LAB_TIMEOUT:-1200}
 STALL=${HANGAR_LAB_STALL:-180}
+# A quiet console gets L1 a key press every DOORBELL seconds, and an NMI once quiet for NUDGE
+# (at most NUDGES times a run); 0 turns either off. See the watch loop at the end.
+DOORBELL=${HANGAR_LAB_DOORBELL:-20}
+NUDGE=${HANGAR_LAB_NUDGE:-60}
+NUDGES=3
 L1_MEM_MIB=${HANGAR_LAB_MEM_MIB:-3072}
 ROOT_IMAGE_SIZE=1G
 MARKER=HANGAR-LAB-RESULT
@@ -77,6 +88,8 @@ done
 if ((!build_only && $# == 0)); then echo "kvm-lab: no command given" >&2; usage; fi
 [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || { echo "kvm-lab: --timeout wants seconds" >&2; exit 2; }
 [[ "$STALL" =~ ^[0-9]+$ ]] || { echo "kvm-lab: --stall wants seconds" >&2; exit 2; }
+[[ "$DOORBELL" =~ ^[0-9]+$ ]] || { echo "kvm-lab: HANGAR_LAB_DOORBELL wants seconds" >&2; exit 2; }
+[[ "$NUDGE" =~ ^[0-9]+$ ]] || { echo "kvm-lab: HANGAR_LAB_NUDGE wants seconds" >&2; exit 2; }
 
 say() { echo "kvm-lab: $*" >&2; }
 die() { say "$*"; exit 125; }
@@ -555,13 +568,41 @@ show_new() {
   fi
 }
 timed_out=0 stalled=0 reported_at='' last_size=0 last_progress=$SECONDS
+nudged_at='' nudges=0 rang_at=0 rang=0
 while kill -0 "$qpid" 2>/dev/null; do
   show_new
-  if ((printed != last_size)); then last_size=$printed; last_progress=$SECONDS; fi
+  if ((printed != last_size)); then
+    silent=$((SECONDS - last_progress))
+    if [ -n "$nudged_at" ]; then
+      say "L1's console went on $((SECONDS - nudged_at))s after the NMI"
+    elif ((rang && silent > 40)); then
+      say "L1's console was quiet for ${silent}s (heartbeat due every 30 s) and went on after the doorbell (a key press)"
+    fi
+    last_size=$printed last_progress=$SECONDS nudged_at='' rang=0
+  fi
+  if [ -z "$reported_at" ]; then
+    silent=$((SECONDS - last_progress))
+    # The doorbell: a quiet console gets L1 a key press every DOORBELL seconds. An interrupt
+    # from a device makes QEMU 7.2 look at L1's APIC again — the cure for the wake-up its TCG
+    # can lose (scripts/lab/l1-qmp.mjs). Nothing in L1 reads the keyboard; an L1 that is
+    # merely quiet does not notice.
+    if ((DOORBELL > 0 && silent >= DOORBELL && SECONDS - rang_at >= DOORBELL)); then
+      node "$ROOT/scripts/lab/l1-qmp.mjs" "$run/qmp.sock" key >&2 || true
+      rang_at=$SECONDS rang=1
+    fi
+    # Still quiet at NUDGE: QEMU's view of L1 (kept in the output), then an NMI. At most
+    # NUDGES per run, so a dead L1 still ends as stalled below.
+    if [ -z "$nudged_at" ] && ((NUDGE > 0 && NUDGE < STALL && nudges < NUDGES && silent > NUDGE)); then
+      nudges=$((nudges + 1)) nudged_at=$SECONDS
+      say "L1's console showed nothing for ${silent}s (heartbeat every 30 s, doorbell rung); what QEMU says about it, then an NMI (nudge $nudges of $NUDGES):"
+      node "$ROOT/scripts/lab/l1-qmp.mjs" "$run/qmp.sock" dump >&2 || true
+      node "$ROOT/scripts/lab/l1-qmp.mjs" "$run/qmp.sock" nmi >&2 || true
+    fi
+  fi
   if [ -z "$reported_at" ] && ((SECONDS - last_progress > STALL)); then
     stalled=1
     say "L1 stalled: its console (heartbeat every 30 s) showed nothing for $((SECONDS - last_progress))s; what QEMU says about it:"
-    node "$ROOT/scripts/lab/l1-dump.mjs" "$run/qmp.sock" >&2 || true
+    node "$ROOT/scripts/lab/l1-qmp.mjs" "$run/qmp.sock" dump >&2 || true
     say "last console lines:"
     tail -n 20 "$log" | tr -d '\r' | sed 's/^/  /' >&2
     break

@@ -41,6 +41,7 @@ import { volumeJobs } from './storage/routes.js';
 import { createMonitor, loadMonitorSettings } from './monitor/index.js';
 import { UiService } from './ui/index.js';
 import { reconcileIsoVolumes } from './iso-media.js';
+import { openDaemonLog, startupErrorLine } from './daemon-log.js';
 
 const USAGE = 'usage: hangard [--data-dir DIR] [--socket PATH] [--listen HOST:PORT [--insecure-http]] [--log-level LEVEL] [--events-keep N]\n'
   + '               [--import-dir DIR]... [--image-quota SIZE] [--pool-quota SIZE] [--max-vms N] [--memory-reserve SIZE] [--memory-ratio R] [--cpu-ratio R]\n'
@@ -53,6 +54,16 @@ function defaultNetworkOption(v: string | undefined): { defaultNetwork?: string 
   if (!isNetworkName(v)) throw new HangarError('INVALID_ARGUMENT', `--default-network wants a network name or "none", got "${v}"`);
   return { defaultNetwork: v };
 }
+
+/** --log-level / HANGAR_LOG_LEVEL: one of pino's levels (pino's own complaint names none of them). */
+function parseLogLevel(v: string): pino.LevelWithSilent {
+  const known = [...Object.keys(pino.levels.values), 'silent'];
+  if (!known.includes(v)) throw new HangarError('INVALID_ARGUMENT', `--log-level wants one of ${known.join(', ')}, got "${v}"`);
+  return v as pino.LevelWithSilent;
+}
+
+/** The logger over hangard.log alone, once it is open: a failed start is recorded there as well as printed. */
+let fileLog: pino.Logger | null = null;
 
 function parseEventsKeep(v: string | undefined): number {
   if (v === undefined) return DEFAULT_EVENTS_KEEP;
@@ -118,7 +129,7 @@ async function main(): Promise<void> {
     ...(values['memory-ratio'] !== undefined ? { memoryRatio: values['memory-ratio'] } : {}),
     ...(values['cpu-ratio'] !== undefined ? { cpuRatio: values['cpu-ratio'] } : {}),
   };
-  const level = values['log-level'] ?? process.env.HANGAR_LOG_LEVEL ?? 'info';
+  const level = parseLogLevel(values['log-level'] ?? process.env.HANGAR_LOG_LEVEL ?? 'info');
   secureDataDir(dataDir);
   if (values['insecure-http'] && !listen) throw new HangarError('INVALID_ARGUMENT', '--insecure-http goes with --listen');
   const importPolicy = configureImportFromOptions({ importDir: values['import-dir'], imageQuota: values['image-quota'] });
@@ -127,7 +138,10 @@ async function main(): Promise<void> {
   const admission = loadAdmissionSettings(dataDir, admissionFlags);
   const monitorSettings = loadMonitorSettings(dataDir, { ...(values['sample-interval'] !== undefined ? { sampleInterval: values['sample-interval'] } : {}) });
 
-  const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: pino.destination({ dest: path.join(dataDir, 'hangard.log'), sync: false, mkdir: true }) }];
+  // Ready at once (daemon-log.ts): whatever fails from here on, the exit flushes the log and the error is the last word.
+  const logFile = openDaemonLog(path.join(dataDir, 'hangard.log'));
+  fileLog = pino({ name: 'hangard', level }, logFile);
+  const streams: pino.StreamEntry[] = [{ level: level as pino.Level, stream: logFile }];
   if (process.stderr.isTTY) streams.push({ level: level as pino.Level, stream: pino.destination(2) });
   const log = pino({ name: 'hangard', level }, pino.multistream(streams));
 
@@ -241,6 +255,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`hangard: ${e instanceof Error ? e.message : String(e)}\n`);
+  fileLog?.fatal({ err: e }, 'start-up failed');
+  process.stderr.write(startupErrorLine(e));
   process.exit(1);
 });

@@ -298,7 +298,7 @@ export class Vcpu {
 
   /** Enters the guest; returns 0, or -errno (EINTR when kicked) instead of throwing, since that is the hot path. */
   run(): number {
-    const r = libc.ioctlScalar(this.fd, IOCTL.RUN, 0);
+    const r = libc.ioctlScalarOnce(this.fd, IOCTL.RUN, 0);
     return r < 0 ? -errno() : r;
   }
 

@@ -25,12 +25,34 @@ export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const EAGAIN = 11;
+export const POLLIN = 0x1;
+const EINTR = 4;
+
+const ioctlScalarOnce = lib.func('int ioctl(int fd, unsigned long req, unsigned long arg)') as (fd: number, req: number, arg: number | bigint) => number;
+const ioctlPtrOnce = lib.func('int ioctl(int fd, unsigned long req, void *arg)') as (fd: number, req: number, arg: Buffer | null) => number;
+
+/**
+ * The call again while the kernel says a signal interrupted it (EINTR): any
+ * thread of ours may take one (V8's profiler sends SIGPROF; vCPU threads are
+ * kicked with a signal), and an ioctl such as KVM_CREATE_VM that was
+ * interrupted did nothing, so it is only to be repeated.
+ */
+export function retryingEintr<A extends unknown[]>(call: (...a: A) => number): (...a: A) => number {
+  return (...a: A): number => {
+    for (;;) {
+      const r = call(...a);
+      if (r !== -1 || koffi.errno() !== EINTR) return r;
+    }
+  };
+}
 
 export const libc = {
   open: lib.func('int open(const char *path, int flags)') as (path: string, flags: number) => number,
   close: lib.func('int close(int fd)') as (fd: number) => number,
-  ioctlScalar: lib.func('int ioctl(int fd, unsigned long req, unsigned long arg)') as (fd: number, req: number, arg: number | bigint) => number,
-  ioctlPtr: lib.func('int ioctl(int fd, unsigned long req, void *arg)') as (fd: number, req: number, arg: Buffer | null) => number,
+  ioctlScalar: retryingEintr(ioctlScalarOnce),
+  ioctlPtr: retryingEintr(ioctlPtrOnce),
+  /** ioctl that reports EINTR (KVM_RUN: a kick must get the vCPU thread back). */
+  ioctlScalarOnce,
   mmap: lib.func('uintptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, long off)') as (
     addr: number, len: number, prot: number, flags: number, fd: number, off: number) => number | bigint,
   munmap: lib.func('int munmap(uintptr_t addr, size_t len)') as (addr: number, len: number) => number,
@@ -40,6 +62,8 @@ export const libc = {
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)') as (initval: number, flags: number) => number,
   read: lib.func('long read(int fd, void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,
   write: lib.func('long write(int fd, const void *buf, size_t n)') as (fd: number, buf: Buffer, n: number) => number,
+  /** poll(2) over a Buffer of `struct pollfd` (8 bytes each: int fd, short events, short revents). */
+  poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)') as (fds: Buffer, nfds: number, timeout: number) => number,
   pthreadSelf: lib.func('uint64_t pthread_self()') as () => number | bigint,
   pthreadKill: lib.func('int pthread_kill(uint64_t thread, int sig)') as (thread: number | bigint, sig: number) => number,
 };

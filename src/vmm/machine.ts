@@ -22,6 +22,8 @@ import type { GuestRam } from './memory.js';
 import type { VcpuExitReason } from './vcpu-protocol.js';
 import { VcpuRunner, type FirstRun } from './vcpu-runner.js';
 import { blkIoThreadWanted, startBlkIoThread, type BlkIoThread } from './virtio/blk-iothread.js';
+import { netIoThreadWanted, startNetIoThread, type NetIoThread } from './virtio/net-io-thread.js';
+import { VirtioNet } from './virtio/net.js';
 import { IRQCHIP_ID } from '../kvm/abi.js';
 import { ACPI_GED_GSI } from './layout.js';
 
@@ -90,6 +92,7 @@ export class Machine extends EventEmitter {
   private ending?: MachineExit;
   private finished = false;
   private readonly blkIoThreads: BlkIoThread[] = [];
+  private readonly netIoThreads: NetIoThread[] = [];
   private readonly exitPromise: Promise<MachineExit>;
   private resolveExit!: (e: MachineExit) => void;
 
@@ -127,6 +130,22 @@ export class Machine extends EventEmitter {
         if (t) this.blkIoThreads.push(t);
       }
     }
+    if (netIoThreadWanted()) {
+      // Each NIC on a TAP: one I/O thread woken by ioeventfds and the TAP (net-io-thread.ts).
+      for (const d of virtio) {
+        const model = d.device.device;
+        if (!d.netFast || !d.irqShare || !(model instanceof VirtioNet)) continue;
+        const dev = d.device;
+        const t = startNetIoThread(this.vm, d.netFast, d.irqShare, { hostAddr: this.mem.hostAddr, size: this.mem.size }, this.log, {
+          forward: (q) => dev.notifyQueue(q), fail: (e) => dev.fail(e),
+        });
+        if (!t) continue;
+        // A machine restored from a snapshot starts paused: nothing moves until resume().
+        if (opts.paused) t.hold(true);
+        model.attachIoThread(t);
+        this.netIoThreads.push(t);
+      }
+    }
     await this.vcpus.start({ serialFast: this.legacy.serial.fastPath() }, { blk: fastBlk, net: fastNet, irqs });
     if (opts.paused) {
       this.state = 'Paused';
@@ -148,6 +167,8 @@ export class Machine extends EventEmitter {
     if (this.state === 'Paused') return;
     if (this.state !== 'Running') throw new HangarError('INVALID_STATE', `cannot pause a VM that is ${this.state}`);
     await this.vcpus.pause();
+    // No frame moves while paused (a snapshot sees the rings as they stand).
+    for (const t of this.netIoThreads) t.hold(true);
     if (this.ending) return;
     this.state = 'Paused';
     this.emit('state', this.state);
@@ -157,6 +178,7 @@ export class Machine extends EventEmitter {
     if (this.state === 'Running') return;
     if (this.state !== 'Paused') throw new HangarError('INVALID_STATE', `cannot resume a VM that is ${this.state}`);
     this.runStartNs ??= process.hrtime.bigint();
+    for (const t of this.netIoThreads) t.hold(false);
     this.vcpus.release();
     this.state = 'Running';
     this.emit('state', this.state);
@@ -226,6 +248,7 @@ export class Machine extends EventEmitter {
   /** Releases devices, KVM objects and guest RAM; call after the VM ended (or instead of starting it). */
   close(): void {
     for (const t of this.blkIoThreads.splice(0)) t.close();
+    for (const t of this.netIoThreads.splice(0)) t.close();
     this.devices.close();
     this.vcpus.close();
     this.vm.close();

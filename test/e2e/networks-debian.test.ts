@@ -25,12 +25,15 @@ import { startDaemon, waitOperation, ConsoleSession, type TestDaemon } from '../
 import { runHangar, expectOk, type CliResult } from '../helpers/cli.js';
 import { TINY_PROMPT } from '../../src/host/images/tiny.js';
 import { linkLocalAddress, parsePrefix, slaacAddress } from '../../src/host/network/addressing6.js';
+import { counterOf, fromTapRules } from '../helpers/nft.js';
 
 const isRoot = process.getuid?.() === 0;
 const haveTools = ['/usr/sbin/dnsmasq', '/usr/sbin/nft'].every((f) => fs.existsSync(f));
 const imageDir = process.env.HANGAR_IMAGE_DIR;
 const haveDebian = imageDir !== undefined && fs.existsSync(path.join(imageDir, 'debian-12', 'image.json'));
-const skip = !isRoot ? 'needs root (namespaces, bridges)' : !haveTools ? 'needs dnsmasq and nft' : !haveDebian ? 'needs the debian-12 image (HANGAR_IMAGE_DIR)' : false;
+/** What every test here needs (the daemon in a namespace of ours); the Debian test also needs the image. */
+const skipNet = !isRoot ? 'needs root (namespaces, bridges)' : !haveTools ? 'needs dnsmasq and nft' : false;
+const skip = skipNet || (!haveDebian ? `needs the debian-12 image (no debian-12/image.json in HANGAR_IMAGE_DIR=${imageDir ?? 'unset'})` : false);
 
 const NS = `hgt-e${process.pid % 100000}`;
 const A = 'deb-a';
@@ -74,12 +77,12 @@ async function until(vm: string, script: string, tries = 30): Promise<CliResult>
   return r;
 }
 
-/** The packet count of the bridge-table rule for this TAP that contains `match`. */
+/** The packet count of the rule in this TAP's chain of the bridge table that contains `match`. */
 function dropCount(tap: string, match: string): number {
   const table = inNs('nft', 'list', 'table', 'bridge', 'hangar');
-  const line = table.split('\n').find((l) => l.includes(`iifname "${tap}"`) && l.includes(match));
-  assert.ok(line, `no rule for ${tap} with "${match}":\n${table}`);
-  return Number(/counter packets (\d+)/.exec(line)![1]);
+  const rules = fromTapRules(table, tap);
+  assert.ok(rules, `no chain for ${tap}:\n${table}`);
+  return counterOf(rules, match);
 }
 
 /** A DHCP server that offers 10.250.0.99 to every DISCOVER it hears, for `secs` seconds; prints how many offers it sent. */
@@ -109,7 +112,7 @@ while time.time() < end:
 `;
 
 before(async () => {
-  if (skip) return;
+  if (skipNet) return;
   execFileSync('ip', ['netns', 'add', NS]);
   nsMade = true;
   inNs('ip', 'link', 'set', 'lo', 'up');
@@ -131,6 +134,11 @@ after(async () => {
 });
 
 test('two debian-12 VMs on default: leases, names, gateway, IPv6 by RA, spoofed IPv6 and a rogue DHCP server filtered, other networks apart', { skip, timeout: BOOT_LIMIT_MS + 300_000 }, async (t) => {
+  // image.json alone is not a built image: ask the daemon, which lists a built-in image as `ready` only when all
+  // its files are there (else creating the VMs would start a build, inside this namespace with no way out).
+  const image = await d!.request('GET', '/1.0/images/debian-12');
+  const status = image.status === 200 ? image.body.metadata.status : `not found (${image.status})`;
+  if (status !== 'ready') { t.skip(`debian-12 is not ready in ${imageDir} (status ${status})`); return; }
   const started = Date.now();
   // Both boot at once (no --network: a cloud image joins `default`).
   // The creates go one after the other (each returns once QEMU runs; the guests then boot side by side):
@@ -217,7 +225,7 @@ test('two debian-12 VMs on default: leases, names, gateway, IPv6 by RA, spoofed 
   assert.ok(dropCount(tapA, 'ip6 saddr !=') > before6, 'and counted');
   assert.equal((await sh(A, `ping -6 -c 1 -W 5 ${v6B}`)).code, 0, 'its own address still passes');
   // (nft lists the set sorted and leaves out the implied `ether type ip6`.)
-  const rule6 = inNs('nft', 'list', 'table', 'bridge', 'hangar').split('\n').find((l) => l.includes(`iifname "${tapA}"`) && l.includes('ip6 saddr !='))!;
+  const rule6 = fromTapRules(inNs('nft', 'list', 'table', 'bridge', 'hangar'), tapA)!.find((l) => l.includes('ip6 saddr !='))!;
   for (const allowed of ['::', linkLocalAddress(macA), v6A]) assert.ok(rule6.includes(` ${allowed},`) || rule6.includes(` ${allowed} }`), `${allowed} in ${rule6}`);
 
   // --- a rogue DHCP server in B: A's DHCP still gets Hangar's offer only ----------------------
@@ -248,7 +256,7 @@ test('two debian-12 VMs on default: leases, names, gateway, IPv6 by RA, spoofed 
   t.diagnostic(`suite time ${((Date.now() - started) / 1000).toFixed(0)} s`);
 });
 
-test('a host without IPv6: networks run IPv4 only and say so', { skip, timeout: 60_000 }, async () => {
+test('a host without IPv6: networks run IPv4 only and say so', { skip: skipNet, timeout: 60_000 }, async () => {
   // The daemon's namespace with IPv6 switched off (sysctl, in our namespace only).
   inNs('sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
   try {

@@ -40,6 +40,27 @@ export async function waitForTick(read: () => Promise<string> | string, atLeast:
 }
 
 /**
+ * After a restore to an earlier moment: polls `read` (the console text since the restore was
+ * asked) until the counter drops below the tick before it (`from`, or one seen in between: the
+ * old guest's last ticks may still arrive after the request returns) and resolves with the first
+ * tick of the lower run — where the restored guest goes on. Throws after limitMs, naming the
+ * ticks seen (a guest that was not restored only counts up).
+ */
+export async function waitForCountBack(read: () => Promise<string> | string, from: number, limitMs = 120_000): Promise<number> {
+  const end = Date.now() + limitMs;
+  for (;;) {
+    const ticks = [...(await read()).matchAll(/tick-(\d+)\r?\n/g)].map((m) => Number(m[1]));
+    let prev = from;
+    for (const n of ticks) {
+      if (n < prev) return n;
+      prev = n;
+    }
+    if (Date.now() > end) throw new Error(`guest counter did not go back below tick-${from} within ${limitMs} ms (seen: ${ticks.slice(0, 20).join(' ') || 'none'})`);
+    await sleep(200);
+  }
+}
+
+/**
  * How long to watch a paused guest: long enough that a running guest, at the
  * pace it was just seen to count, would have printed several ticks. `ms` is
  * how long it took to print `ticks` ticks while running.

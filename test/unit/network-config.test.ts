@@ -12,6 +12,7 @@ import { parseLeases, processHoldsResources, renderDnsmasqConfig } from '../../s
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { renderFirewall, renderPortFilter, replaceScript } from '../../src/host/network/firewall.js';
+import { chainRules, fromTapRules } from '../helpers/nft.js';
 import { checkPrefix, eui64, formatIpv6, formatPrefix, gateway6, linkLocalAddress, newUlaPrefix, parseIpv6, parsePrefix, slaacAddress } from '../../src/host/network/addressing6.js';
 import { isTapName } from '../../src/api/names.js';
 
@@ -112,13 +113,37 @@ test('firewall: port forwards DNAT from outside and from the host, loopback answ
 test('anti-spoofing: per TAP, its own MAC and addresses only, no DHCP server, no router advertisements', () => {
   assert.equal(renderPortFilter([]), null);
   const t = renderPortFilter([{ tap: 'hgt-1', mac: '0a:68:67:00:00:01', ipv4: '10.77.0.5' }, { tap: 'hgt-2', mac: '0a:68:67:00:00:02' }])!;
-  assert.match(t, /^table bridge hangar \{\n  chain prerouting \{\n    type filter hook prerouting priority filter; policy accept;/);
-  for (const r of ['iifname "hgt-1" ether saddr != 0a:68:67:00:00:01 counter drop', 'iifname "hgt-1" ether type arp arp saddr ether != 0a:68:67:00:00:01 counter drop',
-    'iifname "hgt-1" ether type ip ip saddr != { 0.0.0.0, 10.77.0.5 } counter drop', 'iifname "hgt-1" ether type arp arp saddr ip != { 0.0.0.0, 10.77.0.5 } counter drop',
-    'iifname "hgt-1" ether type ip udp sport 67 counter drop', 'iifname "hgt-2" ether type ip6 icmpv6 type nd-router-advert counter drop',
-    'iifname "hgt-2" ether type ip6 udp sport 547 counter drop']) assert.ok(t.includes(r), r);
+  assert.match(t, /^table bridge hangar \{\n/);
+  const one = fromTapRules(t, 'hgt-1')!;
+  assert.deepEqual(one, ['ether saddr != 0a:68:67:00:00:01 counter drop', 'ether type arp arp saddr ether != 0a:68:67:00:00:01 counter drop',
+    'ether type ip ip saddr != { 0.0.0.0, 10.77.0.5 } counter drop', 'ether type arp arp saddr ip != { 0.0.0.0, 10.77.0.5 } counter drop',
+    'ether type ip udp sport 67 counter drop', 'ether type ip6 udp sport 547 counter drop', 'ether type ip6 icmpv6 type nd-router-advert counter drop']);
   // A bridged network's NIC: its MAC is checked, addresses are the LAN's business.
-  assert.ok(!t.includes('iifname "hgt-2" ether type ip ip saddr'));
+  assert.deepEqual(fromTapRules(t, 'hgt-2'), ['ether saddr != 0a:68:67:00:00:02 counter drop', 'ether type arp arp saddr ether != 0a:68:67:00:00:02 counter drop',
+    'ether type ip udp sport 67 counter drop', 'ether type ip6 udp sport 547 counter drop', 'ether type ip6 icmpv6 type nd-router-advert counter drop']);
+});
+
+test('anti-spoofing layout: one verdict-map dispatch per hook, each TAP\'s rules in its own chain, no per-TAP compare in the hook', () => {
+  const taps = Array.from({ length: 40 }, (_, i) => ({ tap: `hgt-${i.toString(16).padStart(10, '0')}`, mac: `0a:68:67:00:00:${(i + 1).toString(16).padStart(2, '0')}`, ipv4: `10.77.0.${i + 2}` }));
+  const t = renderPortFilter(taps)!;
+  // The hook chain holds exactly one rule whatever the number of TAPs: the map lookup on the bridge port.
+  assert.deepEqual(chainRules(t, 'prerouting'), ['type filter hook prerouting priority filter; policy accept;', 'iifname vmap @from_taps']);
+  assert.equal(chainRules(t, 'postrouting'), null, 'no ingress limit: no postrouting hook at all');
+  assert.doesNotMatch(t, /iifname "|oifname "/, 'no rule compares the port name');
+  // Every TAP is an element of the map, jumping to its own chain, which exists and checks its own MAC and address.
+  const elements = /map from_taps \{\n    type ifname : verdict\n    elements = \{ ([^}]*) \}/.exec(t)![1]!.split(/,\s*/);
+  assert.deepEqual(elements, taps.map((p) => `"${p.tap}" : jump from-${p.tap}`));
+  for (const p of taps) {
+    const rules = fromTapRules(t, p.tap)!;
+    assert.ok(rules.includes(`ether saddr != ${p.mac} counter drop`) && rules.includes(`ether type ip ip saddr != { 0.0.0.0, ${p.ipv4} } counter drop`), p.tap);
+  }
+  // Chains come before the map that names them, the map before the hook that looks it up (nft applies the file in order).
+  assert.ok(t.indexOf(`chain from-${taps[39]!.tap} {`) < t.indexOf('map from_taps {') && t.indexOf('map from_taps {') < t.indexOf('chain prerouting {'));
+  // A TAP named twice: one element, one chain holding both entries' rules (a duplicate element would fail the transaction).
+  const twice = renderPortFilter([{ tap: 'hgt-1', mac: '0a:68:67:00:00:01' }, { tap: 'hgt-1', mac: '0a:68:67:00:00:01', egressBps: 8_000_000 }])!;
+  assert.equal(twice.match(/"hgt-1" : jump/g)!.length, 1);
+  assert.equal(fromTapRules(twice, 'hgt-1')!.filter((r) => r.startsWith('ether saddr')).length, 2);
+  assert.throws(() => renderPortFilter([{ tap: 'tap 0; drop', mac: '0a:68:67:00:00:01' }]), /TAP name/);
 });
 
 test('dnsmasq stop: a process holds its sockets until it is a zombie or gone, not merely once its command line is empty', async () => {
@@ -191,5 +216,5 @@ test('IPv6 in the firewall: forwarded and masqueraded from its own /64 only; oth
   const input = t.slice(t.indexOf('chain input'), t.indexOf('chain forward'));
   assert.ok(input.indexOf('iifname "hgb-b" icmpv6 type { nd-router-solicit') < input.indexOf('iifname "hgb-b" drop'), 'neighbour discovery on an isolated network');
   const f = renderPortFilter([{ tap: 'hgt-1', mac: '0a:68:67:00:00:01', ipv4: '10.77.0.5', ipv6: [linkLocalAddress('0a:68:67:00:00:01'), slaacAddress(a, '0a:68:67:00:00:01')] }])!;
-  assert.ok(f.includes('iifname "hgt-1" ether type ip6 ip6 saddr != { ::, fe80::868:67ff:fe00:1, fd00:a::868:67ff:fe00:1 } counter drop'), f);
+  assert.ok(fromTapRules(f, 'hgt-1')!.includes('ether type ip6 ip6 saddr != { ::, fe80::868:67ff:fe00:1, fd00:a::868:67ff:fe00:1 } counter drop'), f);
 });

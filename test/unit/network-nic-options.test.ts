@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nftLimit, parseRate } from '../../src/host/network/rates.js';
 import { renderPortFilter } from '../../src/host/network/firewall.js';
+import { chainRules, fromTapRules, toTapRules } from '../helpers/nft.js';
 import { buildQemuArgs } from '../../src/engines/qemu/cmdline.js';
 import { launchRequest } from '../../src/cli/commands/vm.js';
 import { isHangarError } from '../../src/common/errors.js';
@@ -24,8 +25,11 @@ test('rates: tc-style decimal units; nonsense and extremes refused', () => {
 
 test('port filter: egress policed entering the bridge, ingress leaving it; no postrouting chain without ingress limits', () => {
   const t = renderPortFilter([{ tap: 'hgt-a', mac: '0a:68:67:00:00:01', ingressBps: 10_000_000, egressBps: 5_000_000 }])!;
-  assert.match(t, /chain prerouting \{[^}]*iifname "hgt-a" limit rate over 625000 bytes\/second burst 65536 bytes counter drop/);
-  assert.match(t, /chain postrouting \{[^}]*oifname "hgt-a" limit rate over 1250000 bytes\/second burst 125000 bytes counter drop/);
+  // Egress: first in what the TAP sends (before the anti-spoofing rules); ingress: what goes to it, dispatched on the way out.
+  assert.equal(fromTapRules(t, 'hgt-a')![0], 'limit rate over 625000 bytes/second burst 65536 bytes counter drop');
+  assert.deepEqual(toTapRules(t, 'hgt-a'), ['limit rate over 1250000 bytes/second burst 125000 bytes counter drop']);
+  assert.deepEqual(chainRules(t, 'postrouting'), ['type filter hook postrouting priority filter; policy accept;', 'oifname vmap @to_taps']);
+  assert.match(t, /map to_taps \{\n    type ifname : verdict\n    elements = \{ "hgt-a" : jump to-hgt-a \}/);
   assert.doesNotMatch(renderPortFilter([{ tap: 'hgt-b', mac: '0a:68:67:00:00:02' }])!, /postrouting|limit/);
 });
 

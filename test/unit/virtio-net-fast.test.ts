@@ -14,7 +14,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { REG, STATUS, VirtioMmioDevice } from '../../src/vmm/virtio/mmio.js';
 import { TapBackend, VirtioNet, VIRTIO_NET_HDR_BYTES } from '../../src/vmm/virtio/net.js';
-import { NetFastPathClient } from '../../src/vmm/virtio/net-fast.js';
+import { BF_HOLD, NetFastPathClient } from '../../src/vmm/virtio/net-fast.js';
 import { BF_LOCK } from '../../src/vmm/virtio/queue-fast-path.js';
 import { VIRTIO_F_EVENT_IDX, VirtqueueError } from '../../src/vmm/virtio/queue.js';
 import { DATA_BASE, RecordingIrq, TestDriver, TestMemory } from '../helpers/virtio-fixtures.js';
@@ -173,4 +173,72 @@ test('HANGAR_VIRTIO_NET_FAST=0 turns the fast path off; a backend that is not a 
   const fake = { recv: () => null, send: () => true, watch: () => {}, unwatch: () => {}, close: () => {} };
   const net = new VirtioNet({ id: 'eth2' }, fake);
   assert.equal(net.fastShare(NOTIFY_ADDR), undefined);
+});
+
+test("an I/O thread's pass transmits and receives what waits on the TAP: one interrupt, shared counters", () => {
+  // The FIFO hands back what was written to it: the frame a pass sends is what waits to be
+  // received (one frame per pass: a FIFO keeps no frame boundaries). Without EVENT_IDX, so the
+  // driver wants every interrupt.
+  const r = rig();
+  r.drv.start(2, 64, (f) => f & ~(1n << VIRTIO_F_EVENT_IDX));
+  const rxAt = DATA_BASE + 0x80000;
+  for (let i = 0; i < 2; i++) r.drv.addChain(RX, [{ addr: rxAt + i * 0x1000, len: 2048, write: true }]);
+  r.drv.kick(RX); // (on the device thread: nothing waits yet)
+  for (const [i, len] of [60, 700].entries()) {
+    const f = r.postFrame(i, len, 0xa0 + i);
+    // The second pass takes the last buffer: the driver is out of them (a kick is armed).
+    assert.deepEqual(r.client.serve(r.raise), { kind: 'served', interrupt: false, outOfBuffers: i === 1 });
+    assert.equal(r.raised(), i + 1, 'one interrupt for the transmitted and the received chain');
+    assert.ok(r.lockHeldAtRaise());
+    assert.equal(r.drv.takeUsed(TX).length, 1);
+    const rx = r.drv.takeUsed(RX);
+    assert.deepEqual(rx.map((u) => u.len), [VIRTIO_NET_HDR_BYTES + len], 'the frame behind its virtio-net header');
+    const at = rxAt + rx[0]!.id * 0x1000;
+    assert.deepEqual(Buffer.from(r.mem.bytes.subarray(at + VIRTIO_NET_HDR_BYTES, at + VIRTIO_NET_HDR_BYTES + len)), f);
+    assert.equal(r.mem.bytes[at + 10], 1, 'num_buffers = 1');
+  }
+  assert.equal(r.wire().length, 0, 'nothing left on the TAP');
+  let m = r.dev.metrics();
+  assert.equal(m.rx_frames, 2);
+  assert.equal(m.rx_frames_off_device_thread, 2);
+  assert.equal(m.rx_bytes, 760);
+  // No buffers left: the next frame waits (the thread stops watching the TAP meanwhile), and
+  // the device thread delivers it once the driver posts one (same ring position).
+  r.postFrame(2, 90, 0xc3);
+  assert.equal(r.client.serve(r.raise).outOfBuffers, true);
+  assert.equal(r.drv.takeUsed(RX).length, 0);
+  r.drv.addChain(RX, [{ addr: rxAt + 0x10000, len: 2048, write: true }]);
+  r.drv.kick(RX);
+  assert.deepEqual(r.drv.takeUsed(RX).map((u) => u.len), [102], 'the device thread delivers the one that waited');
+  m = r.dev.metrics();
+  assert.equal(m.rx_frames, 3);
+  assert.equal(m.rx_frames_off_device_thread, 2);
+  r.dev.close();
+});
+
+test('a transmit kick on the vCPU thread receives nothing (the device thread or the I/O thread does)', () => {
+  const r = rig();
+  r.drv.start(2, 64);
+  r.drv.addChain(RX, [{ addr: DATA_BASE + 0x80000, len: 2048, write: true }]);
+  r.drv.kick(RX);
+  const f = r.postFrame(0, 60, 0xa1);
+  r.client.notify(TX, r.raise);
+  assert.equal(r.drv.takeUsed(RX).length, 0, 'nothing received on the vCPU side');
+  assert.deepEqual(r.wire(), f, 'the frame waits on the TAP');
+  r.dev.close();
+});
+
+test('an I/O thread leaves the queues alone while the device is off or the machine is held', () => {
+  const r = rig();
+  assert.deepEqual(r.client.serve(r.raise), { kind: 'forward' }, 'before DRIVER_OK');
+  r.drv.start(2, 16);
+  r.postFrame(0, 60, 1);
+  Atomics.store(r.net.fast!.control, BF_HOLD, 1);
+  assert.deepEqual(r.client.serve(r.raise), { kind: 'forward' }, 'held: a paused machine');
+  assert.equal(r.wire().length, 0, 'nothing sent while held');
+  Atomics.store(r.net.fast!.control, BF_HOLD, 0);
+  assert.equal(r.client.serve(r.raise).kind, 'served');
+  assert.equal(r.wire().length, 60, 'sent once let go');
+  r.dev.close();
+  assert.deepEqual(r.client.serve(r.raise), { kind: 'forward' }, 'never a write to a closed fd');
 });

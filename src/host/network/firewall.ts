@@ -130,38 +130,75 @@ export function renderFirewall(nets: FirewallNetwork[], forwards: FirewallForwar
     + '}\n';
 }
 
+/** Chain-name prefixes and map names of the bridge table (its per-TAP chains are PREFIX + TAP name). */
+export const FROM_TAP = 'from-';
+export const TO_TAP = 'to-';
+export const FROM_TAPS = 'from_taps';
+export const TO_TAPS = 'to_taps';
+
 /**
  * The `bridge hangar` table (pure): anti-spoofing per TAP, on frames as they
  * enter the bridge (whether they go to another VM or to the host), and the
  * NIC's rate limits (policing as frames enter from and leave to its TAP). Null
  * when no VM runs with a NIC.
+ *
+ * Layout: each TAP's rules live in chains of their own (`from-TAP` for what it
+ * sends, `to-TAP` for what it receives), and each hook has one rule, a verdict
+ * map lookup on the bridge port (`iifname vmap @from_taps`): a frame costs one
+ * hash lookup plus its own TAP's rules, however many VMs share the bridge. (With
+ * every TAP's rules in the hook chain, each starting with an `iifname` compare,
+ * a frame was compared with the rules of every TAP before its own, and frames
+ * from no TAP with all of them.) A frame from a port the map does not name (the
+ * host's side, an uplink) matches nothing and is accepted, as before. The table
+ * is replaced whole in one transaction (replaceScript), so a TAP's map element
+ * and its chains come and go together.
  */
 export function renderPortFilter(ports: FirewallPort[]): string | null {
   if (ports.length === 0) return null;
-  const rules: string[] = [];
-  const out: string[] = [];
+  // Rules per TAP, in the order TAPs first appear (a TAP named twice gets both entries' rules, as one chain).
+  const from = new Map<string, string[]>();
+  const to = new Map<string, string[]>();
+  const rulesOf = (m: Map<string, string[]>, tap: string): string[] => {
+    let r = m.get(tap);
+    if (!r) m.set(tap, (r = []));
+    return r;
+  };
   for (const p of ports) {
-    const t = q(p.tap);
+    checkChainable(p.tap);
+    const rules = rulesOf(from, p.tap);
     // Rate limits: frames over the rate are dropped (policing), as they enter from or leave to the TAP.
-    if (p.egressBps !== undefined) rules.push(`iifname ${t} ${nftLimit(p.egressBps)} counter drop`);
-    if (p.ingressBps !== undefined) out.push(`oifname ${t} ${nftLimit(p.ingressBps)} counter drop`);
+    if (p.egressBps !== undefined) rules.push(`${nftLimit(p.egressBps)} counter drop`);
+    if (p.ingressBps !== undefined) rulesOf(to, p.tap).push(`${nftLimit(p.ingressBps)} counter drop`);
     // Every drop counts what it dropped (`nft list table bridge hangar`): evidence of a VM that misbehaves.
-    rules.push(`iifname ${t} ether saddr != ${p.mac} counter drop`);
-    rules.push(`iifname ${t} ether type arp arp saddr ether != ${p.mac} counter drop`);
+    rules.push(`ether saddr != ${p.mac} counter drop`);
+    rules.push(`ether type arp arp saddr ether != ${p.mac} counter drop`);
     if (p.ipv4) {
       // 0.0.0.0: a DHCP client before it has an address.
-      rules.push(`iifname ${t} ether type ip ip saddr != { 0.0.0.0, ${p.ipv4} } counter drop`);
-      rules.push(`iifname ${t} ether type arp arp saddr ip != { 0.0.0.0, ${p.ipv4} } counter drop`);
+      rules.push(`ether type ip ip saddr != { 0.0.0.0, ${p.ipv4} } counter drop`);
+      rules.push(`ether type arp arp saddr ip != { 0.0.0.0, ${p.ipv4} } counter drop`);
     }
     // ::: duplicate address detection, before an address is the guest's.
-    if (p.ipv6) rules.push(`iifname ${t} ether type ip6 ip6 saddr != { ::, ${p.ipv6.join(', ')} } counter drop`);
+    if (p.ipv6) rules.push(`ether type ip6 ip6 saddr != { ::, ${p.ipv6.join(', ')} } counter drop`);
     // No DHCP or DHCPv6 server, no router advertisements from a VM.
-    rules.push(`iifname ${t} ether type ip udp sport 67 counter drop`);
-    rules.push(`iifname ${t} ether type ip6 udp sport 547 counter drop`);
-    rules.push(`iifname ${t} ether type ip6 icmpv6 type nd-router-advert counter drop`);
+    rules.push('ether type ip udp sport 67 counter drop');
+    rules.push('ether type ip6 udp sport 547 counter drop');
+    rules.push('ether type ip6 icmpv6 type nd-router-advert counter drop');
   }
-  const post = out.length ? `  chain postrouting {\n    type filter hook postrouting priority filter; policy accept;\n${out.map((r) => `    ${r}\n`).join('')}  }\n` : '';
-  return `table bridge ${NFT_TABLE} {\n  chain prerouting {\n    type filter hook prerouting priority filter; policy accept;\n${rules.map((r) => `    ${r}\n`).join('')}  }\n${post}}\n`;
+  const chains = (prefix: string, m: Map<string, string[]>): string =>
+    [...m].map(([tap, rules]) => `  chain ${prefix}${tap} {\n${rules.map((r) => `    ${r}\n`).join('')}  }\n`).join('');
+  // The map comes after the chains it jumps to (one transaction, applied in order), the hook chain after the map.
+  const map = (name: string, prefix: string, m: Map<string, string[]>): string =>
+    `  map ${name} {\n    type ifname : verdict\n    elements = { ${[...m.keys()].map((tap) => `${q(tap)} : jump ${prefix}${tap}`).join(',\n                 ')} }\n  }\n`;
+  const hook = (name: string, match: string, mapName: string): string =>
+    `  chain ${name} {\n    type filter hook ${name} priority filter; policy accept;\n    ${match} vmap @${mapName}\n  }\n`;
+  let out = chains(FROM_TAP, from) + map(FROM_TAPS, FROM_TAP, from) + hook('prerouting', 'iifname', FROM_TAPS);
+  if (to.size > 0) out += chains(TO_TAP, to) + map(TO_TAPS, TO_TAP, to) + hook('postrouting', 'oifname', TO_TAPS);
+  return `table bridge ${NFT_TABLE} {\n${out}}\n`;
+}
+
+/** A TAP name becomes part of a chain name: an interface name nft takes unquoted (Hangar's are `hgt-` + hex). */
+function checkChainable(tap: string): void {
+  if (!/^[A-Za-z][A-Za-z0-9_-]{0,14}$/.test(tap)) throw new HangarError('INVALID_ARGUMENT', `a TAP name the firewall cannot use: "${tap}"`);
 }
 
 /** The nft script that replaces our tables in one transaction (removing those that are null). */

@@ -15,12 +15,15 @@
  *   chains (about 64 KiB each), so every frame fits one chain.
  *   HANGAR_VIRTIO_NET_OFFLOAD=0 turns this mode off (for A/B measurements).
  *
- * On a TAP the transmit queue is served by the vCPU thread whose guest
- * kicked it (net-fast.ts): the frames are written to the TAP and the used
- * chains returned before the guest runs on, with no hand-off to the device
- * thread — a transmit completion that waits for the device thread holds a
- * Linux sender back (its socket may not queue more until the driver has
- * freed what it sent). Receiving stays on the device thread's event loop.
+ * On a TAP the NIC's frames are moved by an I/O thread of its own
+ * (net-io-thread.ts): it wakes on the guest's kicks (ioeventfds) and on the
+ * TAP, transmits and receives in one pass and raises one interrupt; this
+ * thread then never watches the TAP. Without it (HANGAR_VIRTIO_NET_IOTHREAD=0,
+ * or no ioeventfds) the transmit queue is served by the vCPU thread whose
+ * guest kicked it (net-fast.ts), so a transmit completion never waits for the
+ * device thread — one that does holds a Linux sender back (its socket may not
+ * queue more until the driver has freed what it sent) — and receiving stays
+ * on the device thread's event loop.
  */
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -33,6 +36,7 @@ import type { VirtioContext, VirtioDevice } from './mmio.js';
 import { VIRTIO_ID } from './mmio.js';
 import { NetFastPath, type NetFastShare } from './net-fast.js';
 import { MAX_FRAME, NET_QUEUE_SIZE, RXQ, TXQ, TX, VIRTIO_NET_HDR_BYTES, createTxCounters, tapSend, transmitQueue } from './net-transmit.js';
+import { RX, createRxCounters, receiveQueue } from './net-receive.js';
 import type { Virtqueue } from './queue.js';
 import { openTap } from './tap.js';
 
@@ -173,11 +177,14 @@ export class VirtioNet implements VirtioDevice {
   private readonly config = new Uint8Array(12);
   private ctx: VirtioContext | null = null;
   private watching = false;
+  /** The NIC's I/O thread (net-io-thread.ts) moves its frames: this thread never watches the TAP then. */
+  private ioThread?: { wake(): void };
   /** One received frame behind room for its virtio_net_hdr. */
   private readonly frame = new Uint8Array(VIRTIO_NET_HDR_BYTES + MAX_FRAME);
-  /** virtio_net_hdr for received frames: no offload, num_buffers = 1. */
-  private readonly rxHeader = Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0);
-  private readonly counters = { rx_frames: 0, rx_bytes: 0, rx_dropped: 0, rx_stalls: 0, rx_wakeups: 0, rx_busy_ms: 0 };
+  /** Wake-ups of the device thread for received frames, and its time in receive(). */
+  private readonly counters = { rx_wakeups: 0, rx_busy_ms: 0 };
+  /** Receive counters (net-receive.ts RX indexes), shared with the NIC's I/O thread. */
+  private readonly rxCounters = createRxCounters();
   private readonly txCounters = createTxCounters();
   /** The transmit queue's vCPU-thread fast path (TAP backends; absent when turned off). */
   readonly fast?: NetFastPath;
@@ -205,17 +212,19 @@ export class VirtioNet implements VirtioDevice {
     // receive() re-arms the kick when it runs out. Arm it now too (a restore may start us mid-way).
     const rxq = ctx.queues[RXQ];
     if (rxq) {
-      rxq.notifyWhenEmptyOnly = process.env.HANGAR_VIRTIO_NET_RX_KICKS !== '1';
+      rxq.notifyWhenEmptyOnly = rxNotifyWhenEmptyOnly();
       if (rxq.ready) rxq.armNotify();
     }
     // The TAP may hand over what the driver said it can finish: partial checksums, TCP segments.
     if (this.backend.vnetHdr) this.setOffload(tunOffloadFor(ctx.features), ctx);
     this.startWatching();
     this.fast?.setOn(true);
+    this.ioThread?.wake();
   }
 
   reset(): void {
     this.fast?.setOn(false);
+    this.ioThread?.wake();
     if (this.ctx && this.backend.vnetHdr) this.setOffload(0, this.ctx);
     this.ctx = null;
     this.stopWatching();
@@ -228,13 +237,17 @@ export class VirtioNet implements VirtioDevice {
 
   bindQueues(queues: readonly Virtqueue[]): void {
     if (queues[TXQ]) this.fast?.bindQueue(queues[TXQ].shared);
+    if (queues[RXQ]) this.fast?.bindRxQueue(queues[RXQ].shared);
   }
 
   /** What a vCPU thread needs to serve the transmit queue itself; undefined when the fast path is off. */
   fastShare(notifyAddr: number): NetFastShare | undefined {
     const fd = this.backend instanceof TapBackend ? this.backend.openFd : null;
     if (!this.fast || fd === null) return undefined;
-    return this.fast.share(notifyAddr, { fd, id: this.opts.id, vnetHdr: this.backend.vnetHdr === true, counters: this.txCounters.buffer as SharedArrayBuffer });
+    return this.fast.share(notifyAddr, {
+      fd, id: this.opts.id, vnetHdr: this.backend.vnetHdr === true, counters: this.txCounters.buffer as SharedArrayBuffer,
+      rxCounters: this.rxCounters.buffer as SharedArrayBuffer, rxNotifyWhenEmptyOnly: rxNotifyWhenEmptyOnly(),
+    });
   }
 
   /** Kicks served on vCPU threads and their suppressed interrupts, for the transport's metrics. */
@@ -264,8 +277,14 @@ export class VirtioNet implements VirtioDevice {
     }
   }
 
+  /** From now on the I/O thread receives (and transmits): the device thread stops watching the TAP. */
+  attachIoThread(t: { wake(): void }): void {
+    this.ioThread = t;
+    this.stopWatching();
+  }
+
   private startWatching(): void {
-    if (this.watching || !this.ctx?.queues[RXQ]?.ready) return;
+    if (this.ioThread || this.watching || !this.ctx?.queues[RXQ]?.ready) return;
     this.watching = true;
     this.backend.watch(() => {
       this.counters.rx_wakeups++;
@@ -295,48 +314,30 @@ export class VirtioNet implements VirtioDevice {
     const q = ctx.queues[RXQ]!;
     if (!q.ready) return;
     const t0 = performance.now();
-    let served = 0;
+    // The NIC's I/O thread serves the same queue under the same lock.
+    this.fast?.acquire();
     try {
-      while (served < RX_BATCH) {
-        if (q.pending() === 0) {
-          // Out of buffers: ask for a kick when the driver posts more, and look once more.
-          if (q.armNotify() > 0) continue;
-          this.counters.rx_stalls++;
-          this.stopWatching();
-          break;
-        }
-        const vnet = this.backend.vnetHdr === true;
-        const got = this.backend.recv(vnet ? this.frame : this.frame.subarray(VIRTIO_NET_HDR_BYTES));
-        if (got === null) break;
-        // Header + frame in this.frame: the TAP's header (it writes bytes 0..9, num_buffers is ours) or ours.
-        const total = vnet ? got : VIRTIO_NET_HDR_BYTES + got;
-        if (vnet) { this.frame[10] = 1; this.frame[11] = 0; } else this.frame.set(this.rxHeader, 0);
-        const n = total - VIRTIO_NET_HDR_BYTES;
-        const chain = q.pop()!;
-        served++;
-        if (n < 0 || chain.writableLength < total) {
-          this.counters.rx_dropped++;
-          q.pushUsed(chain.head, 0);
-          continue;
-        }
-        chain.write(0, this.frame.subarray(0, total));
-        q.pushUsed(chain.head, total);
-        this.counters.rx_frames++;
-        this.counters.rx_bytes += n;
-      }
-      if (served > 0) ctx.usedBuffers(q);
+      const r = receiveQueue(q, (buf) => this.backend.recv(buf), this.frame, this.backend.vnetHdr === true, this.rxCounters, RX_BATCH);
+      // Out of buffers: the backend would wake us for nothing until the driver posts more and kicks.
+      if (r.outOfBuffers) this.stopWatching();
+      if (r.served > 0) ctx.usedBuffers(q);
     } catch (e) {
       // Called from the event loop, not from an MMIO exit: report through the transport ourselves.
       ctx.fail(e);
+    } finally {
+      this.fast?.release();
     }
     this.counters.rx_busy_ms += performance.now() - t0;
   }
 
   metrics(): DeviceMetrics {
     const tx = this.txCounters;
+    const rx = this.rxCounters;
     return {
+      rx_frames: rx[RX.FRAMES]!, rx_bytes: rx[RX.BYTES]!, rx_dropped: rx[RX.DROPPED]!, rx_stalls: rx[RX.STALLS]!, rx_frames_off_device_thread: rx[RX.FRAMES_OFF_DEVICE_THREAD]!,
       ...this.counters, rx_busy_ms: Math.round(this.counters.rx_busy_ms), tx_frames: tx[TX.FRAMES]!, tx_bytes: tx[TX.BYTES]!, tx_dropped: tx[TX.DROPPED]!, tx_malformed: tx[TX.MALFORMED]!,
       tx_kicks_on_vcpu: this.fast?.notifications() ?? 0,
+      io_thread_passes: this.fast?.ioThreadCounts().passes ?? 0, io_thread_tx_kicks: this.fast?.ioThreadCounts().txKicks ?? 0,
     };
   }
 
@@ -344,6 +345,11 @@ export class VirtioNet implements VirtioDevice {
     this.reset();
     this.backend.close();
   }
+}
+
+/** With EVENT_IDX the receive queue asks for a kick only when it ran dry (HANGAR_VIRTIO_NET_RX_KICKS=1: at every buffer). */
+function rxNotifyWhenEmptyOnly(): boolean {
+  return process.env.HANGAR_VIRTIO_NET_RX_KICKS !== '1';
 }
 
 /** TUNSETOFFLOAD flags for the offloads the driver accepted on its receive side. */
