@@ -175,11 +175,11 @@ test('a QEMU VM runs unprivileged, filtered, in its own cgroup with its limits; 
   const limit = (128 + DEFAULT_OVERHEAD_MIB[v.runtime.accel === 'kvm' ? 'qemu-kvm' : 'qemu-tcg']) * 2 ** 20;
   if (v2) {
     assert.equal(Number(read(path.join(dirs.memory, 'memory.max'))), limit);
-    assert.equal(read(path.join(dirs.cpu, 'cpu.max')), '200000 100000', 'CPU quota = 1 vCPU + 1 for the emulator\'s own threads');
+    assert.equal(read(path.join(dirs.cpu, 'cpu.max')), '100000 100000');
     assert.equal(read(path.join(dirs.pids, 'pids.max')), '512');
   } else {
     assert.equal(Number(read(path.join(dirs.memory, 'memory.limit_in_bytes'))), limit);
-    assert.equal(read(path.join(dirs.cpu, 'cpu.cfs_quota_us')), '200000');
+    assert.equal(read(path.join(dirs.cpu, 'cpu.cfs_quota_us')), '100000');
     assert.equal(read(path.join(dirs.pids, 'pids.max')), '512');
   }
   // The guest still works: the console answers.
@@ -202,7 +202,7 @@ test('a micro VM (hangar-vmm) runs unprivileged, seccomp-filtered, in its own cg
   assertConfined(pid, 'hangar-vmm');
   const uid = procStatus(pid).uid[0]!;
   const dirs = vmCgroupDirs(pid, v.id);
-  assert.equal(read(path.join(dirs.cpu, v2 ? 'cpu.max' : 'cpu.cfs_quota_us')), v2 ? '300000 100000' : '300000', 'CPU quota = 2 vCPUs + 1 for the device thread');
+  assert.equal(read(path.join(dirs.cpu, v2 ? 'cpu.max' : 'cpu.cfs_quota_us')), v2 ? '200000 100000' : '200000', 'CPU quota = 2 vCPUs');
   assert.equal(Number(read(path.join(dirs.memory, v2 ? 'memory.max' : 'memory.limit_in_bytes'))), (128 + DEFAULT_OVERHEAD_MIB.micro) * 2 ** 20);
   // The guest runs: its echo comes back through the console (vCPU threads under the filter).
   const r = expectOk(await runHangar(['console', 'iso-m', '--until', 'echo: confined', '--timeout', '30'], { env, input: 'confined\n', timeoutMs: 60_000 }), 'console');

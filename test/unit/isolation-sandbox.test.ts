@@ -168,13 +168,13 @@ test('cgroup v1: one folder per controller, each with its own limit files', () =
   }
 });
 
-test('CPU quota: the vCPUs plus one CPU for the VM process\'s own threads; HANGAR_VM_CPU_ALLOWANCE changes it', () => {
-  assert.equal(DEFAULT_CPU_ALLOWANCE, 1);
-  assert.equal(limitsFor({ engine: 'qemu', accel: 'tcg', cpus: 1, memoryBytes: 2 ** 27 }).cpus, 2);
-  assert.equal(limitsFor({ engine: 'micro', accel: 'kvm', cpus: 4, memoryBytes: 2 ** 27 }).cpus, 5);
-  process.env.HANGAR_VM_CPU_ALLOWANCE = '0';
+test('CPU quota: the vCPUs by default; HANGAR_VM_CPU_ALLOWANCE adds CPUs for the VM process\'s own threads', () => {
+  assert.equal(DEFAULT_CPU_ALLOWANCE, 0);
+  assert.equal(limitsFor({ engine: 'qemu', accel: 'tcg', cpus: 1, memoryBytes: 2 ** 27 }).cpus, 1);
+  assert.equal(limitsFor({ engine: 'micro', accel: 'kvm', cpus: 4, memoryBytes: 2 ** 27 }).cpus, 4);
+  process.env.HANGAR_VM_CPU_ALLOWANCE = '1';
   try {
-    assert.equal(limitsFor({ engine: 'qemu', accel: 'kvm', cpus: 2, memoryBytes: 2 ** 27 }).cpus, 2, 'exactly the vCPUs, as before');
+    assert.equal(limitsFor({ engine: 'qemu', accel: 'kvm', cpus: 2, memoryBytes: 2 ** 27 }).cpus, 3, 'one CPU more');
     process.env.HANGAR_VM_CPU_ALLOWANCE = '-1';
     assert.throws(() => limitsFor({ engine: 'qemu', accel: 'kvm', cpus: 2, memoryBytes: 2 ** 27 }), /HANGAR_VM_CPU_ALLOWANCE/);
   } finally {
