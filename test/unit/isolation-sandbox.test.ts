@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { loadVmSandbox, type SandboxRecord } from '../../src/engines/sandbox/sandbox.js';
+import { DEFAULT_CPU_ALLOWANCE, limitsFor, loadVmSandbox, type SandboxRecord } from '../../src/engines/sandbox/sandbox.js';
 import { createCgroup, procsFiles, removeCgroup } from '../../src/engines/sandbox/cgroup.js';
 import { grantRead } from '../../src/engines/sandbox/access.js';
 
@@ -165,6 +165,20 @@ test('cgroup v1: one folder per controller, each with its own limit files', () =
     assert.equal(procsFiles(set).length, 3);
   } finally {
     for (const m of mounts) fs.rmSync(path.dirname(path.dirname(m)), { recursive: true, force: true });
+  }
+});
+
+test('CPU quota: the vCPUs by default; HANGAR_VM_CPU_ALLOWANCE adds CPUs for the VM process\'s own threads', () => {
+  assert.equal(DEFAULT_CPU_ALLOWANCE, 0);
+  assert.equal(limitsFor({ engine: 'qemu', accel: 'tcg', cpus: 1, memoryBytes: 2 ** 27 }).cpus, 1);
+  assert.equal(limitsFor({ engine: 'micro', accel: 'kvm', cpus: 4, memoryBytes: 2 ** 27 }).cpus, 4);
+  process.env.HANGAR_VM_CPU_ALLOWANCE = '1';
+  try {
+    assert.equal(limitsFor({ engine: 'qemu', accel: 'kvm', cpus: 2, memoryBytes: 2 ** 27 }).cpus, 3, 'one CPU more');
+    process.env.HANGAR_VM_CPU_ALLOWANCE = '-1';
+    assert.throws(() => limitsFor({ engine: 'qemu', accel: 'kvm', cpus: 2, memoryBytes: 2 ** 27 }), /HANGAR_VM_CPU_ALLOWANCE/);
+  } finally {
+    delete process.env.HANGAR_VM_CPU_ALLOWANCE;
   }
 });
 

@@ -44,6 +44,15 @@ const MIB = 2 ** 20;
  */
 export const DEFAULT_OVERHEAD_MIB = { 'qemu-kvm': 256, 'qemu-tcg': 1280, micro: 256 } as const;
 export const DEFAULT_PIDS_MAX = 512;
+/**
+ * CPU quota above the vCPUs, in CPUs (HANGAR_VM_CPU_ALLOWANCE). A VM process runs more than its
+ * vCPU threads (QEMU's main loop and I/O threads, hangar-vmm's device thread), and a quota of
+ * exactly the vCPUs throttles that work while the guest is busy — but measured on a Debian boot
+ * under TCG that cost ≤ 4 % of the boot's time and no boot was faster with one CPU more
+ * (docs/benchmarks.md `cpu-quota-debian`), so the default stays at the vCPUs: the VM gets what
+ * it was sized for. Raise it for guests whose I/O threads are busy.
+ */
+export const DEFAULT_CPU_ALLOWANCE = 0;
 
 export interface SandboxRequest {
   engine: 'qemu' | 'micro';
@@ -120,7 +129,10 @@ export function overheadMib(engine: 'qemu' | 'micro', accel: 'kvm' | 'tcg'): num
 
 export function limitsFor(req: Pick<SandboxRequest, 'engine' | 'accel' | 'cpus' | 'memoryBytes'>): SandboxLimits {
   const overhead = overheadMib(req.engine, req.accel);
-  return { memoryBytes: req.memoryBytes + overhead * MIB, pidsMax: envInt('HANGAR_VM_PIDS_MAX', DEFAULT_PIDS_MAX, 16), cpus: req.cpus };
+  return {
+    memoryBytes: req.memoryBytes + overhead * MIB, pidsMax: envInt('HANGAR_VM_PIDS_MAX', DEFAULT_PIDS_MAX, 16),
+    cpus: req.cpus + envInt('HANGAR_VM_CPU_ALLOWANCE', DEFAULT_CPU_ALLOWANCE, 0),
+  };
 }
 
 /** The daemon's environment minus what a VM process has no business reading (API tokens and the like). */
