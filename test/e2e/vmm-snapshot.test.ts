@@ -50,7 +50,7 @@ async function state(p: VmmProcess): Promise<string> {
 
 /** The numbers of every complete "tick N" line, in order. */
 function ticks(text: string): number[] {
-  return [...text.matchAll(/^tick (\d+)$/gm)].map((m) => Number(m[1]));
+  return [...text.matchAll(/^tick (\d+)(?=\r?\n)/gm)].map((m) => Number(m[1]));
 }
 
 /** Parsed "snap: step=…" lines of guests/snapshot.c. */
