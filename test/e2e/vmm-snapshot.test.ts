@@ -53,9 +53,9 @@ function ticks(text: string): number[] {
   return [...text.matchAll(/^tick (\d+)(?=\r?\n)/gm)].map((m) => Number(m[1]));
 }
 
-/** Parsed "snap: step=…" lines of guests/snapshot.c. */
+/** Parsed complete "snap: step=…" lines of guests/snapshot.c (a paused guest may have left half a line). */
 function steps(text: string): Array<{ step: number; c0: number; c1: number; blk: number }> {
-  return [...text.matchAll(/^snap: step=(\d+) cpus=\d+ c0=(\d+) c1=(\d+) blk=(\d+)$/gm)].map((m) => ({ step: Number(m[1]), c0: Number(m[2]), c1: Number(m[3]), blk: Number(m[4]) }));
+  return [...text.matchAll(/^snap: step=(\d+) cpus=\d+ c0=(\d+) c1=(\d+) blk=(\d+)(?=\r?\n)/gm)].map((m) => ({ step: Number(m[1]), c0: Number(m[2]), c1: Number(m[3]), blk: Number(m[4]) }));
 }
 
 test('a counter guest snapshotted in one hangar-vmm continues from its value in a fresh one', { skip }, async () => {
