@@ -127,3 +127,27 @@ export function summarizeCpuProfiles(dir: string, n = 25): string[] {
   }
   return out;
 }
+
+/** What a lab bench's job inside L1 reports: what went wrong, besides its figures. */
+export interface LabJobReport { errors: string[] }
+
+/**
+ * Runs `job` for each engine in turn inside one L1. An engine that fails is recorded in
+ * `report.errors` and said, and the next engine still runs: one run gives every figure it can.
+ */
+export async function eachEngine<E extends string>(engines: readonly E[], report: LabJobReport, say: (s: string) => void, job: (engine: E) => Promise<void>): Promise<void> {
+  for (const e of engines) {
+    try {
+      await job(e);
+    } catch (err) {
+      report.errors.push(`${e}: ${(err as Error).message}`);
+      say(`${e} failed: ${(err as Error).message}`);
+    }
+  }
+}
+
+/** The end of a lab bench's job: the report as one `TAG {json}` line on stdout (the host side parses it), exit 1 if anything failed. */
+export function endLabJob(tag: string, report: LabJobReport): never {
+  process.stdout.write(`${tag} ${JSON.stringify(report)}\n`);
+  process.exit(report.errors.length ? 1 : 0);
+}

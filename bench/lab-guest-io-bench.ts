@@ -34,7 +34,7 @@ import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { finishSection } from './report.js';
-import { observe as observeRun } from './lab-diag.js';
+import { eachEngine, endLabJob, observe as observeRun } from './lab-diag.js';
 import { LAB_GUEST_ADDR, LAB_GUEST_MAC, LAB_L1_ADDR, LAB_QEMU, LAB_TAP, startLabVmm } from './lab-vmm.js';
 import { loginAsRoot, shellRun, waitForText, type SerialConsole } from '../test/lab/serial-login.js';
 
@@ -246,21 +246,13 @@ async function inside(): Promise<void> {
     const fd = fs.openSync(dataDisk, 'w');
     for (let i = 0; i < DATA_MIB; i++) fs.writeSync(fd, chunk);
     fs.closeSync(fd);
-    for (const e of ENGINES) {
-      try {
-        await onEngine(e, dir, dataDisk, report);
-      } catch (err) {
-        report.errors.push(`${e}: ${(err as Error).message}`);
-        say(`${e} failed: ${(err as Error).message}`);
-      }
-    }
+    await eachEngine(ENGINES, report, say, (e) => onEngine(e, dir, dataDisk, report));
   } catch (err) {
     report.errors.push((err as Error).message);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  process.stdout.write(`LAB-GUEST-IO ${JSON.stringify(report)}\n`);
-  process.exit(report.errors.length ? 1 : 0);
+  endLabJob('LAB-GUEST-IO', report);
 }
 
 const ROWS: Array<[keyof Figures, string, boolean]> = [

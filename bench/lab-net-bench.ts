@@ -40,7 +40,7 @@ import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { finishSection } from './report.js';
-import { observe, summarizeCpuProfiles } from './lab-diag.js';
+import { eachEngine, endLabJob, observe, summarizeCpuProfiles } from './lab-diag.js';
 import { LAB_GUEST_ADDR, LAB_GUEST_MAC, LAB_L1_ADDR, LAB_QEMU, LAB_TAP, startLabVmm } from './lab-vmm.js';
 import { shellRun, waitForText, LAB_SHELL_PROMPT, type SerialConsole } from '../test/lab/serial-login.js';
 
@@ -271,21 +271,13 @@ async function inside(): Promise<void> {
     for (const f of [path.join(TINY_DIR, 'vmlinuz'), path.join(LAB_L2, 'root.ext4'), IPERF3_BIN, ...(ENGINES.includes('qemu-microvm') ? [QEMU] : [])]) {
       if (!fs.existsSync(f)) throw new Error(`${f} missing: run the lab with --with-qemu`);
     }
-    for (const e of ENGINES) {
-      try {
-        await onEngine(e, dir, report);
-      } catch (err) {
-        report.errors.push(`${e}: ${(err as Error).message}`);
-        say(`${e} failed: ${(err as Error).message}`);
-      }
-    }
+    await eachEngine(ENGINES, report, say, (e) => onEngine(e, dir, report));
   } catch (err) {
     report.errors.push((err as Error).message);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  process.stdout.write(`LAB-NET ${JSON.stringify(report)}\n`);
-  process.exit(report.errors.length ? 1 : 0);
+  endLabJob('LAB-NET', report);
 }
 
 const ROWS: Array<[keyof Figures, string]> = [
